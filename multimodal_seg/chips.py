@@ -1,0 +1,168 @@
+"""Chip grids: where chips sit, how they are cut, and how chip labels go back to pixels.
+
+A chip is a square window of ``size`` pixels; chips start every ``stride`` pixels
+along each axis (``stride < size`` makes them overlap).
+
+Edge policy
+-----------
+The grid always covers every pixel.  When the image length is not ``size + n *
+stride``, one more row (column) of chips is added whose chips end exactly on the
+image edge, so the last two rows (columns) overlap more than the others.  Nothing
+is padded and nothing is dropped.  An image smaller than one chip is an error.
+
+Back-projection
+---------------
+Each pixel takes the community that most chips covering it voted for.  Ties go to
+the chip whose centre is nearest the pixel block, so a stride equal to the chip
+size gives exactly the chip map, and overlapping chips give finer boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ParameterError
+
+
+def _starts(length: int, size: int, stride: int) -> np.ndarray:
+    """Chip start offsets along one axis (pixels); the last chip ends on the edge."""
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return np.asarray(starts, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ChipGrid:
+    """A regular grid of square chips over an image of ``shape`` (rows, cols) pixels.
+
+    Attributes
+    ----------
+    shape
+        Image shape in pixels, ``(rows, cols)``.
+    size
+        Chip edge length in pixels.
+    stride
+        Step between chip starts in pixels (``stride == size``: no overlap).
+    """
+
+    shape: tuple[int, int]
+    size: int
+    stride: int
+
+    def __post_init__(self) -> None:
+        if self.size < 4:
+            raise ParameterError(
+                f"chip size {self.size} px is too small to hold any texture",
+                fix="use a chip size of at least 4 px (16-128 px is typical)",
+                where="chip_size",
+            )
+        if not 1 <= self.stride:
+            raise ParameterError(
+                f"stride {self.stride} px must be a positive number of pixels",
+                fix="use a stride between 1 px and the chip size",
+                where="stride",
+            )
+        if self.stride > self.size:
+            raise ParameterError(
+                f"stride {self.stride} px is larger than the chip size {self.size} px, "
+                "so pixels between chips would get no label",
+                fix="use a stride no larger than the chip size",
+                where="stride",
+            )
+        rows, cols = self.shape
+        if self.size > rows or self.size > cols:
+            raise ParameterError(
+                f"chip size {self.size} px is larger than the image ({rows} x {cols} px)",
+                fix=f"use a chip size of at most {min(rows, cols)} px",
+                where="chip_size",
+            )
+
+    @property
+    def row_starts(self) -> np.ndarray:
+        """Start row of each chip row, shape ``(n_rows,)``."""
+        return _starts(self.shape[0], self.size, self.stride)
+
+    @property
+    def col_starts(self) -> np.ndarray:
+        """Start column of each chip column, shape ``(n_cols,)``."""
+        return _starts(self.shape[1], self.size, self.stride)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Number of chips along rows and columns."""
+        return len(self.row_starts), len(self.col_starts)
+
+    @property
+    def n_chips(self) -> int:
+        r, c = self.grid_shape
+        return r * c
+
+    @property
+    def origins(self) -> np.ndarray:
+        """Top-left pixel of every chip in row-major order, shape ``(n_chips, 2)``."""
+        rr, cc = np.meshgrid(self.row_starts, self.col_starts, indexing="ij")
+        return np.stack([rr.ravel(), cc.ravel()], axis=1)
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "size": self.size, "stride": self.stride}
+
+    def extract_row(self, band: np.ndarray) -> np.ndarray:
+        """Cut one chip row from a band of ``size`` image rows.
+
+        Parameters
+        ----------
+        band
+            Array of shape ``(size, cols)``: the image rows of one chip row.
+
+        Returns
+        -------
+        Chips of shape ``(n_cols, size, size)``.
+        """
+        return np.stack([band[:, c : c + self.size] for c in self.col_starts])
+
+    def chip_labels_to_pixels(self, chip_labels: np.ndarray) -> np.ndarray:
+        """Paint chip labels back onto the image by majority vote.
+
+        Parameters
+        ----------
+        chip_labels
+            Integer labels of shape ``grid_shape``; ``-1`` marks chips without a label.
+
+        Returns
+        -------
+        Integer labels of shape ``shape`` (pixels); ``-1`` where no labelled chip covers a pixel.
+        """
+        chip_labels = np.asarray(chip_labels)
+        if chip_labels.shape != self.grid_shape:
+            raise ValueError(f"chip_labels has shape {chip_labels.shape}, expected {self.grid_shape}")
+        # Votes are constant on the blocks between consecutive chip edges, so vote
+        # per block instead of per pixel: exact, and small even for huge images.
+        row_edges, col_edges = (
+            np.unique(np.concatenate([starts, starts + self.size, [0, length]]))
+            for starts, length in ((self.row_starts, self.shape[0]), (self.col_starts, self.shape[1]))
+        )
+        n_labels = int(chip_labels.max()) + 1 if (chip_labels >= 0).any() else 0
+        block_r = 0.5 * (row_edges[:-1] + row_edges[1:])
+        block_c = 0.5 * (col_edges[:-1] + col_edges[1:])
+        votes = np.zeros((max(n_labels, 1), len(block_r), len(block_c)), dtype=np.float64)
+        half = self.size / 2
+        for i, r0 in enumerate(self.row_starts):
+            rsel = (row_edges[:-1] >= r0) & (row_edges[1:] <= r0 + self.size)
+            for j, c0 in enumerate(self.col_starts):
+                label = chip_labels[i, j]
+                if label < 0:
+                    continue
+                csel = (col_edges[:-1] >= c0) & (col_edges[1:] <= c0 + self.size)
+                # 1 per chip, plus < 1e-3 for closeness of the chip centre: breaks ties only.
+                dist = np.hypot(
+                    (block_r[rsel, None] - r0 - half) / self.size,
+                    (block_c[None, csel] - c0 - half) / self.size,
+                )
+                votes[label][np.ix_(rsel, csel)] += 1.0 + 1e-3 * (1.0 - dist)
+        block_labels = np.where(votes.max(axis=0) > 0, votes.argmax(axis=0), -1)
+        return np.repeat(
+            np.repeat(block_labels, np.diff(row_edges), axis=0), np.diff(col_edges), axis=1
+        )

@@ -1,0 +1,157 @@
+"""Run configuration: validated sections for each stage, from keywords or YAML.
+
+Unknown keys and bad values are errors that name them (pydantic, ``extra="forbid"``).
+A YAML file mirrors the sections::
+
+    chips:       {size: 32, stride: 16}
+    encoder:     {name: auto, weights: null, allow_download: false}
+    graph:       {k: 15, n_pcs: 30}
+    communities: {method: leiden, resolution: 1.0}
+    seed: 0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ParameterError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ChipConfig(_Section):
+    """Chip grid. Sizes are pixels (int) or calibrated lengths (str such as ``"2 nm"``).
+
+    ``size="auto"`` picks about 24 chips across the shorter image side, at least
+    16 px; ``stride=None`` uses half the chip size (50 % overlap), which halves
+    the boundary error of the painted regions at four times the chips.
+    """
+
+    size: int | str = "auto"
+    stride: int | str | None = None
+
+    @field_validator("size", "stride")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be a positive number of pixels")
+        return value
+
+
+class EncoderConfig(_Section):
+    """Which encoder embeds the chips. ``name="auto"``: MicroNet ResNet50 if its
+    weights are at hand, else the weight-free Fourier encoder."""
+
+    name: str = "auto"
+    weights: str | None = None
+    allow_download: bool = False
+    batch_size: int = Field(64, gt=0)
+    device: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class GraphConfig(_Section):
+    """kNN graph over standardised, PCA-reduced embeddings."""
+
+    k: int = Field(15, gt=0, le=1000)
+    n_pcs: int | None = Field(30, gt=0)
+
+
+class CommunityConfig(_Section):
+    """Community detection on the graph."""
+
+    method: Literal["leiden", "louvain"] = "leiden"
+    resolution: float = Field(1.0, gt=0, le=100)
+    n_iterations: int = -1
+
+
+class SegmentConfig(_Section):
+    """Everything a segmentation run depends on, besides the data."""
+
+    chips: ChipConfig = Field(default_factory=ChipConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    communities: CommunityConfig = Field(default_factory=CommunityConfig)
+    seed: int = Field(0, ge=0)
+
+
+#: segment() keyword -> (section, field) in SegmentConfig.
+KEYWORDS: dict[str, tuple[str | None, str]] = {
+    "chip_size": ("chips", "size"),
+    "stride": ("chips", "stride"),
+    "encoder": ("encoder", "name"),
+    "weights": ("encoder", "weights"),
+    "allow_download": ("encoder", "allow_download"),
+    "batch_size": ("encoder", "batch_size"),
+    "device": ("encoder", "device"),
+    "k": ("graph", "k"),
+    "n_pcs": ("graph", "n_pcs"),
+    "method": ("communities", "method"),
+    "resolution": ("communities", "resolution"),
+    "seed": (None, "seed"),
+}
+
+
+def _explain(exc: ValidationError, where: str) -> ParameterError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+    return ParameterError(
+        "invalid configuration: " + "; ".join(lines),
+        fix="correct or remove these keys; `mmseg segment --help` and docs/user-guide.md list valid ones",
+        where=where,
+    )
+
+
+def load_config(source: SegmentConfig | dict | str | Path | None = None) -> SegmentConfig:
+    """A validated config from a model, a dict, a YAML file, or defaults (``None``)."""
+    if isinstance(source, SegmentConfig):
+        return source.model_copy(deep=True)
+    where = "config"
+    data: Any = {}
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise ParameterError("config file not found", fix="give the path of an existing YAML file",
+                                 where=path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ParameterError(f"not valid YAML: {exc}", fix="fix the YAML syntax", where=path) from exc
+        if not isinstance(data, dict):
+            raise ParameterError("the config must be a mapping of sections",
+                                 fix="see configs/demo.yaml for the layout", where=path)
+    elif isinstance(source, dict):
+        data = source
+    try:
+        return SegmentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def with_overrides(config: SegmentConfig, **keywords: Any) -> SegmentConfig:
+    """A copy of ``config`` with segment() keywords applied; ``None`` keeps the config's value."""
+    data = config.model_dump()
+    for keyword, value in keywords.items():
+        if value is None:
+            continue
+        if keyword not in KEYWORDS:
+            raise ParameterError(f"unknown option {keyword!r}",
+                                 fix=f"use one of {', '.join(sorted(KEYWORDS))}", where=keyword)
+        section, field = KEYWORDS[keyword]
+        (data[section] if section else data)[field] = str(value) if keyword == "weights" else value
+    try:
+        return SegmentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, "options") from None

@@ -1,0 +1,55 @@
+"""The encoder interface: chips in, one embedding vector per chip out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+
+class Encoder(ABC):
+    """Embeds image chips as fixed-length vectors.
+
+    Subclasses set ``name`` (the registry key) and implement :meth:`encode`,
+    :attr:`dim` and :meth:`fingerprint`.  An encoder must be deterministic: the
+    same chips give the same embeddings (up to float rounding on GPUs).
+    """
+
+    #: Registry key, e.g. ``"resnet50"`` or ``"fourier"``.
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Length of one embedding vector."""
+
+    @abstractmethod
+    def encode(self, chips: np.ndarray) -> np.ndarray:
+        """Embed a batch of chips.
+
+        Parameters
+        ----------
+        chips
+            Array of shape ``(n, size, size)``, float32, intensities scaled to
+            about ``[0, 1]`` with one scale for the whole image (the pipeline does
+            this, so that chips keep their relative brightness).
+
+        Returns
+        -------
+        Array of shape ``(n, dim)``, float32.
+        """
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-able description of everything that changes the embeddings.
+
+        Used for provenance and to decide whether cached embeddings are still
+        valid: name, options, and the identity (e.g. SHA-256) of any weights.
+        """
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        fp = self.fingerprint()
+        opts = ", ".join(f"{k}={v}" for k, v in fp.items() if k != "name")
+        return f"{self.name}({opts})"

@@ -1,0 +1,105 @@
+"""kNN similarity graphs over chip embeddings.
+
+Embeddings are standardised per feature and reduced by PCA (as scanpy does
+before its neighbour graph), then each chip is joined to its ``k`` nearest
+neighbours by cosine distance.  The graph is symmetrised (an edge exists when
+either chip is among the other's neighbours) and weighted by cosine similarity.
+
+Exact search (scikit-learn, brute force in memory-bounded blocks) is used up
+to ``exact_max`` chips; above it, approximate search with pynndescent.  No
+dense ``n x n`` matrix is ever formed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+from .errors import InputError, ParameterError
+
+#: Above this many chips, kNN search is approximate (pynndescent).
+EXACT_MAX = 20_000
+#: Smallest edge weight kept: neighbours with cosine similarity <= 0 still connect.
+MIN_WEIGHT = 1e-3
+
+
+def reduce_features(
+    embeddings: np.ndarray, *, n_pcs: int | None = 30, seed: int = 0
+) -> np.ndarray:
+    """Standardise features and project on the leading principal components.
+
+    Parameters
+    ----------
+    embeddings
+        Array ``(n_chips, dim)``.
+    n_pcs
+        Number of principal components kept; ``None`` keeps the standardised
+        features as they are.  Capped at ``min(n_chips, dim) - 1``.
+
+    Returns
+    -------
+    Array ``(n_chips, n_pcs)`` float32.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise InputError(
+            f"{(~np.isfinite(x)).sum()} embedding values are NaN or infinite",
+            fix="check the input image for saturated or invalid pixels and the encoder weights",
+            where="embeddings",
+        )
+    std = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    x = x[:, std > 0] if (std > 0).any() else x
+    if n_pcs is not None:
+        n = min(n_pcs, x.shape[0] - 1, x.shape[1])
+        if n >= 1 and n < x.shape[1]:
+            x = PCA(n_components=n, svd_solver="full", random_state=seed).fit_transform(x)
+    return x.astype(np.float32)
+
+
+def knn_graph(
+    features: np.ndarray, *, k: int = 15, seed: int = 0, exact_max: int = EXACT_MAX
+) -> sp.csr_matrix:
+    """Symmetric cosine-similarity kNN graph.
+
+    Parameters
+    ----------
+    features
+        Array ``(n_chips, d)``.
+    k
+        Neighbours per chip (not counting itself).
+    exact_max
+        Largest number of chips searched exactly.
+
+    Returns
+    -------
+    CSR matrix ``(n_chips, n_chips)`` with weights in ``[MIN_WEIGHT, 1]``, zero diagonal.
+    """
+    n = features.shape[0]
+    if k < 1:
+        raise ParameterError(f"k={k} neighbours is not a graph", fix="use k >= 1 (15 is typical)", where="k")
+    if n < 2:
+        raise InputError(f"only {n} chip(s): a graph needs at least 2",
+                         fix="use a smaller chip size or a larger image", where="chips")
+    k = min(k, n - 1)
+    if n <= exact_max:
+        nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute")
+        dist, idx = nn.fit(features).kneighbors(features)
+    else:
+        from pynndescent import NNDescent
+
+        index = NNDescent(features, n_neighbors=k + 1, metric="cosine", random_state=seed,
+                          low_memory=True)
+        idx, dist = index.neighbor_graph
+    # Drop each chip's own entry (it may not be first when duplicates tie).
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    cols, d = idx.ravel(), dist.ravel()
+    keep = (cols != rows) & (cols >= 0)
+    weights = np.clip(1.0 - d[keep], MIN_WEIGHT, 1.0)
+    graph = sp.csr_matrix((weights, (rows[keep], cols[keep])), shape=(n, n))
+    graph = graph.maximum(graph.T).tocsr()
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    return graph

@@ -1,0 +1,81 @@
+"""Agreement between two labellings (a segmentation and a truth, or two segmentations).
+
+All functions take integer label arrays of the same shape; positions where either
+array is negative (no label) are ignored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn import metrics as skm
+
+
+def _valid(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"label arrays differ in size: {a.size} vs {b.size}")
+    keep = (a >= 0) & (b >= 0)
+    return a[keep], b[keep]
+
+
+def contingency(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Counts ``(n_pred_labels, n_truth_labels)`` of positions with each label pair."""
+    p, t = _valid(pred, truth)
+    return skm.cluster.contingency_matrix(p, t)
+
+
+def adjusted_rand(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Adjusted Rand index: 1 for identical partitions, about 0 for chance."""
+    return float(skm.adjusted_rand_score(*_valid(truth, pred)))
+
+
+def nmi(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Normalised mutual information (arithmetic normalisation), in [0, 1]."""
+    return float(skm.normalized_mutual_info_score(*_valid(truth, pred)))
+
+
+def variation_of_information(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Variation of information in nats: H(A|B) + H(B|A); 0 for identical partitions."""
+    c = contingency(pred, truth).astype(np.float64)
+    p = c / c.sum()
+    pa, pb = p.sum(axis=1), p.sum(axis=0)
+    nz = p > 0
+    mutual = (p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum()
+    entropy = lambda q: -(q[q > 0] * np.log(q[q > 0])).sum()  # noqa: E731
+    return float(entropy(pa) + entropy(pb) - 2 * mutual)
+
+
+def many_to_one_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of positions right when each predicted label takes its majority truth label.
+
+    Rewards over-segmentation: report it with the number of predicted labels.
+    """
+    c = contingency(pred, truth)
+    return float(c.max(axis=1).sum() / c.sum())
+
+
+def mean_iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean intersection-over-union over truth labels after one-to-one Hungarian matching.
+
+    A truth label left without a predicted partner scores 0.
+    """
+    c = contingency(pred, truth).astype(np.float64)
+    union = c.sum(axis=1)[:, None] + c.sum(axis=0)[None, :] - c
+    iou = np.divide(c, union, out=np.zeros_like(c), where=union > 0)
+    rows, cols = linear_sum_assignment(-iou)
+    return float(iou[rows, cols].sum() / c.shape[1])
+
+
+def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """All scores at once, plus the numbers of labels on each side."""
+    p, t = _valid(pred, truth)
+    return {
+        "ari": adjusted_rand(p, t),
+        "nmi": nmi(p, t),
+        "vi": variation_of_information(p, t),
+        "many_to_one": many_to_one_accuracy(p, t),
+        "miou": mean_iou(p, t),
+        "n_pred": int(np.unique(p).size),
+        "n_truth": int(np.unique(t).size),
+    }

@@ -1,0 +1,64 @@
+"""What every modality adapter returns: a lazy array with calibrated axes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dask.array as da
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One calibrated axis: physical position of index ``i`` is ``offset + i * scale``.
+
+    Attributes
+    ----------
+    name
+        Axis name, e.g. ``"y"``, ``"x"``, ``"energy"``.
+    size
+        Number of samples along the axis.
+    scale
+        Physical step between samples, in ``units`` (1.0 when uncalibrated).
+    offset
+        Physical position of the first sample, in ``units``.
+    units
+        Unit string, e.g. ``"nm"``, ``"eV"``, or ``"px"`` when uncalibrated.
+    """
+
+    name: str
+    size: int
+    scale: float = 1.0
+    offset: float = 0.0
+    units: str = "px"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModalityData:
+    """A modality read by an adapter.
+
+    Attributes
+    ----------
+    name
+        Name of the modality in the study, e.g. ``"haadf"``.
+    kind
+        Adapter kind, e.g. ``"image"``.
+    data
+        Lazy array; for images shape ``(rows, cols)`` float32.
+    axes
+        One :class:`Axis` per array dimension, in array order.
+    source
+        Where the data came from (a path, or ``"<array>"``).
+    metadata
+        JSON-able facts worth keeping (reader, signal title, original dtype ...).
+    """
+
+    name: str
+    kind: str
+    data: da.Array
+    axes: list[Axis]
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
