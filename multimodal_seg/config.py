@@ -28,8 +28,8 @@ class _Section(BaseModel):
 class ChipConfig(_Section):
     """Chip grid. Sizes are pixels (int) or calibrated lengths (str such as ``"2 nm"``).
 
-    ``size="auto"`` picks about 24 chips across the shorter image side, at least
-    16 px; ``stride=None`` uses half the chip size (50 % overlap), which halves
+    ``size="auto"`` picks about 16 chips across the shorter image side, at least
+    32 px; ``stride=None`` uses half the chip size (50 % overlap), which halves
     the boundary error of the painted regions at four times the chips.
     """
 

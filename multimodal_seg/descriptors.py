@@ -2,12 +2,17 @@
 
 Crystallinity index
 -------------------
-The fraction of a chip's spectral power (above 2 cycles per chip) that sits in
-sharp peaks: Fourier samples brighter than ``PEAK_FACTOR`` times the median power
-at the same spatial frequency.  A lattice puts most of its power in Bragg spots
-(index near 1); amorphous material spreads it over a smooth ring and noise is
-flat, where a sample passes ten times the median with probability about 0.001
-(power of Gaussian noise is exponential), so the index is near 0.
+Order shows in Fourier space as sharp Bragg spots; disorder as a smooth ring.
+In the annulus (+-1.5 cycles) around the strongest spatial frequency of a window
+(Hann-tapered, mean removed, frequencies below 2 cycles ignored), the index is
+the fraction of power in samples brighter than ``PEAK_FACTOR`` times the annulus
+median.  Speckle of a ring or of noise is exponentially distributed and passes
+ten times its median with probability about 0.001, so amorphous material and
+noise score near 0 and a lattice near 1.  Spots need several lattice periods per
+window to be resolved, so the index is measured on windows of at least
+``CRYSTALLINITY_WINDOW`` pixels centred on a community's chips, not on the chips
+themselves (measured on the HAADF phantom: lattices 0.99, amorphous 0.003 with
+64 px windows; with 32 px windows the spots blur and lattices fall to 0.0-0.4).
 """
 
 from __future__ import annotations
@@ -16,52 +21,88 @@ import csv
 import io
 from dataclasses import asdict, dataclass
 
+import dask.array as da
 import numpy as np
 
+from .chips import ChipGrid
+
 PEAK_FACTOR = 10.0
-#: Spatial frequencies below this (cycles per chip) are ignored: slow background.
+#: Spatial frequencies below this (cycles per window) are ignored: slow background.
 MIN_RADIUS = 2.0
+#: Smallest window (px) on which crystallinity is measured.
+CRYSTALLINITY_WINDOW = 64
+#: Windows sampled per community for its crystallinity.
+CRYSTALLINITY_SAMPLES = 32
 
 #: Columns of the per-chip statistics array written by the embedding stage.
-CHIP_STATS = ("mean_intensity", "crystallinity")
+CHIP_STATS = ("mean_intensity", "std_intensity")
 
 
-def crystallinity(chips: np.ndarray) -> np.ndarray:
-    """Crystallinity index of each chip.
+def crystallinity(windows: np.ndarray) -> np.ndarray:
+    """Crystallinity index of each window.
 
     Parameters
     ----------
-    chips
-        ``(n, size, size)`` intensities (any scale).
+    windows
+        ``(n, size, size)`` intensities (any scale); ``size`` >= 64 px resolves
+        spots of lattices with spacings up to about 10 px.
 
     Returns
     -------
     ``(n,)`` float32 in [0, 1].
     """
-    chips = np.asarray(chips, dtype=np.float32)
-    n, size, _ = chips.shape
-    window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
-    centred = (chips - chips.mean(axis=(1, 2), keepdims=True)) * window
-    power = np.abs(np.fft.rfft2(centred)) ** 2
-    fy = np.fft.fftfreq(size)[:, None] * size
-    fx = np.fft.rfftfreq(size)[None, :] * size
-    ring = np.rint(np.hypot(fy, fx)).astype(int).ravel()
-    use = (ring >= MIN_RADIUS) & (ring <= size // 2)
-    ring, power = ring[use], power.reshape(n, -1)[:, use]
+    windows = np.asarray(windows, dtype=np.float32)
+    n, size, _ = windows.shape
+    taper = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
+    centred = (windows - windows.mean(axis=(1, 2), keepdims=True)) * taper
+    power = np.abs(np.fft.rfft2(centred)).reshape(n, -1) ** 2
+    radius = np.hypot(np.fft.fftfreq(size)[:, None] * size, np.fft.rfftfreq(size)[None, :] * size).ravel()
+    use = (radius >= MIN_RADIUS) & (radius <= size / 2)
+    power, radius = power[:, use], radius[use]
+    rings = np.rint(radius).astype(int)
+    ring_ids = np.unique(rings)
     out = np.zeros(n, dtype=np.float32)
-    for radius in np.unique(ring):
-        sel = ring == radius
-        median = np.median(power[:, sel], axis=1, keepdims=True)
-        peaks = power[:, sel] > PEAK_FACTOR * median
-        out += (power[:, sel] * peaks).sum(axis=1)
-    total = power.sum(axis=1)
-    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
+    for i in range(n):
+        profile = np.array([power[i, rings == r].mean() for r in ring_ids])
+        annulus = power[i, np.abs(radius - ring_ids[profile.argmax()]) <= 1.5]
+        total = annulus.sum()
+        if total > 0:
+            out[i] = annulus[annulus > PEAK_FACTOR * np.median(annulus)].sum() / total
+    return out
+
+
+def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid, chip_labels: np.ndarray,
+                            *, seed: int = 0) -> np.ndarray:
+    """Mean crystallinity of each community from windows centred on its chips.
+
+    Up to ``CRYSTALLINITY_SAMPLES`` chips per community are drawn (seeded); each
+    gets a window of ``max(chip size, CRYSTALLINITY_WINDOW)`` px (capped by the
+    image) centred on it and shifted inside the image.
+
+    Returns
+    -------
+    ``(n_communities,)`` float32, NaN for an empty community.
+    """
+    labels = np.asarray(chip_labels).ravel()
+    size = min(max(grid.size, CRYSTALLINITY_WINDOW), *grid.shape)
+    rng = np.random.default_rng(seed)
+    out = np.full(int(labels.max()) + 1, np.nan, dtype=np.float32)
+    for community in range(out.size):
+        members = np.flatnonzero(labels == community)
+        if members.size == 0:
+            continue
+        picked = rng.choice(members, min(CRYSTALLINITY_SAMPLES, members.size), replace=False)
+        centres = grid.origins[picked] + grid.size // 2
+        starts = np.clip(centres - size // 2, 0, np.array(grid.shape) - size)
+        windows = np.stack([np.asarray(image[r : r + size, c : c + size]) for r, c in starts])
+        out[community] = crystallinity(windows).mean()
+    return out
 
 
 def chip_statistics(raw_chips: np.ndarray) -> np.ndarray:
     """``(n, len(CHIP_STATS))`` statistics of chips in the image's own intensity units."""
     raw_chips = np.asarray(raw_chips, dtype=np.float32)
-    return np.column_stack([raw_chips.mean(axis=(1, 2)), crystallinity(raw_chips)]).astype(np.float32)
+    return np.column_stack([raw_chips.mean(axis=(1, 2)), raw_chips.std(axis=(1, 2))])
 
 
 @dataclass
@@ -72,11 +113,13 @@ class CommunityRow:
     n_chips: int
     area_fraction: float
     mean_intensity: float
+    std_intensity: float
     crystallinity: float
 
 
 def community_table(
-    chip_labels: np.ndarray, pixel_labels: np.ndarray, chip_stats: np.ndarray
+    chip_labels: np.ndarray, pixel_labels: np.ndarray, chip_stats: np.ndarray,
+    crystallinity_index: np.ndarray,
 ) -> list[CommunityRow]:
     """Summarise each community.
 
@@ -88,6 +131,8 @@ def community_table(
         Image-sized community map (area fractions are taken from it).
     chip_stats
         ``(n_chips, 2)`` from :func:`chip_statistics` (means are over chips).
+    crystallinity_index
+        ``(n_communities,)`` from :func:`community_crystallinity`.
     """
     chip_labels = np.asarray(chip_labels).ravel()
     labelled_pixels = max(int((pixel_labels >= 0).sum()), 1)
@@ -100,7 +145,8 @@ def community_table(
             n_chips=int(sel.sum()),
             area_fraction=float(areas[community] / labelled_pixels),
             mean_intensity=float(chip_stats[sel, 0].mean()) if sel.any() else float("nan"),
-            crystallinity=float(chip_stats[sel, 1].mean()) if sel.any() else float("nan"),
+            std_intensity=float(chip_stats[sel, 1].mean()) if sel.any() else float("nan"),
+            crystallinity=float(crystallinity_index[community]),
         ))
     return rows
 

@@ -1,0 +1,151 @@
+"""Compute device selection and a description of it for provenance records."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from .errors import ParameterError
+
+#: Device kinds a user may ask for (``"cuda:1"`` picks one GPU).
+SUPPORTED_DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def pick_device(requested: str | torch.device = "auto") -> torch.device:
+    """The torch device to run on.
+
+    Parameters
+    ----------
+    requested
+        ``"auto"`` (CUDA, else Apple MPS, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``.
+
+    Returns
+    -------
+    An available :class:`torch.device`.
+
+    Raises
+    ------
+    ParameterError
+        The name is not a device, or the device is not available here.
+    """
+    text = str(requested).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ParameterError(
+            f"{requested!r} is not a device name",
+            fix=f"use one of {', '.join(SUPPORTED_DEVICES)}",
+            where="device",
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        _check_cuda(device, requested)
+        return device
+    if device.type == "mps":
+        if not _mps_available():
+            raise ParameterError(
+                "device 'mps' was requested but Apple MPS is not available here",
+                fix="use device='auto' or device='cpu'",
+                where="device",
+            )
+        return device
+    raise ParameterError(
+        f"device type {device.type!r} is not supported",
+        fix=f"use one of {', '.join(SUPPORTED_DEVICES)}",
+        where="device",
+    )
+
+
+def _check_cuda(device: torch.device, requested: str | torch.device) -> None:
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
+        raise ParameterError(
+            f"device {str(requested)!r} was requested but no CUDA GPU is available "
+            f"(torch {torch.__version__}, built with {build})",
+            fix="use device='auto' or device='cpu', or install a CUDA build of torch "
+            "on a machine with an NVIDIA GPU",
+            where="device",
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ParameterError(
+            f"device {str(requested)!r} was requested but only {count} CUDA GPU(s) exist",
+            fix=f"use an index from 0 to {count - 1}, or device='cuda'",
+            where="device",
+        )
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Reduced precision for inference on ``device``, or ``None`` for float32.
+
+    CUDA uses bfloat16 where the GPU supports it (same range as float32, so no
+    overflow in deep activations), else float16.  CPU and MPS stay in float32:
+    CPU autocast is slow on most CPUs and would change the embeddings.
+    """
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_context(device: torch.device) -> AbstractContextManager[Any]:
+    """``torch.autocast`` on CUDA, a no-op context elsewhere."""
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """``channels_last`` on CUDA (faster convolutions with tensor cores), else contiguous."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def describe_device(device: torch.device | str | None = None) -> dict[str, Any]:
+    """JSON-able description of the compute device, for provenance.
+
+    Parameters
+    ----------
+    device
+        The device used (default: what ``pick_device("auto")`` chooses).
+
+    Returns
+    -------
+    Dict with ``torch`` (version), ``device``, ``device_name``,
+    ``cuda_available``, ``cuda_version``, ``mps_available``, ``threads``
+    (CPU threads torch uses) and ``precision``.
+    """
+    dev = pick_device(device if device is not None else "auto")
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    elif dev.type == "mps":
+        name = "Apple MPS"
+    else:
+        name = platform.processor() or platform.machine()
+    dtype = amp_dtype(dev)
+    return {
+        "torch": torch.__version__,
+        "device": str(dev),
+        "device_name": name,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "mps_available": _mps_available(),
+        "threads": torch.get_num_threads(),
+        "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
+    }

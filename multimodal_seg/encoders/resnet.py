@@ -1,0 +1,270 @@
+"""ResNet50 encoder: chips to globally pooled CNN features (MicroNet weights by default).
+
+MicroNet weights (Stuckner et al. 2022) are a torchvision ResNet50 trained on
+micrographs.  As in that work, grey chips are replicated to three channels and
+normalised with ImageNet mean and std, even for MicroNet weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..device import autocast_context, memory_format, pick_device
+from ..errors import InputError, ParameterError, WeightsError
+from .base import Encoder
+from .weights import ResolvedWeights, load_state_dict, resolve_weights
+
+#: Per-channel (R, G, B) mean and std of ImageNet, used by torchvision and MicroNet.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Embedding length for each stage that can be pooled.
+LAYER_DIMS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
+
+#: Seed for ``weights="random"``, so that random features are reproducible.
+RANDOM_INIT_SEED = 0
+
+_SHOW_KEYS = 5  # offending keys quoted in a layout error
+
+
+def preprocess_chips(chips: np.ndarray | torch.Tensor, resize: int | None) -> torch.Tensor:
+    """Grey chips to normalised 3-channel network input.
+
+    Parameters
+    ----------
+    chips
+        Shape ``(n, s, s)``, intensities in about ``[0, 1]``.
+    resize
+        Output edge length in pixels (bilinear, antialiased when shrinking), or
+        ``None`` to keep ``s``.
+
+    Returns
+    -------
+    Float32 tensor of shape ``(n, 3, r, r)`` on the chips' device: clipped to
+    ``[0, 1]``, resized, the grey channel repeated as R, G, B, then
+    ``(x - mean) / std`` with ImageNet statistics per channel.
+    """
+    x = torch.as_tensor(chips, dtype=torch.float32).clamp(0.0, 1.0).unsqueeze(1)
+    if resize is not None and resize != x.shape[-1]:
+        x = F.interpolate(
+            x, size=(resize, resize), mode="bilinear", align_corners=False, antialias=True
+        )
+    x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _check_options(layer: str, resize: int | None, batch_size: int) -> None:
+    if layer not in LAYER_DIMS:
+        raise ParameterError(
+            f"layer {layer!r} is not a ResNet50 stage",
+            fix=f"use one of {', '.join(LAYER_DIMS)} (layer4: 2048-D, layer3: 1024-D)",
+            where="layer",
+        )
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or resize < 1):
+        raise ParameterError(
+            f"resize must be a positive number of pixels or None, not {resize!r}",
+            fix="use 224 (the training size of the weights) or None to keep the chip size",
+            where="resize",
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(
+            f"batch_size must be a positive integer, not {batch_size!r}",
+            fix="use e.g. 64 (smaller if the GPU runs out of memory)",
+            where="batch_size",
+        )
+
+
+def _check_layout(state: dict[str, torch.Tensor], model: nn.Module, path: Path) -> None:
+    """Raise WeightsError unless ``state`` matches ``model`` key for key and shape for shape."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = {"missing keys": missing, "unexpected keys": unexpected, "wrong shapes": reshaped}
+    parts = [
+        f"{len(items)} {label} (e.g. {', '.join(items[:_SHOW_KEYS])})"
+        for label, items in problems.items()
+        if items
+    ]
+    raise WeightsError(
+        "weights do not fit torchvision's ResNet50: " + "; ".join(parts),
+        fix="use a torchvision ResNet50 state dict (keys conv1.weight, bn1.*, layer1-4.*, "
+        "fc.*), such as the MicroNet files; other architectures or libraries' key names "
+        "cannot be loaded",
+        where=path,
+    )
+
+
+def _build_resnet50(weights: ResolvedWeights) -> nn.Module:
+    """torchvision ResNet50 with ``weights`` loaded strictly (or seeded random init)."""
+    if weights.path is None:
+        # fork_rng: seed the init without disturbing the caller's random stream
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return torchvision.models.resnet50(weights=None)
+    # Built on the meta device: the random init would be overwritten anyway, and
+    # assign=True adopts the loaded tensors instead of copying them (saves ~1 s).
+    with torch.device("meta"):
+        model = torchvision.models.resnet50(weights=None)
+    state = load_state_dict(weights.path)
+    _check_layout(state, model, weights.path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # fp16 files
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def _trunk(model: nn.Module, layer: str) -> nn.Sequential:
+    """Stem and stages up to ``layer``, then global average pooling: ``(n, 3, h, w) -> (n, C)``."""
+    stages = list(LAYER_DIMS)[: list(LAYER_DIMS).index(layer) + 1]
+    return nn.Sequential(
+        model.conv1, model.bn1, model.relu, model.maxpool,
+        *(getattr(model, s) for s in stages),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+
+
+def _as_chips(chips: np.ndarray) -> np.ndarray:
+    arr = np.asarray(chips)
+    if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
+        raise InputError(
+            f"chips must have shape (n, size, size), got {arr.shape}",
+            fix="pass a stack of square grey chips (see multimodal_seg.chips)",
+            where="chips",
+        )
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(
+            f"chips must be floating point scaled to about [0, 1], got dtype {arr.dtype}",
+            fix="scale the image to [0, 1] and convert to float32 before cutting chips",
+            where="chips",
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if np.isnan(arr).any():
+        raise InputError(
+            "chips contain NaN values",
+            fix="fill or mask NaN pixels before encoding",
+            where="chips",
+        )
+    return arr
+
+
+class ResNet50Encoder(Encoder):
+    """Globally average-pooled ResNet50 features of each chip.
+
+    Parameters
+    ----------
+    weights
+        Known weights name (``"micronet"``, ``"micronet-v1.0"``,
+        ``"imagenet-micronet"``, ``"imagenet-micronet-v1.0"``, ``"imagenet"``),
+        path of a local state dict, or ``"random"`` (seeded random init, a
+        baseline).  ``None`` means the default, ``"micronet"``.
+    allow_download
+        Download known weights that are not on this machine.
+    resize
+        Chips are resized to ``resize`` x ``resize`` pixels before the network
+        (224: the weights' training size); ``None`` keeps the chip size.
+    batch_size
+        Chips per forward pass.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    layer
+        Stage whose output is pooled: ``"layer4"`` (2048-D) or ``"layer3"``
+        (1024-D, mid-level features, often better for texture); ``"layer1"``,
+        ``"layer2"`` also work.
+    progress
+        Show a progress bar over chips.
+
+    Raises
+    ------
+    WeightsError
+        Weights missing, unreadable or not a torchvision ResNet50 layout.
+    ParameterError
+        Bad option or unavailable device.
+    """
+
+    name = "resnet50"
+
+    def __init__(
+        self,
+        *,
+        weights: str | Path | None = "micronet",
+        allow_download: bool = False,
+        resize: int | None = 224,
+        batch_size: int = 64,
+        device: str = "auto",
+        layer: str = "layer4",
+        progress: bool = False,
+    ) -> None:
+        _check_options(layer, resize, batch_size)
+        self.layer = layer
+        self.resize = resize
+        self.batch_size = batch_size
+        self.progress = progress
+        self.device = pick_device(device)
+        self.weights = resolve_weights(weights, allow_download=allow_download, progress=progress)
+        model = _build_resnet50(self.weights)
+        self._memory_format = memory_format(self.device)
+        #: Stem, stages up to ``layer`` and global pooling: ``(n, 3, h, w) -> (n, dim)``.
+        self.network = _trunk(model, layer).eval().to(self.device, memory_format=self._memory_format)
+
+    @property
+    def dim(self) -> int:
+        return LAYER_DIMS[self.layer]
+
+    def encode(self, chips: np.ndarray) -> np.ndarray:
+        """Embed chips.
+
+        Parameters
+        ----------
+        chips
+            Shape ``(n, size, size)``, float, intensities in about ``[0, 1]``
+            (values outside are clipped).
+
+        Returns
+        -------
+        Float32 array of shape ``(n, dim)``.
+        """
+        arr = _as_chips(chips)
+        out = np.empty((len(arr), self.dim), dtype=np.float32)
+        with torch.inference_mode(), tqdm(
+            total=len(arr), unit="chip", desc=self.name, disable=not self.progress
+        ) as bar:
+            for start in range(0, len(arr), self.batch_size):
+                batch = torch.from_numpy(arr[start : start + self.batch_size]).to(self.device)
+                out[start : start + len(batch)] = self._forward(batch)
+                bar.update(len(batch))
+        return out
+
+    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+        # preprocessing stays float32; autocast (CUDA only) covers the network
+        x = preprocess_chips(batch, self.resize).contiguous(memory_format=self._memory_format)
+        with autocast_context(self.device):
+            features = self.network(x)
+        return features.float().cpu().numpy()
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp: dict[str, Any] = {
+            "name": self.name,
+            "weights": self.weights.name,
+            "weights_sha256": self.weights.sha256,
+            "layer": self.layer,
+            "resize": self.resize,
+        }
+        if self.weights.is_random:
+            fp["random_init_seed"] = RANDOM_INIT_SEED
+        return fp

@@ -1,0 +1,139 @@
+"""Figures: community overlay, chip map, community graph.
+
+All functions return a matplotlib Figure and never call ``plt.show()``; the
+Agg backend is used when no display is available.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from matplotlib import colors as mcolors
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+#: Largest image edge drawn at full resolution; larger images are decimated for display.
+MAX_DISPLAY = 2048
+#: Largest number of graph nodes laid out; larger graphs are subsampled for the figure.
+MAX_GRAPH_NODES = 3000
+
+
+def community_colors(n: int) -> np.ndarray:
+    """``(n, 4)`` RGBA colours, distinct for up to 20 communities, then cycling."""
+    base = [mcolors.to_rgba(c) for c in (*_TAB10, *_TAB10_LIGHT)]
+    return np.array([base[i % len(base)] for i in range(n)])
+
+
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+          "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_TAB10_LIGHT = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+                "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+
+
+def _decimate(image: np.ndarray) -> tuple[np.ndarray, int]:
+    step = max(1, int(np.ceil(max(image.shape) / MAX_DISPLAY)))
+    return image[::step, ::step], step
+
+
+def label_rgba(labels: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """RGBA image of a label map; -1 is transparent."""
+    n = int(labels.max()) + 1 if (labels >= 0).any() else 1
+    rgba = community_colors(n)[np.clip(labels, 0, None)]
+    rgba[..., 3] = np.where(labels >= 0, alpha, 0.0)
+    return rgba
+
+
+def _legend(ax, n: int, names: list[str] | None = None) -> None:
+    colors = community_colors(n)
+    handles = [Patch(color=colors[i], label=names[i] if names else f"community {i}") for i in range(n)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+              frameon=False)
+
+
+def _extent(shape: tuple[int, int], scale: float) -> tuple[float, float, float, float]:
+    return (0, shape[1] * scale, shape[0] * scale, 0)
+
+
+def overlay(image: np.ndarray, pixel_labels: np.ndarray, *, alpha: float = 0.4,
+            pixel_size: float = 1.0, units: str = "px", title: str = "communities") -> Figure:
+    """The image in grey with translucent community colours and a legend."""
+    img, step = _decimate(np.asarray(image))
+    lab, _ = _decimate(np.asarray(pixel_labels))
+    fig = Figure(figsize=(7.5, 6), layout="constrained")
+    ax = fig.add_subplot()
+    extent = _extent(image.shape, pixel_size)
+    ax.imshow(img, cmap="gray", extent=extent, interpolation="nearest")
+    ax.imshow(label_rgba(lab, alpha), extent=extent, interpolation="nearest")
+    ax.set_xlabel(units)
+    ax.set_ylabel(units)
+    ax.set_title(title)
+    _legend(ax, int(pixel_labels.max()) + 1)
+    return fig
+
+
+def chip_map(chip_labels: np.ndarray, *, title: str = "chip communities") -> Figure:
+    """One square per chip, coloured by community; white where there is no chip."""
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(label_rgba(np.asarray(chip_labels)), interpolation="nearest")
+    ax.set_xlabel("chip column")
+    ax.set_ylabel("chip row")
+    ax.set_title(title)
+    _legend(ax, int(chip_labels.max()) + 1)
+    return fig
+
+
+def community_graph(graph: sp.csr_matrix, labels: np.ndarray, *, seed: int = 0,
+                    title: str = "chip similarity graph") -> Figure:
+    """Chips as nodes (force-directed layout), coloured by community, edges in grey."""
+    from .communities import seeded_igraph, to_igraph
+
+    labels = np.asarray(labels).ravel()
+    n = graph.shape[0]
+    if n > MAX_GRAPH_NODES:  # lay out a random subgraph: the picture, not the analysis
+        keep = np.sort(np.random.default_rng(seed).choice(n, MAX_GRAPH_NODES, replace=False))
+        graph, labels = graph[keep][:, keep], labels[keep]
+        title += f" ({MAX_GRAPH_NODES} of {n} chips)"
+    g = to_igraph(graph.tocsr())
+    with seeded_igraph(seed):
+        layout = np.asarray(g.layout_fruchterman_reingold(weights="weight", niter=300).coords)
+    upper = sp.triu(graph, k=1).tocoo()
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.add_subplot()
+    segments = np.stack([layout[upper.row], layout[upper.col]], axis=1)
+    ax.add_collection(LineCollection(segments, colors="0.6", linewidths=0.3, alpha=0.3))
+    colors = community_colors(int(labels.max()) + 1)
+    ax.scatter(layout[:, 0], layout[:, 1], s=8, c=colors[np.clip(labels, 0, None)], linewidths=0)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(title)
+    _legend(ax, int(labels.max()) + 1)
+    return fig
+
+
+def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray, *,
+            truth: np.ndarray | None = None, pixel_size: float = 1.0, units: str = "px") -> Figure:
+    """Side-by-side panels: image, overlay, chip map (and truth when given)."""
+    panels = 4 if truth is not None else 3
+    fig = Figure(figsize=(4.2 * panels, 4.4), layout="constrained")
+    axes = fig.subplots(1, panels)
+    img, _ = _decimate(np.asarray(image))
+    lab, _ = _decimate(np.asarray(pixel_labels))
+    extent = _extent(image.shape, pixel_size)
+    axes[0].imshow(img, cmap="gray", extent=extent)
+    axes[0].set_title("image")
+    axes[1].imshow(img, cmap="gray", extent=extent)
+    axes[1].imshow(label_rgba(lab, 0.45), extent=extent, interpolation="nearest")
+    axes[1].set_title(f"{int(pixel_labels.max()) + 1} communities")
+    axes[2].imshow(label_rgba(np.asarray(chip_labels)), interpolation="nearest")
+    axes[2].set_title("chip map")
+    if truth is not None:
+        axes[3].imshow(label_rgba(_decimate(np.asarray(truth))[0]), extent=extent,
+                       interpolation="nearest")
+        axes[3].set_title("ground truth")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].set_xlabel(f"{image.shape[1] * pixel_size:.4g} {units}")
+    return fig

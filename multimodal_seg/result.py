@@ -1,0 +1,144 @@
+"""The result of a segmentation run, with its pictures and files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+import zarr
+from matplotlib.figure import Figure
+
+from . import plot
+from .chips import ChipGrid
+from .descriptors import CommunityRow, table_to_csv
+from .errors import OutputError
+from .metrics import agreement
+from .modalities.base import Axis
+from .provenance import atomic_path, to_json, write_text_atomic
+
+#: Files written by :meth:`Segmentation.save`.
+OUTPUT_FILES = ("overlay.png", "chip_map.png", "community_graph.png", "summary.png",
+                "communities.csv", "labels.zarr", "provenance.json")
+
+
+@dataclass
+class Segmentation:
+    """Communities found in one specimen.
+
+    Attributes
+    ----------
+    chip_labels
+        ``grid_shape`` int32: community of each chip, -1 where there is no chip.
+    pixel_labels
+        Image-shaped int32: community of each pixel by vote of the chips covering it.
+    embeddings
+        ``(n_chips, dim)`` float32 chip embeddings (row-major over the chip grid).
+    graph
+        ``(n_chips, n_chips)`` sparse similarity graph the communities were found on.
+    communities
+        One :class:`~multimodal_seg.descriptors.CommunityRow` per community (0 = largest).
+    grid
+        The chip grid.
+    image
+        The image (lazy; only decimated copies are loaded for figures).
+    axes
+        Calibrated image axes ``(y, x)``.
+    modularity
+        Modularity of the partition.
+    provenance
+        Config, versions, seed, encoder and weights used.
+    """
+
+    chip_labels: np.ndarray
+    pixel_labels: np.ndarray
+    embeddings: np.ndarray
+    graph: sp.csr_matrix
+    communities: list[CommunityRow]
+    grid: ChipGrid
+    image: da.Array
+    axes: list[Axis]
+    modularity: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_communities(self) -> int:
+        return len(self.communities)
+
+    @property
+    def pixel_size(self) -> float:
+        return float(self.axes[-1].scale)
+
+    @property
+    def units(self) -> str:
+        return self.axes[-1].units
+
+    def agreement(self, truth: np.ndarray) -> dict[str, float]:
+        """Pixel-level ARI, NMI, VI, many-to-one accuracy and mIoU against a truth map."""
+        return agreement(self.pixel_labels, np.asarray(truth))
+
+    def _display_image(self) -> np.ndarray:
+        step = max(1, int(np.ceil(max(self.image.shape) / plot.MAX_DISPLAY)))
+        small = np.asarray(self.image[::step, ::step])
+        # Figures expect full-size arrays for extents; repeat back (cheap: display-sized).
+        return np.repeat(np.repeat(small, step, 0), step, 1)[: self.image.shape[0], : self.image.shape[1]]
+
+    def plot(self, truth: np.ndarray | None = None) -> Figure:
+        """Image, translucent community overlay and chip map side by side (plus truth)."""
+        return plot.summary(self._display_image(), self.pixel_labels, self.chip_labels, truth=truth,
+                            pixel_size=self.pixel_size, units=self.units)
+
+    def figures(self) -> dict[str, Figure]:
+        """The named figures that :meth:`save` writes."""
+        image = self._display_image()
+        return {
+            "overlay.png": plot.overlay(image, self.pixel_labels, pixel_size=self.pixel_size,
+                                        units=self.units),
+            "chip_map.png": plot.chip_map(self.chip_labels),
+            "community_graph.png": plot.community_graph(self.graph, self.chip_labels.ravel(),
+                                                        seed=int(self.provenance.get("seed", 0))),
+            "summary.png": self.plot(),
+        }
+
+    def save(self, out: str | Path) -> dict[str, Path]:
+        """Write figures, ``communities.csv``, ``labels.zarr`` and ``provenance.json``.
+
+        Each file is written under a temporary name and renamed into place, so an
+        interrupted save never leaves a half-written file.
+
+        Returns
+        -------
+        Mapping from file name to its path.
+        """
+        out = Path(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder: {exc.strerror}",
+                              fix="choose a folder you can write to", where=out) from exc
+        written: dict[str, Path] = {}
+        for name, fig in self.figures().items():
+            with atomic_path(out / name) as tmp:
+                fig.savefig(tmp, dpi=120, format="png")
+            written[name] = out / name
+        write_text_atomic(out / "communities.csv", table_to_csv(self.communities))
+        written["communities.csv"] = out / "communities.csv"
+        with atomic_path(out / "labels.zarr") as tmp:
+            group = zarr.open_group(str(tmp), mode="w")
+            group.create_array("pixel_labels", data=self.pixel_labels.astype(np.int32),
+                               chunks=(min(1024, self.pixel_labels.shape[0]),
+                                       min(1024, self.pixel_labels.shape[1])))
+            group.create_array("chip_labels", data=self.chip_labels.astype(np.int32))
+            group.attrs.update({"axes": [a.to_dict() for a in self.axes], "grid": self.grid.to_dict()})
+        written["labels.zarr"] = out / "labels.zarr"
+        write_text_atomic(out / "provenance.json", to_json(self.provenance))
+        written["provenance.json"] = out / "provenance.json"
+        return written
+
+    def __repr__(self) -> str:
+        rows, cols = self.grid.grid_shape
+        return (f"Segmentation({self.n_communities} communities over {rows}x{cols} chips of "
+                f"{self.grid.size} px, modularity {self.modularity:.3f})")

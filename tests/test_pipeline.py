@@ -1,0 +1,218 @@
+"""End-to-end: segment() on a phantom and on real files, outputs, resumability, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+import multimodal_seg as mms
+from multimodal_seg import stages
+from multimodal_seg.encoders.fourier import FourierEncoder
+from multimodal_seg.errors import InputError, OutputError, ParameterError, WeightsError
+from multimodal_seg.metrics import adjusted_rand
+from multimodal_seg.result import OUTPUT_FILES
+
+from .conftest import file_hash, shared_file
+
+
+def _seg(phantom, **kw):
+    kw.setdefault("progress", False)
+    return mms.segment(phantom.image, pixel_size=phantom.pixel_size, units=phantom.units, **kw)
+
+
+def test_phantom_regions_found_without_labels(small_phantom):
+    seg = _seg(small_phantom)
+    # The phantom has 4 regions; chips straddling interfaces may form one more.
+    assert 4 <= seg.n_communities <= 6
+    assert seg.agreement(small_phantom.truth)["ari"] > 0.8
+    assert seg.pixel_labels.shape == small_phantom.image.shape
+    assert seg.chip_labels.shape == seg.grid.grid_shape
+    assert seg.embeddings.shape == (seg.grid.n_chips, FourierEncoder().dim)
+    sizes = [row.n_chips for row in seg.communities]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sum(sizes) == seg.grid.n_chips
+    assert abs(sum(row.area_fraction for row in seg.communities) - 1) < 1e-6
+
+
+def test_same_seed_same_labels_and_louvain_agrees(small_phantom):
+    a, b = _seg(small_phantom, seed=5), _seg(small_phantom, seed=5)
+    np.testing.assert_array_equal(a.chip_labels, b.chip_labels)
+    louvain = _seg(small_phantom, method="louvain")
+    assert adjusted_rand(louvain.chip_labels, a.chip_labels) > 0.7
+
+
+def test_amorphous_community_is_the_least_crystalline(small_phantom):
+    seg = _seg(small_phantom)
+    amorphous = small_phantom.region_names.index(
+        next(n for n in small_phantom.region_names if n.startswith("amorphous")))
+    # The community covering most of the amorphous truth region.
+    inside = seg.pixel_labels[small_phantom.truth == amorphous]
+    community = np.bincount(inside[inside >= 0]).argmax()
+    crystallinity = [row.crystallinity for row in seg.communities]
+    assert crystallinity[community] == min(crystallinity)
+    assert crystallinity[community] < 0.2
+
+
+def test_chip_size_in_calibrated_units(small_phantom):
+    # 1.28 nm at 0.04 nm/px is 32 px; also accepted in pm.
+    seg = _seg(small_phantom, chip_size="1.28 nm", stride="640 pm")
+    assert (seg.grid.size, seg.grid.stride) == (32, 16)
+    with pytest.raises(ParameterError, match="chip_size"):
+        _seg(small_phantom, chip_size="3 eV")
+
+
+def test_outputs_written_with_provenance(small_phantom, tmp_path):
+    out = tmp_path / "run"
+    seg = _seg(small_phantom, out=out, seed=2)
+    for name in OUTPUT_FILES:
+        assert (out / name).exists(), name
+    assert (out / "study.zarr").is_dir()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["seed"] == 2 and prov["config"]["seed"] == 2
+    assert prov["versions"]["numpy"] == np.__version__
+    assert prov["encoder"]["name"] == "fourier"
+    assert "MicroNet weights not found" in prov["encoder_choice"]
+    labels = zarr.open_group(str(out / "labels.zarr"), mode="r")
+    np.testing.assert_array_equal(labels["pixel_labels"][...], seg.pixel_labels)
+    csv_rows = (out / "communities.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == seg.n_communities + 1
+    # No temporary files left behind by the atomic writes.
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    study = mms.Study.open(out / "study.zarr")
+    assert study.provenance["seed"] == 2
+    np.testing.assert_array_equal(study.read_array("partitions/leiden"), seg.chip_labels.ravel())
+
+
+def test_rerun_skips_finished_stages_and_resumes_after_crash(small_phantom, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash in the graph stage")
+
+    with monkeypatch.context() as m:
+        m.setattr(stages.graphs, "knn_graph", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            _seg(small_phantom, out=out)
+    assert not (out / "overlay.png").exists()  # no results from a failed run
+    study = mms.Study.open(out / "study.zarr")
+    assert study.fingerprint_of("embeddings/image") is not None
+    assert study.fingerprint_of("graphs/image") is None
+
+    def no_encoding(self, chips):
+        raise AssertionError("embeddings should have been reused")
+
+    monkeypatch.setattr(FourierEncoder, "encode", no_encoding)
+    first = _seg(small_phantom, out=out)           # resumes: graph + communities only
+    again = _seg(small_phantom, out=out, k=10)     # new graph, same embeddings
+    assert first.n_communities >= 2 and again.n_communities >= 2
+    assert mms.Study.open(out / "study.zarr").attrs_of("graphs/image")["params"]["k"] == 10
+    with pytest.raises(AssertionError, match="reused"):
+        _seg(small_phantom, out=out, chip_size=48)  # new chips: must re-encode
+
+
+@pytest.mark.realdata
+def test_real_velox_haadf_file(tmp_path):
+    path = shared_file("images/velox_particles_on_support_HAADF_512.emd")
+    before = file_hash(path)
+    seg = mms.segment(path, out=tmp_path / "velox", progress=False)
+    assert file_hash(path) == before
+    assert seg.pixel_labels.shape == (512, 512)
+    assert seg.n_communities >= 2
+    assert seg.units != "px"  # calibrated axes travel to the result
+    # The bright particles (top 0.1 % of pixels) gather in the brightest community.
+    image = np.asarray(seg.image)
+    particles = image > np.percentile(image, 99.9)
+    brightest = int(np.argmax([row.mean_intensity for row in seg.communities]))
+    assert np.mean(seg.pixel_labels[particles] == brightest) > 0.5
+
+
+@pytest.mark.realdata
+def test_real_nasa_superalloy_png():
+    path = shared_file("labelled/nasa_pmm/Super/spot1_0d_0_image.png")
+    from PIL import Image
+
+    truth = np.asarray(Image.open(str(path).replace("_image", "_label")))
+    truth = truth[..., 0] if truth.ndim == 3 else truth
+    seg = mms.segment(path, progress=False)
+    # gamma matrix vs gamma-prime precipitates: better than chance, majority mapping good.
+    scores = seg.agreement(truth)
+    assert scores["many_to_one"] > (np.bincount(truth.ravel()).max() / truth.size)
+
+
+# -- bad input: clear errors, no partial output, input untouched ---------------------------
+
+def _assert_no_output(out):
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_file(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="fix:") as err:
+        mms.segment(tmp_path / "nothing.dm4", out=out, progress=False)
+    assert "nothing.dm4" in str(err.value)
+    _assert_no_output(out)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.full((128, 128), 7.0), "constant"),
+    (np.where(np.eye(128, dtype=bool), np.nan, 1.0), "NaN"),
+    (np.ones((4, 64, 64)), "2-D"),
+])
+def test_meaningless_arrays(image, message, tmp_path):
+    if message == "2-D":
+        image = image * np.arange(4)[:, None, None]
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=message):
+        mms.segment(image, out=out, progress=False)
+    _assert_no_output(out)
+
+
+@pytest.mark.parametrize("options, where", [
+    ({"chip_size": 512}, "chip_size"),
+    ({"chip_size": 32, "stride": 64}, "stride"),
+    ({"resolution": 0}, "resolution"),
+    ({"k": 0}, "graph.k"),
+    ({"method": "kmeans"}, "method"),
+    ({"encoder": "nonsense"}, "encoder"),
+    ({"config": {"graph": {"neighbours": 5}}}, "graph.neighbours"),
+])
+def test_bad_parameters(small_phantom, options, where, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ParameterError, match="fix:") as err:
+        _seg(small_phantom, out=out, **options)
+    assert where in str(err.value)
+    _assert_no_output(out)
+
+
+def test_missing_weights_say_where_to_put_them(small_phantom, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(WeightsError) as err:
+        _seg(small_phantom, encoder="resnet50", weights="micronet", out=out)
+    assert "resnet50_pretrained_microscopynet_v1.1.pth.tar" in str(err.value)
+    _assert_no_output(out)
+
+
+def test_mismatched_weights_file(small_phantom, tmp_path):
+    bogus = tmp_path / "weights.pth"
+    bogus.write_bytes(b"this is not a torch file")
+    with pytest.raises(WeightsError, match="weights.pth"):
+        _seg(small_phantom, encoder="resnet50", weights=str(bogus))
+
+
+def test_unwritable_output(small_phantom, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="fix:"):
+        _seg(small_phantom, out=blocker)
+    with pytest.raises(OutputError):
+        _seg(small_phantom, out=blocker / "below")
+    assert blocker.read_text() == "x"
+
+
+def test_array_input_not_modified(small_phantom):
+    image = small_phantom.image.copy()
+    _seg(small_phantom)
+    np.testing.assert_array_equal(image, small_phantom.image)
