@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -289,15 +288,6 @@ def test_atomic_columns_are_resolved_bright_peaks(ph: Phantom) -> None:
     n_expected = (64 * ph.pixel_size / LATTICE_A) ** 2
     assert 0.6 * n_expected < peaks.sum() < 1.4 * n_expected
     assert np.percentile(tile, 99) > 3 * np.percentile(tile, 20)
-
-
-def test_render_is_fast() -> None:
-    best = math.inf
-    for seed in (0, 1):  # best of two, to ride out a busy machine
-        t0 = time.perf_counter()
-        haadf_phantom(seed=seed)
-        best = min(best, time.perf_counter() - t0)
-    assert best < 1.0
 
 
 # --- argument checks ---------------------------------------------------------

@@ -77,12 +77,19 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-@pytest.fixture
-def micronet_file(isolated_caches: Path, state_a) -> Path:
-    isolated_caches.mkdir(parents=True, exist_ok=True)
-    path = isolated_caches / MICRONET_FILE
+@pytest.fixture(scope="module")
+def saved_a(tmp_path_factory: pytest.TempPathFactory, state_a) -> Path:
+    """``state_a`` saved once under the MicroNet file name (read-only for tests)."""
+    path = tmp_path_factory.mktemp("micronet") / MICRONET_FILE
     torch.save(state_a, path)
     return path
+
+
+@pytest.fixture
+def micronet_file(saved_a: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The weights folder holds the MicroNet file (fabricated: ``state_a``)."""
+    monkeypatch.setenv("MMSEG_WEIGHTS_DIR", str(saved_a.parent))
+    return saved_a
 
 
 @pytest.fixture(scope="module")
@@ -218,12 +225,14 @@ def test_missing_micronet_offline_says_what_to_put_where(isolated_caches):
     assert "allow_download=True" in msg and "--download-weights" in msg
 
 
-def test_truncated_file_is_rejected(micronet_file):
-    data = micronet_file.read_bytes()
-    micronet_file.write_bytes(data[: len(data) // 2])
+def test_truncated_file_is_rejected(isolated_caches, saved_a):
+    truncated = isolated_caches / MICRONET_FILE
+    isolated_caches.mkdir()
+    data = saved_a.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError) as info:
         _encoder("micronet")
-    assert str(micronet_file) in str(info.value)
+    assert str(truncated) in str(info.value)
 
 
 def test_garbage_and_non_state_dict_files_are_rejected(tmp_path):

@@ -1,0 +1,78 @@
+"""The mmseg command as a user runs it: exit codes, messages, files."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from multimodal_seg.cli import app
+from multimodal_seg.phantoms import haadf_phantom
+
+runner = CliRunner()
+
+
+def _png(path, image):
+    scaled = (255 * (image - image.min()) / np.ptp(image)).astype(np.uint8)
+    Image.fromarray(scaled).save(path)
+    return path
+
+
+def test_segment_png_writes_results(tmp_path):
+    src = _png(tmp_path / "haadf.png", haadf_phantom((256, 256), seed=1).image)
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["segment", str(src), "--out", str(out), "--quiet", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert (out / "overlay.png").stat().st_size > 1000
+    assert (out / "communities.csv").read_text().startswith("community,")
+
+
+def test_config_file_and_unknown_key(tmp_path):
+    src = _png(tmp_path / "haadf.png", haadf_phantom((256, 256), seed=1).image)
+    good = tmp_path / "good.yaml"
+    good.write_text("chips: {size: 32, stride: 32}\ngraph: {k: 10}\n")
+    result = runner.invoke(app, ["segment", str(src), "--out", str(tmp_path / "a"), "-q", "-c", str(good)])
+    assert result.exit_code == 0, result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("chips: {size: 32}\ncomunities: {resolution: 2}\n")
+    result = runner.invoke(app, ["segment", str(src), "--out", str(tmp_path / "b"), "-c", str(bad)])
+    assert result.exit_code == 2
+    assert "comunities" in result.output and "bad.yaml" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_bad_file_gives_clear_error_and_no_output(tmp_path):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00 definitely not a tiff")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["segment", str(broken), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "broken.tif" in result.output and "fix:" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert broken.read_bytes() == b"II*\x00 definitely not a tiff"
+
+
+def test_unknown_extension(tmp_path):
+    odd = tmp_path / "scan.xyz"
+    odd.write_text("1 2 3")
+    result = runner.invoke(app, ["segment", str(odd), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and ".xyz" in result.output
+
+
+def test_demo_reports_agreement(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out), "--size", "256", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "adjusted Rand index" in result.output
+    ari = float(result.output.split("adjusted Rand index")[1].split(",")[0])
+    assert ari > 0.8
+    assert (out / "agreement.json").exists() and (out / "summary.png").exists()
+
+
+def test_info_lists_encoders_and_weights():
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert "fourier" in result.output and "resnet50" in result.output
+    assert "micronet" in result.output and "not found" in result.output
