@@ -144,10 +144,12 @@ class ChipGrid:
             np.unique(np.concatenate([starts, starts + self.size, [0, length]]))
             for starts, length in ((self.row_starts, self.shape[0]), (self.col_starts, self.shape[1]))
         )
-        n_labels = int(chip_labels.max()) + 1 if (chip_labels >= 0).any() else 0
+        n_labels = max(int(chip_labels.max()) + 1, 1)
         block_r = 0.5 * (row_edges[:-1] + row_edges[1:])
         block_c = 0.5 * (col_edges[:-1] + col_edges[1:])
-        votes = np.zeros((max(n_labels, 1), len(block_r), len(block_c)), dtype=np.float64)
+        shape = (n_labels, len(block_r), len(block_c))
+        votes = np.zeros(shape, dtype=np.int32)
+        nearest = np.full(shape, np.inf)  # distance to the nearest chip centre of each label
         half = self.size / 2
         for i, r0 in enumerate(self.row_starts):
             rsel = (row_edges[:-1] >= r0) & (row_edges[1:] <= r0 + self.size)
@@ -156,13 +158,14 @@ class ChipGrid:
                 if label < 0:
                     continue
                 csel = (col_edges[:-1] >= c0) & (col_edges[1:] <= c0 + self.size)
-                # 1 per chip, plus < 1e-3 for closeness of the chip centre: breaks ties only.
-                dist = np.hypot(
-                    (block_r[rsel, None] - r0 - half) / self.size,
-                    (block_c[None, csel] - c0 - half) / self.size,
-                )
-                votes[label][np.ix_(rsel, csel)] += 1.0 + 1e-3 * (1.0 - dist)
-        block_labels = np.where(votes.max(axis=0) > 0, votes.argmax(axis=0), -1)
+                block = np.ix_(rsel, csel)
+                votes[label][block] += 1
+                dist = np.hypot(block_r[rsel, None] - r0 - half, block_c[None, csel] - c0 - half)
+                nearest[label][block] = np.minimum(nearest[label][block], dist)
+        top = votes.max(axis=0)
+        # Among the labels with the most votes, the one with the nearest chip centre wins.
+        contenders = np.where(votes == top, nearest, np.inf)
+        block_labels = np.where(top > 0, contenders.argmin(axis=0), -1)
         return np.repeat(
             np.repeat(block_labels, np.diff(row_edges), axis=0), np.diff(col_edges), axis=1
         )

@@ -36,7 +36,8 @@ def reduce_features(
         Array ``(n_chips, dim)``.
     n_pcs
         Number of principal components kept; ``None`` keeps the standardised
-        features as they are.  Capped at ``min(n_chips, dim) - 1``.
+        features as they are.  Capped at ``min(n_chips - 1, dim)``; PCA is skipped when
+        that keeps every feature.
 
     Returns
     -------

@@ -51,7 +51,7 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("MMSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
 
 
-def test_builtins_listed_without_importing_them():
+def test_builtins_are_listed():
     names = available_encoders()
     assert {"resnet50", "fourier"} <= set(names)
     assert names == sorted(names)

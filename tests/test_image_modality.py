@@ -564,7 +564,7 @@ def test_unknown_kind_lists_available(clean_registry):
 
 
 def test_entry_point_plugins(clean_registry, monkeypatch, tmp_path):
-    (tmp_path / "mmseg_fake_plugin.py").write_text(
+    (tmp_path / "mmseg_fake_modality_plugin.py").write_text(
         "from multimodal_seg.modalities import ModalityData\n"
         "import dask.array as da\n"
         "def read_cl(source, *, name='cl'):\n"
@@ -573,9 +573,9 @@ def test_entry_point_plugins(clean_registry, monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(tmp_path))
     group = registry.ENTRY_POINT_GROUP
     entry_points = [
-        importlib.metadata.EntryPoint("cathodo", "mmseg_fake_plugin:read_cl", group),
+        importlib.metadata.EntryPoint("cathodo", "mmseg_fake_modality_plugin:read_cl", group),
         importlib.metadata.EntryPoint("broken", "mmseg_no_such_module:read", group),
-        importlib.metadata.EntryPoint("image", "mmseg_fake_plugin:read_cl", group),
+        importlib.metadata.EntryPoint("image", "mmseg_fake_modality_plugin:read_cl", group),
     ]
     calls = []
 

@@ -102,7 +102,7 @@ class FourierEncoder(Encoder):
         for i in range(n):  # bincount per chip: fast, and no (n x pixels x bins) operator
             polar[i] = np.bincount(bins[used], weights=power[i].ravel()[used], minlength=n_bins)
         radial = polar.reshape(n, self.n_radial, self.n_angular).sum(axis=2)
-        radial /= counts.reshape(self.n_radial, self.n_angular).sum(axis=1)
+        radial /= np.maximum(counts.reshape(self.n_radial, self.n_angular).sum(axis=1), 1)
         polar /= np.maximum(counts, 1)
         # log power: lattice peaks span decades; epsilon keeps empty bins finite.
         eps = 1e-6 * size * size

@@ -189,6 +189,15 @@ class ResNet50Encoder(Encoder):
     progress
         Show a progress bar over chips.
 
+    Attributes
+    ----------
+    weights
+        The resolved weights (:class:`~multimodal_seg.encoders.weights.ResolvedWeights`).
+    device
+        The torch device inference runs on.
+    network
+        Stem, stages up to ``layer`` and global average pooling, in eval mode.
+
     Raises
     ------
     WeightsError
@@ -219,7 +228,6 @@ class ResNet50Encoder(Encoder):
         self.weights = resolve_weights(weights, allow_download=allow_download, progress=progress)
         model = _build_resnet50(self.weights)
         self._memory_format = memory_format(self.device)
-        #: Stem, stages up to ``layer`` and global pooling: ``(n, 3, h, w) -> (n, dim)``.
         self.network = _trunk(model, layer).eval().to(self.device, memory_format=self._memory_format)
 
     @property

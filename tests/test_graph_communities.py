@@ -1,0 +1,313 @@
+"""kNN graphs over embeddings and community detection on them.
+
+The graph is compared with a brute-force cosine kNN computed with scipy, and
+communities with clusters planted in the data.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.spatial.distance import cdist
+from sklearn.metrics import adjusted_rand_score
+
+from multimodal_seg.communities import (
+    Partition,
+    order_by_size,
+    partition_graph,
+    to_igraph,
+)
+from multimodal_seg.errors import InputError, ParameterError
+from multimodal_seg.graph import MIN_WEIGHT, knn_graph, reduce_features
+
+
+def _blobs(n_per: list[int], dim: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs around random unit directions (well separated in angle)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(n_per), dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = np.concatenate([c + spread * rng.normal(size=(n, dim)) for c, n in zip(centres, n_per)])
+    truth = np.repeat(np.arange(len(n_per)), n_per)
+    return x.astype(np.float32), truth
+
+
+def _brute_cosine_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour indices (self excluded) and cosine distances from a dense scipy matrix."""
+    d = cdist(x.astype(np.float64), x.astype(np.float64), metric="cosine")
+    np.fill_diagonal(d, np.inf)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(d, idx, axis=1)
+
+
+def _modularity(graph: sp.csr_matrix, labels: np.ndarray, resolution: float = 1.0) -> float:
+    """Newman's weighted modularity, written out: (1/2m) sum_ij (A_ij - g k_i k_j / 2m) d(c_i, c_j)."""
+    a = graph.toarray().astype(np.float64)
+    k = a.sum(axis=1)
+    two_m = a.sum()
+    same = labels[:, None] == labels[None, :]
+    return float(((a - resolution * np.outer(k, k) / two_m) * same).sum() / two_m)
+
+
+# --- reduce_features -------------------------------------------------------------
+
+
+def test_reduce_features_standardises_without_pca():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)) * np.array([1, 10, 100, 0.1, 5, 2, 3, 1000]) + 50
+    out = reduce_features(x, n_pcs=None)
+    assert out.dtype == np.float32 and out.shape == (200, 8)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=0), 1, rtol=1e-4)
+    expected = (x - x.mean(axis=0)) / x.std(axis=0)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_reduce_features_pca_is_centred_and_ordered_by_variance():
+    rng = np.random.default_rng(1)
+    latent = rng.normal(size=(300, 3)) * np.array([5.0, 2.0, 1.0])
+    x = latent @ rng.normal(size=(3, 40)) + 0.01 * rng.normal(size=(300, 40))
+    out = reduce_features(x, n_pcs=10)
+    assert out.shape == (300, 10)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-4)
+    var = out.var(axis=0)
+    assert (np.diff(var) <= 1e-6).all(), "components not ordered by variance"
+    # Rank-3 data: three components carry essentially all the variance.
+    assert var[:3].sum() / var.sum() > 0.999
+    # PCA keeps distances of the standardised data (it is a rotation + truncation).
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    np.testing.assert_allclose(cdist(out[:20], out[:20]), cdist(z[:20], z[:20]), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("n,dim,n_pcs", [(10, 50, 30), (100, 5, 30), (6, 6, 30), (100, 40, 7), (3, 20, 30)])
+def test_reduce_features_caps_the_number_of_components(n, dim, n_pcs):
+    x = np.random.default_rng(2).normal(size=(n, dim))
+    out = reduce_features(x, n_pcs=n_pcs)
+    # n centred points span at most n - 1 dimensions; never more than asked or than dim.
+    assert out.shape == (n, min(n_pcs, n - 1, dim))
+    assert np.isfinite(out).all()
+
+
+def test_reduce_features_drops_constant_columns():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 4))
+    x[:, 2] = 7.0
+    out = reduce_features(x, n_pcs=None)
+    assert out.shape == (50, 3)
+    assert np.isfinite(out).all()
+
+
+def test_reduce_features_is_deterministic():
+    x = np.random.default_rng(4).normal(size=(120, 30))
+    np.testing.assert_array_equal(reduce_features(x, n_pcs=5, seed=0), reduce_features(x, n_pcs=5, seed=0))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_reduce_features_rejects_non_finite_embeddings(bad):
+    x = np.random.default_rng(5).normal(size=(20, 4))
+    x[3, 1] = bad
+    with pytest.raises(InputError) as info:
+        reduce_features(x)
+    assert info.value.where == "embeddings"
+
+
+# --- knn_graph: exact path ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,dim,k", [(60, 5, 5), (150, 12, 15), (40, 3, 39), (25, 8, 100)])
+def test_knn_graph_matches_brute_force_cosine(n, dim, k):
+    x = np.random.default_rng(n).normal(size=(n, dim)).astype(np.float32)
+    g = knn_graph(x, k=k)
+    k_eff = min(k, n - 1)
+    assert g.shape == (n, n) and g.format == "csr"
+    dense = g.toarray()
+    # Symmetric, no self loops, weights in [MIN_WEIGHT, 1].
+    np.testing.assert_array_equal(dense, dense.T)
+    assert (np.diag(dense) == 0).all()
+    w = g.data
+    assert w.min() >= MIN_WEIGHT and w.max() <= 1.0
+    # Each chip keeps at least its k nearest neighbours.
+    assert (np.diff(g.indptr) >= k_eff).all()
+    idx, dist = _brute_cosine_knn(x, k_eff)
+    d_full = cdist(x.astype(np.float64), x.astype(np.float64), metric="cosine")
+    expected = np.zeros((n, n))
+    rows = np.repeat(np.arange(n), k_eff)
+    expected[rows, idx.ravel()] = np.clip(1 - dist.ravel(), MIN_WEIGHT, 1)
+    expected = np.maximum(expected, expected.T)
+    # The edge set is the symmetrised kNN (ties at the k-th distance have measure zero here).
+    np.testing.assert_array_equal(dense > 0, expected > 0)
+    # Weights are the cosine similarities of the edges (floored at MIN_WEIGHT).
+    np.testing.assert_allclose(dense[dense > 0], np.clip(1 - d_full[dense > 0], MIN_WEIGHT, 1), atol=1e-5)
+
+
+def test_knn_graph_floors_dissimilar_neighbours_at_min_weight():
+    # Two opposite directions only: each point's neighbours include the opposite pole.
+    x = np.array([[1.0, 0.0], [1.0, 0.01], [-1.0, 0.0], [-1.0, -0.01]], dtype=np.float32)
+    g = knn_graph(x, k=2).toarray()
+    assert g[0, 1] == pytest.approx(1 - cdist(x[:1], x[1:2], "cosine")[0, 0], abs=1e-6)
+    # Cosine similarity -1 between opposite poles is floored, but the edge remains.
+    assert g[0, 2] == pytest.approx(MIN_WEIGHT) or g[0, 3] == pytest.approx(MIN_WEIGHT)
+    assert (g[g > 0] >= MIN_WEIGHT).all()
+
+
+def test_knn_graph_keeps_duplicates_connected_without_self_loops():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    x[10] = x[11] = x[12]  # exact duplicates tie with self at distance 0
+    g = knn_graph(x, k=3)
+    assert (g.diagonal() == 0).all()
+    assert g[10, 11] == pytest.approx(1.0) and g[11, 12] == pytest.approx(1.0)
+    assert (np.diff(g.indptr) >= 3).all()
+
+
+def test_knn_graph_rejects_bad_k_and_tiny_inputs():
+    x = np.random.default_rng(7).normal(size=(10, 3)).astype(np.float32)
+    for k in (0, -3):
+        with pytest.raises(ParameterError) as info:
+            knn_graph(x, k=k)
+        assert info.value.where == "k"
+    for n in (0, 1):
+        with pytest.raises(InputError):
+            knn_graph(x[:n], k=5)
+
+
+# --- knn_graph: approximate path ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    return _blobs([120, 100, 80], dim=16, spread=0.25, seed=8)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("MMSEG_RUN_SLOW") != "1",
+    reason="pynndescent JIT-compiles its numba kernels in every new process (about 1-2 min on "
+    "2 cores, not cached on disk); run with MMSEG_RUN_SLOW=1",
+)
+def test_knn_graph_approximate_path_recovers_exact_neighbours(clustered):
+    x, _ = clustered
+    n, k = len(x), 10
+    exact = knn_graph(x, k=k)  # n = 300 <= EXACT_MAX: exact search
+    approx = knn_graph(x, k=k, exact_max=50, seed=0)  # n > exact_max: pynndescent
+    dense = approx.toarray()
+    np.testing.assert_array_equal(dense, dense.T)
+    assert (np.diag(dense) == 0).all()
+    assert approx.data.min() >= MIN_WEIGHT and approx.data.max() <= 1.0
+    assert (np.diff(approx.indptr) >= k).all()
+    idx, _ = _brute_cosine_knn(x, k)
+    found = sum(len(set(approx.indices[approx.indptr[i] : approx.indptr[i + 1]]) & set(idx[i])) for i in range(n))
+    recall = found / idx.size
+    assert recall > 0.9, f"approximate kNN recall {recall:.3f}"
+    # The approximate graph is not just the exact one (proves the other path ran),
+    # yet weights on shared edges are the same cosine similarities.
+    shared = (dense > 0) & (exact.toarray() > 0)
+    np.testing.assert_allclose(dense[shared], exact.toarray()[shared], atol=1e-4)
+    d_full = cdist(x.astype(np.float64), x.astype(np.float64), metric="cosine")
+    np.testing.assert_allclose(dense[dense > 0], np.clip(1 - d_full[dense > 0], MIN_WEIGHT, 1), atol=1e-4)
+
+
+# --- communities ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planted():
+    x, truth = _blobs([150, 100, 60, 40], dim=10, spread=0.1, seed=9)
+    return knn_graph(x, k=10), truth
+
+
+@pytest.mark.parametrize("method", ["leiden", "louvain"])
+def test_communities_recover_planted_clusters(planted, method):
+    graph, truth = planted
+    part = partition_graph(graph, method=method, seed=0)
+    assert isinstance(part, Partition)
+    assert part.labels.dtype == np.int32 and part.labels.shape == truth.shape
+    assert adjusted_rand_score(truth, part.labels) > 0.95
+    assert part.n_communities == len(np.unique(part.labels)) == part.labels.max() + 1
+    # Ids are ordered by size: 0 is the largest.
+    sizes = np.bincount(part.labels)
+    assert (np.diff(sizes) <= 0).all()
+    # Modularity recorded is positive and equals the textbook formula for the labels.
+    assert part.modularity > 0.3
+    assert part.modularity == pytest.approx(_modularity(graph, part.labels), abs=1e-9)
+    assert part.modularity == pytest.approx(
+        to_igraph(graph).modularity(part.labels.tolist(), weights="weight"), abs=1e-12
+    )
+    assert part.params["method"] == method and part.params["seed"] == 0
+
+
+@pytest.mark.parametrize("method", ["leiden", "louvain"])
+def test_same_seed_gives_identical_labels(method):
+    # A noisy graph where the result does depend on the random order.
+    x, _ = _blobs([80] * 5, dim=6, spread=0.6, seed=10)
+    graph = knn_graph(x, k=8)
+    a = partition_graph(graph, method=method, seed=3)
+    partition_graph(graph, method=method, seed=5)  # other calls in between do not matter
+    b = partition_graph(graph, method=method, seed=3)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.modularity == b.modularity
+
+
+def test_resolution_is_used_in_the_recorded_modularity(planted):
+    graph, _ = planted
+    part = partition_graph(graph, resolution=0.5, seed=0)
+    assert part.modularity == pytest.approx(_modularity(graph, part.labels, 0.5), abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["leiden", "louvain"])
+def test_higher_resolution_gives_at_least_as_many_communities(method):
+    # A chain of eight blobs along a curve: neighbouring blobs touch, so the
+    # number of communities depends on the resolution.
+    rng = np.random.default_rng(11)
+    t = np.linspace(0, np.pi, 8)
+    centres = np.column_stack([np.cos(t), np.sin(t), np.full(8, 0.3)])
+    x = np.concatenate([c + 0.12 * rng.normal(size=(50, 3)) for c in centres])
+    graph = knn_graph(x, k=10)
+    counts = [partition_graph(graph, method=method, resolution=r, seed=0).n_communities
+              for r in (0.05, 0.3, 1.0, 3.0, 10.0)]
+    assert all(a <= b for a, b in zip(counts, counts[1:])), counts
+    assert counts[-1] > counts[0], counts
+
+
+def test_order_by_size_relabels_largest_first():
+    labels = np.array([5, 5, 2, 2, 2, 0, 7, 7, 7, 7, 5])
+    out = order_by_size(labels)
+    # sizes: 7 -> 4, 2 -> 3, 5 -> 3, 0 -> 1; tie between 2 and 5 goes to the lower old id.
+    expected = np.array([2, 2, 1, 1, 1, 3, 0, 0, 0, 0, 2])
+    np.testing.assert_array_equal(out, expected)
+    assert out.dtype == np.int32
+
+
+def test_order_by_size_keeps_the_partition():
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 9, 500)
+    out = order_by_size(labels)
+    assert adjusted_rand_score(labels, out) == 1.0
+    sizes = np.bincount(out)
+    assert (np.diff(sizes) <= 0).all()
+    np.testing.assert_array_equal(np.sort(sizes), np.sort(np.bincount(labels)))
+
+
+def test_to_igraph_keeps_edges_and_weights(planted):
+    graph, _ = planted
+    g = to_igraph(graph)
+    assert g.vcount() == graph.shape[0] and not g.is_directed()
+    assert g.ecount() == sp.triu(graph, k=1).nnz
+    rebuilt = np.zeros(graph.shape)
+    edges = np.array(g.get_edgelist())
+    rebuilt[edges[:, 0], edges[:, 1]] = g.es["weight"]
+    rebuilt = rebuilt + rebuilt.T
+    np.testing.assert_allclose(rebuilt, graph.toarray())
+
+
+def test_partition_rejects_bad_parameters(planted):
+    graph, _ = planted
+    with pytest.raises(ParameterError) as info:
+        partition_graph(graph, method="spectral")
+    assert info.value.where == "method"
+    for res in (0.0, -1.0, float("nan")):
+        with pytest.raises(ParameterError) as info:
+            partition_graph(graph, resolution=res)
+        assert info.value.where == "resolution"

@@ -1,0 +1,323 @@
+"""The Study store (zarr), resumable stage outputs, and provenance helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from multimodal_seg import stages
+from multimodal_seg.chips import ChipGrid
+from multimodal_seg.errors import InputError
+from multimodal_seg.modalities.base import Axis, ModalityData
+from multimodal_seg.provenance import (
+    atomic_path,
+    fingerprint,
+    package_versions,
+    run_record,
+    to_json,
+    write_text_atomic,
+)
+from multimodal_seg.study import Study
+
+
+@pytest.fixture(params=["memory", "disk"])
+def study(request, tmp_path) -> Study:
+    return Study.open(None if request.param == "memory" else tmp_path / "study.zarr")
+
+
+def _modality(image: np.ndarray, name: str = "haadf", chunks=(40, 50)) -> ModalityData:
+    return ModalityData(
+        name=name,
+        kind="image",
+        data=da.from_array(image, chunks=chunks),
+        axes=[Axis("y", image.shape[0], 0.04, 1.5, "nm"), Axis("x", image.shape[1], 0.05, 0.0, "nm")],
+        source="<array>",
+        metadata={"title": "test image", "dtype": str(image.dtype)},
+    )
+
+
+def _graph(seed: int = 0, n: int = 60) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    a = sp.random(n, n, density=0.1, random_state=rng, format="csr")
+    return (a + a.T).tocsr()
+
+
+# --- arrays and sparse matrices -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.int64).reshape(6, 2),
+        np.random.default_rng(0).normal(size=(300, 17)).astype(np.float32),
+        np.random.default_rng(1).integers(-1, 9, 1000).astype(np.int32),
+        np.zeros((0, 5), dtype=np.float32),
+    ],
+    ids=["origins", "embeddings", "labels", "empty"],
+)
+def test_array_round_trip(study, array):
+    study.write_array("stage/out", array, fingerprint="fp1", params={"k": 15}, note="x")
+    back = study.read_array("stage/out")
+    assert back.dtype == array.dtype
+    np.testing.assert_array_equal(back, array)
+    attrs = study.attrs_of("stage/out")
+    assert attrs["params"] == {"k": 15} and attrs["note"] == "x" and attrs["fingerprint"] == "fp1"
+
+
+def test_overwriting_an_array_replaces_shape_and_values(study):
+    study.write_array("a", np.ones((10, 3)), fingerprint="one")
+    study.write_array("a", np.arange(4, dtype=np.int16), fingerprint="two")
+    np.testing.assert_array_equal(study.read_array("a"), np.arange(4))
+    assert study.fingerprint_of("a") == "two"
+
+
+def test_sparse_round_trip(study):
+    g = _graph()
+    study.write_sparse("graphs/haadf", g, fingerprint="g1", params={"k": 5})
+    back = study.read_sparse("graphs/haadf")
+    assert back.format == "csr" and back.shape == g.shape
+    assert (back != g).nnz == 0
+    np.testing.assert_array_equal(back.toarray(), g.toarray())
+    assert study.attrs_of("graphs/haadf")["params"] == {"k": 5}
+    # Rewriting with fewer edges leaves no stale entries behind.
+    smaller = sp.csr_matrix(sp.triu(g, k=5) + sp.triu(g, k=5).T)
+    study.write_sparse("graphs/haadf", smaller, fingerprint="g2")
+    assert (study.read_sparse("graphs/haadf") != smaller).nnz == 0
+
+
+# --- modalities -------------------------------------------------------------------
+
+
+def test_modality_round_trip_is_lazy_and_keeps_axes(study):
+    image = np.random.default_rng(2).random((130, 170)).astype(np.float32)
+    mod = _modality(image)
+    study.write_modality(mod, fingerprint="m1")
+    back = study.modality("haadf")
+    assert isinstance(back.data, da.Array)
+    assert back.data.shape == image.shape and back.data.dtype == np.float32
+    np.testing.assert_array_equal(back.data.compute(), image)
+    np.testing.assert_array_equal(np.asarray(back.data[10:20, 30:45]), image[10:20, 30:45])
+    assert back.axes == mod.axes
+    assert (back.name, back.kind, back.source, back.metadata) == ("haadf", "image", "<array>", mod.metadata)
+    assert study.modality_names() == ["haadf"]
+    assert study.is_current("modalities/haadf", "m1")
+
+
+def test_several_modalities_and_missing_one(study):
+    assert study.modality_names() == []
+    rng = np.random.default_rng(3)
+    study.write_modality(_modality(rng.random((64, 64)).astype(np.float32), "haadf"), fingerprint="a")
+    study.write_modality(_modality(rng.random((64, 64)).astype(np.float32), "bf"), fingerprint="b")
+    assert study.modality_names() == ["bf", "haadf"]
+    with pytest.raises(KeyError):
+        study.modality("eels")
+
+
+# --- fingerprints and resuming ------------------------------------------------------
+
+
+def test_is_current_tracks_the_fingerprint(study):
+    assert study.fingerprint_of("embeddings/haadf") is None
+    assert not study.is_current("embeddings/haadf", "abc")
+    study.write_array("embeddings/haadf", np.ones((4, 2), np.float32), fingerprint="abc")
+    assert study.is_current("embeddings/haadf", "abc")
+    assert not study.is_current("embeddings/haadf", "abd")
+    study.write_sparse("graphs/haadf", _graph(), fingerprint="g")
+    assert study.is_current("graphs/haadf", "g") and not study.is_current("graphs/haadf", "h")
+
+
+def test_interrupted_modality_write_is_not_current(study):
+    image = np.random.default_rng(4).random((128, 128)).astype(np.float32)
+    study.write_modality(_modality(image), fingerprint="old")
+    assert study.is_current("modalities/haadf", "old")
+
+    def fail_on_last_rows(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == 3:
+            raise OSError("disk went away")
+        return block
+
+    broken = _modality(image)
+    broken.data = broken.data.map_blocks(fail_on_last_rows, dtype=np.float32)
+    with pytest.raises(OSError, match="disk went away"):
+        study.write_modality(broken, fingerprint="new")
+    # Neither the old nor the new output counts as finished: the stage is redone.
+    assert not study.is_current("modalities/haadf", "old")
+    assert not study.is_current("modalities/haadf", "new")
+    assert study.fingerprint_of("modalities/haadf") is None
+
+
+def test_stage_is_skipped_when_current_and_redone_when_inputs_change(tmp_path):
+    path = tmp_path / "study.zarr"
+    study = Study.open(path)
+    image = np.random.default_rng(5).random((96, 80)).astype(np.float32)
+    up = stages.add_modality(study, _modality(image), source_id={"path": "x.tif", "size": 1})
+    grid = ChipGrid(image.shape, 32, 16)
+    fp = stages.make_chips(study, grid, modality="haadf", upstream=up)
+    np.testing.assert_array_equal(study.read_array("chips/origins"), grid.origins)
+    attrs = study.attrs_of("chips/origins")
+    assert attrs["grid"] == grid.to_dict()
+    assert attrs["chip_size_physical"] == pytest.approx([32 * 0.04, 32 * 0.05])
+    assert attrs["units"] == ["nm", "nm"]
+    # Tamper with the stored data (not its attributes): a current stage is not rerun.
+    study.group["chips/origins"][...] = 0
+    assert stages.make_chips(Study.open(path), grid, modality="haadf", upstream=up) == fp
+    assert (Study.open(path).read_array("chips/origins") == 0).all()
+    # Another grid, or another upstream, changes the fingerprint and rewrites.
+    grid2 = ChipGrid(image.shape, 32, 32)
+    fp2 = stages.make_chips(study, grid2, modality="haadf", upstream=up)
+    assert fp2 != fp
+    np.testing.assert_array_equal(study.read_array("chips/origins"), grid2.origins)
+    fp3 = stages.make_chips(study, grid2, modality="haadf", upstream="other-source")
+    assert fp3 not in (fp, fp2)
+
+
+# --- persistence ----------------------------------------------------------------------
+
+
+def test_reopening_from_disk_keeps_everything(tmp_path):
+    path = tmp_path / "specimen.zarr"
+    image = np.random.default_rng(6).random((100, 90)).astype(np.float32)
+    emb = np.random.default_rng(7).normal(size=(42, 8)).astype(np.float32)
+    g = _graph(8, 42)
+    s = Study.open(path)
+    s.write_modality(_modality(image), fingerprint="m")
+    s.write_array("embeddings/haadf", emb, fingerprint="e", encoder={"name": "fourier"})
+    s.write_sparse("graphs/haadf", g, fingerprint="g")
+    s.record(config={"k": 15}, seed=0)
+    del s
+
+    r = Study.open(path)
+    assert r.path == path and "specimen.zarr" in repr(r)
+    assert r.modality_names() == ["haadf"]
+    np.testing.assert_array_equal(r.modality("haadf").data.compute(), image)
+    assert r.modality("haadf").axes[0] == Axis("y", 100, 0.04, 1.5, "nm")
+    np.testing.assert_array_equal(r.read_array("embeddings/haadf"), emb)
+    assert r.attrs_of("embeddings/haadf")["encoder"] == {"name": "fourier"}
+    assert (r.read_sparse("graphs/haadf") != g).nnz == 0
+    assert all(r.is_current(k, f) for k, f in
+               [("modalities/haadf", "m"), ("embeddings/haadf", "e"), ("graphs/haadf", "g")])
+    assert r.provenance == {"config": {"k": 15}, "seed": 0}
+
+
+def test_provenance_record_merges(study):
+    assert study.provenance == {}
+    study.record(config={"k": 15}, seed=0)
+    study.record(seed=3, encoder="fourier")
+    assert study.provenance == {"config": {"k": 15}, "seed": 3, "encoder": "fourier"}
+
+
+def test_opening_something_that_is_not_a_study_fails_clearly(tmp_path):
+    not_a_folder = tmp_path / "image.tif"
+    not_a_folder.write_bytes(b"II*\x00 not really a tiff")
+    with pytest.raises(InputError) as info:
+        Study.open(not_a_folder)
+    assert info.value.where == str(not_a_folder)
+
+
+# --- provenance helpers -----------------------------------------------------------------
+
+
+def test_fingerprint_is_stable_and_ignores_dict_key_order():
+    a = {"k": 15, "n_pcs": 30, "nested": {"x": 1, "y": [1, 2]}}
+    b = {"nested": {"y": [1, 2], "x": 1}, "n_pcs": 30, "k": 15}
+    assert fingerprint("graph", a, "up") == fingerprint("graph", b, "up")
+    assert fingerprint("graph", a, "up") == fingerprint("graph", dict(a), "up")
+    fp = fingerprint("graph", a, "up")
+    assert isinstance(fp, str) and len(fp) == 16 and int(fp, 16) >= 0
+
+
+def test_fingerprint_changes_with_any_value():
+    base = fingerprint("graph", {"k": 15, "n_pcs": 30}, "up")
+    assert fingerprint("graph", {"k": 16, "n_pcs": 30}, "up") != base
+    assert fingerprint("graph", {"k": 15, "n_pcs": None}, "up") != base
+    assert fingerprint("graph", {"k": 15, "n_pcs": 30}, "up2") != base
+    assert fingerprint("chips", {"k": 15, "n_pcs": 30}, "up") != base
+    assert fingerprint("graph", {"k": 15, "n_pcs": 30, "seed": 0}, "up") != base
+
+
+def test_fingerprint_accepts_numpy_values_and_paths():
+    assert fingerprint({"k": np.int64(15), "r": np.float64(0.5)}) == fingerprint({"k": 15, "r": 0.5})
+    assert fingerprint(np.array([1, 2, 3])) == fingerprint([1, 2, 3])
+    assert fingerprint(Path("a/b.tif")) == fingerprint("a/b.tif")
+    with pytest.raises(TypeError):
+        fingerprint(object())
+
+
+def test_package_versions_and_run_record():
+    versions = package_versions()
+    assert versions["numpy"] == np.__version__
+    assert versions["python"].count(".") == 2
+    rec = run_record({"k": 15}, extra={"seed": 1})
+    assert rec["config"] == {"k": 15} and rec["seed"] == 1 and rec["versions"]["numpy"] == np.__version__
+    assert json.loads(to_json(rec))["config"] == {"k": 15}
+
+
+def test_atomic_path_replaces_a_file_on_success(tmp_path):
+    target = tmp_path / "labels.csv"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # readers still see the old file meanwhile
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]  # no temporaries left
+
+
+def test_atomic_path_leaves_a_file_untouched_on_error(tmp_path):
+    target = tmp_path / "labels.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
+
+
+def test_atomic_path_with_a_new_target_creates_nothing_on_error(tmp_path):
+    target = tmp_path / "new.txt"
+    with pytest.raises(KeyError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("x")
+            raise KeyError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_replaces_and_protects_directories(tmp_path):
+    target = tmp_path / "study.zarr"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(ValueError):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "new.txt").write_text("partial")
+            raise ValueError("crash")
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.zarr"]
+
+
+def test_atomic_path_keeps_a_directory_when_the_block_writes_nothing(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(OSError):
+        with atomic_path(target):
+            pass  # e.g. a writer that silently skipped its output
+    assert (target / "old.txt").read_text() == "old"
+
+
+def test_write_text_atomic(tmp_path):
+    target = tmp_path / "report.json"
+    write_text_atomic(target, '{"a": 1}')
+    write_text_atomic(target, '{"a": 2}')
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
