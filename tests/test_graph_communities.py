@@ -6,7 +6,6 @@ communities with clusters planted in the data.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -181,12 +180,9 @@ def clustered():
     return _blobs([120, 100, 80], dim=16, spread=0.25, seed=8)
 
 
+# Slow (pynndescent JIT-compiles its numba kernels in each new process, 1-2 min on
+# 2 cores) but it is the only test of the approximate path, so it runs in CI too.
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("MMSEG_RUN_SLOW") != "1",
-    reason="pynndescent JIT-compiles its numba kernels in every new process (about 1-2 min on "
-    "2 cores, not cached on disk); run with MMSEG_RUN_SLOW=1",
-)
 def test_knn_graph_approximate_path_recovers_exact_neighbours(clustered):
     x, _ = clustered
     n, k = len(x), 10

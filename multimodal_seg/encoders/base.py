@@ -18,6 +18,18 @@ class Encoder(ABC):
 
     #: Registry key, e.g. ``"resnet50"`` or ``"fourier"``.
     name: str = ""
+    #: Modality kind this encoder embeds: ``"image"`` chips are ``(n, h, w)``,
+    #: ``"spectrum"`` chips ``(n, h, w, channels)``, ``"diffraction"`` chips
+    #: ``(n, h, w, qy, qx)`` (see :mod:`multimodal_seg.modalities.base`).
+    kind: str = "image"
+
+    def fit(self, sample: np.ndarray) -> None:
+        """Learn data-dependent state (e.g. a PCA basis) from a sample of chips.
+
+        Called once by the pipeline, before :meth:`encode`, with a seeded random
+        sample of the modality's chips.  The default does nothing.  An encoder
+        that fits must be deterministic given the sample.
+        """
 
     @property
     @abstractmethod

@@ -1,4 +1,18 @@
-"""What every modality adapter returns: a lazy array with calibrated axes."""
+"""What every modality adapter returns: a lazy array with calibrated axes.
+
+Array layouts by kind (scan axes first, always two of them):
+
+=========== =========================== ===============
+kind        data shape                  axes
+=========== =========================== ===============
+image       ``(rows, cols)``            y, x
+spectrum    ``(rows, cols, channels)``  y, x, energy
+diffraction ``(rows, cols, qy, qx)``    y, x, qy, qx
+=========== =========================== ===============
+
+The scan axes carry the physical calibration (scale, offset, units) that puts
+every modality of one specimen on one spatial grid.
+"""
 
 from __future__ import annotations
 
