@@ -169,3 +169,30 @@ class ChipGrid:
         return np.repeat(
             np.repeat(block_labels, np.diff(row_edges), axis=0), np.diff(col_edges), axis=1
         )
+
+
+def iter_chips(data, origins: np.ndarray, size: int, *, batch: int = 256):
+    """Yield ``(first_index, chips)`` batches of chips cut from a (lazy) array.
+
+    Parameters
+    ----------
+    data
+        Array whose first two axes are the scan (or image) axes: ``(rows, cols, ...)``.
+        A Dask array is read one band of rows per batch, never whole.
+    origins
+        ``(n_chips, 2)`` top-left pixel of each chip, in row-major order.
+    size
+        Chip edge in pixels.
+    batch
+        Most chips per batch.
+
+    Yields
+    ------
+    The index of the batch's first chip and an array ``(n, size, size, ...)``.
+    """
+    origins = np.asarray(origins)
+    for first in range(0, len(origins), batch):
+        part = origins[first : first + batch]
+        top, bottom = int(part[:, 0].min()), int(part[:, 0].max()) + size
+        band = np.asarray(data[top:bottom])
+        yield first, np.stack([band[r - top : r - top + size, c : c + size] for r, c in part])

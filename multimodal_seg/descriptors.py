@@ -100,9 +100,12 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid, chip_l
 
 
 def chip_statistics(raw_chips: np.ndarray) -> np.ndarray:
-    """``(n, len(CHIP_STATS))`` statistics of chips in the image's own intensity units."""
-    raw_chips = np.asarray(raw_chips, dtype=np.float32)
-    return np.column_stack([raw_chips.mean(axis=(1, 2)), raw_chips.std(axis=(1, 2))])
+    """``(n, len(CHIP_STATS))`` mean and std of each chip's values, in the data's own units.
+
+    ``raw_chips`` is ``(n, h, w, ...)``: images, spectra or patterns alike.
+    """
+    flat = np.asarray(raw_chips, dtype=np.float32).reshape(len(raw_chips), -1)
+    return np.column_stack([flat.mean(axis=1), flat.std(axis=1)])
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .modalities import read_image
 from .modalities.base import Axis, ModalityData
 from .provenance import array_digest, file_identity, run_record
 from .result import Segmentation
+from .scan_grid import ModalityChips
 from .study import Study
 
 #: ``chip_size="auto"`` aims at this many chips across the shorter image side.
@@ -187,8 +188,10 @@ def segment(
 
     study = Study.open(out_dir / "study.zarr" if out_dir else None)
     fp = stages.add_modality(study, modality, source_id=_source_id(source, modality, signal))
-    fp = stages.make_chips(study, grid, modality="image", upstream=fp)
-    fp = stages.embed_chips(study, grid, enc, modality="image", upstream=fp, progress=progress)
+    chips = ModalityChips(origins=grid.origins, size=grid.size)
+    fp = stages.make_chips(study, grid, {"image": chips}, upstream=fp)
+    fp = stages.embed_chips(study, chips, enc, modality="image", upstream=fp, seed=cfg.seed,
+                            progress=progress)
     fp = stages.build_graph(study, modality="image", k=cfg.graph.k, n_pcs=cfg.graph.n_pcs,
                             seed=cfg.seed, upstream=fp)
     com = cfg.communities
@@ -223,7 +226,7 @@ def collect(study: Study, grid: ChipGrid, *, config: SegmentConfig, encoder: Enc
         embeddings=study.read_array("embeddings/image"),
         graph=study.read_sparse("graphs/image"),
         communities=community_table(
-            chip_labels, pixel_labels, study.read_array("chips/stats"),
+            chip_labels, pixel_labels, study.read_array("chips/stats/image"),
             community_crystallinity(modality.data, grid, chip_labels, seed=config.seed)),
         grid=grid,
         image=modality.data,

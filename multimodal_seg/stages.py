@@ -11,18 +11,21 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import graph as graphs
-from .chips import ChipGrid
+from .chips import ChipGrid, iter_chips
 from .communities import partition_graph
 from .descriptors import CHIP_STATS, chip_statistics
 from .encoders.base import Encoder
 from .modalities.base import ModalityData
 from .provenance import fingerprint
+from .scan_grid import ModalityChips
 from .study import Study
 
 #: Pixels sampled to find the intensity scale (percentiles) of an image.
 SCALE_SAMPLE = 1_000_000
 #: Percentiles mapped to 0 and 1 before encoding: robust to hot pixels.
 SCALE_PERCENTILES = (0.5, 99.5)
+#: Chips shown to encoders that learn from the data (``Encoder.fit``).
+FIT_SAMPLE = 512
 
 
 def add_modality(study: Study, modality: ModalityData, *, source_id: dict) -> str:
@@ -33,17 +36,22 @@ def add_modality(study: Study, modality: ModalityData, *, source_id: dict) -> st
     return fp
 
 
-def make_chips(study: Study, grid: ChipGrid, *, modality: str, upstream: str) -> str:
-    """Write the chip grid (``chips/origins`` and its attributes)."""
-    fp = fingerprint("chips", grid.to_dict(), upstream)
+def make_chips(study: Study, grid: ChipGrid, chips: dict[str, ModalityChips], *,
+               upstream: str, shared: dict | None = None) -> str:
+    """Write the chip grid: ``chips/origins`` and, per modality, ``chips/modalities/<name>``."""
+    layout = {name: {"size": c.size, "origins": fingerprint(c.origins)} for name, c in chips.items()}
+    fp = fingerprint("chips", grid.to_dict(), layout, upstream)
     if not study.is_current("chips/origins", fp):
-        axes = study.modality(modality).axes
-        study.write_array(
-            "chips/origins", grid.origins, fingerprint=fp, grid=grid.to_dict(), modality=modality,
-            chip_size_physical=[grid.size * axis.scale for axis in axes],
-            stride_physical=[grid.stride * axis.scale for axis in axes],
-            units=[axis.units for axis in axes],
-        )
+        for name, modality_chips in chips.items():
+            axes = study.modality(name).axes[:2]
+            study.write_array(
+                f"chips/modalities/{name}", modality_chips.origins, fingerprint=fp,
+                size=modality_chips.size,
+                chip_size_physical=[modality_chips.size * axis.scale for axis in axes],
+                units=[axis.units for axis in axes],
+            )
+        study.write_array("chips/origins", grid.origins, fingerprint=fp, grid=grid.to_dict(),
+                          modalities=sorted(chips), shared=shared or {})
     return fp
 
 
@@ -57,41 +65,50 @@ def intensity_scale(data, *, sample: int = SCALE_SAMPLE) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def embed_chips(
-    study: Study, grid: ChipGrid, encoder: Encoder, *, modality: str, upstream: str,
-    batch_chips: int = 256, progress: bool = True,
-) -> str:
-    """Embed every chip; write ``embeddings/<modality>`` and ``chips/stats``.
+def _fit_sample(data, chips: ModalityChips, *, seed: int, n: int = FIT_SAMPLE) -> np.ndarray:
+    """A seeded random sample of chips for encoders that learn from the data."""
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(chips.origins), min(n, len(chips.origins)), replace=False))
+    return np.concatenate([batch for _, batch in iter_chips(data, chips.origins[picked], chips.size)])
 
-    The image is streamed one band of chip rows at a time, so memory holds about
-    ``batch_chips`` chips, never the whole modality.
+
+def embed_chips(
+    study: Study, chips: ModalityChips, encoder: Encoder, *, modality: str, upstream: str,
+    seed: int = 0, batch_chips: int = 256, progress: bool = True,
+) -> str:
+    """Embed every chip of one modality; write ``embeddings/<modality>`` and ``chips/stats/<modality>``.
+
+    The modality is streamed from the store one band of chip rows at a time, so
+    memory holds about ``batch_chips`` chips, never the whole modality.  Image
+    chips are scaled to [0, 1] by the image's robust intensity range; spectra and
+    diffraction patterns reach their encoders as raw counts.
     """
-    fp = fingerprint("embeddings", encoder.fingerprint(), upstream)
+    fp = fingerprint("embeddings", encoder.fingerprint(), upstream, seed)
     key = f"embeddings/{modality}"
-    if study.is_current(key, fp) and study.is_current("chips/stats", fp):
+    stats_key = f"chips/stats/{modality}"
+    if study.is_current(key, fp) and study.is_current(stats_key, fp):
         return fp
-    data = study.modality(modality).data
-    low, high = intensity_scale(data)
-    n_rows, n_cols = grid.grid_shape
-    rows_per_batch = max(1, batch_chips // n_cols)
-    embeddings = np.empty((grid.n_chips, encoder.dim), dtype=np.float32)
-    stats = np.empty((grid.n_chips, len(CHIP_STATS)), dtype=np.float32)
-    bar = tqdm(total=grid.n_chips, desc=f"embedding {modality} ({encoder.name})", unit="chip",
+    mod = study.modality(modality)
+    data = mod.data
+    is_image = mod.kind == "image"
+    low, high = intensity_scale(data) if is_image else (0.0, 1.0)
+    scale = (lambda raw: np.clip((raw - low) / (high - low), 0.0, 1.0)) if is_image else (lambda raw: raw)
+    if type(encoder).fit is not Encoder.fit:
+        encoder.fit(scale(_fit_sample(data, chips, seed=seed)))
+    n_chips = len(chips.origins)
+    embeddings = np.empty((n_chips, encoder.dim), dtype=np.float32)
+    stats = np.empty((n_chips, len(CHIP_STATS)), dtype=np.float32)
+    bar = tqdm(total=n_chips, desc=f"embedding {modality} ({encoder.name})", unit="chip",
                disable=not progress, leave=False)
     with bar:
-        for first in range(0, n_rows, rows_per_batch):
-            starts = grid.row_starts[first : first + rows_per_batch]
-            band = np.asarray(data[starts[0] : starts[-1] + grid.size].compute(), dtype=np.float32)
-            raw = np.concatenate([grid.extract_row(band[r - starts[0] : r - starts[0] + grid.size])
-                                  for r in starts])
-            done = first * n_cols
-            scaled = np.clip((raw - low) / (high - low), 0.0, 1.0)
-            embeddings[done : done + len(raw)] = encoder.encode(scaled)
-            stats[done : done + len(raw)] = chip_statistics(raw)
+        for first, raw in iter_chips(data, chips.origins, chips.size, batch=batch_chips):
+            raw = raw.astype(np.float32, copy=False)
+            embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
+            stats[first : first + len(raw)] = chip_statistics(raw)
             bar.update(len(raw))
-    study.write_array("chips/stats", stats, fingerprint=fp, columns=list(CHIP_STATS))
+    study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
     study.write_array(key, embeddings, fingerprint=fp, encoder=encoder.fingerprint(),
-                      intensity_scale=[low, high])
+                      intensity_scale=[low, high] if is_image else None)
     return fp
 
 

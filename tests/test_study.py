@@ -22,6 +22,7 @@ from multimodal_seg.provenance import (
     to_json,
     write_text_atomic,
 )
+from multimodal_seg.scan_grid import ModalityChips
 from multimodal_seg.study import Study
 
 
@@ -151,28 +152,33 @@ def test_interrupted_modality_write_is_not_current(study):
     assert study.fingerprint_of("modalities/haadf") is None
 
 
+def _chips(grid):
+    return {"haadf": ModalityChips(origins=grid.origins, size=grid.size)}
+
+
 def test_stage_is_skipped_when_current_and_redone_when_inputs_change(tmp_path):
     path = tmp_path / "study.zarr"
     study = Study.open(path)
     image = np.random.default_rng(5).random((96, 80)).astype(np.float32)
     up = stages.add_modality(study, _modality(image), source_id={"path": "x.tif", "size": 1})
     grid = ChipGrid(image.shape, 32, 16)
-    fp = stages.make_chips(study, grid, modality="haadf", upstream=up)
+    fp = stages.make_chips(study, grid, _chips(grid), upstream=up)
     np.testing.assert_array_equal(study.read_array("chips/origins"), grid.origins)
-    attrs = study.attrs_of("chips/origins")
-    assert attrs["grid"] == grid.to_dict()
+    assert study.attrs_of("chips/origins")["grid"] == grid.to_dict()
+    attrs = study.attrs_of("chips/modalities/haadf")
+    assert attrs["size"] == 32
     assert attrs["chip_size_physical"] == pytest.approx([32 * 0.04, 32 * 0.05])
     assert attrs["units"] == ["nm", "nm"]
     # Tamper with the stored data (not its attributes): a current stage is not rerun.
     study.group["chips/origins"][...] = 0
-    assert stages.make_chips(Study.open(path), grid, modality="haadf", upstream=up) == fp
+    assert stages.make_chips(Study.open(path), grid, _chips(grid), upstream=up) == fp
     assert (Study.open(path).read_array("chips/origins") == 0).all()
     # Another grid, or another upstream, changes the fingerprint and rewrites.
     grid2 = ChipGrid(image.shape, 32, 32)
-    fp2 = stages.make_chips(study, grid2, modality="haadf", upstream=up)
+    fp2 = stages.make_chips(study, grid2, _chips(grid2), upstream=up)
     assert fp2 != fp
     np.testing.assert_array_equal(study.read_array("chips/origins"), grid2.origins)
-    fp3 = stages.make_chips(study, grid2, modality="haadf", upstream="other-source")
+    fp3 = stages.make_chips(study, grid2, _chips(grid2), upstream="other-source")
     assert fp3 not in (fp, fp2)
 
 
