@@ -7,6 +7,8 @@ A YAML file mirrors the sections::
     encoder:     {name: auto, weights: null, allow_download: false}
     graph:       {k: 15, n_pcs: 30}
     communities: {method: leiden, resolution: 1.0}
+    fusion:      {method: concat, layer_weights: {}}     # several modalities only
+    modality_encoders: {eels: spectrum-pca}              # several modalities only
     seed: 0
 """
 
@@ -71,13 +73,27 @@ class CommunityConfig(_Section):
     n_iterations: int = -1
 
 
+class FusionConfig(_Section):
+    """How several modalities make one partition (see :mod:`multimodal_seg.fusion`)."""
+
+    method: Literal["concat", "multiplex"] = "concat"
+    layer_weights: dict[str, float] = Field(default_factory=dict)
+
+
 class SegmentConfig(_Section):
-    """Everything a segmentation run depends on, besides the data."""
+    """Everything a segmentation run depends on, besides the data.
+
+    ``encoder`` configures the image encoder; ``modality_encoders`` maps a
+    modality name to the encoder for it (defaults: ``spectrum-pca`` for spectrum
+    images, ``diffraction-profiles`` for 4D-STEM).
+    """
 
     chips: ChipConfig = Field(default_factory=ChipConfig)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    modality_encoders: dict[str, str] = Field(default_factory=dict)
     graph: GraphConfig = Field(default_factory=GraphConfig)
     communities: CommunityConfig = Field(default_factory=CommunityConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
     seed: int = Field(0, ge=0)
 
 
@@ -95,6 +111,7 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
     "method": ("communities", "method"),
     "resolution": ("communities", "resolution"),
     "seed": (None, "seed"),
+    "fusion": ("fusion", "method"),
 }
 
 

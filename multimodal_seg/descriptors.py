@@ -163,3 +163,36 @@ def table_to_csv(rows: list[CommunityRow]) -> str:
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in asdict(row).items()})
     return buffer.getvalue()
+
+
+def community_mean_signals(data: da.Array, chips, labels: np.ndarray, *, batch: int = 64) -> np.ndarray:
+    """Mean signal (spectrum or diffraction pattern) of each community.
+
+    Parameters
+    ----------
+    data
+        ``(rows, cols, *signal)`` modality array (streamed in chip batches).
+    chips
+        The modality's chips (``origins``, ``size``), one per label.
+    labels
+        ``(n_chips,)`` community per chip (-1 skipped).
+
+    Returns
+    -------
+    ``(n_communities, *signal)`` float64: the average over every scan position of
+    every chip in the community (positions in overlapping chips count once per chip).
+    """
+    from .chips import iter_chips
+
+    labels = np.asarray(labels).ravel()
+    n = int(labels.max()) + 1
+    sums = np.zeros((n, *data.shape[2:]))
+    counts = np.zeros(n)
+    for first, batch_chips in iter_chips(data, chips.origins, chips.size, batch=batch):
+        chip_means = batch_chips.reshape(len(batch_chips), -1, *data.shape[2:]).mean(axis=1)
+        batch_labels = labels[first : first + len(batch_chips)]
+        for community in np.unique(batch_labels[batch_labels >= 0]):
+            sel = batch_labels == community
+            sums[community] += chip_means[sel].sum(axis=0)
+            counts[community] += sel.sum()
+    return sums / np.maximum(counts, 1).reshape(-1, *([1] * (sums.ndim - 1)))

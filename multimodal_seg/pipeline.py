@@ -115,7 +115,7 @@ def _source_id(source: Any, modality: ModalityData, signal: int | str | None) ->
 
 
 def segment(
-    source: str | Path | np.ndarray | da.Array,
+    source: str | Path | np.ndarray | da.Array | dict[str, Any],
     *,
     chip_size: int | str | None = None,
     stride: int | str | None = None,
@@ -134,6 +134,7 @@ def segment(
     signal: int | str | None = None,
     pixel_size: float | None = None,
     units: str = "px",
+    fusion: str | None = None,
     progress: bool = True,
 ) -> Segmentation:
     """Segment an image into communities of similar chips, with no labels.
@@ -141,7 +142,12 @@ def segment(
     Parameters
     ----------
     source
-        Image file (dm3, dm4, emd, mrc, tif, hspy, zspy, png, jpg ...) or a 2-D array.
+        Image file (dm3, dm4, emd, mrc, tif, hspy, zspy, png, jpg ...) or a 2-D array;
+        or several modalities of one specimen as ``{name: file or array}``, e.g.
+        ``{"haadf": "image.dm4", "eels": "si.dm4", "diffraction": "scan.mib"}`` (the
+        kind is guessed from the name; ``"name:kind"`` states it; a value may be a
+        ``ModalityData`` or ``(source, {reader options})``).  Then chip sizes are in
+        pixels of the coarsest scan, and ``config.fusion`` says how modalities combine.
     chip_size, stride
         Chip edge and step, in pixels (int) or calibrated units (``"2 nm"``).
         Defaults: ``"auto"`` (about 16 chips across the shorter side, >= 32 px)
@@ -171,6 +177,8 @@ def segment(
         Which image of a multi-signal file (index or title substring).
     pixel_size, units
         Calibration for array input (or to override a file's).
+    fusion
+        Several modalities: ``"concat"`` (default) or ``"multiplex"``.
 
     Returns
     -------
@@ -179,8 +187,12 @@ def segment(
     cfg = with_overrides(load_config(config), chip_size=chip_size, stride=stride, encoder=encoder,
                          weights=weights, k=k, resolution=resolution, method=method, seed=seed,
                          allow_download=allow_download, n_pcs=n_pcs, device=device,
-                         batch_size=batch_size)
+                         batch_size=batch_size, fusion=fusion)
     out_dir = check_output(out)
+    if isinstance(source, dict):
+        from .multimodal import segment_modalities
+
+        return segment_modalities(source, cfg, out=out_dir, progress=progress)
     modality = read_image(source, name="image", signal=signal, pixel_size=pixel_size, units=units)
     shape = tuple(int(s) for s in modality.data.shape)
     grid = ChipGrid(shape, *chip_geometry(cfg.chips, shape, modality.axes))

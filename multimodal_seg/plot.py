@@ -137,3 +137,45 @@ def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray
         ax.set_yticks([])
     axes[0].set_xlabel(f"{image.shape[1] * pixel_size:.4g} {units}")
     return fig
+
+
+def modality_maps(chip_labels: dict[str, np.ndarray]) -> Figure:
+    """Each modality's own partition and the joint one, side by side on the chip grid."""
+    fig = Figure(figsize=(3.6 * len(chip_labels), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(chip_labels)))
+    for ax, (name, labels) in zip(axes, chip_labels.items()):
+        ax.imshow(label_rgba(np.asarray(labels)), interpolation="nearest")
+        ax.set_title(f"{name}: {int(labels.max()) + 1} communities")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def community_signals(signals: dict[str, np.ndarray]) -> Figure:
+    """Mean spectrum (lines) or mean diffraction pattern (log images) of each community."""
+    rows = []
+    for name, mean in signals.items():
+        rows.append((name, mean))
+    n_pattern = max((m.shape[0] for _, m in rows if m.ndim == 3), default=0)
+    fig = Figure(figsize=(max(7, 2.2 * n_pattern), 3.6 * len(rows)), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(rows), 1))
+    for sub, (name, mean) in zip(subfigs, rows):
+        colors = community_colors(mean.shape[0])
+        if mean.ndim == 2:  # spectra
+            ax = sub.subplots()
+            for i, spectrum in enumerate(mean):
+                ax.plot(spectrum, color=colors[i], label=f"community {i}", lw=1)
+            ax.set_yscale("log")
+            ax.set_xlabel("channel")
+            ax.set_ylabel("mean counts")
+            ax.set_title(f"{name}: mean spectrum per community")
+            ax.legend(fontsize="small", frameon=False)
+        else:  # patterns
+            axes = np.atleast_1d(sub.subplots(1, mean.shape[0]))
+            for i, (ax, pattern) in enumerate(zip(axes, mean)):
+                ax.imshow(np.log1p(pattern), cmap="inferno")
+                ax.set_title(f"community {i}", color=colors[i], fontsize="small")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            sub.suptitle(f"{name}: mean diffraction pattern per community (log)")
+    return fig

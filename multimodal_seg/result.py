@@ -63,6 +63,12 @@ class Segmentation:
     axes: list[Axis]
     modularity: float
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: Several modalities only: agreement between partitions (see consistency.py).
+    consistency: dict[str, Any] | None = None
+    #: Several modalities only: community mean spectrum / pattern per non-image modality.
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Several modalities only: each modality's own partition on the chip grid.
+    modality_labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_communities(self) -> int:
@@ -94,7 +100,7 @@ class Segmentation:
     def figures(self) -> dict[str, Figure]:
         """The named figures that :meth:`save` writes."""
         image = self._display_image()
-        return {
+        figures = {
             "overlay.png": plot.overlay(image, self.pixel_labels, pixel_size=self.pixel_size,
                                         units=self.units),
             "chip_map.png": plot.chip_map(self.chip_labels),
@@ -102,6 +108,16 @@ class Segmentation:
                                                         seed=int(self.provenance.get("seed", 0))),
             "summary.png": self.plot(),
         }
+        if self.consistency is not None:
+            from .consistency import consistency_figure
+
+            grid = np.asarray(self.consistency["disagreement"]).reshape(self.consistency["grid_shape"])
+            figures["consistency.png"] = consistency_figure(self.consistency, grid)
+            figures["modalities.png"] = plot.modality_maps({**self.modality_labels,
+                                                            "joint": self.chip_labels})
+        if self.signals:
+            figures["community_signals.png"] = plot.community_signals(self.signals)
+        return figures
 
     def save(self, out: str | Path) -> dict[str, Path]:
         """Write figures, ``communities.csv``, ``labels.zarr`` and ``provenance.json``.
@@ -132,10 +148,17 @@ class Segmentation:
                                chunks=(min(1024, self.pixel_labels.shape[0]),
                                        min(1024, self.pixel_labels.shape[1])))
             group.create_array("chip_labels", data=self.chip_labels.astype(np.int32))
+            for name, labels in self.modality_labels.items():
+                group.create_array(f"modality_chip_labels/{name}", data=labels.astype(np.int32))
+            for name, mean in self.signals.items():
+                group.create_array(f"community_mean_signals/{name}", data=mean.astype(np.float32))
             group.attrs.update({"axes": [a.to_dict() for a in self.axes], "grid": self.grid.to_dict()})
         written["labels.zarr"] = out / "labels.zarr"
         write_text_atomic(out / "provenance.json", to_json(self.provenance))
         written["provenance.json"] = out / "provenance.json"
+        if self.consistency is not None:
+            write_text_atomic(out / "consistency.json", to_json(self.consistency))
+            written["consistency.json"] = out / "consistency.json"
         return written
 
     def __repr__(self) -> str:

@@ -140,3 +140,39 @@ def find_communities(study: Study, *, graph: str, method: str, resolution: float
         study.write_array(key, part.labels, fingerprint=fp, params=params,
                           modularity=part.modularity, n_communities=part.n_communities)
     return fp
+
+
+def build_joint_graph(study: Study, *, modalities: list[str], k: int, n_pcs: int | None, seed: int,
+                      layer_weights: dict[str, float], upstream: str) -> str:
+    """kNN graph on concatenated, variance-balanced embeddings -> ``graphs/joint``."""
+    from .fusion import concatenated_features
+
+    params = {"k": k, "n_pcs": n_pcs, "metric": "cosine", "seed": seed, "modalities": modalities,
+              "layer_weights": layer_weights, "fusion": "concat"}
+    fp = fingerprint("joint-graph", params, upstream)
+    if not study.is_current("graphs/joint", fp):
+        features = concatenated_features(
+            {m: study.read_array(f"embeddings/{m}") for m in modalities}, n_pcs=n_pcs,
+            layer_weights=layer_weights, seed=seed)
+        study.write_sparse("graphs/joint", graphs.knn_graph(features, k=k, seed=seed),
+                           fingerprint=fp, params=params)
+    return fp
+
+
+def find_multiplex_communities(study: Study, *, graphs_: list[str], layer_weights: dict[str, float],
+                               resolution: float, seed: int, n_iterations: int, upstream: str,
+                               key_added: str = "joint") -> str:
+    """One partition over several modality graphs (leidenalg multiplex) -> ``partitions/<key_added>``."""
+    from .fusion import multiplex_partition
+
+    params = {"graphs": graphs_, "method": "multiplex-leiden", "layer_weights": layer_weights,
+              "resolution": resolution, "seed": seed, "n_iterations": n_iterations}
+    fp = fingerprint("multiplex-partition", params, upstream)
+    key = f"partitions/{key_added}"
+    if not study.is_current(key, fp):
+        part = multiplex_partition({g: study.read_sparse(f"graphs/{g}") for g in graphs_},
+                                   layer_weights=layer_weights, resolution=resolution, seed=seed,
+                                   n_iterations=n_iterations)
+        study.write_array(key, part.labels, fingerprint=fp, params=params,
+                          modularity=part.modularity, n_communities=part.n_communities)
+    return fp

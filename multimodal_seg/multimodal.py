@@ -1,0 +1,255 @@
+"""Segmenting one specimen from several modalities at once.
+
+``segment({"haadf": "image.dm4", "eels": "si.dm4", "diffraction": "scan.mib"})``:
+each modality is read by its adapter, all are chipped on one grid in calibrated
+scan coordinates (:mod:`multimodal_seg.scan_grid`), each is embedded by its own
+encoder, and the embeddings are fused (:mod:`multimodal_seg.fusion`) into one
+partition.  Every modality is also partitioned alone, and the agreement between
+all partitions is reported (:mod:`multimodal_seg.consistency`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import stages
+from .config import SegmentConfig
+from .consistency import consistency_matrices, disagreement
+from .descriptors import community_crystallinity, community_mean_signals, community_table
+from .encoders import get_encoder
+from .encoders.base import Encoder
+from .errors import InputError, ParameterError
+from .modalities.base import Axis, ModalityData
+from .modalities.registry import get_reader
+from .provenance import array_digest, file_identity, run_record
+from .result import Segmentation
+from .scan_grid import SharedGrid, scan_frame, shared_grid
+from .study import Study
+
+#: Modality kind guessed from a modality's name (``name:kind`` overrides).
+KIND_BY_NAME = {
+    **dict.fromkeys(("image", "haadf", "adf", "bf", "abf", "df", "sem", "bse", "se", "stem"), "image"),
+    **dict.fromkeys(("spectrum", "eels", "eds", "edx", "xeds", "si", "cl"), "spectrum"),
+    **dict.fromkeys(("diffraction", "4dstem", "4d-stem", "4d", "nbd", "dp", "ebsd"), "diffraction"),
+}
+#: Encoder per modality kind when the config names none.
+DEFAULT_ENCODERS = {"spectrum": "spectrum-pca", "diffraction": "diffraction-profiles"}
+#: ``chip_size="auto"`` for several modalities: chips across the reference scan's shorter side.
+AUTO_CHIPS_ACROSS = 16
+AUTO_MIN_CHIP = 4
+
+
+def modality_kind(name: str) -> tuple[str, str]:
+    """Split ``"name:kind"`` or guess the kind from the name; returns ``(name, kind)``."""
+    if ":" in name:
+        name, kind = name.split(":", 1)
+        return name, kind
+    kind = KIND_BY_NAME.get(name.lower())
+    if kind is None:
+        raise ParameterError(
+            f"cannot tell what kind of data modality {name!r} is",
+            fix=f"name it after its kind ({', '.join(sorted(KIND_BY_NAME))}) or write "
+                f"'{name}:image', '{name}:spectrum' or '{name}:diffraction'",
+            where=name,
+        )
+    return name, kind
+
+
+def read_modalities(sources: dict[str, Any]) -> dict[str, ModalityData]:
+    """Read every modality with its kind's adapter (already-read ModalityData pass through)."""
+    if not sources:
+        raise ParameterError("no modalities given", fix="give at least one modality", where="source")
+    out: dict[str, ModalityData] = {}
+    for label, source in sources.items():
+        name, kind = modality_kind(label)
+        if isinstance(source, ModalityData):
+            out[name] = source
+            continue
+        options: dict[str, Any] = {}
+        if isinstance(source, tuple):  # (source, {reader options})
+            source, options = source
+        out[name] = get_reader(kind)(source, name=name, **options)
+        if out[name].kind != kind:
+            raise InputError(f"read as {out[name].kind}, expected {kind}",
+                             fix=f"check the file given for {label!r}", where=str(source))
+    return out
+
+
+def _source_id(source: Any, modality: ModalityData) -> dict:
+    if isinstance(source, tuple):
+        source = source[0]
+    if isinstance(source, (str, Path)):
+        return {"file": file_identity(Path(source))}
+    if isinstance(source, np.ndarray):
+        return {"array": array_digest(source)}
+    return {"dask": modality.data.name, "source": modality.source}
+
+
+def _encoder_for(name: str, modality: ModalityData, cfg: SegmentConfig) -> tuple[Encoder, str]:
+    if modality.kind == "image" and name not in cfg.modality_encoders:
+        from .pipeline import make_encoder
+
+        return make_encoder(cfg.encoder)
+    encoder_name = cfg.modality_encoders.get(name, DEFAULT_ENCODERS.get(modality.kind))
+    if encoder_name is None:
+        raise ParameterError(f"no encoder known for {modality.kind} modality {name!r}",
+                             fix=f"set modality_encoders: {{{name}: <encoder>}}", where=name)
+    encoder = get_encoder(encoder_name)
+    if encoder.kind != modality.kind:
+        raise ParameterError(
+            f"encoder {encoder_name!r} embeds {encoder.kind} data, but {name!r} is a {modality.kind}",
+            fix=f"choose a {modality.kind} encoder for {name!r}", where="modality_encoders")
+    return encoder, f"{encoder_name} for {name}"
+
+
+def _chip_size(cfg: SegmentConfig, modalities: dict[str, ModalityData]) -> tuple[int, int]:
+    from .pipeline import _length_in_pixels
+
+    units = next(iter(modalities.values())).axes[0].units
+    frames = {n: scan_frame(m, units) for n, m in modalities.items()}
+    ref = max(frames, key=lambda n: frames[n].step[0] * frames[n].step[1])
+    ref_axis = modalities[ref].axes[1]
+    if cfg.chips.size == "auto":
+        size = max(AUTO_MIN_CHIP, int(round(min(frames[ref].shape) / AUTO_CHIPS_ACROSS)))
+    else:
+        size = _length_in_pixels(cfg.chips.size, ref_axis, "chip_size")
+    stride = (max(1, size // 2) if cfg.chips.stride is None
+              else _length_in_pixels(cfg.chips.stride, ref_axis, "stride"))
+    return size, stride
+
+
+def _display(modalities: dict[str, ModalityData], grid: SharedGrid) -> tuple[str, Any, list[Axis]]:
+    """The picture to paint on: the finest image modality, else the reference's total counts."""
+    images = [n for n, m in modalities.items() if m.kind == "image"]
+    name = min(images, key=lambda n: modalities[n].axes[0].scale) if images else grid.reference
+    mod = modalities[name]
+    frame = scan_frame(mod, grid.units)
+    y0, y1, x0, x1 = grid.region
+    r0, r1 = (int(round((v - frame.origin[0]) / frame.step[0])) for v in (y0, y1))
+    c0, c1 = (int(round((v - frame.origin[1]) / frame.step[1])) for v in (x0, x1))
+    data = mod.data[r0:r1, c0:c1]
+    if mod.kind != "image":
+        data = data.sum(axis=tuple(range(2, data.ndim)))
+    axes = [Axis(a.name, n, a.scale, a.offset + start * a.scale, a.units)
+            for a, n, start in zip(mod.axes[:2], data.shape, (r0, c0))]
+    return name, data, axes
+
+
+def _labels_on(display_axes: list[Axis], grid: SharedGrid, ref_labels: np.ndarray,
+               ref_axes: list[Axis]) -> np.ndarray:
+    """Reference-grid labels resampled (nearest) onto the display pixels."""
+    index = []
+    for d_axis, r_axis, start, n in zip(display_axes, ref_axes, grid.offset, ref_labels.shape):
+        from .scan_grid import _to_units
+
+        centres = np.array([_to_units(d_axis.offset + (i + 0.5) * d_axis.scale, d_axis.units, grid.units)
+                            for i in (0, d_axis.size - 1)])
+        positions = np.linspace(centres[0], centres[1], d_axis.size)
+        r_off = _to_units(r_axis.offset, r_axis.units, grid.units)
+        r_step = _to_units(r_axis.scale, r_axis.units, grid.units)
+        index.append(np.clip(np.floor((positions - r_off) / r_step).astype(int) - start, 0, n - 1))
+    return ref_labels[np.ix_(*index)]
+
+
+def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path | None,
+                       progress: bool = True) -> Segmentation:
+    """The multimodal pipeline behind ``segment({...})`` (validated config, checked ``out``)."""
+    modalities = read_modalities(sources)
+    size, stride = _chip_size(cfg, modalities)
+    grid = shared_grid(modalities, chip_size=size, stride=stride)
+    encoders = {name: _encoder_for(name, mod, cfg) for name, mod in modalities.items()}
+    names = list(modalities)
+
+    study = Study.open(out / "study.zarr" if out else None)
+    ups = [stages.add_modality(study, mod, source_id=_source_id(sources_value, mod))
+           for mod, sources_value in zip(modalities.values(), sources.values())]
+    fp_chips = stages.make_chips(study, grid.grid, grid.per_modality, upstream=stages.fingerprint(*ups),
+                                 shared=grid.to_dict())
+    graph_fps, com = {}, cfg.communities
+    for name in names:
+        fp = stages.embed_chips(study, grid.per_modality[name], encoders[name][0], modality=name,
+                                upstream=fp_chips, seed=cfg.seed, progress=progress)
+        graph_fps[name] = stages.build_graph(study, modality=name, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs,
+                                             seed=cfg.seed, upstream=fp)
+        stages.find_communities(study, graph=name, method=com.method, resolution=com.resolution,
+                                seed=cfg.seed, n_iterations=com.n_iterations, upstream=graph_fps[name],
+                                key_added=name)
+    weights = {n: cfg.fusion.layer_weights.get(n, 1.0) for n in names}
+    if cfg.fusion.method == "concat":
+        fp = stages.build_joint_graph(study, modalities=names, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs,
+                                      seed=cfg.seed, layer_weights=weights,
+                                      upstream=stages.fingerprint(graph_fps))
+        stages.find_communities(study, graph="joint", method=com.method, resolution=com.resolution,
+                                seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp,
+                                key_added="joint")
+        joint_graph = study.read_sparse("graphs/joint")
+    else:
+        stages.find_multiplex_communities(study, graphs_=names, layer_weights=weights,
+                                          resolution=com.resolution, seed=cfg.seed,
+                                          n_iterations=com.n_iterations,
+                                          upstream=stages.fingerprint(graph_fps))
+        joint_graph = sum(weights[n] * study.read_sparse(f"graphs/{n}") for n in names).tocsr()
+    partitions = {n: study.read_array(f"partitions/{n}") for n in names}
+    joint = study.read_array("partitions/joint")
+    matrices = consistency_matrices({**partitions, "joint": joint})
+    consistency = {**matrices, "disagreement": disagreement(partitions, joint).tolist(),
+                   "grid_shape": list(grid.grid.grid_shape)}
+    study.record(consistency=matrices)
+
+    chip_labels = joint.reshape(grid.grid.grid_shape)
+    display_name, image, axes = _display(modalities, grid)
+    ref = modalities[grid.reference]
+    pixel_labels = _labels_on(axes, grid, grid.grid.chip_labels_to_pixels(chip_labels),
+                              ref.axes[:2]).astype(np.int32)
+    signals = {n: community_mean_signals(study.modality(n).data, grid.per_modality[n], joint)
+               for n, m in modalities.items() if m.kind != "image"}
+    display_chips = grid.per_modality[display_name]
+    crystallinity = (community_crystallinity(
+        modalities[display_name].data, _as_chip_grid(display_chips, modalities[display_name]), joint,
+        seed=cfg.seed) if modalities[display_name].kind == "image"
+        else np.full(int(joint.max()) + 1, np.nan))
+    part = study.attrs_of("partitions/joint")
+    provenance = run_record(cfg.model_dump(), extra={
+        "seed": cfg.seed,
+        "sources": {n: m.source for n, m in modalities.items()},
+        "encoders": {n: e.fingerprint() for n, (e, _) in encoders.items()},
+        "encoder_choice": "; ".join(reason for _, reason in encoders.values()),
+        "grid": grid.to_dict(),
+        "n_chips": grid.grid.n_chips,
+        "n_communities": part["n_communities"],
+        "modularity": part["modularity"],
+        "fusion": cfg.fusion.method,
+        "study": str(study.path) if study.path else None,
+    })
+    study.record(**provenance)
+    seg = Segmentation(
+        chip_labels=chip_labels,
+        pixel_labels=pixel_labels,
+        embeddings=study.read_array(f"embeddings/{names[0]}") if len(names) == 1 else
+        np.hstack([study.read_array(f"embeddings/{n}") for n in names]),
+        graph=joint_graph,
+        communities=community_table(joint, pixel_labels, study.read_array(f"chips/stats/{display_name}"),
+                                     crystallinity),
+        grid=grid.grid,
+        image=image,
+        axes=axes,
+        modularity=float(part["modularity"]),
+        provenance=provenance,
+        consistency=consistency,
+        signals=signals,
+        modality_labels={n: p.reshape(grid.grid.grid_shape) for n, p in partitions.items()},
+    )
+    if out is not None:
+        seg.save(out)
+    return seg
+
+
+def _as_chip_grid(chips, modality: ModalityData):
+    """A ChipGrid-like view (origins, size, shape) of one modality's chips for descriptors."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(origins=chips.origins, size=chips.size,
+                           shape=tuple(int(s) for s in modality.data.shape[:2]))

@@ -1,0 +1,145 @@
+"""Several modalities of one specimen: shared grid, fusion, consistency, errors."""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import multimodal_seg as mms
+from multimodal_seg.encoders import register_encoder
+from multimodal_seg.encoders.base import Encoder
+from multimodal_seg.errors import InputError, ParameterError
+from multimodal_seg.metrics import adjusted_rand
+from multimodal_seg.modalities.base import Axis, ModalityData
+from multimodal_seg.phantoms import haadf_phantom
+from multimodal_seg.scan_grid import shared_grid
+
+STEP = 8  # image pixels per scan position
+
+
+class MeanSpectrumEncoder(Encoder):
+    """Test encoder: a chip's mean spectrum, normalised and binned to 16 values."""
+
+    name = "test-mean-spectrum"
+    kind = "spectrum"
+    dim = 16
+
+    def encode(self, chips):
+        mean = chips.mean(axis=(1, 2))
+        mean = mean / mean.sum(axis=1, keepdims=True)
+        return mean.reshape(len(mean), 16, -1).sum(axis=2).astype(np.float32)
+
+    def fingerprint(self):
+        return {"name": self.name}
+
+
+register_encoder(MeanSpectrumEncoder.name, MeanSpectrumEncoder, replace=True)
+CONFIG = {"modality_encoders": {"eels": MeanSpectrumEncoder.name}}
+
+
+def _axes(n, step, offset=0.0, units="nm"):
+    return [Axis("y", n[0], step, offset, units), Axis("x", n[1], step, offset, units)]
+
+
+@pytest.fixture(scope="module")
+def specimen():
+    """A HAADF phantom and an EELS-like cube on a coarser scan of the same area.
+
+    Chemistry: the two grains of phase A share one spectrum (an edge at channel 20),
+    phase B has an edge at channel 40, the amorphous region has no edge and a
+    brighter background, so EELS alone cannot tell the grains apart.
+    """
+    phantom = haadf_phantom((256, 256), seed=1)
+    truth = phantom.truth[STEP // 2 :: STEP, STEP // 2 :: STEP]
+    energy = np.arange(64)
+    background = 1000 * (energy + 10.0) ** -1.0
+    spectra = np.stack([background * (1 + 0.8 * (energy > 20) * (k < 2) + 0.8 * (energy > 40) * (k == 2)
+                                      + 0.3 * (k == 3)) for k in range(4)])
+    cube = np.random.default_rng(0).poisson(50 * spectra[truth]).astype(np.float32)
+    scale = phantom.pixel_size
+    image = ModalityData("haadf", "image", da.from_array(phantom.image), _axes((256, 256), scale),
+                         "<phantom>")
+    eels = ModalityData("eels", "spectrum", da.from_array(cube, chunks=(8, 32, 64)),
+                        [*_axes(truth.shape, scale * STEP), Axis("energy", 64, 1.0, 280.0, "eV")], "<si>")
+    return phantom, truth, image, eels
+
+
+def test_shared_grid_maps_chips_by_calibration(specimen):
+    _, _, image, eels = specimen
+    grid = shared_grid({"haadf": image, "eels": eels}, chip_size=4, stride=2)
+    assert grid.reference == "eels"
+    assert grid.per_modality["haadf"].size == 4 * STEP
+    np.testing.assert_array_equal(grid.per_modality["haadf"].origins, grid.per_modality["eels"].origins * STEP)
+
+
+def test_joint_segmentation_beats_chemistry_alone(specimen, tmp_path):
+    phantom, truth, image, eels = specimen
+    seg = mms.segment({"haadf": image, "eels": eels}, config=CONFIG, progress=False, out=tmp_path / "mm")
+    on_scan = seg.grid.chip_labels_to_pixels
+    joint = adjusted_rand(on_scan(seg.chip_labels), truth)
+    chemistry = adjusted_rand(on_scan(seg.modality_labels["eels"]), truth)
+    assert joint > 0.8
+    assert joint > chemistry + 0.1  # chemistry cannot tell the two grains apart
+    assert seg.pixel_labels.shape == phantom.image.shape  # painted on the finest image
+    assert adjusted_rand(seg.pixel_labels, phantom.truth) > 0.75
+    names = seg.consistency["names"]
+    ari = np.asarray(seg.consistency["ari"])
+    assert names == ["haadf", "eels", "joint"]
+    np.testing.assert_allclose(ari, ari.T)
+    np.testing.assert_allclose(np.diag(ari), 1.0)
+    # The community holding most of phase B has the edge at channel 40, not 20.
+    assert seg.n_communities >= 3
+    phase_b = np.bincount(on_scan(seg.chip_labels)[truth == 2]).argmax()
+    mean = seg.signals["eels"][phase_b]
+    assert mean[42] / mean[38] > 1.4 and mean[22] / mean[18] < 1.2
+    for name in ("consistency.json", "consistency.png", "community_signals.png", "modalities.png"):
+        assert (tmp_path / "mm" / name).exists(), name
+    saved = json.loads((tmp_path / "mm" / "consistency.json").read_text())
+    assert len(saved["disagreement"]) == seg.grid.n_chips
+
+
+def test_multiplex_fusion_runs_and_is_reproducible(specimen):
+    _, truth, image, eels = specimen
+    a = mms.segment({"haadf": image, "eels": eels}, config=CONFIG, fusion="multiplex", progress=False)
+    b = mms.segment({"haadf": image, "eels": eels}, config=CONFIG, fusion="multiplex", progress=False)
+    np.testing.assert_array_equal(a.chip_labels, b.chip_labels)
+    assert a.provenance["fusion"] == "multiplex"
+    assert adjusted_rand(a.grid.chip_labels_to_pixels(a.chip_labels), truth) > 0.5
+
+
+def test_extents_that_do_not_overlap(specimen):
+    _, _, image, eels = specimen
+    far = ModalityData("eels", "spectrum", eels.data,
+                       [*_axes(eels.data.shape[:2], eels.axes[0].scale, offset=100.0), eels.axes[2]], "<far>")
+    with pytest.raises(InputError, match="no common region"):
+        mms.segment({"haadf": image, "eels": far}, config=CONFIG, progress=False)
+
+
+def test_partial_overlap_warns_and_uses_the_common_region(specimen):
+    _, _, image, eels = specimen
+    shifted = ModalityData("eels", "spectrum", eels.data,
+                           [*_axes(eels.data.shape[:2], eels.axes[0].scale, offset=2.56), eels.axes[2]],
+                           "<shifted>")
+    with pytest.warns(UserWarning, match="beyond the region"):
+        seg = mms.segment({"haadf": image, "eels": shifted}, config=CONFIG, progress=False)
+    assert seg.pixel_labels.shape == (256 - 64, 256 - 64)  # 2.56 nm = 64 image px cut
+
+
+def test_uncalibrated_modality_cannot_be_placed(specimen):
+    _, _, image, eels = specimen
+    raw = ModalityData("eels", "spectrum", eels.data,
+                       [Axis("y", 32), Axis("x", 32), eels.axes[2]], "<raw>")
+    with pytest.raises(InputError, match="uncalibrated"):
+        mms.segment({"haadf": image, "eels": raw}, config=CONFIG, progress=False)
+
+
+def test_unknown_modality_name_and_wrong_encoder_kind(specimen):
+    _, _, image, eels = specimen
+    with pytest.raises(ParameterError, match="'name:kind'|name it after"):
+        mms.segment({"haadf": image, "mystery": eels}, progress=False)
+    with pytest.raises(ParameterError, match="embeds image data"):
+        mms.segment({"haadf": image, "eels": eels}, config={"modality_encoders": {"eels": "fourier"}},
+                    progress=False)
