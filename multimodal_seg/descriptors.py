@@ -60,14 +60,19 @@ def crystallinity(windows: np.ndarray) -> np.ndarray:
     use = (radius >= MIN_RADIUS) & (radius <= size / 2)
     power, radius = power[:, use], radius[use]
     rings = np.rint(radius).astype(int)
-    ring_ids = np.unique(rings)
+    ring_ids, ring_of = np.unique(rings, return_inverse=True)
+    # Radial profile of every window at once: sum per ring / samples per ring.
+    profile = np.stack([np.bincount(ring_of, weights=row, minlength=ring_ids.size) for row in power])
+    profile /= np.bincount(ring_of, minlength=ring_ids.size)
+    peak_ring = ring_ids[profile.argmax(axis=1)]
     out = np.zeros(n, dtype=np.float32)
-    for i in range(n):
-        profile = np.array([power[i, rings == r].mean() for r in ring_ids])
-        annulus = power[i, np.abs(radius - ring_ids[profile.argmax()]) <= 1.5]
-        total = annulus.sum()
-        if total > 0:
-            out[i] = annulus[annulus > PEAK_FACTOR * np.median(annulus)].sum() / total
+    for ring in np.unique(peak_ring):  # few distinct rings: vectorised per group
+        sel = peak_ring == ring
+        annulus = power[np.ix_(sel, np.abs(radius - ring) <= 1.5)]
+        median = np.median(annulus, axis=1, keepdims=True)
+        total = annulus.sum(axis=1)
+        peaks = (annulus * (annulus > PEAK_FACTOR * median)).sum(axis=1)
+        out[sel] = np.divide(peaks, total, out=np.zeros_like(peaks), where=total > 0)
     return out
 
 
@@ -83,19 +88,29 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid, chip_l
     -------
     ``(n_communities,)`` float32, NaN for an empty community.
     """
+    from .chips import iter_chips
+
     labels = np.asarray(chip_labels).ravel()
     size = min(max(grid.size, CRYSTALLINITY_WINDOW), *grid.shape)
     rng = np.random.default_rng(seed)
-    out = np.full(int(labels.max()) + 1, np.nan, dtype=np.float32)
-    for community in range(out.size):
+    n_communities = int(labels.max()) + 1
+    picked, owner = [], []
+    for community in range(n_communities):
         members = np.flatnonzero(labels == community)
-        if members.size == 0:
-            continue
-        picked = rng.choice(members, min(CRYSTALLINITY_SAMPLES, members.size), replace=False)
-        centres = grid.origins[picked] + grid.size // 2
-        starts = np.clip(centres - size // 2, 0, np.array(grid.shape) - size)
-        windows = np.stack([np.asarray(image[r : r + size, c : c + size]) for r, c in starts])
-        out[community] = crystallinity(windows).mean()
+        chosen = rng.choice(members, min(CRYSTALLINITY_SAMPLES, members.size), replace=False)
+        picked.append(chosen)
+        owner.append(np.full(chosen.size, community))
+    picked, owner = np.concatenate(picked), np.concatenate(owner)
+    centres = grid.origins[picked] + grid.size // 2
+    starts = np.clip(centres - size // 2, 0, np.array(grid.shape) - size)
+    order = np.lexsort((starts[:, 1], starts[:, 0]))  # row-major: one band read per batch
+    index = np.empty(len(order), dtype=np.float32)
+    for first, windows in iter_chips(image, starts[order], size, batch=64):
+        index[order[first : first + len(windows)]] = crystallinity(windows)
+    out = np.full(n_communities, np.nan, dtype=np.float32)
+    for community in range(n_communities):
+        if (owner == community).any():
+            out[community] = index[owner == community].mean()
     return out
 
 
