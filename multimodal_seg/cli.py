@@ -17,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts contain [default: ...], not markup
 )
 console = Console(stderr=True)
 
@@ -36,9 +37,36 @@ def _communities_table(seg) -> Table:
     return table
 
 
+def _sources(path: Path | None, modality: list[str] | None):
+    """The single image, or ``{name: file}`` from repeated ``--modality NAME=FILE``."""
+    from .errors import ParameterError
+
+    if modality and path is not None:
+        raise ParameterError("give either one image PATH or --modality options, not both",
+                             fix="put the image in as --modality haadf=PATH", where="PATH")
+    if not modality:
+        if path is None:
+            raise ParameterError("no input given", fix="give an image PATH or --modality NAME=FILE",
+                                 where="PATH")
+        return path
+    sources = {}
+    for item in modality:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise ParameterError(f"--modality {item!r} is not NAME=FILE",
+                                 fix="write e.g. --modality eels=si.dm4", where="--modality")
+        sources[name] = Path(file)
+    return sources
+
+
 @app.command()
 def segment(
-    path: Path = typer.Argument(..., help="Image file: dm3, dm4, emd, mrc, tif, hspy, zspy, png, jpg ..."),
+    path: Optional[Path] = typer.Argument(None, help="Image file: dm3, dm4, emd, mrc, tif, hspy, png, jpg ..."),
+    modality: Optional[list[str]] = typer.Option(
+        None, "--modality", "-m",
+        help="NAME=FILE, repeatable: several modalities of one specimen (e.g. haadf=a.dm4 "
+             "eels=b.dm4 diffraction=c.mib); NAME:KIND=FILE states the kind."),
+    fusion: Optional[str] = typer.Option(None, help="Several modalities: concat | multiplex [default: concat]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: ./<file stem>-mmseg]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; options below override it."),
     chip_size: Optional[str] = typer.Option(None, help="Chip edge: pixels (32) or length ('2 nm') [default: auto]."),
@@ -57,11 +85,16 @@ def segment(
     """Segment one image into communities of similar chips and write figures, CSV and labels."""
     from .pipeline import segment as run_segment
 
-    out = out or Path(f"{path.stem}-mmseg")
+    try:
+        source = _sources(path, modality)
+    except MMSegError as exc:
+        _fail(exc)
+    stem = path.stem if path is not None else "multimodal"
+    out = out or Path(f"{stem}-mmseg")
     to_int = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
     try:
         seg = run_segment(
-            path, out=out, config=config, chip_size=to_int(chip_size), stride=to_int(stride),
+            source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride),
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
             resolution=resolution, method=method, seed=seed, device=device,
             signal=to_int(signal), progress=not quiet,
