@@ -102,6 +102,7 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
     "chip_size": ("chips", "size"),
     "stride": ("chips", "stride"),
     "encoder": ("encoder", "name"),
+    "encoder_options": ("encoder", "options"),
     "weights": ("encoder", "weights"),
     "allow_download": ("encoder", "allow_download"),
     "batch_size": ("encoder", "batch_size"),

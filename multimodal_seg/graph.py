@@ -56,7 +56,9 @@ def reduce_features(
     if n_pcs is not None:
         n = min(n_pcs, x.shape[0] - 1, x.shape[1])
         if n >= 1 and n < x.shape[1]:
-            x = PCA(n_components=n, svd_solver="full", random_state=seed).fit_transform(x)
+            # "auto": covariance eigh when chips far outnumber features (fast, no BLAS
+            # thread thrashing), else a seeded solver; both deterministic.
+            x = PCA(n_components=n, svd_solver="auto", random_state=seed).fit_transform(x)
     return x.astype(np.float32)
 
 

@@ -19,7 +19,7 @@ from .chips import ChipGrid
 from .config import ChipConfig, EncoderConfig, SegmentConfig, load_config, with_overrides
 from .descriptors import community_crystallinity, community_table
 from .encoders import get_encoder, resolve_auto
-from .encoders.registry import encoder_options
+from .encoders.registry import encoder_options as accepted_options
 from .encoders.base import Encoder
 from .errors import OutputError, ParameterError
 from .modalities import read_image
@@ -77,7 +77,7 @@ def make_encoder(cfg: EncoderConfig) -> tuple[Encoder, str]:
     if name == "auto":
         name, auto_options, reason = resolve_auto(weights=cfg.weights)
         options = {**auto_options, **options}
-    accepted = encoder_options(name)
+    accepted = accepted_options(name)
     common = {"weights": cfg.weights, "allow_download": cfg.allow_download,
               "batch_size": cfg.batch_size, "device": cfg.device}
     for key, value in common.items():
@@ -120,6 +120,7 @@ def segment(
     chip_size: int | str | None = None,
     stride: int | str | None = None,
     encoder: str | None = None,
+    encoder_options: dict[str, Any] | None = None,
     weights: str | Path | None = None,
     k: int | None = None,
     resolution: float | None = None,
@@ -155,6 +156,8 @@ def segment(
     encoder
         ``"auto"`` (default: MicroNet ResNet50 if its weights are at hand, else
         ``"fourier"``), ``"fourier"``, ``"resnet50"`` or a plugin's name.
+    encoder_options
+        Options for the encoder, e.g. ``{"layer": "layer3", "resize": None}`` for ResNet50.
     weights
         For ResNet50: ``"micronet"`` (v1.1), ``"micronet-v1.0"``,
         ``"imagenet-micronet"``, ``"imagenet"``, ``"random"`` or a local file.
@@ -185,7 +188,8 @@ def segment(
     Segmentation
     """
     cfg = with_overrides(load_config(config), chip_size=chip_size, stride=stride, encoder=encoder,
-                         weights=weights, k=k, resolution=resolution, method=method, seed=seed,
+                         encoder_options=encoder_options, weights=weights, k=k,
+                         resolution=resolution, method=method, seed=seed,
                          allow_download=allow_download, n_pcs=n_pcs, device=device,
                          batch_size=batch_size, fusion=fusion)
     out_dir = check_output(out)
