@@ -112,13 +112,22 @@ def demo(
     out: Path = typer.Option(Path("mmseg-demo"), "--out", "-o", help="Output folder."),
     size: int = typer.Option(512, help="Phantom edge length in pixels."),
     seed: int = typer.Option(0, help="Phantom and segmentation seed."),
+    multimodal: bool = typer.Option(False, "--multimodal", help="HAADF + EELS + 4D-STEM phantom instead."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
 ) -> None:
     """Segment a built-in HAADF phantom (grains, a second phase, an amorphous front) and score it."""
-    from .demo import run_demo
+    from .demo import run_demo, run_multimodal_demo
 
     try:
-        seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet)
+        if multimodal:
+            seg, all_scores = run_multimodal_demo(out, scan=max(32, size // 8), seed=seed,
+                                                  progress=not quiet)
+            for name, sc in all_scores.items():
+                console.print(f"{name:>12}: adjusted Rand index {sc['ari']:.3f} with the truth "
+                              f"({sc['n_pred']} communities)")
+            scores = all_scores["joint"]
+        else:
+            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet)
     except MMSegError as exc:
         _fail(exc)
     if not quiet:

@@ -43,3 +43,55 @@ def run_demo(out: str | Path | None = "mmseg-demo", *, size: int = 512, seed: in
             "pixel_agreement": scores,
         }))
     return seg, scores
+
+
+def phantom_modalities(phantom) -> dict:
+    """The modalities of a :class:`~multimodal_seg.multimodal_phantom.MultimodalPhantom`, calibrated."""
+    import dask.array as da
+
+    from .modalities.base import Axis, ModalityData
+
+    def scan_axes(shape, step):
+        return [Axis("y", shape[0], step, 0.0, "nm"), Axis("x", shape[1], step, 0.0, "nm")]
+
+    offset, scale, units = phantom.energy_axis
+    scan = phantom.eels.shape[:2]
+    detector = phantom.diffraction.shape[2:]
+    return {
+        "haadf": ModalityData("haadf", "image", da.asarray(phantom.haadf),
+                              scan_axes(phantom.haadf.shape, phantom.image_pixel_size), "<phantom haadf>"),
+        "eels": ModalityData("eels", "spectrum", da.asarray(phantom.eels),
+                             [*scan_axes(scan, phantom.scan_step),
+                              Axis("energy", phantom.eels.shape[2], scale, offset, units)], "<phantom eels>"),
+        "diffraction": ModalityData(
+            "diffraction", "diffraction", da.asarray(phantom.diffraction),
+            [*scan_axes(scan, phantom.scan_step),
+             Axis("qy", detector[0], phantom.q_scale, -detector[0] / 2 * phantom.q_scale, "1/nm"),
+             Axis("qx", detector[1], phantom.q_scale, -detector[1] / 2 * phantom.q_scale, "1/nm")],
+            "<phantom 4D-STEM>"),
+    }
+
+
+def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64, seed: int = 0,
+                        progress: bool = True, **options) -> tuple[Segmentation, dict[str, dict]]:
+    """Segment the multimodal phantom (HAADF + EELS + 4D-STEM) and score every partition.
+
+    Returns
+    -------
+    The joint segmentation, and the agreement with the truth (on the scan grid) of the
+    joint partition and of each modality's own partition.
+    """
+    from .multimodal_phantom import multimodal_phantom
+
+    phantom = multimodal_phantom((scan, scan), seed=seed)
+    seg = segment(phantom_modalities(phantom), seed=seed, out=out, progress=progress, **options)
+    on_scan = seg.grid.chip_labels_to_pixels
+    scores = {"joint": agreement(on_scan(seg.chip_labels), phantom.truth)}
+    scores.update({name: agreement(on_scan(labels), phantom.truth)
+                   for name, labels in seg.modality_labels.items()})
+    if out is not None:
+        write_text_atomic(Path(out) / "agreement.json", to_json({
+            "phantom": {"scan": [scan, scan], "seed": seed, "regions": phantom.region_names},
+            "scan_grid_agreement": scores,
+        }))
+    return seg, scores

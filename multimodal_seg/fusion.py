@@ -42,13 +42,17 @@ def _weights(names: list[str], layer_weights: dict[str, float] | None) -> list[f
 
 
 def concatenated_features(embeddings: dict[str, np.ndarray], *, n_pcs: int | None = 30,
-                          layer_weights: dict[str, float] | None = None, seed: int = 0) -> np.ndarray:
+                          layer_weights: dict[str, float] | None = None, seed: int = 0,
+                          standardise: dict[str, bool] | None = None) -> np.ndarray:
     """Per-modality standardised, PCA-reduced, variance-balanced features side by side.
 
     Parameters
     ----------
     embeddings
         ``(n_chips, dim_m)`` per modality, same chips in the same order.
+    standardise
+        Per modality, whether to scale features to unit variance before PCA
+        (default True; see :func:`multimodal_seg.graph.reduce_features`).
 
     Returns
     -------
@@ -58,7 +62,8 @@ def concatenated_features(embeddings: dict[str, np.ndarray], *, n_pcs: int | Non
     weights = _weights(names, layer_weights)
     blocks = []
     for name, weight in zip(names, weights):
-        block = reduce_features(embeddings[name], n_pcs=n_pcs, seed=seed).astype(np.float64)
+        block = reduce_features(embeddings[name], n_pcs=n_pcs, seed=seed,
+                                standardise=(standardise or {}).get(name, True)).astype(np.float64)
         block -= block.mean(axis=0)
         total = np.sqrt((block ** 2).sum(axis=1).mean())
         blocks.append(block * (np.sqrt(weight) / total if total > 0 else 0.0))

@@ -26,7 +26,7 @@ MIN_WEIGHT = 1e-3
 
 
 def reduce_features(
-    embeddings: np.ndarray, *, n_pcs: int | None = 30, seed: int = 0
+    embeddings: np.ndarray, *, n_pcs: int | None = 30, seed: int = 0, standardise: bool = True
 ) -> np.ndarray:
     """Standardise features and project on the leading principal components.
 
@@ -38,6 +38,11 @@ def reduce_features(
         Number of principal components kept; ``None`` keeps the standardised
         features as they are.  Capped at ``min(n_chips - 1, dim)``; PCA is skipped when
         that keeps every feature.
+    standardise
+        Scale every feature to unit variance first.  Right for features in mixed
+        units (the Fourier encoder); wrong for features whose variances already
+        carry meaning, such as PCA scores, where it would lift noise components to
+        the level of signal ones (such encoders set ``Encoder.standardise = False``).
 
     Returns
     -------
@@ -51,7 +56,9 @@ def reduce_features(
             where="embeddings",
         )
     std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    x = x - x.mean(axis=0)
+    if standardise:
+        x = x / np.where(std > 0, std, 1.0)
     x = x[:, std > 0] if (std > 0).any() else x
     if n_pcs is not None:
         n = min(n_pcs, x.shape[0] - 1, x.shape[1])

@@ -108,7 +108,8 @@ def embed_chips(
             bar.update(len(raw))
     study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
     study.write_array(key, embeddings, fingerprint=fp, encoder=encoder.fingerprint(),
-                      intensity_scale=[low, high] if is_image else None)
+                      intensity_scale=[low, high] if is_image else None,
+                      standardise=encoder.standardise)
     return fp
 
 
@@ -119,8 +120,9 @@ def build_graph(study: Study, *, modality: str, k: int, n_pcs: int | None, seed:
     fp = fingerprint("graph", params, upstream)
     key = f"graphs/{modality}"
     if not study.is_current(key, fp):
-        features = graphs.reduce_features(study.read_array(f"embeddings/{modality}"), n_pcs=n_pcs,
-                                          seed=seed)
+        key_in = f"embeddings/{modality}"
+        features = graphs.reduce_features(study.read_array(key_in), n_pcs=n_pcs, seed=seed,
+                                          standardise=study.attrs_of(key_in).get("standardise", True))
         graph = graphs.knn_graph(features, k=k, seed=seed)
         study.write_sparse(key, graph, fingerprint=fp, params=params,
                            search="exact" if graph.shape[0] <= graphs.EXACT_MAX else "pynndescent")
@@ -153,7 +155,9 @@ def build_joint_graph(study: Study, *, modalities: list[str], k: int, n_pcs: int
     if not study.is_current("graphs/joint", fp):
         features = concatenated_features(
             {m: study.read_array(f"embeddings/{m}") for m in modalities}, n_pcs=n_pcs,
-            layer_weights=layer_weights, seed=seed)
+            layer_weights=layer_weights, seed=seed,
+            standardise={m: study.attrs_of(f"embeddings/{m}").get("standardise", True)
+                         for m in modalities})
         study.write_sparse("graphs/joint", graphs.knn_graph(features, k=k, seed=seed),
                            fingerprint=fp, params=params)
     return fp

@@ -47,7 +47,7 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setattr(registry, "_registry", dict(registry._registry))
     monkeypatch.setattr(registry, "_broken_plugins", {})
     monkeypatch.setattr(registry, "_plugins_loaded", False)
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: importlib.metadata.EntryPoints(()))
     monkeypatch.setenv("MMSEG_WEIGHTS_DIR", str(tmp_path / "weights"))
 
 

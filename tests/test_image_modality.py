@@ -519,7 +519,7 @@ def clean_registry(monkeypatch):
     """A private copy of the registry, with plugin discovery not yet run."""
     monkeypatch.setattr(registry, "_READERS", dict(registry._READERS))
     monkeypatch.setattr(registry, "_plugins_discovered", False)
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: importlib.metadata.EntryPoints(()))
     return registry
 
 
@@ -542,7 +542,7 @@ def test_register_and_get(clean_registry):
         return _dummy_reader(source, name=name)
 
     assert get_reader("decorated") is read_decorated
-    assert available_modalities() == sorted(["decorated", "dummy", "image"])
+    assert available_modalities() == sorted(["decorated", "diffraction", "dummy", "image", "spectrum"])
 
     with pytest.raises(ParameterError, match="already registered"):
         register_modality("dummy", read_decorated)
@@ -587,7 +587,7 @@ def test_entry_point_plugins(clean_registry, monkeypatch, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         kinds = available_modalities()
-    assert kinds == ["cathodo", "image"]
+    assert kinds == ["cathodo", "diffraction", "image", "spectrum"]
     messages = [str(w.message) for w in caught]
     assert any("'broken'" in m and "failed to load" in m for m in messages)
     assert any("'image'" in m and "already registered" in m for m in messages)

@@ -22,6 +22,9 @@ class Encoder(ABC):
     #: ``"spectrum"`` chips ``(n, h, w, channels)``, ``"diffraction"`` chips
     #: ``(n, h, w, qy, qx)`` (see :mod:`multimodal_seg.modalities.base`).
     kind: str = "image"
+    #: Whether the graph stage should scale each feature to unit variance before
+    #: PCA; ``False`` for features whose variances are meaningful (PCA scores).
+    standardise: bool = True
 
     def fit(self, sample: np.ndarray) -> None:
         """Learn data-dependent state (e.g. a PCA basis) from a sample of chips.

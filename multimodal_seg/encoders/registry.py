@@ -36,6 +36,10 @@ F = TypeVar("F", bound=EncoderFactory)
 _BUILTINS: dict[str, str] = {
     "resnet50": "multimodal_seg.encoders.resnet:ResNet50Encoder",
     "fourier": "multimodal_seg.encoders.fourier:FourierEncoder",
+    "spectrum-pca": "multimodal_seg.encoders.spectral:SpectrumPCAEncoder",
+    "spectrum-cnn": "multimodal_seg.encoders.spectral:SpectrumCNNEncoder",
+    "diffraction-profiles": "multimodal_seg.encoders.patterns:DiffractionProfilesEncoder",
+    "diffraction-cnn": "multimodal_seg.encoders.patterns:DiffractionCNNEncoder",
 }
 _registry: dict[str, EncoderFactory | str] = dict(_BUILTINS)
 _broken_plugins: dict[str, str] = {}  # plugin name -> why it failed to load

@@ -9,6 +9,7 @@ that cannot be segmented: NaN/Inf values or a constant image.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,21 @@ def _from_file(
     return data, axes, meta
 
 
-def _plugin_for(path: Path) -> _Plugin:
-    """Check the path exists and has a supported extension; return its plugin."""
+def _plugin_for(
+    path: Path,
+    *,
+    plugins: dict[str, _Plugin] | None = None,
+    modality: str = "image",
+    elsewhere: dict[str, str] | None = None,
+) -> _Plugin:
+    """Check the path exists and has a supported extension; return its plugin.
+
+    The keywords let other modalities reuse the checks: ``plugins`` maps their
+    extensions to plugins, ``modality`` names them in messages, and ``elsewhere``
+    maps extensions another modality reads to that modality's name (a hint in the
+    message).  The defaults are the image modality's.
+    """
+    plugins = _PLUGINS if plugins is None else plugins
     suffix = path.suffix.lower()
     if not path.exists():
         raise InputError(
@@ -218,30 +232,57 @@ def _plugin_for(path: Path) -> _Plugin:
         )
     if path.is_dir() and suffix not in _DIRECTORY_FORMATS:
         raise InputError(
-            "is a directory, not an image file",
-            fix="pass the path of one image file inside it",
+            f"is a directory, not {_article(modality)} {modality} file",
+            fix=f"pass the path of one {modality} file inside it",
             where=path,
         )
-    if suffix not in _PLUGINS:
+    if suffix not in plugins:
+        other = (elsewhere or {}).get(suffix)
+        hint = (
+            f" ({path.suffix!r} files are read by the {other} modality)"
+            if other
+            else ""
+        )
         raise InputError(
-            f"unsupported file type {path.suffix or '(no extension)'!r} for the image "
-            "modality",
-            fix="convert the image to one of: " + ", ".join(SUPPORTED_IMAGE_EXTENSIONS),
+            f"unsupported file type {path.suffix or '(no extension)'!r} for the "
+            f"{modality} modality{hint}",
+            fix=(f"read it with the {other} modality, or " if other else "")
+            + f"convert the {modality} data to one of: "
+            + ", ".join(sorted(plugins)),
             where=path,
         )
-    return _PLUGINS[suffix]
+    return plugins[suffix]
 
 
-def _read_signals(path: Path, plugin: _Plugin) -> list[dict[str, Any]]:
-    """Call the rsciio reader; turn any failure into an :class:`InputError`."""
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+# Import name -> pip name, where they differ (for "missing package" messages).
+_PIP_NAMES = {"skimage": "scikit-image", "cv2": "opencv-python"}
+
+
+def _read_signals(
+    path: Path, plugin: _Plugin, *, what: str = "an image", **options: Any
+) -> list[dict[str, Any]]:
+    """Call the rsciio reader; turn any failure into an :class:`InputError`.
+
+    ``options`` are passed to the reader on top of ``plugin.kwargs``; ``what`` names
+    the expected content in the "no data" message.
+    """
     try:
         reader = importlib.import_module(plugin.module).file_reader
-        signals = reader(str(path), lazy=plugin.lazy, **plugin.kwargs)
+        signals = reader(str(path), lazy=plugin.lazy, **{**plugin.kwargs, **options})
     except ModuleNotFoundError as exc:
+        package = _PIP_NAMES.get(exc.name or "", exc.name or "sparse")
+        velox = (
+            "; for Velox EDS files pip install 'rosettasciio[eds-stream]'"
+            if package == "sparse"
+            else ""
+        )
         raise InputError(
             f"reading this {plugin.label} file needs a missing package: {exc}",
-            fix=f"install it (pip install {exc.name or 'sparse'}; for Velox EDS files "
-            "pip install 'rosettasciio[eds-stream]')",
+            fix=f"install it (pip install {package}{velox})",
             where=path,
         ) from exc
     except Exception as exc:  # any reader failure means: this file cannot be read
@@ -249,7 +290,7 @@ def _read_signals(path: Path, plugin: _Plugin) -> list[dict[str, Any]]:
     if not signals:
         raise InputError(
             f"the {plugin.label} reader found no data in the file",
-            fix="check that the file holds an image (open it in its acquisition "
+            fix=f"check that the file holds {what} (open it in its acquisition "
             "software or HyperSpy)",
             where=path,
         )
@@ -269,9 +310,20 @@ def _unreadable(path: Path, label: str, exc: Exception) -> InputError:
 
 
 def _pick_signal(
-    signals: list[dict[str, Any]], signal: int | str | None, path: Path
+    signals: list[dict[str, Any]],
+    signal: int | str | None,
+    path: Path,
+    *,
+    accept: Callable[[dict[str, Any]], bool] | None = None,
+    missing: Callable[[list[dict[str, Any]], str], InputError] | None = None,
 ) -> int:
-    """Index of the signal to use: the one ``signal`` names, else the first image."""
+    """Index of the signal to use: the one ``signal`` names, else the first image.
+
+    Other modalities pass ``accept`` (is this signal of my kind?) and ``missing``
+    (the error for a file with several signals, none of them accepted; it gets the
+    signals and their listing).  The defaults are the image modality's.
+    """
+    accept = _is_2d_image if accept is None else accept
     listing = "; ".join(f"{i}: {_describe(s)}" for i, s in enumerate(signals))
     if isinstance(signal, int):
         if not -len(signals) <= signal < len(signals):
@@ -292,13 +344,15 @@ def _pick_signal(
                 fix="pass a substring of one of the listed titles, or an index",
                 where=path,
             )
-        images = [i for i in matches if _is_2d_image(signals[i])]
+        images = [i for i in matches if accept(signals[i])]
         return (images or matches)[0]
-    images = [i for i, s in enumerate(signals) if _is_2d_image(s)]
+    images = [i for i, s in enumerate(signals) if accept(s)]
     if images:
         return images[0]
     if len(signals) == 1:
         return 0  # let the dimensionality check explain what the single signal is
+    if missing is not None:
+        raise missing(signals, listing)
     raise InputError(
         f"the file holds no 2-D image signal: {listing}",
         fix="the image modality needs one 2-D image; read spectra or spectrum images "

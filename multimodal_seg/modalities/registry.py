@@ -29,7 +29,9 @@ from typing import overload
 
 from ..errors import ParameterError
 from .base import ModalityData
+from .diffraction import read_diffraction
 from .image import SUPPORTED_IMAGE_EXTENSIONS, read_image
+from .spectrum import read_spectrum_image
 
 #: Entry-point group scanned for third-party modality readers.
 ENTRY_POINT_GROUP = "multimodal_seg.modalities"
@@ -204,3 +206,5 @@ def _qualname(func: object) -> str:
 
 
 register_modality("image", read_image)
+register_modality("spectrum", read_spectrum_image)
+register_modality("diffraction", read_diffraction)

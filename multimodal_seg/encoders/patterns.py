@@ -1,0 +1,435 @@
+"""Diffraction (4D-STEM) encoders: one vector per chip of diffraction patterns.
+
+Chips are ``(n, h, w, qy, qx)`` raw counts: ``h x w`` scan positions, one
+pattern each.  Each encoder embeds the patterns and averages them over the
+chip's positions.
+
+``diffraction-profiles`` (weight-free, the default for diffraction)
+    What a microscopist reads off a pattern.  Each pattern is centred on its
+    direct beam (centre of mass of the central disc), scaled by ``log1p`` and
+    resampled on a polar grid around that centre, folded to [0, 180) deg by
+    Friedel symmetry.  Features:
+
+    * radial profile (``n_radial`` bins): mean log intensity against scattering
+      radius, rotation-invariant: lattice spacings, amorphous rings, diffuse
+      background;
+    * angular profile (``n_angular`` bins over [0, 180) deg): intensity above
+      each radius's angular median, averaged over the annulus outside the direct
+      beam, so the strongest rings (Bragg spots) dominate: the orientation of
+      the lattice, which separates grains of one phase;
+    * spottiness: the largest peak-to-median ratio (log) along any ring of the
+      annulus: sharp Bragg spots (crystal) against a uniform ring (amorphous).
+
+``diffraction-cnn`` (trainable; random init only when asked)
+    A small 2D convnet over the centred, log-scaled pattern, resized to a fixed
+    size, so any detector size works.
+
+Beam centring and scaling use the diffraction modality's helpers
+(:func:`multimodal_seg.modalities.diffraction.centre_of_mass` with a half-maximum
+threshold, and :func:`~multimodal_seg.modalities.diffraction.scale_patterns`).
+The profiles encoder does not shift the patterns: it samples its polar grid
+around each pattern's own centre, which is exact and cheaper; the convnet
+shifts them on its device (``grid_sample``), in the batch.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..modalities.diffraction import centre_of_mass, scale_patterns
+from .base import Encoder
+from .spectral import ConvChipEncoder, as_chips, check_bool, check_choice, check_int
+
+#: Pattern normalisations before ``log1p``: ``total`` (mean 1 per pixel), ``none`` (counts).
+PATTERN_NORMALISATIONS = ("total", "none")
+
+#: Bilinear polar samples per block of patterns (bounds the memory of one block).
+_SAMPLES_PER_BLOCK = 1_000_000
+
+_LAYOUT = "(n, h, w, qy, qx)"
+
+
+# ---------------------------------------------------------------- beam centring
+
+
+#: Pixels at or above this fraction of a pattern's maximum make up the direct beam.
+BEAM_THRESHOLD = 0.5
+
+
+def _beam_centres(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Direct-beam centre and radius of each pattern, in pixels.
+
+    The centre is the centre of mass of the pixels at or above half the
+    pattern's maximum (:func:`multimodal_seg.modalities.diffraction.centre_of_mass`
+    with ``threshold=0.5``): the direct beam, without the diffuse scattering and
+    the (weaker) Bragg spots.  The radius is that area's equivalent radius,
+    between 1 px and a quarter of the detector.
+
+    Parameters
+    ----------
+    patterns
+        ``(m, qy, qx)`` float32 counts.
+
+    Returns
+    -------
+    ``(cy, cx, radius)``, each ``(m,)`` float64.  Patterns without positive
+    counts get the detector centre.
+    """
+    m, qy, qx = patterns.shape
+    centres = centre_of_mass(patterns, threshold=BEAM_THRESHOLD)
+    flat = patterns.reshape(m, -1)
+    top = flat.max(axis=1)
+    area = ((flat >= (BEAM_THRESHOLD * top)[:, None]) & (top > 0)[:, None]).sum(axis=1)
+    radius = np.sqrt(area / np.pi).clip(1.0, max(min(qy, qx) / 4, 1.0))
+    return centres[:, 0], centres[:, 1], radius
+
+
+def _bin_patterns(patterns: np.ndarray, factor: int) -> np.ndarray:
+    """Sum ``factor x factor`` detector pixels (counts are kept), ``(m, qy, qx)``.
+
+    A remainder of rows or columns is cropped evenly from both sides, so the
+    detector centre stays where it was.
+    """
+    if factor <= 1:
+        return patterns
+    m, qy, qx = patterns.shape
+    ny, nx = qy // factor, qx // factor
+    y0, x0 = (qy - ny * factor) // 2, (qx - nx * factor) // 2
+    cropped = patterns[:, y0 : y0 + ny * factor, x0 : x0 + nx * factor]
+    return cropped.reshape(m, ny, factor, nx, factor).sum(axis=(2, 4), dtype=np.float32)
+
+
+def _log_scale(patterns: np.ndarray, normalise: str) -> np.ndarray:
+    """``log1p`` of each pattern (negative counts clipped), after scaling it to mean 1
+    per pixel (``total``); see :func:`multimodal_seg.modalities.diffraction.scale_patterns`."""
+    if normalise == "total":
+        x = np.maximum(patterns, 0.0, dtype=np.float32)
+        mean = x.reshape(len(x), -1).mean(axis=1, dtype=np.float64).astype(np.float32)
+        inverse = np.divide(1.0, mean, out=np.zeros_like(mean), where=mean > 0)
+        patterns = x * inverse[:, None, None]
+    return scale_patterns(patterns, "log")
+
+
+# ---------------------------------------------------------------- polar grid
+
+
+@lru_cache(maxsize=16)
+def _polar_grid(r_max: float, n_radial: int, n_angular: int) -> tuple[np.ndarray, ...]:
+    """Sample offsets of a polar grid around the beam.
+
+    Radii: ``n_radial * k`` radii evenly in ``(0, r_max)`` with steps of at most
+    1 px.  Angles: ``2 * n_angular * j`` angles over [0, 360) deg with arcs of at
+    most 1 px at ``r_max``, ordered so that angle ``t`` and ``t + 180`` deg
+    (Friedel mates) are the two halves.
+
+    Returns
+    -------
+    ``(dy, dx, radii)``: offsets of shape ``(R, 2, T)`` (T angles per half
+    circle) and the ``R`` radii.
+    """
+    n_r = n_radial * max(1, int(np.ceil(r_max / n_radial)))
+    n_t = n_angular * max(1, int(np.ceil(np.pi * r_max / n_angular)))
+    radii = (np.arange(n_r) + 0.5) * (r_max / n_r)
+    theta = (np.arange(2 * n_t) + 0.5) * (np.pi / n_t)
+    dy = (radii[:, None] * np.sin(theta)[None, :]).reshape(n_r, 2, n_t)
+    dx = (radii[:, None] * np.cos(theta)[None, :]).reshape(n_r, 2, n_t)
+    return dy.astype(np.float32), dx.astype(np.float32), radii
+
+
+def _polar_maps(images: np.ndarray, cy: np.ndarray, cx: np.ndarray, dy: np.ndarray,
+                dx: np.ndarray) -> np.ndarray:
+    """Bilinear samples of each image on a polar grid around its centre, Friedel-averaged.
+
+    Parameters
+    ----------
+    images
+        ``(m, qy, qx)`` float32.
+    cy, cx
+        ``(m,)`` centres in pixels.
+    dy, dx
+        ``(R, 2, T)`` offsets from :func:`_polar_grid`.
+
+    Returns
+    -------
+    ``(m, R, T)`` float32: mean of the samples at angle ``t`` and ``t + 180``
+    deg.  Samples beyond the detector take the nearest edge pixel's value.
+    """
+    m, qy, qx = images.shape
+    y = (cy[:, None].astype(np.float32) + dy.reshape(1, -1)).clip(0, qy - 1)
+    x = (cx[:, None].astype(np.float32) + dx.reshape(1, -1)).clip(0, qx - 1)
+    y0 = np.minimum(y.astype(np.int64), max(qy - 2, 0))
+    x0 = np.minimum(x.astype(np.int64), max(qx - 2, 0))
+    fy, fx = y - y0, x - x0
+    flat = images.reshape(-1)
+    base = (np.arange(m, dtype=np.int64) * (qy * qx))[:, None] + y0 * qx + x0
+    step_y = qx if qy > 1 else 0
+    step_x = 1 if qx > 1 else 0
+    top = flat[base] * (1 - fx) + flat[base + step_x] * fx
+    bottom = flat[base + step_y] * (1 - fx) + flat[base + step_y + step_x] * fx
+    samples = top * (1 - fy) + bottom * fy
+    n_r, _, n_t = dy.shape
+    return samples.reshape(m, n_r, 2, n_t).mean(axis=2)
+
+
+class DiffractionProfilesEncoder(Encoder):
+    """Weight-free diffraction features: radial and angular profiles and spottiness.
+
+    Per pattern: binning of large detectors (``max_size``), optional
+    direct-beam centring, scaling (``normalise``) and
+    ``log1p``, polar resampling around the centre out to ``r_max`` (bilinear,
+    radial and arc steps of at most 1 px, Friedel mates averaged).  Then (see the
+    module docstring) the radial profile, the angular profile over the annulus
+    beyond ``1.5 r + 2`` px (``r``: the direct beam's radius) and the spottiness.
+    Embedding = mean over the chip's positions,
+    ``dim = n_radial + n_angular + 1``.
+
+    Parameters
+    ----------
+    n_radial
+        Radial bins from the centre to ``r_max``.
+    n_angular
+        Angular bins over [0, 180) deg (10 deg each by default); angles run
+        from the detector's column (+qx) axis towards its row (+qy) axis.
+    centre
+        Centre each pattern on its direct beam; otherwise the detector centre is
+        used (for patterns already centred, or without a direct beam).
+    normalise
+        ``"total"``: scale each pattern to mean 1 per pixel before ``log1p``
+        (embeddings independent of dose); ``"none"``: ``log1p`` of the counts.
+    r_max
+        Outer radius as a fraction of half the detector's smaller side
+        (0 < r_max <= 1).
+    max_size
+        Larger detectors are first binned by the smallest integer factor that
+        brings them to at most ``max_size`` pixels per side (summing counts):
+        the profiles need no finer sampling, and the cost grows with the
+        pixel count.
+
+    Raises
+    ------
+    ParameterError
+        Bad option.
+    """
+
+    name = "diffraction-profiles"
+    kind = "diffraction"
+
+    def __init__(
+        self,
+        *,
+        n_radial: int = 16,
+        n_angular: int = 18,
+        centre: bool = True,
+        normalise: str = "total",
+        r_max: float = 0.9,
+        max_size: int = 128,
+    ) -> None:
+        self.n_radial = check_int(n_radial, "n_radial", minimum=1, example="16")
+        self.n_angular = check_int(n_angular, "n_angular", minimum=1, example="18")
+        self.centre = check_bool(centre, "centre")
+        self.normalise = check_choice(normalise, "normalise", PATTERN_NORMALISATIONS)
+        if (isinstance(r_max, bool) or not isinstance(r_max, (int, float, np.floating))
+                or not 0 < r_max <= 1):
+            raise ParameterError(
+                f"r_max must be a fraction in (0, 1], not {r_max!r}",
+                fix="use e.g. r_max=0.9 (90% of half the detector width)",
+                where="r_max",
+            )
+        self.r_max = float(r_max)
+        self.max_size = check_int(max_size, "max_size", minimum=16, example="128")
+
+    @property
+    def dim(self) -> int:
+        return self.n_radial + self.n_angular + 1
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n_radial": self.n_radial,
+            "n_angular": self.n_angular,
+            "centre": self.centre,
+            "normalise": self.normalise,
+            "r_max": self.r_max,
+            "max_size": self.max_size,
+            "version": 1,
+        }
+
+    def encode(self, chips: np.ndarray) -> np.ndarray:
+        """Embed chips ``(n, h, w, qy, qx)`` raw counts -> ``(n, dim)`` float32."""
+        arr = as_chips(chips, ndim=5, layout=_LAYOUT)
+        n, h, w, qy, qx = arr.shape
+        patterns = arr.reshape(n * h * w, qy, qx)
+        features = self.pattern_features(patterns)
+        return features.reshape(n, h * w, self.dim).mean(axis=1, dtype=np.float64).astype(
+            np.float32
+        )
+
+    def pattern_features(self, patterns: np.ndarray) -> np.ndarray:
+        """Features of single patterns ``(m, qy, qx)`` -> ``(m, dim)`` float32 (no pooling)."""
+        patterns = np.asarray(patterns, dtype=np.float32)
+        factor = -(-max(patterns.shape[1:]) // self.max_size)  # ceil
+        patterns = _bin_patterns(patterns, factor)
+        m, qy, qx = patterns.shape
+        r_max = self.r_max * max(min(qy, qx) / 2 - 1, 1.0)
+        dy, dx, radii = _polar_grid(r_max, self.n_radial, self.n_angular)
+        per_block = max(1, _SAMPLES_PER_BLOCK // dy.size)
+        out = np.empty((m, self.dim), dtype=np.float32)
+        for start in range(0, m, per_block):
+            block = patterns[start : start + per_block]
+            out[start : start + len(block)] = self._block_features(block, dy, dx, radii)
+        return out
+
+    def _block_features(self, patterns: np.ndarray, dy: np.ndarray, dx: np.ndarray,
+                        radii: np.ndarray) -> np.ndarray:
+        m, qy, qx = patterns.shape
+        cy, cx, beam = _beam_centres(patterns)
+        if not self.centre:
+            cy = np.full(m, (qy - 1) / 2)
+            cx = np.full(m, (qx - 1) / 2)
+        polar = _polar_maps(_log_scale(patterns, self.normalise), cy, cx, dy, dx)  # (m, R, T)
+        n_r, n_t = polar.shape[1:]
+        radial = polar.mean(axis=2).reshape(m, self.n_radial, n_r // self.n_radial).mean(axis=2)
+        excess = polar - np.median(polar, axis=2, keepdims=True)
+        annulus = radii[None, :] >= (1.5 * beam + 2.0)[:, None]  # (m, R)
+        n_ring = annulus.sum(axis=1)
+        weights = annulus / np.maximum(n_ring, 1)[:, None]
+        angular = np.einsum("mr,mrt->mt", weights, excess)
+        angular = angular.reshape(m, self.n_angular, n_t // self.n_angular).mean(axis=2)
+        spottiness = np.where(annulus, excess.max(axis=2), 0.0).max(axis=1)
+        return np.column_stack([radial, angular, spottiness]).astype(np.float32)
+
+
+# ---------------------------------------------------------------- diffraction-cnn
+
+
+def _diffraction_network(embedding_dim: int) -> Any:
+    """Small 2D convnet: ``(b, 1, s, s) -> (b, embedding_dim)``.
+
+    Four conv blocks (5 x 5 then 3 x 3 kernels; 16, 32, 64, 64 channels; the
+    first three with stride 2, cheaper on CPUs than max pooling), adaptive
+    average pooling to 4 x 4 (keeps where in the pattern the intensity is:
+    spacing and orientation) and a linear layer.
+    """
+    from torch import nn
+
+    def block(c_in: int, c_out: int, k: int, stride: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
+
+    return nn.Sequential(
+        *block(1, 16, 5, 2),
+        *block(16, 32, 3, 2),
+        *block(32, 64, 3, 2),
+        *block(64, 64, 3, 1),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(64 * 16, embedding_dim),
+    )
+
+
+class DiffractionCNNEncoder(ConvChipEncoder):
+    """A small 2D convnet over each diffraction pattern, averaged over the chip's positions.
+
+    Preprocessing per pattern: binned by the largest integer factor that keeps
+    at least ``size`` pixels per side, scaled to mean 1 per pixel and ``log1p``
+    (as for ``diffraction-profiles``), resized to ``size`` x ``size``
+    (antialiased bilinear, so any detector size works), and, when ``centre``, shifted
+    (bilinear, sub-pixel) so the direct beam's centre of mass is at the middle.
+
+    There are no trained weights yet: ``weights="random"`` gives a seeded random
+    initialisation (a baseline; the fingerprint says ``random_weights: true``), a
+    file path loads a state dict of :attr:`network` strictly.
+
+    Parameters
+    ----------
+    weights
+        ``"random"`` or the path of a state dict saved with
+        ``torch.save(encoder.network.state_dict(), path)``.  Required.
+    size
+        Edge length patterns are resized to; ``None`` keeps the detector size
+        (the adaptive pooling handles any size, at a cost growing with it).
+    embedding_dim
+        Length of the embedding (the last linear layer's output).
+    centre
+        Centre each pattern on its direct beam first.
+    batch_size
+        Patterns per forward pass.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    progress
+        Show a progress bar over chips.
+
+    Raises
+    ------
+    WeightsError
+        No weights named, file missing or unreadable, or not this network's layout.
+    ParameterError
+        Bad option or unavailable device.
+    """
+
+    name = "diffraction-cnn"
+    kind = "diffraction"
+    architecture = "diffraction-cnn 2D convnet"
+
+    def __init__(
+        self,
+        *,
+        weights: str | Path | None = None,
+        size: int | None = 64,
+        embedding_dim: int = 64,
+        centre: bool = True,
+        batch_size: int = 256,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> None:
+        self.size = None if size is None else check_int(size, "size", minimum=8, example="64")
+        self.centre = check_bool(centre, "centre")
+        self._setup(weights=weights, embedding_dim=embedding_dim, batch_size=batch_size,
+                    device=device, progress=progress)
+        from ..device import memory_format
+
+        self._memory_format = memory_format(self.device)
+        self.network = self.network.to(memory_format=self._memory_format)
+
+    def _build_network(self) -> Any:
+        return _diffraction_network(self.embedding_dim)
+
+    def _options(self) -> dict[str, Any]:
+        return {"size": self.size, "embedding_dim": self.embedding_dim, "centre": self.centre}
+
+    def _items(self, chips: np.ndarray) -> tuple[np.ndarray, int]:
+        arr = as_chips(chips, ndim=5, layout=_LAYOUT)
+        n, h, w, qy, qx = arr.shape
+        return arr.reshape(n * h * w, qy, qx), h * w
+
+    def _prepare(self, items: np.ndarray) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        if self.size is not None:  # integer binning first: cheaper centring, exact area sums
+            items = _bin_patterns(items, max(1, min(items.shape[1:]) // self.size))
+        m, qy, qx = items.shape
+        x = torch.from_numpy(_log_scale(items, "total")).to(self.device).unsqueeze(1)
+        if self.size is not None and (qy, qx) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        if self.centre:
+            cy, cx, _ = _beam_centres(items)
+            # normalised coordinates (align_corners=False): pixel p -> (2 p + 1) / q - 1,
+            # so the offset of the beam from the middle is 2 (c - (q - 1) / 2) / q
+            theta = np.zeros((m, 2, 3), dtype=np.float32)
+            theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+            theta[:, 0, 2] = 2 * (cx - (qx - 1) / 2) / qx
+            theta[:, 1, 2] = 2 * (cy - (qy - 1) / 2) / qy
+            grid = F.affine_grid(torch.from_numpy(theta).to(self.device), list(x.shape),
+                                 align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return x.contiguous(memory_format=self._memory_format)

@@ -1,0 +1,401 @@
+"""Spectrum-image encoders on synthetic EELS spectrum images.
+
+Spectra are physically shaped: a power-law background ``E^-3`` and ionisation
+edges (a smoothed step at the onset, then ``E^-2``), with the edge onsets and
+jump ratios differing between two phases, local thickness varying the counts
+by +-30 %, and Poisson noise.  No expected embedding value is hard-coded: the
+tests check relations (same phase closer than other phase, invariances,
+determinism, pooling) that the physics implies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import silhouette_score
+
+from multimodal_seg.encoders import available_encoders, get_encoder
+from multimodal_seg.encoders.registry import encoder_options
+from multimodal_seg.encoders.spectral import SpectrumCNNEncoder, SpectrumPCAEncoder
+from multimodal_seg.errors import InputError, ParameterError, WeightsError
+
+CHANNELS = 256
+ENERGY = np.linspace(300.0, 800.0, CHANNELS)  # eV
+# (onset eV, jump ratio): phase A an oxide with only the O K edge; phase B also
+# shows the Ti L2,3 edge and a weaker O K edge.
+PHASES = {"A": [(532.0, 1.0)], "B": [(456.0, 0.8), (532.0, 0.6)]}
+DOSE = 20_000.0  # counts per spectrum at nominal thickness
+
+
+def eels_shape(energy: np.ndarray, edges: list[tuple[float, float]]) -> np.ndarray:
+    """Noise-free EELS spectrum of unit total: power-law background plus edges."""
+    background = (energy / energy[0]) ** -3.0
+    spectrum = background.copy()
+    for onset, jump in edges:
+        step = 1.0 / (1.0 + np.exp(-(energy - onset) / 2.0))  # 2 eV edge width
+        decay = (np.maximum(energy, onset) / onset) ** -2.0
+        spectrum += jump * (onset / energy[0]) ** -3.0 * decay * step
+    return spectrum / spectrum.sum()
+
+
+def eels_chips(phase: str, n: int, rng: np.random.Generator, *, size: int = 3,
+               channels: int = CHANNELS, dose: float = DOSE) -> np.ndarray:
+    """``(n, size, size, channels)`` Poisson counts of one phase, thickness +-30 %."""
+    energy = np.linspace(300.0, 800.0, channels)
+    thickness = rng.uniform(0.7, 1.3, (n, size, size, 1))
+    return rng.poisson(dose * thickness * eels_shape(energy, PHASES[phase])).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {"A": eels_chips("A", 30, rng), "B": eels_chips("B", 30, rng)}
+
+
+@pytest.fixture(scope="module")
+def sample(data) -> np.ndarray:
+    return np.concatenate([data["A"], data["B"]])
+
+
+@pytest.fixture(scope="module")
+def labels(data) -> np.ndarray:
+    return np.repeat([0, 1], [len(data["A"]), len(data["B"])])
+
+
+@pytest.fixture(scope="module")
+def fitted(sample) -> SpectrumPCAEncoder:
+    enc = SpectrumPCAEncoder()
+    enc.fit(sample)
+    return enc
+
+
+def _nearest_other(features: np.ndarray) -> np.ndarray:
+    dist = np.linalg.norm(features[:, None] - features[None], axis=2)
+    np.fill_diagonal(dist, np.inf)
+    return dist.argmin(axis=1)
+
+
+# ---------------------------------------------------------------- spectrum-pca
+
+
+def test_pca_dim_dtype_and_kind(fitted, sample):
+    emb = fitted.encode(sample)
+    assert fitted.kind == "spectrum" and fitted.name == "spectrum-pca"
+    assert fitted.dim == 2 * 16 + 1 and emb.shape == (len(sample), fitted.dim)
+    assert emb.dtype == np.float32 and np.isfinite(emb).all()
+    no_counts = SpectrumPCAEncoder(n_components=4, log_counts=False)
+    no_counts.fit(sample)
+    assert no_counts.dim == 8 and no_counts.encode(sample[:3]).shape == (3, 8)
+
+
+def test_pca_same_phase_chips_are_nearest(fitted, sample, labels):
+    emb = fitted.encode(sample)
+    assert (labels[_nearest_other(emb)] == labels).all()
+    assert silhouette_score(emb, labels) > 0.5
+
+
+def test_pca_first_component_carries_the_phase(fitted, sample, labels):
+    scores = fitted.encode(sample)[:, 0]  # mean of PC1 over each chip
+    a, b = scores[labels == 0], scores[labels == 1]
+    gap = abs(a.mean() - b.mean())
+    assert gap > 5 * max(a.std(), b.std())
+    assert fitted.explained_variance_ratio_[0] > 5 * fitted.explained_variance_ratio_[1]
+
+
+def test_pca_new_chips_of_a_phase_land_with_that_phase(fitted, sample, labels):
+    rng = np.random.default_rng(99)
+    fresh = np.concatenate([eels_chips("A", 5, rng), eels_chips("B", 5, rng)])
+    fresh_labels = np.repeat([0, 1], 5)
+    known = fitted.encode(sample)
+    centroids = np.stack([known[labels == k].mean(axis=0) for k in (0, 1)])
+    emb = fitted.encode(fresh)
+    nearest = np.linalg.norm(emb[:, None] - centroids[None], axis=2).argmin(axis=1)
+    assert (nearest == fresh_labels).all()
+
+
+def test_pca_total_normalisation_is_dose_invariant(fitted, sample):
+    emb = fitted.encode(sample)
+    scaled = SpectrumPCAEncoder()
+    scaled.fit(3.0 * sample)
+    np.testing.assert_allclose(scaled.encode(3.0 * sample), emb, rtol=1e-3, atol=1e-3)
+    # basis from the original dose: only the log-counts feature moves, by log(3)
+    moved = fitted.encode(3.0 * sample)
+    np.testing.assert_allclose(moved[:, :-1], emb[:, :-1], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(moved[:, -1] - emb[:, -1], np.log(3.0), atol=1e-3)
+
+
+def test_pca_without_normalisation_sees_the_dose(sample):
+    enc = SpectrumPCAEncoder(normalise="none", log_counts=False)
+    enc.fit(sample)
+    emb = enc.encode(sample)
+    assert not np.allclose(enc.encode(3.0 * sample), emb, atol=1e-2 * np.abs(emb).max())
+
+
+@pytest.mark.parametrize("normalise", ["total", "max", "none"])
+@pytest.mark.parametrize("poisson", [True, False])
+def test_pca_options_all_separate_phases(sample, labels, normalise, poisson):
+    enc = SpectrumPCAEncoder(n_components=4, normalise=normalise, poisson=poisson)
+    enc.fit(sample)
+    emb = enc.encode(sample)
+    assert np.isfinite(emb).all()
+    # without normalisation the thickness spread competes with composition, so
+    # compare on the score means only
+    means = emb[:, :4]
+    assert (labels[_nearest_other(means)] == labels).all()
+
+
+def test_pca_is_deterministic(sample):
+    first, second = SpectrumPCAEncoder(), SpectrumPCAEncoder()
+    first.fit(sample)
+    second.fit(sample.copy())
+    np.testing.assert_array_equal(first.components_, second.components_)
+    np.testing.assert_array_equal(first.encode(sample), second.encode(sample))
+    # the fit subsample (max_fit_spectra) is seeded too
+    sub1, sub2 = SpectrumPCAEncoder(max_fit_spectra=100), SpectrumPCAEncoder(max_fit_spectra=100)
+    sub1.fit(sample)
+    sub2.fit(sample)
+    np.testing.assert_array_equal(sub1.components_, sub2.components_)
+    assert not np.array_equal(sub1.components_, first.components_)
+
+
+def test_pca_std_over_positions_marks_interfaces(fitted, data):
+    k = fitted.n_components
+    mixed = data["A"][:10].copy()
+    mixed[:, :, 2:] = data["B"][:10, :, 2:]  # a vertical A|B interface inside each chip
+    pure = fitted.encode(data["A"][:10])[:, k : 2 * k]
+    across = fitted.encode(mixed)[:, k : 2 * k]
+    assert across[:, 0].min() > 3 * pure[:, 0].max()  # PC1 spread jumps at the interface
+
+
+def test_pca_one_position_chips(fitted, sample):
+    singles = sample[:4, :1, :1]
+    emb = fitted.encode(singles)
+    k = fitted.n_components
+    assert emb.shape == (4, fitted.dim)
+    np.testing.assert_array_equal(emb[:, k : 2 * k], 0.0)  # no spread within one position
+
+
+def test_pca_pools_over_positions(fitted, sample):
+    chips = sample[:3]
+    singles = chips.reshape(-1, 1, 1, CHANNELS)
+    per_position = fitted.encode(singles).reshape(3, 9, -1)
+    pooled = fitted.encode(chips)
+    k = fitted.n_components
+    np.testing.assert_allclose(pooled[:, :k], per_position[:, :, :k].mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(pooled[:, k : 2 * k], per_position[:, :, :k].std(axis=1),
+                               atol=1e-5)
+    np.testing.assert_allclose(pooled[:, -1], per_position[:, :, -1].mean(axis=1), atol=1e-5)
+
+
+def test_pca_empty_and_integer_spectra(fitted, sample):
+    chips = sample[:2].copy()
+    chips[0, 0, 0] = 0  # a position without counts (vacuum, beam blanked)
+    emb = fitted.encode(chips.astype(np.int32))
+    assert np.isfinite(emb).all()
+    assert fitted.encode(np.zeros((0, 3, 3, CHANNELS), np.float32)).shape == (0, fitted.dim)
+
+
+def test_pca_encode_before_fit_is_a_clear_error(sample):
+    with pytest.raises(ParameterError, match="before fit"):
+        SpectrumPCAEncoder().encode(sample[:2])
+
+
+def test_pca_channel_count_must_match_fit(fitted):
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match="channels"):
+        fitted.encode(eels_chips("A", 2, rng, channels=CHANNELS + 1))
+
+
+def test_pca_sample_too_small(sample):
+    with pytest.raises(InputError, match="n_components"):
+        SpectrumPCAEncoder(n_components=16).fit(sample[:1, :1, :1])
+    with pytest.raises(InputError, match="n_components"):
+        SpectrumPCAEncoder(n_components=16).fit(sample[..., :8])
+
+
+@pytest.mark.parametrize(
+    "chips",
+    [np.zeros((2, 3, 3), np.float32), np.zeros((2, 3, 3, 0), np.float32),
+     np.full((1, 1, 1, 4), np.nan, np.float32), np.zeros((1, 1, 1, 4), complex)],
+    ids=["3d", "no-channels", "nan", "complex"],
+)
+def test_pca_bad_chips(chips):
+    with pytest.raises(InputError):
+        SpectrumPCAEncoder(n_components=1).fit(chips)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"n_components": 0}, {"n_components": 2.5}, {"n_components": True},
+     {"normalise": "sum"}, {"normalise": None}, {"poisson": "yes"}, {"log_counts": 1},
+     {"max_fit_spectra": 1}],
+    ids=str,
+)
+def test_pca_bad_options(options):
+    with pytest.raises(ParameterError):
+        SpectrumPCAEncoder(**options)
+
+
+def test_pca_fingerprint_lists_options():
+    fp = SpectrumPCAEncoder(n_components=8, normalise="MAX", poisson=False).fingerprint()
+    json.dumps(fp)
+    assert fp["name"] == "spectrum-pca" and fp["n_components"] == 8
+    assert fp["normalise"] == "max" and fp["poisson"] is False
+    assert SpectrumPCAEncoder().fingerprint() != fp
+
+
+# ---------------------------------------------------------------- spectrum-cnn
+
+
+def _cnn(**options) -> SpectrumCNNEncoder:
+    return SpectrumCNNEncoder(**{"weights": "random", "device": "cpu", **options})
+
+
+def _perturbed(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """A state dict of the same layout with seeded relative changes (a 'trained' net)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in state.items():
+        value = value.clone()
+        if key.endswith("running_var"):
+            value.uniform_(0.5, 1.5, generator=gen)
+        elif value.is_floating_point():
+            value.mul_(1 + 0.2 * torch.randn(value.shape, generator=gen))
+            value.add_(0.05 * torch.randn(value.shape, generator=gen))
+        out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def cnn_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spectrum_cnn") / "trained.pt"
+    torch.save(_perturbed(_cnn().network.state_dict(), seed=1), path)
+    return path
+
+
+def test_cnn_needs_weights_named():
+    with pytest.raises(WeightsError, match="random"):
+        SpectrumCNNEncoder(device="cpu")
+
+
+def test_cnn_random_is_seeded_shaped_and_marked(sample):
+    first, second = _cnn(), _cnn()
+    e1, e2 = first.encode(sample[:6]), second.encode(sample[:6])
+    assert e1.shape == (6, 64) and e1.dtype == np.float32 and np.isfinite(e1).all()
+    np.testing.assert_array_equal(e1, e2)
+    fp = first.fingerprint()
+    json.dumps(fp)
+    assert fp["random_weights"] is True and fp["weights"] == "random"
+    assert fp["weights_sha256"] is None
+    assert first.kind == "spectrum" and first.device.type == "cpu"
+    assert _cnn(embedding_dim=16).encode(sample[:2]).shape == (2, 16)
+
+
+def test_cnn_caller_random_stream_untouched():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _cnn()
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("channels", [40, 256, 1500])
+def test_cnn_any_channel_count(channels):
+    rng = np.random.default_rng(channels)
+    chips = np.concatenate([eels_chips("A", 2, rng, size=2, channels=channels),
+                            eels_chips("B", 2, rng, size=2, channels=channels)])
+    emb = _cnn().encode(chips)
+    assert emb.shape == (4, 64) and np.isfinite(emb).all()
+    assert not np.allclose(emb[0], emb[2], rtol=1e-3, atol=0)
+
+
+def test_cnn_pools_over_positions_and_batches(sample):
+    enc = _cnn(batch_size=4)
+    chips = sample[:3]
+    pooled = enc.encode(chips)
+    per_position = _cnn().encode(chips.reshape(-1, 1, 1, CHANNELS)).reshape(3, 9, -1)
+    scale = np.abs(pooled).max()
+    np.testing.assert_allclose(pooled, per_position.mean(axis=1), rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_cnn_is_dose_invariant(sample):
+    enc = _cnn()
+    emb = enc.encode(sample[:4])
+    np.testing.assert_allclose(enc.encode(5.0 * sample[:4]), emb, rtol=1e-4,
+                               atol=1e-5 * np.abs(emb).max())
+
+
+def test_cnn_loads_a_state_dict_strictly(cnn_file, sample):
+    saved = torch.load(cnn_file, weights_only=True)
+    loaded, again = _cnn(weights=cnn_file), _cnn(weights=str(cnn_file))
+    for key, value in loaded.network.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    emb = loaded.encode(sample[:5])
+    np.testing.assert_array_equal(emb, again.encode(sample[:5]))
+    random = _cnn().encode(sample[:5])
+    assert not np.allclose(emb, random, rtol=0.05, atol=0)
+    fp = loaded.fingerprint()
+    assert fp["random_weights"] is False and fp["weights"] == "trained.pt"
+    assert len(fp["weights_sha256"]) == 64
+
+
+def test_cnn_mismatched_state_dict_is_a_weights_error(tmp_path):
+    small = tmp_path / "dim32.pt"
+    torch.save(_cnn(embedding_dim=32).network.state_dict(), small)
+    with pytest.raises(WeightsError, match="wrong shapes"):
+        _cnn(weights=small)
+    state = _cnn().network.state_dict()
+    dropped = tmp_path / "dropped.pt"
+    torch.save({k: v for k, v in state.items() if not k.startswith("0.")}, dropped)
+    with pytest.raises(WeightsError, match="missing keys"):
+        _cnn(weights=dropped)
+    extra = tmp_path / "extra.pt"
+    torch.save({**state, "head.weight": torch.zeros(2)}, extra)
+    with pytest.raises(WeightsError, match="unexpected keys"):
+        _cnn(weights=extra)
+
+
+def test_cnn_weights_file_problems(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        _cnn(weights=tmp_path / "nope.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError):
+        _cnn(weights=broken)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"length": 4}, {"embedding_dim": 0}, {"batch_size": 0}, {"log": "no"},
+     {"device": "tpu"}, {"weights": 3}],
+    ids=str,
+)
+def test_cnn_bad_options(options):
+    with pytest.raises(ParameterError):
+        _cnn(**options)
+
+
+def test_cnn_bad_chips():
+    with pytest.raises(InputError):
+        _cnn().encode(np.zeros((2, 3, 3), np.float32))
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_spectrum_encoders_in_registry(sample):
+    assert {"spectrum-pca", "spectrum-cnn"} <= set(available_encoders())
+    pca = get_encoder("spectrum-pca", n_components=4)
+    assert isinstance(pca, SpectrumPCAEncoder) and pca.kind == "spectrum"
+    cnn = get_encoder("spectrum-cnn", weights="random", device="cpu")
+    assert isinstance(cnn, SpectrumCNNEncoder) and cnn.kind == "spectrum"
+    assert {"n_components", "normalise", "poisson", "log_counts"} <= set(
+        encoder_options("spectrum-pca"))
+    with pytest.raises(WeightsError):
+        get_encoder("spectrum-cnn")
+    with pytest.raises(ParameterError, match="n_component"):
+        get_encoder("spectrum-pca", n_component=4)
