@@ -77,6 +77,8 @@ def segment(
     k: Optional[int] = typer.Option(None, help="Neighbours per chip in the graph [default: 15]."),
     resolution: Optional[float] = typer.Option(None, help="Leiden/Louvain resolution [default: 1.0]."),
     method: Optional[str] = typer.Option(None, help="leiden | louvain [default: leiden]."),
+    merge: Optional[float] = typer.Option(
+        None, help="Merge communities more connected than this (0-1; 0.5 is a good start) [default: off]."),
     seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
     signal: Optional[str] = typer.Option(None, help="Which image of a multi-signal file (index or title)."),
@@ -96,7 +98,7 @@ def segment(
         seg = run_segment(
             source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride),
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
-            resolution=resolution, method=method, seed=seed, device=device,
+            resolution=resolution, method=method, merge=merge, seed=seed, device=device,
             signal=to_int(signal), progress=not quiet,
         )
     except MMSegError as exc:

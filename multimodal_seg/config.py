@@ -7,7 +7,7 @@ A YAML file mirrors the sections::
     encoder:     {name: auto, weights: null, allow_download: false}
     graph:       {k: 15, n_pcs: 30}
     communities: {method: leiden, resolution: 1.0}
-    fusion:      {method: concat, layer_weights: {}}     # several modalities only
+    fusion:      {method: multiplex, layer_weights: {}}  # several modalities only
     modality_encoders: {eels: spectrum-pca}              # several modalities only
     seed: 0
 """
@@ -71,12 +71,17 @@ class CommunityConfig(_Section):
     method: Literal["leiden", "louvain"] = "leiden"
     resolution: float = Field(1.0, gt=0, le=100)
     n_iterations: int = -1
+    #: Merge communities whose connectivity (observed / expected edge weight) exceeds this;
+    #: ``None`` keeps Leiden's partition (see communities.merge_connected).
+    merge: float | None = Field(None, gt=0, le=1)
 
 
 class FusionConfig(_Section):
     """How several modalities make one partition (see :mod:`multimodal_seg.fusion`)."""
 
-    method: Literal["concat", "multiplex"] = "concat"
+    # multiplex is the default: on the multimodal phantom (benchmarks/reports/multimodal-2cpu)
+    # it reached ARI 0.908 against 0.883 for concat, with 5.0 communities against 5.7.
+    method: Literal["concat", "multiplex"] = "multiplex"
     layer_weights: dict[str, float] = Field(default_factory=dict)
 
 
@@ -111,6 +116,7 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
     "n_pcs": ("graph", "n_pcs"),
     "method": ("communities", "method"),
     "resolution": ("communities", "resolution"),
+    "merge": ("communities", "merge"),
     "seed": (None, "seed"),
     "fusion": ("fusion", "method"),
 }

@@ -125,6 +125,7 @@ def segment(
     k: int | None = None,
     resolution: float | None = None,
     method: str | None = None,
+    merge: float | None = None,
     seed: int | None = None,
     out: str | Path | None = None,
     config: SegmentConfig | dict | str | Path | None = None,
@@ -167,6 +168,9 @@ def segment(
         Modularity resolution (default 1.0): higher gives more communities.
     method
         ``"leiden"`` (default) or ``"louvain"`` (the paper's choice).
+    merge
+        Optional, in (0, 1]: merge communities whose connectivity exceeds it (0.5 is
+        a good start), against noise splitting one homogeneous region; default off.
     seed
         Random seed (default 0); the same input, config and seed give the same labels.
     out
@@ -189,7 +193,7 @@ def segment(
     """
     cfg = with_overrides(load_config(config), chip_size=chip_size, stride=stride, encoder=encoder,
                          encoder_options=encoder_options, weights=weights, k=k,
-                         resolution=resolution, method=method, seed=seed,
+                         resolution=resolution, method=method, merge=merge, seed=seed,
                          allow_download=allow_download, n_pcs=n_pcs, device=device,
                          batch_size=batch_size, fusion=fusion)
     out_dir = check_output(out)
@@ -212,7 +216,8 @@ def segment(
                             seed=cfg.seed, upstream=fp)
     com = cfg.communities
     stages.find_communities(study, graph="image", method=com.method, resolution=com.resolution,
-                            seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp)
+                            seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp,
+                            merge=com.merge)
     return collect(study, grid, config=cfg, encoder=enc, reason=reason, out=out_dir)
 
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from . import graph as graphs
 from .chips import ChipGrid, iter_chips
-from .communities import partition_graph
+from .communities import merge_partition, partition_graph
 from .descriptors import CHIP_STATS, chip_statistics
 from .encoders.base import Encoder
 from .modalities.base import ModalityData
@@ -130,15 +130,23 @@ def build_graph(study: Study, *, modality: str, k: int, n_pcs: int | None, seed:
 
 
 def find_communities(study: Study, *, graph: str, method: str, resolution: float, seed: int,
-                     n_iterations: int, upstream: str, key_added: str | None = None) -> str:
-    """Partition ``graphs/<graph>`` -> ``partitions/<key_added or method>``."""
+                     n_iterations: int, upstream: str, key_added: str | None = None,
+                     merge: float | None = None) -> str:
+    """Partition ``graphs/<graph>`` -> ``partitions/<key_added or method>``.
+
+    With ``merge``, well-connected communities are then merged
+    (:func:`multimodal_seg.communities.merge_connected`).
+    """
     params = {"graph": graph, "method": method, "resolution": resolution, "seed": seed,
-              "n_iterations": n_iterations}
+              "n_iterations": n_iterations, "merge": merge}
     fp = fingerprint("partition", params, upstream)
     key = f"partitions/{key_added or method}"
     if not study.is_current(key, fp):
-        part = partition_graph(study.read_sparse(f"graphs/{graph}"), method=method,
-                               resolution=resolution, seed=seed, n_iterations=n_iterations)
+        adjacency = study.read_sparse(f"graphs/{graph}")
+        part = partition_graph(adjacency, method=method, resolution=resolution, seed=seed,
+                               n_iterations=n_iterations)
+        if merge is not None:
+            part = merge_partition(adjacency, part, merge)
         study.write_array(key, part.labels, fingerprint=fp, params=params,
                           modularity=part.modularity, n_communities=part.n_communities)
     return fp

@@ -307,3 +307,19 @@ def test_partition_rejects_bad_parameters(planted):
         with pytest.raises(ParameterError) as info:
             partition_graph(graph, resolution=res)
         assert info.value.where == "resolution"
+
+
+def test_connectivity_separates_a_split_blob_from_distinct_blobs():
+    from multimodal_seg.communities import connectivity, merge_connected
+
+    x, truth = _blobs([150, 150], dim=8, spread=0.2, seed=3)
+    graph = knn_graph(x, k=10)
+    # Cut blob 0 in two halves along its first coordinate: a split of one region.
+    labels = truth.copy()
+    blob0 = np.flatnonzero(truth == 0)
+    labels[blob0[x[blob0, 0] > np.median(x[blob0, 0])]] = 2
+    ratio = connectivity(graph, labels)
+    np.testing.assert_allclose(ratio, ratio.T)
+    assert ratio[0, 2] > 0.3 and ratio[0, 1] < 0.05 and ratio[1, 2] < 0.05
+    merged = merge_connected(graph, labels, 0.3)
+    assert adjusted_rand_score(truth, merged) == 1.0

@@ -77,7 +77,8 @@ def test_shared_grid_maps_chips_by_calibration(specimen):
 
 def test_joint_segmentation_beats_chemistry_alone(specimen, tmp_path):
     phantom, truth, image, eels = specimen
-    seg = mms.segment({"haadf": image, "eels": eels}, config=CONFIG, progress=False, out=tmp_path / "mm")
+    seg = mms.segment({"haadf": image, "eels": eels}, config=CONFIG, fusion="concat", progress=False,
+                      out=tmp_path / "mm")
     on_scan = seg.grid.chip_labels_to_pixels
     joint = adjusted_rand(on_scan(seg.chip_labels), truth)
     chemistry = adjusted_rand(on_scan(seg.modality_labels["eels"]), truth)

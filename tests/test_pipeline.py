@@ -216,3 +216,20 @@ def test_array_input_not_modified(small_phantom):
     image = small_phantom.image.copy()
     _seg(small_phantom)
     np.testing.assert_array_equal(image, small_phantom.image)
+
+
+def test_merge_threshold_is_validated(small_phantom):
+    with pytest.raises(ParameterError, match="merge"):
+        _seg(small_phantom, merge=1.5)
+
+
+@pytest.mark.realdata
+def test_merge_keeps_particles_apart_from_a_noisy_support():
+    path = shared_file("images/velox_particles_on_support_HAADF_512.emd")
+    plain = mms.segment(path, progress=False)
+    merged = mms.segment(path, progress=False, merge=0.5)
+    assert merged.n_communities < plain.n_communities
+    image = np.asarray(merged.image)
+    particles = image > np.percentile(image, 99.9)
+    brightest = int(np.argmax([row.mean_intensity for row in merged.communities]))
+    assert np.mean(merged.pixel_labels[particles] == brightest) > 0.5
