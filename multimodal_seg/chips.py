@@ -53,10 +53,10 @@ class ChipGrid:
     stride: int
 
     def __post_init__(self) -> None:
-        if self.size < 4:
+        if self.size < 1:
             raise ParameterError(
-                f"chip size {self.size} px is too small to hold any texture",
-                fix="use a chip size of at least 4 px (16-128 px is typical)",
+                f"chip size {self.size} px must be at least one pixel",
+                fix="use a chip size of at least 1 px (images: 16-128 px is typical)",
                 where="chip_size",
             )
         if not 1 <= self.stride:

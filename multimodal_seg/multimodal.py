@@ -40,6 +40,8 @@ DEFAULT_ENCODERS = {"spectrum": "spectrum-pca", "diffraction": "diffraction-prof
 #: ``chip_size="auto"`` for several modalities: chips across the reference scan's shorter side.
 AUTO_CHIPS_ACROSS = 16
 AUTO_MIN_CHIP = 4
+#: Without an image: about this many chips across (so 1-position chips up to 96 positions).
+AUTO_SPECTRAL_ACROSS = 64
 
 
 def modality_kind(name: str) -> tuple[str, str]:
@@ -112,7 +114,11 @@ def _chip_size(cfg: SegmentConfig, modalities: dict[str, ModalityData]) -> tuple
     frames = {n: scan_frame(m, units) for n, m in modalities.items()}
     ref = max(frames, key=lambda n: frames[n].step[0] * frames[n].step[1])
     ref_axis = modalities[ref].axes[1]
-    if cfg.chips.size == "auto":
+    if cfg.chips.size == "auto" and not any(m.kind == "image" for m in modalities.values()):
+        # Spectra and patterns carry their information per scan position: small chips
+        # (one position for scans up to 96 across) keep boundaries sharp.
+        size = max(1, int(round(min(frames[ref].shape) / AUTO_SPECTRAL_ACROSS)))
+    elif cfg.chips.size == "auto":
         size = max(AUTO_MIN_CHIP, int(round(min(frames[ref].shape) / AUTO_CHIPS_ACROSS)))
     else:
         size = _length_in_pixels(cfg.chips.size, ref_axis, "chip_size")

@@ -32,6 +32,8 @@ from .study import Study
 #: ``chip_size="auto"`` aims at this many chips across the shorter image side.
 AUTO_CHIPS_ACROSS = 16
 AUTO_MIN_CHIP = 32
+#: Smallest image chip: below this there is no texture to embed.
+MIN_IMAGE_CHIP = 4
 
 
 def _length_in_pixels(value: int | str, axis: Axis, what: str) -> int:
@@ -67,6 +69,12 @@ def chip_geometry(chips: ChipConfig, shape: tuple[int, int], axes: list[Axis]) -
         size = min(size, min(shape))
     else:
         size = _length_in_pixels(chips.size, axes[-1], "chip_size")
+    if size < MIN_IMAGE_CHIP:
+        raise ParameterError(
+            f"chip size {size} px is too small to hold any image texture",
+            fix=f"use a chip size of at least {MIN_IMAGE_CHIP} px (16-128 px is typical)",
+            where="chip_size",
+        )
     stride = max(1, size // 2) if chips.stride is None else _length_in_pixels(chips.stride, axes[-1], "stride")
     return size, stride
 

@@ -272,7 +272,7 @@ def test_back_projection_rejects_wrong_label_shape():
         ((30, 64), 32, 16, "chip_size"),  # chip taller than the image
         ((64, 30), 32, 16, "chip_size"),  # chip wider than the image
         ((64, 64), 16, 17, "stride"),  # gaps between chips
-        ((64, 64), 3, 1, "chip_size"),  # too small for texture
+        ((64, 64), 0, 1, "chip_size"),  # no pixels at all
         ((64, 64), 16, 0, "stride"),
         ((64, 64), 16, -2, "stride"),
     ],
@@ -288,3 +288,10 @@ def test_smallest_valid_grid():
     grid = ChipGrid((4, 4), 4, 1)
     assert grid.grid_shape == (1, 1)
     assert (grid.chip_labels_to_pixels(np.array([[2]])) == 2).all()
+
+
+def test_one_pixel_chips_paint_exactly_their_labels():
+    # Spectrum images are segmented per scan position: chips of one pixel.
+    labels = np.random.default_rng(1).integers(0, 4, (5, 7))
+    grid = ChipGrid((5, 7), 1, 1)
+    np.testing.assert_array_equal(grid.chip_labels_to_pixels(labels), labels)

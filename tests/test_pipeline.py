@@ -172,6 +172,7 @@ def test_meaningless_arrays(image, message, tmp_path):
 
 @pytest.mark.parametrize("options, where", [
     ({"chip_size": 512}, "chip_size"),
+    ({"chip_size": 3}, "chip_size"),
     ({"chip_size": 32, "stride": 64}, "stride"),
     ({"resolution": 0}, "resolution"),
     ({"k": 0}, "graph.k"),

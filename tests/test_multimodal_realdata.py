@@ -1,0 +1,107 @@
+"""Spectrum images through the real readers (../shared/data/multimodal; skipped where absent).
+
+Truths are derived independently of the segmentation, from the physics of the data:
+element line intensities (Al K vs Cu L/K) or total X-ray counts (vacuum vs film vs particle).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import multimodal_seg as mms
+from multimodal_seg.metrics import many_to_one_accuracy
+from multimodal_seg.modalities import read_spectrum_image
+
+from .conftest import file_hash, shared_file
+
+pytestmark = pytest.mark.realdata
+
+
+def _line_sum(cube: np.ndarray, energy: np.ndarray, low: float, high: float) -> np.ndarray:
+    return cube[..., (energy > low) & (energy < high)].sum(axis=-1)
+
+
+def _main_labels(labels: np.ndarray, share: float = 0.9) -> set[int]:
+    """The most frequent labels that together cover ``share`` of the positions."""
+    counts = np.bincount(labels)
+    order = np.argsort(counts)[::-1]
+    needed = np.searchsorted(np.cumsum(counts[order]), share * labels.size) + 1
+    return set(order[:needed].tolist())
+
+
+def _energy(modality) -> np.ndarray:
+    axis = modality.axes[2]
+    return axis.offset + axis.scale * np.arange(axis.size)
+
+
+@pytest.mark.parametrize("signal", ["Map 3", "Map 6"])
+def test_phenom_al_cu_boundary_found(signal):
+    path = shared_file("multimodal/phenom_AlCu_SEM_EDS/Elid2Version4.elid")
+    before = file_hash(path)
+    seg = mms.segment({"eds:spectrum": (path, {"signal": signal})}, progress=False)
+    assert seg.grid.size == 1  # auto: one spectrum per chip on a 16 x 16 map
+    assert file_hash(path) == before
+    mod = read_spectrum_image(path, signal=signal)
+    cube, energy = np.asarray(mod.data), _energy(mod)
+    # keV: Al K-alpha 1.49; Cu L-alpha 0.93 and K-alpha 8.05.
+    aluminium = _line_sum(cube, energy, 1.42, 1.55)
+    copper = _line_sum(cube, energy, 0.88, 1.0) + _line_sum(cube, energy, 7.9, 8.2)
+    truth = (aluminium > copper).astype(int)
+    labels = seg.grid.chip_labels_to_pixels(seg.chip_labels)
+    # Boundary found: every community lies (almost) wholly on one side of it.  (Each side
+    # may split in two by its own count variations, so ARI is not the measure here.)
+    assert many_to_one_accuracy(labels, truth) > 0.9
+    assert seg.n_communities <= 4
+
+
+def test_jeol_fes_particle_film_and_vacuum_told_apart():
+    path = shared_file("multimodal/jeol_FeS_TEM_EDS/rawdata.ASW")
+    seg = mms.segment({"eds:spectrum": (path, {"bin_channels": 32, "bin_scan": 4})}, progress=False,
+                      merge=0.5)
+    mod = read_spectrum_image(path, bin_channels=32, bin_scan=4)
+    counts = np.asarray(mod.data).sum(axis=-1)
+    labels = seg.grid.chip_labels_to_pixels(seg.chip_labels)
+    # Vacuum: (almost) no X-rays; particle: the most.  Noise may split the near-empty
+    # vacuum into several communities, but none of them may also hold the particle.
+    vacuum = counts <= np.percentile(counts, 10)
+    particle = counts >= np.percentile(counts, 97)
+    vacuum_labels, particle_labels = _main_labels(labels[vacuum]), _main_labels(labels[particle])
+    assert not vacuum_labels & particle_labels
+    particle_label = np.bincount(labels[particle]).argmax()
+    vacuum_label = np.bincount(labels[vacuum]).argmax()
+    # The particle's community holds Fe and S: its mean spectrum has Fe K-alpha (6.40 keV)
+    # and S K-alpha (2.31 keV) well above the vacuum community's.
+    energy = _energy(mod)
+    mean = seg.signals["eds"]
+    for line in (6.40, 2.31):
+        channel = np.argmin(np.abs(energy - line))
+        assert mean[particle_label, channel] > 5 * mean[vacuum_label, channel] + 1e-9
+
+
+def test_velox_nb_interface_layers_run_along_the_scan():
+    # Sparse counts over 4096 channels: binned by 8 and 2 x 2 chips, as a user would.
+    path = next(iter(sorted(shared_file("multimodal/velox_Nb_interface_STEM_EDS").glob("*.emd"))))
+    seg = mms.segment({"eds:spectrum": (path, {"bin_channels": 8})}, chip_size=2, stride=1,
+                      progress=False)
+    labels = seg.grid.chip_labels_to_pixels(seg.chip_labels)
+    assert seg.n_communities >= 2
+    # A layered interface: labels hardly change along a layer (the short scan axis) and
+    # change between layers (along the long one).
+    long_axis = int(np.argmax(labels.shape))
+    along_layers = np.mean(np.diff(labels, axis=1 - long_axis) != 0)
+    assert along_layers < 0.2
+    # The two ends of the scan, on either side of the interface, are different material.
+    stack = np.moveaxis(labels, long_axis, 0)
+    fifth = stack.shape[0] // 5
+    assert np.bincount(stack[:fifth].ravel()).argmax() != np.bincount(stack[-fifth:].ravel()).argmax()
+
+
+def test_chevkinite_phases_have_different_mean_spectra():
+    path = next(iter(sorted(shared_file("multimodal/bruker_chevkinite_SEM_EDS").glob("*.bcf"))))
+    seg = mms.segment({"eds:spectrum": path}, progress=False)
+    assert seg.n_communities >= 2
+    mean = seg.signals["eds"]
+    normalised = mean / mean.sum(axis=1, keepdims=True)
+    # The two largest communities differ in composition, not only in counts.
+    assert np.abs(normalised[0] - normalised[1]).sum() > 0.05
