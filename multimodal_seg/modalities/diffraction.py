@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from ..errors import InputError, ParameterError
 from .base import Axis, ModalityData
+from .image import _from_array as _image_from_array
 from .image import (
     _DM,
     _HSPY,
@@ -407,20 +408,8 @@ def _as_stack(patterns: np.ndarray) -> np.ndarray:
 def _from_array(
     arr: np.ndarray | da.Array, signal: int | str | None
 ) -> tuple[da.Array, list[Axis], dict[str, Any]]:
-    if signal is not None:
-        raise ParameterError(
-            "signal= selects a signal inside a file; an array has only one",
-            fix="drop signal= or index the array yourself",
-            where="signal",
-        )
-    lazy = arr if isinstance(arr, da.Array) else da.from_array(arr)
-    meta = {
-        "reader": "dask" if isinstance(arr, da.Array) else "numpy",
-        "title": "<array>",
-        "original_dtype": str(arr.dtype),
-        "original_shape": [int(n) for n in arr.shape],
-        "calibration": "none",
-    }
+    """Wrap an in-memory array (no copy) as the image reader does; uncalibrated axes."""
+    lazy, _, meta = _image_from_array(arr, signal)
     return lazy, [Axis(f"axis{i}", int(n)) for i, n in enumerate(lazy.shape)], meta
 
 

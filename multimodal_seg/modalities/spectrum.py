@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from .base import Axis, ModalityData
+from .image import _from_array as _image_from_array
 from .image import (
     _DM,
     _HSPY,
@@ -250,23 +251,9 @@ def read_spectrum_image(
 def _from_array(
     arr: np.ndarray | da.Array, signal: int | str | None, names: tuple[str, ...]
 ) -> tuple[da.Array, list[Axis], dict[str, Any]]:
-    """Wrap an in-memory array (no copy); uncalibrated axes."""
-    if signal is not None:
-        raise ParameterError(
-            "signal= selects a signal inside a file; an array has only one",
-            fix="drop signal= or index the array yourself",
-            where="signal",
-        )
-    lazy = arr if isinstance(arr, da.Array) else da.from_array(arr)
-    meta = {
-        "reader": "dask" if isinstance(arr, da.Array) else "numpy",
-        "title": "<array>",
-        "original_dtype": str(arr.dtype),
-        "original_shape": [int(n) for n in arr.shape],
-        "calibration": "none",
-    }
-    axes = [Axis(n, int(size)) for n, size in zip(names, lazy.shape, strict=False)]
-    return lazy, axes, meta
+    """Wrap an in-memory array (no copy) as the image reader does; uncalibrated named axes."""
+    lazy, _, meta = _image_from_array(arr, signal)
+    return lazy, [Axis(n, int(size)) for n, size in zip(names, lazy.shape, strict=False)], meta
 
 
 def _from_file(
