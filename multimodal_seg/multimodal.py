@@ -26,6 +26,7 @@ from .modalities.base import Axis, ModalityData
 from .modalities.registry import get_reader
 from .provenance import array_digest, file_identity, run_record
 from .result import Segmentation
+from .spectral_lines import feature_intensities
 from .scan_grid import SharedGrid, scan_frame, shared_grid
 from .study import Study
 
@@ -42,6 +43,11 @@ AUTO_CHIPS_ACROSS = 16
 AUTO_MIN_CHIP = 4
 #: Without an image: about this many chips across (so 1-position chips up to 96 positions).
 AUTO_SPECTRAL_ACROSS = 64
+#: Without an image: fewest counts a chip should hold.  A trade-off measured on real EDS:
+#: the Phenom Al/Cu map (128 counts per position) keeps its boundary with 2-position chips
+#: (many-to-one 0.92; 0.86 with 3), the sparse JEOL FeS map (19 per position after 4x4
+#: binning) needs 11-position chips for 8 communities instead of 18 with 6.
+AUTO_MIN_CHIP_COUNTS = 500
 
 
 def modality_kind(name: str) -> tuple[str, str]:
@@ -115,9 +121,13 @@ def _chip_size(cfg: SegmentConfig, modalities: dict[str, ModalityData]) -> tuple
     ref = max(frames, key=lambda n: frames[n].step[0] * frames[n].step[1])
     ref_axis = modalities[ref].axes[1]
     if cfg.chips.size == "auto" and not any(m.kind == "image" for m in modalities.values()):
-        # Spectra and patterns carry their information per scan position: small chips
-        # (one position for scans up to 96 across) keep boundaries sharp.
+        # Spectra and patterns carry their information per scan position: small chips keep
+        # boundaries sharp, as long as each chip holds enough counts to rise above
+        # Poisson noise (sparse EDS needs several positions per chip).
         size = max(1, int(round(min(frames[ref].shape) / AUTO_SPECTRAL_ACROSS)))
+        per_position = min(_counts_per_position(m) for m in modalities.values())
+        size = max(size, int(np.ceil(np.sqrt(AUTO_MIN_CHIP_COUNTS / max(per_position, 1e-9)))))
+        size = min(size, max(1, min(frames[ref].shape) // 4))
     elif cfg.chips.size == "auto":
         size = max(AUTO_MIN_CHIP, int(round(min(frames[ref].shape) / AUTO_CHIPS_ACROSS)))
     else:
@@ -125,6 +135,14 @@ def _chip_size(cfg: SegmentConfig, modalities: dict[str, ModalityData]) -> tuple
     stride = (max(1, size // 2) if cfg.chips.stride is None
               else _length_in_pixels(cfg.chips.stride, ref_axis, "stride"))
     return size, stride
+
+
+def _counts_per_position(modality: ModalityData, sample: int = 4096) -> float:
+    """Mean total counts per scan position, from a regular subsample of positions."""
+    rows, cols = modality.data.shape[:2]
+    step = max(1, int(np.sqrt(rows * cols / sample)))
+    block = np.asarray(modality.data[::step, ::step])
+    return float(block.reshape(block.shape[0] * block.shape[1], -1).sum(axis=1).mean())
 
 
 def _display(modalities: dict[str, ModalityData], grid: SharedGrid) -> tuple[str, Any, list[Axis]]:
@@ -212,6 +230,14 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
                               ref.axes[:2]).astype(np.int32)
     signals = {n: community_mean_signals(study.modality(n).data, grid.per_modality[n], joint)
                for n, m in modalities.items() if m.kind != "image"}
+    lines = {}
+    for n, mean in signals.items():
+        if modalities[n].kind == "spectrum":
+            features, intensities = feature_intensities(mean, modalities[n].axes[2])
+            if features:
+                lines[n] = {"features": [f.label for f in features],
+                            "energies": [f.energy for f in features],
+                            "units": modalities[n].axes[2].units, "intensities": intensities.tolist()}
     display_chips = grid.per_modality[display_name]
     crystallinity = (community_crystallinity(
         modalities[display_name].data, _as_chip_grid(display_chips, modalities[display_name]), joint,
@@ -246,6 +272,8 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
         provenance=provenance,
         consistency=consistency,
         signals=signals,
+        signal_axes={n: modalities[n].axes[2:] for n in signals},
+        lines=lines,
         modality_labels={n: p.reshape(grid.grid.grid_shape) for n, p in partitions.items()},
     )
     if out is not None:

@@ -151,29 +151,47 @@ def modality_maps(chip_labels: dict[str, np.ndarray]) -> Figure:
     return fig
 
 
-def community_signals(signals: dict[str, np.ndarray]) -> Figure:
-    """Mean spectrum (lines) or mean diffraction pattern (log images) of each community."""
-    rows = []
-    for name, mean in signals.items():
-        rows.append((name, mean))
+def community_signals(signals: dict[str, np.ndarray], axes: dict | None = None,
+                      lines: dict | None = None) -> Figure:
+    """Mean spectrum (lines, calibrated energy, known lines/edges marked) or mean
+    diffraction pattern (log images) of each community."""
+    axes, lines = axes or {}, lines or {}
+    rows = list(signals.items())
     n_pattern = max((m.shape[0] for _, m in rows if m.ndim == 3), default=0)
-    fig = Figure(figsize=(max(7, 2.2 * n_pattern), 3.6 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(max(8, 2.2 * n_pattern), 3.8 * len(rows)), layout="constrained")
     subfigs = np.atleast_1d(fig.subfigures(len(rows), 1))
     for sub, (name, mean) in zip(subfigs, rows):
         colors = community_colors(mean.shape[0])
         if mean.ndim == 2:  # spectra
             ax = sub.subplots()
+            energy_axis = (axes.get(name) or [None])[-1]
+            x = (energy_axis.offset + energy_axis.scale * np.arange(mean.shape[1])
+                 if energy_axis is not None else np.arange(mean.shape[1]))
+            positive = mean[mean > 0]
+            floor = 0.5 * positive.min() if positive.size else 1e-3
             for i, spectrum in enumerate(mean):
-                ax.plot(spectrum, color=colors[i], label=f"community {i}", lw=1)
+                ax.plot(x, np.clip(spectrum, floor, None), color=colors[i], label=f"community {i}", lw=1)
             ax.set_yscale("log")
-            ax.set_xlabel("channel")
-            ax.set_ylabel("mean counts")
+            ax.set_ylim(bottom=floor)
+            ax.set_xlabel(f"energy ({energy_axis.units})" if energy_axis is not None else "channel")
+            ax.set_ylabel("mean counts per position")
             ax.set_title(f"{name}: mean spectrum per community")
-            ax.legend(fontsize="small", frameon=False)
+            table = lines.get(name)
+            if table:
+                from .spectral_lines import strongest
+
+                intensities = np.asarray(table["intensities"])
+                for index in strongest(table["energies"], intensities, top=8):
+                    ax.axvline(table["energies"][index], color="0.5", lw=0.6, ls=":")
+                    ax.text(table["energies"][index], 1.0, table["features"][index].split("/")[0],
+                            transform=ax.get_xaxis_transform(), rotation=90, va="top",
+                            ha="right", fontsize="x-small", color="0.3")
+            if mean.shape[0] <= 12:
+                ax.legend(fontsize="small", frameon=False, loc="upper right")
         else:  # patterns
-            axes = np.atleast_1d(sub.subplots(1, mean.shape[0]))
-            for i, (ax, pattern) in enumerate(zip(axes, mean)):
-                ax.imshow(np.log1p(pattern), cmap="inferno")
+            grid = np.atleast_1d(sub.subplots(1, mean.shape[0]))
+            for i, (ax, pattern) in enumerate(zip(grid, mean)):
+                ax.imshow(np.log1p(np.clip(pattern, 0, None)), cmap="inferno")
                 ax.set_title(f"community {i}", color=colors[i], fontsize="small")
                 ax.set_xticks([])
                 ax.set_yticks([])

@@ -69,6 +69,11 @@ class Segmentation:
     signals: dict[str, np.ndarray] = field(default_factory=dict)
     #: Several modalities only: each modality's own partition on the chip grid.
     modality_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Calibrated signal axes of each entry of ``signals`` (energy, or qy and qx).
+    signal_axes: dict[str, list[Axis]] = field(default_factory=dict)
+    #: Spectrum modalities: net intensity of known lines/edges per community
+    #: (``{"features": [...], "energies": [...], "units": str, "intensities": [[...]]}``).
+    lines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def n_communities(self) -> int:
@@ -116,7 +121,8 @@ class Segmentation:
             figures["modalities.png"] = plot.modality_maps({**self.modality_labels,
                                                             "joint": self.chip_labels})
         if self.signals:
-            figures["community_signals.png"] = plot.community_signals(self.signals)
+            figures["community_signals.png"] = plot.community_signals(self.signals, self.signal_axes,
+                                                                      self.lines)
         return figures
 
     def save(self, out: str | Path) -> dict[str, Path]:
@@ -159,9 +165,22 @@ class Segmentation:
         if self.consistency is not None:
             write_text_atomic(out / "consistency.json", to_json(self.consistency))
             written["consistency.json"] = out / "consistency.json"
+        if self.lines:
+            write_text_atomic(out / "community_lines.csv", lines_to_csv(self.lines))
+            written["community_lines.csv"] = out / "community_lines.csv"
         return written
 
     def __repr__(self) -> str:
         rows, cols = self.grid.grid_shape
         return (f"Segmentation({self.n_communities} communities over {rows}x{cols} chips of "
                 f"{self.grid.size} px, modularity {self.modularity:.3f})")
+
+
+def lines_to_csv(lines: dict[str, dict[str, Any]]) -> str:
+    """Long-format CSV: modality, community, feature, energy, units, net counts per position."""
+    rows = ["modality,community,feature,energy,units,net_counts_per_position"]
+    for modality, table in lines.items():
+        for community, values in enumerate(table["intensities"]):
+            for feature, energy, value in zip(table["features"], table["energies"], values):
+                rows.append(f"{modality},{community},{feature},{energy:.6g},{table['units']},{value:.6g}")
+    return "\n".join(rows) + "\n"

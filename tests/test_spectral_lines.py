@@ -1,0 +1,59 @@
+"""Known X-ray lines and EELS edges found in synthetic spectra, from exSpy's element database."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from multimodal_seg.modalities.base import Axis
+from multimodal_seg.result import lines_to_csv
+from multimodal_seg.spectral_lines import feature_intensities, known_features, strongest
+
+
+def _label_index(features, element_line):
+    return next(i for i, f in enumerate(features) if element_line in f.label.split("/"))
+
+
+def test_eds_lines_found_where_the_peaks_are():
+    axis = Axis("energy", 1024, 0.01, 0.0, "keV")
+    energy = np.arange(1024) * 0.01
+    background = 50 * np.exp(-energy / 4)
+    peak = lambda e0, height: height * np.exp(-0.5 * ((energy - e0) / 0.055) ** 2)  # noqa: E731
+    iron = background + peak(6.404, 400) + peak(7.058, 60)     # Fe K-alpha, K-beta
+    copper = background + peak(8.048, 300)                      # Cu K-alpha
+    features, intensities = feature_intensities(np.stack([iron, copper]), axis)
+    fe, cu = _label_index(features, "Fe_Ka"), _label_index(features, "Cu_Ka")
+    assert intensities[0, fe] > 10 * abs(intensities[1, fe])
+    assert intensities[1, cu] > 10 * abs(intensities[0, cu])
+    chosen = [features[i].label for i in strongest([f.energy for f in features], intensities, top=3)]
+    assert any("Fe_Ka" in label for label in chosen) and any("Cu_Ka" in label for label in chosen)
+
+
+def test_eels_edges_found_above_a_power_law():
+    axis = Axis("energy", 600, 1.0, 250.0, "eV")
+    energy = 250.0 + np.arange(600)
+    background = 1e9 * energy ** -3.0
+    edge = np.where(energy >= 532, 0.3 * background[282] * (energy / 532) ** -2.5, 0.0)  # O K
+    mode, features = known_features(axis)
+    assert mode == "eels"
+    _, intensities = feature_intensities(np.stack([background + edge, background]), axis)
+    o = _label_index(features, "O_K")
+    in_window = edge[(energy >= 532) & (energy <= 562)].sum()  # the 30 eV integration window
+    assert abs(intensities[0, o] - in_window) < 0.05 * in_window
+    assert abs(intensities[1, o]) < 0.01 * in_window
+
+
+def test_aliases_in_one_channel_are_listed_together_and_csv_round_trips():
+    axis = Axis("energy", 128, 0.32, 0.0, "keV")   # coarse channels: several lines per channel
+    _, features = known_features(axis)
+    features_merged, intensities = feature_intensities(np.ones((2, 128)), axis)
+    assert len(features_merged) < len(features)
+    assert any("/" in f.label for f in features_merged)
+    table = {"eds": {"features": [f.label for f in features_merged], "units": "keV",
+                     "energies": [f.energy for f in features_merged], "intensities": intensities.tolist()}}
+    rows = lines_to_csv(table).strip().splitlines()
+    assert rows[0].startswith("modality,community,feature")
+    assert len(rows) == 1 + 2 * len(features_merged)
+
+
+def test_no_features_for_non_energy_axes():
+    assert known_features(Axis("q", 64, 0.1, 0.0, "1/nm")) == ("none", [])
