@@ -104,15 +104,6 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON-able: {type(obj).__name__}")
-
 
 def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary path beside ``target``, then rename it into place."""
@@ -132,7 +123,9 @@ def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json(target: Path, obj: Any) -> None:
-    write_atomic(target, lambda p: p.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n"))
+    from multimodal_seg.provenance import to_json
+
+    write_atomic(target, lambda p: p.write_text(to_json(obj) + "\n"))
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
