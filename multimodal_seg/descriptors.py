@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 
 from .chips import ChipGrid
+from .scan_grid import ModalityChips
 
 PEAK_FACTOR = 10.0
 #: Spatial frequencies below this (cycles per window) are ignored: slow background.
@@ -76,12 +77,13 @@ def crystallinity(windows: np.ndarray) -> np.ndarray:
     return out
 
 
-def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid, chip_labels: np.ndarray,
-                            *, seed: int = 0) -> np.ndarray:
+def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | ModalityChips,
+                            chip_labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """Mean crystallinity of each community from windows centred on its chips.
 
-    Up to ``CRYSTALLINITY_SAMPLES`` chips per community are drawn (seeded); each
-    gets a window of ``max(chip size, CRYSTALLINITY_WINDOW)`` px (capped by the
+    ``grid`` is anything with chip ``origins`` and ``size`` in the image's pixels (a
+    ChipGrid, or one modality's chips on a shared grid).  Up to
+    ``CRYSTALLINITY_SAMPLES`` chips per community are drawn (seeded); each gets a window of ``max(chip size, CRYSTALLINITY_WINDOW)`` px (capped by the
     image) centred on it and shifted inside the image.
 
     Returns
@@ -91,7 +93,8 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid, chip_l
     from .chips import iter_chips
 
     labels = np.asarray(chip_labels).ravel()
-    size = min(max(grid.size, CRYSTALLINITY_WINDOW), *grid.shape)
+    shape = np.array(image.shape[:2])
+    size = min(max(grid.size, CRYSTALLINITY_WINDOW), *shape)
     rng = np.random.default_rng(seed)
     n_communities = int(labels.max()) + 1
     picked, owner = [], []
@@ -102,7 +105,7 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid, chip_l
         owner.append(np.full(chosen.size, community))
     picked, owner = np.concatenate(picked), np.concatenate(owner)
     centres = grid.origins[picked] + grid.size // 2
-    starts = np.clip(centres - size // 2, 0, np.array(grid.shape) - size)
+    starts = np.clip(centres - size // 2, 0, shape - size)
     order = np.lexsort((starts[:, 1], starts[:, 0]))  # row-major: one band read per batch
     index = np.empty(len(order), dtype=np.float32)
     for first, windows in iter_chips(image, starts[order], size, batch=64):

@@ -27,7 +27,7 @@ from .modalities.registry import get_reader
 from .provenance import array_digest, file_identity, run_record
 from .result import Segmentation
 from .spectral_lines import feature_intensities
-from .scan_grid import SharedGrid, scan_frame, shared_grid
+from .scan_grid import SharedGrid, scan_frame, shared_grid, to_units
 from .study import Study
 
 #: Modality kind guessed from a modality's name (``name:kind`` overrides).
@@ -167,13 +167,11 @@ def _labels_on(display_axes: list[Axis], grid: SharedGrid, ref_labels: np.ndarra
     """Reference-grid labels resampled (nearest) onto the display pixels."""
     index = []
     for d_axis, r_axis, start, n in zip(display_axes, ref_axes, grid.offset, ref_labels.shape):
-        from .scan_grid import _to_units
-
-        centres = np.array([_to_units(d_axis.offset + (i + 0.5) * d_axis.scale, d_axis.units, grid.units)
+        centres = np.array([to_units(d_axis.offset + (i + 0.5) * d_axis.scale, d_axis.units, grid.units)
                             for i in (0, d_axis.size - 1)])
         positions = np.linspace(centres[0], centres[1], d_axis.size)
-        r_off = _to_units(r_axis.offset, r_axis.units, grid.units)
-        r_step = _to_units(r_axis.scale, r_axis.units, grid.units)
+        r_off = to_units(r_axis.offset, r_axis.units, grid.units)
+        r_step = to_units(r_axis.scale, r_axis.units, grid.units)
         index.append(np.clip(np.floor((positions - r_off) / r_step).astype(int) - start, 0, n - 1))
     return ref_labels[np.ix_(*index)]
 
@@ -239,10 +237,9 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
                             "energies": [f.energy for f in features],
                             "units": modalities[n].axes[2].units, "intensities": intensities.tolist()}
     display_chips = grid.per_modality[display_name]
-    crystallinity = (community_crystallinity(
-        modalities[display_name].data, _as_chip_grid(display_chips, modalities[display_name]), joint,
-        seed=cfg.seed) if modalities[display_name].kind == "image"
-        else np.full(int(joint.max()) + 1, np.nan))
+    crystallinity = (community_crystallinity(modalities[display_name].data, display_chips, joint,
+                                             seed=cfg.seed)
+                     if modalities[display_name].kind == "image" else np.full(int(joint.max()) + 1, np.nan))
     part = study.attrs_of("partitions/joint")
     provenance = run_record(cfg.model_dump(), extra={
         "seed": cfg.seed,
@@ -280,10 +277,3 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
         seg.save(out)
     return seg
 
-
-def _as_chip_grid(chips, modality: ModalityData):
-    """A ChipGrid-like view (origins, size, shape) of one modality's chips for descriptors."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(origins=chips.origins, size=chips.size,
-                           shape=tuple(int(s) for s in modality.data.shape[:2]))

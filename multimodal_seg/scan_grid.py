@@ -21,7 +21,7 @@ from .errors import InputError
 from .modalities.base import Axis, ModalityData
 
 
-def _to_units(value: float, units: str, target: str) -> float:
+def to_units(value: float, units: str, target: str) -> float:
     """Convert a length between units (pint); identical strings need no registry."""
     if units == target:
         return value
@@ -65,8 +65,8 @@ def scan_frame(modality: ModalityData, units: str) -> ScanFrame:
             where=modality.source,
         )
     try:
-        origin = tuple(_to_units(a.offset, a.units, units) for a in axes)
-        step = tuple(_to_units(a.scale, a.units, units) for a in axes)
+        origin = tuple(to_units(a.offset, a.units, units) for a in axes)
+        step = tuple(to_units(a.scale, a.units, units) for a in axes)
     except Exception as exc:  # pint errors
         raise InputError(
             f"scan units of modality {modality.name!r} ({axes[0].units}) cannot be converted to "
