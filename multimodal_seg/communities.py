@@ -82,6 +82,7 @@ def partition_graph(
     resolution: float = 1.0,
     seed: int = 0,
     n_iterations: int = -1,
+    n_restarts: int = 1,
 ) -> Partition:
     """Split a weighted graph into communities by modularity.
 
@@ -97,6 +98,11 @@ def partition_graph(
         Random seed; the same seed gives the same labels.
     n_iterations
         Leiden iterations; negative runs until the partition is stable.
+    n_restarts
+        Independent runs (seeds derived from ``seed``); the one of highest
+        modularity is kept (default 1).  More runs make labels less seed-dependent
+        but may split a region more; costs ``n_restarts`` times one run (Leiden:
+        about 4 s per run on 10^5 chips here).
     """
     if method not in METHODS:
         raise ParameterError(f"unknown community method {method!r}",
@@ -104,17 +110,33 @@ def partition_graph(
     if not resolution > 0:
         raise ParameterError(f"resolution={resolution} must be positive",
                              fix="use a resolution > 0 (1.0 is standard modularity)", where="resolution")
+    if n_restarts < 1:
+        raise ParameterError(f"n_restarts={n_restarts} must be at least 1",
+                             fix="use n_restarts >= 1 (1 is the default)", where="n_restarts")
     g = to_igraph(graph)
-    with seeded_igraph(seed):
-        if method == "leiden":
-            clusters = g.community_leiden(objective_function="modularity", weights="weight",
-                                          resolution=resolution, n_iterations=n_iterations)
-        else:
-            clusters = g.community_multilevel(weights="weight", resolution=resolution)
-    labels = order_by_size(np.asarray(clusters.membership))
-    modularity = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
-    params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations}
-    return Partition(labels=labels, modularity=float(modularity), params=params)
+    best_labels, best_quality = None, -np.inf
+    # Several runs from seeds derived from `seed`, keeping the best modularity: the
+    # result depends less on the seed (worst pairwise ARI between seeds on three NASA
+    # EBC images rose from 0.60-0.83 with one run to 0.80-0.89 with ten), but higher
+    # modularity can mean splitting a true cluster (on four overlapping Gaussian blobs
+    # ten runs found a split with ARI 0.80 where one run scored > 0.95), so one run
+    # is the default.
+    # The first run uses `seed` itself; further runs use seeds derived from it.
+    run_seeds = [seed, *np.random.SeedSequence(seed).generate_state(n_restarts - 1).tolist()]
+    for run_seed in run_seeds:
+        with seeded_igraph(int(run_seed)):
+            if method == "leiden":
+                clusters = g.community_leiden(objective_function="modularity", weights="weight",
+                                              resolution=resolution, n_iterations=n_iterations)
+            else:
+                clusters = g.community_multilevel(weights="weight", resolution=resolution)
+        labels = order_by_size(np.asarray(clusters.membership))
+        quality = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
+        if quality > best_quality:
+            best_labels, best_quality = labels, quality
+    params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations,
+              "n_restarts": n_restarts}
+    return Partition(labels=best_labels, modularity=float(best_quality), params=params)
 
 
 def connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:

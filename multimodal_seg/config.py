@@ -71,6 +71,9 @@ class CommunityConfig(_Section):
     method: Literal["leiden", "louvain"] = "leiden"
     resolution: float = Field(1.0, gt=0, le=100)
     n_iterations: int = -1
+    #: Independent runs; the partition of highest modularity is kept (less seed-dependent,
+    #: but may split regions more: see communities.partition_graph).
+    n_restarts: int = Field(1, ge=1, le=1000)
     #: Merge communities whose connectivity (observed / expected edge weight) exceeds this;
     #: ``None`` keeps Leiden's partition (see communities.merge_connected).
     merge: float | None = Field(None, gt=0, le=1)

@@ -225,7 +225,7 @@ def segment(
     com = cfg.communities
     stages.find_communities(study, graph="image", method=com.method, resolution=com.resolution,
                             seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp,
-                            merge=com.merge)
+                            merge=com.merge, n_restarts=com.n_restarts)
     return collect(study, grid, config=cfg, encoder=enc, reason=reason, out=out_dir)
 
 

@@ -323,3 +323,24 @@ def test_connectivity_separates_a_split_blob_from_distinct_blobs():
     assert ratio[0, 2] > 0.3 and ratio[0, 1] < 0.05 and ratio[1, 2] < 0.05
     merged = merge_connected(graph, labels, 0.3)
     assert adjusted_rand_score(truth, merged) == 1.0
+
+
+def test_restarts_keep_the_best_modularity_of_their_runs():
+    from multimodal_seg.communities import seeded_igraph, to_igraph
+
+    x, _ = _blobs([60, 60, 60, 60], dim=6, spread=0.6, seed=11)  # overlapping: runs differ
+    graph = knn_graph(x, k=10)
+    best = partition_graph(graph, seed=3, n_restarts=6)
+    # Each restart independently, with the seeds partition_graph derives from 3.
+    g = to_igraph(graph)
+    qualities = []
+    for run_seed in [3, *np.random.SeedSequence(3).generate_state(5)]:
+        with seeded_igraph(int(run_seed)):
+            membership = g.community_leiden(objective_function="modularity", weights="weight",
+                                            n_iterations=-1).membership
+        qualities.append(g.modularity(membership, weights="weight"))
+    assert best.modularity == pytest.approx(max(qualities))
+    assert best.params["n_restarts"] == 6
+    np.testing.assert_array_equal(best.labels, partition_graph(graph, seed=3, n_restarts=6).labels)
+    with pytest.raises(ParameterError, match="n_restarts"):
+        partition_graph(graph, n_restarts=0)
