@@ -3,7 +3,6 @@ orientations and spacings, and amorphous (random-atom) chips, all with Poisson n
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -30,43 +29,7 @@ def _standardised(features: np.ndarray) -> np.ndarray:
     return (f - f.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
-# --- synthetic HAADF-like chips (as in test_descriptors.py) ------------------------------
-
-
-def _columns(points: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """Sum of 2-D Gaussians (projected atomic columns) at ``points`` (row, col)."""
-    yy, xx = np.mgrid[:size, :size]
-    img = np.zeros((size, size))
-    for y, x in points:
-        img += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma**2))
-    return img
-
-
-def _expose(img: np.ndarray, dose: float, rng: np.random.Generator) -> np.ndarray:
-    """Add a diffuse background, scale to ``dose`` counts/px, draw Poisson counts."""
-    img = img + 0.2 * img.mean()
-    return rng.poisson(dose * img / img.mean()).astype(np.float32)
-
-
-def lattice_image(size: int, spacing: float, angle: float, rng, *, sigma: float = 1.5,
-                  dose: float = 50.0) -> np.ndarray:
-    """Square lattice of columns at ``angle`` degrees with a random registry, Poisson noise."""
-    t = math.radians(angle)
-    a1 = spacing * np.array([math.cos(t), math.sin(t)])
-    a2 = spacing * np.array([-math.sin(t), math.cos(t)])
-    n = int(size / spacing) + 3
-    i, j = np.mgrid[-n : n + 1, -n : n + 1]
-    pts = i.ravel()[:, None] * a1 + j.ravel()[:, None] * a2 + size / 2 + rng.uniform(0, spacing, 2)
-    m = 4 * sigma
-    pts = pts[((pts > -m) & (pts < size + m)).all(axis=1)]
-    return _expose(_columns(pts, size, sigma), dose, rng)
-
-
-def amorphous_image(size: int, spacing: float, rng, *, sigma: float = 1.5, dose: float = 50.0) -> np.ndarray:
-    """Atoms at uniformly random positions, at the density of a lattice of ``spacing``."""
-    m = 4 * sigma
-    n = int((size + 2 * m) ** 2 / spacing**2)
-    return _expose(_columns(rng.uniform(-m, size + m, (n, 2)), size, sigma), dose, rng)
+from .synthetic import amorphous_image, lattice_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ _BRUKER = _Plugin("rsciio.bruker", "Bruker BCF")
 # image can be described.  NCEM-flavour .emd files are read by the same plugin.
 _EMD = _Plugin("rsciio.emd", "EMD (Velox or NCEM)")
 _JEOL = _Plugin("rsciio.jeol", "JEOL Analysis Station")
-# rsciio's Phenom reader has no lazy mode (it raises NotImplementedError).
+# rsciio's Phenom reader has no lazy mode (lazy=True raises an error).
 _PHENOM = _Plugin("rsciio.phenom", "Phenom ELID", lazy=False)
 
 _PLUGINS: dict[str, _Plugin] = {
