@@ -18,9 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..device import autocast_context, memory_format, pick_device
-from ..errors import InputError, ParameterError, WeightsError
+from ..errors import InputError, ParameterError
 from .base import Encoder
-from .weights import ResolvedWeights, load_state_dict, resolve_weights
+from .weights import ResolvedWeights, check_layout, load_state_dict, resolve_weights
 
 #: Per-channel (R, G, B) mean and std of ImageNet, used by torchvision and MicroNet.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,7 +32,6 @@ LAYER_DIMS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
 #: Seed for ``weights="random"``, so that random features are reproducible.
 RANDOM_INIT_SEED = 0
 
-_SHOW_KEYS = 5  # offending keys quoted in a layout error
 
 
 def preprocess_chips(chips: np.ndarray | torch.Tensor, resize: int | None) -> torch.Tensor:
@@ -86,28 +85,11 @@ def _check_options(layer: str, resize: int | None, batch_size: int) -> None:
 
 def _check_layout(state: dict[str, torch.Tensor], model: nn.Module, path: Path) -> None:
     """Raise WeightsError unless ``state`` matches ``model`` key for key and shape for shape."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if not (missing or unexpected or reshaped):
-        return
-    problems = {"missing keys": missing, "unexpected keys": unexpected, "wrong shapes": reshaped}
-    parts = [
-        f"{len(items)} {label} (e.g. {', '.join(items[:_SHOW_KEYS])})"
-        for label, items in problems.items()
-        if items
-    ]
-    raise WeightsError(
-        "weights do not fit torchvision's ResNet50: " + "; ".join(parts),
+    check_layout(
+        state, model.state_dict(), path, what="torchvision's ResNet50",
         fix="use a torchvision ResNet50 state dict (keys conv1.weight, bn1.*, layer1-4.*, "
         "fc.*), such as the MicroNet files; other architectures or libraries' key names "
         "cannot be loaded",
-        where=path,
     )
 
 

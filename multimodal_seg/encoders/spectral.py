@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import InputError, ParameterError, WeightsError
 from .base import Encoder
 from .weights import RANDOM, ResolvedWeights, file_sha256, load_state_dict
+from .weights import check_layout as check_state_dict
 
 #: Spectrum normalisations: ``total`` (sum 1), ``max`` (peak 1), ``none`` (raw counts).
 NORMALISATIONS = ("total", "none", "max")
@@ -42,7 +43,6 @@ POISSON_FLOOR = 1e-3
 #: Seed of the random initialisation (``weights="random"``) and of the fit subsample.
 RANDOM_INIT_SEED = 0
 
-_SHOW_KEYS = 5  # offending keys quoted in a layout error
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -167,26 +167,10 @@ def resolve_trainable_weights(spec: str | Path | None, encoder: str) -> Resolved
 
 def check_layout(state: dict[str, Any], expected: dict[str, Any], path: Path, what: str) -> None:
     """Raise WeightsError unless ``state`` has exactly the keys and shapes of ``expected``."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if not (missing or unexpected or reshaped):
-        return
-    problems = {"missing keys": missing, "unexpected keys": unexpected, "wrong shapes": reshaped}
-    parts = [
-        f"{len(items)} {label} (e.g. {', '.join(items[:_SHOW_KEYS])})"
-        for label, items in problems.items()
-        if items
-    ]
-    raise WeightsError(
-        f"weights do not fit the {what}: " + "; ".join(parts),
+    check_state_dict(
+        state, expected, path, what=f"the {what}",
         fix="load a state dict saved from this encoder's network with the same options "
         "(embedding_dim and the architecture options must match those used in training)",
-        where=path,
     )
 
 

@@ -443,3 +443,37 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
             where=path,
         )
     return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+#: Offending keys quoted in a layout error.
+_SHOW_KEYS = 5
+
+
+def check_layout(state: dict[str, Any], expected: dict[str, Any], path: Path, *, what: str,
+                 fix: str) -> None:
+    """Raise WeightsError unless ``state`` has exactly the keys and tensor shapes of ``expected``.
+
+    Parameters
+    ----------
+    state
+        The state dict read from ``path``.
+    expected
+        The network's own ``state_dict()``.
+    what
+        The network, for the message (e.g. ``"torchvision's ResNet50"``).
+    fix
+        What the user should load instead.
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = {"missing keys": missing, "unexpected keys": unexpected, "wrong shapes": reshaped}
+    parts = [f"{len(items)} {label} (e.g. {', '.join(items[:_SHOW_KEYS])})"
+             for label, items in problems.items() if items]
+    raise WeightsError(f"weights do not fit {what}: " + "; ".join(parts), fix=fix, where=path)
