@@ -26,6 +26,40 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def tree_digest(*paths: Path) -> str:
+    """SHA-256 over files, or over every file under a folder (zarr stores, JEOL sample trees)."""
+    h = hashlib.sha256()
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def assert_reader_error(read, source, where_name: str, *needles: str, error=None, **kwargs):
+    """``read(source, **kwargs)`` raises ``error`` (InputError) naming ``where_name``, with a fix
+    and every needle (case-insensitive) in its message."""
+    from multimodal_seg.errors import InputError
+
+    with pytest.raises(error or InputError) as info:
+        read(source, **kwargs)
+    message = str(info.value)
+    assert where_name in message, message
+    assert "fix:" in message
+    for needle in needles:
+        assert needle.lower() in message.lower(), (needle, message)
+    return info.value
+
+
+def assert_file_error(read, path: Path, *needles: str, **kwargs):
+    """As :func:`assert_reader_error` for a file, which must be left byte-for-byte unchanged."""
+    before = tree_digest(path)
+    err = assert_reader_error(read, path, path.name, *needles, **kwargs)
+    assert tree_digest(path) == before
+    return err
+
+
 @pytest.fixture(scope="session")
 def small_phantom():
     """A 256 x 256 HAADF phantom (grains, a second phase, an amorphous front)."""

@@ -8,7 +8,6 @@ detector files come from ``../shared/data`` and are skipped where it is absent.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -28,7 +27,7 @@ from multimodal_seg.modalities import (
     scale_patterns,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import assert_file_error, assert_reader_error, shared_file, tree_digest  # noqa: E402
 MERLIN = "fourd/merlin_4x2/001_4x2_6bit.mib"
 EBSD = "fourd/kikuchipy_ni_ebsd_3x3/patterns.h5"
 VELOX_EDS = (
@@ -41,37 +40,17 @@ BCF = "multimodal/bruker_chevkinite_SEM_EDS/30x30_instructively_packed_16bit_com
 # --------------------------------------------------------------------------- helpers
 
 
-def real_file(relative: str) -> Path:
-    path = DATA / relative
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
-    return path
+real_file = shared_file
+digest = tree_digest
 
 
-def digest(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+def expect_error(source, where_name: str, *needles: str, **kwargs):
+    """read_diffraction(source) raises (InputError by default) naming where_name, with a fix."""
+    return assert_reader_error(read_diffraction, source, where_name, *needles, **kwargs)
 
 
-def expect_error(source, where_name: str, *needles: str, error=InputError, **kwargs):
-    with pytest.raises(error) as info:
-        read_diffraction(source, **kwargs)
-    message = str(info.value)
-    assert where_name in message, message
-    assert "fix:" in message
-    for needle in needles:
-        assert needle.lower() in message.lower(), (needle, message)
-    return info.value
-
-
-def expect_file_error(path: Path, *needles: str, **kwargs) -> InputError:
-    before = digest(path)
-    err = expect_error(path, path.name, *needles, **kwargs)
-    assert digest(path) == before
-    return err
+def expect_file_error(path: Path, *needles: str, **kwargs):
+    return assert_file_error(read_diffraction, path, *needles, **kwargs)
 
 
 def axis_tuple(axis):

@@ -7,7 +7,6 @@ skipped where that folder is absent.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -18,7 +17,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from multimodal_seg.errors import InputError, ParameterError
+from multimodal_seg.errors import ParameterError
 from multimodal_seg.modalities import (
     SUPPORTED_IMAGE_EXTENSIONS,
     ModalityData,
@@ -29,51 +28,25 @@ from multimodal_seg.modalities import (
     registry,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import DATA, assert_file_error, assert_reader_error, shared_file, tree_digest
 LUMA = np.array([0.2126, 0.7152, 0.0722])
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def real_file(relative: str) -> Path:
-    """A file under ../shared/data, or skip the test."""
-    path = DATA / relative
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
-    return path
+real_file = shared_file
+digest = tree_digest
 
 
-def digest(path: Path) -> str:
-    """SHA-256 of a file, or of every file under a directory (zarr stores)."""
-    h = hashlib.sha256()
-    files = (
-        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    )
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def expect_input_error(source, where_name: str, *needles: str, **kwargs) -> InputError:
+def expect_input_error(source, where_name: str, *needles: str, **kwargs):
     """read_image(source) must raise InputError naming ``where_name`` with a fix."""
-    with pytest.raises(InputError) as info:
-        read_image(source, **kwargs)
-    message = str(info.value)
-    assert where_name in message
-    assert "fix:" in message
-    for needle in needles:
-        assert needle.lower() in message.lower(), (needle, message)
-    return info.value
+    return assert_reader_error(read_image, source, where_name, *needles, **kwargs)
 
 
-def expect_file_error(path: Path, *needles: str, **kwargs) -> InputError:
+def expect_file_error(path: Path, *needles: str, **kwargs):
     """As :func:`expect_input_error`, and the file is left byte-for-byte unchanged."""
-    before = digest(path)
-    err = expect_input_error(path, path.name, *needles, **kwargs)
-    assert digest(path) == before
-    return err
+    return assert_file_error(read_image, path, *needles, **kwargs)
 
 
 def calibrated_signal(arr: np.ndarray, *, title: str = "test image"):

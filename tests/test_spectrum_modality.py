@@ -8,7 +8,6 @@ where that folder is absent; each is checked unchanged after reading.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -26,7 +25,7 @@ from multimodal_seg.modalities import (
 )
 from multimodal_seg.modalities.spectrum import _scan_chunks
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .conftest import assert_file_error, assert_reader_error, shared_file, tree_digest  # noqa: E402
 CHEVKINITE = "multimodal/bruker_chevkinite_SEM_EDS/30x30_instructively_packed_16bit_compressed.bcf"
 P45 = "multimodal/bruker_P45_SEM_BSE_EDS/P45_the_default_job.bcf"
 VELOX = "multimodal/velox_Nb_interface_STEM_EDS/fei_SI_SuperX-HAADF_20frames_10x50.emd"
@@ -39,42 +38,17 @@ HAADF_EMD = "images/velox_particles_on_support_HAADF_512.emd"
 # --------------------------------------------------------------------------- helpers
 
 
-def real_file(relative: str) -> Path:
-    path = DATA / relative
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
-    return path
+real_file = shared_file
+digest = tree_digest
 
 
-def digest(path: Path) -> str:
-    """SHA-256 of a file, or of every file under a directory (JEOL sample tree)."""
-    h = hashlib.sha256()
-    files = (
-        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    )
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+def expect_error(source, where_name: str, *needles: str, **kwargs):
+    """read_spectrum_image(source) raises (InputError by default) naming where_name, with a fix."""
+    return assert_reader_error(read_spectrum_image, source, where_name, *needles, **kwargs)
 
 
-def expect_error(source, where_name: str, *needles: str, error=InputError, **kwargs):
-    """read_spectrum_image(source) raises ``error`` naming where_name, with a fix."""
-    with pytest.raises(error) as info:
-        read_spectrum_image(source, **kwargs)
-    message = str(info.value)
-    assert where_name in message, message
-    assert "fix:" in message
-    for needle in needles:
-        assert needle.lower() in message.lower(), (needle, message)
-    return info.value
-
-
-def expect_file_error(path: Path, *needles: str, **kwargs) -> InputError:
-    before = digest(path)
-    err = expect_error(path, path.name, *needles, **kwargs)
-    assert digest(path) == before
-    return err
+def expect_file_error(path: Path, *needles: str, **kwargs):
+    return assert_file_error(read_spectrum_image, path, *needles, **kwargs)
 
 
 def spectrum_signal(cube: np.ndarray, *, signal_type: str = "EELS", title: str = "si"):
