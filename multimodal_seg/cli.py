@@ -112,24 +112,26 @@ def segment(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("mmseg-demo"), "--out", "-o", help="Output folder."),
-    size: int = typer.Option(512, help="Phantom edge length in pixels."),
+    scan: int = typer.Option(64, help="Scan positions per side of the multimodal phantom."),
     seed: int = typer.Option(0, help="Phantom and segmentation seed."),
-    multimodal: bool = typer.Option(False, "--multimodal", help="HAADF + EELS + 4D-STEM phantom instead."),
+    image_only: bool = typer.Option(False, "--image-only",
+                                    help="Segment the HAADF image phantom alone instead."),
+    size: int = typer.Option(512, help="Image phantom edge length in pixels (with --image-only)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
 ) -> None:
-    """Segment a built-in HAADF phantom (grains, a second phase, an amorphous front) and score it."""
+    """Segment a built-in phantom specimen (two grains of one phase at different orientations, a
+    second phase, an amorphous front) seen by HAADF, EELS and 4D-STEM, and score it."""
     from .demo import run_demo, run_multimodal_demo
 
     try:
-        if multimodal:
-            seg, all_scores = run_multimodal_demo(out, scan=max(32, size // 8), seed=seed,
-                                                  progress=not quiet)
+        if image_only:
+            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet)
+        else:
+            seg, all_scores = run_multimodal_demo(out, scan=scan, seed=seed, progress=not quiet)
             for name, sc in all_scores.items():
                 console.print(f"{name:>12}: adjusted Rand index {sc['ari']:.3f} with the truth "
                               f"({sc['n_pred']} communities)")
             scores = all_scores["joint"]
-        else:
-            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet)
     except MMSegError as exc:
         _fail(exc)
     if not quiet:

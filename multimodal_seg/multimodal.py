@@ -66,6 +66,45 @@ def modality_kind(name: str) -> tuple[str, str]:
     return name, kind
 
 
+#: Array dimensions of each modality kind (scan axes first).
+NDIM_BY_KIND = {"image": 2, "spectrum": 3, "diffraction": 4}
+
+
+def check_modality(label: str, kind: str, modality: ModalityData) -> ModalityData:
+    """Check an already-read modality the way the readers check files.
+
+    The readers reject complex and non-numeric files themselves; a
+    :class:`ModalityData` built by hand skips them, so its kind, dimensions, axes
+    and value type are checked here.
+
+    Raises
+    ------
+    InputError
+        Wrong kind or number of dimensions, axes that do not match the data, or
+        values that are not real numbers (complex, text, records, booleans).
+    """
+    where = f"{label} ({modality.source})"
+    data = modality.data
+    if modality.kind != kind:
+        raise InputError(f"is {modality.kind} data, but {label!r} names {'an' if kind[0] in 'aeiou' else 'a'} {kind} modality",
+                         fix=f"name it '{label.split(':')[0]}:{modality.kind}' or pass the {kind} data",
+                         where=where)
+    if data.ndim != NDIM_BY_KIND.get(kind, data.ndim):
+        raise InputError(f"has {data.ndim} dimensions {tuple(data.shape)}; a {kind} modality has "
+                         f"{NDIM_BY_KIND[kind]} (scan axes first)",
+                         fix="reshape it to the layout in multimodal_seg.modalities.base", where=where)
+    if len(modality.axes) != data.ndim:
+        raise InputError(f"has {len(modality.axes)} axes for {data.ndim}-dimensional data",
+                         fix="give one Axis per array dimension", where=where)
+    dtype = np.dtype(data.dtype)
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        what = "complex" if np.issubdtype(dtype, np.complexfloating) else f"of type {dtype}"
+        raise InputError(f"values are {what}, not real numbers",
+                         fix="pass real intensities or counts (integer or floating point), "
+                             "e.g. np.abs(z) of complex data", where=where)
+    return modality
+
+
 def read_modalities(sources: dict[str, Any]) -> dict[str, ModalityData]:
     """Read every modality with its kind's adapter (already-read ModalityData pass through)."""
     if not sources:
@@ -74,7 +113,7 @@ def read_modalities(sources: dict[str, Any]) -> dict[str, ModalityData]:
     for label, source in sources.items():
         name, kind = modality_kind(label)
         if isinstance(source, ModalityData):
-            out[name] = source
+            out[name] = check_modality(label, kind, source)
             continue
         options: dict[str, Any] = {}
         if isinstance(source, tuple):  # (source, {reader options})

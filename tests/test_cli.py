@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 from multimodal_seg.cli import app
 from multimodal_seg.phantoms import haadf_phantom
 
+from .conftest import file_hash
+
 runner = CliRunner()
 
 
@@ -61,9 +63,21 @@ def test_unknown_extension(tmp_path):
     assert result.exit_code == 2 and ".xyz" in result.output
 
 
-def test_demo_reports_agreement(tmp_path):
+def test_demo_is_multimodal_and_reports_every_modality(tmp_path):
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--out", str(out), "--size", "256", "--quiet"])
+    result = runner.invoke(app, ["demo", "--out", str(out), "--scan", "32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    for name in ("joint", "haadf", "eels", "diffraction"):
+        assert f"{name}: adjusted Rand index" in result.output
+    joint = float(result.output.split("joint: adjusted Rand index")[1].split()[0])
+    assert joint > 0.7
+    for name in ("agreement.json", "summary.png", "modalities.png", "consistency.png"):
+        assert (out / name).exists(), name
+
+
+def test_image_only_demo_reports_agreement(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--image-only", "--out", str(out), "--size", "256", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "adjusted Rand index" in result.output
     ari = float(result.output.split("adjusted Rand index")[1].split(",")[0])
@@ -76,3 +90,27 @@ def test_info_lists_encoders_and_weights():
     assert result.exit_code == 0, result.output
     assert "fourier" in result.output and "resnet50" in result.output
     assert "micronet" in result.output and "not found" in result.output
+
+
+def test_multimodal_bad_inputs_fail_cleanly(tmp_path):
+    import hyperspy.api as hs
+
+    counts = np.random.default_rng(0).poisson(20.0, (16, 16, 64)).astype(np.float32)
+    si = tmp_path / "si.hspy"
+    hs.signals.Signal1D(counts).save(si)
+    before = file_hash(si)
+    out = tmp_path / "out"
+    cases = {
+        "spectrum file as image": (["haadf=" + str(si), "eels=" + str(si)], "si.hspy"),
+        "missing modality file": (["eels=" + str(si), "diffraction=" + str(tmp_path / "scan.mib")],
+                                  "scan.mib"),
+    }
+    for case, (modalities, named) in cases.items():
+        args = ["segment", "--out", str(out), "--quiet"]
+        for m in modalities:
+            args += ["--modality", m]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (case, result.output)
+        assert named in result.output and "Traceback" not in result.output, case
+        assert not out.exists(), case
+    assert file_hash(si) == before

@@ -144,3 +144,25 @@ def test_unknown_modality_name_and_wrong_encoder_kind(specimen):
     with pytest.raises(ParameterError, match="embeds image data"):
         mms.segment({"haadf": image, "eels": eels}, config={"modality_encoders": {"eels": "fourier"}},
                     progress=False)
+
+
+@pytest.mark.parametrize("values, problem", [
+    (lambda cube: cube * (1 + 1j), "complex"),
+    (lambda cube: cube > 10, "of type bool"),
+    (lambda cube: cube.astype("U8"), "of type <U8"),
+])
+def test_modality_values_must_be_real_numbers(specimen, values, problem):
+    _, _, image, eels = specimen
+    bad = ModalityData("eels", "spectrum", da.from_array(values(np.asarray(eels.data))), eels.axes, "<bad>")
+    with pytest.raises(InputError, match=problem) as info:
+        mms.segment({"haadf": image, "eels": bad}, config=CONFIG, progress=False)
+    assert "eels (<bad>)" in str(info.value) and "real" in str(info.value)
+
+
+def test_modality_of_the_wrong_kind_or_shape(specimen):
+    _, _, image, eels = specimen
+    with pytest.raises(InputError, match="is spectrum data, but 'haadf' names an image"):
+        mms.segment({"haadf": eels, "eels": eels}, config=CONFIG, progress=False)
+    flat = ModalityData("eels", "spectrum", eels.data[0], eels.axes[1:], "<flat>")
+    with pytest.raises(InputError, match="has 2 dimensions"):
+        mms.segment({"haadf": image, "eels": flat}, config=CONFIG, progress=False)
