@@ -123,6 +123,36 @@ class ChipGrid:
         """
         return np.stack([band[:, c : c + self.size] for c in self.col_starts])
 
+    def pixel_labels_to_chips(self, pixel_labels: np.ndarray) -> np.ndarray:
+        """Majority label of the pixels under each chip: a pixel map seen at chip level.
+
+        Used to score at chip level against a pixel truth, and for the best score any
+        chip-level partition can reach: ``chip_labels_to_pixels`` of this map.
+
+        Parameters
+        ----------
+        pixel_labels
+            Non-negative integer labels of shape ``shape``; negative values (unlabelled)
+            do not vote.
+
+        Returns
+        -------
+        Integer labels of shape ``grid_shape``; ``-1`` where no pixel of a chip is labelled.
+        """
+        labels = np.asarray(pixel_labels)
+        if labels.shape != self.shape:
+            raise ValueError(f"pixel_labels has shape {labels.shape}, expected {self.shape}")
+        n_labels = max(int(labels.max()) + 1, 1)
+        out = np.full(self.grid_shape, -1, dtype=np.int64)
+        for i, r0 in enumerate(self.row_starts):
+            band = labels[r0 : r0 + self.size]
+            for j, c0 in enumerate(self.col_starts):
+                chip = band[:, c0 : c0 + self.size].ravel()
+                chip = chip[chip >= 0]
+                if chip.size:
+                    out[i, j] = np.bincount(chip, minlength=n_labels).argmax()
+        return out
+
     def chip_labels_to_pixels(self, chip_labels: np.ndarray) -> np.ndarray:
         """Paint chip labels back onto the image by majority vote.
 

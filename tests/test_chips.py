@@ -295,3 +295,26 @@ def test_one_pixel_chips_paint_exactly_their_labels():
     labels = np.random.default_rng(1).integers(0, 4, (5, 7))
     grid = ChipGrid((5, 7), 1, 1)
     np.testing.assert_array_equal(grid.chip_labels_to_pixels(labels), labels)
+
+
+def test_pixel_labels_to_chips_takes_each_chips_majority():
+    labels = np.zeros((8, 8), dtype=np.int64)
+    labels[:, 5:] = 1  # columns 5-7: chip at column 4 holds 1 of 4 columns of label 1
+    labels[0, 0] = -1  # unlabelled pixels do not vote
+    grid = ChipGrid((8, 8), 4, 2)
+    chips = grid.pixel_labels_to_chips(labels)
+    assert chips.shape == grid.grid_shape == (3, 3)
+    np.testing.assert_array_equal(chips, [[0, 0, 1]] * 3)  # columns 0-3, 2-5 (1 of 4 is label 1), 4-7
+    assert (grid.pixel_labels_to_chips(np.full((8, 8), -1)) == -1).all()
+    with pytest.raises(ValueError, match="expected"):
+        grid.pixel_labels_to_chips(labels[:4])
+
+
+def test_chip_majority_round_trip_is_the_chip_level_ceiling():
+    """Painting the chip-level truth back loses only pixels near boundaries."""
+    truth = np.zeros((64, 64), dtype=np.int64)
+    truth[:, 30:] = 1
+    grid = ChipGrid(truth.shape, 8, 4)
+    painted = grid.chip_labels_to_pixels(grid.pixel_labels_to_chips(truth))
+    wrong = painted != truth
+    assert wrong.any() and not wrong[:, :26].any() and not wrong[:, 34:].any()

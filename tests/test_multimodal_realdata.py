@@ -110,3 +110,23 @@ def test_chevkinite_phases_have_different_mean_spectra():
     normalised = mean / mean.sum(axis=1, keepdims=True)
     # The two largest communities differ in composition, not only in counts.
     assert np.abs(normalised[0] - normalised[1]).sum() > 0.05
+
+
+def test_survey_image_and_spectrum_image_from_one_bruker_file():
+    """The BSE image inside a .bcf is read by the image modality, the EDS cube by the
+    spectrum modality; both land on one grid by their own calibrations (the same
+    scan here) and their partitions are compared."""
+    path = shared_file("multimodal/bruker_P45_SEM_BSE_EDS/P45_the_default_job.bcf")
+    before = file_hash(path)
+    image = mms.modalities.read_image(path)
+    assert image.metadata.get("title", "BSE") == "BSE" and image.data.ndim == 2
+    assert image.axes[0].units == "µm" and image.axes[0].scale > 0
+    seg = mms.segment({"bse": path, "eds": path}, progress=False)
+    assert file_hash(path) == before
+    assert seg.consistency["names"] == ["bse", "eds", "joint"]
+    ari = np.asarray(seg.consistency["ari"])
+    assert ari.shape == (3, 3) and np.allclose(np.diag(ari), 1.0)
+    # The joint partition follows the chemistry far better than chance.  (The BSE image
+    # has the scan's own 75 x 100 px, so its chips are 5 px wide: too small for the
+    # image encoder's texture features, and the BSE partition alone is mostly noise.)
+    assert ari[2, 1] > 0.2

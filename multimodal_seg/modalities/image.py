@@ -46,6 +46,11 @@ _ZSPY = _Plugin("rsciio.zspy", "HyperSpy zarr")
 # rsciio's image plugin fails with lazy=True on current dask (from_delayed without a
 # shape); a raster is decoded whole anyway, so read it eagerly and wrap it in dask.
 _RASTER = _Plugin("rsciio.image", "raster image", lazy=False)
+# Files of analytical microscopes that hold the survey image beside the spectrum
+# image: the image modality takes the image (first 2-D signal, or signal=).
+_BRUKER = _Plugin("rsciio.bruker", "Bruker BCF", kwargs={"select_type": "image"})
+_JEOL = _Plugin("rsciio.jeol", "JEOL Analysis Station")
+_PHENOM = _Plugin("rsciio.phenom", "Phenom ELID", lazy=False)  # no lazy mode
 
 _PLUGINS: dict[str, _Plugin] = {
     ".dm3": _DM,
@@ -61,6 +66,10 @@ _PLUGINS: dict[str, _Plugin] = {
     ".jpg": _RASTER,
     ".jpeg": _RASTER,
     ".bmp": _RASTER,
+    ".bcf": _BRUKER,
+    ".asw": _JEOL,
+    ".img": _JEOL,
+    ".elid": _PHENOM,
 }
 
 #: File extensions :func:`read_image` accepts (lower case; matching ignores case).
