@@ -135,21 +135,60 @@ def _source_id(source: Any, modality: ModalityData) -> dict:
     return {"dask": modality.data.name, "source": modality.source}
 
 
-def _encoder_for(name: str, modality: ModalityData, cfg: SegmentConfig) -> tuple[Encoder, str]:
+def _encoder_options(cfg: SegmentConfig, modalities: dict[str, ModalityData]) -> dict[str, dict]:
+    """Each modality's encoder options, from ``encoder_options`` (``cfg.encoder.options``).
+
+    An entry keyed by a modality's name, a mapping, holds that modality's encoder
+    options (``encoder_options={"eels": {"normalise": "edges"}}``); the other
+    entries are options of the image encoder (``encoder``), as for a single image.
+
+    Raises
+    ------
+    ParameterError
+        A modality's entry is not a mapping, or image-encoder options are given
+        but no modality uses the image encoder (they would be ignored).
+    """
+    options = cfg.encoder.options
+    shared = {k: v for k, v in options.items() if k not in modalities}
+    uses_shared = [n for n, m in modalities.items() if m.kind == "image" and n not in cfg.modality_encoders]
+    if shared and not uses_shared:
+        raise ParameterError(
+            f"encoder_options {sorted(shared)} are options of the image encoder, but no modality "
+            "here uses it, so they would be ignored",
+            fix=f"key them by modality, e.g. encoder_options={{{next(iter(modalities))!r}: {shared!r}}}",
+            where="encoder_options")
+    out = {}
+    for name in modalities:
+        own = options.get(name, {})
+        if not isinstance(own, dict):
+            raise ParameterError(
+                f"encoder_options[{name!r}] must be a mapping of options for {name!r}'s encoder, "
+                f"not {own!r}", fix=f"write encoder_options={{{name!r}: {{'option': value}}}}",
+                where="encoder_options")
+        out[name] = {**shared, **own} if name in uses_shared else dict(own)
+    return out
+
+
+def _encoder_for(name: str, modality: ModalityData, cfg: SegmentConfig,
+                 options: dict[str, Any]) -> tuple[Encoder, str]:
+    """The encoder of one modality, given its calibrated signal axes (Encoder.set_signal_axes)."""
     if modality.kind == "image" and name not in cfg.modality_encoders:
         from .pipeline import make_encoder
 
-        return make_encoder(cfg.encoder)
-    encoder_name = cfg.modality_encoders.get(name, DEFAULT_ENCODERS.get(modality.kind))
-    if encoder_name is None:
-        raise ParameterError(f"no encoder known for {modality.kind} modality {name!r}",
-                             fix=f"set modality_encoders: {{{name}: <encoder>}}", where=name)
-    encoder = get_encoder(encoder_name)
-    if encoder.kind != modality.kind:
-        raise ParameterError(
-            f"encoder {encoder_name!r} embeds {encoder.kind} data, but {name!r} is a {modality.kind}",
-            fix=f"choose a {modality.kind} encoder for {name!r}", where="modality_encoders")
-    return encoder, f"{encoder_name} for {name}"
+        encoder, reason = make_encoder(cfg.encoder.model_copy(update={"options": options}))
+    else:
+        encoder_name = cfg.modality_encoders.get(name, DEFAULT_ENCODERS.get(modality.kind))
+        if encoder_name is None:
+            raise ParameterError(f"no encoder known for {modality.kind} modality {name!r}",
+                                 fix=f"set modality_encoders: {{{name}: <encoder>}}", where=name)
+        encoder = get_encoder(encoder_name, **options)
+        if encoder.kind != modality.kind:
+            raise ParameterError(
+                f"encoder {encoder_name!r} embeds {encoder.kind} data, but {name!r} is a {modality.kind}",
+                fix=f"choose a {modality.kind} encoder for {name!r}", where="modality_encoders")
+        reason = f"{encoder_name} for {name}"
+    encoder.set_signal_axes(modality.axes[2:])
+    return encoder, reason
 
 
 def _chip_size(cfg: SegmentConfig, modalities: dict[str, ModalityData]) -> tuple[int, int]:
@@ -221,7 +260,8 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
     modalities = read_modalities(sources)
     size, stride = _chip_size(cfg, modalities)
     grid = shared_grid(modalities, chip_size=size, stride=stride)
-    encoders = {name: _encoder_for(name, mod, cfg) for name, mod in modalities.items()}
+    options = _encoder_options(cfg, modalities)
+    encoders = {name: _encoder_for(name, mod, cfg, options[name]) for name, mod in modalities.items()}
     names = list(modalities)
 
     study = Study.open(out / "study.zarr" if out else None)

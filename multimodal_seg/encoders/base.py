@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..modalities.base import Axis
 
 
 class Encoder(ABC):
@@ -25,6 +29,18 @@ class Encoder(ABC):
     #: Whether the graph stage should scale each feature to unit variance before
     #: PCA; ``False`` for features whose variances are meaningful (PCA scores).
     standardise: bool = True
+
+    def set_signal_axes(self, axes: Sequence[Axis]) -> None:
+        """Receive the calibrated signal axes of the modality this encoder embeds.
+
+        Called by the multimodal pipeline right after building the encoder, before
+        :meth:`fingerprint`, :meth:`fit` and :meth:`encode`, with the modality's
+        axes after the two scan axes: ``[energy]`` for spectrum images, ``[qy, qx]``
+        for 4D-STEM, none for images.  The default ignores them.  An encoder whose
+        output depends on the calibration overrides this, puts the calibration in
+        :meth:`fingerprint`, and may raise ``ParameterError`` when its options do
+        not fit the axes.
+        """
 
     def fit(self, sample: np.ndarray) -> None:
         """Learn data-dependent state (e.g. a PCA basis) from a sample of chips.

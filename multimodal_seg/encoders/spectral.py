@@ -6,9 +6,11 @@ spectra and pools them over the chip's positions.
 
 ``spectrum-pca`` (weight-free, the default for spectra)
     The standard multivariate analysis of spectrum images: normalise each
-    spectrum, weight channels for Poisson noise (Keenan & Kotula, Surf. Interface
-    Anal. 36, 203 (2004)), project on a PCA basis learnt by :meth:`fit` from a
-    sample of the data.  Per chip: mean and standard deviation of the scores over
+    spectrum (by its total counts; for EELS core loss optionally after
+    subtracting its power-law background, ``normalise="edges"``), weight
+    channels for Poisson noise (Keenan & Kotula, Surf. Interface Anal. 36, 203
+    (2004)), project on a PCA basis learnt by :meth:`fit` from a sample of the
+    data.  Per chip: mean and standard deviation of the scores over
     its positions, and the mean log total counts (thickness / density cue).
 ``spectrum-cnn`` (trainable; random init only when asked)
     A small 1D convnet over normalised, log-scaled spectra resampled to a fixed
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,8 +35,37 @@ from .base import Encoder
 from .weights import RANDOM, ResolvedWeights, file_sha256, load_state_dict
 from .weights import check_layout as check_state_dict
 
-#: Spectrum normalisations: ``total`` (sum 1), ``max`` (peak 1), ``none`` (raw counts).
-NORMALISATIONS = ("total", "none", "max")
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..modalities.base import Axis
+
+#: Spectrum normalisations: ``total`` (sum 1), ``max`` (peak 1), ``none`` (raw counts),
+#: ``edges`` (power-law background subtracted, net signal above the pre-edge window sums
+#: to 1; needs the energy axis, see :func:`normalise_spectra`).
+NORMALISATIONS = ("total", "none", "max", "edges")
+
+# ``normalise="edges"`` (EELS core loss), see :func:`edge_window_channels` and
+# :func:`subtract_power_law`.
+#: Automatic pre-edge window: skip the first ``max(EDGE_SKIP_MIN, EDGE_SKIP_FRACTION *
+#: channels)`` channels (spectrometer and aperture edge artefacts, deconvolution ringing) ...
+EDGE_SKIP_MIN = 2
+EDGE_SKIP_FRACTION = 0.01
+#: ... then fit from that channel's energy ``E1`` up to ``EDGE_WINDOW_RATIO * E1`` ...
+EDGE_WINDOW_RATIO = 1.10
+#: ... over at least ``EDGE_MIN_CHANNELS`` and at most ``EDGE_WINDOW_MAX_FRACTION`` of the channels.
+EDGE_WINDOW_MAX_FRACTION = 0.25
+#: Fewest channels a pre-edge window may hold (the fit has two parameters).
+EDGE_MIN_CHANNELS = 3
+#: Counts in the window below this fraction of the spectrum's mean window count are raised
+#: to it before the logarithm (zero and negative counts would give -inf / NaN).
+EDGE_CLIP_FRACTION = 0.1
+#: The fitted exponent ``r`` of ``A E^-r`` is clipped to this range: noise-only windows can
+#: give any slope, and ``r >= 0`` keeps the extrapolated background below its window value.
+EDGE_EXPONENT_RANGE = (0.0, 10.0)
+#: The net signal above the window that is scaled to 1 is at least this fraction of the raw
+#: counts there, so spectra without edges (net ~ 0 +- noise) are not blown up to unit sum.
+EDGE_MIN_NET_FRACTION = 0.01
 
 #: Poisson weights never exceed those of a channel with this fraction of the mean
 #: channel intensity, so that (nearly) empty channels do not dominate.
@@ -273,18 +304,233 @@ def _spectra(chips: np.ndarray) -> tuple[np.ndarray, int]:
     return chips.reshape(n * h * w, c), h * w
 
 
-def normalise_spectra(spectra: np.ndarray, mode: str) -> np.ndarray:
+def check_edge_window(value: Any) -> tuple[float, float] | None:
+    """``None`` or ``value`` as ``(start, end)`` floats with ``start < end``, else ParameterError."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (str, bytes)) or len(value) != 2:
+            raise TypeError
+        start, end = (float(v) for v in value)
+        if any(isinstance(v, (bool, np.bool_)) for v in value):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"edge_window must be two energies (start, end) in the energy axis units, "
+            f"not {value!r}",
+            fix="use e.g. edge_window=(250, 280) for a pre-edge window from 250 to 280 eV, "
+            "or leave it out for the automatic window",
+            where="edge_window",
+        ) from None
+    if not (np.isfinite(start) and np.isfinite(end)):
+        raise ParameterError(
+            f"edge_window={value!r} is not finite",
+            fix="give two finite energies, e.g. edge_window=(250, 280)", where="edge_window",
+        )
+    if start >= end:
+        raise ParameterError(
+            f"edge_window=({start:g}, {end:g}) starts at or above its end",
+            fix=f"give (start, end) with start < end, e.g. edge_window=({min(start, end):g}, "
+            f"{max(start, end) if start != end else start + 30:g})",
+            where="edge_window",
+        )
+    return start, end
+
+
+def channel_energies(axis: Axis) -> np.ndarray:
+    """Energy of each channel of a calibrated ``axis`` (``offset + i * scale``), float64."""
+    return axis.offset + axis.scale * np.arange(axis.size, dtype=np.float64)
+
+
+def edge_window_channels(axis: Axis, window: tuple[float, float] | None = None) -> tuple[int, int]:
+    """Channels ``[start, stop)`` of the pre-edge window of the power-law background fit.
+
+    Parameters
+    ----------
+    axis
+        The spectrum image's energy axis (``scale > 0``, calibrated: not ``"px"``).
+    window
+        ``(E_start, E_end)`` in the axis units: every channel whose energy lies in
+        it is fitted.  ``None`` chooses it automatically.
+
+    The automatic window skips the first ``max(2, 1 %)`` channels (spectrometer
+    and aperture edge artefacts, Fourier-log deconvolution ringing), then spans
+    from that channel's energy ``E1`` up to ``1.10 * E1``, at least 3 and at most
+    25 % of the channels.  Why a fixed energy ratio rather than a fixed fraction
+    of the channels: the leverage of a log-log fit depends on ``E_end / E_start``
+    only, and core-loss spectra are acquired to start some way below their first
+    edge, more eV below for higher-energy edges.  A fraction of the channels depends
+    on the dispersion and the channel count instead: on the
+    multimodal phantom (250-761 eV, 1 eV channels, C K at 284 eV) the first 15 %
+    of the channels would run 77 eV, across the C K edge; the ratio gives 255-280 eV.
+    It assumes the spectrum starts at least about 10 % below its first edge; when
+    it does not, pass ``window``.
+
+    Raises
+    ------
+    ParameterError
+        Uncalibrated or decreasing axis, ``window`` (partly) outside the energy
+        range, fewer than 3 channels in the window, no channel above it, or
+        energies that are not positive in it (a power law needs ``E > 0``: use
+        ``normalise="total"`` for low-loss spectra).
+    """
+    units, c = axis.units, int(axis.size)
+    if units == "px" or not (np.isfinite(axis.scale) and axis.scale > 0 and np.isfinite(axis.offset)):
+        raise ParameterError(
+            f"normalise='edges' needs a calibrated, increasing energy axis, but it has scale "
+            f"{axis.scale:g} {units} per channel and offset {axis.offset:g} {units}",
+            fix="calibrate the energy axis (eV per channel and the energy of channel 0; "
+            "Axis('energy', channels, scale, offset, 'eV') for arrays), or use normalise='total'",
+            where="normalise",
+        )
+    energies = channel_energies(axis)
+    if window is None:
+        skip = max(EDGE_SKIP_MIN, round(EDGE_SKIP_FRACTION * c))
+        stop = int(np.searchsorted(energies, EDGE_WINDOW_RATIO * energies[min(skip, c - 1)],
+                                   side="right"))
+        stop = min(max(stop, skip + EDGE_MIN_CHANNELS), skip + int(EDGE_WINDOW_MAX_FRACTION * c))
+        start, what = skip, "the automatic pre-edge window"
+        if stop - start < EDGE_MIN_CHANNELS or stop >= c:
+            raise ParameterError(
+                f"{c} channels are too few for {what} ({EDGE_MIN_CHANNELS} channels after the "
+                f"first {skip}, and channels above them for the edges)",
+                fix="give edge_window=(start, end) in the energy axis units, or use "
+                "normalise='total'",
+                where="edge_window",
+            )
+    else:
+        low, high = energies[0] - axis.scale / 2, energies[-1] + axis.scale / 2
+        what = f"edge_window=({window[0]:g}, {window[1]:g}) {units}"
+        if window[0] < low or window[1] > high:
+            raise ParameterError(
+                f"{what} lies (partly) outside the energy axis, {energies[0]:g} to "
+                f"{energies[-1]:g} {units}",
+                fix="choose a pre-edge window inside the energy range that ends a few "
+                "channels below the first edge, or leave edge_window out for the automatic one",
+                where="edge_window",
+            )
+        inside = np.flatnonzero((energies >= window[0]) & (energies <= window[1]))
+        if len(inside) < EDGE_MIN_CHANNELS:
+            raise ParameterError(
+                f"{what} holds {len(inside)} channel(s) ({axis.scale:g} {units} per channel); "
+                f"the power-law fit needs at least {EDGE_MIN_CHANNELS}",
+                fix=f"widen the window to at least {EDGE_MIN_CHANNELS * axis.scale:g} {units} "
+                "(a few tens of eV is usual)",
+                where="edge_window",
+            )
+        start, stop = int(inside[0]), int(inside[-1]) + 1
+        if stop >= c:
+            raise ParameterError(
+                f"{what} leaves no channel above it for the edges",
+                fix="end the window below the first edge of the spectrum",
+                where="edge_window",
+            )
+    if energies[start] <= 0:
+        raise ParameterError(
+            f"{what} starts at {energies[start]:g} {units}: a power-law background A E^-r "
+            "needs positive energies (is this a low-loss spectrum?)",
+            fix="use normalise='edges' on core-loss spectra with a window at positive "
+            "energies, or normalise='total' for low-loss spectra",
+            where="edge_window" if window is not None else "normalise",
+        )
+    return start, stop
+
+
+def subtract_power_law(spectra: np.ndarray, energies: np.ndarray,
+                       window: tuple[int, int]) -> np.ndarray:
+    """Each spectrum (row) minus its power-law background ``A E^-r``, as float32.
+
+    ``log A`` and ``r`` come from a plain (unweighted) linear least-squares fit of
+    ``log(counts)`` against ``log(E)`` over the channels ``window`` (the standard
+    EELS background fit), solved in closed form for all spectra at once.  Counts
+    below 10 % of the spectrum's mean count in the window (zeros, negative values
+    after dark subtraction) are raised to it first, so that empty spectra give no
+    NaN; a weighted fit would follow Poisson statistics more closely at low counts
+    but its weights vanish exactly where counts are 0.  ``r`` is clipped to
+    ``[0, 10]`` (:data:`EDGE_EXPONENT_RANGE`).  The background is subtracted from
+    the window start upwards; channels below the window, where the power law is no
+    model (it diverges towards 0 eV), are set to 0.
+    """
+    start, stop = window
+    log_e = np.log(energies[start:])
+    x = log_e[: stop - start]
+    counts = spectra[:, start:stop].astype(np.float64)
+    floor = EDGE_CLIP_FRACTION * np.maximum(counts, 0.0).mean(axis=1, keepdims=True)
+    y = np.log(np.maximum(counts, np.maximum(floor, np.finfo(np.float64).tiny)))
+    xc = x - x.mean()
+    r = np.clip(-(y @ xc) / (xc @ xc), *EDGE_EXPONENT_RANGE)
+    log_a = y.mean(axis=1) + r * x.mean()
+    out = np.array(spectra, dtype=np.float32, copy=True)
+    out[:, :start] = 0.0
+    # r >= 0: the background never exceeds its value at the window start (no overflow)
+    out[:, start:] -= np.exp(log_a[:, None].astype(np.float32)
+                             - r[:, None].astype(np.float32) * log_e.astype(np.float32))
+    return out
+
+
+def _edge_normalised(spectra: np.ndarray, energies: np.ndarray,
+                     window: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Background-subtracted spectra scaled to net sum 1 above the window, and the scales."""
+    stop = window[1]
+    net = subtract_power_law(spectra, energies, window)
+    net_above = net[:, stop:].sum(axis=1, dtype=np.float64)
+    raw_above = np.maximum(spectra[:, stop:], 0.0).sum(axis=1, dtype=np.float64)
+    denominator = np.maximum(net_above, EDGE_MIN_NET_FRACTION * raw_above)
+    inverse = np.divide(1.0, denominator, out=np.zeros_like(denominator),
+                        where=denominator > 0).astype(np.float32)
+    return net * inverse[:, None], inverse
+
+
+def normalise_spectra(spectra: np.ndarray, mode: str, *, energy_axis: Axis | None = None,
+                      edge_window: tuple[float, float] | None = None) -> np.ndarray:
     """Scale each spectrum (row): ``total`` to sum 1, ``max`` to peak 1, ``none`` unchanged.
 
-    Spectra whose total (or maximum) is not positive, e.g. no counts at all, become
-    all zeros rather than NaN.
+    ``edges`` (EELS core loss): subtract each spectrum's power-law background,
+    fitted over the pre-edge window (:func:`subtract_power_law`,
+    :func:`edge_window_channels`), then scale it so that the net signal above the
+    window sums to 1 (at least 1 % of the raw counts there,
+    :data:`EDGE_MIN_NET_FRACTION`).  Dose, thickness (background height) and the
+    background slope then drop out; edge shapes and relative edge strengths remain.
+    Needs ``energy_axis`` (the spectra's channels); ``edge_window`` is
+    ``(E_start, E_end)`` in its units, or ``None`` for the automatic window.
+
+    Spectra whose total (or maximum, or net signal) is not positive, e.g. no
+    counts at all, become all zeros rather than NaN.
+
+    Raises
+    ------
+    ParameterError
+        ``edges`` without ``energy_axis``, or a bad window (see
+        :func:`edge_window_channels`).
+    InputError
+        ``energy_axis`` does not have one channel per spectrum column.
     """
+    if mode == "edges":
+        if energy_axis is None:
+            raise ParameterError(
+                "normalise='edges' needs the energy axis of the spectra, and none was given",
+                fix="pass energy_axis=Axis('energy', channels, eV_per_channel, eV_of_channel_0, "
+                "'eV'), or use normalise='total'",
+                where="normalise",
+            )
+        window = edge_window_channels(energy_axis, check_edge_window(edge_window))
+        _check_channels(spectra.shape[1], energy_axis)
+        return _edge_normalised(spectra, channel_energies(energy_axis), window)[0]
     if mode == "none":
         return spectra
     scale = spectra.sum(axis=1, dtype=np.float64) if mode == "total" else spectra.max(axis=1)
     scale = np.asarray(scale, dtype=np.float32)
     inverse = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
     return spectra * inverse[:, None]
+
+
+def _check_channels(channels: int, axis: Axis) -> None:
+    if channels != axis.size:
+        raise InputError(
+            f"the spectra have {channels} channels but the energy axis has {axis.size}",
+            fix="give the energy axis of this spectrum image (same channels)",
+            where="chips",
+        )
 
 
 class SpectrumPCAEncoder(Encoder):
@@ -308,7 +554,13 @@ class SpectrumPCAEncoder(Encoder):
     With ``normalise="total"`` the embeddings do not change when every count is
     multiplied by one factor, both in the fit sample and the encoded chips; only
     the log-counts feature moves (by the log of the factor) when only the
-    encoded chips are scaled.
+    encoded chips are scaled.  ``normalise="edges"`` (EELS core loss) also removes
+    the power-law background, so that thickness (background height and slope)
+    leaves only the log-counts feature; the Poisson weights then come from the
+    mean of the spectra before background subtraction, on the same scale (the
+    noise of a net channel is that of its raw counts).  It needs the energy axis:
+    the pipeline gives it through :meth:`set_signal_axes`; call that yourself when
+    using the encoder directly.
 
     Parameters
     ----------
@@ -316,7 +568,13 @@ class SpectrumPCAEncoder(Encoder):
         Principal components kept.
     normalise
         ``"total"`` (sum of counts 1, default: removes dose and thickness
-        scaling), ``"max"`` (largest channel 1) or ``"none"`` (raw counts).
+        scaling), ``"max"`` (largest channel 1), ``"none"`` (raw counts) or
+        ``"edges"`` (power-law background subtracted, net signal above the
+        pre-edge window sums to 1: see :func:`normalise_spectra`).
+    edge_window
+        With ``normalise="edges"``: the pre-edge fit window ``(E_start, E_end)``
+        in the energy axis units (eV); ``None`` (default) chooses it from the
+        energy axis (:func:`edge_window_channels`).
     poisson
         Poisson-noise weighting of the channels before PCA.
     log_counts
@@ -328,7 +586,7 @@ class SpectrumPCAEncoder(Encoder):
     Raises
     ------
     ParameterError
-        Bad option.
+        Bad option (also ``edge_window`` without ``normalise="edges"``).
     """
 
     name = "spectrum-pca"
@@ -345,9 +603,19 @@ class SpectrumPCAEncoder(Encoder):
         poisson: bool = True,
         log_counts: bool = True,
         max_fit_spectra: int = 20_000,
+        edge_window: tuple[float, float] | None = None,
     ) -> None:
         self.n_components = check_int(n_components, "n_components", minimum=1, example="16")
         self.normalise = check_choice(normalise, "normalise", NORMALISATIONS)
+        self.edge_window = check_edge_window(edge_window)
+        if self.edge_window is not None and self.normalise != "edges":
+            raise ParameterError(
+                f"edge_window only applies to normalise='edges', not normalise={self.normalise!r}",
+                fix="add normalise='edges' (EELS core loss), or drop edge_window",
+                where="edge_window",
+            )
+        self.energy_axis: Axis | None = None  # set by set_signal_axes
+        self.edge_channels: tuple[int, int] | None = None  # fit window, normalise="edges"
         self.poisson = check_bool(poisson, "poisson")
         self.log_counts = check_bool(log_counts, "log_counts")
         self.max_fit_spectra = check_int(
@@ -369,8 +637,29 @@ class SpectrumPCAEncoder(Encoder):
     def is_fitted(self) -> bool:
         return self.components_ is not None
 
+    def set_signal_axes(self, axes: Sequence[Axis]) -> None:
+        """Take the energy axis; with ``normalise="edges"``, check and fix the fit window.
+
+        Raises
+        ------
+        InputError
+            Not exactly one signal axis.
+        ParameterError
+            The window does not fit this energy axis (:func:`edge_window_channels`).
+        """
+        axes = list(axes)
+        if len(axes) != 1:
+            raise InputError(
+                f"a spectrum image has one signal axis (energy), got {len(axes)}",
+                fix="pass the modality's axes after the two scan axes, e.g. modality.axes[2:]",
+                where=self.name,
+            )
+        window = (edge_window_channels(axes[0], self.edge_window)
+                  if self.normalise == "edges" else None)
+        self.energy_axis, self.edge_channels = axes[0], window
+
     def fingerprint(self) -> dict[str, Any]:
-        return {
+        fp = {
             "name": self.name,
             "n_components": self.n_components,
             "normalise": self.normalise,
@@ -379,6 +668,33 @@ class SpectrumPCAEncoder(Encoder):
             "max_fit_spectra": self.max_fit_spectra,
             "version": 1,
         }
+        if self.normalise == "edges":  # other modes do not depend on the calibration
+            axis = self.energy_axis
+            fp["edge_window"] = list(self.edge_window) if self.edge_window else "auto"
+            fp["energy_axis"] = None if axis is None else {
+                "size": int(axis.size), "scale": float(axis.scale), "offset": float(axis.offset),
+                "units": axis.units}
+            fp["edge_fit_channels"] = list(self.edge_channels) if self.edge_channels else None
+        return fp
+
+    def _normalised(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised spectra, and the spectra on the same scale before background subtraction."""
+        if self.normalise != "edges":
+            x = normalise_spectra(spectra, self.normalise)
+            return x, x
+        if self.energy_axis is None or self.edge_channels is None:
+            raise ParameterError(
+                "normalise='edges' needs the energy axis of the spectrum image, and the "
+                "encoder was given none",
+                fix="segment() gives it for spectrum modalities; when using the encoder "
+                "directly call encoder.set_signal_axes([Axis('energy', channels, "
+                "eV_per_channel, eV_of_channel_0, 'eV')]) first, or use normalise='total'",
+                where="normalise",
+            )
+        _check_channels(spectra.shape[1], self.energy_axis)
+        x, inverse = _edge_normalised(spectra, channel_energies(self.energy_axis),
+                                      self.edge_channels)
+        return x, spectra * inverse[:, None]
 
     def fit(self, sample: np.ndarray) -> None:
         """Learn the channel weights and PCA basis from a sample of chips.
@@ -392,8 +708,11 @@ class SpectrumPCAEncoder(Encoder):
         Raises
         ------
         InputError
-            Not a spectrum chip stack, or fewer spectra or channels than
-            ``n_components``.
+            Not a spectrum chip stack, fewer spectra or channels than
+            ``n_components``, or (``normalise="edges"``) not the energy axis's
+            channel count.
+        ParameterError
+            ``normalise="edges"`` and no energy axis was set (:meth:`set_signal_axes`).
         """
         from sklearn.decomposition import PCA
 
@@ -411,9 +730,9 @@ class SpectrumPCAEncoder(Encoder):
             rng = np.random.default_rng(RANDOM_INIT_SEED)
             spectra = spectra[np.sort(rng.choice(m, self.max_fit_spectra, replace=False))]
         total = spectra.sum(axis=1, dtype=np.float64)
-        x = normalise_spectra(spectra, self.normalise)
+        x, gross = self._normalised(spectra)
         if self.poisson:
-            mean_spectrum = x.mean(axis=0, dtype=np.float64)
+            mean_spectrum = gross.mean(axis=0, dtype=np.float64)
             floor = POISSON_FLOOR * max(float(np.abs(mean_spectrum).mean()), np.finfo(np.float32).tiny)
             weights = 1.0 / np.sqrt(np.maximum(mean_spectrum, floor))
         else:
@@ -435,7 +754,8 @@ class SpectrumPCAEncoder(Encoder):
         Raises
         ------
         ParameterError
-            :meth:`fit` has not been called.
+            :meth:`fit` has not been called, or ``normalise="edges"`` without an
+            energy axis.
         InputError
             Bad chips, or a channel count other than the fit sample's.
         """
@@ -456,7 +776,7 @@ class SpectrumPCAEncoder(Encoder):
                 where="chips",
             )
         spectra, per_chip = _spectra(arr)
-        x = normalise_spectra(spectra, self.normalise) * self.channel_weights
+        x = self._normalised(spectra)[0] * self.channel_weights
         scores = (x - self.mean_) @ self.components_.T  # (m, k)
         scores = scores.reshape(n, per_chip, self.n_components).astype(np.float64)
         parts = [scores.mean(axis=1), scores.std(axis=1)]
