@@ -55,6 +55,20 @@ def many_to_one_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(c.max(axis=1).sum() / c.sum())
 
 
+def many_to_one_bounded(pred: np.ndarray, truth: np.ndarray, max_labels: int) -> float:
+    """Many-to-one accuracy when only the ``max_labels`` largest predicted labels may map.
+
+    Positions of the other (smaller) predicted labels count as wrong, so splitting
+    the image into many small communities no longer pays.  Ties in size go to
+    the smaller label id.
+    """
+    if max_labels < 1:
+        raise ValueError(f"max_labels must be >= 1, got {max_labels}")
+    c = contingency(pred, truth)
+    keep = np.argsort(-c.sum(axis=1), kind="stable")[:max_labels]
+    return float(c[keep].max(axis=1).sum() / c.sum())
+
+
 def mean_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean intersection-over-union over truth labels after one-to-one Hungarian matching.
 

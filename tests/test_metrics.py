@@ -12,6 +12,7 @@ from multimodal_seg.metrics import (
     agreement,
     contingency,
     many_to_one_accuracy,
+    many_to_one_bounded,
     mean_iou,
     nmi,
     variation_of_information,
@@ -105,6 +106,19 @@ def test_many_to_one_rewards_over_segmentation():
     pred = np.arange(100)  # every position its own label
     assert many_to_one_accuracy(pred, truth) == 1.0
     assert adjusted_rand(pred, truth) < 0.05
+
+
+def test_bounded_many_to_one_stops_rewarding_over_segmentation():
+    truth = np.repeat([0, 1], 50)
+    pred = np.arange(100)  # every position its own label
+    assert many_to_one_bounded(pred, truth, 4) == pytest.approx(0.04)
+    # Two big communities (40 + 40 right) plus 20 singletons: with 2 allowed, the
+    # singletons count as wrong; with room for all, it equals the unbounded score.
+    pred = np.concatenate([np.zeros(40), np.arange(2, 12), np.ones(40), np.arange(12, 22)]).astype(int)
+    assert many_to_one_bounded(pred, truth, 2) == pytest.approx(0.8)
+    assert many_to_one_bounded(pred, truth, 100) == many_to_one_accuracy(pred, truth) == 1.0
+    with pytest.raises(ValueError):
+        many_to_one_bounded(pred, truth, 0)
 
 
 def test_mean_iou_hand_example():
