@@ -1,0 +1,2 @@
+"""Benchmark helpers: the peer baselines :mod:`multimodal_seg.bench.peers` that ``mmseg bench``
+compares the project's segmentations against."""

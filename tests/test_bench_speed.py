@@ -1,0 +1,264 @@
+"""Speed measurements (multimodal_seg.bench.speed): behaviour only, no timing goals.
+
+The FLOP counts are checked against counts derived by hand (a small convnet) or
+layer by layer from the shapes torch reports (ResNet50), and the graph benchmark
+must recover the clusters it plants, so that its timings are of a working graph.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from multimodal_seg.bench import speed
+from multimodal_seg.bench.speed import (
+    encoder_flops_per_chip,
+    encoder_throughput,
+    fourier_flops_per_chip,
+    graph_scaling,
+    peak_flops,
+    planted_mixture,
+)
+from multimodal_seg.encoders import get_encoder
+from multimodal_seg.encoders.base import Encoder
+from multimodal_seg.encoders.fourier import FourierEncoder
+
+LINUX = sys.platform.startswith("linux")
+
+
+def conv_flops(conv: nn.Conv2d, h_out: int, w_out: int) -> int:
+    """2 x multiply-adds of a convolution: 2 * Cin/groups * Cout * kh * kw * Hout * Wout."""
+    kh, kw = conv.kernel_size
+    return 2 * (conv.in_channels // conv.groups) * conv.out_channels * kh * kw * h_out * w_out
+
+
+class TinyConvEncoder(Encoder):
+    """Two convolutions and global pooling, run like the project's torch encoders."""
+
+    name = "tiny-conv"
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(1, 4, 3)               # 16 -> 14
+        self.conv2 = nn.Conv2d(4, 8, 3, stride=2)     # 14 -> 6
+        self.network = nn.Sequential(self.conv1, nn.ReLU(), self.conv2,
+                                     nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+    @property
+    def dim(self) -> int:
+        return 8
+
+    def encode(self, chips: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.network(torch.from_numpy(np.asarray(chips, np.float32)).unsqueeze(1)).numpy()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class MeanEncoder(Encoder):
+    """A numpy encoder with no FLOP count: the chip mean."""
+
+    name = "mean"
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    def encode(self, chips: np.ndarray) -> np.ndarray:
+        return np.asarray(chips, np.float32).reshape(len(chips), -1).mean(axis=1, keepdims=True)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+@pytest.fixture(scope="module")
+def resnet() -> Encoder:
+    return get_encoder("resnet50", weights="random", resize=None)
+
+
+def test_flop_counter_matches_hand_count_of_a_small_convnet():
+    enc = TinyConvEncoder()
+    expected = conv_flops(enc.conv1, 14, 14) + conv_flops(enc.conv2, 6, 6)
+    assert expected == 2 * 1 * 4 * 9 * 14 * 14 + 2 * 4 * 8 * 9 * 6 * 6
+    assert encoder_flops_per_chip(enc, (16, 16)) == expected
+
+
+def test_resnet50_flops_match_layer_by_layer_count(resnet):
+    shapes: list[tuple[nn.Conv2d, tuple[int, ...]]] = []
+    convs = [m for m in resnet.network.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, tuple(o.shape))))
+             for m in convs]
+    try:
+        resnet.encode(np.zeros((1, 64, 64), np.float32))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(shapes) == 53  # ResNet50: stem + 16 bottlenecks x 3 + 4 downsamples
+    expected = sum(conv_flops(m, s[2], s[3]) for m, s in shapes)
+    assert encoder_flops_per_chip(resnet, (64, 64)) == expected
+    # torchvision's published 4.09 GMAC at 224 px (its fc layer, 2 MFLOP, is not in the trunk)
+    assert encoder_flops_per_chip(resnet, (224, 224)) == pytest.approx(2 * 4.09e9, rel=0.005)
+
+
+def test_convnet_flops_count_every_position_of_a_chip():
+    enc = get_encoder("spectrum-cnn", weights="random")
+    one = encoder_flops_per_chip(enc, (1, 1, 64))
+    assert one > 0
+    assert encoder_flops_per_chip(enc, (2, 3, 64)) == 6 * one
+
+
+def test_numpy_encoder_flops_analytic_or_none():
+    size = 64
+    n = size * size
+    from multimodal_seg.encoders.fourier import _polar_bins
+
+    used = int((_polar_bins(size, 12, 12)[0] >= 0).sum())
+    expected = 2.5 * n * math.log2(n) + 2 * n + 3 * size * (size // 2 + 1) + used
+    assert fourier_flops_per_chip(size) == pytest.approx(expected)
+    assert encoder_flops_per_chip(FourierEncoder(), (size, size)) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        encoder_flops_per_chip(FourierEncoder(), (size, size + 1))
+    assert encoder_flops_per_chip(get_encoder("spectrum-pca"), (1, 1, 64)) is None
+
+
+def test_peak_flops_measured_and_nominal():
+    p32 = peak_flops(size=256, repeats=2)
+    json.dumps(p32)
+    assert p32["device"] == "cpu" and p32["dtype"] == "float32" and p32["size"] == 256
+    assert p32["measured_flops"] > 0
+    assert p32["measured_flops"] == pytest.approx(2 * 256**3 / p32["measured_seconds"])
+    assert "torch.mm" in p32["measured_method"] and "256x256" in p32["measured_method"]
+    assert p32["threads"] == torch.get_num_threads()
+    if not LINUX:
+        return
+    assert p32["nominal_flops"] > 0
+    assert p32["nominal_flops"] == pytest.approx(
+        p32["cores"] * p32["clock_mhz"] * 1e6 * p32["flops_per_cycle_per_core"])
+    assert "FLOP/cycle" in p32["nominal_method"] and "MHz" in p32["nominal_method"]
+    assert p32["measured_over_nominal"] == pytest.approx(p32["measured_flops"] / p32["nominal_flops"])
+    p64 = peak_flops("float64", size=128, repeats=1)
+    assert p64["nominal_flops"] == pytest.approx(p32["nominal_flops"] / 2)
+    assert peak_flops("bfloat16", size=64, repeats=1)["nominal_flops"] is None
+    with pytest.raises(ValueError):
+        peak_flops("int8")
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"flags": "sse2 avx avx2 fma avx512f", "vendor_id": "GenuineIntel"}, 64),
+    ({"flags": "sse2 avx avx2 fma avx512f", "vendor_id": "AuthenticAMD", "cpu family": "25"}, 32),
+    ({"flags": "sse2 avx avx2 fma", "vendor_id": "GenuineIntel"}, 32),
+    ({"flags": "sse2 avx avx2 fma", "vendor_id": "AuthenticAMD", "cpu family": "23",
+      "model": "1"}, 16),
+    ({"flags": "sse2 avx avx2 fma", "vendor_id": "AuthenticAMD", "cpu family": "23",
+      "model": "49"}, 32),
+    ({"flags": "sse2 avx"}, 16),
+    ({"features": "fp asimd"}, 16),
+    ({"flags": "sse2"}, 8),
+    ({}, 8),
+])
+def test_nominal_flops_per_cycle_from_simd_flags(entry, expected):
+    per_cycle, _, why = speed._flops_per_cycle(entry, "float32")
+    assert per_cycle == expected
+    assert f"{expected} float32 FLOP/cycle" in why
+    assert speed._flops_per_cycle(entry, "float64")[0] == expected // 2
+
+
+def test_encoder_throughput_fields_are_consistent():
+    chips = np.random.default_rng(0).random((6, 32, 32), dtype=np.float32)
+    peak = {"measured_flops": 1e10, "nominal_flops": 4e10}
+    r = encoder_throughput(FourierEncoder(), chips, repeats=3, peak=peak)
+    json.dumps(r)
+    assert r["n_chips"] == 6 and r["chip_shape"] == [32, 32] and r["repeats"] == 3
+    assert len(r["seconds_all"]) == 3 and r["seconds"] == statistics.median(r["seconds_all"])
+    assert r["chips_per_s"] == pytest.approx(6 / r["seconds"])
+    assert r["seconds_per_chip"] == pytest.approx(r["seconds"] / 6)
+    assert r["flops_per_chip"] == pytest.approx(fourier_flops_per_chip(32))
+    assert r["flop_rate"] == pytest.approx(r["flops_per_chip"] * r["chips_per_s"])
+    assert r["fraction_of_measured_peak"] == pytest.approx(r["flop_rate"] / 1e10)
+    assert r["fraction_of_nominal_peak"] == pytest.approx(r["flop_rate"] / 4e10)
+    assert r["encoder"].startswith("fourier(")
+    # an encoder without a FLOP count: speed is measured, FLOP rates are None
+    plain = encoder_throughput(MeanEncoder(), chips, repeats=1, peak=peak)
+    assert plain["flops_per_chip"] is None and plain["flop_rate"] is None
+    assert plain["fraction_of_measured_peak"] is None and plain["fraction_of_nominal_peak"] is None
+    assert plain["chips_per_s"] == pytest.approx(6 / plain["seconds"])
+    with pytest.raises(ValueError):
+        encoder_throughput(FourierEncoder(), chips, repeats=0, peak=peak)
+
+
+def test_encoder_throughput_torch_encoder(resnet):
+    chips = np.random.default_rng(1).random((2, 32, 32), dtype=np.float32)
+    r = encoder_throughput(resnet, chips, repeats=1, peak={"measured_flops": 1e11,
+                                                            "nominal_flops": None})
+    assert r["device"] == "cpu"
+    assert r["flops_per_chip"] == encoder_flops_per_chip(resnet, (32, 32))
+    assert r["fraction_of_measured_peak"] == pytest.approx(r["flop_rate"] / 1e11)
+    assert r["fraction_of_nominal_peak"] is None
+
+
+def test_planted_mixture_is_seeded_and_balanced():
+    x, labels = planted_mixture(203, dim=16, n_clusters=5, seed=3)
+    assert x.shape == (203, 16) and x.dtype == np.float32
+    assert sorted(np.bincount(labels).tolist()) == [40, 40, 41, 41, 41]
+    x2, labels2 = planted_mixture(203, dim=16, n_clusters=5, seed=3)
+    assert np.array_equal(x, x2) and np.array_equal(labels, labels2)
+    assert not np.array_equal(x, planted_mixture(203, dim=16, n_clusters=5, seed=4)[0])
+
+
+def test_graph_scaling_recovers_planted_clusters():
+    rows = graph_scaling([200, 400], dim=64, k=15, seed=0)
+    json.dumps(rows)
+    assert [r["n_chips"] for r in rows] == [200, 400]
+    for r in rows:
+        assert r["knn_search"] == "exact" and r["pynndescent_warmup_seconds"] is None
+        assert r["dim"] == 64 and r["k"] == 15 and r["n_clusters"] == 5
+        assert r["ari"] > 0.9, r
+        assert r["n_communities"] == 5
+        assert r["n_edges"] >= r["n_chips"] * r["k"] // 2
+        assert r["reduce_seconds"] > 0 and r["knn_seconds"] > 0 and r["leiden_seconds"] > 0
+        assert r["graph_seconds"] >= r["reduce_seconds"] + r["knn_seconds"]
+        for key in ("graph_peak_rss_delta_mib", "leiden_peak_rss_delta_mib"):
+            assert r[key] is None or r[key] >= 0
+
+
+def test_graph_scaling_labels_the_approximate_search(monkeypatch):
+    # pynndescent's first call compiles for over a minute: record the exact_max the
+    # graph stage is given, and search exactly
+    from multimodal_seg import graph
+
+    real, calls = graph.knn_graph, []
+
+    def knn(features, *, k, seed, exact_max):
+        calls.append((len(features), exact_max))
+        return real(features, k=k, seed=seed, exact_max=len(features))
+
+    monkeypatch.setattr(graph, "knn_graph", knn)
+    rows = graph_scaling([150, 250], exact_max=200, measure_rss=False)
+    assert [r["knn_search"] for r in rows] == ["exact", "pynndescent"]
+    assert rows[0]["pynndescent_warmup_seconds"] is None
+    assert rows[1]["pynndescent_warmup_seconds"] > 0
+    # warm-up (exact, 300 points), compile warm-up (approximate), then one call per n
+    assert calls == [(300, 300), (300, 0), (150, 200), (250, 200)]
+    assert all(r["ari"] > 0.9 for r in rows)
+
+
+@pytest.mark.skipif(not LINUX, reason="peak RSS from /proc (Linux)")
+def test_peak_rss_reset_and_rise():
+    before = speed.current_rss_mib()
+    assert before is not None and before > 0
+    if not speed.reset_peak_rss():
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    assert speed.peak_rss_mib() == pytest.approx(speed.current_rss_mib(), abs=8)
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    assert block.sum() > 0
+    del block
+    assert speed.peak_rss_mib() - before > 48
