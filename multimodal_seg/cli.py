@@ -146,6 +146,29 @@ def demo(
 
 
 @app.command()
+def bench(
+    data_dir: Path = typer.Argument(None, help="Data folder laid out like ../shared/data (labelled/, "
+                                    "multimodal/); leave out for phantoms only."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder (report.md, results.json, figures)."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer images, seeds and sizes (minutes)."),
+    parts: str = typer.Option("quality,stability,consistency,speed", help="Comma-separated parts to run."),
+    methods: str = typer.Option(None, help="Comma-separated methods for the quality part (default: all)."),
+    images: int = typer.Option(None, min=1, help="Images per labelled set, spread over it (default: all)."),
+) -> None:
+    """Benchmark the project against its peers on the same data: quality, stability,
+    cross-modal consistency and speed, written as JSON and a Markdown report."""
+    from .bench.runner import run_bench
+
+    try:
+        run_bench(data_dir, out, quick=quick, parts=[p.strip() for p in parts.split(",") if p.strip()],
+                  method_names=[m.strip() for m in methods.split(",")] if methods else None, n_images=images,
+                  echo=lambda msg: console.print(msg, highlight=False))
+    except MMSegError as exc:
+        _fail(exc)
+    console.print(f"report written to {out}/report.md")
+
+
+@app.command()
 def info() -> None:
     """Versions, compute device, and which encoder weights are found."""
     from .device import describe_device

@@ -1,2 +1,8 @@
-"""Benchmark helpers: the peer baselines :mod:`multimodal_seg.bench.peers` that ``mmseg bench``
-compares the project's segmentations against."""
+"""Benchmarks behind ``mmseg bench``: the project against its peers on the same data.
+
+:mod:`~multimodal_seg.bench.runner` (the command), :mod:`~multimodal_seg.bench.datasets`
+(phantoms and labelled sets), :mod:`~multimodal_seg.bench.methods` (what is compared),
+:mod:`~multimodal_seg.bench.peers` (other tools' baselines), :mod:`~multimodal_seg.bench.quality`,
+:mod:`~multimodal_seg.bench.stability`, :mod:`~multimodal_seg.bench.speed` and
+:mod:`~multimodal_seg.bench.report`.
+"""

@@ -1,0 +1,116 @@
+"""The segmentation methods the benchmark compares: the project's and its peers'.
+
+Every method maps ``(image, n_classes, seed)`` to an :class:`Outcome`; ``image`` is a
+``(rows, cols)`` float32 grey image, ``n_classes`` the number of classes of the set
+(given to the peers, which need it; the project finds its number of communities
+itself).
+
+Project methods (``segment()``, seeded, no progress bars):
+
+``mmseg-default``
+    Everything at its default (``encoder="auto"``).
+``mmseg-resolution-0.5``, ``mmseg-merge-0.5``
+    Candidate "best settings": a coarser Leiden resolution, or merging of
+    well-connected communities.  The report names, per set, the best project
+    method; choosing it on the same images is optimistic, and the report says so.
+``resnet50-random``
+    The paper's pipeline with an untrained ResNet50 (``weights="random"``, ``layer4``,
+    no resize, non-overlapping chips of the automatic size): what the pipeline gives
+    without pretrained weights.
+
+Peers (:mod:`multimodal_seg.bench.peers`): ``hyperspy-kmeans`` (chips, SVD,
+k-means on the loadings), ``slic-kmeans`` and ``felzenszwalb-kmeans`` (superpixels,
+k-means on their statistics).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..chips import ChipGrid
+from ..config import ChipConfig
+from . import peers
+
+
+@dataclass
+class Outcome:
+    """What a method produced on one image.
+
+    Attributes
+    ----------
+    pixel_labels
+        ``(rows, cols)`` integer labels; ``-1`` for pixels left unlabelled.
+    seconds
+        Wall time of the method, s.
+    detail
+        Facts worth keeping (encoder used, number of communities ...).
+    """
+
+    pixel_labels: np.ndarray
+    seconds: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+Method = Callable[[np.ndarray, int, int], Outcome]
+
+
+def default_grid(shape: tuple[int, int]) -> ChipGrid:
+    """The chip grid ``segment()`` uses by default for an image of ``shape``."""
+    from ..pipeline import chip_geometry
+
+    size, stride = chip_geometry(ChipConfig(), tuple(shape), [])
+    return ChipGrid(tuple(shape), size, stride)
+
+
+def _project(**kwargs: Any) -> Method:
+    def run(image: np.ndarray, n_classes: int, seed: int) -> Outcome:
+        from ..pipeline import segment
+
+        options = dict(kwargs)
+        if options.pop("stride_is_chip", False):
+            options["stride"] = default_grid(image.shape).size
+        start = time.perf_counter()
+        seg = segment(image, seed=seed, progress=False, **options)
+        return Outcome(seg.pixel_labels, time.perf_counter() - start,
+                       {"encoder": seg.provenance["encoder_choice"], "n_communities": seg.n_communities,
+                        "chip": seg.grid.size, "stride": seg.grid.stride})
+    return run
+
+
+def _peer(fn: Callable[..., Any], **kwargs: Any) -> Method:
+    def run(image: np.ndarray, n_classes: int, seed: int) -> Outcome:
+        start = time.perf_counter()
+        result = fn(image, n_classes, seed=seed, **kwargs)
+        labels = getattr(result, "pixel_labels", result)
+        return Outcome(np.asarray(labels), time.perf_counter() - start,
+                       {"n_communities": int(np.unique(labels[labels >= 0]).size)})
+    return run
+
+
+def _hyperspy_image(image: np.ndarray, n_classes: int, *, seed: int) -> Any:
+    grid = default_grid(image.shape)
+    return peers.hyperspy_kmeans_image(image, n_classes, chip=grid.size, stride=grid.stride, seed=seed)
+
+
+#: name -> (description, method, is the project's).
+METHODS: dict[str, tuple[str, Method, bool]] = {
+    "mmseg-default": ("project defaults", _project(), True),
+    "mmseg-resolution-0.5": ("project, Leiden resolution 0.5", _project(resolution=0.5), True),
+    "mmseg-merge-0.5": ("project, merge communities with connectivity > 0.5", _project(merge=0.5), True),
+    "resnet50-random": ("paper's pipeline, untrained ResNet50 (layer4, chips of the auto size, no overlap)",
+                        _project(encoder="resnet50", weights="random", stride_is_chip=True,
+                                 config={"encoder": {"options": {"resize": None, "layer": "layer4"}}}),
+                        False),
+    "hyperspy-kmeans": ("HyperSpy: chips, SVD decomposition, cluster_analysis (k-means)",
+                        _peer(_hyperspy_image), False),
+    "slic-kmeans": ("scikit-image SLIC superpixels + k-means", _peer(peers.slic_kmeans), False),
+    "felzenszwalb-kmeans": ("scikit-image Felzenszwalb segments + k-means",
+                            _peer(peers.felzenszwalb_kmeans), False),
+}
+#: Methods of a quick run.
+QUICK_METHODS = ("mmseg-default", "mmseg-merge-0.5", "resnet50-random", "hyperspy-kmeans",
+                 "slic-kmeans", "felzenszwalb-kmeans")

@@ -1,0 +1,327 @@
+"""``mmseg bench``: run the project and its peers on the same data, write JSON and a report.
+
+Parts (each can be run alone with ``parts=``):
+
+``quality``
+    Every method of :mod:`multimodal_seg.bench.methods` on the HAADF phantoms and the
+    labelled SEM sets, scored at pixel and chip level (:mod:`multimodal_seg.bench.quality`).
+``stability``
+    The project's default across seeds, under added noise and under a half-chip shift
+    (:mod:`multimodal_seg.bench.stability`) on a phantom and labelled images.
+``consistency``
+    Cross-modal agreement on the multimodal phantom (with its truth) and on the real
+    EDS spectrum images with their survey images.
+``speed``
+    Encoders' chips per second against their FLOP count and the machine's peak rate,
+    the pipeline's overhead over the encoder's forward pass, graph plus Leiden time
+    against the number of chips, and peak memory (:mod:`multimodal_seg.bench.speed`).
+
+Results are written after every part (``results.json``, then ``report.md`` and the
+figures), atomically, so a long run can be read while it goes.  A failing case is
+recorded with its error and the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import InputError, ParameterError
+from ..provenance import package_versions, to_json, write_text_atomic
+from . import datasets, methods, quality, stability
+
+PARTS = ("quality", "stability", "consistency", "speed")
+
+#: Run sizes: (full, quick).
+SIZES = {
+    "phantom_seeds": ([0, 1, 2], [0]),
+    "labelled_images": (None, 2),  # None: every image of the set
+    "stability_seeds": ([0, 1, 2, 3, 4], [0, 1, 2]),
+    "stability_images": (3, 1),  # labelled images per set in the stability part
+    "multimodal_seeds": ([0, 1, 2], [0]),
+    "multimodal_scan": (64, 64),
+    "graph_chips": ([1000, 4000, 16000, 32000, 64000], [1000, 4000, 16000]),
+    "speed_image": (2048, 1024),
+}
+
+#: Real spectrum images with a survey image in the same file (under DATA_DIR/multimodal):
+#: name -> (file, image modality name, spectrum reader options).
+REAL_EDS = {
+    "bruker P45 (SEM BSE + EDS)": ("bruker_P45_SEM_BSE_EDS/P45_the_default_job.bcf", "bse", {}),
+    "bruker chevkinite (SEM BSE + EDS)": (
+        "bruker_chevkinite_SEM_EDS/30x30_instructively_packed_16bit_compressed.bcf", "bse", {}),
+    "velox Nb interface (STEM HAADF + EDS)": (
+        "velox_Nb_interface_STEM_EDS/fei_SI_SuperX-HAADF_20frames_10x50.emd", "haadf", {}),
+    "jeol FeS (TEM image + EDS)": ("jeol_FeS_TEM_EDS/rawdata.ASW", "image",
+                                   {"bin_channels": 32, "bin_scan": 4}),
+}
+
+
+def _log(msg: str, echo: Callable[[str], None] | None) -> None:
+    if echo is not None:
+        echo(msg)
+
+
+def _guard(record: dict, fn: Callable[[], dict], echo: Callable[[str], None] | None) -> dict:
+    """Run one case; an exception is recorded in ``record`` instead of ending the run."""
+    try:
+        record.update(fn())
+    except Exception as exc:  # one failing case must not lose the others
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        record["traceback"] = traceback.format_exc(limit=5)
+        _log(f"  error: {record['error']}", echo)
+    return record
+
+
+def machine() -> dict[str, Any]:
+    """CPU, core count, memory, torch threads and device: what the numbers depend on."""
+    import torch
+
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                           if line.startswith("model name"))
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gib"] = round(int(mem) / 2**20, 1)
+    except (OSError, StopIteration, IndexError, ValueError):
+        info["cpu"] = platform.processor() or "unknown"
+    return info
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def labelled_sets(data_dir: Path | None, quick: bool, phantom_size: int,
+                  n_images: int | None = None) -> tuple[list, list[str]]:
+    """The benchmark images and the names of labelled sets skipped for want of data."""
+    pick = 1 if quick else 0
+    items = datasets.phantom_images(SIZES["phantom_seeds"][pick], phantom_size)
+    skipped = []
+    n_images = n_images or SIZES["labelled_images"][pick]
+    for name in datasets.LABELLED_SETS:
+        found = datasets.labelled_images(data_dir, name, n_images) if data_dir else []
+        if found:
+            items += found
+        else:
+            skipped.append(name)
+    return items, skipped
+
+
+def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
+    records = []
+    for item in items:
+        grid = methods.default_grid(item.image.shape)
+        for name in method_names:
+            _log(f"quality: {item.dataset}/{item.name}: {name}", echo)
+            run = methods.METHODS[name][1]
+
+            def case(run=run, item=item, grid=grid) -> dict:
+                outcome = run(item.image, item.n_classes, 0)
+                return {"seconds": outcome.seconds, "detail": outcome.detail,
+                        "scores": quality.score(outcome.pixel_labels, item.truth, item.n_classes, grid)}
+
+            records.append(_guard({"dataset": item.dataset, "image": item.name, "method": name}, case, echo))
+    return records
+
+
+def _default_labels(image: np.ndarray, seed: int) -> np.ndarray:
+    from ..pipeline import segment
+
+    return segment(image, seed=seed, progress=False).pixel_labels
+
+
+def run_stability(items: list, quick: bool, echo=None) -> list[dict]:
+    pick = 1 if quick else 0
+    chosen = [i for i in items if i.dataset == "phantom"][:1]
+    for name in datasets.LABELLED_SETS:
+        chosen += [i for i in items if i.dataset == name][: SIZES["stability_images"][pick]]
+    rows = []
+    for item in chosen:
+        _log(f"stability: {item.dataset}/{item.name}", echo)
+        chip = methods.default_grid(item.image.shape).size
+
+        def case(item=item, chip=chip) -> dict:
+            return {"seeds": stability.seed_agreement(_default_labels, item.image,
+                                                      SIZES["stability_seeds"][pick]),
+                    **stability.perturbation_agreement(_default_labels, item.image, chip)}
+
+        rows.append(_guard({"dataset": item.dataset, "image": item.name, "method": "mmseg-default"},
+                           case, echo))
+    return rows
+
+
+def run_consistency(data_dir: Path | None, quick: bool, echo=None) -> dict:
+    from ..demo import run_multimodal_demo
+    from ..pipeline import segment
+
+    pick = 1 if quick else 0
+    out: dict[str, Any] = {"phantom": [], "real": [], "scan": SIZES["multimodal_scan"][pick]}
+    for seed in SIZES["multimodal_seeds"][pick]:
+        _log(f"consistency: multimodal phantom seed {seed}", echo)
+
+        def case(seed=seed) -> dict:
+            seg, scores = run_multimodal_demo(None, scan=out["scan"], seed=seed, progress=False)
+            return {"truth_scores": scores, "consistency": _matrices(seg.consistency),
+                    "grid": seg.provenance["grid"]}
+
+        out["phantom"].append(_guard({"seed": seed}, case, echo))
+    folder = Path(data_dir) / "multimodal" if data_dir else None
+    for name, (rel, image_name, options) in REAL_EDS.items():
+        path = folder / rel if folder else None
+        if path is None or not path.exists():
+            out["real"].append({"name": name, "skipped": "file not found"})
+            continue
+        _log(f"consistency: {name}", echo)
+
+        def case(path=path, image_name=image_name, options=options) -> dict:
+            seg = segment({image_name: path, "eds": (path, options)}, seed=0, progress=False)
+            return {"consistency": _matrices(seg.consistency), "grid": seg.provenance["grid"],
+                    "n_communities": {n: int(np.unique(lab[lab >= 0]).size)
+                                      for n, lab in seg.modality_labels.items()} | {"joint": seg.n_communities}}
+
+        out["real"].append(_guard({"name": name, "file": rel}, case, echo))
+    return out
+
+
+def _matrices(consistency: dict) -> dict:
+    return {k: consistency[k] for k in ("names", "ari", "nmi", "vi")}
+
+
+def run_speed(quick: bool, echo=None) -> dict:
+    from ..chips import ChipGrid, iter_chips
+    from ..config import EncoderConfig
+    from ..phantoms import haadf_phantom
+    from ..pipeline import make_encoder, segment
+    from . import speed
+
+    pick = 1 if quick else 0
+    out: dict[str, Any] = {}
+    _log("speed: peak floating-point rate", echo)
+    out["peak"] = speed.peak_flops()
+    size = SIZES["speed_image"][pick]
+    image = haadf_phantom((size, size), seed=0).image.astype(np.float32)
+    out["image_shape"] = [size, size]
+    low, high = np.percentile(image, [1, 99])
+    scaled = np.clip((image - low) / (high - low), 0, 1).astype(np.float32)
+    out["encoders"] = []
+    resnet = {"name": "resnet50", "weights": "random", "options": {"resize": None, "layer": "layer4"}}
+    cases = [("fourier", {"name": "fourier"}, None), ("resnet50", resnet, "chip")]
+    for name, encoder_config, stride in cases:
+        _log(f"speed: {name}", echo)
+        record: dict[str, Any] = {"encoder": name}
+
+        def case(name=name, encoder_config=encoder_config, stride=stride) -> dict:
+            grid = methods.default_grid(image.shape)
+            if stride == "chip":
+                grid = ChipGrid(image.shape, grid.size, grid.size)
+            chips = np.concatenate([c for _, c in iter_chips(scaled, grid.origins, grid.size)])
+            encoder, _ = make_encoder(EncoderConfig(**encoder_config))
+            encoder.fit(chips[: min(len(chips), 512)])
+            forward = speed.encoder_throughput(encoder, chips, repeats=1 if quick else 3, peak=out["peak"])
+            kwargs: dict[str, Any] = {"encoder": name, "stride": grid.stride}
+            if name == "resnet50":
+                kwargs |= {"weights": "random",
+                           "config": {"encoder": {"options": {"resize": None, "layer": "layer4"}}}}
+            speed.reset_peak_rss()
+            start = time.perf_counter()
+            segment(image, seed=0, progress=False, **kwargs)
+            total = time.perf_counter() - start
+            return {"forward": forward, "n_chips": grid.n_chips, "chip": grid.size, "stride": grid.stride,
+                    "segment_seconds": total, "peak_rss_mib": speed.peak_rss_mib(),
+                    "overhead": total / forward["seconds"] - 1.0}
+
+        out["encoders"].append(_guard(record, case, echo))
+    _log("speed: graph and Leiden against the number of chips", echo)
+    out["graph"] = _guard({}, lambda: {"rows": speed.graph_scaling(SIZES["graph_chips"][pick])}, echo)
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] | None = None,
+              quick: bool = False, method_names: list[str] | None = None, phantom_size: int = 512,
+              n_images: int | None = None, echo: Callable[[str], None] | None = None) -> dict:
+    """Run the benchmark parts and write ``results.json``, ``report.md`` and figures to ``out``.
+
+    Parameters
+    ----------
+    data_dir
+        Data folder laid out like ``../shared/data``; ``None`` or a folder without the
+        labelled sets runs on the phantoms only (the report lists what was skipped).
+    parts
+        Subset of :data:`PARTS` (all by default).
+    quick
+        Fewer images, seeds and sizes (see :data:`SIZES`): minutes instead of an hour.
+    method_names
+        Methods of the quality part (default: all, or :data:`methods.QUICK_METHODS`).
+    n_images
+        Images per labelled set, spread over the sorted set (default: all; 2 when quick).
+
+    Raises
+    ------
+    InputError
+        ``data_dir`` given but not a folder.
+    ParameterError
+        Unknown part or method.
+    """
+    from .report import write_report
+
+    parts = list(parts or PARTS)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ParameterError(f"unknown benchmark parts {unknown}", fix=f"use some of {', '.join(PARTS)}",
+                             where="parts")
+    names = list(method_names or (methods.QUICK_METHODS if quick else methods.METHODS))
+    bad = sorted(set(names) - set(methods.METHODS))
+    if bad:
+        raise ParameterError(f"unknown methods {bad}", fix=f"use some of {', '.join(methods.METHODS)}",
+                             where="methods")
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise InputError("is not a folder", fix="give the shared data folder (e.g. ../shared/data)",
+                             where=data_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data_dir": str(data_dir) if data_dir else None,
+        "quick": quick, "n_images": n_images, "parts": parts, "methods": {n: methods.METHODS[n][0] for n in names},
+        "project_methods": [n for n in names if methods.METHODS[n][2]],
+        "machine": machine(), "versions": package_versions(),
+    }
+
+    def checkpoint() -> None:
+        write_text_atomic(out / "results.json", to_json(results))
+        write_report(results, out)
+
+    items, skipped = labelled_sets(data_dir, quick, phantom_size, n_images)
+    results["skipped_sets"] = skipped
+    results["images"] = {i.dataset: [] for i in items}
+    for i in items:
+        results["images"][i.dataset].append(i.name)
+    for part in parts:
+        start = time.perf_counter()
+        if part == "quality":
+            records = run_quality(items, names, echo)
+            results["quality"] = {"records": records, "summary": quality.summarise(records)}
+        elif part == "stability":
+            results["stability"] = run_stability(items, quick, echo)
+        elif part == "consistency":
+            results["consistency"] = run_consistency(data_dir, quick, echo)
+        elif part == "speed":
+            results["speed"] = run_speed(quick, echo)
+        results.setdefault("part_seconds", {})[part] = time.perf_counter() - start
+        checkpoint()
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    checkpoint()
+    return results

@@ -1,0 +1,88 @@
+"""``mmseg bench``: every part runs on small phantoms and writes a report that says what it measured."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from multimodal_seg.bench import runner
+from multimodal_seg.bench.quality import score
+from multimodal_seg.chips import ChipGrid
+from multimodal_seg.cli import app
+from multimodal_seg.errors import InputError, ParameterError
+
+from .conftest import DATA
+
+
+@pytest.fixture
+def small_sizes(monkeypatch):
+    """Shrink every part's work (full and quick) so the whole run takes well under a minute."""
+    small = {"phantom_seeds": ([0], [0]), "labelled_images": (1, 1), "stability_seeds": ([0, 1], [0, 1]),
+             "stability_images": (1, 1), "multimodal_seeds": ([0], [0]), "multimodal_scan": (32, 32),
+             "graph_chips": ([300], [300]), "speed_image": (256, 256)}
+    monkeypatch.setattr(runner, "SIZES", small)
+
+
+def test_bench_runs_every_part_and_reports_it(tmp_path, small_sizes):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["bench", "--out", str(out), "--quick",
+                                      "--methods", "mmseg-default,slic-kmeans,felzenszwalb-kmeans"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["part_seconds"]) == {"quality", "stability", "consistency", "speed"}
+    phantom = results["quality"]["summary"]["phantom"]
+    assert set(phantom) == {"mmseg-default", "slic-kmeans", "felzenszwalb-kmeans"}
+    # The project's default finds the phantom's regions; a fair peer is far from chance.
+    assert phantom["mmseg-default"]["pixel"]["ari"]["mean"] > 0.8
+    assert phantom["slic-kmeans"]["pixel"]["ari"]["mean"] > 0.2
+    stab = results["stability"][0]
+    assert stab["seeds"]["min"] > 0.8 and 0 < stab["noise_ari"] <= 1 and 0 < stab["shift_ari"] <= 1
+    cons = results["consistency"]["phantom"][0]
+    assert cons["consistency"]["names"][-1] == "joint" and cons["truth_scores"]["joint"]["ari"] > 0.5
+    assert all(r.get("skipped") for r in results["consistency"]["real"])  # no data folder given
+    speed = results["speed"]
+    assert speed["peak"]["measured_flops"] > 0
+    assert {r["encoder"] for r in speed["encoders"]} == {"fourier", "resnet50"}
+    assert all("error" not in r and r["segment_seconds"] > 0 for r in speed["encoders"])
+    assert speed["graph"]["rows"][0]["n_chips"] == 300
+    report = (out / "report.md").read_text()
+    for heading in ("## Quality", "## Stability", "## Cross-modal consistency", "## Speed",
+                    "default beats every peer", "Machine:", "Reproduce:"):
+        assert heading in report, heading
+    assert (out / "quality.png").stat().st_size > 0 and (out / "graph_scaling.png").stat().st_size > 0
+
+
+@pytest.mark.realdata
+def test_bench_scores_the_labelled_sets(tmp_path, small_sizes):
+    if not (DATA / "labelled/nasa_pmm/EBC").is_dir():
+        pytest.skip("labelled data absent")
+    results = runner.run_bench(DATA, tmp_path, quick=True, parts=["quality"],
+                               method_names=["mmseg-default", "slic-kmeans"])
+    assert results["skipped_sets"] == []
+    for dataset in ("ebc", "super"):
+        entry = results["quality"]["summary"][dataset]["mmseg-default"]["pixel"]
+        # Many-to-one above the majority baseline: the communities carry class information.
+        assert entry["many_to_one"]["mean"] > entry["majority_baseline"]["mean"]
+
+
+def test_chip_level_scores_use_chip_majorities():
+    truth = np.zeros((64, 64), dtype=int)
+    truth[:, 32:] = 1
+    pred = truth.copy()
+    pred[:, 30:32] = 1  # a boundary two pixels off: wrong pixels, but no chip changes majority
+    scores = score(pred, truth, 2, ChipGrid(truth.shape, 16, 16))
+    assert scores["pixel"]["ari"] < 1.0 and scores["chip"]["ari"] == pytest.approx(1.0)
+
+
+def test_bench_bad_arguments(tmp_path):
+    with pytest.raises(InputError, match="not a folder"):
+        runner.run_bench(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(ParameterError, match="unknown benchmark parts"):
+        runner.run_bench(None, tmp_path / "out", parts=["speeed"])
+    with pytest.raises(ParameterError, match="unknown methods"):
+        runner.run_bench(None, tmp_path / "out", method_names=["kmeans"])
+    result = CliRunner().invoke(app, ["bench", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not a folder" in result.output
