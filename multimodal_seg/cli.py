@@ -66,7 +66,7 @@ def segment(
         None, "--modality", "-m",
         help="NAME=FILE, repeatable: several modalities of one specimen (e.g. haadf=a.dm4 "
              "eels=b.dm4 diffraction=c.mib); NAME:KIND=FILE states the kind."),
-    fusion: Optional[str] = typer.Option(None, help="Several modalities: concat | multiplex [default: concat]."),
+    fusion: Optional[str] = typer.Option(None, help="Several modalities: multiplex | concat [default: multiplex]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: ./<file stem>-mmseg]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; options below override it."),
     chip_size: Optional[str] = typer.Option(None, help="Chip edge: pixels (32) or length ('2 nm') [default: auto]."),
@@ -79,6 +79,8 @@ def segment(
     method: Optional[str] = typer.Option(None, help="leiden | louvain [default: leiden]."),
     merge: Optional[float] = typer.Option(
         None, help="Merge communities more connected than this (0-1; 0.5 is a good start) [default: off]."),
+    consensus: Optional[int] = typer.Option(
+        None, help="Keep the most representative of this many Leiden runs: steadier across seeds (30 is typical) [default: off]."),
     seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
     signal: Optional[str] = typer.Option(None, help="Which image of a multi-signal file (index or title)."),
@@ -98,7 +100,7 @@ def segment(
         seg = run_segment(
             source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride),
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
-            resolution=resolution, method=method, merge=merge, seed=seed, device=device,
+            resolution=resolution, method=method, merge=merge, consensus=consensus, seed=seed, device=device,
             signal=to_int(signal), progress=not quiet,
         )
     except MMSegError as exc:

@@ -83,6 +83,7 @@ def partition_graph(
     seed: int = 0,
     n_iterations: int = -1,
     n_restarts: int = 1,
+    consensus: int = 0,
 ) -> Partition:
     """Split a weighted graph into communities by modularity.
 
@@ -103,6 +104,10 @@ def partition_graph(
         modularity is kept (default 1).  More runs make labels less seed-dependent
         but may split a region more; costs ``n_restarts`` times one run (Leiden:
         about 4 s per run on 10^5 chips here).
+    consensus
+        If > 1, the partition is the most representative of this many runs
+        (:func:`consensus_labels`) instead of one run; 0 or 1 is one run.  Cannot
+        be combined with ``n_restarts``.
     """
     if method not in METHODS:
         raise ParameterError(f"unknown community method {method!r}",
@@ -113,6 +118,17 @@ def partition_graph(
     if n_restarts < 1:
         raise ParameterError(f"n_restarts={n_restarts} must be at least 1",
                              fix="use n_restarts >= 1 (1 is the default)", where="n_restarts")
+    if consensus < 0 or (consensus > 1 and n_restarts > 1):
+        raise ParameterError(f"consensus={consensus} with n_restarts={n_restarts}",
+                             fix="use consensus >= 0, and either consensus runs or restarts, not both",
+                             where="consensus")
+    params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations,
+              "n_restarts": n_restarts, "consensus": consensus}
+    if consensus > 1:
+        labels = consensus_labels(graph, runs=consensus, method=method, resolution=resolution, seed=seed,
+                                  n_iterations=n_iterations)
+        quality = to_igraph(graph).modularity(labels.tolist(), weights="weight", resolution=resolution)
+        return Partition(labels=labels, modularity=float(quality), params=params)
     g = to_igraph(graph)
     best_labels, best_quality = None, -np.inf
     # Several runs from seeds derived from `seed`, keeping the best modularity: the
@@ -134,9 +150,42 @@ def partition_graph(
         quality = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
         if quality > best_quality:
             best_labels, best_quality = labels, quality
-    params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations,
-              "n_restarts": n_restarts}
     return Partition(labels=best_labels, modularity=float(best_quality), params=params)
+
+
+def consensus_labels(graph: sp.csr_matrix, *, runs: int, method: Method = "leiden", resolution: float = 1.0,
+                     seed: int = 0, n_iterations: int = -1) -> np.ndarray:
+    """The most representative of ``runs`` community detections (the medoid partition).
+
+    The graph is partitioned ``runs`` times with seeds derived from ``seed``; the
+    run whose mean adjusted Rand index with all the other runs is highest is kept.
+    When most runs find the same partition, that is the one returned, whatever
+    the seed.
+
+    Why: one Leiden run on a weakly structured graph lands in one of many
+    near-equal partitions, picked by the seed.  Measured (30 runs, seeds 0-3): the
+    worst pairwise ARI between seeds on NASA images rose from 0.56-0.83 to
+    0.78-0.99 (EBC) and from 0.38/0.73 to 0.43/0.94 (superalloy), with the same
+    agreement with the human labels.  Unlike a co-association consensus graph
+    (tried: it split a large planted cluster that 9 of 10 single runs kept whole)
+    or the best-modularity run (``n_restarts``), the medoid is a partition Leiden
+    itself finds, and the common one.
+
+    Returns
+    -------
+    ``(n,)`` labels ordered by size.
+    """
+    from .metrics import adjusted_rand
+
+    seeds = np.random.SeedSequence(seed).generate_state(runs).tolist()
+    labels = [partition_graph(graph, method=method, resolution=resolution, n_iterations=n_iterations,
+                              seed=int(s)).labels for s in seeds]
+    agreement = np.eye(runs)
+    for a in range(runs):
+        for b in range(a + 1, runs):
+            agreement[a, b] = agreement[b, a] = (
+                1.0 if np.array_equal(labels[a], labels[b]) else adjusted_rand(labels[a], labels[b]))
+    return labels[int(agreement.mean(axis=1).argmax())]
 
 
 def connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:

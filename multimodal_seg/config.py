@@ -74,6 +74,9 @@ class CommunityConfig(_Section):
     #: Independent runs; the partition of highest modularity is kept (less seed-dependent,
     #: but may split regions more: see communities.partition_graph).
     n_restarts: int = Field(1, ge=1, le=1000)
+    #: If > 1: the most representative of this many runs (communities.consensus_labels);
+    #: steadier across seeds, costs this many runs.
+    consensus: int = Field(0, ge=0, le=1000)
     #: Merge communities whose connectivity (observed / expected edge weight) exceeds this;
     #: ``None`` keeps Leiden's partition (see communities.merge_connected).
     merge: float | None = Field(None, gt=0, le=1)
@@ -120,6 +123,7 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
     "method": ("communities", "method"),
     "resolution": ("communities", "resolution"),
     "merge": ("communities", "merge"),
+    "consensus": ("communities", "consensus"),
     "seed": (None, "seed"),
     "fusion": ("fusion", "method"),
 }

@@ -277,7 +277,8 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
                                              seed=cfg.seed, upstream=fp)
         stages.find_communities(study, graph=name, method=com.method, resolution=com.resolution,
                                 seed=cfg.seed, n_iterations=com.n_iterations, upstream=graph_fps[name],
-                                key_added=name, merge=com.merge, n_restarts=com.n_restarts)
+                                key_added=name, merge=com.merge, n_restarts=com.n_restarts,
+                                consensus=com.consensus)
     weights = {n: cfg.fusion.layer_weights.get(n, 1.0) for n in names}
     if cfg.fusion.method == "concat":
         fp = stages.build_joint_graph(study, modalities=names, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs,
@@ -285,7 +286,8 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
                                       upstream=stages.fingerprint(graph_fps))
         stages.find_communities(study, graph="joint", method=com.method, resolution=com.resolution,
                                 seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp,
-                                key_added="joint", merge=com.merge, n_restarts=com.n_restarts)
+                                key_added="joint", merge=com.merge, n_restarts=com.n_restarts,
+                                consensus=com.consensus)
         joint_graph = study.read_sparse("graphs/joint")
     else:
         stages.find_multiplex_communities(study, graphs_=names, layer_weights=weights,

@@ -134,6 +134,7 @@ def segment(
     resolution: float | None = None,
     method: str | None = None,
     merge: float | None = None,
+    consensus: int | None = None,
     seed: int | None = None,
     out: str | Path | None = None,
     config: SegmentConfig | dict | str | Path | None = None,
@@ -179,6 +180,10 @@ def segment(
     merge
         Optional, in (0, 1]: merge communities whose connectivity exceeds it (0.5 is
         a good start), against noise splitting one homogeneous region; default off.
+    consensus
+        If > 1, communities are the most representative of this many Leiden/Louvain
+        runs (:func:`multimodal_seg.communities.consensus_labels`): steadier across
+        seeds, at this many runs' cost; default off.
     seed
         Random seed (default 0); the same input, config and seed give the same labels.
     out
@@ -193,7 +198,7 @@ def segment(
     pixel_size, units
         Calibration for array input (or to override a file's).
     fusion
-        Several modalities: ``"concat"`` (default) or ``"multiplex"``.
+        Several modalities: ``"multiplex"`` (default) or ``"concat"``.
 
     Returns
     -------
@@ -201,8 +206,8 @@ def segment(
     """
     cfg = with_overrides(load_config(config), chip_size=chip_size, stride=stride, encoder=encoder,
                          encoder_options=encoder_options, weights=weights, k=k,
-                         resolution=resolution, method=method, merge=merge, seed=seed,
-                         allow_download=allow_download, n_pcs=n_pcs, device=device,
+                         resolution=resolution, method=method, merge=merge, consensus=consensus,
+                         seed=seed, allow_download=allow_download, n_pcs=n_pcs, device=device,
                          batch_size=batch_size, fusion=fusion)
     out_dir = check_output(out)
     if isinstance(source, dict):
@@ -225,7 +230,8 @@ def segment(
     com = cfg.communities
     stages.find_communities(study, graph="image", method=com.method, resolution=com.resolution,
                             seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp,
-                            merge=com.merge, n_restarts=com.n_restarts)
+                            merge=com.merge, n_restarts=com.n_restarts,
+                                consensus=com.consensus)
     return collect(study, grid, config=cfg, encoder=enc, reason=reason, out=out_dir)
 
 

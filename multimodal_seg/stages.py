@@ -131,7 +131,7 @@ def build_graph(study: Study, *, modality: str, k: int, n_pcs: int | None, seed:
 
 def find_communities(study: Study, *, graph: str, method: str, resolution: float, seed: int,
                      n_iterations: int, upstream: str, key_added: str | None = None,
-                     merge: float | None = None, n_restarts: int = 1) -> str:
+                     merge: float | None = None, n_restarts: int = 1, consensus: int = 0) -> str:
     """Partition ``graphs/<graph>`` -> ``partitions/<key_added or method>``.
 
     With ``merge``, well-connected communities are then merged
@@ -139,12 +139,14 @@ def find_communities(study: Study, *, graph: str, method: str, resolution: float
     """
     params = {"graph": graph, "method": method, "resolution": resolution, "seed": seed,
               "n_iterations": n_iterations, "merge": merge, "n_restarts": n_restarts}
+    if consensus > 1:  # only then, so partitions of earlier runs stay current
+        params["consensus"] = consensus
     fp = fingerprint("partition", params, upstream)
     key = f"partitions/{key_added or method}"
     if not study.is_current(key, fp):
         adjacency = study.read_sparse(f"graphs/{graph}")
         part = partition_graph(adjacency, method=method, resolution=resolution, seed=seed,
-                               n_iterations=n_iterations, n_restarts=n_restarts)
+                               n_iterations=n_iterations, n_restarts=n_restarts, consensus=consensus)
         if merge is not None:
             part = merge_partition(adjacency, part, merge)
         study.write_array(key, part.labels, fingerprint=fp, params=params,

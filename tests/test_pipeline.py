@@ -234,3 +234,16 @@ def test_merge_keeps_particles_apart_from_a_noisy_support():
     particles = image > np.percentile(image, 99.9)
     brightest = int(np.argmax([row.mean_intensity for row in merged.communities]))
     assert np.mean(merged.pixel_labels[particles] == brightest) > 0.5
+
+
+def test_consensus_runs_are_recorded_and_resume_only_the_partition(small_phantom, tmp_path):
+    out = tmp_path / "run"
+    plain = mms.segment(small_phantom.image, out=out, progress=False, seed=1)
+    steady = mms.segment(small_phantom.image, out=out, progress=False, seed=1, consensus=5)
+    config = json.loads((out / "provenance.json").read_text())["config"]
+    assert config["communities"]["consensus"] == 5
+    # Same graph (resumed), a partition of its own that still finds the phantom's regions.
+    assert steady.graph.nnz == plain.graph.nnz
+    assert steady.agreement(small_phantom.truth)["ari"] > 0.8
+    with pytest.raises(ParameterError, match="consensus"):
+        mms.segment(small_phantom.image, progress=False, consensus=-1)

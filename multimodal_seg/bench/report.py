@@ -71,17 +71,17 @@ def quality_section(results: dict) -> list[str]:
 
 
 def stability_section(rows: list[dict]) -> list[str]:
-    lines = ["## Stability (project default)", "",
+    lines = ["## Stability", "",
              "Pixel ARI between segmentations of the same image: every pair of seeds; clean against "
              "added Gaussian noise (sigma = 5% of the 1st-99th percentile range); unshifted against "
              f"shifted by half a chip (common area). Goal: seeds agree at ARI ≥ {GOAL_SEED_ARI}.", "",
-             "| set | image | seeds: min ARI | seeds: mean ARI | noise ARI | half-chip shift ARI | goal met |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             "| set | image | setting | seeds: min ARI | seeds: mean ARI | noise ARI | half-chip shift ARI | goal met |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['image']} | error: {r['error']} ||||| ")
+            lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | error: {r['error']} ||||| ")
             continue
-        lines.append(f"| {r['dataset']} | {r['image']} | {r['seeds']['min']:.3f} | {r['seeds']['mean']:.3f} | "
+        lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | {r['seeds']['min']:.3f} | {r['seeds']['mean']:.3f} | "
                      f"{r['noise_ari']:.3f} | {r['shift_ari']:.3f} | "
                      f"{'yes' if r['seeds']['min'] >= GOAL_SEED_ARI else 'no'} |")
     return lines + [""]

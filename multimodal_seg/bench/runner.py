@@ -133,10 +133,16 @@ def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
     return records
 
 
-def _default_labels(image: np.ndarray, seed: int) -> np.ndarray:
-    from ..pipeline import segment
+#: Project settings whose stability is measured: name -> segment() options.
+STABILITY_SETTINGS = {"mmseg-default": {}, "mmseg-consensus-30": {"consensus": 30}}
 
-    return segment(image, seed=seed, progress=False).pixel_labels
+
+def _labeller(options: dict) -> Callable[[np.ndarray, int], np.ndarray]:
+    def labels(image: np.ndarray, seed: int) -> np.ndarray:
+        from ..pipeline import segment
+
+        return segment(image, seed=seed, progress=False, **options).pixel_labels
+    return labels
 
 
 def run_stability(items: list, quick: bool, echo=None) -> list[dict]:
@@ -146,16 +152,15 @@ def run_stability(items: list, quick: bool, echo=None) -> list[dict]:
         chosen += [i for i in items if i.dataset == name][: SIZES["stability_images"][pick]]
     rows = []
     for item in chosen:
-        _log(f"stability: {item.dataset}/{item.name}", echo)
         chip = methods.default_grid(item.image.shape).size
+        for name, options in STABILITY_SETTINGS.items():
+            _log(f"stability: {item.dataset}/{item.name}: {name}", echo)
 
-        def case(item=item, chip=chip) -> dict:
-            return {"seeds": stability.seed_agreement(_default_labels, item.image,
-                                                      SIZES["stability_seeds"][pick]),
-                    **stability.perturbation_agreement(_default_labels, item.image, chip)}
+            def case(item=item, chip=chip, run=_labeller(options)) -> dict:
+                return {"seeds": stability.seed_agreement(run, item.image, SIZES["stability_seeds"][pick]),
+                        **stability.perturbation_agreement(run, item.image, chip)}
 
-        rows.append(_guard({"dataset": item.dataset, "image": item.name, "method": "mmseg-default"},
-                           case, echo))
+            rows.append(_guard({"dataset": item.dataset, "image": item.name, "method": name}, case, echo))
     return rows
 
 
