@@ -208,7 +208,8 @@ def iter_chips(data, origins: np.ndarray, size: int, *, batch: int = 256):
     ----------
     data
         Array whose first two axes are the scan (or image) axes: ``(rows, cols, ...)``.
-        A Dask array is read one band of rows per batch, never whole.
+        A Dask array is read in bands of at most ``2 * size`` rows (and only the
+        columns the chips cover), never whole.
     origins
         ``(n_chips, 2)`` top-left pixel of each chip, in row-major order.
     size
@@ -223,6 +224,26 @@ def iter_chips(data, origins: np.ndarray, size: int, *, batch: int = 256):
     origins = np.asarray(origins)
     for first in range(0, len(origins), batch):
         part = origins[first : first + batch]
-        top, bottom = int(part[:, 0].min()), int(part[:, 0].max()) + size
-        band = np.asarray(data[top:bottom])
-        yield first, np.stack([band[r - top : r - top + size, c : c + size] for r, c in part])
+        yield first, np.concatenate([_read_band(data, group, size) for group in _row_groups(part, size)])
+
+
+def _row_groups(origins: np.ndarray, size: int) -> list[np.ndarray]:
+    """Split row-major ``origins`` into runs whose rows fit in a band of ``2 * size`` rows.
+
+    A regular grid gives one or two runs per batch; a scattered sample (such as an
+    encoder's fit sample) gives one run per few chip rows, so that no read spans
+    the whole scan for a handful of chips.
+    """
+    groups, start = [], 0
+    for i in range(1, len(origins) + 1):
+        if i == len(origins) or origins[i, 0] + size - origins[start, 0] > 2 * size:
+            groups.append(origins[start:i])
+            start = i
+    return groups
+
+
+def _read_band(data, origins: np.ndarray, size: int) -> np.ndarray:
+    top, bottom = int(origins[:, 0].min()), int(origins[:, 0].max()) + size
+    left, right = int(origins[:, 1].min()), int(origins[:, 1].max()) + size
+    band = np.asarray(data[top:bottom, left:right])
+    return np.stack([band[r - top : r - top + size, c - left : c - left + size] for r, c in origins])

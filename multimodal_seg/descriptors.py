@@ -183,13 +183,13 @@ def table_to_csv(rows: list[CommunityRow]) -> str:
     return buffer.getvalue()
 
 
-def community_mean_signals(data: da.Array, chips, labels: np.ndarray, *, batch: int = 64) -> np.ndarray:
+def community_mean_signals(data: da.Array, chips, labels: np.ndarray) -> np.ndarray:
     """Mean signal (spectrum or diffraction pattern) of each community.
 
     Parameters
     ----------
     data
-        ``(rows, cols, *signal)`` modality array (streamed in chip batches).
+        ``(rows, cols, *signal)`` modality array (streamed in bands of scan rows).
     chips
         The modality's chips (``origins``, ``size``), one per label.
     labels
@@ -199,18 +199,22 @@ def community_mean_signals(data: da.Array, chips, labels: np.ndarray, *, batch: 
     -------
     ``(n_communities, *signal)`` float64: the average over every scan position of
     every chip in the community (positions in overlapping chips count once per chip).
+    Each position is read once: its signal enters each community weighted by the
+    number of that community's chips covering it.
     """
-    from .chips import iter_chips
+    from .position_pooling import iter_row_bands
 
     labels = np.asarray(labels).ravel()
     n = int(labels.max()) + 1
-    sums = np.zeros((n, *data.shape[2:]))
-    counts = np.zeros(n)
-    for first, batch_chips in iter_chips(data, chips.origins, chips.size, batch=batch):
-        chip_means = batch_chips.reshape(len(batch_chips), -1, *data.shape[2:]).mean(axis=1)
-        batch_labels = labels[first : first + len(batch_chips)]
-        for community in np.unique(batch_labels[batch_labels >= 0]):
-            sel = batch_labels == community
-            sums[community] += chip_means[sel].sum(axis=0)
-            counts[community] += sel.sum()
-    return sums / np.maximum(counts, 1).reshape(-1, *([1] * (sums.ndim - 1)))
+    rows, cols = int(data.shape[0]), int(data.shape[1])
+    weights = np.zeros((n, rows, cols))
+    size = chips.size
+    for (r, c), label in zip(np.asarray(chips.origins), labels):
+        if label >= 0:
+            weights[label, r : r + size, c : c + size] += 1
+    sums = np.zeros((n, int(np.prod(data.shape[2:], dtype=np.int64))))
+    for top, block in iter_row_bands(data):
+        w = weights[:, top : top + len(block)].reshape(n, -1)
+        sums += w @ block.reshape(w.shape[1], -1).astype(np.float64)
+    totals = weights.reshape(n, -1).sum(axis=1)
+    return (sums / np.maximum(totals, 1)[:, None]).reshape(n, *data.shape[2:])

@@ -16,6 +16,7 @@ from .communities import merge_partition, partition_graph
 from .descriptors import CHIP_STATS, chip_statistics
 from .encoders.base import Encoder
 from .modalities.base import ModalityData
+from .position_pooling import pooled_position_embeddings
 from .provenance import fingerprint
 from .scan_grid import ModalityChips
 from .study import Study
@@ -79,7 +80,9 @@ def embed_chips(
     """Embed every chip of one modality; write ``embeddings/<modality>`` and ``chips/stats/<modality>``.
 
     The modality is streamed from the store one band of chip rows at a time, so
-    memory holds about ``batch_chips`` chips, never the whole modality.  Image
+    memory holds about ``batch_chips`` chips, never the whole modality.  Encoders
+    that pool per-position features (``Encoder.pools_positions``) encode each scan
+    position once instead (:mod:`multimodal_seg.position_pooling`).  Image
     chips are scaled to [0, 1] by the image's robust intensity range; spectra and
     diffraction patterns reach their encoders as raw counts.
     """
@@ -95,22 +98,33 @@ def embed_chips(
     scale = (lambda raw: np.clip((raw - low) / (high - low), 0.0, 1.0)) if is_image else (lambda raw: raw)
     if type(encoder).fit is not Encoder.fit:
         encoder.fit(scale(_fit_sample(data, chips, seed=seed)))
-    n_chips = len(chips.origins)
-    embeddings = np.empty((n_chips, encoder.dim), dtype=np.float32)
-    stats = np.empty((n_chips, len(CHIP_STATS)), dtype=np.float32)
-    bar = tqdm(total=n_chips, desc=f"embedding {modality} ({encoder.name})", unit="chip",
-               disable=not progress, leave=False)
-    with bar:
-        for first, raw in iter_chips(data, chips.origins, chips.size, batch=batch_chips):
-            raw = raw.astype(np.float32, copy=False)
-            embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
-            stats[first : first + len(raw)] = chip_statistics(raw)
-            bar.update(len(raw))
+    desc = f"embedding {modality} ({encoder.name})"
+    if encoder.pools_positions and not is_image:
+        embeddings, stats = pooled_position_embeddings(data, chips.origins, chips.size, encoder,
+                                                       progress=progress, desc=desc)
+    else:
+        embeddings, stats = _embed_chip_by_chip(data, chips, encoder, scale, batch_chips=batch_chips,
+                                                progress=progress, desc=desc)
     study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
     study.write_array(key, embeddings, fingerprint=fp, encoder=encoder.fingerprint(),
                       intensity_scale=[low, high] if is_image else None,
                       standardise=encoder.standardise)
     return fp
+
+
+def _embed_chip_by_chip(data, chips: ModalityChips, encoder: Encoder, scale, *, batch_chips: int,
+                        progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and raw statistics, streaming ``batch_chips`` chips at a time."""
+    n_chips = len(chips.origins)
+    embeddings = np.empty((n_chips, encoder.dim), dtype=np.float32)
+    stats = np.empty((n_chips, len(CHIP_STATS)), dtype=np.float32)
+    with tqdm(total=n_chips, desc=desc, unit="chip", disable=not progress, leave=False) as bar:
+        for first, raw in iter_chips(data, chips.origins, chips.size, batch=batch_chips):
+            raw = raw.astype(np.float32, copy=False)
+            embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
+            stats[first : first + len(raw)] = chip_statistics(raw)
+            bar.update(len(raw))
+    return embeddings, stats
 
 
 def build_graph(study: Study, *, modality: str, k: int, n_pcs: int | None, seed: int,

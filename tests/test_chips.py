@@ -318,3 +318,32 @@ def test_chip_majority_round_trip_is_the_chip_level_ceiling():
     painted = grid.chip_labels_to_pixels(grid.pixel_labels_to_chips(truth))
     wrong = painted != truth
     assert wrong.any() and not wrong[:, :26].any() and not wrong[:, 34:].any()
+
+
+class _RecordingArray:
+    """An array that remembers which rows each read asked for."""
+
+    def __init__(self, data):
+        self.data, self.reads = data, []
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self.data[key]
+
+
+def test_iter_chips_reads_narrow_bands_for_scattered_chips():
+    from multimodal_seg.chips import iter_chips
+
+    data = np.arange(64 * 64 * 3, dtype=np.float32).reshape(64, 64, 3)
+    grid = ChipGrid((64, 64), 8, 4)
+    picked = np.sort(np.random.default_rng(0).choice(grid.n_chips, 20, replace=False))
+    recorder = _RecordingArray(data)
+    batches = list(iter_chips(recorder, grid.origins[picked], 8, batch=256))
+    chips = np.concatenate([b for _, b in batches])
+    expected = np.stack([data[r : r + 8, c : c + 8] for r, c in grid.origins[picked]])
+    np.testing.assert_array_equal(chips, expected)
+    assert all(rows.stop - rows.start <= 16 for rows, _ in recorder.reads)
+    # A full grid in row-major order is still read in few, wide bands.
+    recorder.reads.clear()
+    list(iter_chips(recorder, grid.origins, 8, batch=256))
+    assert len(recorder.reads) <= 2 * grid.grid_shape[0]

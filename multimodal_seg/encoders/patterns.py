@@ -218,6 +218,7 @@ class DiffractionProfilesEncoder(Encoder):
 
     name = "diffraction-profiles"
     kind = "diffraction"
+    pools_positions = True
 
     def __init__(
         self,
@@ -268,6 +269,10 @@ class DiffractionProfilesEncoder(Encoder):
         return features.reshape(n, h * w, self.dim).mean(axis=1, dtype=np.float64).astype(
             np.float32
         )
+
+    def position_features(self, signals: np.ndarray) -> np.ndarray:
+        """Features of single patterns ``(m, qy, qx)`` -> ``(m, dim)``; see :meth:`pattern_features`."""
+        return self.pattern_features(signals)
 
     def pattern_features(self, patterns: np.ndarray) -> np.ndarray:
         """Features of single patterns ``(m, qy, qx)`` -> ``(m, dim)`` float32 (no pooling)."""
