@@ -80,7 +80,7 @@ def segment(
     merge: Optional[float] = typer.Option(
         None, help="Merge communities more connected than this (0-1; 0.5 is a good start) [default: off]."),
     consensus: Optional[int] = typer.Option(
-        None, help="Keep the most representative of this many Leiden runs: steadier across seeds (30 is typical) [default: off]."),
+        None, help="Keep the most representative of this many Leiden runs: steadier across seeds; 0 = one run [default: 30]."),
     seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
     signal: Optional[str] = typer.Option(None, help="Which image of a multi-signal file (index or title)."),

@@ -106,8 +106,9 @@ def partition_graph(
         about 4 s per run on 10^5 chips here).
     consensus
         If > 1, the partition is the most representative of this many runs
-        (:func:`consensus_labels`) instead of one run; 0 or 1 is one run.  Cannot
-        be combined with ``n_restarts``.
+        (:func:`consensus_labels`) instead of one run; 0 or 1 is one run (the
+        function's default; the pipeline's default is 30).  Cannot be combined with
+        ``n_restarts``.
     """
     if method not in METHODS:
         raise ParameterError(f"unknown community method {method!r}",
@@ -120,7 +121,8 @@ def partition_graph(
                              fix="use n_restarts >= 1 (1 is the default)", where="n_restarts")
     if consensus < 0 or (consensus > 1 and n_restarts > 1):
         raise ParameterError(f"consensus={consensus} with n_restarts={n_restarts}",
-                             fix="use consensus >= 0, and either consensus runs or restarts, not both",
+                             fix="use consensus >= 0, and either consensus runs or restarts, not both "
+                                 "(consensus=0 turns consensus off)",
                              where="consensus")
     params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations,
               "n_restarts": n_restarts, "consensus": consensus}

@@ -75,8 +75,8 @@ class CommunityConfig(_Section):
     #: but may split regions more: see communities.partition_graph).
     n_restarts: int = Field(1, ge=1, le=1000)
     #: If > 1: the most representative of this many runs (communities.consensus_labels);
-    #: steadier across seeds, costs this many runs.
-    consensus: int = Field(0, ge=0, le=1000)
+    #: steadier across seeds, costs this many runs.  0 or 1: a single run.
+    consensus: int = Field(30, ge=0, le=1000)
     #: Merge communities whose connectivity (observed / expected edge weight) exceeds this;
     #: ``None`` keeps Leiden's partition (see communities.merge_connected).
     merge: float | None = Field(None, gt=0, le=1)

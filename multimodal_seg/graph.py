@@ -21,6 +21,8 @@ from .errors import InputError, ParameterError
 
 #: Above this many chips, kNN search is approximate (pynndescent).
 EXACT_MAX = 20_000
+#: Up to this many features, PCA is exact (eigendecomposition of the covariance).
+EXACT_PCA_MAX_FEATURES = 4096
 #: Smallest edge weight kept: neighbours with cosine similarity <= 0 still connect.
 MIN_WEIGHT = 1e-3
 
@@ -63,9 +65,12 @@ def reduce_features(
     if n_pcs is not None:
         n = min(n_pcs, x.shape[0] - 1, x.shape[1])
         if n >= 1 and n < x.shape[1]:
-            # "auto": covariance eigh when chips far outnumber features (fast, no BLAS
-            # thread thrashing), else a seeded solver; both deterministic.
-            x = PCA(n_components=n, svd_solver="auto", random_state=seed).fit_transform(x)
+            # Exact PCA from the feature covariance whenever it is small: no dependence
+            # on the seed (sklearn's "auto" picks randomized SVD for, e.g., 961 chips x
+            # 150 features, and that alone moved Leiden's partition of NASA EBC images
+            # between seeds: pairwise ARI 0.82-0.92 -> 0.94-0.98 once exact).
+            solver = "covariance_eigh" if x.shape[1] <= EXACT_PCA_MAX_FEATURES else "randomized"
+            x = PCA(n_components=n, svd_solver=solver, random_state=seed).fit_transform(x)
     return x.astype(np.float32)
 
 

@@ -183,7 +183,7 @@ def segment(
     consensus
         If > 1, communities are the most representative of this many Leiden/Louvain
         runs (:func:`multimodal_seg.communities.consensus_labels`): steadier across
-        seeds, at this many runs' cost; default off.
+        seeds, at this many runs' cost; default 30 (0 or 1: a single run).
     seed
         Random seed (default 0); the same input, config and seed give the same labels.
     out

@@ -134,7 +134,7 @@ def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
 
 
 #: Project settings whose stability is measured: name -> segment() options.
-STABILITY_SETTINGS = {"mmseg-default": {}, "mmseg-consensus-30": {"consensus": 30}}
+STABILITY_SETTINGS = {"mmseg-default": {}, "mmseg-single-run": {"consensus": 0}}
 
 
 def _labeller(options: dict) -> Callable[[np.ndarray, int], np.ndarray]:
