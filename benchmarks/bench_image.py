@@ -51,6 +51,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from multimodal_seg.bench.speed import reset_peak_rss
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 HERE = Path(__file__).resolve().parent
@@ -93,6 +95,7 @@ DATASETS = {
 
 
 # --------------------------------------------------------------------------- small tools
+
 
 
 def log(msg: str) -> None:
@@ -146,16 +149,6 @@ def rss_kib() -> dict[str, int | None]:
     except OSError:
         pass
     return out
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False if not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def machine_info(import_torch: bool = True) -> dict[str, Any]:
