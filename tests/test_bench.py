@@ -42,6 +42,7 @@ def test_bench_runs_every_part_and_reports_it(tmp_path, small_sizes):
     assert stab["seeds"]["min"] > 0.8 and 0 < stab["noise_ari"] <= 1 and 0 < stab["shift_ari"] <= 1
     cons = results["consistency"]["phantom"][0]
     assert cons["consistency"]["names"][-1] == "joint" and cons["truth_scores"]["joint"]["ari"] > 0.5
+    assert 0 < cons["peer_scores"]["hyperspy-kmeans (eels)"]["ari"] <= 1
     assert all(r.get("skipped") for r in results["consistency"]["real"])  # no data folder given
     speed = results["speed"]
     assert speed["peak"]["measured_flops"] > 0

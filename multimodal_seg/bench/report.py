@@ -97,13 +97,16 @@ def _matrix(cons: dict, key: str = "ari") -> list[str]:
 def consistency_section(cons: dict) -> list[str]:
     lines = ["## Cross-modal consistency", "",
              f"### Multimodal phantom (HAADF + EELS + 4D-STEM, {cons['scan']} x {cons['scan']} scan)", "",
-             "ARI with the truth on the scan grid, per partition:", ""]
+             "ARI with the truth on the scan grid, per partition (and, for comparison, HyperSpy's "
+             "decomposition + k-means on the EELS alone, given the number of regions):", ""]
     ok = [r for r in cons["phantom"] if "truth_scores" in r]
     if ok:
         names = list(ok[0]["truth_scores"])
-        lines += ["| seed | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        lines += [f"| {r['seed']} | " + " | ".join(f"{r['truth_scores'][n]['ari']:.3f}" for n in names) + " |"
-                  for r in ok]
+        peers = list(ok[0].get("peer_scores", {}))
+        lines += ["| seed | " + " | ".join(names + peers) + " |", "|---|" + "---:|" * len(names + peers)]
+        lines += [f"| {r['seed']} | " + " | ".join(
+            [f"{r['truth_scores'][n]['ari']:.3f}" for n in names]
+            + [f"{r['peer_scores'][n]['ari']:.3f}" for n in peers]) + " |" for r in ok]
         lines += ["", f"ARI between partitions (seed {ok[0]['seed']}):", "", *_matrix(ok[0]["consistency"]), ""]
     for r in cons["phantom"]:
         if "error" in r:

@@ -174,9 +174,18 @@ def run_consistency(data_dir: Path | None, quick: bool, echo=None) -> dict:
         _log(f"consistency: multimodal phantom seed {seed}", echo)
 
         def case(seed=seed) -> dict:
+            from ..metrics import agreement
+            from ..multimodal_phantom import multimodal_phantom
+            from .peers import hyperspy_kmeans_spectrum
+
             seg, scores = run_multimodal_demo(None, scan=out["scan"], seed=seed, progress=False)
+            # The EELS user's route for comparison: HyperSpy decomposition + k-means, told
+            # the number of regions, on the same spectrum image.
+            phantom = multimodal_phantom((out["scan"], out["scan"]), seed=seed)
+            peer = hyperspy_kmeans_spectrum(np.asarray(phantom.eels), len(phantom.region_names), seed=seed)
             return {"truth_scores": scores, "consistency": _matrices(seg.consistency),
-                    "grid": seg.provenance["grid"]}
+                    "grid": seg.provenance["grid"],
+                    "peer_scores": {"hyperspy-kmeans (eels)": agreement(peer, phantom.truth)}}
 
         out["phantom"].append(_guard({"seed": seed}, case, echo))
     folder = Path(data_dir) / "multimodal" if data_dir else None
