@@ -90,6 +90,11 @@ def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64
     scores.update({name: agreement(on_scan(labels), phantom.truth)
                    for name, labels in seg.modality_labels.items()})
     if out is not None:
+        # The usual summary plus the truth (on the scan grid, shown over the same field).
+        fig = summary(seg._display_image(), seg.pixel_labels, seg.chip_labels, truth=phantom.truth,
+                      pixel_size=seg.pixel_size, units=seg.units)
+        with atomic_path(Path(out) / "summary.png") as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
         write_text_atomic(Path(out) / "agreement.json", to_json({
             "phantom": {"scan": [scan, scan], "seed": seed, "regions": phantom.region_names},
             "scan_grid_agreement": scores,
