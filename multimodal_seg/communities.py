@@ -142,17 +142,22 @@ def partition_graph(
     # The first run uses `seed` itself; further runs use seeds derived from it.
     run_seeds = [seed, *np.random.SeedSequence(seed).generate_state(n_restarts - 1).tolist()]
     for run_seed in run_seeds:
-        with seeded_igraph(int(run_seed)):
-            if method == "leiden":
-                clusters = g.community_leiden(objective_function="modularity", weights="weight",
-                                              resolution=resolution, n_iterations=n_iterations)
-            else:
-                clusters = g.community_multilevel(weights="weight", resolution=resolution)
-        labels = order_by_size(np.asarray(clusters.membership))
+        labels = _one_run(g, method, resolution, n_iterations, int(run_seed))
         quality = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
         if quality > best_quality:
             best_labels, best_quality = labels, quality
     return Partition(labels=best_labels, modularity=float(best_quality), params=params)
+
+
+def _one_run(g: ig.Graph, method: Method, resolution: float, n_iterations: int, seed: int) -> np.ndarray:
+    """One seeded Leiden (or Louvain) run on an igraph graph; labels ordered by size."""
+    with seeded_igraph(seed):
+        if method == "leiden":
+            clusters = g.community_leiden(objective_function="modularity", weights="weight",
+                                          resolution=resolution, n_iterations=n_iterations)
+        else:
+            clusters = g.community_multilevel(weights="weight", resolution=resolution)
+    return order_by_size(np.asarray(clusters.membership))
 
 
 def consensus_labels(graph: sp.csr_matrix, *, runs: int, method: Method = "leiden", resolution: float = 1.0,
@@ -179,15 +184,20 @@ def consensus_labels(graph: sp.csr_matrix, *, runs: int, method: Method = "leide
     """
     from .metrics import adjusted_rand
 
+    g = to_igraph(graph)
     seeds = np.random.SeedSequence(seed).generate_state(runs).tolist()
-    labels = [partition_graph(graph, method=method, resolution=resolution, n_iterations=n_iterations,
-                              seed=int(s)).labels for s in seeds]
-    agreement = np.eye(runs)
-    for a in range(runs):
-        for b in range(a + 1, runs):
-            agreement[a, b] = agreement[b, a] = (
-                1.0 if np.array_equal(labels[a], labels[b]) else adjusted_rand(labels[a], labels[b]))
-    return labels[int(agreement.mean(axis=1).argmax())]
+    distinct: dict[bytes, list] = {}  # partition -> [labels, how many runs found it]
+    for s in seeds:
+        labels = _one_run(g, method, resolution, n_iterations, int(s))
+        distinct.setdefault(labels.tobytes(), [labels, 0])[1] += 1
+    parts = list(distinct.values())
+    counts = np.array([c for _, c in parts], dtype=np.float64)
+    agreement = np.eye(len(parts))
+    for a in range(len(parts)):
+        for b in range(a + 1, len(parts)):
+            agreement[a, b] = agreement[b, a] = adjusted_rand(parts[a][0], parts[b][0])
+    # Mean ARI of each distinct partition with all runs (each run counted once).
+    return parts[int((agreement @ counts).argmax())][0]
 
 
 def connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
