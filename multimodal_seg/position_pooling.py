@@ -56,8 +56,8 @@ def pooled_position_embeddings(data, origins: np.ndarray, size: int, encoder: En
     size
         Chip edge in scan positions.
     encoder
-        An encoder with ``pools_positions`` true: its chip embedding is the mean of
-        :meth:`~multimodal_seg.encoders.base.Encoder.position_features` over the chip.
+        An encoder with ``pools_positions`` true: its chip embedding is the mean of its
+        ``position_features`` over the chip.
 
     Returns
     -------

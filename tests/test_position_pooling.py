@@ -29,11 +29,11 @@ def test_pooled_embeddings_equal_chip_by_chip_encoding(scan, size, stride, monke
     np.testing.assert_allclose(stats, chip_statistics(chips), rtol=1e-4)
 
 
-def test_encoders_that_do_not_pool_refuse_position_features():
-    encoder = get_encoder("fourier")
-    assert not encoder.pools_positions
-    with pytest.raises(NotImplementedError):
-        encoder.position_features(np.zeros((2, 8, 8), np.float32))
+def test_only_pooling_encoders_take_the_per_position_path():
+    assert get_encoder("diffraction-profiles").pools_positions
+    # The PCA encoder pools a standard deviation too, and the image encoder sees chips whole.
+    assert not get_encoder("spectrum-pca").pools_positions
+    assert not get_encoder("fourier").pools_positions
 
 
 def test_community_mean_signals_average_every_chips_positions(scan, monkeypatch):

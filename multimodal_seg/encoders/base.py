@@ -29,13 +29,11 @@ class Encoder(ABC):
     #: Whether the graph stage should scale each feature to unit variance before
     #: PCA; ``False`` for features whose variances are meaningful (PCA scores).
     standardise: bool = True
-    #: True when a chip's embedding is the mean of :meth:`position_features` over its scan
-    #: positions: the pipeline then encodes each position once, not once per chip it lies in.
+    #: True when a chip's embedding is the mean of per-position features over its scan
+    #: positions; such an encoder also defines ``position_features(signals)``, mapping
+    #: ``(m, *signal)`` to ``(m, dim)``.  The pipeline then encodes each position once,
+    #: not once per chip it lies in (:mod:`multimodal_seg.position_pooling`).
     pools_positions: bool = False
-
-    def position_features(self, signals: np.ndarray) -> np.ndarray:
-        """Features of single scan positions ``(m, *signal)`` -> ``(m, dim)`` (``pools_positions`` only)."""
-        raise NotImplementedError(f"{type(self).__name__} does not pool per-position features")
 
     def set_signal_axes(self, axes: Sequence[Axis]) -> None:
         """Receive the calibrated signal axes of the modality this encoder embeds.
