@@ -73,17 +73,23 @@ def phantom_modalities(phantom) -> dict:
 
 
 def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64, seed: int = 0,
-                        progress: bool = True, **options) -> tuple[Segmentation, dict[str, dict]]:
+                        progress: bool = True, phantom=None, **options) -> tuple[Segmentation, dict[str, dict]]:
     """Segment the multimodal phantom (HAADF + EELS + 4D-STEM) and score every partition.
 
     Returns
     -------
     The joint segmentation, and the agreement with the truth (on the scan grid) of the
     joint partition and of each modality's own partition.
+
+    ``phantom``: an already rendered
+    :class:`~multimodal_seg.multimodal_phantom.MultimodalPhantom` to segment instead of
+    rendering one (``scan`` is then ignored).
     """
     from .multimodal_phantom import multimodal_phantom
 
-    phantom = multimodal_phantom((scan, scan), seed=seed)
+    if phantom is None:
+        phantom = multimodal_phantom((scan, scan), seed=seed)
+    scan = phantom.truth.shape[0]
     seg = segment(phantom_modalities(phantom), seed=seed, out=out, progress=progress, **options)
     on_scan = seg.grid.chip_labels_to_pixels
     scores = {"joint": agreement(on_scan(seg.chip_labels), phantom.truth)}

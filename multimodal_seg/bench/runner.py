@@ -178,10 +178,10 @@ def run_consistency(data_dir: Path | None, quick: bool, echo=None) -> dict:
             from ..multimodal_phantom import multimodal_phantom
             from .peers import hyperspy_kmeans_spectrum
 
-            seg, scores = run_multimodal_demo(None, scan=out["scan"], seed=seed, progress=False)
+            phantom = multimodal_phantom((out["scan"], out["scan"]), seed=seed)
+            seg, scores = run_multimodal_demo(None, seed=seed, progress=False, phantom=phantom)
             # The EELS user's route for comparison: HyperSpy decomposition + k-means, told
             # the number of regions, on the same spectrum image.
-            phantom = multimodal_phantom((out["scan"], out["scan"]), seed=seed)
             peer = hyperspy_kmeans_spectrum(np.asarray(phantom.eels), len(phantom.region_names), seed=seed)
             return {"truth_scores": scores, "consistency": _matrices(seg.consistency),
                     "grid": seg.provenance["grid"],
