@@ -27,6 +27,82 @@ EXACT_PCA_MAX_FEATURES = 4096
 MIN_WEIGHT = 1e-3
 
 
+class FeatureReducer:
+    """Standardisation and PCA fitted on chip embeddings, reusable on new chips.
+
+    :func:`reduce_features` is ``FeatureReducer(...).fit_transform``; boundary
+    refinement (:mod:`multimodal_seg.refine`) projects extra chips into the same
+    space with :meth:`transform`.
+
+    Parameters
+    ----------
+    n_pcs
+        Number of principal components kept; ``None`` keeps the standardised
+        features as they are.  Capped at ``min(n_chips - 1, dim)``; PCA is skipped when
+        that keeps every feature.
+    seed
+        Seed of the randomized SVD, used only when chips and features both exceed
+        ``EXACT_PCA_MAX_FEATURES``.
+    standardise
+        Scale every feature to unit variance first.  Right for features in mixed
+        units (the Fourier encoder); wrong for features whose variances already
+        carry meaning, such as PCA scores, where it would lift noise components to
+        the level of signal ones (such encoders set ``Encoder.standardise = False``).
+    """
+
+    def __init__(self, *, n_pcs: int | None = 30, seed: int = 0, standardise: bool = True) -> None:
+        self.n_pcs, self.seed, self.standardise = n_pcs, seed, standardise
+        self._mean = self._scale = self._keep = self._pca = None
+
+    def fit_transform(self, embeddings: np.ndarray) -> np.ndarray:
+        """Fit on ``(n_chips, dim)`` embeddings; returns ``(n_chips, n_pcs)`` float32."""
+        x = _finite(embeddings)
+        std = x.std(axis=0)
+        self._mean = x.mean(axis=0)
+        self._scale = np.where(std > 0, std, 1.0) if self.standardise else np.ones_like(std)
+        self._keep = std > 0 if (std > 0).any() else np.ones_like(std, dtype=bool)
+        x = ((x - self._mean) / self._scale)[:, self._keep]
+        if self.n_pcs is not None:
+            n = min(self.n_pcs, x.shape[0] - 1, x.shape[1])
+            if n >= 1 and n < x.shape[1]:
+                # Exact PCA from the feature covariance whenever it is small: no dependence
+                # on the seed (sklearn's "auto" picks randomized SVD for, e.g., 961 chips x
+                # 150 features, and that alone moved Leiden's partition of NASA EBC images
+                # between seeds: pairwise ARI 0.82-0.92 -> 0.94-0.98 once exact).
+                # Exact either way: the covariance's eigenvectors when features are fewer than
+                # chips, else the SVD of the (short, wide) data; randomized only when both are huge.
+                n_rows, n_features = x.shape
+                if n_features <= min(n_rows, EXACT_PCA_MAX_FEATURES):
+                    solver = "covariance_eigh"
+                elif min(n_rows, n_features) <= EXACT_PCA_MAX_FEATURES:
+                    solver = "full"
+                else:
+                    solver = "randomized"
+                self._pca = PCA(n_components=n, svd_solver=solver, random_state=self.seed)
+                x = self._pca.fit_transform(x)
+        return x.astype(np.float32)
+
+    def transform(self, embeddings: np.ndarray) -> np.ndarray:
+        """Project new ``(n, dim)`` embeddings into the fitted space: ``(n, n_pcs)`` float32."""
+        if self._mean is None:
+            raise RuntimeError("FeatureReducer.transform called before fit_transform")
+        x = ((_finite(embeddings) - self._mean) / self._scale)[:, self._keep]
+        if self._pca is not None:
+            x = self._pca.transform(x)
+        return x.astype(np.float32)
+
+
+def _finite(embeddings: np.ndarray) -> np.ndarray:
+    x = np.asarray(embeddings, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise InputError(
+            f"{(~np.isfinite(x)).sum()} embedding values are NaN or infinite",
+            fix="check the input image for saturated or invalid pixels and the encoder weights",
+            where="embeddings",
+        )
+    return x
+
+
 def reduce_features(
     embeddings: np.ndarray, *, n_pcs: int | None = 30, seed: int = 0, standardise: bool = True
 ) -> np.ndarray:
@@ -36,50 +112,14 @@ def reduce_features(
     ----------
     embeddings
         Array ``(n_chips, dim)``.
-    n_pcs
-        Number of principal components kept; ``None`` keeps the standardised
-        features as they are.  Capped at ``min(n_chips - 1, dim)``; PCA is skipped when
-        that keeps every feature.
-    standardise
-        Scale every feature to unit variance first.  Right for features in mixed
-        units (the Fourier encoder); wrong for features whose variances already
-        carry meaning, such as PCA scores, where it would lift noise components to
-        the level of signal ones (such encoders set ``Encoder.standardise = False``).
+    n_pcs, seed, standardise
+        As for :class:`FeatureReducer`.
 
     Returns
     -------
     Array ``(n_chips, n_pcs)`` float32.
     """
-    x = np.asarray(embeddings, dtype=np.float64)
-    if not np.isfinite(x).all():
-        raise InputError(
-            f"{(~np.isfinite(x)).sum()} embedding values are NaN or infinite",
-            fix="check the input image for saturated or invalid pixels and the encoder weights",
-            where="embeddings",
-        )
-    std = x.std(axis=0)
-    x = x - x.mean(axis=0)
-    if standardise:
-        x = x / np.where(std > 0, std, 1.0)
-    x = x[:, std > 0] if (std > 0).any() else x
-    if n_pcs is not None:
-        n = min(n_pcs, x.shape[0] - 1, x.shape[1])
-        if n >= 1 and n < x.shape[1]:
-            # Exact PCA from the feature covariance whenever it is small: no dependence
-            # on the seed (sklearn's "auto" picks randomized SVD for, e.g., 961 chips x
-            # 150 features, and that alone moved Leiden's partition of NASA EBC images
-            # between seeds: pairwise ARI 0.82-0.92 -> 0.94-0.98 once exact).
-            # Exact either way: the covariance's eigenvectors when features are fewer than
-            # chips, else the SVD of the (short, wide) data; randomized only when both are huge.
-            n_rows, n_features = x.shape
-            if n_features <= min(n_rows, EXACT_PCA_MAX_FEATURES):
-                solver = "covariance_eigh"
-            elif min(n_rows, n_features) <= EXACT_PCA_MAX_FEATURES:
-                solver = "full"
-            else:
-                solver = "randomized"
-            x = PCA(n_components=n, svd_solver=solver, random_state=seed).fit_transform(x)
-    return x.astype(np.float32)
+    return FeatureReducer(n_pcs=n_pcs, seed=seed, standardise=standardise).fit_transform(embeddings)
 
 
 def knn_graph(
