@@ -126,12 +126,11 @@ def partition_graph(
                              where="consensus")
     params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations,
               "n_restarts": n_restarts, "consensus": consensus}
-    if consensus > 1:
-        labels = consensus_labels(graph, runs=consensus, method=method, resolution=resolution, seed=seed,
-                                  n_iterations=n_iterations)
-        quality = to_igraph(graph).modularity(labels.tolist(), weights="weight", resolution=resolution)
-        return Partition(labels=labels, modularity=float(quality), params=params)
     g = to_igraph(graph)
+    if consensus > 1:
+        labels = _medoid_partition(g, consensus, method, resolution, seed, n_iterations)
+        quality = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
+        return Partition(labels=labels, modularity=float(quality), params=params)
     best_labels, best_quality = None, -np.inf
     # Several runs from seeds derived from `seed`, keeping the best modularity: the
     # result depends less on the seed (worst pairwise ARI between seeds on three NASA
@@ -182,9 +181,14 @@ def consensus_labels(graph: sp.csr_matrix, *, runs: int, method: Method = "leide
     -------
     ``(n,)`` labels ordered by size.
     """
+    return _medoid_partition(to_igraph(graph), runs, method, resolution, seed, n_iterations)
+
+
+def _medoid_partition(g: ig.Graph, runs: int, method: Method, resolution: float, seed: int,
+                      n_iterations: int) -> np.ndarray:
+    """:func:`consensus_labels` on a graph already converted to igraph."""
     from .metrics import adjusted_rand
 
-    g = to_igraph(graph)
     seeds = np.random.SeedSequence(seed).generate_state(runs).tolist()
     distinct: dict[bytes, list] = {}  # partition -> [labels, how many runs found it]
     for s in seeds:
