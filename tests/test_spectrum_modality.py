@@ -388,7 +388,7 @@ def test_all_zero_empty_constant_and_complex():
     expect_error(np.zeros((0, 4, 16)), "<array>", "empty")
     expect_error(np.full((4, 4, 16), 3.0), "<array>", "constant")
     expect_error(np.ones((2, 2, 4)) * 1j, "<array>", "complex")
-    expect_error(np.full((2, 2, 4), "a"), "<array>", "not numeric")
+    expect_error(np.full((2, 2, 4), "a"), "<array>", "not real numbers")
 
 
 def test_nan_and_inf_are_counted(tmp_path, rng):

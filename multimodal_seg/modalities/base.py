@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dask.array as da
+import numpy as np
+
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,26 @@ class ModalityData:
     axes: list[Axis]
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def check_real_values(dtype: Any, where: str, *, allow_bool: bool = True) -> None:
+    """Values must be real numbers: integer or floating point (and booleans if ``allow_bool``).
+
+    One check for every reader and for hand-built :class:`ModalityData`, so that
+    complex, text or record data get the same message wherever they come from.
+
+    Raises
+    ------
+    InputError
+        Naming ``where``, the value type, and how to get real values.
+    """
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputError("values are complex, not real numbers",
+                         fix="pass real values, e.g. the amplitude np.abs(z) or the phase np.angle(z)",
+                         where=where)
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+            or (allow_bool and dtype == bool)):
+        raise InputError(f"values are of type {dtype}, not real numbers",
+                         fix="pass integer or floating-point values (intensities or counts)", where=where)
+

@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import InputError, ParameterError
-from .base import Axis, ModalityData
+from .base import Axis, ModalityData, check_real_values
 
 # ITU-R BT.709 luminance weights for R, G, B.
 LUMINANCE_WEIGHTS: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
@@ -481,18 +481,7 @@ def _check_is_image(data: da.Array, where: str, meta: dict[str, Any]) -> None:
             fix="pass an image with at least one row and one column",
             where=where,
         )
-    if np.issubdtype(data.dtype, np.complexfloating):
-        raise InputError(
-            "the image is complex-valued",
-            fix="pass a real image, e.g. its amplitude np.abs(z) or phase np.angle(z)",
-            where=where,
-        )
-    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
-        raise InputError(
-            f"pixel type {data.dtype} is not numeric",
-            fix="pass an integer or floating-point image",
-            where=where,
-        )
+    check_real_values(data.dtype, where)
 
 
 def _dimension_hint(ndim: int, meta: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import InputError, ParameterError
-from .base import Axis, ModalityData
+from .base import Axis, ModalityData, check_real_values
 from .image import _from_array as _image_from_array
 from .image import (
     _DM,
@@ -520,18 +520,7 @@ def _check_calibration(
 
 def _check_dtype(data: da.Array, where: str) -> None:
     """Real numbers only."""
-    if np.issubdtype(data.dtype, np.complexfloating):
-        raise InputError(
-            "the data are complex-valued",
-            fix="pass real counts, e.g. np.abs(z)",
-            where=where,
-        )
-    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
-        raise InputError(
-            f"value type {data.dtype} is not numeric",
-            fix="pass integer or floating-point counts",
-            where=where,
-        )
+    check_real_values(data.dtype, where)
 
 
 def _check_dimensions(
