@@ -59,9 +59,7 @@ def main() -> None:
                   progress=False)
     steps["segment"] = {"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib(),
                         "disk_mib": disk_mib(args.work / "segmentation")}
-    on_scan = seg.grid.chip_labels_to_pixels
-    scores = {"joint": agreement(on_scan(seg.chip_labels), phantom.truth)}
-    scores.update({n: agreement(on_scan(lab), phantom.truth) for n, lab in seg.modality_labels.items()})
+    scores = {n: agreement(labels, phantom.truth) for n, labels in seg.scan_labels.items()}
     print("segment", steps["segment"], {n: round(s["ari"], 3) for n, s in scores.items()}, flush=True)
 
     cube_gib = phantom.diffraction.nbytes / 2**30

@@ -71,6 +71,8 @@ def segment(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; options below override it."),
     chip_size: Optional[str] = typer.Option(None, help="Chip edge: pixels (32) or length ('2 nm') [default: auto]."),
     stride: Optional[str] = typer.Option(None, help="Chip step: pixels or length [default: half the chip]."),
+    refine: Optional[int] = typer.Option(
+        None, help="Place boundaries every stride/N pixels by embedding the chips on them again; 1 = off [default: 1]."),
     encoder: Optional[str] = typer.Option(None, help="auto | fourier | resnet50 | a plugin's name [default: auto]."),
     weights: Optional[str] = typer.Option(None, help="micronet | micronet-v1.0 | imagenet-micronet | imagenet | random | FILE."),
     download_weights: bool = typer.Option(False, "--download-weights", help="Allow downloading missing weights."),
@@ -98,7 +100,7 @@ def segment(
     to_int = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
     try:
         seg = run_segment(
-            source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride),
+            source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride), refine=refine,
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
             resolution=resolution, method=method, merge=merge, consensus=consensus, seed=seed, device=device,
             signal=to_int(signal), progress=not quiet,

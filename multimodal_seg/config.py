@@ -3,7 +3,7 @@
 Unknown keys and bad values are errors that name them (pydantic, ``extra="forbid"``).
 A YAML file mirrors the sections::
 
-    chips:       {size: 32, stride: 16}
+    chips:       {size: 32, stride: 16, refine: 1}
     encoder:     {name: auto, weights: null, allow_download: false}
     graph:       {k: 15, n_pcs: 30}
     communities: {method: leiden, resolution: 1.0}
@@ -33,10 +33,15 @@ class ChipConfig(_Section):
     ``size="auto"`` picks about 16 chips across the shorter image side, at least
     32 px; ``stride=None`` uses half the chip size (50 % overlap), which halves
     the boundary error of the painted regions at four times the chips.
+    ``refine=4`` places boundaries to a quarter stride by embedding only the chips
+    that lie on them again (see :mod:`multimodal_seg.refine`).
     """
 
     size: int | str = "auto"
     stride: int | str | None = None
+    #: Boundary refinement (multimodal_seg.refine): boundaries are placed on a grid of
+    #: step ``stride // refine``; 1 = off.  Costs the chips on boundaries, embedded again.
+    refine: int = Field(1, ge=1, le=64)
 
     @field_validator("size", "stride")
     @classmethod
@@ -112,6 +117,7 @@ class SegmentConfig(_Section):
 KEYWORDS: dict[str, tuple[str | None, str]] = {
     "chip_size": ("chips", "size"),
     "stride": ("chips", "stride"),
+    "refine": ("chips", "refine"),
     "encoder": ("encoder", "name"),
     "encoder_options": ("encoder", "options"),
     "weights": ("encoder", "weights"),

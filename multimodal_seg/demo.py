@@ -91,10 +91,7 @@ def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64
         phantom = multimodal_phantom((scan, scan), seed=seed)
     scan = phantom.truth.shape[0]
     seg = segment(phantom_modalities(phantom), seed=seed, out=out, progress=progress, **options)
-    on_scan = seg.grid.chip_labels_to_pixels
-    scores = {"joint": agreement(on_scan(seg.chip_labels), phantom.truth)}
-    scores.update({name: agreement(on_scan(labels), phantom.truth)
-                   for name, labels in seg.modality_labels.items()})
+    scores = {name: agreement(labels, phantom.truth) for name, labels in seg.scan_labels.items()}
     if out is not None:
         # The usual summary plus the truth (on the scan grid, shown over the same field).
         fig = summary(seg._display_image(), seg.pixel_labels, seg.chip_labels, truth=phantom.truth,

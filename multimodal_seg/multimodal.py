@@ -10,19 +10,21 @@ all partitions is reported (:mod:`multimodal_seg.consistency`).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import stages
+from .chips import ChipGrid
 from .config import SegmentConfig
 from .consistency import consistency_matrices, disagreement
 from .descriptors import community_crystallinity, community_mean_signals, community_table
 from .encoders import get_encoder
 from .encoders.base import Encoder
 from .errors import InputError, ParameterError
-from .modalities.base import Axis, ModalityData
+from .modalities.base import Axis, ModalityData, check_real_values
 from .modalities.registry import get_reader
 from .provenance import array_digest, file_identity, run_record
 from .result import Segmentation
@@ -48,6 +50,8 @@ AUTO_SPECTRAL_ACROSS = 64
 #: (many-to-one 0.92; 0.86 with 3), the sparse JEOL FeS map (19 per position after 4x4
 #: binning) needs 11-position chips for 8 communities instead of 18 with 6.
 AUTO_MIN_CHIP_COUNTS = 500
+#: Image chips smaller than this (pixels) hold too little texture for an image encoder.
+MIN_TEXTURE_CHIP = 16
 
 
 def modality_kind(name: str) -> tuple[str, str]:
@@ -96,12 +100,7 @@ def check_modality(label: str, kind: str, modality: ModalityData) -> ModalityDat
     if len(modality.axes) != data.ndim:
         raise InputError(f"has {len(modality.axes)} axes for {data.ndim}-dimensional data",
                          fix="give one Axis per array dimension", where=where)
-    dtype = np.dtype(data.dtype)
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        what = "complex" if np.issubdtype(dtype, np.complexfloating) else f"of type {dtype}"
-        raise InputError(f"values are {what}, not real numbers",
-                         fix="pass real intensities or counts (integer or floating point), "
-                             "e.g. np.abs(z) of complex data", where=where)
+    check_real_values(data.dtype, where, allow_bool=False)
     return modality
 
 
@@ -254,12 +253,58 @@ def _labels_on(display_axes: list[Axis], grid: SharedGrid, ref_labels: np.ndarra
     return ref_labels[np.ix_(*index)]
 
 
+def _scan_labels(study: Study, cfg: SegmentConfig, modalities: dict[str, ModalityData], grid: SharedGrid,
+                 encoders: dict[str, tuple[Encoder, str]], weights: dict[str, float],
+                 partition_fps: dict[str, str], *, progress: bool) -> tuple[dict[str, np.ndarray], ChipGrid | None]:
+    """The joint and each modality's partition painted on the reference scan grid.
+
+    With ``chips.refine > 1`` every partition's boundaries are refined
+    (:func:`stages.refine_boundaries`): the joint one by the votes of all modalities,
+    weighted as its layers, each modality's own by that modality alone, so that they
+    stay comparable.  Returns the labels and the fine grid (``None`` without refinement).
+    """
+    names = list(modalities)
+    partitions = {"joint": weights, **{n: {n: 1.0} for n in names}}
+    size, stride = grid.grid.size, grid.grid.stride
+    if cfg.chips.refine == 1 or stride == 1:
+        return {name: grid.grid.chip_labels_to_pixels(
+            study.read_array(f"partitions/{name}").reshape(grid.grid.grid_shape)) for name in partitions}, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a partial overlap was already reported for the grid
+        fine = shared_grid(modalities, chip_size=size, stride=max(1, stride // cfg.chips.refine))
+    stages.refine_boundaries(
+        study, grid=grid.grid, fine=fine.grid, chips=grid.per_modality, fine_chips=fine.per_modality,
+        encoders={n: encoder for n, (encoder, _) in encoders.items()}, partitions=partitions,
+        k=cfg.graph.k, n_pcs=cfg.graph.n_pcs, seed=cfg.seed,
+        upstream=stages.fingerprint(partition_fps), progress=progress)
+    return {name: fine.grid.chip_labels_to_pixels(study.read_array(f"refined/{name}"))
+            for name in partitions}, fine.grid
+
+
+def _warn_small_image_chips(modalities: dict[str, ModalityData], grid: SharedGrid) -> None:
+    """Warn when an image modality's chips are too small to hold texture.
+
+    A survey image at the scan's own pixel size (common in SEM-EDS files) gives image
+    chips of a few pixels; its partition is then mostly noise (measured on the P45
+    Bruker file: 5 px chips, ARI 0.05 with the EDS partition).
+    """
+    for name, modality in modalities.items():
+        size = grid.per_modality[name].size
+        if modality.kind == "image" and size < MIN_TEXTURE_CHIP:
+            warnings.warn(
+                f"image modality {name!r} ({modality.source}) gets chips of {size} px, too few for "
+                "texture: its partition will be mostly noise and it adds little to the joint one. "
+                "Use an image with finer pixels than the scan, larger chips (chip_size), or leave "
+                "it out.", UserWarning, stacklevel=3)
+
+
 def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path | None,
                        progress: bool = True) -> Segmentation:
     """The multimodal pipeline behind ``segment({...})`` (validated config, checked ``out``)."""
     modalities = read_modalities(sources)
     size, stride = _chip_size(cfg, modalities)
     grid = shared_grid(modalities, chip_size=size, stride=stride)
+    _warn_small_image_chips(modalities, grid)
     options = _encoder_options(cfg, modalities)
     encoders = {name: _encoder_for(name, mod, cfg, options[name]) for name, mod in modalities.items()}
     names = list(modalities)
@@ -269,31 +314,30 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
            for mod, sources_value in zip(modalities.values(), sources.values())]
     fp_chips = stages.make_chips(study, grid.grid, grid.per_modality, upstream=stages.fingerprint(*ups),
                                  shared=grid.to_dict())
-    graph_fps, com = {}, cfg.communities
+    graph_fps, partition_fps, com = {}, {}, cfg.communities
     for name in names:
         fp = stages.embed_chips(study, grid.per_modality[name], encoders[name][0], modality=name,
                                 upstream=fp_chips, seed=cfg.seed, progress=progress)
         graph_fps[name] = stages.build_graph(study, modality=name, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs,
                                              seed=cfg.seed, upstream=fp)
-        stages.find_communities(study, graph=name, method=com.method, resolution=com.resolution,
-                                seed=cfg.seed, n_iterations=com.n_iterations, upstream=graph_fps[name],
-                                key_added=name, merge=com.merge, n_restarts=com.n_restarts,
-                                consensus=com.consensus)
+        partition_fps[name] = stages.find_communities(
+            study, graph=name, method=com.method, resolution=com.resolution, seed=cfg.seed,
+            n_iterations=com.n_iterations, upstream=graph_fps[name], key_added=name, merge=com.merge,
+            n_restarts=com.n_restarts, consensus=com.consensus)
     weights = {n: cfg.fusion.layer_weights.get(n, 1.0) for n in names}
     if cfg.fusion.method == "concat":
         fp = stages.build_joint_graph(study, modalities=names, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs,
                                       seed=cfg.seed, layer_weights=weights,
                                       upstream=stages.fingerprint(graph_fps))
-        stages.find_communities(study, graph="joint", method=com.method, resolution=com.resolution,
-                                seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp,
-                                key_added="joint", merge=com.merge, n_restarts=com.n_restarts,
-                                consensus=com.consensus)
+        partition_fps["joint"] = stages.find_communities(
+            study, graph="joint", method=com.method, resolution=com.resolution, seed=cfg.seed,
+            n_iterations=com.n_iterations, upstream=fp, key_added="joint", merge=com.merge,
+            n_restarts=com.n_restarts, consensus=com.consensus)
         joint_graph = study.read_sparse("graphs/joint")
     else:
-        stages.find_multiplex_communities(study, graphs_=names, layer_weights=weights,
-                                          resolution=com.resolution, seed=cfg.seed,
-                                          n_iterations=com.n_iterations,
-                                          upstream=stages.fingerprint(graph_fps))
+        partition_fps["joint"] = stages.find_multiplex_communities(
+            study, graphs_=names, layer_weights=weights, resolution=com.resolution, seed=cfg.seed,
+            n_iterations=com.n_iterations, upstream=stages.fingerprint(graph_fps))
         joint_graph = sum(weights[n] * study.read_sparse(f"graphs/{n}") for n in names).tocsr()
     partitions = {n: study.read_array(f"partitions/{n}") for n in names}
     joint = study.read_array("partitions/joint")
@@ -303,10 +347,11 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
     study.record(consistency=matrices)
 
     chip_labels = joint.reshape(grid.grid.grid_shape)
+    scan_labels, fine = _scan_labels(study, cfg, modalities, grid, encoders, weights, partition_fps,
+                                     progress=progress)
     display_name, image, axes = _display(modalities, grid)
     ref = modalities[grid.reference]
-    pixel_labels = _labels_on(axes, grid, grid.grid.chip_labels_to_pixels(chip_labels),
-                              ref.axes[:2]).astype(np.int32)
+    pixel_labels = _labels_on(axes, grid, scan_labels["joint"], ref.axes[:2]).astype(np.int32)
     signals = {n: community_mean_signals(study.modality(n).data, grid.per_modality[n], joint)
                for n, m in modalities.items() if m.kind != "image"}
     lines = {}
@@ -329,6 +374,9 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
         "encoder_choice": "; ".join(reason for _, reason in encoders.values()),
         "grid": grid.to_dict(),
         "n_chips": grid.grid.n_chips,
+        "refined": None if fine is None else {
+            "fine_grid": fine.to_dict(),
+            "boundary_chips": {n: study.attrs_of(f"refined/{n}")["boundary_chips"] for n in scan_labels}},
         "n_communities": part["n_communities"],
         "modularity": part["modularity"],
         "fusion": cfg.fusion.method,
@@ -353,6 +401,7 @@ def segment_modalities(sources: dict[str, Any], cfg: SegmentConfig, *, out: Path
         signal_axes={n: modalities[n].axes[2:] for n in signals},
         lines=lines,
         modality_labels={n: p.reshape(grid.grid.grid_shape) for n, p in partitions.items()},
+        scan_labels=scan_labels,
     )
     if out is not None:
         seg.save(out)

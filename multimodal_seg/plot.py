@@ -140,7 +140,7 @@ def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray
 
 
 def modality_maps(chip_labels: dict[str, np.ndarray]) -> Figure:
-    """Each modality's own partition and the joint one, side by side on the chip grid."""
+    """Each modality's own partition and the joint one, side by side (label maps of any grid)."""
     fig = Figure(figsize=(3.6 * len(chip_labels), 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(chip_labels)))
     for ax, (name, labels) in zip(axes, chip_labels.items()):

@@ -74,6 +74,9 @@ class Segmentation:
     #: Spectrum modalities: net intensity of known lines/edges per community
     #: (``{"features": [...], "energies": [...], "units": str, "intensities": [[...]]}``).
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Several modalities only: the joint partition (``"joint"``) and each modality's
+    #: own, painted on the reference scan grid (boundaries refined with ``refine > 1``).
+    scan_labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_communities(self) -> int:
@@ -118,8 +121,9 @@ class Segmentation:
 
             grid = np.asarray(self.consistency["disagreement"]).reshape(self.consistency["grid_shape"])
             figures["consistency.png"] = consistency_figure(self.consistency, grid)
-            figures["modalities.png"] = plot.modality_maps({**self.modality_labels,
-                                                            "joint": self.chip_labels})
+            # Painted on the scan grid (refined boundaries when refine > 1), the joint map last.
+            maps = {n: labels for n, labels in self.scan_labels.items() if n != "joint"}
+            figures["modalities.png"] = plot.modality_maps({**maps, "joint": self.scan_labels["joint"]})
         if self.signals:
             figures["community_signals.png"] = plot.community_signals(self.signals, self.signal_axes,
                                                                       self.lines)
@@ -156,6 +160,8 @@ class Segmentation:
             group.create_array("chip_labels", data=self.chip_labels.astype(np.int32))
             for name, labels in self.modality_labels.items():
                 group.create_array(f"modality_chip_labels/{name}", data=labels.astype(np.int32))
+            for name, labels in self.scan_labels.items():
+                group.create_array(f"scan_labels/{name}", data=labels.astype(np.int32))
             for name, mean in self.signals.items():
                 group.create_array(f"community_mean_signals/{name}", data=mean.astype(np.float32))
             group.attrs.update({"axes": [a.to_dict() for a in self.axes], "grid": self.grid.to_dict()})

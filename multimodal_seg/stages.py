@@ -92,24 +92,48 @@ def embed_chips(
     if study.is_current(key, fp) and study.is_current(stats_key, fp):
         return fp
     mod = study.modality(modality)
-    data = mod.data
     is_image = mod.kind == "image"
-    low, high = intensity_scale(data) if is_image else (0.0, 1.0)
-    scale = (lambda raw: np.clip((raw - low) / (high - low), 0.0, 1.0)) if is_image else (lambda raw: raw)
-    if type(encoder).fit is not Encoder.fit:
-        encoder.fit(scale(_fit_sample(data, chips, seed=seed)))
-    desc = f"embedding {modality} ({encoder.name})"
-    if encoder.pools_positions and not is_image:
-        embeddings, stats = pooled_position_embeddings(data, chips.origins, chips.size, encoder,
-                                                       progress=progress, desc=desc)
-    else:
-        embeddings, stats = _embed_chip_by_chip(data, chips, encoder, scale, batch_chips=batch_chips,
-                                                progress=progress, desc=desc)
+    low, high = intensity_scale(mod.data) if is_image else (0.0, 1.0)
+    _fit_encoder(mod, chips, encoder, intensity=(low, high), seed=seed)
+    embeddings, stats = encode_chips(mod, chips, encoder, intensity=(low, high), batch_chips=batch_chips,
+                                     progress=progress, desc=f"embedding {modality} ({encoder.name})")
     study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
     study.write_array(key, embeddings, fingerprint=fp, encoder=encoder.fingerprint(),
                       intensity_scale=[low, high] if is_image else None,
                       standardise=encoder.standardise)
     return fp
+
+
+def _scaler(modality: ModalityData, intensity: tuple[float, float]):
+    """Images are scaled to [0, 1] by their robust range; spectra and patterns stay raw counts."""
+    if modality.kind != "image":
+        return lambda raw: raw
+    low, high = intensity
+    return lambda raw: np.clip((raw - low) / (high - low), 0.0, 1.0)
+
+
+def _fit_encoder(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
+                 intensity: tuple[float, float], seed: int) -> None:
+    """Let an encoder that learns from the data (``Encoder.fit``) see its seeded sample."""
+    if type(encoder).fit is not Encoder.fit:
+        encoder.fit(_scaler(modality, intensity)(_fit_sample(modality.data, chips, seed=seed)))
+
+
+def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
+                 intensity: tuple[float, float], batch_chips: int = 256, progress: bool = True,
+                 desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings ``(n_chips, encoder.dim)`` and raw statistics ``(n_chips, 2)`` of some chips.
+
+    The modality is streamed one band of chip rows at a time, or, for encoders that
+    pool per-position features (``Encoder.pools_positions``), each scan position is
+    encoded once (:mod:`multimodal_seg.position_pooling`).  ``intensity`` is the
+    image's (low, high) range mapped to [0, 1] (ignored for spectra and patterns).
+    """
+    if encoder.pools_positions and modality.kind != "image":
+        return pooled_position_embeddings(modality.data, chips.origins, chips.size, encoder,
+                                          progress=progress, desc=desc)
+    return _embed_chip_by_chip(modality.data, chips, encoder, _scaler(modality, intensity),
+                               batch_chips=batch_chips, progress=progress, desc=desc)
 
 
 def _embed_chip_by_chip(data, chips: ModalityChips, encoder: Encoder, scale, *, batch_chips: int,
@@ -203,4 +227,70 @@ def find_multiplex_communities(study: Study, *, graphs_: list[str], layer_weight
                                    n_iterations=n_iterations)
         study.write_array(key, part.labels, fingerprint=fp, params=params,
                           modularity=part.modularity, n_communities=part.n_communities)
+    return fp
+
+
+def refine_boundaries(study: Study, *, grid: ChipGrid, fine: ChipGrid, chips: dict[str, ModalityChips],
+                      fine_chips: dict[str, ModalityChips], encoders: dict[str, Encoder], partitions: dict[str, dict[str, float]],
+                      k: int, n_pcs: int | None, seed: int, upstream: str,
+                      progress: bool = True) -> str:
+    """Move each partition's boundaries onto the ``fine`` grid -> ``refined/<partition>``.
+
+    See :mod:`multimodal_seg.refine`.  Each modality embeds the fine chips that lie
+    on a boundary of any partition once; each partition is then refined with the
+    votes of its modalities.
+
+    Parameters
+    ----------
+    grid, fine
+        The partitioned chip grid and the finer grid (same chip size, smaller stride),
+        both in pixels of the reference scan.
+    chips, fine_chips
+        Each modality's view of the two grids (an encoder that learns from the data is
+        fitted again on the sample of ``chips`` it was fitted on before).
+    encoders
+        Each modality's encoder, as used for ``embeddings/<modality>``.
+    partitions
+        ``{partition name: {modality: layer weight}}``: which modalities vote on
+        ``partitions/<name>``, and how much each counts.
+    k, n_pcs, seed
+        Neighbours asked, and the graph's PCA settings (so votes are cast in the
+        graph's space).
+
+    Writes ``refined/<name>``: labels of shape ``fine.grid_shape`` (attrs: the fine grid
+    and how many chips were embedded).
+    """
+    from .refine import boundary_chips, neighbour_votes, refined_chip_labels
+
+    params = {"fine": fine.to_dict(), "k": k, "n_pcs": n_pcs, "seed": seed, "partitions": partitions}
+    fp = fingerprint("refine", params, upstream)
+    if all(study.is_current(f"refined/{name}", fp) for name in partitions):
+        return fp
+    painted, on_boundary = {}, {}
+    for name in partitions:
+        labels = study.read_array(f"partitions/{name}").reshape(grid.grid_shape)
+        painted[name] = grid.chip_labels_to_pixels(labels)
+        on_boundary[name] = boundary_chips(painted[name], fine)
+    features, rows = {}, {}
+    for modality in sorted({m for weights in partitions.values() for m in weights}):
+        needed = np.logical_or.reduce([on_boundary[n] for n, w in partitions.items() if modality in w])
+        rows[modality] = np.cumsum(needed) - 1  # row of each needed fine chip in the new embeddings
+        attrs = study.attrs_of(f"embeddings/{modality}")
+        mod = study.modality(modality)
+        intensity = tuple(attrs["intensity_scale"] or (0.0, 1.0))
+        _fit_encoder(mod, chips[modality], encoders[modality], intensity=intensity, seed=seed)
+        to_embed = ModalityChips(origins=fine_chips[modality].origins[needed], size=fine_chips[modality].size)
+        new, _ = encode_chips(mod, to_embed, encoders[modality], intensity=intensity, progress=progress,
+                              desc=f"refining {modality} boundaries")
+        reducer = graphs.FeatureReducer(n_pcs=n_pcs, seed=seed, standardise=attrs.get("standardise", True))
+        features[modality] = (reducer.fit_transform(study.read_array(f"embeddings/{modality}")),
+                              reducer.transform(new))
+    for name, weights in partitions.items():
+        labels = study.read_array(f"partitions/{name}")
+        boundary = on_boundary[name]
+        votes = sum(weight * neighbour_votes(features[m][0], labels, features[m][1][rows[m][boundary]], k=k)
+                    for m, weight in weights.items()) / sum(weights.values())
+        refined = refined_chip_labels(painted[name], fine, boundary, votes)
+        study.write_array(f"refined/{name}", refined, fingerprint=fp, fine=fine.to_dict(),
+                          boundary_chips=int(boundary.sum()))
     return fp

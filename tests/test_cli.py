@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
@@ -27,6 +29,13 @@ def test_segment_png_writes_results(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "overlay.png").stat().st_size > 1000
     assert (out / "communities.csv").read_text().startswith("community,")
+    # --refine reaches the run and is recorded beside the results
+    refined = tmp_path / "refined"
+    result = runner.invoke(app, ["segment", str(src), "--out", str(refined), "-q", "--refine", "2"])
+    assert result.exit_code == 0, result.output
+    provenance = json.loads((refined / "provenance.json").read_text())
+    assert provenance["config"]["chips"]["refine"] == 2
+    assert provenance["refined"]["boundary_chips"] > 0
 
 
 def test_config_file_and_unknown_key(tmp_path):

@@ -111,6 +111,38 @@ def test_multiplex_fusion_runs_and_is_reproducible(specimen):
     assert adjusted_rand(a.grid.chip_labels_to_pixels(a.chip_labels), truth) > 0.5
 
 
+def test_refinement_refines_every_partition_with_a_fitted_encoder(specimen, tmp_path):
+    # spectrum-pca learns its basis from the data (Encoder.fit): the boundary chips must be
+    # embedded in the same basis as the partitioned ones, also when a resumed run skips
+    # the embedding stage (and so never fitted this run's encoder).
+    _, truth, image, eels = specimen
+    coarse = mms.segment({"haadf": image, "eels": eels}, progress=False)
+    fine = mms.segment({"haadf": image, "eels": eels}, refine=2, progress=False)
+    np.testing.assert_array_equal(fine.chip_labels, coarse.chip_labels)
+    assert list(fine.scan_labels) == ["joint", "haadf", "eels"]
+    for name, labels in fine.scan_labels.items():
+        assert labels.shape == truth.shape
+        assert set(np.unique(labels)) <= set(np.unique(coarse.scan_labels[name]))  # no new community
+    gains = {name: adjusted_rand(fine.scan_labels[name], truth) - adjusted_rand(coarse.scan_labels[name], truth)
+             for name in fine.scan_labels}
+    assert gains["haadf"] > 0.01 and gains["joint"] > -0.02, gains
+    assert set(fine.provenance["refined"]["boundary_chips"]) == {"joint", "haadf", "eels"}
+    assert coarse.provenance["refined"] is None
+    mms.segment({"haadf": image, "eels": eels}, progress=False, out=tmp_path / "run")
+    resumed = mms.segment({"haadf": image, "eels": eels}, refine=2, progress=False, out=tmp_path / "run")
+    for name, labels in fine.scan_labels.items():
+        np.testing.assert_array_equal(resumed.scan_labels[name], labels)
+
+
+def test_image_at_the_scan_pixel_size_gets_a_warning(specimen):
+    # A survey image with the scan's own pixels gives 4 px image chips: no texture to embed.
+    phantom, truth, image, eels = specimen
+    coarse = ModalityData("bse", "image", da.from_array(phantom.image[::STEP, ::STEP].copy()),
+                          eels.axes[:2], "<survey>")
+    with pytest.warns(UserWarning, match=r"'bse' \(<survey>\) gets chips of 4 px"):
+        mms.segment({"bse": coarse, "eels": eels}, config=CONFIG, progress=False)
+
+
 def test_extents_that_do_not_overlap(specimen):
     _, _, image, eels = specimen
     far = ModalityData("eels", "spectrum", eels.data,

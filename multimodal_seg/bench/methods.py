@@ -9,10 +9,10 @@ Project methods (``segment()``, seeded, no progress bars):
 
 ``mmseg-default``
     Everything at its default (``encoder="auto"``).
-``mmseg-resolution-0.5``, ``mmseg-merge-0.5``, ``mmseg-single-run``
+``mmseg-resolution-0.5``, ``mmseg-merge-0.5``, ``mmseg-single-run``, ``mmseg-refine-4``
     Candidate "best settings": a coarser Leiden resolution, merging of
-    well-connected communities, or one Leiden run (the default keeps the most
-    representative of 30).  The report names, per set, the best project
+    well-connected communities, one Leiden run (the default keeps the most
+    representative of 30), or boundaries refined to a quarter stride.  The report names, per set, the best project
     method; choosing it on the same images is optimistic, and the report says so.
 ``resnet50-random``
     The paper's pipeline with an untrained ResNet50 (``weights="random"``, ``layer4``,
@@ -104,6 +104,7 @@ METHODS: dict[str, tuple[str, Method, bool]] = {
     "mmseg-merge-0.5": ("project, merge communities with connectivity > 0.5", _project(merge=0.5), True),
     "mmseg-single-run": ("project, one Leiden run instead of the most representative of 30",
                          _project(consensus=0), True),
+    "mmseg-refine-4": ("project, boundaries refined to a quarter stride (refine=4)", _project(refine=4), True),
     "resnet50-random": ("paper's pipeline, untrained ResNet50 (layer4, chips of the auto size, no overlap)",
                         _project(encoder="resnet50", weights="random", stride_is_chip=True,
                                  config={"encoder": {"options": {"resize": None, "layer": "layer4"}}}),

@@ -1,0 +1,131 @@
+"""Boundary refinement: regions painted at a finer step than the chip grid.
+
+Chip labels painted back to pixels (:meth:`ChipGrid.chip_labels_to_pixels`) place a
+boundary to within about one stride.  ``refine = f`` (an integer > 1) lays a second
+grid of chips of the same size every ``stride // f`` pixels.  A fine chip whose
+window holds one painted community keeps it; a fine chip on a boundary (its window
+holds several) is embedded with the same encoder, projected into the graph's space
+(same standardisation and PCA, :class:`~multimodal_seg.graph.FeatureReducer`), and
+takes the community its ``k`` nearest chips of the partition vote for, weighted by
+cosine similarity, *among the communities under its window*.  The fine grid is then
+painted back as usual.
+
+So refinement moves boundaries, by at most one coarse stride; it never creates,
+removes or renames a community, and chips away from boundaries are not re-encoded.
+With several modalities each casts its own normalised vote, weighted by its layer
+weight, so that no modality outvotes the others just because cosine similarities
+are higher in its space.
+
+Measured on the HAADF phantom (512 px, 32 px chips, stride 16, ``refine=4``): pixel
+ARI 0.940 -> 0.966, for 2,777 extra chips embedded (about 2 s with ``fourier``).  On
+the NASA SEM sets it changed ARI by less than 0.02 either way, so it is off by
+default (``refine=1``); see docs/user-guide.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from sklearn.neighbors import NearestNeighbors
+
+from .chips import ChipGrid
+from .errors import ParameterError
+
+#: Floor of a vote weight: neighbours with cosine similarity <= 0 still count a little.
+MIN_VOTE = 1e-3
+
+
+def fine_grid(grid: ChipGrid, factor: int) -> ChipGrid:
+    """The grid of chips of ``grid``'s size laid every ``grid.stride // factor`` pixels."""
+    if not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ParameterError(f"refine={factor!r} is not a whole number >= 1",
+                             fix="use refine=1 (off), 2 or 4", where="refine")
+    return ChipGrid(grid.shape, grid.size, max(1, grid.stride // int(factor)))
+
+
+def boundary_chips(painted: np.ndarray, grid: ChipGrid) -> np.ndarray:
+    """Which chips of ``grid`` cover more than one label of ``painted``.
+
+    Parameters
+    ----------
+    painted
+        Pixel labels of shape ``grid.shape`` (``-1``: unlabelled).
+    grid
+        The (fine) chip grid.
+
+    Returns
+    -------
+    Boolean array ``(grid.n_chips,)``, row-major like ``grid.origins``.
+    """
+    # Sliding minimum and maximum over chip-sized windows (separable, O(pixels x size)).
+    # A window of ``size`` centred (as ndimage centres it) on pixel ``o + size // 2``
+    # covers exactly the chip starting at ``o``.
+    low = ndimage.minimum_filter(painted, size=grid.size, mode="nearest")
+    high = ndimage.maximum_filter(painted, size=grid.size, mode="nearest")
+    centre = grid.origins + grid.size // 2
+    return low[centre[:, 0], centre[:, 1]] != high[centre[:, 0], centre[:, 1]]
+
+
+def neighbour_votes(partition_features: np.ndarray, labels: np.ndarray, features: np.ndarray, *,
+                    k: int) -> np.ndarray:
+    """Each new chip's vote share for every community, from its ``k`` nearest partition chips.
+
+    Parameters
+    ----------
+    partition_features
+        ``(n_chips, d)`` reduced features of the partitioned chips.
+    labels
+        ``(n_chips,)`` their communities (``-1``: none, no vote).
+    features
+        ``(n_new, d)`` reduced features of the chips to place.
+    k
+        Neighbours asked (capped at the number of labelled chips).
+
+    Returns
+    -------
+    ``(n_new, n_communities)`` float64; each row sums to 1.
+    """
+    labels = np.asarray(labels)
+    voters = np.flatnonzero(labels >= 0)
+    n_labels = int(labels.max()) + 1
+    votes = np.zeros((len(features), n_labels))
+    if len(features) == 0:
+        return votes
+    k = min(k, len(voters))
+    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(partition_features[voters])
+    dist, idx = nn.kneighbors(features)
+    weights = np.clip(1.0 - dist, MIN_VOTE, 1.0)
+    rows = np.repeat(np.arange(len(features)), k)
+    np.add.at(votes, (rows, labels[voters][idx].ravel()), weights.ravel())
+    return votes / votes.sum(axis=1, keepdims=True)
+
+
+def refined_chip_labels(painted: np.ndarray, grid: ChipGrid, boundary: np.ndarray,
+                        votes: np.ndarray) -> np.ndarray:
+    """Labels of every chip of the fine ``grid``.
+
+    Parameters
+    ----------
+    painted
+        Pixel labels painted from the partition, shape ``grid.shape``.
+    grid
+        The fine grid.
+    boundary
+        ``(grid.n_chips,)`` mask from :func:`boundary_chips`.
+    votes
+        ``(boundary.sum(), n_communities)`` vote shares of the boundary chips.
+
+    Returns
+    -------
+    ``grid.grid_shape`` int32 labels: a chip off the boundaries keeps the one label under
+    it; a boundary chip takes its best-voted label among those under its window.
+    """
+    origins, size = grid.origins, grid.size
+    labels = painted[origins[:, 0], origins[:, 1]].astype(np.int32)
+    for row, i in enumerate(np.flatnonzero(boundary)):
+        r, c = origins[i]
+        present = np.unique(painted[r : r + size, c : c + size])
+        present = present[(present >= 0) & (present < votes.shape[1])]
+        if len(present):
+            labels[i] = present[np.argmax(votes[row, present])]
+    return labels.reshape(grid.grid_shape)
