@@ -27,6 +27,7 @@ from .errors import InputError, ParameterError
 from .modalities.base import Axis, ModalityData, check_real_values
 from .modalities.registry import get_reader
 from .provenance import array_digest, file_identity, run_record
+from .refine import fine_grid
 from .result import Segmentation
 from .spectral_lines import feature_intensities
 from .scan_grid import SharedGrid, scan_frame, shared_grid, to_units
@@ -265,13 +266,13 @@ def _scan_labels(study: Study, cfg: SegmentConfig, modalities: dict[str, Modalit
     """
     names = list(modalities)
     partitions = {"joint": weights, **{n: {n: 1.0} for n in names}}
-    size, stride = grid.grid.size, grid.grid.stride
-    if cfg.chips.refine == 1 or stride == 1:
+    target = fine_grid(grid.grid, cfg.chips.refine)
+    if target is None:
         return {name: grid.grid.chip_labels_to_pixels(
             study.read_array(f"partitions/{name}").reshape(grid.grid.grid_shape)) for name in partitions}, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a partial overlap was already reported for the grid
-        fine = shared_grid(modalities, chip_size=size, stride=max(1, stride // cfg.chips.refine))
+        fine = shared_grid(modalities, chip_size=target.size, stride=target.stride)
     stages.refine_boundaries(
         study, grid=grid.grid, fine=fine.grid, chips=grid.per_modality, fine_chips=fine.per_modality,
         encoders={n: encoder for n, (encoder, _) in encoders.items()}, partitions=partitions,

@@ -239,9 +239,8 @@ def segment(
     fp = stages.find_communities(study, graph="image", method=com.method, resolution=com.resolution,
                                  seed=cfg.seed, n_iterations=com.n_iterations, upstream=fp,
                                  merge=com.merge, n_restarts=com.n_restarts, consensus=com.consensus)
-    fine = None
-    if cfg.chips.refine > 1 and grid.stride > 1:
-        fine = fine_grid(grid, cfg.chips.refine)
+    fine = fine_grid(grid, cfg.chips.refine)
+    if fine is not None:
         stages.refine_boundaries(
             study, grid=grid, fine=fine, chips={"image": chips},
             fine_chips={"image": ModalityChips(origins=fine.origins, size=fine.size)},

@@ -24,6 +24,8 @@ default (``refine=1``); see docs/user-guide.md.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 from sklearn.neighbors import NearestNeighbors
@@ -35,11 +37,22 @@ from .errors import ParameterError
 MIN_VOTE = 1e-3
 
 
-def fine_grid(grid: ChipGrid, factor: int) -> ChipGrid:
-    """The grid of chips of ``grid``'s size laid every ``grid.stride // factor`` pixels."""
+def fine_grid(grid: ChipGrid, factor: int) -> ChipGrid | None:
+    """The grid of chips of ``grid``'s size laid every ``grid.stride // factor`` pixels (at least 1).
+
+    ``None`` when there is nothing to refine: ``factor`` 1, or a stride of 1 px already
+    (then with a warning, since the option asked for has no effect).
+    """
     if not isinstance(factor, (int, np.integer)) or factor < 1:
         raise ParameterError(f"refine={factor!r} is not a whole number >= 1",
                              fix="use refine=1 (off), 2 or 4", where="refine")
+    if factor == 1:
+        return None
+    if grid.stride == 1:
+        warnings.warn(f"refine={factor} has no effect: chips already start every pixel (stride 1), "
+                      "so boundaries are as fine as the chip grid can place them",
+                      UserWarning, stacklevel=3)
+        return None
     return ChipGrid(grid.shape, grid.size, max(1, grid.stride // int(factor)))
 
 

@@ -34,8 +34,11 @@ def test_fine_grid_keeps_the_chip_size_and_divides_the_stride():
     grid = ChipGrid((100, 80), 16, 8)
     assert fine_grid(grid, 4) == ChipGrid((100, 80), 16, 2)
     assert fine_grid(grid, 16).stride == 1  # never below one pixel
+    assert fine_grid(grid, 1) is None
     with pytest.raises(ParameterError, match="refine"):
         fine_grid(grid, 0)
+    with pytest.warns(UserWarning, match="no effect"):
+        assert fine_grid(ChipGrid((100, 80), 16, 1), 4) is None
 
 
 def test_votes_follow_the_nearest_chips_and_unlabelled_chips_do_not_vote():
