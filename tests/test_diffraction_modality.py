@@ -1,8 +1,9 @@
 """Diffraction (4D-STEM) modality reader and the pattern helpers.
 
 Round trips write real files into ``tmp_path``: HyperSpy ``.hspy``, an EMPAD
-``.xml`` + ``.raw`` pair, and py4DSTEM/emdfile EMD 1.0 files built with h5py in the
-exact layout ``emdfile.save`` writes (py4DSTEM itself is not installable here).  Real
+``.xml`` + ``.raw`` pair, and EMD 1.0 files written by ``emdfile`` (the file layer py4DSTEM
+saves through) and, with h5py, in the layout of a py4DSTEM ``DataCube`` (py4DSTEM itself
+pins numpy < 2 and is not installed with the tests).  Real
 detector files come from ``../shared/data`` and are skipped where it is absent.
 """
 
@@ -233,6 +234,29 @@ def test_py4dstem_emd1_file(tmp_path, scan):
         ]
         expect_file_error(path, "2-D image", "image modality", signal="virtual")
         assert digest(path) == before
+
+
+def test_file_written_by_emdfile_itself(tmp_path, scan):
+    """The writer py4DSTEM saves through (emdfile), not an imitation of its layout."""
+    emdfile = pytest.importorskip("emdfile")
+    cube = emdfile.Array(data=scan, name="datacube", units="counts",
+                         dims=[[0, 2.0], [0, 2.0], [0, 0.1], [0, 0.1]],
+                         dim_names=["Rx", "Ry", "Qx", "Qy"], dim_units=["nm", "nm", "A^-1", "A^-1"])
+    root = emdfile.Root(name="experiment")
+    root.tree(cube)
+    cube.tree(emdfile.Array(data=scan.sum(axis=(2, 3)).astype(np.float32), name="virtual_bf",
+                            dims=[[0, 2.0], [0, 2.0]], dim_units=["nm", "nm"]))
+    path = tmp_path / "scan.emd"
+    emdfile.save(str(path), root)
+    before = digest(path)
+    m = read_diffraction(path)
+    np.testing.assert_array_equal(m.data.compute(), scan)
+    y, x, qy, qx = m.axes
+    assert (y.scale, y.units, x.scale, x.units) == (2.0, "nm", 2.0, "nm")
+    assert qy.scale == pytest.approx(0.1) and qx.scale == pytest.approx(0.1) and "Å" in qy.units
+    assert m.metadata["title"] == "datacube"
+    expect_file_error(path, "2-D image", "image modality", signal="virtual")
+    assert digest(path) == before
 
 
 def test_empad_xml_and_raw(tmp_path, rng):
