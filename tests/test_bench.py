@@ -22,7 +22,7 @@ def small_sizes(monkeypatch):
     """Shrink every part's work (full and quick) so the whole run takes well under a minute."""
     small = {"phantom_seeds": ([0], [0]), "labelled_images": (1, 1), "stability_seeds": ([0, 1], [0, 1]),
              "stability_images": (1, 1), "multimodal_seeds": ([0], [0]), "multimodal_scan": (32, 32),
-             "graph_chips": ([300], [300]), "speed_image": (256, 256)}
+             "graph_chips": ([300], [300]), "speed_image": (256, 256), "speed_scan": (16, 16)}
     monkeypatch.setattr(runner, "SIZES", small)
 
 
@@ -48,9 +48,16 @@ def test_bench_runs_every_part_and_reports_it(tmp_path, small_sizes):
     assert speed["peak"]["measured_flops"] > 0
     assert {r["encoder"] for r in speed["encoders"]} == {"fourier", "resnet50"}
     assert all("error" not in r and r["segment_seconds"] > 0 for r in speed["encoders"])
+    spectral = {r["encoder"]: r for r in speed["modality_encoders"]}
+    assert set(spectral) == {"spectrum-pca", "spectrum-cnn", "diffraction-profiles", "diffraction-cnn"}
+    assert all("error" not in r and r["forward"]["chips_per_s"] > 0 for r in spectral.values())
+    # The pooled encoder is timed on every scan position once; the others on the chips.
+    assert spectral["diffraction-profiles"]["n_forward"] == 16 * 16
+    assert spectral["spectrum-pca"]["n_forward"] == spectral["spectrum-pca"]["n_chips"]
+    assert spectral["diffraction-cnn"]["forward"]["flops_per_chip"] > 0  # counted for convnets
     assert speed["graph"]["rows"][0]["n_chips"] == 300
     report = (out / "report.md").read_text()
-    for heading in ("## Quality", "## Stability", "## Cross-modal consistency", "## Speed",
+    for heading in ("## Quality", "## Stability", "## Cross-modal consistency", "## Speed", "diffraction-cnn",
                     "default beats every peer", "Machine:", "Reproduce:"):
         assert heading in report, heading
     assert (out / "quality.png").stat().st_size > 0 and (out / "graph_scaling.png").stat().st_size > 0
