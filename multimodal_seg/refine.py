@@ -28,10 +28,10 @@ import warnings
 
 import numpy as np
 from scipy import ndimage
-from sklearn.neighbors import NearestNeighbors
 
 from .chips import ChipGrid
 from .errors import ParameterError
+from .graph import cosine_neighbours
 
 #: Floor of a vote weight: neighbours with cosine similarity <= 0 still count a little.
 MIN_VOTE = 1e-3
@@ -104,9 +104,8 @@ def neighbour_votes(partition_features: np.ndarray, labels: np.ndarray, features
     votes = np.zeros((len(features), n_labels))
     if len(features) == 0:
         return votes
-    k = min(k, len(voters))
-    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(partition_features[voters])
-    dist, idx = nn.kneighbors(features)
+    dist, idx = cosine_neighbours(partition_features[voters], features, min(k, len(voters)))
+    k = idx.shape[1]
     weights = np.clip(1.0 - dist, MIN_VOTE, 1.0)
     rows = np.repeat(np.arange(len(features)), k)
     np.add.at(votes, (rows, labels[voters][idx].ravel()), weights.ravel())
