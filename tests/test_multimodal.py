@@ -125,7 +125,7 @@ def test_refinement_refines_every_partition_with_a_fitted_encoder(specimen, tmp_
         assert set(np.unique(labels)) <= set(np.unique(coarse.scan_labels[name]))  # no new community
     gains = {name: adjusted_rand(fine.scan_labels[name], truth) - adjusted_rand(coarse.scan_labels[name], truth)
              for name in fine.scan_labels}
-    assert gains["haadf"] > 0.01 and gains["joint"] > -0.02, gains
+    assert gains["haadf"] > 0.03 and gains["joint"] > 0.02, gains  # measured +0.053 and +0.051
     assert set(fine.provenance["refined"]["boundary_chips"]) == {"joint", "haadf", "eels"}
     assert coarse.provenance["refined"] is None
     mms.segment({"haadf": image, "eels": eels}, progress=False, out=tmp_path / "run")
