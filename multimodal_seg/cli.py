@@ -121,6 +121,8 @@ def demo(
     image_only: bool = typer.Option(False, "--image-only",
                                     help="Segment the HAADF image phantom alone instead."),
     size: int = typer.Option(512, help="Image phantom edge length in pixels (with --image-only)."),
+    refine: Optional[int] = typer.Option(
+        None, help="Boundary refinement, as for segment: try 4 with --image-only, 2 otherwise [default: 1]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
 ) -> None:
     """Segment a built-in phantom specimen (two grains of one phase at different orientations, a
@@ -129,9 +131,10 @@ def demo(
 
     try:
         if image_only:
-            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet)
+            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet, refine=refine)
         else:
-            seg, all_scores = run_multimodal_demo(out, scan=scan, seed=seed, progress=not quiet)
+            seg, all_scores = run_multimodal_demo(out, scan=scan, seed=seed, progress=not quiet,
+                                                  refine=refine)
             for name, sc in all_scores.items():
                 console.print(f"{name:>12}: adjusted Rand index {sc['ari']:.3f} with the truth "
                               f"({sc['n_pred']} communities)")

@@ -92,6 +92,14 @@ def test_image_only_demo_reports_agreement(tmp_path):
     ari = float(result.output.split("adjusted Rand index")[1].split(",")[0])
     assert ari > 0.8
     assert (out / "agreement.json").exists() and (out / "summary.png").exists()
+    # --refine reaches the demo: boundaries placed finer, agreement higher (measured 0.862 -> 0.939
+    # on this phantom size with seed 3; seed 0 here)
+    refined = tmp_path / "refined"
+    result = runner.invoke(app, ["demo", "--image-only", "--out", str(refined), "--size", "256", "-q",
+                                 "--refine", "4"])
+    assert result.exit_code == 0, result.output
+    assert float(result.output.split("adjusted Rand index")[1].split(",")[0]) > ari + 0.02
+    assert json.loads((refined / "provenance.json").read_text())["config"]["chips"]["refine"] == 4
 
 
 def test_info_lists_encoders_and_weights():
