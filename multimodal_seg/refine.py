@@ -10,7 +10,7 @@ takes the community its ``k`` nearest chips of the partition vote for, weighted 
 cosine similarity, *among the communities under its window*.  The fine grid is then
 painted back as usual.
 
-So refinement moves boundaries, by at most one coarse stride; it never creates,
+So refinement moves boundaries, by at most one chip; it never creates,
 removes or renames a community, and chips away from boundaries are not re-encoded.
 With several modalities each casts its own normalised vote, weighted by its layer
 weight, so that no modality outvotes the others just because cosine similarities
