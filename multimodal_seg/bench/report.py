@@ -124,6 +124,16 @@ def consistency_section(cons: dict) -> list[str]:
     return lines + [""]
 
 
+def _speed_cells(r: dict) -> str:
+    """The cells every encoder row shares: rate, FLOPs, share of peak, times, overhead, memory."""
+    fw = r["forward"]
+    fpc = fw.get("flops_per_chip")
+    return (f"{fw['chips_per_s']:.0f} | {_f(None if fpc is None else fpc / 1e9)} | "
+            f"{_gflops(fw.get('flop_rate'))} | {_f(fw.get('fraction_of_measured_peak'), 3)} | "
+            f"{r['segment_seconds']:.2f} | {fw['seconds']:.2f} | {r['overhead']:+.0%} | "
+            f"{_f(r.get('peak_rss_mib'), 0)} |")
+
+
 def speed_section(sp: dict) -> list[str]:
     peak = sp["peak"]
     lines = ["## Speed", "",
@@ -142,13 +152,7 @@ def speed_section(sp: dict) -> list[str]:
         if "error" in r:
             lines.append(f"| {r['encoder']} | error: {r['error']} |||||||||")
             continue
-        fw = r["forward"]
-        fpc = fw.get("flops_per_chip")
-        lines.append(
-            f"| {r['encoder']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | {fw['chips_per_s']:.0f} | "
-            f"{_f(None if fpc is None else fpc / 1e9)} | {_gflops(fw.get('flop_rate'))} | "
-            f"{_f(fw.get('fraction_of_measured_peak'), 3)} | {r['segment_seconds']:.2f} | {fw['seconds']:.2f} | "
-            f"{r['overhead']:+.0%} | {_f(r.get('peak_rss_mib'), 0)} |")
+        lines.append(f"| {r['encoder']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | " + _speed_cells(r))
     if sp.get("modality_encoders"):
         scan = sp["speed_scan"][0]
         lines += ["", f"Spectrum and diffraction encoders on the {scan}x{scan} multimodal phantom (chips of the "
@@ -163,14 +167,8 @@ def speed_section(sp: dict) -> list[str]:
             if "error" in r:
                 lines.append(f"| {r['encoder']} | {r['modality']} | error: {r['error']} ||||||||||")
                 continue
-            fw = r["forward"]
-            fpc = fw.get("flops_per_chip")
-            lines.append(
-                f"| {r['encoder']} | {r['modality']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | "
-                f"{r['n_forward']} {r['forward_on']} | {fw['chips_per_s']:.0f} | "
-                f"{_f(None if fpc is None else fpc / 1e9)} | {_gflops(fw.get('flop_rate'))} | "
-                f"{_f(fw.get('fraction_of_measured_peak'), 3)} | {r['segment_seconds']:.2f} | "
-                f"{fw['seconds']:.2f} | {r['overhead']:+.0%} | {_f(r.get('peak_rss_mib'), 0)} |")
+            lines.append(f"| {r['encoder']} | {r['modality']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | "
+                         f"{r['n_forward']} {r['forward_on']} | " + _speed_cells(r))
     rows = sp["graph"].get("rows", [])
     if rows:
         keys = [k for k in ("knn_search", "graph_seconds", "leiden_seconds", "n_communities", "ari",
