@@ -9,6 +9,7 @@ from sklearn import metrics as skm
 
 from multimodal_seg.metrics import (
     adjusted_rand,
+    adjusted_rand_fast,
     agreement,
     contingency,
     many_to_one_accuracy,
@@ -44,6 +45,21 @@ def test_ari_and_nmi_match_sklearn(seed):
     assert nmi(pred, truth) == pytest.approx(
         skm.normalized_mutual_info_score(truth, pred, average_method="arithmetic"), abs=1e-12
     )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_ari_equals_sklearn(seed):
+    pred, truth = _noisy_pair(seed)
+    assert adjusted_rand_fast(pred, truth) == pytest.approx(skm.adjusted_rand_score(truth, pred), abs=1e-12)
+    rng = np.random.default_rng(seed)
+    sparse_ids = rng.choice([0, 7, 30], 500)  # unused ids in between do not matter
+    other = rng.integers(0, 4, 500)
+    assert adjusted_rand_fast(sparse_ids, other) == pytest.approx(
+        skm.adjusted_rand_score(sparse_ids, other), abs=1e-12)
+    # degenerate partitions, as scikit-learn scores them
+    one, singletons = np.zeros(50, int), np.arange(50)
+    for a, b in [(one, one), (singletons, singletons), (one, singletons), (one, other[:50])]:
+        assert adjusted_rand_fast(a, b) == pytest.approx(skm.adjusted_rand_score(a, b), abs=1e-12)
 
 
 def test_identical_partitions_score_perfectly_whatever_the_ids():
