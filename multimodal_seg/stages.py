@@ -7,6 +7,8 @@ find_communities``; each returns the fingerprint its successors depend on.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -112,11 +114,26 @@ def _scaler(modality: ModalityData, intensity: tuple[float, float]):
     return lambda raw: np.clip((raw - low) / (high - low), 0.0, 1.0)
 
 
+#: What each encoder object was last fitted on (a fingerprint), so that boundary refinement
+#: does not fit again an encoder the embedding stage fitted in the same run.
+_FITTED_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _fit_encoder(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
                  intensity: tuple[float, float], seed: int) -> None:
-    """Let an encoder that learns from the data (``Encoder.fit``) see its seeded sample."""
-    if type(encoder).fit is not Encoder.fit:
-        encoder.fit(_scaler(modality, intensity)(_fit_sample(modality.data, chips, seed=seed)))
+    """Let an encoder that learns from the data (``Encoder.fit``) see its seeded sample.
+
+    Skipped when this encoder object was already fitted on the same sample (same
+    modality, chips, intensity range and seed); a resumed run, whose embedding stage
+    was skipped, fits it here first.
+    """
+    if type(encoder).fit is Encoder.fit:
+        return
+    key = fingerprint(modality.name, modality.source, chips.origins, chips.size, intensity, seed)
+    if _FITTED_ON.get(encoder) == key:
+        return
+    encoder.fit(_scaler(modality, intensity)(_fit_sample(modality.data, chips, seed=seed)))
+    _FITTED_ON[encoder] = key
 
 
 def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
