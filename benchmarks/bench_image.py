@@ -225,7 +225,7 @@ def git_state() -> dict[str, Any]:
 def auto_chip(shape: tuple[int, int]) -> int:
     """The automatic chip size ``segment()`` uses for an image of ``shape``."""
     from multimodal_seg.config import ChipConfig
-    from multimodal_seg.pipeline import chip_geometry
+    from multimodal_seg.pipeline.segment import chip_geometry
 
     size, _ = chip_geometry(ChipConfig(), tuple(shape), [])
     return size
@@ -316,7 +316,7 @@ def summarise(records: list[dict[str, Any]], config: str) -> dict[str, Any]:
 
 
 def quality_phantom(args: argparse.Namespace) -> dict[str, Any]:
-    from multimodal_seg.phantoms import haadf_phantom
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
 
     size = args.phantom_size
     records = []
@@ -487,13 +487,13 @@ INSTRUMENT = [
 
 def instrumented_segment(image: np.ndarray, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The real ``segment()`` call, with timers around the stage functions it calls
-    (``multimodal_seg.stages.*``, ``pipeline.collect`` ...) and around the functions
+    (``multimodal_seg.pipeline.stages.*``, ``pipeline.collect`` ...) and around the functions
     those call (``encoder.encode``, PCA, kNN, back-projection, crystallinity ...)."""
     from contextlib import ExitStack
     import importlib
 
     from multimodal_seg import pipeline, segment
-    from multimodal_seg.chips import ChipGrid
+    from multimodal_seg.chips.grid import ChipGrid
 
     t: dict[str, float] = {}
     missing = []
@@ -536,7 +536,7 @@ def instrumented_segment(image: np.ndarray, kwargs: dict[str, Any]) -> dict[str,
 def chip_batches(image: np.ndarray, grid: Any) -> tuple[list[np.ndarray], int]:
     """The chips ``stages.embed_chips`` feeds the encoder, in the same batches, scaled the
     same way, cut in memory with the package's own helpers."""
-    from multimodal_seg import stages
+    from multimodal_seg.pipeline.segment import stages
 
     batch_chips = inspect.signature(stages.embed_chips).parameters["batch_chips"].default
     data = np.asarray(image, dtype=np.float32)
@@ -566,7 +566,7 @@ def speed_case(spec: dict[str, Any]) -> dict[str, Any]:
     rss0 = rss_kib()
     from multimodal_seg import segment
     from multimodal_seg.config import load_config, with_overrides
-    from multimodal_seg.pipeline import make_encoder
+    from multimodal_seg.pipeline.segment import make_encoder
 
     res: dict[str, Any] = {"spec": spec, "rss_start_kib": rss0["VmRSS"]}
     image = np.load(spec["image"])
@@ -681,7 +681,7 @@ def speed_case(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def speed_part(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from multimodal_seg.phantoms import haadf_phantom
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
 
     work.mkdir(parents=True, exist_ok=True)
     size = args.speed_size

@@ -4,7 +4,7 @@
         [--scan 256] [--pattern 128] [--seed 0]
 
 Exercises the out-of-core path at the size of a real 4D-STEM scan: the phantom
-(:func:`multimodal_seg.multimodal_phantom.multimodal_phantom` with ``out=``) is written chunk
+(:func:`multimodal_seg.synthetic.multimodal.multimodal_phantom` with ``out=``) is written chunk
 by chunk to ``WORK_DIR/phantom.zarr`` and segmented (defaults) from the lazy zarr arrays, so
 neither step holds a whole cube in memory.  Records wall time, peak resident memory (VmHWM,
 reset between the steps) and the size on disk of each step, and the joint and per-modality
@@ -23,8 +23,8 @@ from pathlib import Path
 from multimodal_seg.bench.speed import peak_rss_mib, reset_peak_rss
 from multimodal_seg.demo import phantom_modalities
 from multimodal_seg.metrics import agreement
-from multimodal_seg.multimodal_phantom import multimodal_phantom
-from multimodal_seg.pipeline import segment
+from multimodal_seg.synthetic.multimodal import multimodal_phantom
+from multimodal_seg.pipeline.segment import segment
 from multimodal_seg.provenance import package_versions, to_json, write_text_atomic
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_multimodal.py --out benchmarks/reports/multimodal-2cpu [--scan 64] [--seeds 0 1 2] [--refine 2]
 
-Renders the HAADF + EELS + 4D-STEM phantom (multimodal_seg.multimodal_phantom) for each seed,
+Renders the HAADF + EELS + 4D-STEM phantom (multimodal_seg.synthetic.multimodal) for each seed,
 segments it with each fusion method (defaults otherwise), and scores on the scan grid the joint
 partition and each modality's own partition (adjusted Rand index, many-to-one accuracy, number
 of communities), plus the consistency matrix between partitions. Writes results.json and
@@ -21,8 +21,8 @@ import numpy as np
 
 from multimodal_seg.demo import phantom_modalities
 from multimodal_seg.metrics import agreement
-from multimodal_seg.multimodal_phantom import multimodal_phantom
-from multimodal_seg.pipeline import segment
+from multimodal_seg.synthetic.multimodal import multimodal_phantom
+from multimodal_seg.pipeline.segment import segment
 from multimodal_seg.provenance import package_versions, to_json, write_text_atomic
 
 FUSIONS = ("concat", "multiplex")

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 from multimodal_seg.demo import run_demo  # noqa: E402
 from multimodal_seg.plot import community_graph, summary  # noqa: E402
-from multimodal_seg.phantoms import haadf_phantom  # noqa: E402
+from multimodal_seg.synthetic.phantoms import haadf_phantom  # noqa: E402
 
 here = Path(__file__).parent / "images"
 here.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ from .config import SegmentConfig, load_config
 from .errors import InputError, MMSegError, OutputError, ParameterError, WeightsError
 from .pipeline import segment
 from .result import Segmentation
-from .study import Study
+from .pipeline.study import Study
 
 try:
     __version__ = version("multimodal-seg")

@@ -89,7 +89,7 @@ def segment(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
 ) -> None:
     """Segment one image into communities of similar chips and write figures, CSV and labels."""
-    from .pipeline import segment as run_segment
+    from .pipeline.segment import segment as run_segment
 
     try:
         source = _sources(path, modality)
@@ -178,7 +178,7 @@ def bench(
 @app.command()
 def info() -> None:
     """Versions, compute device, and which encoder weights are found."""
-    from .device import describe_device
+    from .encoders.device import describe_device
     from .encoders import available_encoders, weights_dir
     from .encoders.weights import KNOWN_WEIGHTS, find_weights
     from .provenance import package_versions

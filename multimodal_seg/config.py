@@ -34,12 +34,12 @@ class ChipConfig(_Section):
     32 px; ``stride=None`` uses half the chip size (50 % overlap), which halves
     the boundary error of the painted regions at four times the chips.
     ``refine=4`` places boundaries to a quarter stride by embedding only the chips
-    that lie on them again (see :mod:`multimodal_seg.refine`).
+    that lie on them again (see :mod:`multimodal_seg.chips.refine`).
     """
 
     size: int | str = "auto"
     stride: int | str | None = None
-    #: Boundary refinement (multimodal_seg.refine): boundaries are placed on a grid of
+    #: Boundary refinement (multimodal_seg.chips.refine): boundaries are placed on a grid of
     #: step ``stride // refine``; 1 = off.  Costs the chips on boundaries, embedded again.
     refine: int = Field(1, ge=1, le=64)
 
@@ -88,7 +88,7 @@ class CommunityConfig(_Section):
 
 
 class FusionConfig(_Section):
-    """How several modalities make one partition (see :mod:`multimodal_seg.fusion`)."""
+    """How several modalities make one partition (see :mod:`multimodal_seg.graphs.fusion`)."""
 
     # multiplex is the default: on the multimodal phantom (benchmarks/reports/multimodal-2cpu)
     # it reached ARI 0.908 against 0.883 for concat, with 5.0 communities against 5.7.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from .errors import ParameterError
 from .metrics import agreement
-from .phantoms import haadf_phantom
-from .pipeline import segment
+from .synthetic.phantoms import haadf_phantom
+from .pipeline.segment import segment
 from .plot import summary
 from .provenance import atomic_path, to_json, write_text_atomic
 from .result import Segmentation
@@ -46,7 +46,7 @@ def run_demo(out: str | Path | None = "mmseg-demo", *, size: int = 512, seed: in
 
 
 def phantom_modalities(phantom) -> dict:
-    """The modalities of a :class:`~multimodal_seg.multimodal_phantom.MultimodalPhantom`, calibrated."""
+    """The modalities of a :class:`~multimodal_seg.synthetic.multimodal.MultimodalPhantom`, calibrated."""
     import dask.array as da
 
     from .modalities.base import Axis, ModalityData
@@ -82,10 +82,10 @@ def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64
     joint partition and of each modality's own partition.
 
     ``phantom``: an already rendered
-    :class:`~multimodal_seg.multimodal_phantom.MultimodalPhantom` to segment instead of
+    :class:`~multimodal_seg.synthetic.multimodal.MultimodalPhantom` to segment instead of
     rendering one (``scan`` is then ignored).
     """
-    from .multimodal_phantom import multimodal_phantom
+    from .synthetic.multimodal import multimodal_phantom
 
     if phantom is None:
         phantom = multimodal_phantom((scan, scan), seed=seed)

@@ -87,7 +87,7 @@ def chip_map(chip_labels: np.ndarray, *, title: str = "chip communities") -> Fig
 def community_graph(graph: sp.csr_matrix, labels: np.ndarray, *, seed: int = 0,
                     title: str = "chip similarity graph") -> Figure:
     """Chips as nodes (force-directed layout), coloured by community, edges in grey."""
-    from .communities import seeded_igraph, to_igraph
+    from .graphs.communities import seeded_igraph, to_igraph
 
     labels = np.asarray(labels).ravel()
     n = graph.shape[0]
@@ -178,7 +178,7 @@ def community_signals(signals: dict[str, np.ndarray], axes: dict | None = None,
             ax.set_title(f"{name}: mean spectrum per community")
             table = lines.get(name)
             if table:
-                from .spectral_lines import strongest
+                from .analysis.spectral_lines import strongest
 
                 intensities = np.asarray(table["intensities"])
                 for index in strongest(table["energies"], intensities, top=8):

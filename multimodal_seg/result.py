@@ -13,8 +13,8 @@ import zarr
 from matplotlib.figure import Figure
 
 from . import plot
-from .chips import ChipGrid
-from .descriptors import CommunityRow, table_to_csv
+from .chips.grid import ChipGrid
+from .analysis.descriptors import CommunityRow, table_to_csv
 from .errors import OutputError
 from .metrics import agreement
 from .modalities.base import Axis
@@ -40,7 +40,7 @@ class Segmentation:
     graph
         ``(n_chips, n_chips)`` sparse similarity graph the communities were found on.
     communities
-        One :class:`~multimodal_seg.descriptors.CommunityRow` per community (0 = largest).
+        One :class:`~multimodal_seg.analysis.descriptors.CommunityRow` per community (0 = largest).
     grid
         The chip grid.
     image
@@ -117,7 +117,7 @@ class Segmentation:
             "summary.png": self.plot(),
         }
         if self.consistency is not None:
-            from .consistency import consistency_figure
+            from .analysis.consistency import consistency_figure
 
             grid = np.asarray(self.consistency["disagreement"]).reshape(self.consistency["grid_shape"])
             figures["consistency.png"] = consistency_figure(self.consistency, grid)

@@ -63,7 +63,7 @@ def assert_file_error(read, path: Path, *needles: str, **kwargs):
 @pytest.fixture(scope="session")
 def small_phantom():
     """A 256 x 256 HAADF phantom (grains, a second phase, an amorphous front)."""
-    from multimodal_seg.phantoms import haadf_phantom
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
 
     return haadf_phantom((256, 256), seed=3)
 

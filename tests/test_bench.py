@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from multimodal_seg.bench import runner
 from multimodal_seg.bench.quality import score
-from multimodal_seg.chips import ChipGrid
+from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.cli import app
 from multimodal_seg.errors import InputError, ParameterError
 

@@ -28,8 +28,8 @@ import pytest
 from multimodal_seg.bench import peers
 from multimodal_seg.errors import InputError, MMSegError, ParameterError
 from multimodal_seg.metrics import agreement, contingency
-from multimodal_seg.multimodal_phantom import multimodal_phantom
-from multimodal_seg.phantoms import haadf_phantom
+from multimodal_seg.synthetic.multimodal import multimodal_phantom
+from multimodal_seg.synthetic.phantoms import haadf_phantom
 
 N_CLASSES = 4  # regions of both phantoms: grain A 0 deg, grain A 35 deg, phase B, amorphous
 PHASE_B = 2

@@ -234,7 +234,7 @@ def test_graph_scaling_recovers_planted_clusters():
 def test_graph_scaling_labels_the_approximate_search(monkeypatch):
     # pynndescent's first call compiles for over a minute: record the exact_max the
     # graph stage is given, and search exactly
-    from multimodal_seg import graph
+    from multimodal_seg.graphs import knn as graph
 
     real, calls = graph.knn_graph, []
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from multimodal_seg.chips import ChipGrid
+from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import ParameterError
 
 # (shape, size, stride): divisible and non-divisible lengths, overlap and none,
@@ -332,7 +332,7 @@ class _RecordingArray:
 
 
 def test_iter_chips_reads_narrow_bands_for_scattered_chips():
-    from multimodal_seg.chips import iter_chips
+    from multimodal_seg.chips.grid import iter_chips
 
     data = np.arange(64 * 64 * 3, dtype=np.float32).reshape(64, 64, 3)
     grid = ChipGrid((64, 64), 8, 4)

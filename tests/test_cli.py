@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from multimodal_seg.cli import app
-from multimodal_seg.phantoms import haadf_phantom
+from multimodal_seg.synthetic.phantoms import haadf_phantom
 
 from .conftest import file_hash
 

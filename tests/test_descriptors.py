@@ -11,8 +11,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from multimodal_seg.chips import ChipGrid
-from multimodal_seg.descriptors import (
+from multimodal_seg.chips.grid import ChipGrid
+from multimodal_seg.analysis.descriptors import (
     CHIP_STATS,
     CRYSTALLINITY_WINDOW,
     CommunityRow,
@@ -22,7 +22,7 @@ from multimodal_seg.descriptors import (
     crystallinity,
     table_to_csv,
 )
-from multimodal_seg.phantoms import haadf_phantom
+from multimodal_seg.synthetic.phantoms import haadf_phantom
 
 GRAIN_0, GRAIN_ROT, PHASE_B, AMORPHOUS = 0, 1, 2, 3
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from multimodal_seg.encoders import available_encoders, get_encoder
-from multimodal_seg.encoders.patterns import (
+from multimodal_seg.encoders.diffraction import (
     DiffractionCNNEncoder,
     DiffractionProfilesEncoder,
     _beam_centres,

@@ -13,14 +13,14 @@ import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
-from multimodal_seg.communities import (
+from multimodal_seg.graphs.communities import (
     Partition,
     order_by_size,
     partition_graph,
     to_igraph,
 )
 from multimodal_seg.errors import InputError, ParameterError
-from multimodal_seg.graph import MIN_WEIGHT, knn_graph, reduce_features
+from multimodal_seg.graphs.knn import MIN_WEIGHT, knn_graph, reduce_features
 
 
 def _blobs(n_per: list[int], dim: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -310,7 +310,7 @@ def test_partition_rejects_bad_parameters(planted):
 
 
 def test_connectivity_separates_a_split_blob_from_distinct_blobs():
-    from multimodal_seg.communities import connectivity, merge_connected
+    from multimodal_seg.graphs.communities import connectivity, merge_connected
 
     x, truth = _blobs([150, 150], dim=8, spread=0.2, seed=3)
     graph = knn_graph(x, k=10)
@@ -326,7 +326,7 @@ def test_connectivity_separates_a_split_blob_from_distinct_blobs():
 
 
 def test_restarts_keep_the_best_modularity_of_their_runs():
-    from multimodal_seg.communities import seeded_igraph, to_igraph
+    from multimodal_seg.graphs.communities import seeded_igraph, to_igraph
 
     x, _ = _blobs([60, 60, 60, 60], dim=6, spread=0.6, seed=11)  # overlapping: runs differ
     graph = knn_graph(x, k=10)

@@ -14,8 +14,8 @@ from multimodal_seg.encoders.base import Encoder
 from multimodal_seg.errors import InputError, ParameterError
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.modalities.base import Axis, ModalityData
-from multimodal_seg.phantoms import haadf_phantom
-from multimodal_seg.scan_grid import shared_grid
+from multimodal_seg.synthetic.phantoms import haadf_phantom
+from multimodal_seg.chips.shared import shared_grid
 
 STEP = 8  # image pixels per scan position
 

@@ -17,8 +17,8 @@ import zarr
 from scipy import ndimage
 
 from multimodal_seg.errors import ParameterError
-from multimodal_seg.multimodal_phantom import MultimodalPhantom, multimodal_phantom
-from multimodal_seg.phantoms import haadf_phantom
+from multimodal_seg.synthetic.multimodal import MultimodalPhantom, multimodal_phantom
+from multimodal_seg.synthetic.phantoms import haadf_phantom
 
 A0, A_ROT, B, AMORPHOUS = 0, 1, 2, 3
 LATTICE_A = 0.40  # nm, phase A square lattice

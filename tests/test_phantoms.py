@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from multimodal_seg.errors import ParameterError
-from multimodal_seg.phantoms import Phantom, haadf_phantom
+from multimodal_seg.synthetic.phantoms import Phantom, haadf_phantom
 
 A0, A_ROT, B, AMORPHOUS = 0, 1, 2, 3
 LATTICE_A = 0.40  # nm, default square lattice of phase A

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 import multimodal_seg as mms
-from multimodal_seg import stages
+from multimodal_seg.pipeline.segment import stages
 from multimodal_seg.encoders.fourier import FourierEncoder
 from multimodal_seg.errors import InputError, OutputError, ParameterError, WeightsError
 from multimodal_seg.metrics import adjusted_rand

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from multimodal_seg.chips import ChipGrid, iter_chips
-from multimodal_seg.descriptors import chip_statistics
+from multimodal_seg.chips.grid import ChipGrid, iter_chips
+from multimodal_seg.analysis.descriptors import chip_statistics
 from multimodal_seg.encoders import get_encoder
-from multimodal_seg.multimodal_phantom import multimodal_phantom
-from multimodal_seg.position_pooling import pooled_position_embeddings
+from multimodal_seg.synthetic.multimodal import multimodal_phantom
+from multimodal_seg.encoders.pooling import pooled_position_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_pooled_embeddings_equal_chip_by_chip_encoding(scan, size, stride, monke
     encoder = get_encoder("diffraction-profiles")
     grid = ChipGrid(scan.shape[:2], size, stride)
     chips = np.concatenate([c for _, c in iter_chips(scan, grid.origins, size)])
-    monkeypatch.setattr("multimodal_seg.position_pooling.BAND_BYTES", 5 * 16 * 32 * 32 * 4)  # 5-row bands
+    monkeypatch.setattr("multimodal_seg.encoders.pooling.BAND_BYTES", 5 * 16 * 32 * 32 * 4)  # 5-row bands
     embeddings, stats = pooled_position_embeddings(scan, grid.origins, size, encoder)
     np.testing.assert_allclose(embeddings, encoder.encode(chips), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats, chip_statistics(chips), rtol=1e-4)
@@ -37,12 +37,12 @@ def test_only_pooling_encoders_take_the_per_position_path():
 
 
 def test_community_mean_signals_average_every_chips_positions(scan, monkeypatch):
-    from multimodal_seg.descriptors import community_mean_signals
+    from multimodal_seg.analysis.descriptors import community_mean_signals
 
     grid = ChipGrid(scan.shape[:2], 4, 2)
     labels = (grid.origins[:, 1] >= 6).astype(int)  # two communities: left and right chips
     labels[0] = -1  # an unlabelled chip is left out
-    monkeypatch.setattr("multimodal_seg.position_pooling.BAND_BYTES", 3 * 16 * 32 * 32 * 4)  # 3-row bands
+    monkeypatch.setattr("multimodal_seg.encoders.pooling.BAND_BYTES", 3 * 16 * 32 * 32 * 4)  # 3-row bands
     means = community_mean_signals(scan, grid, labels)
     chips = np.concatenate([c for _, c in iter_chips(scan, grid.origins, 4)])
     for community in (0, 1):

@@ -1,4 +1,4 @@
-"""Boundary refinement (multimodal_seg.refine and the refine option of segment())."""
+"""Boundary refinement (multimodal_seg.chips.refine and the refine option of segment())."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pytest
 from scipy import ndimage
 
 import multimodal_seg as mms
-from multimodal_seg.chips import ChipGrid
+from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import ParameterError
-from multimodal_seg.graph import FeatureReducer, reduce_features
+from multimodal_seg.graphs.knn import FeatureReducer, reduce_features
 from multimodal_seg.metrics import adjusted_rand
-from multimodal_seg.refine import boundary_chips, fine_grid, neighbour_votes, refined_chip_labels
-from multimodal_seg.study import Study
+from multimodal_seg.chips.refine import boundary_chips, fine_grid, neighbour_votes, refined_chip_labels
+from multimodal_seg.pipeline.study import Study
 
 
 def _seg(phantom, **kw):
@@ -110,7 +110,7 @@ def test_refinement_is_resumable_and_reproducible(small_phantom, tmp_path, monke
     first = _seg(small_phantom, refine=2, out=tmp_path / "run")
     study = Study.open(tmp_path / "run" / "study.zarr")
     assert study.read_array("refined/leiden").shape == fine_grid(first.grid, 2).grid_shape
-    from multimodal_seg import stages
+    from multimodal_seg.pipeline.segment import stages
 
     def fail(*args, **kwargs):
         raise AssertionError("refined chips were embedded again")

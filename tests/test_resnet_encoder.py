@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from multimodal_seg.device import (
+from multimodal_seg.encoders.device import (
     amp_dtype,
     autocast_context,
     describe_device,

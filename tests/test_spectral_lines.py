@@ -6,7 +6,7 @@ import numpy as np
 
 from multimodal_seg.modalities.base import Axis
 from multimodal_seg.result import lines_to_csv
-from multimodal_seg.spectral_lines import feature_intensities, known_features, strongest
+from multimodal_seg.analysis.spectral_lines import feature_intensities, known_features, strongest
 
 
 def _label_index(features, element_line):

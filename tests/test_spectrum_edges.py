@@ -30,7 +30,7 @@ from multimodal_seg.encoders.spectral import (
 from multimodal_seg.errors import InputError, ParameterError
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.modalities.base import Axis
-from multimodal_seg.multimodal_phantom import multimodal_phantom
+from multimodal_seg.synthetic.multimodal import multimodal_phantom
 
 AXIS = Axis("energy", 512, 1.0, 200.0, "eV")  # 200-711 eV, 1 eV per channel
 ENERGY = channel_energies(AXIS)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from multimodal_seg import stages
-from multimodal_seg.chips import ChipGrid
+from multimodal_seg.pipeline.segment import stages
+from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import InputError
 from multimodal_seg.modalities.base import Axis, ModalityData
 from multimodal_seg.provenance import (
@@ -22,8 +22,8 @@ from multimodal_seg.provenance import (
     to_json,
     write_text_atomic,
 )
-from multimodal_seg.scan_grid import ModalityChips
-from multimodal_seg.study import Study
+from multimodal_seg.chips.shared import ModalityChips
+from multimodal_seg.pipeline.study import Study
 
 
 @pytest.fixture(params=["memory", "disk"])

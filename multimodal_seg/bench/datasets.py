@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..phantoms import haadf_phantom
+from ..synthetic.phantoms import haadf_phantom
 
 #: Labelled sets: folder under the data folder, title, class names.
 LABELLED_SETS: dict[str, dict] = {
@@ -56,7 +56,7 @@ class LabelledImage:
 
 
 def phantom_images(seeds: list[int], size: int = 512) -> list[LabelledImage]:
-    """HAADF phantoms (:func:`multimodal_seg.phantoms.haadf_phantom`), one per seed, 4 regions."""
+    """HAADF phantoms (:func:`multimodal_seg.synthetic.phantoms.haadf_phantom`), one per seed, 4 regions."""
     out = []
     for seed in seeds:
         ph = haadf_phantom((size, size), seed=seed)

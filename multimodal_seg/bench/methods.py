@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..chips import ChipGrid
+from ..chips.grid import ChipGrid
 from ..config import ChipConfig
 from . import peers
 
@@ -61,7 +61,7 @@ Method = Callable[[np.ndarray, int, int], Outcome]
 
 def default_grid(shape: tuple[int, int]) -> ChipGrid:
     """The chip grid ``segment()`` uses by default for an image of ``shape``."""
-    from ..pipeline import chip_geometry
+    from ..pipeline.segment import chip_geometry
 
     size, stride = chip_geometry(ChipConfig(), tuple(shape), [])
     return ChipGrid(tuple(shape), size, stride)
@@ -69,7 +69,7 @@ def default_grid(shape: tuple[int, int]) -> ChipGrid:
 
 def _project(**kwargs: Any) -> Method:
     def run(image: np.ndarray, n_classes: int, seed: int) -> Outcome:
-        from ..pipeline import segment
+        from ..pipeline.segment import segment
 
         options = dict(kwargs)
         if options.pop("stride_is_chip", False):

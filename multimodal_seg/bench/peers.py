@@ -26,12 +26,12 @@ Peers
     instead of SLIC superpixels.
 :func:`hyperspy_kmeans_image`
     The HyperSpy user's route for an image: cut it into chips on the project's own
-    chip grid (:class:`multimodal_seg.chips.ChipGrid`), stack them as a
+    chip grid (:class:`multimodal_seg.chips.grid.ChipGrid`), stack them as a
     :class:`hyperspy.signals.Signal2D` whose navigation grid is the chip grid, run
     :meth:`~hyperspy.signal.BaseSignal.decomposition` (SVD, HyperSpy's default), then
     :meth:`~hyperspy.signal.BaseSignal.cluster_analysis` on the decomposition loadings
     with a seeded :class:`sklearn.cluster.KMeans`, and paint the chip clusters back to
-    pixels with :meth:`~multimodal_seg.chips.ChipGrid.chip_labels_to_pixels` (the
+    pixels with :meth:`~multimodal_seg.chips.grid.ChipGrid.chip_labels_to_pixels` (the
     project's majority vote).
 :func:`hyperspy_kmeans_spectrum`
     The standard EELS/EDS route: a :class:`hyperspy.signals.Signal1D` spectrum image,
@@ -87,7 +87,7 @@ from typing import Any
 
 import numpy as np
 
-from ..chips import ChipGrid
+from ..chips.grid import ChipGrid
 from ..errors import InputError, ParameterError
 
 __all__ = [
@@ -203,11 +203,11 @@ def default_chip(shape: tuple[int, int]) -> int:
     -------
     int
         About 16 chips across the shorter side, at least 32 px, at most the shorter side
-        (:func:`multimodal_seg.pipeline.chip_geometry` with ``size="auto"``; the shorter
+        (:func:`multimodal_seg.pipeline.segment.chip_geometry` with ``size="auto"``; the shorter
         side for images too small for the project's chips).
     """
     from ..config import ChipConfig
-    from ..pipeline import chip_geometry
+    from ..pipeline.segment import chip_geometry
 
     try:
         size, _ = chip_geometry(ChipConfig(), (int(shape[0]), int(shape[1])), [])
@@ -456,7 +456,7 @@ class ChipClusters:
         cluster with the most chips.
     pixel_labels
         ``(rows, cols)`` int32: each pixel's cluster by majority vote of the chips covering
-        it (:meth:`multimodal_seg.chips.ChipGrid.chip_labels_to_pixels`); the same ids as
+        it (:meth:`multimodal_seg.chips.grid.ChipGrid.chip_labels_to_pixels`); the same ids as
         ``chip_labels`` (with overlapping chips, 0 need not be the largest in pixels).
     grid
         The chip grid (chip edge and stride in pixels).
@@ -547,7 +547,7 @@ def hyperspy_kmeans_image(
 ) -> ChipClusters:
     """Cluster image chips with HyperSpy's decomposition and cluster analysis.
 
-    The chips are cut on :class:`multimodal_seg.chips.ChipGrid` ``(image.shape, chip,
+    The chips are cut on :class:`multimodal_seg.chips.grid.ChipGrid` ``(image.shape, chip,
     stride)`` and stacked into a ``Signal2D`` of navigation shape ``grid_shape`` and
     signal shape ``(chip, chip)``; SVD decomposition, k-means on the first
     ``n_components`` loadings, chip clusters painted back to pixels by majority vote.

@@ -3,7 +3,7 @@
 Pixel level compares the painted labels with the truth pixel by pixel.  Chip level
 compares, on the project's default chip grid for the image (the same grid for every
 method), each chip's majority label of the segmentation with its majority truth label
-(:meth:`multimodal_seg.chips.ChipGrid.pixel_labels_to_chips`): it ignores how sharply
+(:meth:`multimodal_seg.chips.grid.ChipGrid.pixel_labels_to_chips`): it ignores how sharply
 boundaries are drawn and asks only whether regions are told apart.
 
 Scores (:mod:`multimodal_seg.metrics`): adjusted Rand index, NMI, variation of
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..chips import ChipGrid
+from ..chips.grid import ChipGrid
 from ..metrics import agreement, contingency, many_to_one_bounded
 
 #: Communities allowed to map in the bounded many-to-one accuracy, per truth class.

@@ -145,7 +145,7 @@ STABILITY_SETTINGS = {"mmseg-default": {}, "mmseg-single-run": {"consensus": 0}}
 
 def _labeller(options: dict) -> Callable[[np.ndarray, int], np.ndarray]:
     def labels(image: np.ndarray, seed: int) -> np.ndarray:
-        from ..pipeline import segment
+        from ..pipeline.segment import segment
 
         return segment(image, seed=seed, progress=False, **options).pixel_labels
     return labels
@@ -172,7 +172,7 @@ def run_stability(items: list, quick: bool, echo=None) -> list[dict]:
 
 def run_consistency(data_dir: Path | None, quick: bool, echo=None) -> dict:
     from ..demo import run_multimodal_demo
-    from ..pipeline import segment
+    from ..pipeline.segment import segment
 
     pick = 1 if quick else 0
     out: dict[str, Any] = {"phantom": [], "real": [], "scan": SIZES["multimodal_scan"][pick]}
@@ -181,7 +181,7 @@ def run_consistency(data_dir: Path | None, quick: bool, echo=None) -> dict:
 
         def case(seed=seed) -> dict:
             from ..metrics import agreement
-            from ..multimodal_phantom import multimodal_phantom
+            from ..synthetic.multimodal import multimodal_phantom
             from .peers import hyperspy_kmeans_spectrum
 
             phantom = multimodal_phantom((out["scan"], out["scan"]), seed=seed)
@@ -217,10 +217,10 @@ def _matrices(consistency: dict) -> dict:
 
 
 def run_speed(quick: bool, echo=None) -> dict:
-    from ..chips import ChipGrid, iter_chips
+    from ..chips.grid import ChipGrid, iter_chips
     from ..config import EncoderConfig
-    from ..phantoms import haadf_phantom
-    from ..pipeline import make_encoder, segment
+    from ..synthetic.phantoms import haadf_phantom
+    from ..pipeline.segment import make_encoder, segment
     from . import speed
 
     pick = 1 if quick else 0
@@ -292,15 +292,15 @@ def _modality_encoder_speed(scan: int, quick: bool, peak: dict, echo=None) -> di
     (``diffraction-profiles``) encode every scan position once in the pipeline, so
     their forward pass is timed on the positions (as 1 x 1 chips), not on the chips.
     """
-    from ..chips import iter_chips
+    from ..chips.grid import iter_chips
     from ..config import SegmentConfig
     from ..demo import phantom_modalities
     from ..encoders import get_encoder
-    from ..multimodal import _chip_size
-    from ..multimodal_phantom import multimodal_phantom
-    from ..pipeline import segment
-    from ..scan_grid import shared_grid
-    from ..stages import _fit_encoder
+    from ..pipeline.multimodal import _chip_size
+    from ..synthetic.multimodal import multimodal_phantom
+    from ..pipeline.segment import segment
+    from ..chips.shared import shared_grid
+    from ..pipeline.stages import _fit_encoder
     from . import speed
 
     _log(f"speed: spectrum and diffraction encoders ({scan}x{scan} multimodal phantom)", echo)

@@ -662,10 +662,10 @@ def graph_scaling(
     """Seconds of the graph stage and of Leiden against the number of chips.
 
     For each ``n`` a planted Gaussian mixture (:func:`planted_mixture`, seeded)
-    goes through :func:`multimodal_seg.graph.reduce_features` (standardise + PCA
-    to ``n_pcs``) and :func:`multimodal_seg.graph.knn_graph` (cosine kNN, timed
+    goes through :func:`multimodal_seg.graphs.knn.reduce_features` (standardise + PCA
+    to ``n_pcs``) and :func:`multimodal_seg.graphs.knn.knn_graph` (cosine kNN, timed
     together as the graph stage, and each alone), then
-    :func:`multimodal_seg.communities.partition_graph` (Leiden, timed alone).
+    :func:`multimodal_seg.graphs.communities.partition_graph` (Leiden, timed alone).
     The partition is scored against the planted clusters (ARI), so a benchmark
     that is fast because it is wrong shows.  Data generation is not timed, and
     one untimed warm-up on 300 points runs first (see
@@ -687,7 +687,7 @@ def graph_scaling(
         Principal components kept (the pipeline's default, 30).
     exact_max
         Largest ``n`` searched exactly; default
-        :data:`multimodal_seg.graph.EXACT_MAX` (above: pynndescent).
+        :data:`multimodal_seg.graphs.knn.EXACT_MAX` (above: pynndescent).
     resolution
         Leiden resolution.
     measure_rss
@@ -708,8 +708,8 @@ def graph_scaling(
     ``leiden_peak_rss_delta_mib`` (peak RSS during the stage minus RSS before
     it, MiB; ``None`` where the peak mark cannot be reset).
     """
-    from ..communities import partition_graph
-    from ..graph import EXACT_MAX, knn_graph, reduce_features
+    from ..graphs.communities import partition_graph
+    from ..graphs.knn import EXACT_MAX, knn_graph, reduce_features
     from ..metrics import adjusted_rand
 
     limit = EXACT_MAX if exact_max is None else int(exact_max)

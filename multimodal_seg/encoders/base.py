@@ -32,7 +32,7 @@ class Encoder(ABC):
     #: True when a chip's embedding is the mean of per-position features over its scan
     #: positions; such an encoder also defines ``position_features(signals)``, mapping
     #: ``(m, *signal)`` to ``(m, dim)``.  The pipeline then encodes each position once,
-    #: not once per chip it lies in (:mod:`multimodal_seg.position_pooling`).
+    #: not once per chip it lies in (:mod:`multimodal_seg.encoders.pooling`).
     pools_positions: bool = False
 
     def set_signal_axes(self, axes: Sequence[Axis]) -> None:

@@ -38,8 +38,8 @@ _BUILTINS: dict[str, str] = {
     "fourier": "multimodal_seg.encoders.fourier:FourierEncoder",
     "spectrum-pca": "multimodal_seg.encoders.spectral:SpectrumPCAEncoder",
     "spectrum-cnn": "multimodal_seg.encoders.spectral:SpectrumCNNEncoder",
-    "diffraction-profiles": "multimodal_seg.encoders.patterns:DiffractionProfilesEncoder",
-    "diffraction-cnn": "multimodal_seg.encoders.patterns:DiffractionCNNEncoder",
+    "diffraction-profiles": "multimodal_seg.encoders.diffraction:DiffractionProfilesEncoder",
+    "diffraction-cnn": "multimodal_seg.encoders.diffraction:DiffractionCNNEncoder",
 }
 _registry: dict[str, EncoderFactory | str] = dict(_BUILTINS)
 _broken_plugins: dict[str, str] = {}  # plugin name -> why it failed to load

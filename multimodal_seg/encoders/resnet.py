@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..device import autocast_context, memory_format, pick_device
+from .device import autocast_context, memory_format, pick_device
 from ..errors import InputError, ParameterError
 from .base import Encoder
 from .weights import ResolvedWeights, check_layout, load_state_dict, resolve_weights
@@ -126,7 +126,7 @@ def _as_chips(chips: np.ndarray) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[1] != arr.shape[2]:
         raise InputError(
             f"chips must have shape (n, size, size), got {arr.shape}",
-            fix="pass a stack of square grey chips (see multimodal_seg.chips)",
+            fix="pass a stack of square grey chips (see multimodal_seg.chips.grid)",
             where="chips",
         )
     if not np.issubdtype(arr.dtype, np.floating):

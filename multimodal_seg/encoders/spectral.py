@@ -17,7 +17,7 @@ spectra and pools them over the chip's positions.
     length, so any channel count works.
 
 This module also holds the pieces both trainable convnet encoders share (the
-diffraction convnet in :mod:`multimodal_seg.encoders.patterns` uses them):
+diffraction convnet in :mod:`multimodal_seg.encoders.diffraction` uses them):
 chip validation, weights resolution and strict loading, and batched inference
 (:class:`ConvChipEncoder`).
 """
@@ -101,7 +101,7 @@ def as_chips(chips: Any, *, ndim: int, layout: str) -> np.ndarray:
     if arr.ndim != ndim or 0 in arr.shape[1:]:
         raise InputError(
             f"chips must have shape {layout} with non-empty axes, got {arr.shape}",
-            fix="pass a stack of chips cut on the scan grid (see multimodal_seg.chips)",
+            fix="pass a stack of chips cut on the scan grid (see multimodal_seg.chips.grid)",
             where="chips",
         )
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
@@ -222,7 +222,7 @@ class ConvChipEncoder(Encoder):
     ) -> None:
         import torch
 
-        from ..device import pick_device
+        from .device import pick_device
 
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", minimum=1, example="64")
         self.batch_size = check_int(batch_size, "batch_size", minimum=1, example="256")
@@ -276,7 +276,7 @@ class ConvChipEncoder(Encoder):
         import torch
         from tqdm.auto import tqdm
 
-        from ..device import autocast_context
+        from .device import autocast_context
 
         items, per_chip = self._items(chips)
         n = len(items) // per_chip

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .modalities.base import Axis
+from ..modalities.base import Axis
 
 #: X-ray lines and edges considered (the strongest families).
 XRAY_LINES = ("Ka", "La", "Ma")

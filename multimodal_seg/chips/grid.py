@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 
 def _starts(length: int, size: int, stride: int) -> np.ndarray:

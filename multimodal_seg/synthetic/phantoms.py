@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 __all__ = ["Phantom", "haadf_phantom"]
 

@@ -12,15 +12,15 @@ import weakref
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import graph as graphs
-from .chips import ChipGrid, iter_chips
-from .communities import merge_partition, partition_graph
-from .descriptors import CHIP_STATS, chip_statistics
-from .encoders.base import Encoder
-from .modalities.base import ModalityData
-from .position_pooling import pooled_position_embeddings
-from .provenance import fingerprint
-from .scan_grid import ModalityChips
+from ..graphs import knn as graphs
+from ..chips.grid import ChipGrid, iter_chips
+from ..graphs.communities import merge_partition, partition_graph
+from ..analysis.descriptors import CHIP_STATS, chip_statistics
+from ..encoders.base import Encoder
+from ..modalities.base import ModalityData
+from ..encoders.pooling import pooled_position_embeddings
+from ..provenance import fingerprint
+from ..chips.shared import ModalityChips
 from .study import Study
 
 #: Pixels sampled to find the intensity scale (percentiles) of an image.
@@ -84,7 +84,7 @@ def embed_chips(
     The modality is streamed from the store one band of chip rows at a time, so
     memory holds about ``batch_chips`` chips, never the whole modality.  Encoders
     that pool per-position features (``Encoder.pools_positions``) encode each scan
-    position once instead (:mod:`multimodal_seg.position_pooling`).  Image
+    position once instead (:mod:`multimodal_seg.encoders.pooling`).  Image
     chips are scaled to [0, 1] by the image's robust intensity range; spectra and
     diffraction patterns reach their encoders as raw counts.
     """
@@ -143,7 +143,7 @@ def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder,
 
     The modality is streamed one band of chip rows at a time, or, for encoders that
     pool per-position features (``Encoder.pools_positions``), each scan position is
-    encoded once (:mod:`multimodal_seg.position_pooling`).  ``intensity`` is the
+    encoded once (:mod:`multimodal_seg.encoders.pooling`).  ``intensity`` is the
     image's (low, high) range mapped to [0, 1] (ignored for spectra and patterns).
     """
     if encoder.pools_positions and modality.kind != "image":
@@ -190,7 +190,7 @@ def find_communities(study: Study, *, graph: str, method: str, resolution: float
     """Partition ``graphs/<graph>`` -> ``partitions/<key_added or method>``.
 
     With ``merge``, well-connected communities are then merged
-    (:func:`multimodal_seg.communities.merge_connected`).
+    (:func:`multimodal_seg.graphs.communities.merge_connected`).
     """
     params = {"graph": graph, "method": method, "resolution": resolution, "seed": seed,
               "n_iterations": n_iterations, "merge": merge, "n_restarts": n_restarts}
@@ -212,7 +212,7 @@ def find_communities(study: Study, *, graph: str, method: str, resolution: float
 def build_joint_graph(study: Study, *, modalities: list[str], k: int, n_pcs: int | None, seed: int,
                       layer_weights: dict[str, float], upstream: str) -> str:
     """kNN graph on concatenated, variance-balanced embeddings -> ``graphs/joint``."""
-    from .fusion import concatenated_features
+    from ..graphs.fusion import concatenated_features
 
     params = {"k": k, "n_pcs": n_pcs, "metric": "cosine", "seed": seed, "modalities": modalities,
               "layer_weights": layer_weights, "fusion": "concat"}
@@ -232,7 +232,7 @@ def find_multiplex_communities(study: Study, *, graphs_: list[str], layer_weight
                                resolution: float, seed: int, n_iterations: int, upstream: str,
                                key_added: str = "joint") -> str:
     """One partition over several modality graphs (leidenalg multiplex) -> ``partitions/<key_added>``."""
-    from .fusion import multiplex_partition
+    from ..graphs.fusion import multiplex_partition
 
     params = {"graphs": graphs_, "method": "multiplex-leiden", "layer_weights": layer_weights,
               "resolution": resolution, "seed": seed, "n_iterations": n_iterations}
@@ -253,7 +253,7 @@ def refine_boundaries(study: Study, *, grid: ChipGrid, fine: ChipGrid, chips: di
                       progress: bool = True) -> str:
     """Move each partition's boundaries onto the ``fine`` grid -> ``refined/<partition>``.
 
-    See :mod:`multimodal_seg.refine`.  Each modality embeds the fine chips that lie
+    See :mod:`multimodal_seg.chips.refine`.  Each modality embeds the fine chips that lie
     on a boundary of any partition once; each partition is then refined with the
     votes of its modalities.
 
@@ -277,7 +277,7 @@ def refine_boundaries(study: Study, *, grid: ChipGrid, fine: ChipGrid, chips: di
     Writes ``refined/<name>``: labels of shape ``fine.grid_shape`` (attrs: the fine grid
     and how many chips were embedded).
     """
-    from .refine import boundary_chips, neighbour_votes, refined_chip_labels
+    from ..chips.refine import boundary_chips, neighbour_votes, refined_chip_labels
 
     params = {"fine": fine.to_dict(), "k": k, "n_pcs": n_pcs, "seed": seed, "partitions": partitions}
     fp = fingerprint("refine", params, upstream)

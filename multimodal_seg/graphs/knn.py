@@ -18,7 +18,7 @@ import sklearn
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from .errors import InputError, ParameterError
+from ..errors import InputError, ParameterError
 
 #: Above this many chips, kNN search is approximate (pynndescent).
 EXACT_MAX = 20_000
@@ -34,7 +34,7 @@ class FeatureReducer:
     """Standardisation and PCA fitted on chip embeddings, reusable on new chips.
 
     :func:`reduce_features` is ``FeatureReducer(...).fit_transform``; boundary
-    refinement (:mod:`multimodal_seg.refine`) projects extra chips into the same
+    refinement (:mod:`multimodal_seg.chips.refine`) projects extra chips into the same
     space with :meth:`transform`.
 
     Parameters

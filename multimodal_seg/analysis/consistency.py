@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .metrics import adjusted_rand, contingency, nmi, variation_of_information
+from ..metrics import adjusted_rand, contingency, nmi, variation_of_information
 
 SCORES = {"ari": adjusted_rand, "nmi": nmi, "vi": variation_of_information}
 

@@ -18,7 +18,7 @@ import igraph as ig
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 Method = Literal["leiden", "louvain"]
 METHODS = ("leiden", "louvain")
@@ -187,7 +187,7 @@ def consensus_labels(graph: sp.csr_matrix, *, runs: int, method: Method = "leide
 def _medoid_partition(g: ig.Graph, runs: int, method: Method, resolution: float, seed: int,
                       n_iterations: int) -> np.ndarray:
     """:func:`consensus_labels` on a graph already converted to igraph."""
-    from .metrics import adjusted_rand_fast
+    from ..metrics import adjusted_rand_fast
 
     seeds = np.random.SeedSequence(seed).generate_state(runs).tolist()
     distinct: dict[bytes, list] = {}  # partition -> [labels, how many runs found it]

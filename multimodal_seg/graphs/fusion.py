@@ -4,7 +4,7 @@ Two ways, chosen by ``fusion.method``:
 
 ``concat``
     Each modality's embeddings are standardised and reduced by PCA
-    (:func:`multimodal_seg.graph.reduce_features`), each block is scaled to unit
+    (:func:`multimodal_seg.graphs.knn.reduce_features`), each block is scaled to unit
     total variance (times the square root of its layer weight) so that no modality
     dominates by having more dimensions, the blocks are concatenated, and one
     cosine kNN graph (``graphs/joint``) is built on them.
@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .communities import Partition, order_by_size, to_igraph
-from .errors import ParameterError
-from .graph import reduce_features
+from ..errors import ParameterError
+from .knn import reduce_features
 
 FUSION_METHODS = ("concat", "multiplex")
 
@@ -52,7 +52,7 @@ def concatenated_features(embeddings: dict[str, np.ndarray], *, n_pcs: int | Non
         ``(n_chips, dim_m)`` per modality, same chips in the same order.
     standardise
         Per modality, whether to scale features to unit variance before PCA
-        (default True; see :func:`multimodal_seg.graph.reduce_features`).
+        (default True; see :func:`multimodal_seg.graphs.knn.reduce_features`).
 
     Returns
     -------

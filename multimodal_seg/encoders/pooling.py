@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from .encoders.base import Encoder
+from .base import Encoder
 
 #: Bytes of raw data read per band of scan rows.
 BAND_BYTES = 256 * 2**20

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chips import ChipGrid
-from .errors import InputError
-from .modalities.base import Axis, ModalityData
+from .grid import ChipGrid
+from ..errors import InputError
+from ..modalities.base import Axis, ModalityData
 
 
 def to_units(value: float, units: str, target: str) -> float:

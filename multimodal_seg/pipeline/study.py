@@ -25,8 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from .errors import InputError
-from .modalities.base import Axis, ModalityData
+from ..errors import InputError
+from ..modalities.base import Axis, ModalityData
 
 
 class Study:

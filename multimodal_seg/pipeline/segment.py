@@ -15,19 +15,19 @@ import dask.array as da
 import numpy as np
 
 from . import stages
-from .chips import ChipGrid
-from .config import ChipConfig, EncoderConfig, SegmentConfig, load_config, with_overrides
-from .descriptors import community_crystallinity, community_table
-from .encoders import get_encoder, resolve_auto
-from .encoders.registry import encoder_options as accepted_options
-from .encoders.base import Encoder
-from .errors import OutputError, ParameterError
-from .modalities import read_image
-from .modalities.base import Axis, ModalityData
-from .provenance import array_digest, file_identity, run_record
-from .refine import fine_grid
-from .result import Segmentation
-from .scan_grid import ModalityChips
+from ..chips.grid import ChipGrid
+from ..config import ChipConfig, EncoderConfig, SegmentConfig, load_config, with_overrides
+from ..analysis.descriptors import community_crystallinity, community_table
+from ..encoders import get_encoder, resolve_auto
+from ..encoders.registry import encoder_options as accepted_options
+from ..encoders.base import Encoder
+from ..errors import OutputError, ParameterError
+from ..modalities import read_image
+from ..modalities.base import Axis, ModalityData
+from ..provenance import array_digest, file_identity, run_record
+from ..chips.refine import fine_grid
+from ..result import Segmentation
+from ..chips.shared import ModalityChips
 from .study import Study
 
 #: ``chip_size="auto"`` aims at this many chips across the shorter image side.
@@ -169,7 +169,7 @@ def segment(
         Boundary refinement factor (default 1, off): with ``refine=4`` chips on
         community boundaries are embedded again every quarter stride and boundaries
         move to the community their nearest chips vote for
-        (:mod:`multimodal_seg.refine`).  Sharper regions, at the cost of those chips.
+        (:mod:`multimodal_seg.chips.refine`).  Sharper regions, at the cost of those chips.
     encoder
         ``"auto"`` (default: MicroNet ResNet50 if its weights are at hand, else
         ``"fourier"``), ``"fourier"``, ``"resnet50"`` or a plugin's name.
@@ -189,7 +189,7 @@ def segment(
         a good start), against noise splitting one homogeneous region; default off.
     consensus
         If > 1, communities are the most representative of this many Leiden/Louvain
-        runs (:func:`multimodal_seg.communities.consensus_labels`): steadier across
+        runs (:func:`multimodal_seg.graphs.communities.consensus_labels`): steadier across
         seeds, at this many runs' cost; default 30 (0 or 1: a single run).
     seed
         Random seed (default 0); the same input, config and seed give the same labels.

@@ -399,7 +399,7 @@ class DiffractionCNNEncoder(ConvChipEncoder):
         self.centre = check_bool(centre, "centre")
         self._setup(weights=weights, embedding_dim=embedding_dim, batch_size=batch_size,
                     device=device, progress=progress)
-        from ..device import memory_format
+        from .device import memory_format
 
         self._memory_format = memory_format(self.device)
         self.network = self.network.to(memory_format=self._memory_format)

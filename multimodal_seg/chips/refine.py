@@ -5,7 +5,7 @@ boundary to within about one stride.  ``refine = f`` (an integer > 1) lays a sec
 grid of chips of the same size every ``stride // f`` pixels.  A fine chip whose
 window holds one painted community keeps it; a fine chip on a boundary (its window
 holds several) is embedded with the same encoder, projected into the graph's space
-(same standardisation and PCA, :class:`~multimodal_seg.graph.FeatureReducer`), and
+(same standardisation and PCA, :class:`~multimodal_seg.graphs.knn.FeatureReducer`), and
 takes the community its ``k`` nearest chips of the partition vote for, weighted by
 cosine similarity, *among the communities under its window*.  The fine grid is then
 painted back as usual.
@@ -29,9 +29,9 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from .chips import ChipGrid
-from .errors import ParameterError
-from .graph import cosine_neighbours
+from .grid import ChipGrid
+from ..errors import ParameterError
+from ..graphs.knn import cosine_neighbours
 
 #: Floor of a vote weight: neighbours with cosine similarity <= 0 still count a little.
 MIN_VOTE = 1e-3

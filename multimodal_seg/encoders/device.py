@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 #: Device kinds a user may ask for (``"cuda:1"`` picks one GPU).
 SUPPORTED_DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")

@@ -2,10 +2,10 @@
 
 ``segment({"haadf": "image.dm4", "eels": "si.dm4", "diffraction": "scan.mib"})``:
 each modality is read by its adapter, all are chipped on one grid in calibrated
-scan coordinates (:mod:`multimodal_seg.scan_grid`), each is embedded by its own
-encoder, and the embeddings are fused (:mod:`multimodal_seg.fusion`) into one
+scan coordinates (:mod:`multimodal_seg.chips.shared`), each is embedded by its own
+encoder, and the embeddings are fused (:mod:`multimodal_seg.graphs.fusion`) into one
 partition.  Every modality is also partitioned alone, and the agreement between
-all partitions is reported (:mod:`multimodal_seg.consistency`).
+all partitions is reported (:mod:`multimodal_seg.analysis.consistency`).
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from typing import Any
 import numpy as np
 
 from . import stages
-from .chips import ChipGrid
-from .config import SegmentConfig
-from .consistency import consistency_matrices, disagreement
-from .descriptors import community_crystallinity, community_mean_signals, community_table
-from .encoders import get_encoder
-from .encoders.base import Encoder
-from .errors import InputError, ParameterError
-from .modalities.base import Axis, ModalityData, check_real_values
-from .modalities.registry import get_reader
-from .provenance import array_digest, file_identity, run_record
-from .refine import fine_grid
-from .result import Segmentation
-from .spectral_lines import feature_intensities
-from .scan_grid import SharedGrid, scan_frame, shared_grid, to_units
+from ..chips.grid import ChipGrid
+from ..config import SegmentConfig
+from ..analysis.consistency import consistency_matrices, disagreement
+from ..analysis.descriptors import community_crystallinity, community_mean_signals, community_table
+from ..encoders import get_encoder
+from ..encoders.base import Encoder
+from ..errors import InputError, ParameterError
+from ..modalities.base import Axis, ModalityData, check_real_values
+from ..modalities.registry import get_reader
+from ..provenance import array_digest, file_identity, run_record
+from ..chips.refine import fine_grid
+from ..result import Segmentation
+from ..analysis.spectral_lines import feature_intensities
+from ..chips.shared import SharedGrid, scan_frame, shared_grid, to_units
 from .study import Study
 
 #: Modality kind guessed from a modality's name (``name:kind`` overrides).
@@ -173,7 +173,7 @@ def _encoder_for(name: str, modality: ModalityData, cfg: SegmentConfig,
                  options: dict[str, Any]) -> tuple[Encoder, str]:
     """The encoder of one modality, given its calibrated signal axes (Encoder.set_signal_axes)."""
     if modality.kind == "image" and name not in cfg.modality_encoders:
-        from .pipeline import make_encoder
+        from .segment import make_encoder
 
         encoder, reason = make_encoder(cfg.encoder.model_copy(update={"options": options}))
     else:
@@ -192,7 +192,7 @@ def _encoder_for(name: str, modality: ModalityData, cfg: SegmentConfig,
 
 
 def _chip_size(cfg: SegmentConfig, modalities: dict[str, ModalityData]) -> tuple[int, int]:
-    from .pipeline import _length_in_pixels
+    from .segment import _length_in_pixels
 
     units = next(iter(modalities.values())).axes[0].units
     frames = {n: scan_frame(m, units) for n, m in modalities.items()}

@@ -1,6 +1,6 @@
 """One synthetic specimen seen by three modalities, with one ground truth.
 
-The specimen is the order-disorder transition of :func:`multimodal_seg.phantoms.haadf_phantom`
+The specimen is the order-disorder transition of :func:`multimodal_seg.synthetic.phantoms.haadf_phantom`
 (two grains of a square phase A at different orientations, a hexagonal phase B,
 an amorphous irradiation-damaged front).  It is rendered as
 
@@ -76,7 +76,7 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage
 
-from .errors import OutputError, ParameterError
+from ..errors import OutputError, ParameterError
 from .phantoms import _AMORPHOUS_DENSITY, _ORIENTATION_B, _positive, haadf_phantom
 
 try:  # a dependency of scikit-learn, so normally present

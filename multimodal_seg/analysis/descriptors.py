@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 import dask.array as da
 import numpy as np
 
-from .chips import ChipGrid
-from .scan_grid import ModalityChips
+from ..chips.grid import ChipGrid
+from ..chips.shared import ModalityChips
 
 PEAK_FACTOR = 10.0
 #: Spatial frequencies below this (cycles per window) are ignored: slow background.
@@ -90,7 +90,7 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | Modal
     -------
     ``(n_communities,)`` float32, NaN for an empty community.
     """
-    from .chips import iter_chips
+    from ..chips.grid import iter_chips
 
     labels = np.asarray(chip_labels).ravel()
     shape = np.array(image.shape[:2])
@@ -202,7 +202,7 @@ def community_mean_signals(data: da.Array, chips, labels: np.ndarray) -> np.ndar
     Each position is read once: its signal enters each community weighted by the
     number of that community's chips covering it.
     """
-    from .position_pooling import iter_row_bands
+    from ..encoders.pooling import iter_row_bands
 
     labels = np.asarray(labels).ravel()
     n = int(labels.max()) + 1

@@ -1,0 +1,5 @@
+"""The pipeline: the Study store, the stage functions, and ``segment()``."""
+
+from .segment import segment
+
+__all__ = ["segment"]
