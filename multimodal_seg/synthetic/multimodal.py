@@ -77,7 +77,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import OutputError, ParameterError
-from .phantoms import _AMORPHOUS_DENSITY, _ORIENTATION_B, _positive, haadf_phantom
+from .phantoms import AMORPHOUS_DENSITY, ORIENTATION_B, check_positive, haadf_phantom
 
 try:  # a dependency of scikit-learn, so normally present
     from threadpoolctl import threadpool_limits
@@ -111,10 +111,10 @@ _COMPOSITION = np.array(
         [1.0, 2.0, 0.10],  # phase A grain 0 (TiO2 with a little C)
         [1.0, 2.0, 0.10],  # phase A grain 1: same chemistry
         [1.2, 0.6, 0.84],  # phase B, titanium oxycarbide, denser
-        [1.0 * _AMORPHOUS_DENSITY, 2.0 * _AMORPHOUS_DENSITY, 0.10 * _AMORPHOUS_DENSITY],
+        [1.0 * AMORPHOUS_DENSITY, 2.0 * AMORPHOUS_DENSITY, 0.10 * AMORPHOUS_DENSITY],
     ]
 )
-_BACKGROUND = np.array([1.0, 1.0, 1.1, _AMORPHOUS_DENSITY])
+_BACKGROUND = np.array([1.0, 1.0, 1.1, AMORPHOUS_DENSITY])
 # Continuum step height per atom, as a fraction of phase A's background at the edge.
 _JUMP = {"C": 1.0, "Ti": 0.50, "O": 0.50}
 
@@ -267,12 +267,12 @@ def _validate(
         "n_channels": n_ch,
         "pattern_size": n_pat,
         "chunk_rows": min(c_rows, rows),
-        "dose_eels": _positive(dose_eels, "dose_eels", "give the mean counts per spectrum, e.g. 1e5"),
-        "dose_diffraction": _positive(
+        "dose_eels": check_positive(dose_eels, "dose_eels", "give the mean counts per spectrum, e.g. 1e5"),
+        "dose_diffraction": check_positive(
             dose_diffraction, "dose_diffraction", "give the electrons per pattern, e.g. 2e4"
         ),
-        "ps": _positive(image_pixel_size, "image_pixel_size", "give the HAADF pixel size in nm, e.g. 0.04"),
-        "dispersion": _positive(dispersion, "dispersion", "give the eV per channel, e.g. 1.0"),
+        "ps": check_positive(image_pixel_size, "image_pixel_size", "give the HAADF pixel size in nm, e.g. 0.04"),
+        "dispersion": check_positive(dispersion, "dispersion", "give the eV per channel, e.g. 1.0"),
     }
     try:
         e0 = float(energy_offset)
@@ -570,7 +570,7 @@ def _diffraction_templates(n: int, q_scale: float) -> tuple[np.ndarray, dict[str
     lattices = [
         (_LATTICE_A, 0.0, False),
         (_LATTICE_A, _ROTATION, False),
-        (_LATTICE_B, _ORIENTATION_B, True),
+        (_LATTICE_B, ORIENTATION_B, True),
     ]
     for k, (a, ang, hexa) in enumerate(lattices, start=1):
         g = _reciprocal_lattice(a, ang, hexa)
@@ -869,7 +869,7 @@ def multimodal_phantom(
         "blur_sigma_px": dinfo["blur_sigma_px"],
         "lattice_a_nm": _LATTICE_A,
         "lattice_b_nm": _LATTICE_B,
-        "orientation_deg": [0.0, _ROTATION, _ORIENTATION_B, None],
+        "orientation_deg": [0.0, _ROTATION, ORIENTATION_B, None],
         "amorphous_nn_nm": _AMORPHOUS_NN,
         "envelope_B_nm2": _B_FORM + _B_DW,
         "edges_eV": {"C K": _EDGE_C_K, "Ti L3": _EDGE_TI_L3, "Ti L2": _EDGE_TI_L2, "O K": _EDGE_O_K},
@@ -892,8 +892,8 @@ def multimodal_phantom(
         f"Region 0 ({fr[0]:.0%} of the scan): phase A (Ti:O:C 1:2:0.1), square a = {_LATTICE_A:g} nm "
         f"at 0 deg. Region 1 ({fr[1]:.0%}): the same phase rotated by {_ROTATION:g} deg - identical "
         f"spectra. Region 2 ({fr[2]:.0%}): phase B oxycarbide (Ti:O:C 1.2:0.6:0.84), hexagonal "
-        f"a = {_LATTICE_B:g} nm ((10) planes {d_b:.3f} nm) at {_ORIENTATION_B:g} deg. "
-        f"Region 3 ({fr[3]:.0%}): amorphous damaged phase A, {_AMORPHOUS_DENSITY:g}x density, Ti L2,3 "
+        f"a = {_LATTICE_B:g} nm ((10) planes {d_b:.3f} nm) at {ORIENTATION_B:g} deg. "
+        f"Region 3 ({fr[3]:.0%}): amorphous damaged phase A, {AMORPHOUS_DENSITY:g}x density, Ti L2,3 "
         f"shifted {_AMORPHOUS_SHIFT:g} eV with smeared white lines, diffuse rings at "
         f"1/{_AMORPHOUS_NN:g} nm. Poisson noise" + ("." if noise else " off (expected counts).")
     )

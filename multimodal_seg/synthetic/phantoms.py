@@ -56,13 +56,15 @@ _WEIGHT_AMORPHOUS = 0.70  # mean weight of one amorphous atom site
 # Share of the amorphous signal that is spread evenly (atoms overlapping in
 # projection through the foil) rather than concentrated on resolved sites.
 _AMORPHOUS_DIFFUSE = 0.35
-_AMORPHOUS_DENSITY = 0.80  # amorphous site density relative to phase A (swelling)
+#: Amorphous site density relative to phase A (swelling); shared with the multimodal phantom.
+AMORPHOUS_DENSITY = 0.80
 _AMORPHOUS_MIN_SEP = 0.34  # nm, closest approach of two amorphous sites (packing ~0.45)
 _WEIGHT_JITTER = 0.03  # relative column-to-column weight scatter in the crystals
 _THERMAL_JITTER = 0.005  # nm, rms static displacement of crystal columns
 _BACKGROUND = 0.25  # diffuse background, as a fraction of phase A's mean signal
 _BOUNDARY_MIN_SEP = 0.22  # nm, columns of different regions closer than this clash
-_ORIENTATION_B = 15.0  # deg, orientation of the phase-B lattice
+#: Orientation of the phase-B lattice, degrees; shared with the multimodal phantom.
+ORIENTATION_B = 15.0
 
 
 @dataclass
@@ -98,7 +100,8 @@ class Phantom:
 # ---------------------------------------------------------------------------
 
 
-def _positive(value: float, name: str, fix: str) -> float:
+def check_positive(value: float, name: str, fix: str) -> float:
+    """``value`` as a positive finite float, or a ParameterError naming ``name`` with ``fix``."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -143,11 +146,11 @@ def _validate(
             where="seed",
         )
     p = {
-        "pixel_size": _positive(pixel_size, "pixel_size", "give the pixel size in nm, e.g. 0.04"),
-        "dose": _positive(dose, "dose", "give the mean counts per pixel, e.g. 200"),
-        "lattice_a": _positive(lattice_a, "lattice_a", "give phase A's lattice parameter in nm, e.g. 0.40"),
-        "lattice_b": _positive(lattice_b, "lattice_b", "give phase B's lattice parameter in nm, e.g. 0.34"),
-        "column_sigma": _positive(column_sigma, "column_sigma", "give the column width in nm, e.g. 0.07"),
+        "pixel_size": check_positive(pixel_size, "pixel_size", "give the pixel size in nm, e.g. 0.04"),
+        "dose": check_positive(dose, "dose", "give the mean counts per pixel, e.g. 200"),
+        "lattice_a": check_positive(lattice_a, "lattice_a", "give phase A's lattice parameter in nm, e.g. 0.40"),
+        "lattice_b": check_positive(lattice_b, "lattice_b", "give phase B's lattice parameter in nm, e.g. 0.34"),
+        "column_sigma": check_positive(column_sigma, "column_sigma", "give the column width in nm, e.g. 0.07"),
     }
     try:
         rn = float(read_noise)
@@ -589,12 +592,12 @@ def haadf_phantom(
     groups = [
         _lattice_columns(geo_rng, truth, 0, a_px, 0.0, False, pad),
         _lattice_columns(geo_rng, truth, 1, a_px, rot, False, pad),
-        _lattice_columns(geo_rng, truth, 2, b_px, _ORIENTATION_B, True, pad),
+        _lattice_columns(geo_rng, truth, 2, b_px, ORIENTATION_B, True, pad),
     ]
     density_a = 1.0 / a_px**2  # columns per px^2
     groups.append(
         _amorphous_sites(
-            geo_rng, truth, 3, _AMORPHOUS_DENSITY * density_a, _AMORPHOUS_MIN_SEP / ps, pad
+            geo_rng, truth, 3, AMORPHOUS_DENSITY * density_a, _AMORPHOUS_MIN_SEP / ps, pad
         )
     )
     pos = np.concatenate(groups)
@@ -625,7 +628,7 @@ def haadf_phantom(
     img = _splat((rows, cols), pos, weight, pad)
     # Even share of the amorphous signal, added before the blur so its edge at
     # the front is as soft as the columns.
-    diffuse = _AMORPHOUS_DIFFUSE * _WEIGHT_AMORPHOUS * _AMORPHOUS_DENSITY * density_a
+    diffuse = _AMORPHOUS_DIFFUSE * _WEIGHT_AMORPHOUS * AMORPHOUS_DENSITY * density_a
     img += np.float32(diffuse) * np.pad(truth == 3, pad, mode="edge")
     img = ndimage.gaussian_filter(img, sigma_px, mode="constant", truncate=4.0)
     img = img[pad : pad + rows, pad : pad + cols]
@@ -665,10 +668,10 @@ def haadf_phantom(
         f"a = {p['lattice_a']:g} nm, at 0 deg, column weight {_WEIGHT_A:g}. "
         f"Region 1 ({fr[1]:.0%}): the same phase A rotated by {rot:g} deg counter-clockwise. "
         f"Region 2 ({fr[2]:.0%}): phase B, hexagonal lattice, a = {p['lattice_b']:g} nm "
-        f"((10) planes {d_b:.3f} nm), at {_ORIENTATION_B:g} deg, column weight {_WEIGHT_B:g}. "
+        f"((10) planes {d_b:.3f} nm), at {ORIENTATION_B:g} deg, column weight {_WEIGHT_B:g}. "
         f"Region 3 ({fr[3]:.0%}): amorphous damage front advancing from the bottom edge, "
         f"atom sites at random positions (minimum separation {_AMORPHOUS_MIN_SEP:g} nm, "
-        f"{_AMORPHOUS_DENSITY:g}x phase A's density, mean weight {_WEIGHT_AMORPHOUS:g}). "
+        f"{AMORPHOUS_DENSITY:g}x phase A's density, mean weight {_WEIGHT_AMORPHOUS:g}). "
         f"Columns are Gaussians of sigma {p['column_sigma']:g} nm; diffuse background "
         f"{_BACKGROUND:g} of phase A's mean signal; linear thickness ramp "
         f"{g:.0%} peak-to-peak; scaled to a mean of {p['dose']:g} counts/px"
