@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from multimodal_seg.bench.speed import peak_rss_mib, reset_peak_rss
-from multimodal_seg.demo import phantom_modalities
 from multimodal_seg.metrics import agreement
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
 from multimodal_seg.pipeline.segment import segment
@@ -55,7 +54,7 @@ def main() -> None:
 
     reset_peak_rss()
     start = time.perf_counter()
-    seg = segment(phantom_modalities(phantom), seed=args.seed, out=args.work / "segmentation",
+    seg = segment(phantom.modalities(), seed=args.seed, out=args.work / "segmentation",
                   progress=False)
     steps["segment"] = {"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib(),
                         "disk_mib": disk_mib(args.work / "segmentation")}

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal_seg.demo import phantom_modalities
 from multimodal_seg.metrics import agreement
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
 from multimodal_seg.pipeline.segment import segment
@@ -32,7 +31,7 @@ def run(scan: int, seeds: list[int], refine: int = 1) -> list[dict]:
     rows = []
     for seed in seeds:
         phantom = multimodal_phantom((scan, scan), seed=seed)
-        modalities = phantom_modalities(phantom)
+        modalities = phantom.modalities()
         for fusion in FUSIONS:
             start = time.perf_counter()
             seg = segment(modalities, fusion=fusion, seed=seed, refine=refine, progress=False)

@@ -15,7 +15,7 @@ A YAML file mirrors the sections::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -148,6 +148,23 @@ def _explain(exc: ValidationError, where: str) -> ParameterError:
         fix="correct or remove these keys; `mmseg segment --help` and docs/user-guide.md list valid ones",
         where=where,
     )
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def validated(section: type[S], where: str, **values: Any) -> S:
+    """One config section from keyword values, checked like a config file's.
+
+    Raises
+    ------
+    ParameterError
+        Naming ``where`` (e.g. the stage) and every bad or unknown value.
+    """
+    try:
+        return section.model_validate(values)
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
 
 
 def load_config(source: SegmentConfig | dict | str | Path | None = None) -> SegmentConfig:

@@ -45,33 +45,6 @@ def run_demo(out: str | Path | None = "mmseg-demo", *, size: int = 512, seed: in
     return seg, scores
 
 
-def phantom_modalities(phantom) -> dict:
-    """The modalities of a :class:`~multimodal_seg.synthetic.multimodal.MultimodalPhantom`, calibrated."""
-    import dask.array as da
-
-    from .modalities.base import Axis, ModalityData
-
-    def scan_axes(shape, step):
-        return [Axis("y", shape[0], step, 0.0, "nm"), Axis("x", shape[1], step, 0.0, "nm")]
-
-    offset, scale, units = phantom.energy_axis
-    scan = phantom.eels.shape[:2]
-    detector = phantom.diffraction.shape[2:]
-    return {
-        "haadf": ModalityData("haadf", "image", da.asarray(phantom.haadf),
-                              scan_axes(phantom.haadf.shape, phantom.image_pixel_size), "<phantom haadf>"),
-        "eels": ModalityData("eels", "spectrum", da.asarray(phantom.eels),
-                             [*scan_axes(scan, phantom.scan_step),
-                              Axis("energy", phantom.eels.shape[2], scale, offset, units)], "<phantom eels>"),
-        "diffraction": ModalityData(
-            "diffraction", "diffraction", da.asarray(phantom.diffraction),
-            [*scan_axes(scan, phantom.scan_step),
-             Axis("qy", detector[0], phantom.q_scale, -detector[0] / 2 * phantom.q_scale, "1/nm"),
-             Axis("qx", detector[1], phantom.q_scale, -detector[1] / 2 * phantom.q_scale, "1/nm")],
-            "<phantom 4D-STEM>"),
-    }
-
-
 def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64, seed: int = 0,
                         progress: bool = True, phantom=None, **options) -> tuple[Segmentation, dict[str, dict]]:
     """Segment the multimodal phantom (HAADF + EELS + 4D-STEM) and score every partition.
@@ -90,11 +63,11 @@ def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64
     if phantom is None:
         phantom = multimodal_phantom((scan, scan), seed=seed)
     scan = phantom.truth.shape[0]
-    seg = segment(phantom_modalities(phantom), seed=seed, out=out, progress=progress, **options)
+    seg = segment(phantom.modalities(), seed=seed, out=out, progress=progress, **options)
     scores = {name: agreement(labels, phantom.truth) for name, labels in seg.scan_labels.items()}
     if out is not None:
         # The usual summary plus the truth (on the scan grid, shown over the same field).
-        fig = summary(seg._display_image(), seg.pixel_labels, seg.chip_labels, truth=phantom.truth,
+        fig = summary(seg.display_image(), seg.pixel_labels, seg.chip_labels, truth=phantom.truth,
                       pixel_size=seg.pixel_size, units=seg.units)
         with atomic_path(Path(out) / "summary.png") as tmp:
             fig.savefig(tmp, dpi=120, format="png")

@@ -94,7 +94,8 @@ class Segmentation:
         """Pixel-level ARI, NMI, VI, many-to-one accuracy and mIoU against a truth map."""
         return agreement(self.pixel_labels, np.asarray(truth))
 
-    def _display_image(self) -> np.ndarray:
+    def display_image(self) -> np.ndarray:
+        """The image the communities are painted on, decimated for figures but full-sized."""
         step = max(1, int(np.ceil(max(self.image.shape) / plot.MAX_DISPLAY)))
         small = np.asarray(self.image[::step, ::step])
         # Figures expect full-size arrays for extents; repeat back (cheap: display-sized).
@@ -102,12 +103,12 @@ class Segmentation:
 
     def plot(self, truth: np.ndarray | None = None) -> Figure:
         """Image, translucent community overlay and chip map side by side (plus truth)."""
-        return plot.summary(self._display_image(), self.pixel_labels, self.chip_labels, truth=truth,
+        return plot.summary(self.display_image(), self.pixel_labels, self.chip_labels, truth=truth,
                             pixel_size=self.pixel_size, units=self.units)
 
     def figures(self) -> dict[str, Figure]:
         """The named figures that :meth:`save` writes."""
-        image = self._display_image()
+        image = self.display_image()
         figures = {
             "overlay.png": plot.overlay(image, self.pixel_labels, pixel_size=self.pixel_size,
                                         units=self.units),

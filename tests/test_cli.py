@@ -35,7 +35,7 @@ def test_segment_png_writes_results(tmp_path):
     assert result.exit_code == 0, result.output
     provenance = json.loads((refined / "provenance.json").read_text())
     assert provenance["config"]["chips"]["refine"] == 2
-    assert provenance["refined"]["boundary_chips"] > 0
+    assert provenance["refined"]["boundary_chips"]["image"] > 0
 
 
 def test_config_file_and_unknown_key(tmp_path):

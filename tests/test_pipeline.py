@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 import multimodal_seg as mms
-from multimodal_seg.pipeline.segment import stages
+from multimodal_seg import stages
 from multimodal_seg.encoders.fourier import FourierEncoder
 from multimodal_seg.errors import InputError, OutputError, ParameterError, WeightsError
 from multimodal_seg.metrics import adjusted_rand
@@ -73,7 +73,8 @@ def test_outputs_written_with_provenance(small_phantom, tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["seed"] == 2 and prov["config"]["seed"] == 2
     assert prov["versions"]["numpy"] == np.__version__
-    assert prov["encoder"]["name"] == "fourier"
+    assert prov["encoders"] == {"image": seg.provenance["encoders"]["image"]}
+    assert prov["encoders"]["image"]["name"] == "fourier"
     assert "MicroNet weights not found" in prov["encoder_choice"]
     labels = zarr.open_group(str(out / "labels.zarr"), mode="r")
     np.testing.assert_array_equal(labels["pixel_labels"][...], seg.pixel_labels)
@@ -83,7 +84,7 @@ def test_outputs_written_with_provenance(small_phantom, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     study = mms.Study.open(out / "study.zarr")
     assert study.provenance["seed"] == 2
-    np.testing.assert_array_equal(study.read_array("partitions/leiden"), seg.chip_labels.ravel())
+    np.testing.assert_array_equal(study.read_array("partitions/image"), seg.chip_labels.ravel())
 
 
 def test_rerun_skips_finished_stages_and_resumes_after_crash(small_phantom, tmp_path, monkeypatch):
@@ -93,7 +94,7 @@ def test_rerun_skips_finished_stages_and_resumes_after_crash(small_phantom, tmp_
         raise RuntimeError("simulated crash in the graph stage")
 
     with monkeypatch.context() as m:
-        m.setattr(stages.graphs, "knn_graph", crash)
+        m.setattr(stages.knn, "knn_graph", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             _seg(small_phantom, out=out)
     assert not (out / "overlay.png").exists()  # no results from a failed run

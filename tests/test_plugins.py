@@ -31,7 +31,7 @@ def test_histogram_plugin_found_by_entry_point_and_used(monkeypatch, small_phant
     try:
         assert "histogram" in registry.available_encoders()
         seg = mms.segment(small_phantom.image, encoder="histogram", progress=False)
-        assert seg.provenance["encoder"] == {"name": "histogram", "bins": 32, "version": 1}
+        assert seg.provenance["encoders"]["image"] == {"name": "histogram", "bins": 32, "version": 1}
         assert seg.embeddings.shape[1] == 32
         np.testing.assert_allclose(seg.embeddings.sum(axis=1), 1.0, rtol=1e-5)
         # Brightness alone still separates the dark amorphous front from the crystals.

@@ -101,7 +101,7 @@ def test_refinement_sharpens_the_phantom_and_changes_only_boundaries(small_phant
     assert distance[changed].max() <= coarse.grid.size
     refined = fine.provenance["refined"]
     assert refined["fine_grid"]["stride"] == coarse.grid.stride // 4
-    assert 0 < refined["boundary_chips"] < ChipGrid(coarse.grid.shape, coarse.grid.size,
+    assert 0 < refined["boundary_chips"]["image"] < ChipGrid(coarse.grid.shape, coarse.grid.size,
                                                     coarse.grid.stride // 4).n_chips
     assert coarse.provenance["refined"] is None
 
@@ -109,8 +109,8 @@ def test_refinement_sharpens_the_phantom_and_changes_only_boundaries(small_phant
 def test_refinement_is_resumable_and_reproducible(small_phantom, tmp_path, monkeypatch):
     first = _seg(small_phantom, refine=2, out=tmp_path / "run")
     study = Study.open(tmp_path / "run" / "study.zarr")
-    assert study.read_array("refined/leiden").shape == fine_grid(first.grid, 2).grid_shape
-    from multimodal_seg.pipeline.segment import stages
+    assert study.read_array("refined/image").shape == fine_grid(first.grid, 2).grid_shape
+    from multimodal_seg import stages
 
     def fail(*args, **kwargs):
         raise AssertionError("refined chips were embedded again")

@@ -17,7 +17,6 @@ import pytest
 from sklearn.metrics import silhouette_score
 
 import multimodal_seg as mms
-from multimodal_seg.demo import phantom_modalities
 from multimodal_seg.encoders import get_encoder
 from multimodal_seg.encoders.spectral import (
     NORMALISATIONS,
@@ -118,7 +117,7 @@ def test_thickness_and_dose_drop_out_but_edge_ratios_do_not():
 
 def test_phantom_thickness_drops_out_within_a_region(phantom):
     clean = multimodal_phantom((32, 32), seed=0, noise=False)
-    axis = phantom_modalities(clean)["eels"].axes[2]
+    axis = clean.modalities()["eels"].axes[2]
     spectra = np.asarray(clean.eels).reshape(-1, axis.size)
     truth, thickness = clean.truth.ravel(), clean.thickness.ravel()
     rows, cols = clean.truth.shape
@@ -186,7 +185,7 @@ def test_encoder_with_empty_spectra_is_finite():
 
 
 def test_automatic_window_skips_artefacts_and_ends_below_the_phantom_edges(phantom):
-    axis = phantom_modalities(phantom)["eels"].axes[2]  # 250-761 eV, C K at 284 eV
+    axis = phantom.modalities()["eels"].axes[2]  # 250-761 eV, C K at 284 eV
     start, stop = edge_window_channels(axis)
     energies = channel_energies(axis)
     assert start >= 2
@@ -305,7 +304,7 @@ def test_channel_count_must_match_the_axis():
 
 
 def test_segment_eels_with_edges_records_it(phantom, tmp_path):
-    eels = phantom_modalities(phantom)["eels"]
+    eels = phantom.modalities()["eels"]
     options = {"eels": {"normalise": "edges"}}
     seg = mms.segment({"eels": eels}, encoder_options=options, out=tmp_path / "run", progress=False)
     fp = seg.provenance["encoders"]["eels"]
@@ -329,7 +328,7 @@ def test_segment_eels_with_edges_records_it(phantom, tmp_path):
 
 
 def test_segment_haadf_and_eels_options_per_modality(phantom):
-    mods = phantom_modalities(phantom)
+    mods = phantom.modalities()
     seg = mms.segment({"haadf": mods["haadf"], "eels": mods["eels"]}, encoder="fourier",
                       encoder_options={"n_radial": 8, "eels": {"normalise": "edges"}},
                       fusion="concat", progress=False)
@@ -338,7 +337,7 @@ def test_segment_haadf_and_eels_options_per_modality(phantom):
 
 
 def test_segment_refuses_options_it_would_ignore(phantom, tmp_path):
-    eels = phantom_modalities(phantom)["eels"]
+    eels = phantom.modalities()["eels"]
     out = tmp_path / "run"
     _assert_parameter_error(
         lambda: mms.segment({"eels": eels}, encoder_options={"normalise": "edges"}, out=out,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from multimodal_seg.pipeline.segment import stages
+from multimodal_seg import stages
 from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import InputError
 from multimodal_seg.modalities.base import Axis, ModalityData
@@ -114,7 +114,7 @@ def test_several_modalities_and_missing_one(study):
     rng = np.random.default_rng(3)
     study.write_modality(_modality(rng.random((64, 64)).astype(np.float32), "haadf"), fingerprint="a")
     study.write_modality(_modality(rng.random((64, 64)).astype(np.float32), "bf"), fingerprint="b")
-    assert study.modality_names() == ["bf", "haadf"]
+    assert study.modality_names() == ["haadf", "bf"]  # in the order they were added
     with pytest.raises(KeyError):
         study.modality("eels")
 
@@ -152,34 +152,57 @@ def test_interrupted_modality_write_is_not_current(study):
     assert study.fingerprint_of("modalities/haadf") is None
 
 
-def _chips(grid):
-    return {"haadf": ModalityChips(origins=grid.origins, size=grid.size)}
-
-
 def test_stage_is_skipped_when_current_and_redone_when_inputs_change(tmp_path):
     path = tmp_path / "study.zarr"
     study = Study.open(path)
     image = np.random.default_rng(5).random((96, 80)).astype(np.float32)
-    up = stages.add_modality(study, _modality(image), source_id={"path": "x.tif", "size": 1})
-    grid = ChipGrid(image.shape, 32, 16)
-    fp = stages.make_chips(study, grid, _chips(grid), upstream=up)
+    stages.add_modalities(study, {"haadf": _modality(image)})
+    grid = stages.lay_chips(study, chip_size=32, stride=16).grid
+    fp = study.fingerprint_of("chips/origins")
     np.testing.assert_array_equal(study.read_array("chips/origins"), grid.origins)
+    assert grid == ChipGrid(image.shape, 32, 16)
     assert study.attrs_of("chips/origins")["grid"] == grid.to_dict()
     attrs = study.attrs_of("chips/modalities/haadf")
     assert attrs["size"] == 32
     assert attrs["chip_size_physical"] == pytest.approx([32 * 0.04, 32 * 0.05])
     assert attrs["units"] == ["nm", "nm"]
+    assert study.stage_params["chips"] == {"size": 32, "stride": 16}
     # Tamper with the stored data (not its attributes): a current stage is not rerun.
     study.group["chips/origins"][...] = 0
-    assert stages.make_chips(Study.open(path), grid, _chips(grid), upstream=up) == fp
+    stages.lay_chips(Study.open(path), chip_size=32, stride=16)
+    assert Study.open(path).fingerprint_of("chips/origins") == fp
     assert (Study.open(path).read_array("chips/origins") == 0).all()
-    # Another grid, or another upstream, changes the fingerprint and rewrites.
-    grid2 = ChipGrid(image.shape, 32, 32)
-    fp2 = stages.make_chips(study, grid2, _chips(grid2), upstream=up)
+    # Another grid, or another modality upstream, changes the fingerprint and rewrites.
+    stages.lay_chips(study, chip_size=32, stride=32)
+    fp2 = study.fingerprint_of("chips/origins")
     assert fp2 != fp
-    np.testing.assert_array_equal(study.read_array("chips/origins"), grid2.origins)
-    fp3 = stages.make_chips(study, grid2, _chips(grid2), upstream="other-source")
-    assert fp3 not in (fp, fp2)
+    np.testing.assert_array_equal(study.read_array("chips/origins"), ChipGrid(image.shape, 32, 32).origins)
+    stages.add_modalities(study, {"haadf": _modality(image[::-1].copy())})
+    stages.lay_chips(study, chip_size=32, stride=32)
+    assert study.fingerprint_of("chips/origins") not in (fp, fp2)
+
+
+def test_a_stage_before_its_input_says_which_stage_to_run(study):
+    from multimodal_seg.errors import ParameterError
+
+    stages.add_modalities(study, {"haadf": _modality(np.random.default_rng(1).random((64, 64)).astype(np.float32))})
+    with pytest.raises(ParameterError, match="lay_chips"):
+        stages.embed(study, encoder="fourier")
+    stages.lay_chips(study, chip_size=16)
+    with pytest.raises(ParameterError, match="embed"):
+        stages.build_graphs(study)
+
+
+def test_a_store_of_another_layout_is_refused(tmp_path):
+    import zarr
+
+    old = tmp_path / "old.zarr"
+    group = zarr.open_group(str(old), mode="w")
+    group.create_array("partitions/leiden", data=np.zeros(4, np.int32))  # layout 1, no version
+    with pytest.raises(InputError, match="layout version 1") as info:
+        Study.open(old)
+    assert "delete the old study.zarr" in info.value.fix
+    assert Study.open(tmp_path / "new.zarr").group.attrs["layout_version"] == 2
 
 
 # --- persistence ----------------------------------------------------------------------

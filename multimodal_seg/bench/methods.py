@@ -33,7 +33,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..chips.grid import ChipGrid
-from ..config import ChipConfig
 from . import peers
 
 
@@ -61,10 +60,10 @@ Method = Callable[[np.ndarray, int, int], Outcome]
 
 def default_grid(shape: tuple[int, int]) -> ChipGrid:
     """The chip grid ``segment()`` uses by default for an image of ``shape``."""
-    from ..pipeline.segment import chip_geometry
+    from ..chips.sizing import auto_image_chip
 
-    size, stride = chip_geometry(ChipConfig(), tuple(shape), [])
-    return ChipGrid(tuple(shape), size, stride)
+    size = auto_image_chip(shape)
+    return ChipGrid(tuple(shape), size, max(1, size // 2))
 
 
 def _project(**kwargs: Any) -> Method:

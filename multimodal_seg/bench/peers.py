@@ -203,17 +203,11 @@ def default_chip(shape: tuple[int, int]) -> int:
     -------
     int
         About 16 chips across the shorter side, at least 32 px, at most the shorter side
-        (:func:`multimodal_seg.pipeline.segment.chip_geometry` with ``size="auto"``; the shorter
-        side for images too small for the project's chips).
+        (:func:`multimodal_seg.chips.sizing.auto_image_chip`).
     """
-    from ..config import ChipConfig
-    from ..pipeline.segment import chip_geometry
+    from ..chips.sizing import auto_image_chip
 
-    try:
-        size, _ = chip_geometry(ChipConfig(), (int(shape[0]), int(shape[1])), [])
-    except ParameterError:  # an image too small for the project's chips: one chip covers it
-        size = min(int(shape[0]), int(shape[1]))
-    return int(size)
+    return auto_image_chip(shape)
 
 
 def robust_unit_scale(image: np.ndarray, percentiles: tuple[float, float] = SCALE_PERCENTILES) -> np.ndarray:

@@ -220,7 +220,8 @@ def run_speed(quick: bool, echo=None) -> dict:
     from ..chips.grid import ChipGrid, iter_chips
     from ..config import EncoderConfig
     from ..synthetic.phantoms import haadf_phantom
-    from ..pipeline.segment import make_encoder, segment
+    from ..encoders.choice import image_encoder
+    from ..pipeline.segment import segment
     from . import speed
 
     pick = 1 if quick else 0
@@ -244,7 +245,7 @@ def run_speed(quick: bool, echo=None) -> dict:
             if stride == "chip":
                 grid = ChipGrid(image.shape, grid.size, grid.size)
             chips = np.concatenate([c for _, c in iter_chips(scaled, grid.origins, grid.size)])
-            encoder, _ = make_encoder(EncoderConfig(**encoder_config))
+            encoder, _ = image_encoder(EncoderConfig(**encoder_config))
             encoder.fit(chips[: min(len(chips), 512)])
             forward = speed.encoder_throughput(encoder, chips, repeats=1 if quick else 3, peak=out["peak"])
             kwargs: dict[str, Any] = {"encoder": name, "stride": grid.stride}
@@ -293,19 +294,18 @@ def _modality_encoder_speed(scan: int, quick: bool, peak: dict, echo=None) -> di
     their forward pass is timed on the positions (as 1 x 1 chips), not on the chips.
     """
     from ..chips.grid import iter_chips
-    from ..config import SegmentConfig
-    from ..demo import phantom_modalities
-    from ..encoders import get_encoder
-    from ..pipeline.multimodal import _chip_size
-    from ..synthetic.multimodal import multimodal_phantom
-    from ..pipeline.segment import segment
     from ..chips.shared import shared_grid
-    from ..pipeline.stages import _fit_encoder
+    from ..chips.sizing import chip_geometry
+    from ..config import ChipConfig
+    from ..encoders import get_encoder
+    from ..pipeline.embedding import fit_encoder
+    from ..pipeline.segment import segment
+    from ..synthetic.multimodal import multimodal_phantom
     from . import speed
 
     _log(f"speed: spectrum and diffraction encoders ({scan}x{scan} multimodal phantom)", echo)
-    modalities = phantom_modalities(multimodal_phantom((scan, scan), seed=0))
-    size, stride = _chip_size(SegmentConfig(), modalities)
+    modalities = multimodal_phantom((scan, scan), seed=0).modalities()
+    size, stride = chip_geometry(ChipConfig(), modalities)
     rows = []
     for modality_name, encoder_name, options in SPEED_MODALITY_ENCODERS:
         record: dict[str, Any] = {"encoder": encoder_name, "modality": modality_name, "options": options}
@@ -316,7 +316,7 @@ def _modality_encoder_speed(scan: int, quick: bool, peak: dict, echo=None) -> di
             view = chips.per_modality[modality_name]
             encoder = get_encoder(encoder_name, **options)
             encoder.set_signal_axes(modality.axes[2:])
-            _fit_encoder(modality, view, encoder, intensity=(0.0, 1.0), seed=0)
+            fit_encoder(modality, view, encoder, intensity=(0.0, 1.0), seed=0)
             data = np.asarray(modality.data)
             if encoder.pools_positions:
                 units = data.reshape(-1, 1, 1, *data.shape[2:])  # every position once

@@ -12,6 +12,7 @@ warning that names the region kept.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,52 @@ def scan_frame(modality: ModalityData, units: str) -> ScanFrame:
     return ScanFrame(origin, step, (int(axes[0].size), int(axes[1].size)))
 
 
+def reference_modality(modalities: Mapping[str, ModalityData]) -> str:
+    """The modality whose scan pixels define the shared grid: the coarsest scan step
+    (the first one named among equals), so that every chip holds whole samples of every modality.
+
+    Raises
+    ------
+    InputError
+        Uncalibrated or unconvertible scan axes (with several modalities).
+    """
+    names = list(modalities)
+    units = modalities[names[0]].axes[0].units
+    frames = {name: scan_frame(mod, units) for name, mod in modalities.items()}
+    return max(names, key=lambda n: frames[n].step[0] * frames[n].step[1])
+
+
+def labels_on(axes: Sequence[Axis], grid: SharedGrid, labels: np.ndarray,
+              reference_axes: Sequence[Axis]) -> np.ndarray:
+    """Labels on the reference scan's pixels resampled (nearest) onto other pixels.
+
+    Parameters
+    ----------
+    axes
+        The two calibrated axes ``(y, x)`` of the target pixels (e.g. an image
+        modality's pixels inside the grid's region).
+    grid
+        The shared grid the labels were painted on.
+    labels
+        ``grid.grid.shape`` labels on the reference's pixels inside the region.
+    reference_axes
+        The reference modality's two scan axes.
+
+    Returns
+    -------
+    ``(axes[0].size, axes[1].size)`` labels.
+    """
+    index = []
+    for d_axis, r_axis, start, n in zip(axes, reference_axes, grid.offset, labels.shape):
+        centres = np.array([to_units(d_axis.offset + (i + 0.5) * d_axis.scale, d_axis.units, grid.units)
+                            for i in (0, d_axis.size - 1)])
+        positions = np.linspace(centres[0], centres[1], d_axis.size)
+        r_off = to_units(r_axis.offset, r_axis.units, grid.units)
+        r_step = to_units(r_axis.scale, r_axis.units, grid.units)
+        index.append(np.clip(np.floor((positions - r_off) / r_step).astype(int) - start, 0, n - 1))
+    return labels[np.ix_(*index)]
+
+
 @dataclass(frozen=True)
 class ModalityChips:
     """How one modality sees the shared grid.
@@ -121,11 +168,19 @@ class SharedGrid:
     region: tuple[float, float, float, float]
 
     def to_dict(self) -> dict:
+        """JSON-able description (the per-modality origins are not included)."""
         return {
             "reference": self.reference, "grid": self.grid.to_dict(), "offset": list(self.offset),
             "units": self.units, "region": list(self.region),
             "chip_size": {name: chips.size for name, chips in self.per_modality.items()},
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping, per_modality: Mapping[str, ModalityChips]) -> "SharedGrid":
+        """The grid described by :meth:`to_dict`, with each modality's chips given back."""
+        g = data["grid"]
+        return cls(data["reference"], ChipGrid(tuple(g["shape"]), g["size"], g["stride"]),
+                   tuple(data["offset"]), dict(per_modality), data["units"], tuple(data["region"]))
 
 
 def shared_grid(modalities: dict[str, ModalityData], *, chip_size: int, stride: int,
@@ -149,7 +204,7 @@ def shared_grid(modalities: dict[str, ModalityData], *, chip_size: int, stride: 
     names = list(modalities)
     units = units or modalities[names[0]].axes[0].units
     frames = {name: scan_frame(mod, units) for name, mod in modalities.items()}
-    reference = max(names, key=lambda n: frames[n].step[0] * frames[n].step[1])
+    reference = reference_modality(modalities)
     y0 = max(f.origin[0] for f in frames.values())
     x0 = max(f.origin[1] for f in frames.values())
     y1 = min(f.end[0] for f in frames.values())

@@ -1,10 +1,16 @@
 """Community detection on chip graphs: Leiden (default) and Louvain.
 
+One community step for every partition (:func:`partition_graph`): one graph, or
+several graphs on the same chips (one per modality, "multiplex"), with the same
+options everywhere: restarts or a consensus of runs, and merging of
+well-connected communities.
+
 Single graphs use igraph's C implementations of Leiden (Traag, van Eck &
 Waltman 2019) and Louvain: about ten times faster than leidenalg for the same
 modularity on 10^5 chips (docs/design.md).  igraph takes no seed argument, so
 its random generator is set around each call: the same seed gives the same
-labels.  Community ids are ordered by size: 0 is the largest.
+labels.  Several graphs use leidenalg's multiplex Leiden.  Community ids are
+ordered by size: 0 is the largest.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Literal
 
 import igraph as ig
+import leidenalg
 import numpy as np
 import scipy.sparse as sp
 
@@ -75,40 +83,16 @@ def order_by_size(labels: np.ndarray) -> np.ndarray:
     return new_id[labels].astype(np.int32)
 
 
-def partition_graph(
-    graph: sp.csr_matrix,
-    *,
-    method: Method = "leiden",
-    resolution: float = 1.0,
-    seed: int = 0,
-    n_iterations: int = -1,
-    n_restarts: int = 1,
-    consensus: int = 0,
-) -> Partition:
-    """Split a weighted graph into communities by modularity.
+def check_options(*, method: str = "leiden", resolution: float = 1.0, n_restarts: int = 1,
+                  consensus: int = 0, merge: float | None = None, n_layers: int = 1) -> None:
+    """Check community options before any work (:func:`partition_graph` calls it too).
 
-    Parameters
-    ----------
-    graph
-        Symmetric ``(n, n)`` sparse similarity matrix.
-    method
-        ``"leiden"`` or ``"louvain"``.
-    resolution
-        Modularity resolution: higher gives more, smaller communities.
-    seed
-        Random seed; the same seed gives the same labels.
-    n_iterations
-        Leiden iterations; negative runs until the partition is stable.
-    n_restarts
-        Independent runs (seeds derived from ``seed``); the one of highest
-        modularity is kept (default 1).  More runs make labels less seed-dependent
-        but may split a region more; costs ``n_restarts`` times one run (Leiden:
-        about 4 s per run on 10^5 chips here).
-    consensus
-        If > 1, the partition is the most representative of this many runs
-        (:func:`consensus_labels`) instead of one run; 0 or 1 is one run (the
-        function's default; the pipeline's default is 30).  Cannot be combined with
-        ``n_restarts``.
+    Raises
+    ------
+    ParameterError
+        Unknown method, a resolution that is not positive, fewer than one restart,
+        consensus runs combined with restarts, a merge threshold outside (0, 1], or
+        Louvain on several layers (only Leiden optimises one partition over layers).
     """
     if method not in METHODS:
         raise ParameterError(f"unknown community method {method!r}",
@@ -124,49 +108,174 @@ def partition_graph(
                              fix="use consensus >= 0, and either consensus runs or restarts, not both "
                                  "(consensus=0 turns consensus off)",
                              where="consensus")
+    if merge is not None and not 0 < merge <= 1:
+        raise ParameterError(f"merge threshold {merge} must be in (0, 1]",
+                             fix="use e.g. 0.5 (lower merges more), or no merging", where="merge")
+    if n_layers > 1 and method != "leiden":
+        raise ParameterError(
+            f"method={method!r} cannot find one partition over {n_layers} graphs: only Leiden "
+            "optimises several layers at once (fusion='multiplex')",
+            fix="use method='leiden', or fusion='concat' (one joint graph) for Louvain",
+            where="method")
+
+
+def check_layer_weights(names: list[str], layer_weights: Mapping[str, float] | None) -> list[float]:
+    """Each layer's weight in the order of ``names`` (1 where not given).
+
+    Raises
+    ------
+    ParameterError
+        Weights for layers not in ``names``, a negative weight, or all zero.
+    """
+    layer_weights = dict(layer_weights or {})
+    unknown = sorted(set(layer_weights) - set(names))
+    if unknown:
+        raise ParameterError(f"layer weights given for unknown modalities {unknown}",
+                             fix=f"use modality names among {names}", where="fusion.layer_weights")
+    weights = [float(layer_weights.get(name, 1.0)) for name in names]
+    if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise ParameterError(f"layer weights {weights} must be >= 0 with at least one > 0",
+                             fix="give non-negative weights, e.g. 1 for every modality",
+                             where="fusion.layer_weights")
+    return weights
+
+
+def weighted_sum(layers: Mapping[str, sp.csr_matrix], layer_weights: Mapping[str, float] | None = None
+                 ) -> sp.csr_matrix:
+    """The layers' adjacency matrices summed with their weights: one graph standing for all."""
+    names = list(layers)
+    weights = check_layer_weights(names, layer_weights)
+    if len(names) == 1:
+        return sp.csr_matrix(layers[names[0]])
+    return sum(w * layers[n] for n, w in zip(names, weights)).tocsr()
+
+
+class _Layers:
+    """One graph or several graphs on the same vertices, and one seeded community run over them.
+
+    One layer runs igraph's Leiden or Louvain (about ten times faster than leidenalg
+    on one graph); several layers run leidenalg's multiplex Leiden, which optimises
+    one partition for the layer-weighted sum of every layer's modularity (RB
+    configuration model).  The quality of a labelling is that same weighted sum.
+    """
+
+    def __init__(self, layers: Mapping[str, sp.csr_matrix], weights: list[float], method: Method,
+                 resolution: float, n_iterations: int) -> None:
+        self.graphs = [to_igraph(g) for g in layers.values()]
+        self.weights, self.method = weights, method
+        self.resolution, self.n_iterations = resolution, n_iterations
+
+    def run(self, seed: int) -> np.ndarray:
+        """Labels of one seeded run, ordered by size."""
+        if len(self.graphs) > 1:
+            membership, _ = leidenalg.find_partition_multiplex(
+                self.graphs, leidenalg.RBConfigurationVertexPartition, layer_weights=self.weights,
+                n_iterations=self.n_iterations, seed=seed, weights="weight",
+                resolution_parameter=self.resolution)
+            return order_by_size(np.asarray(membership))
+        g = self.graphs[0]
+        with seeded_igraph(seed):
+            if self.method == "leiden":
+                clusters = g.community_leiden(objective_function="modularity", weights="weight",
+                                              resolution=self.resolution, n_iterations=self.n_iterations)
+            else:
+                clusters = g.community_multilevel(weights="weight", resolution=self.resolution)
+        return order_by_size(np.asarray(clusters.membership))
+
+    def quality(self, labels: np.ndarray) -> float:
+        """Layer-weighted modularity of ``labels`` at the resolution used."""
+        membership = labels.tolist()
+        return float(sum(w * g.modularity(membership, weights="weight", resolution=self.resolution)
+                         for w, g in zip(self.weights, self.graphs)))
+
+
+def partition_graph(
+    graph: sp.csr_matrix | Mapping[str, sp.csr_matrix],
+    *,
+    method: Method = "leiden",
+    resolution: float = 1.0,
+    seed: int = 0,
+    n_iterations: int = -1,
+    n_restarts: int = 1,
+    consensus: int = 0,
+    merge: float | None = None,
+    layer_weights: Mapping[str, float] | None = None,
+) -> Partition:
+    """Split a weighted graph, or several graphs on the same vertices, into communities by modularity.
+
+    Parameters
+    ----------
+    graph
+        Symmetric ``(n, n)`` sparse similarity matrix; or ``{layer: matrix}``, one graph
+        per modality over the same chips, for one partition that is good on all of
+        them (a single layer is the same as passing its matrix).
+    method
+        ``"leiden"`` or ``"louvain"`` (one graph only).
+    resolution
+        Modularity resolution: higher gives more, smaller communities.
+    seed
+        Random seed; the same seed gives the same labels.
+    n_iterations
+        Leiden iterations; negative runs until the partition is stable.
+    n_restarts
+        Independent runs (seeds derived from ``seed``); the one of highest
+        modularity is kept (default 1).  More runs make labels less seed-dependent
+        but may split a region more; costs ``n_restarts`` times one run (Leiden:
+        about 4 s per run on 10^5 chips here).
+    consensus
+        If > 1, the partition is the most representative of this many runs
+        (:func:`medoid_labels`) instead of one run; 0 or 1 is one run (the
+        function's default; the pipeline's default is 30).  Cannot be combined with
+        ``n_restarts``.
+    merge
+        If given, in (0, 1]: communities are then merged while their connectivity
+        exceeds it (:func:`merge_connected`, on the layer-weighted sum of the graphs).
+    layer_weights
+        ``{layer: weight}`` for several layers (default 1 each).
+
+    Returns
+    -------
+    Partition
+        Labels ordered by size; ``modularity`` is the layer-weighted sum of each
+        layer's modularity (plain modularity for one graph).
+    """
+    layers = dict(graph) if isinstance(graph, Mapping) else {"graph": graph}
+    check_options(method=method, resolution=resolution, n_restarts=n_restarts, consensus=consensus,
+                  merge=merge, n_layers=len(layers))
+    weights = check_layer_weights(list(layers), layer_weights)
     params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations,
-              "n_restarts": n_restarts, "consensus": consensus}
-    g = to_igraph(graph)
+              "n_restarts": n_restarts, "consensus": consensus, "merge": merge}
+    if len(layers) > 1:
+        params["layer_weights"] = dict(zip(layers, weights))
+    runner = _Layers(layers, weights, method, resolution, n_iterations)
     if consensus > 1:
-        labels = _medoid_partition(g, consensus, method, resolution, seed, n_iterations)
-        quality = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
-        return Partition(labels=labels, modularity=float(quality), params=params)
-    best_labels, best_quality = None, -np.inf
-    # Several runs from seeds derived from `seed`, keeping the best modularity: the
-    # result depends less on the seed (worst pairwise ARI between seeds on three NASA
-    # EBC images rose from 0.60-0.83 with one run to 0.80-0.89 with ten), but higher
-    # modularity can mean splitting a true cluster (on four overlapping Gaussian blobs
-    # ten runs found a split with ARI 0.80 where one run scored > 0.95), so one run
-    # is the default.
-    # The first run uses `seed` itself; further runs use seeds derived from it.
-    run_seeds = [seed, *np.random.SeedSequence(seed).generate_state(n_restarts - 1).tolist()]
-    for run_seed in run_seeds:
-        labels = _one_run(g, method, resolution, n_iterations, int(run_seed))
-        quality = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
-        if quality > best_quality:
-            best_labels, best_quality = labels, quality
-    return Partition(labels=best_labels, modularity=float(best_quality), params=params)
+        run_seeds = np.random.SeedSequence(seed).generate_state(consensus).tolist()
+        labels = medoid_labels(runner.run(int(s)) for s in run_seeds)
+    else:
+        # Several runs from seeds derived from `seed`, keeping the best modularity: the
+        # result depends less on the seed (worst pairwise ARI between seeds on three NASA
+        # EBC images rose from 0.60-0.83 with one run to 0.80-0.89 with ten), but higher
+        # modularity can mean splitting a true cluster (on four overlapping Gaussian blobs
+        # ten runs found a split with ARI 0.80 where one run scored > 0.95), so one run
+        # is the default.  The first run uses `seed` itself.
+        run_seeds = [seed, *np.random.SeedSequence(seed).generate_state(n_restarts - 1).tolist()]
+        labels, best = None, -np.inf
+        for run_seed in run_seeds:
+            candidate = runner.run(int(run_seed))
+            quality = runner.quality(candidate)
+            if quality > best:
+                labels, best = candidate, quality
+    if merge is not None:
+        labels = merge_connected(weighted_sum(layers, dict(zip(layers, weights))), labels, merge)
+    return Partition(labels=labels, modularity=runner.quality(labels), params=params)
 
 
-def _one_run(g: ig.Graph, method: Method, resolution: float, n_iterations: int, seed: int) -> np.ndarray:
-    """One seeded Leiden (or Louvain) run on an igraph graph; labels ordered by size."""
-    with seeded_igraph(seed):
-        if method == "leiden":
-            clusters = g.community_leiden(objective_function="modularity", weights="weight",
-                                          resolution=resolution, n_iterations=n_iterations)
-        else:
-            clusters = g.community_multilevel(weights="weight", resolution=resolution)
-    return order_by_size(np.asarray(clusters.membership))
+def medoid_labels(runs: Iterable[np.ndarray]) -> np.ndarray:
+    """The most representative of several community detections (the medoid partition).
 
-
-def consensus_labels(graph: sp.csr_matrix, *, runs: int, method: Method = "leiden", resolution: float = 1.0,
-                     seed: int = 0, n_iterations: int = -1) -> np.ndarray:
-    """The most representative of ``runs`` community detections (the medoid partition).
-
-    The graph is partitioned ``runs`` times with seeds derived from ``seed``; the
-    run whose mean adjusted Rand index with all the other runs is highest is kept.
-    When most runs find the same partition, that is the one returned, whatever
-    the seed.
+    The run whose mean adjusted Rand index with all the other runs is highest is kept
+    (each distinct partition is compared once and weighted by how many runs found it).
+    When most runs find the same partition, that is the one returned, whatever the seed.
 
     Why: one Leiden run on a weakly structured graph lands in one of many
     near-equal partitions, picked by the seed.  Measured (30 runs, seeds 0-3): the
@@ -179,20 +288,12 @@ def consensus_labels(graph: sp.csr_matrix, *, runs: int, method: Method = "leide
 
     Returns
     -------
-    ``(n,)`` labels ordered by size.
+    ``(n,)`` labels (one of ``runs``).
     """
-    return _medoid_partition(to_igraph(graph), runs, method, resolution, seed, n_iterations)
-
-
-def _medoid_partition(g: ig.Graph, runs: int, method: Method, resolution: float, seed: int,
-                      n_iterations: int) -> np.ndarray:
-    """:func:`consensus_labels` on a graph already converted to igraph."""
     from ..metrics import adjusted_rand_fast
 
-    seeds = np.random.SeedSequence(seed).generate_state(runs).tolist()
     distinct: dict[bytes, list] = {}  # partition -> [labels, how many runs found it]
-    for s in seeds:
-        labels = _one_run(g, method, resolution, n_iterations, int(s))
+    for labels in runs:
         distinct.setdefault(labels.tobytes(), [labels, 0])[1] += 1
     parts = list(distinct.values())
     counts = np.array([c for _, c in parts], dtype=np.float64)
@@ -249,13 +350,3 @@ def merge_connected(graph: sp.csr_matrix, labels: np.ndarray, threshold: float) 
             break
         labels = order_by_size(np.where(labels == max(a, b), min(a, b), labels))
     return labels
-
-
-def merge_partition(graph: sp.csr_matrix, partition: Partition, threshold: float) -> Partition:
-    """A partition after :func:`merge_connected`, its modularity recomputed."""
-    labels = merge_connected(graph, partition.labels, threshold)
-    g = to_igraph(graph)
-    resolution = partition.params.get("resolution", 1.0)
-    modularity = g.modularity(labels.tolist(), weights="weight", resolution=resolution)
-    return Partition(labels=labels, modularity=float(modularity),
-                     params={**partition.params, "merge": threshold})

@@ -1,5 +1,7 @@
-"""The pipeline: the Study store, the stage functions, and ``segment()``."""
+"""The pipeline: the Study store, the stage functions, and ``segment()`` over them."""
 
+from . import stages
 from .segment import segment
+from .study import Study
 
-__all__ = ["segment"]
+__all__ = ["Study", "segment", "stages"]

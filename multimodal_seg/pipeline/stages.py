@@ -1,313 +1,573 @@
-"""Stage functions: each reads the Study, writes its output there, and is skipped
-when that output already exists for the same inputs and parameters.
+"""The step-by-step API: stage functions over a :class:`Study`, in scanpy's manner.
 
-The order is ``add_modality -> make_chips -> embed_chips -> build_graph ->
-find_communities``; each returns the fingerprint its successors depend on.
+::
+
+    import multimodal_seg as mms
+    from multimodal_seg import stages
+
+    study = mms.Study.open("run/study.zarr")          # or mms.Study.open() in memory
+    stages.add_modalities(study, {"haadf": "haadf.dm4", "eels": "si.dm4"})
+    stages.lay_chips(study)                           # chip_size="auto", stride=None
+    stages.embed(study)                               # encoder="auto", one per modality
+    stages.build_graphs(study, k=15)
+    stages.find_communities(study, resolution=1.0)    # every modality's own partition
+    stages.fuse(study, method="multiplex")            # the joint one (nothing for one modality)
+    stages.refine(study, factor=2)                    # optional: sharper boundaries
+    seg = stages.collect(study, out="run/")           # the Segmentation, files written
+
+Every stage takes the study first and keyword-only options, writes its outputs
+under its keys (the layout is in :mod:`multimodal_seg.pipeline.study`) with the
+parameters beside them, records its options (``Study.stage_params``), and is
+skipped when its outputs are current.  Each output's fingerprint is computed from
+the fingerprints of the outputs it reads, found in the study, so a stage needs
+nothing from the caller but its own options.  :func:`multimodal_seg.segment` runs
+exactly these stages, so both paths give the same labels.
 """
 
 from __future__ import annotations
 
-import weakref
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from ..graphs import knn as graphs
-from ..chips.grid import ChipGrid, iter_chips
-from ..graphs.communities import merge_partition, partition_graph
-from ..analysis.descriptors import CHIP_STATS, chip_statistics
+from ..analysis.consistency import consistency_matrices, disagreement
+from ..analysis.descriptors import CHIP_STATS, community_crystallinity, community_mean_signals, community_table
+from ..analysis.spectral_lines import feature_intensities
+from ..chips.grid import ChipGrid
+from ..chips.refine import boundary_chips, fine_grid, neighbour_votes, refined_chip_labels
+from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
+from ..chips.sizing import chip_geometry, warn_small_image_chips
+from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
 from ..encoders.base import Encoder
-from ..modalities.base import ModalityData
-from ..encoders.pooling import pooled_position_embeddings
-from ..provenance import fingerprint
-from ..chips.shared import ModalityChips
-from .study import Study
+from ..encoders.choice import choose_encoders
+from ..errors import ParameterError
+from ..graphs import knn
+from ..graphs.communities import check_layer_weights, check_options, partition_graph, weighted_sum
+from ..graphs.fusion import concatenated_features
+from ..modalities.base import Axis, ModalityData
+from ..modalities.sources import modality_identity, read_modalities
+from ..provenance import fingerprint, run_record
+from ..result import Segmentation
+from .embedding import encode_chips, fit_encoder, modality_intensity
+from .study import JOINT, Study
 
-#: Pixels sampled to find the intensity scale (percentiles) of an image.
-SCALE_SAMPLE = 1_000_000
-#: Percentiles mapped to 0 and 1 before encoding: robust to hot pixels.
-SCALE_PERCENTILES = (0.5, 99.5)
-#: Chips shown to encoders that learn from the data (``Encoder.fit``).
-FIT_SAMPLE = 512
+#: Stage names in the order they run (keys of ``Study.stage_params``).
+STAGES = ("modalities", "chips", "embed", "graphs", "communities", "fusion", "refine")
 
 
-def add_modality(study: Study, modality: ModalityData, *, source_id: dict) -> str:
-    """Store a modality's data in the study unless the same source is already there."""
-    fp = fingerprint("modality", modality.kind, source_id)
-    if not study.is_current(f"modalities/{modality.name}", fp):
-        study.write_modality(modality, fingerprint=fp)
+def _needs(study: Study, key: str, stage: str) -> str:
+    """The fingerprint of an output a stage reads; a clear error when it is missing."""
+    fp = study.fingerprint_of(key)
+    if fp is None:
+        raise ParameterError(f"the study has no finished {key!r}, which this stage reads",
+                             fix=f"run stages.{stage} first (or segment(), which runs every stage)",
+                             where=str(study.path or "study"))
     return fp
 
 
-def make_chips(study: Study, grid: ChipGrid, chips: dict[str, ModalityChips], *,
-               upstream: str, shared: dict | None = None) -> str:
-    """Write the chip grid: ``chips/origins`` and, per modality, ``chips/modalities/<name>``."""
-    layout = {name: {"size": c.size, "origins": fingerprint(c.origins)} for name, c in chips.items()}
-    fp = fingerprint("chips", grid.to_dict(), layout, upstream)
-    if not study.is_current("chips/origins", fp):
-        for name, modality_chips in chips.items():
-            axes = study.modality(name).axes[:2]
-            study.write_array(
-                f"chips/modalities/{name}", modality_chips.origins, fingerprint=fp,
-                size=modality_chips.size,
-                chip_size_physical=[modality_chips.size * axis.scale for axis in axes],
-                units=[axis.units for axis in axes],
-            )
-        study.write_array("chips/origins", grid.origins, fingerprint=fp, grid=grid.to_dict(),
-                          modalities=sorted(chips), shared=shared or {})
-    return fp
+def main_partition(study: Study) -> str:
+    """The partition a run reports: ``"joint"`` with several modalities, else the only modality's."""
+    names = study.modality_names()
+    return JOINT if len(names) > 1 else names[0]
 
 
-def intensity_scale(data, *, sample: int = SCALE_SAMPLE) -> tuple[float, float]:
-    """Robust (low, high) intensity of an image from a regular subsample of pixels."""
-    step = max(1, int(np.sqrt(data.size / sample)))
-    values = np.asarray(data[::step, ::step]).ravel()
-    low, high = np.percentile(values, SCALE_PERCENTILES)
-    if high <= low:  # very sparse images: fall back to the full range
-        low, high = float(values.min()), float(values.max())
-    return float(low), float(high)
+# --------------------------------------------------------------------------- stages
 
 
-def _fit_sample(data, chips: ModalityChips, *, seed: int, n: int = FIT_SAMPLE) -> np.ndarray:
-    """A seeded random sample of chips for encoders that learn from the data."""
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(len(chips.origins), min(n, len(chips.origins)), replace=False))
-    return np.concatenate([batch for _, batch in iter_chips(data, chips.origins[picked], chips.size)])
-
-
-def embed_chips(
-    study: Study, chips: ModalityChips, encoder: Encoder, *, modality: str, upstream: str,
-    seed: int = 0, batch_chips: int = 256, progress: bool = True,
-) -> str:
-    """Embed every chip of one modality; write ``embeddings/<modality>`` and ``chips/stats/<modality>``.
-
-    The modality is streamed from the store one band of chip rows at a time, so
-    memory holds about ``batch_chips`` chips, never the whole modality.  Encoders
-    that pool per-position features (``Encoder.pools_positions``) encode each scan
-    position once instead (:mod:`multimodal_seg.encoders.pooling`).  Image
-    chips are scaled to [0, 1] by the image's robust intensity range; spectra and
-    diffraction patterns reach their encoders as raw counts.
-    """
-    fp = fingerprint("embeddings", encoder.fingerprint(), upstream, seed)
-    key = f"embeddings/{modality}"
-    stats_key = f"chips/stats/{modality}"
-    if study.is_current(key, fp) and study.is_current(stats_key, fp):
-        return fp
-    mod = study.modality(modality)
-    is_image = mod.kind == "image"
-    low, high = intensity_scale(mod.data) if is_image else (0.0, 1.0)
-    _fit_encoder(mod, chips, encoder, intensity=(low, high), seed=seed)
-    embeddings, stats = encode_chips(mod, chips, encoder, intensity=(low, high), batch_chips=batch_chips,
-                                     progress=progress, desc=f"embedding {modality} ({encoder.name})")
-    study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
-    study.write_array(key, embeddings, fingerprint=fp, encoder=encoder.fingerprint(),
-                      intensity_scale=[low, high] if is_image else None,
-                      standardise=encoder.standardise)
-    return fp
-
-
-def _scaler(modality: ModalityData, intensity: tuple[float, float]):
-    """Images are scaled to [0, 1] by their robust range; spectra and patterns stay raw counts."""
-    if modality.kind != "image":
-        return lambda raw: raw
-    low, high = intensity
-    return lambda raw: np.clip((raw - low) / (high - low), 0.0, 1.0)
-
-
-#: What each encoder object was last fitted on (a fingerprint), so that boundary refinement
-#: does not fit again an encoder the embedding stage fitted in the same run.
-_FITTED_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _fit_encoder(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
-                 intensity: tuple[float, float], seed: int) -> None:
-    """Let an encoder that learns from the data (``Encoder.fit``) see its seeded sample.
-
-    Skipped when this encoder object was already fitted on the same sample (same
-    modality, chips, intensity range and seed); a resumed run, whose embedding stage
-    was skipped, fits it here first.
-    """
-    if type(encoder).fit is Encoder.fit:
-        return
-    key = fingerprint(modality.name, modality.source, chips.origins, chips.size, intensity, seed)
-    if _FITTED_ON.get(encoder) == key:
-        return
-    encoder.fit(_scaler(modality, intensity)(_fit_sample(modality.data, chips, seed=seed)))
-    _FITTED_ON[encoder] = key
-
-
-def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
-                 intensity: tuple[float, float], batch_chips: int = 256, progress: bool = True,
-                 desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings ``(n_chips, encoder.dim)`` and raw statistics ``(n_chips, 2)`` of some chips.
-
-    The modality is streamed one band of chip rows at a time, or, for encoders that
-    pool per-position features (``Encoder.pools_positions``), each scan position is
-    encoded once (:mod:`multimodal_seg.encoders.pooling`).  ``intensity`` is the
-    image's (low, high) range mapped to [0, 1] (ignored for spectra and patterns).
-    """
-    if encoder.pools_positions and modality.kind != "image":
-        return pooled_position_embeddings(modality.data, chips.origins, chips.size, encoder,
-                                          progress=progress, desc=desc)
-    return _embed_chip_by_chip(modality.data, chips, encoder, _scaler(modality, intensity),
-                               batch_chips=batch_chips, progress=progress, desc=desc)
-
-
-def _embed_chip_by_chip(data, chips: ModalityChips, encoder: Encoder, scale, *, batch_chips: int,
-                        progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and raw statistics, streaming ``batch_chips`` chips at a time."""
-    n_chips = len(chips.origins)
-    embeddings = np.empty((n_chips, encoder.dim), dtype=np.float32)
-    stats = np.empty((n_chips, len(CHIP_STATS)), dtype=np.float32)
-    with tqdm(total=n_chips, desc=desc, unit="chip", disable=not progress, leave=False) as bar:
-        for first, raw in iter_chips(data, chips.origins, chips.size, batch=batch_chips):
-            raw = raw.astype(np.float32, copy=False)
-            embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
-            stats[first : first + len(raw)] = chip_statistics(raw)
-            bar.update(len(raw))
-    return embeddings, stats
-
-
-def build_graph(study: Study, *, modality: str, k: int, n_pcs: int | None, seed: int,
-                upstream: str) -> str:
-    """kNN similarity graph of a modality's embeddings -> ``graphs/<modality>``."""
-    params = {"k": k, "n_pcs": n_pcs, "metric": "cosine", "seed": seed}
-    fp = fingerprint("graph", params, upstream)
-    key = f"graphs/{modality}"
-    if not study.is_current(key, fp):
-        key_in = f"embeddings/{modality}"
-        features = graphs.reduce_features(study.read_array(key_in), n_pcs=n_pcs, seed=seed,
-                                          standardise=study.attrs_of(key_in).get("standardise", True))
-        graph = graphs.knn_graph(features, k=k, seed=seed)
-        study.write_sparse(key, graph, fingerprint=fp, params=params,
-                           search="exact" if graph.shape[0] <= graphs.EXACT_MAX else "pynndescent")
-    return fp
-
-
-def find_communities(study: Study, *, graph: str, method: str, resolution: float, seed: int,
-                     n_iterations: int, upstream: str, key_added: str | None = None,
-                     merge: float | None = None, n_restarts: int = 1, consensus: int = 0) -> str:
-    """Partition ``graphs/<graph>`` -> ``partitions/<key_added or method>``.
-
-    With ``merge``, well-connected communities are then merged
-    (:func:`multimodal_seg.graphs.communities.merge_connected`).
-    """
-    params = {"graph": graph, "method": method, "resolution": resolution, "seed": seed,
-              "n_iterations": n_iterations, "merge": merge, "n_restarts": n_restarts}
-    if consensus > 1:  # only then, so partitions of earlier runs stay current
-        params["consensus"] = consensus
-    fp = fingerprint("partition", params, upstream)
-    key = f"partitions/{key_added or method}"
-    if not study.is_current(key, fp):
-        adjacency = study.read_sparse(f"graphs/{graph}")
-        part = partition_graph(adjacency, method=method, resolution=resolution, seed=seed,
-                               n_iterations=n_iterations, n_restarts=n_restarts, consensus=consensus)
-        if merge is not None:
-            part = merge_partition(adjacency, part, merge)
-        study.write_array(key, part.labels, fingerprint=fp, params=params,
-                          modularity=part.modularity, n_communities=part.n_communities)
-    return fp
-
-
-def build_joint_graph(study: Study, *, modalities: list[str], k: int, n_pcs: int | None, seed: int,
-                      layer_weights: dict[str, float], upstream: str) -> str:
-    """kNN graph on concatenated, variance-balanced embeddings -> ``graphs/joint``."""
-    from ..graphs.fusion import concatenated_features
-
-    params = {"k": k, "n_pcs": n_pcs, "metric": "cosine", "seed": seed, "modalities": modalities,
-              "layer_weights": layer_weights, "fusion": "concat"}
-    fp = fingerprint("joint-graph", params, upstream)
-    if not study.is_current("graphs/joint", fp):
-        features = concatenated_features(
-            {m: study.read_array(f"embeddings/{m}") for m in modalities}, n_pcs=n_pcs,
-            layer_weights=layer_weights, seed=seed,
-            standardise={m: study.attrs_of(f"embeddings/{m}").get("standardise", True)
-                         for m in modalities})
-        study.write_sparse("graphs/joint", graphs.knn_graph(features, k=k, seed=seed),
-                           fingerprint=fp, params=params)
-    return fp
-
-
-def find_multiplex_communities(study: Study, *, graphs_: list[str], layer_weights: dict[str, float],
-                               resolution: float, seed: int, n_iterations: int, upstream: str,
-                               key_added: str = "joint") -> str:
-    """One partition over several modality graphs (leidenalg multiplex) -> ``partitions/<key_added>``."""
-    from ..graphs.fusion import multiplex_partition
-
-    params = {"graphs": graphs_, "method": "multiplex-leiden", "layer_weights": layer_weights,
-              "resolution": resolution, "seed": seed, "n_iterations": n_iterations}
-    fp = fingerprint("multiplex-partition", params, upstream)
-    key = f"partitions/{key_added}"
-    if not study.is_current(key, fp):
-        part = multiplex_partition({g: study.read_sparse(f"graphs/{g}") for g in graphs_},
-                                   layer_weights=layer_weights, resolution=resolution, seed=seed,
-                                   n_iterations=n_iterations)
-        study.write_array(key, part.labels, fingerprint=fp, params=params,
-                          modularity=part.modularity, n_communities=part.n_communities)
-    return fp
-
-
-def refine_boundaries(study: Study, *, grid: ChipGrid, fine: ChipGrid, chips: dict[str, ModalityChips],
-                      fine_chips: dict[str, ModalityChips], encoders: dict[str, Encoder], partitions: dict[str, dict[str, float]],
-                      k: int, n_pcs: int | None, seed: int, upstream: str,
-                      progress: bool = True) -> str:
-    """Move each partition's boundaries onto the ``fine`` grid -> ``refined/<partition>``.
-
-    See :mod:`multimodal_seg.chips.refine`.  Each modality embeds the fine chips that lie
-    on a boundary of any partition once; each partition is then refined with the
-    votes of its modalities.
+def add_modalities(study: Study, sources: Mapping[str, Any]) -> list[str]:
+    """Read modalities and store them: ``modalities/<name>``.
 
     Parameters
     ----------
-    grid, fine
-        The partitioned chip grid and the finer grid (same chip size, smaller stride),
-        both in pixels of the reference scan.
-    chips, fine_chips
-        Each modality's view of the two grids (an encoder that learns from the data is
-        fitted again on the sample of ``chips`` it was fitted on before).
-    encoders
-        Each modality's encoder, as used for ``embeddings/<modality>``.
-    partitions
-        ``{partition name: {modality: layer weight}}``: which modalities vote on
-        ``partitions/<name>``, and how much each counts.
-    k, n_pcs, seed
-        Neighbours asked, and the graph's PCA settings (so votes are cast in the
-        graph's space).
+    sources
+        ``{name: source}``: a source is a file, an array, a read :class:`ModalityData`
+        or ``(source, {reader options})``; a name is a modality name whose kind can be
+        guessed (``haadf``, ``eels``, ``4dstem`` ...) or ``"name:kind"``
+        (:func:`multimodal_seg.modalities.sources.read_modalities`).
 
-    Writes ``refined/<name>``: labels of shape ``fine.grid_shape`` (attrs: the fine grid
-    and how many chips were embedded).
+    A modality already stored from the same source, reader options and calibration
+    is not written again.  The study's modalities become these, in this order.
+
+    Returns
+    -------
+    The modality names.
     """
-    from ..chips.refine import boundary_chips, neighbour_votes, refined_chip_labels
+    modalities = read_modalities(sources)
+    for name, modality in modalities.items():
+        fp = fingerprint("modality", modality_identity(modality))
+        if not study.is_current(f"modalities/{name}", fp):
+            study.write_modality(modality, fingerprint=fp)
+    study.set_modality_names(list(modalities))
+    study.record_stage("modalities", {"sources": {n: m.source for n, m in modalities.items()},
+                                      "reader_options": {n: m.metadata.get("reader_options", {})
+                                                         for n, m in modalities.items()}})
+    return list(modalities)
 
-    params = {"fine": fine.to_dict(), "k": k, "n_pcs": n_pcs, "seed": seed, "partitions": partitions}
-    fp = fingerprint("refine", params, upstream)
+
+def lay_chips(study: Study, *, chip_size: int | str = "auto", stride: int | str | None = None) -> SharedGrid:
+    """Lay one chip grid over every modality: ``chips/origins``, ``chips/modalities/<name>``.
+
+    Parameters
+    ----------
+    chip_size, stride
+        In pixels of the reference modality (the coarsest scan) or as calibrated
+        lengths (``"2 nm"``); ``"auto"`` and ``None`` follow
+        :mod:`multimodal_seg.chips.sizing` (stride: half the chip).
+
+    Returns
+    -------
+    The grid (also readable later with ``study.grid()``).
+    """
+    chips = validated(ChipConfig, "lay_chips", size=chip_size, stride=stride)
+    modalities = study.modalities()
+    size, step = chip_geometry(chips, modalities)
+    grid = shared_grid(modalities, chip_size=size, stride=step)
+    warn_small_image_chips(modalities, grid)
+    layout = {name: {"size": c.size, "origins": fingerprint(c.origins)} for name, c in grid.per_modality.items()}
+    upstream = [_needs(study, f"modalities/{n}", "add_modalities") for n in modalities]
+    fp = fingerprint("chips", grid.to_dict(), layout, upstream)
+    if not study.is_current("chips/origins", fp):
+        for name, modality_chips in grid.per_modality.items():
+            axes = modalities[name].axes[:2]
+            study.write_array(
+                f"chips/modalities/{name}", modality_chips.origins, fingerprint=fp, size=modality_chips.size,
+                chip_size_physical=[modality_chips.size * axis.scale for axis in axes],
+                units=[axis.units for axis in axes])
+        study.write_array("chips/origins", grid.grid.origins, fingerprint=fp, grid=grid.grid.to_dict(),
+                          modalities=list(modalities), shared=grid.to_dict())
+    study.record_stage("chips", {"size": chips.size, "stride": chips.stride})
+    return grid
+
+
+def _encoder_config(**values: Any) -> EncoderConfig:
+    return validated(EncoderConfig, "embed", **values)
+
+
+def embed(
+    study: Study, *, encoder: str = "auto", weights: str | Path | None = None,
+    encoder_options: Mapping[str, Any] | None = None, modality_encoders: Mapping[str, str] | None = None,
+    batch_size: int = 64, device: str = "auto", allow_download: bool = False,
+    encoders: Mapping[str, Encoder | tuple[Encoder, str]] | None = None, seed: int = 0,
+    batch_chips: int = 256, progress: bool = True,
+) -> dict[str, Encoder]:
+    """Embed every chip of every modality: ``embeddings/<name>`` and ``chips/stats/<name>``.
+
+    Parameters
+    ----------
+    encoder, weights, encoder_options, batch_size, device, allow_download
+        The image encoder and its options (see :class:`multimodal_seg.config.EncoderConfig`);
+        ``encoder_options`` keyed by a modality name holds that modality's options.
+    modality_encoders
+        ``{name: encoder}`` for modalities that should not use their kind's default
+        (``spectrum-pca`` for spectra, ``diffraction-profiles`` for 4D-STEM, ``encoder``
+        for images).
+    encoders
+        Ready encoders by modality (or ``(encoder, reason)``), used instead of
+        building them; for plugin authors and for :func:`multimodal_seg.segment`,
+        which builds them before any work to check their options.
+    seed
+        Seed of the chip sample an encoder that learns (``spectrum-pca``) is fitted on.
+    batch_chips
+        Chips read and encoded at a time (memory holds about this many chips).
+
+    The modality is streamed from the store one band of chip rows at a time, never
+    whole.  Image chips are scaled to [0, 1] by the image's robust intensity range;
+    spectra and patterns reach their encoders as raw counts.
+
+    Returns
+    -------
+    The encoder of each modality (fitted where it learns from the data).
+    """
+    config = _encoder_config(name=encoder, weights=None if weights is None else str(weights),
+                             options=dict(encoder_options or {}), batch_size=batch_size, device=device,
+                             allow_download=allow_download)
+    _needs(study, "chips/origins", "lay_chips")
+    modalities = study.modalities()
+    given = {name: value if isinstance(value, tuple) else (value, f"{value.name} given for {name}")
+             for name, value in (encoders or {}).items()}
+    unknown = sorted(set(given) - set(modalities))
+    if unknown:
+        raise ParameterError(f"encoders given for modalities that are not in the study: {unknown}",
+                             fix=f"use modality names among {list(modalities)}", where="encoders")
+    to_build = {n: m for n, m in modalities.items() if n not in given}
+    chosen = {**(choose_encoders(config, to_build, modality_encoders) if to_build else {}), **given}
+    fp_chips = _needs(study, "chips/origins", "lay_chips")
+    grid = study.grid()
+    for name, modality in modalities.items():
+        enc = chosen[name][0]
+        fp = fingerprint("embeddings", enc.fingerprint(), fp_chips, seed)
+        key, stats_key = f"embeddings/{name}", f"chips/stats/{name}"
+        if study.is_current(key, fp) and study.is_current(stats_key, fp):
+            continue
+        intensity = modality_intensity(modality)
+        fit_encoder(modality, grid.per_modality[name], enc, intensity=intensity, seed=seed)
+        embeddings, stats = encode_chips(modality, grid.per_modality[name], enc, intensity=intensity,
+                                         batch_chips=batch_chips, progress=progress, desc="embedding")
+        study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
+        study.write_array(key, embeddings, fingerprint=fp, encoder=enc.fingerprint(),
+                          intensity_scale=list(intensity) if modality.kind == "image" else None,
+                          standardise=enc.standardise, seed=seed)
+        study.fitted_encoders[name] = (fp, enc)
+    study.record_stage("embed", {"encoder": config.model_dump(), "modality_encoders": dict(modality_encoders or {}),
+                                 "seed": seed, "batch_chips": batch_chips,
+                                 "choice": {n: reason for n, (_, reason) in chosen.items()}})
+    return {name: enc for name, (enc, _) in chosen.items()}
+
+
+def build_graphs(study: Study, *, k: int = 15, n_pcs: int | None = 30, seed: int = 0) -> None:
+    """kNN similarity graph of every modality's embeddings: ``graphs/<name>``.
+
+    Embeddings are standardised (unless their encoder says not to) and reduced to
+    ``n_pcs`` principal components; each chip is joined to its ``k`` nearest by cosine
+    similarity (exact search up to ``graphs.knn.EXACT_MAX`` chips, pynndescent above).
+    """
+    graph = validated(GraphConfig, "build_graphs", k=k, n_pcs=n_pcs)
+    params = {"k": graph.k, "n_pcs": graph.n_pcs, "metric": "cosine", "seed": seed}
+    for name in study.modality_names():
+        key_in = f"embeddings/{name}"
+        fp = fingerprint("graph", params, _needs(study, key_in, "embed"))
+        if study.is_current(f"graphs/{name}", fp):
+            continue
+        features = knn.reduce_features(study.read_array(key_in), n_pcs=graph.n_pcs, seed=seed,
+                                       standardise=study.attrs_of(key_in).get("standardise", True))
+        adjacency = knn.knn_graph(features, k=graph.k, seed=seed)
+        study.write_sparse(f"graphs/{name}", adjacency, fingerprint=fp, params=params,
+                           search="exact" if adjacency.shape[0] <= knn.EXACT_MAX else "pynndescent")
+    study.record_stage("graphs", {"k": graph.k, "n_pcs": graph.n_pcs, "seed": seed})
+
+
+def _write_partition(study: Study, key: str, layers: dict[str, Any], options: dict[str, Any], fp: str, *,
+                     layer_weights: dict[str, float] | None = None, attrs: dict[str, Any]) -> None:
+    """Partition ``layers`` with the community ``options`` and store the labels under ``key``."""
+    part = partition_graph(layers, layer_weights=layer_weights, **options)
+    study.write_array(key, part.labels, fingerprint=fp, params=part.params, modularity=part.modularity,
+                      n_communities=part.n_communities, **attrs)
+
+
+def find_communities(
+    study: Study, *, method: str = "leiden", resolution: float = 1.0, n_iterations: int = -1,
+    n_restarts: int = 1, consensus: int = 30, merge: float | None = None, seed: int = 0,
+) -> None:
+    """Partition every modality's graph: ``partitions/<name>``.
+
+    Options are those of :func:`multimodal_seg.graphs.communities.partition_graph`;
+    :func:`fuse` applies the same options to the joint partition.  Each partition is
+    stored with its parameters, modularity and number of communities.
+    """
+    com = validated(CommunityConfig, "find_communities", method=method, resolution=resolution,
+                    n_iterations=n_iterations, n_restarts=n_restarts, consensus=consensus, merge=merge)
+    options = {**com.model_dump(), "seed": seed}
+    check_options(**{k: options[k] for k in ("method", "resolution", "n_restarts", "consensus", "merge")})
+    for name in study.modality_names():
+        fp = fingerprint("partition", options, _needs(study, f"graphs/{name}", "build_graphs"))
+        if not study.is_current(f"partitions/{name}", fp):
+            _write_partition(study, f"partitions/{name}", {name: study.read_sparse(f"graphs/{name}")},
+                             options, fp, attrs={"graph": name})
+    study.record_stage("communities", options)
+
+
+def fuse(study: Study, *, method: str = "multiplex", layer_weights: Mapping[str, float] | None = None) -> None:
+    """One partition from every modality: ``partitions/joint`` (and ``graphs/joint`` for concat).
+
+    With one modality there is nothing to fuse: its own partition is the result.
+
+    Parameters
+    ----------
+    method
+        ``"multiplex"``: one partition that is good on every modality's graph at once;
+        ``"concat"``: one graph on the modalities' balanced, concatenated features
+        (:mod:`multimodal_seg.graphs.fusion`).
+    layer_weights
+        ``{modality: weight}`` (default 1 each).
+
+    The joint partition uses the options :func:`find_communities` ran with
+    (consensus, merge, resolution ...), and ``concat`` the graph options of
+    :func:`build_graphs`: every partition of a run is found the same way.
+    """
+    fusion = validated(FusionConfig, "fuse", method=method, layer_weights=dict(layer_weights or {}))
+    names = study.modality_names()
+    weights = dict(zip(names, check_layer_weights(names, fusion.layer_weights)))
+    study.record_stage("fusion", fusion.model_dump())
+    if len(names) == 1:
+        return
+    stage_params = study.stage_params
+    if "communities" not in stage_params or "graphs" not in stage_params:
+        raise ParameterError("fusion uses the options of the graph and community stages, which have not run",
+                             fix="run stages.build_graphs and stages.find_communities first",
+                             where=str(study.path or "study"))
+    options = dict(stage_params["communities"])
+    check_options(**{k: options[k] for k in ("method", "resolution", "n_restarts", "consensus", "merge")},
+                  n_layers=len(names) if fusion.method == "multiplex" else 1)
+    if fusion.method == "concat":
+        graph = stage_params["graphs"]
+        params = {"k": graph["k"], "n_pcs": graph["n_pcs"], "metric": "cosine", "seed": graph["seed"],
+                  "modalities": names, "layer_weights": weights, "fusion": "concat"}
+        fp_graph = fingerprint("joint-graph", params, [_needs(study, f"embeddings/{n}", "embed") for n in names])
+        if not study.is_current("graphs/joint", fp_graph):
+            features = concatenated_features(
+                {n: study.read_array(f"embeddings/{n}") for n in names}, n_pcs=graph["n_pcs"],
+                layer_weights=weights, seed=graph["seed"],
+                standardise={n: study.attrs_of(f"embeddings/{n}").get("standardise", True) for n in names})
+            study.write_sparse("graphs/joint", knn.knn_graph(features, k=graph["k"], seed=graph["seed"]),
+                               fingerprint=fp_graph, params=params)
+        layers, upstream, layer_weights_used = {JOINT: study.read_sparse("graphs/joint")}, [fp_graph], None
+    else:
+        upstream = [_needs(study, f"graphs/{n}", "build_graphs") for n in names]
+        layers = {n: study.read_sparse(f"graphs/{n}") for n in names}
+        layer_weights_used = weights
+    fp = fingerprint("joint-partition", options, fusion.method, weights, upstream)
+    if not study.is_current(f"partitions/{JOINT}", fp):
+        _write_partition(study, f"partitions/{JOINT}", layers, options, fp, layer_weights=layer_weights_used,
+                         attrs={"fusion": fusion.method, "layer_weights": weights})
+
+
+def _partitions_to_refine(study: Study) -> dict[str, dict[str, float]]:
+    """``{partition: {modality: vote weight}}``: each modality's own, and the joint one by its layer weights."""
+    names = study.modality_names()
+    partitions = {n: {n: 1.0} for n in names}
+    if len(names) > 1:
+        partitions[JOINT] = dict(study.attrs_of(f"partitions/{JOINT}")["layer_weights"])
+    return partitions
+
+
+def _fitted_encoder(study: Study, name: str, modality: ModalityData, chips: ModalityChips,
+                    given: Mapping[str, Encoder]) -> Encoder:
+    """The encoder that made ``embeddings/<name>``, fitted as it was (rebuilt and refitted if needed)."""
+    key = f"embeddings/{name}"
+    fp, attrs = study.fingerprint_of(key), study.attrs_of(key)
+    cached = study.fitted_encoders.get(name)
+    if cached is not None and cached[0] == fp and given.get(name, cached[1]) is cached[1]:
+        return cached[1]
+    if name in given:
+        encoder = given[name]
+    else:
+        embed_params = study.stage_params["embed"]
+        encoder = choose_encoders(EncoderConfig.model_validate(embed_params["encoder"]), {name: modality},
+                                  {k: v for k, v in embed_params["modality_encoders"].items() if k == name}
+                                  )[name][0]
+    if encoder.fingerprint() != attrs["encoder"]:
+        raise ParameterError(
+            f"the encoder that embedded {name!r} ({attrs['encoder']}) cannot be rebuilt from the study",
+            fix=f"pass it again: stages.refine(study, encoders={{{name!r}: encoder}})", where="encoders")
+    fit_encoder(modality, chips, encoder, intensity=tuple(attrs["intensity_scale"] or (0.0, 1.0)),
+                seed=attrs.get("seed", 0))
+    study.fitted_encoders[name] = (fp, encoder)
+    return encoder
+
+
+def refine(study: Study, *, factor: int = 2, encoders: Mapping[str, Encoder] | None = None,
+           progress: bool = True) -> None:
+    """Move every partition's boundaries onto a finer grid: ``refined/<partition>``.
+
+    Chips of the grid's size are laid every ``stride // factor`` pixels; those on a
+    boundary of any partition are embedded again (each modality once) and take the
+    community their nearest chips vote for (:mod:`multimodal_seg.chips.refine`).
+    Each modality's own partition is refined by its votes alone; the joint one by
+    every modality's, weighted as its layers.  ``factor=1`` does nothing.
+
+    Parameters
+    ----------
+    factor
+        Boundaries are placed on a grid of step ``stride // factor``.
+    encoders
+        The encoders used by :func:`embed`, where they cannot be rebuilt from the
+        options it recorded (encoders passed to it by hand).
+
+    The graph's neighbours ``k``, PCA and seed are those :func:`build_graphs` used.
+    """
+    validated(ChipConfig, "refine", refine=factor)
+    study.record_stage("refine", {"factor": factor})
+    grid = study.grid()
+    target = fine_grid(grid.grid, factor)
+    if target is None:
+        return
+    modalities = study.modalities()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a partial overlap was already reported for the grid
+        fine = shared_grid(modalities, chip_size=target.size, stride=target.stride)
+    graph = study.stage_params["graphs"]
+    partitions = _partitions_to_refine(study)
+    params = {"fine": fine.grid.to_dict(), "k": graph["k"], "n_pcs": graph["n_pcs"], "seed": graph["seed"],
+              "partitions": partitions}
+    fp = fingerprint("refine", params, {n: _needs(study, f"partitions/{n}", "find_communities") for n in partitions})
     if all(study.is_current(f"refined/{name}", fp) for name in partitions):
-        return fp
+        return
     painted, on_boundary = {}, {}
     for name in partitions:
-        labels = study.read_array(f"partitions/{name}").reshape(grid.grid_shape)
-        painted[name] = grid.chip_labels_to_pixels(labels)
-        on_boundary[name] = boundary_chips(painted[name], fine)
+        labels = study.read_array(f"partitions/{name}").reshape(grid.grid.grid_shape)
+        painted[name] = grid.grid.chip_labels_to_pixels(labels)
+        on_boundary[name] = boundary_chips(painted[name], fine.grid)
     features, rows = {}, {}
-    for modality in sorted({m for weights in partitions.values() for m in weights}):
-        needed = np.logical_or.reduce([on_boundary[n] for n, w in partitions.items() if modality in w])
-        rows[modality] = np.cumsum(needed) - 1  # row of each needed fine chip in the new embeddings
-        attrs = study.attrs_of(f"embeddings/{modality}")
-        mod = study.modality(modality)
-        intensity = tuple(attrs["intensity_scale"] or (0.0, 1.0))
-        _fit_encoder(mod, chips[modality], encoders[modality], intensity=intensity, seed=seed)
-        to_embed = ModalityChips(origins=fine_chips[modality].origins[needed], size=fine_chips[modality].size)
-        new, _ = encode_chips(mod, to_embed, encoders[modality], intensity=intensity, progress=progress,
-                              desc=f"refining {modality} boundaries")
-        reducer = graphs.FeatureReducer(n_pcs=n_pcs, seed=seed, standardise=attrs.get("standardise", True))
-        features[modality] = (reducer.fit_transform(study.read_array(f"embeddings/{modality}")),
-                              reducer.transform(new))
+    for name in sorted({m for weights in partitions.values() for m in weights}):
+        needed = np.logical_or.reduce([on_boundary[p] for p, w in partitions.items() if name in w])
+        rows[name] = np.cumsum(needed) - 1  # row of each needed fine chip in the new embeddings
+        attrs = study.attrs_of(f"embeddings/{name}")
+        encoder = _fitted_encoder(study, name, modalities[name], grid.per_modality[name], encoders or {})
+        to_embed = ModalityChips(origins=fine.per_modality[name].origins[needed], size=fine.per_modality[name].size)
+        new, _ = encode_chips(modalities[name], to_embed, encoder,
+                              intensity=tuple(attrs["intensity_scale"] or (0.0, 1.0)), progress=progress,
+                              desc="refining boundaries of")
+        reducer = knn.FeatureReducer(n_pcs=graph["n_pcs"], seed=graph["seed"],
+                                     standardise=attrs.get("standardise", True))
+        features[name] = (reducer.fit_transform(study.read_array(f"embeddings/{name}")), reducer.transform(new))
     for name, weights in partitions.items():
         labels = study.read_array(f"partitions/{name}")
         boundary = on_boundary[name]
-        votes = sum(weight * neighbour_votes(features[m][0], labels, features[m][1][rows[m][boundary]], k=k)
+        votes = sum(weight * neighbour_votes(features[m][0], labels, features[m][1][rows[m][boundary]], k=graph["k"])
                     for m, weight in weights.items()) / sum(weights.values())
-        refined = refined_chip_labels(painted[name], fine, boundary, votes)
-        study.write_array(f"refined/{name}", refined, fingerprint=fp, fine=fine.to_dict(),
-                          boundary_chips=int(boundary.sum()))
-    return fp
+        refined = refined_chip_labels(painted[name], fine.grid, boundary, votes)
+        study.write_array(f"refined/{name}", refined, fingerprint=fp, fine=fine.grid.to_dict(),
+                          boundary_chips=int(boundary.sum()),
+                          partition=study.fingerprint_of(f"partitions/{name}"))
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def _refined_grid(study: Study, grid: SharedGrid, names: list[str]) -> ChipGrid | None:
+    """The fine grid when every partition has refined labels made from its current labels."""
+    if study.stage_params.get("refine", {}).get("factor", 1) <= 1:
+        return None
+    keys = [f"refined/{n}" for n in names]
+    if not all(k in study.group and study.fingerprint_of(k) for k in keys):
+        return None
+    if any(study.attrs_of(k).get("partition") != study.fingerprint_of(f"partitions/{n}") for k, n in zip(keys, names)):
+        return None
+    fine = study.attrs_of(keys[0])["fine"]
+    return ChipGrid(tuple(fine["shape"]), fine["size"], fine["stride"])
+
+
+def _display(modalities: dict[str, ModalityData], grid: SharedGrid) -> tuple[str, Any, list[Axis]]:
+    """The picture to paint on: the finest image modality, else the reference's total counts,
+    inside the grid's region."""
+    images = [n for n, m in modalities.items() if m.kind == "image"]
+    name = min(images, key=lambda n: modalities[n].axes[0].scale) if images else grid.reference
+    mod = modalities[name]
+    frame = scan_frame(mod, grid.units)
+    y0, y1, x0, x1 = grid.region
+    r0, r1 = (int(round((v - frame.origin[0]) / frame.step[0])) for v in (y0, y1))
+    c0, c1 = (int(round((v - frame.origin[1]) / frame.step[1])) for v in (x0, x1))
+    data = mod.data[r0:r1, c0:c1]
+    if mod.kind != "image":
+        data = data.sum(axis=tuple(range(2, data.ndim)))
+    axes = [Axis(a.name, n, a.scale, a.offset + start * a.scale, a.units)
+            for a, n, start in zip(mod.axes[:2], data.shape, (r0, c0))]
+    return name, data, axes
+
+
+def _spectral_lines(signals: dict[str, np.ndarray], modalities: dict[str, ModalityData]) -> dict[str, dict]:
+    lines = {}
+    for name, mean in signals.items():
+        if modalities[name].kind == "spectrum":
+            features, intensities = feature_intensities(mean, modalities[name].axes[2])
+            if features:
+                lines[name] = {"features": [f.label for f in features], "energies": [f.energy for f in features],
+                               "units": modalities[name].axes[2].units, "intensities": intensities.tolist()}
+    return lines
+
+
+def _config_of(study: Study) -> SegmentConfig:
+    """The run's configuration, as the stages recorded it."""
+    stage = study.stage_params
+    communities = dict(stage["communities"])
+    seed = communities.pop("seed")
+    return SegmentConfig.model_validate({
+        "chips": {**stage["chips"], "refine": stage.get("refine", {}).get("factor", 1)},
+        "encoder": stage["embed"]["encoder"],
+        "modality_encoders": stage["embed"]["modality_encoders"],
+        "graph": {"k": stage["graphs"]["k"], "n_pcs": stage["graphs"]["n_pcs"]},
+        "communities": communities,
+        "fusion": stage.get("fusion", {}),
+        "seed": seed,
+    })
+
+
+def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
+    """The :class:`Segmentation` of a study whose stages have run; with ``out``, its files too.
+
+    Reads every partition (refined ones where :func:`refine` ran), paints the main
+    one (joint with several modalities) on the finest image, or on the reference
+    scan's total counts, and adds descriptors, each modality's mean signals and
+    spectral lines, the agreement between modalities, and the provenance record
+    (config, versions, seed, sources, encoders, grid, fusion, what was refined).
+    """
+    names = study.modality_names()
+    main = main_partition(study)
+    _needs(study, f"partitions/{main}", "fuse" if main == JOINT else "find_communities")
+    config = _config_of(study)
+    modalities = study.modalities()
+    grid = study.grid()
+    shape = grid.grid.grid_shape
+    partitions = {n: study.read_array(f"partitions/{n}") for n in names}
+    joint = study.read_array(f"partitions/{main}")
+    to_paint = [JOINT, *names] if main == JOINT else names
+    fine = _refined_grid(study, grid, to_paint)
+    if fine is None:
+        scan_labels = {n: grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{n}").reshape(shape))
+                       for n in to_paint}
+    else:
+        scan_labels = {n: fine.chip_labels_to_pixels(study.read_array(f"refined/{n}")) for n in to_paint}
+    consistency = None
+    if main == JOINT:
+        matrices = consistency_matrices({**partitions, JOINT: joint})
+        consistency = {**matrices, "disagreement": disagreement(partitions, joint).tolist(),
+                       "grid_shape": list(shape)}
+    display_name, image, axes = _display(modalities, grid)
+    pixel_labels = labels_on(axes, grid, scan_labels[main], modalities[grid.reference].axes[:2]).astype(np.int32)
+    signals = {n: community_mean_signals(m.data, grid.per_modality[n], joint)
+               for n, m in modalities.items() if m.kind != "image"}
+    seed = config.seed
+    crystallinity = (community_crystallinity(modalities[display_name].data, grid.per_modality[display_name],
+                                             joint, seed=seed)
+                     if modalities[display_name].kind == "image" else np.full(int(joint.max()) + 1, np.nan))
+    part = study.attrs_of(f"partitions/{main}")
+    embed_params = study.stage_params["embed"]
+    provenance = run_record(config.model_dump(), extra={
+        "seed": seed,
+        "sources": {n: m.source for n, m in modalities.items()},
+        "reader_options": {n: m.metadata.get("reader_options", {}) for n, m in modalities.items()},
+        "encoders": {n: study.attrs_of(f"embeddings/{n}")["encoder"] for n in names},
+        "encoder_choice": "; ".join(embed_params["choice"][n] for n in names),
+        "grid": grid.to_dict(),
+        "n_chips": grid.grid.n_chips,
+        "fusion": config.fusion.method if main == JOINT else None,
+        "partitions": {n: {key: study.attrs_of(f"partitions/{n}")[key]
+                           for key in ("n_communities", "modularity", "params")} for n in to_paint},
+        "refined": None if fine is None else {
+            "fine_grid": fine.to_dict(),
+            "boundary_chips": {n: study.attrs_of(f"refined/{n}")["boundary_chips"] for n in to_paint}},
+        "n_communities": part["n_communities"],
+        "modularity": part["modularity"],
+        "layout_version": study.group.attrs["layout_version"],
+        "study": str(study.path) if study.path else None,
+    })
+    study.record(**provenance, consistency=None if consistency is None else matrices)
+    graph = (study.read_sparse(f"graphs/{names[0]}") if main != JOINT else
+             study.read_sparse("graphs/joint") if config.fusion.method == "concat" else
+             weighted_sum({n: study.read_sparse(f"graphs/{n}") for n in names},
+                          study.attrs_of(f"partitions/{JOINT}")["layer_weights"]))
+    seg = Segmentation(
+        chip_labels=joint.reshape(shape),
+        pixel_labels=pixel_labels,
+        embeddings=np.hstack([study.read_array(f"embeddings/{n}") for n in names]),
+        graph=graph,
+        communities=community_table(joint, pixel_labels, study.read_array(f"chips/stats/{display_name}"),
+                                    crystallinity),
+        grid=grid.grid,
+        image=image,
+        axes=axes,
+        modularity=float(part["modularity"]),
+        provenance=provenance,
+        consistency=consistency,
+        signals=signals,
+        signal_axes={n: modalities[n].axes[2:] for n in signals},
+        lines=_spectral_lines(signals, modalities),
+        modality_labels={n: p.reshape(shape) for n, p in partitions.items()},
+        scan_labels=scan_labels,
+    )
+    if out is not None:
+        seg.save(out)
+    return seg

@@ -1,18 +1,27 @@
 """The Study: one zarr group per specimen that every stage reads and extends.
 
-Layout (see docs/design.md)::
+Layout (version ``LAYOUT_VERSION``; see docs/design.md)::
 
-    modalities/<name>/data     chunked array; attrs: axes, kind, source, fingerprint
-    chips/origins              (n_chips, 2) int64 top-left pixel of each chip; attrs: grid
-    embeddings/<modality>      (n_chips, dim) float32; attrs: encoder, fingerprint
-    graphs/<name>/{indptr,indices,data}   CSR adjacency; attrs: params, fingerprint
-    partitions/<name>/labels   (n_chips,) int32; attrs: params, quality, fingerprint
-    attrs                      provenance: config, versions, seed, encoder used
+    attrs                          layout_version, modalities (names, in order),
+                                   stages (each stage's parameters), provenance
+    modalities/<name>/data         chunked array; group attrs: kind, axes, source,
+                                   metadata (reader options ...), fingerprint
+    chips/origins                  (n_chips, 2) top-left reference pixel of each chip;
+                                   attrs: grid, shared (the shared grid), modalities
+    chips/modalities/<name>        (n_chips, 2) the same chips in the modality's pixels
+    chips/stats/<name>             (n_chips, 2) raw mean and std of each chip
+    embeddings/<name>              (n_chips, dim) float32; attrs: encoder, encoder_spec
+    graphs/<name>                  CSR adjacency {indptr, indices, data}; attrs: params
+    graphs/joint                   fusion "concat" only: the graph of the joint features
+    partitions/<name>              (n_chips,) int32; attrs: params, modularity, n_communities
+    partitions/joint               several modalities only: the fused partition
+    refined/<partition>            labels on the fine grid (boundary refinement)
 
 Each stage output carries a ``fingerprint`` attribute (a hash of its parameters
 and of its inputs' fingerprints), written *after* the data.  A stage whose stored
 fingerprint matches what it would compute is skipped; one interrupted half-way
-has no fingerprint and is redone.  That is what makes runs resumable.
+has no fingerprint and is redone.  That is what makes runs resumable.  A store
+of another layout version is refused with a message, never reused.
 """
 
 from __future__ import annotations
@@ -25,8 +34,15 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
+from ..chips.shared import ModalityChips, SharedGrid
+from ..encoders.base import Encoder
 from ..errors import InputError
 from ..modalities.base import Axis, ModalityData
+
+#: Version of the key layout above; bumped whenever a key or its meaning changes.
+LAYOUT_VERSION = 2
+#: Name of the fused partition (several modalities).
+JOINT = "joint"
 
 
 class Study:
@@ -34,17 +50,37 @@ class Study:
 
     Create with :meth:`Study.open` (a folder ``*.zarr`` on disk, or in memory
     when ``path`` is ``None``).
+
+    Attributes
+    ----------
+    group
+        The zarr group.
+    path
+        Its folder, ``None`` in memory.
+    fitted_encoders
+        Encoders fitted to this study's data in this session, by modality:
+        ``{name: (embeddings fingerprint, encoder)}``.  Not stored: a resumed run
+        fits them again when a later stage (refinement) needs them.
     """
 
     def __init__(self, group: zarr.Group, path: Path | None) -> None:
         self.group = group
         self.path = path
+        self.fitted_encoders: dict[str, tuple[str, Encoder]] = {}
 
     @classmethod
     def open(cls, path: str | Path | None = None) -> "Study":
-        """Open (or create) a study at ``path``; ``None`` keeps it in memory."""
+        """Open (or create) a study at ``path``; ``None`` keeps it in memory.
+
+        Raises
+        ------
+        InputError
+            ``path`` is not a zarr store, or holds a study of another layout version.
+        """
         if path is None:
-            return cls(zarr.open_group(zarr.storage.MemoryStore(), mode="a"), None)
+            group = zarr.open_group(zarr.storage.MemoryStore(), mode="a")
+            group.attrs["layout_version"] = LAYOUT_VERSION
+            return cls(group, None)
         path = Path(path)
         try:
             group = zarr.open_group(str(path), mode="a")
@@ -54,6 +90,16 @@ class Study:
                 fix="point to a study.zarr folder written by multimodal_seg, or to a new path",
                 where=path,
             ) from exc
+        version = group.attrs.get("layout_version")
+        if version is None and not list(group.keys()):
+            group.attrs["layout_version"] = LAYOUT_VERSION
+        elif version != LAYOUT_VERSION:
+            raise InputError(
+                f"this study store has layout version {version or 1}, written by another version of "
+                f"multimodal_seg; this one reads version {LAYOUT_VERSION} and will not reuse it",
+                fix="delete the old study.zarr (or the whole output folder) or choose a new --out",
+                where=path,
+            )
         return cls(group, path)
 
     # -- generic stage outputs -------------------------------------------------
@@ -68,6 +114,7 @@ class Study:
         return self.fingerprint_of(key) == fingerprint
 
     def attrs_of(self, key: str) -> dict[str, Any]:
+        """The attributes of a stage output (a copy)."""
         return dict(self.group[key].attrs)
 
     def _finish(self, node: zarr.Group | zarr.Array, fingerprint: str, attrs: dict[str, Any]) -> None:
@@ -84,6 +131,7 @@ class Study:
         self._finish(node, fingerprint, attrs)
 
     def read_array(self, key: str) -> np.ndarray:
+        """A stored dense array, in memory."""
         return np.asarray(self.group[key][...])
 
     def write_sparse(self, key: str, matrix: sp.csr_matrix, *, fingerprint: str, **attrs: Any) -> None:
@@ -99,13 +147,15 @@ class Study:
         self._finish(node, fingerprint, {**attrs, "shape": list(matrix.shape)})
 
     def read_sparse(self, key: str) -> sp.csr_matrix:
+        """A stored sparse matrix (CSR)."""
         node = self.group[key]
         parts = [np.asarray(node[name][...]) for name in ("data", "indices", "indptr")]
         return sp.csr_matrix(tuple(parts), shape=tuple(node.attrs["shape"]))
 
     # -- modalities -------------------------------------------------------------
     def write_modality(self, modality: ModalityData, *, fingerprint: str) -> None:
-        """Stream a modality's lazy array into ``modalities/<name>/data``."""
+        """Stream a modality's lazy array into ``modalities/<name>/data`` (a new name joins
+        :meth:`modality_names`)."""
         key = f"modalities/{modality.name}"
         node = self.group.require_group(key)
         node.attrs.pop("fingerprint", None)
@@ -118,6 +168,8 @@ class Study:
             "source": modality.source,
             "metadata": modality.metadata,
         })
+        if modality.name not in self.modality_names():
+            self.set_modality_names([*self.modality_names(), modality.name])
 
     def modality(self, name: str) -> ModalityData:
         """A stored modality, its data as a Dask array over the zarr store."""
@@ -134,14 +186,42 @@ class Study:
             metadata=attrs.get("metadata", {}),
         )
 
-    def modality_names(self) -> list[str]:
-        if "modalities" not in self.group:
-            return []
-        return sorted(self.group["modalities"].group_keys())
+    def modalities(self) -> dict[str, ModalityData]:
+        """The study's modalities, in the order they were added."""
+        return {name: self.modality(name) for name in self.modality_names()}
 
-    # -- provenance ---------------------------------------------------------------
+    def modality_names(self) -> list[str]:
+        """Names of the modalities of the current run, in the order they were added."""
+        return list(self.group.attrs.get("modalities", []))
+
+    def set_modality_names(self, names: list[str]) -> None:
+        """Record which stored modalities the current run uses, in order."""
+        self.group.attrs["modalities"] = list(names)
+
+    # -- the grid -----------------------------------------------------------------
+    def grid(self) -> SharedGrid:
+        """The chip grid laid by the chips stage (every modality's view of it)."""
+        if "chips/origins" not in self.group:
+            raise KeyError("the study has no chip grid yet: lay it first (stages.lay_chips)")
+        attrs = self.attrs_of("chips/origins")
+        per_modality = {name: ModalityChips(origins=self.read_array(f"chips/modalities/{name}"),
+                                            size=int(self.attrs_of(f"chips/modalities/{name}")["size"]))
+                        for name in attrs["modalities"]}
+        return SharedGrid.from_dict(attrs["shared"], per_modality)
+
+    # -- what the stages did and the run's provenance -------------------------------
+    @property
+    def stage_params(self) -> dict[str, dict[str, Any]]:
+        """The parameters each stage last ran with, by stage name."""
+        return dict(self.group.attrs.get("stages", {}))
+
+    def record_stage(self, stage: str, params: dict[str, Any]) -> None:
+        """Remember the parameters a stage ran with (provenance is assembled from them)."""
+        self.group.attrs["stages"] = {**self.stage_params, stage: params}
+
     @property
     def provenance(self) -> dict[str, Any]:
+        """The run's provenance record (config, versions, seed, sources, encoders ...)."""
         return dict(self.group.attrs.get("provenance", {}))
 
     def record(self, **entries: Any) -> None:

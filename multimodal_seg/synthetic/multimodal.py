@@ -77,6 +77,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import OutputError, ParameterError
+from ..modalities.base import Axis, ModalityData
 from .phantoms import AMORPHOUS_DENSITY, ORIENTATION_B, check_positive, haadf_phantom
 
 try:  # a dependency of scikit-learn, so normally present
@@ -208,6 +209,28 @@ class MultimodalPhantom:
     thickness: np.ndarray | None = None
     descan: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def modalities(self) -> dict[str, ModalityData]:
+        """The three modalities, calibrated, ready for ``segment()``: ``haadf``, ``eels``, ``diffraction``."""
+        def scan_axes(shape: tuple[int, ...], step: float) -> list[Axis]:
+            return [Axis("y", shape[0], step, 0.0, "nm"), Axis("x", shape[1], step, 0.0, "nm")]
+
+        offset, scale, units = self.energy_axis
+        scan = self.eels.shape[:2]
+        detector = self.diffraction.shape[2:]
+        return {
+            "haadf": ModalityData("haadf", "image", da.asarray(self.haadf),
+                                  scan_axes(self.haadf.shape, self.image_pixel_size), "<phantom haadf>"),
+            "eels": ModalityData("eels", "spectrum", da.asarray(self.eels),
+                                 [*scan_axes(scan, self.scan_step),
+                                  Axis("energy", self.eels.shape[2], scale, offset, units)], "<phantom eels>"),
+            "diffraction": ModalityData(
+                "diffraction", "diffraction", da.asarray(self.diffraction),
+                [*scan_axes(scan, self.scan_step),
+                 Axis("qy", detector[0], self.q_scale, -detector[0] / 2 * self.q_scale, "1/nm"),
+                 Axis("qx", detector[1], self.q_scale, -detector[1] / 2 * self.q_scale, "1/nm")],
+                "<phantom 4D-STEM>"),
+        }
 
 
 # ---------------------------------------------------------------------------

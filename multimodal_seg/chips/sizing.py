@@ -1,0 +1,149 @@
+"""How big chips are: one rule for every run, from the kinds of data present.
+
+Chip sizes are in pixels of the reference modality (the coarsest scan,
+:func:`multimodal_seg.chips.shared.reference_modality`).  ``chip_size="auto"``:
+
+- **images only** (one image, or several images of one specimen): chips must hold
+  texture, so about ``AUTO_CHIPS_ACROSS`` chips across the shorter side and at
+  least ``AUTO_MIN_IMAGE_CHIP`` pixels (capped by the image);
+- **a spectrum image or 4D-STEM scan with an image**: about ``AUTO_CHIPS_ACROSS``
+  chips across the scan and at least ``AUTO_MIN_SCAN_CHIP`` scan positions, which
+  gives the image chips of many of its (finer) pixels;
+- **spectra or patterns only**: small chips keep boundaries sharp, since the
+  information is per scan position, as long as each chip holds enough counts to
+  rise above Poisson noise (``AUTO_MIN_CHIP_COUNTS``).
+
+The stride defaults to half the chip.  Lengths may be given in calibrated units
+(``"2 nm"``), converted with the reference's scan calibration.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..config import ChipConfig
+from ..errors import ParameterError
+from ..modalities.base import Axis, ModalityData
+from .shared import SharedGrid, reference_modality
+
+#: ``chip_size="auto"``: chips across the reference's shorter side.
+AUTO_CHIPS_ACROSS = 16
+#: ``chip_size="auto"``, images only: smallest chip (pixels).
+AUTO_MIN_IMAGE_CHIP = 32
+#: ``chip_size="auto"``, a scan with an image: smallest chip (scan positions).
+AUTO_MIN_SCAN_CHIP = 4
+#: ``chip_size="auto"``, no image: about this many chips across (1-position chips up to 96 positions).
+AUTO_SPECTRAL_ACROSS = 64
+#: ``chip_size="auto"``, no image: fewest counts a chip should hold.  A trade-off measured on
+#: real EDS: the Phenom Al/Cu map (128 counts per position) keeps its boundary with
+#: 2-position chips (many-to-one 0.92; 0.86 with 3), the sparse JEOL FeS map (19 per position
+#: after 4x4 binning) needs 11-position chips for 8 communities instead of 18 with 6.
+AUTO_MIN_CHIP_COUNTS = 500
+#: Smallest image chip when images alone set the grid: below this there is no texture to embed.
+MIN_IMAGE_CHIP = 4
+#: Image chips smaller than this (pixels) hold too little texture for an image encoder: a warning.
+MIN_TEXTURE_CHIP = 16
+
+
+def length_in_pixels(value: int | str, axis: Axis, what: str) -> int:
+    """A length given in pixels (int) or with units (``"2 nm"``) as whole pixels of ``axis``.
+
+    Raises
+    ------
+    ParameterError
+        The units cannot be converted to the axis' units, or the length is under a pixel.
+    """
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    import pint
+
+    ureg = pint.UnitRegistry()
+    try:
+        quantity = ureg.Quantity(text)
+        pixels = quantity.to(axis.units).magnitude / axis.scale
+    except Exception as exc:  # pint raises several error types
+        raise ParameterError(
+            f"{what} {text!r} cannot be converted to pixels of this image "
+            f"(pixel size {axis.scale:g} {axis.units}): {exc}",
+            fix=f"give {what} in pixels (an integer) or in units convertible to {axis.units!r}",
+            where=what,
+        ) from None
+    if pixels < 1:
+        raise ParameterError(f"{what} {text!r} is below one pixel ({axis.scale:g} {axis.units})",
+                             fix=f"use a {what} of at least one pixel", where=what)
+    return int(round(pixels))
+
+
+def counts_per_position(modality: ModalityData, sample: int = 4096) -> float:
+    """Mean total counts per scan position, from a regular subsample of about ``sample`` positions."""
+    rows, cols = modality.data.shape[:2]
+    step = max(1, int(np.sqrt(rows * cols / sample)))
+    block = np.asarray(modality.data[::step, ::step])
+    return float(block.reshape(block.shape[0] * block.shape[1], -1).sum(axis=1).mean())
+
+
+def auto_image_chip(shape: tuple[int, int]) -> int:
+    """``chip_size="auto"`` for images only: about ``AUTO_CHIPS_ACROSS`` chips across the
+    shorter side, at least ``AUTO_MIN_IMAGE_CHIP`` px, at most the shorter side."""
+    short = min(int(shape[0]), int(shape[1]))
+    return min(max(AUTO_MIN_IMAGE_CHIP, int(round(short / AUTO_CHIPS_ACROSS))), short)
+
+
+def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData]) -> tuple[int, int]:
+    """Chip size and stride, in pixels of the reference modality (see the module docstring).
+
+    Raises
+    ------
+    ParameterError
+        A length that cannot be converted, or image chips (images only) under
+        ``MIN_IMAGE_CHIP`` pixels.
+    InputError
+        Scan axes that cannot be placed on one grid (several modalities).
+    """
+    reference = modalities[reference_modality(modalities)]
+    scan_shape = tuple(int(s) for s in reference.data.shape[:2])
+    axis = reference.axes[1]
+    kinds = {m.kind for m in modalities.values()}
+    images_only = kinds == {"image"}
+    if chips.size != "auto":
+        size = length_in_pixels(chips.size, axis, "chip_size")
+    elif images_only:
+        size = auto_image_chip(scan_shape)
+    elif "image" in kinds:
+        size = max(AUTO_MIN_SCAN_CHIP, int(round(min(scan_shape) / AUTO_CHIPS_ACROSS)))
+    else:
+        size = max(1, int(round(min(scan_shape) / AUTO_SPECTRAL_ACROSS)))
+        per_position = min(counts_per_position(m) for m in modalities.values())
+        size = max(size, int(np.ceil(np.sqrt(AUTO_MIN_CHIP_COUNTS / max(per_position, 1e-9)))))
+        size = min(size, max(1, min(scan_shape) // 4))
+    if images_only and size < MIN_IMAGE_CHIP:
+        raise ParameterError(
+            f"chip size {size} px is too small to hold any image texture",
+            fix=f"use a chip size of at least {MIN_IMAGE_CHIP} px (16-128 px is typical)",
+            where="chip_size",
+        )
+    stride = max(1, size // 2) if chips.stride is None else length_in_pixels(chips.stride, axis, "stride")
+    return size, stride
+
+
+def warn_small_image_chips(modalities: Mapping[str, ModalityData], grid: SharedGrid) -> None:
+    """Warn when an image modality's chips are too small to hold texture.
+
+    A survey image at the scan's own pixel size (common in SEM-EDS files) gives image
+    chips of a few pixels; its partition is then mostly noise (measured on the P45
+    Bruker file: 5 px chips, ARI 0.05 with the EDS partition).
+    """
+    for name, modality in modalities.items():
+        size = grid.per_modality[name].size
+        if modality.kind == "image" and size < MIN_TEXTURE_CHIP:
+            warnings.warn(
+                f"image modality {name!r} ({modality.source}) gets chips of {size} px, too few for "
+                "texture: its partition will be mostly noise and it adds little to the joint one. "
+                "Use an image with finer pixels than the scan, larger chips (chip_size), or leave "
+                "it out.", UserWarning, stacklevel=3)

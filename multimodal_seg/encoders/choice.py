@@ -1,0 +1,123 @@
+"""Which encoder embeds each modality, from the run's encoder settings.
+
+Image modalities use the configured image encoder (``encoder``: ``"auto"`` picks
+MicroNet ResNet50 when its weights are on the machine, else ``"fourier"``).
+Spectrum images and 4D-STEM scans use ``DEFAULT_ENCODERS`` unless
+``modality_encoders`` names another one.  ``encoder_options`` holds the image
+encoder's options, and, keyed by modality name, any modality's own options
+(``{"eels": {"normalise": "edges"}}``).  Every encoder receives its modality's
+calibrated signal axes (:meth:`Encoder.set_signal_axes`) before anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import EncoderConfig
+from ..errors import ParameterError
+from ..modalities.base import ModalityData
+from .base import Encoder
+from .registry import encoder_options as accepted_options
+from .registry import get_encoder, resolve_auto
+
+#: Encoder per modality kind when ``modality_encoders`` names none (images: ``encoder``).
+DEFAULT_ENCODERS = {"spectrum": "spectrum-pca", "diffraction": "diffraction-profiles"}
+
+
+def image_encoder(config: EncoderConfig) -> tuple[Encoder, str]:
+    """Build the configured image encoder; returns it and a sentence saying why it was chosen.
+
+    Raises
+    ------
+    ParameterError
+        Unknown encoder or option, or weights given to an encoder that takes none.
+    """
+    name, options, reason = config.name, dict(config.options), f"encoder {config.name!r} requested"
+    if name == "auto":
+        name, auto_options, reason = resolve_auto(weights=config.weights)
+        options = {**auto_options, **options}
+    accepted = accepted_options(name)
+    common = {"weights": config.weights, "allow_download": config.allow_download,
+              "batch_size": config.batch_size, "device": config.device}
+    for key, value in common.items():
+        if key in accepted and key not in options and value is not None:
+            options[key] = value
+    if config.weights is not None and "weights" not in accepted:
+        raise ParameterError(f"encoder {name!r} takes no weights",
+                             fix="drop the weights option or choose encoder='resnet50'", where="weights")
+    return get_encoder(name, **options), reason
+
+
+def options_by_modality(config: EncoderConfig, modalities: Mapping[str, ModalityData],
+                        modality_encoders: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Each modality's encoder options, from ``config.options`` (``encoder_options``).
+
+    An entry keyed by a modality's name, a mapping, holds that modality's encoder
+    options; the other entries are options of the image encoder.
+
+    Raises
+    ------
+    ParameterError
+        A modality's entry is not a mapping, or image-encoder options are given
+        but no modality uses the image encoder (they would be ignored).
+    """
+    options = config.options
+    shared = {k: v for k, v in options.items() if k not in modalities}
+    uses_shared = [n for n, m in modalities.items() if m.kind == "image" and n not in modality_encoders]
+    if shared and not uses_shared:
+        raise ParameterError(
+            f"encoder_options {sorted(shared)} are options of the image encoder, but no modality "
+            "here uses it, so they would be ignored",
+            fix=f"key them by modality, e.g. encoder_options={{{next(iter(modalities))!r}: {shared!r}}}",
+            where="encoder_options")
+    out = {}
+    for name in modalities:
+        own = options.get(name, {})
+        if not isinstance(own, dict):
+            raise ParameterError(
+                f"encoder_options[{name!r}] must be a mapping of options for {name!r}'s encoder, "
+                f"not {own!r}", fix=f"write encoder_options={{{name!r}: {{'option': value}}}}",
+                where="encoder_options")
+        out[name] = {**shared, **own} if name in uses_shared else dict(own)
+    return out
+
+
+def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData],
+                    modality_encoders: Mapping[str, str] | None = None) -> dict[str, tuple[Encoder, str]]:
+    """The encoder of every modality, each given its modality's calibrated signal axes.
+
+    Returns
+    -------
+    ``{name: (encoder, reason)}``, ``reason`` a sentence for the log and provenance.
+
+    Raises
+    ------
+    ParameterError
+        Unknown encoders or options, an encoder of the wrong kind, or
+        ``modality_encoders`` naming a modality that is not there.
+    """
+    modality_encoders = dict(modality_encoders or {})
+    unknown = sorted(set(modality_encoders) - set(modalities))
+    if unknown:
+        raise ParameterError(f"modality_encoders names modalities that are not here: {unknown}",
+                             fix=f"use modality names among {list(modalities)}", where="modality_encoders")
+    options = options_by_modality(config, modalities, modality_encoders)
+    chosen = {}
+    for name, modality in modalities.items():
+        if modality.kind == "image" and name not in modality_encoders:
+            encoder, reason = image_encoder(config.model_copy(update={"options": options[name]}))
+        else:
+            encoder_name = modality_encoders.get(name, DEFAULT_ENCODERS.get(modality.kind))
+            if encoder_name is None:
+                raise ParameterError(f"no encoder known for {modality.kind} modality {name!r}",
+                                     fix=f"set modality_encoders: {{{name}: <encoder>}}", where=name)
+            encoder = get_encoder(encoder_name, **options[name])
+            if encoder.kind != modality.kind:
+                raise ParameterError(
+                    f"encoder {encoder_name!r} embeds {encoder.kind} data, but {name!r} is a {modality.kind}",
+                    fix=f"choose a {modality.kind} encoder for {name!r}", where="modality_encoders")
+            reason = f"{encoder_name} for {name}"
+        encoder.set_signal_axes(modality.axes[2:])
+        chosen[name] = (encoder, reason)
+    return chosen

@@ -1,0 +1,93 @@
+"""Streaming a modality's chips through its encoder, never holding the modality whole.
+
+Image chips are scaled to [0, 1] by the image's robust intensity range (one scale
+for the whole image, so chips keep their relative brightness); spectra and
+diffraction patterns reach their encoders as raw counts.  Encoders that learn
+from the data (``Encoder.fit``) see a seeded random sample of chips first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..analysis.descriptors import CHIP_STATS, chip_statistics
+from ..chips.grid import iter_chips
+from ..chips.shared import ModalityChips
+from ..encoders.base import Encoder
+from ..encoders.pooling import pooled_position_embeddings
+from ..modalities.base import ModalityData
+
+#: Pixels sampled to find the intensity scale (percentiles) of an image.
+SCALE_SAMPLE = 1_000_000
+#: Percentiles mapped to 0 and 1 before encoding: robust to hot pixels.
+SCALE_PERCENTILES = (0.5, 99.5)
+#: Chips shown to encoders that learn from the data (``Encoder.fit``).
+FIT_SAMPLE = 512
+
+
+def intensity_scale(data, *, sample: int = SCALE_SAMPLE) -> tuple[float, float]:
+    """Robust (low, high) intensity of an image from a regular subsample of about ``sample`` pixels."""
+    step = max(1, int(np.sqrt(data.size / sample)))
+    values = np.asarray(data[::step, ::step]).ravel()
+    low, high = np.percentile(values, SCALE_PERCENTILES)
+    if high <= low:  # very sparse images: fall back to the full range
+        low, high = float(values.min()), float(values.max())
+    return float(low), float(high)
+
+
+def modality_intensity(modality: ModalityData) -> tuple[float, float]:
+    """The (low, high) range mapped to [0, 1] before encoding: images only, (0, 1) otherwise."""
+    return intensity_scale(modality.data) if modality.kind == "image" else (0.0, 1.0)
+
+
+def scaler(modality: ModalityData, intensity: tuple[float, float]) -> Callable[[np.ndarray], np.ndarray]:
+    """Images are scaled to [0, 1] by their robust range; spectra and patterns stay raw counts."""
+    if modality.kind != "image":
+        return lambda raw: raw
+    low, high = intensity
+    return lambda raw: np.clip((raw - low) / (high - low), 0.0, 1.0)
+
+
+def fit_sample(data, chips: ModalityChips, *, seed: int, n: int = FIT_SAMPLE) -> np.ndarray:
+    """A seeded random sample of at most ``n`` chips ``(n, size, size, ...)`` for encoders that learn."""
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(chips.origins), min(n, len(chips.origins)), replace=False))
+    return np.concatenate([batch for _, batch in iter_chips(data, chips.origins[picked], chips.size)])
+
+
+def fit_encoder(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
+                intensity: tuple[float, float], seed: int) -> None:
+    """Let an encoder that learns from the data (``Encoder.fit``) see its seeded sample; others are left as they are."""
+    if type(encoder).fit is not Encoder.fit:
+        encoder.fit(scaler(modality, intensity)(fit_sample(modality.data, chips, seed=seed)))
+
+
+def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
+                 intensity: tuple[float, float], batch_chips: int = 256, progress: bool = True,
+                 desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings ``(n_chips, encoder.dim)`` and raw statistics ``(n_chips, 2)`` of some chips.
+
+    The modality is streamed one band of chip rows at a time (``batch_chips`` chips
+    per encoder call), or, for encoders that pool per-position features
+    (``Encoder.pools_positions``), each scan position is encoded once
+    (:mod:`multimodal_seg.encoders.pooling`).  ``intensity`` is the image's
+    (low, high) range mapped to [0, 1] (ignored for spectra and patterns).
+    """
+    desc = f"{desc} {modality.name} ({encoder.name})"
+    if encoder.pools_positions and modality.kind != "image":
+        return pooled_position_embeddings(modality.data, chips.origins, chips.size, encoder,
+                                          progress=progress, desc=desc)
+    scale = scaler(modality, intensity)
+    n_chips = len(chips.origins)
+    embeddings = np.empty((n_chips, encoder.dim), dtype=np.float32)
+    stats = np.empty((n_chips, len(CHIP_STATS)), dtype=np.float32)
+    with tqdm(total=n_chips, desc=desc, unit="chip", disable=not progress, leave=False) as bar:
+        for first, raw in iter_chips(modality.data, chips.origins, chips.size, batch=batch_chips):
+            raw = raw.astype(np.float32, copy=False)
+            embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
+            stats[first : first + len(raw)] = chip_statistics(raw)
+            bar.update(len(raw))
+    return embeddings, stats
