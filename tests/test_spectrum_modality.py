@@ -23,7 +23,7 @@ from multimodal_seg.modalities import (
     get_reader,
     read_spectrum_image,
 )
-from multimodal_seg.modalities.spectrum import _scan_chunks
+from multimodal_seg.modalities.checks import scan_chunks
 
 from .conftest import assert_file_error, assert_reader_error, shared_file, tree_digest  # noqa: E402
 CHEVKINITE = "multimodal/bruker_chevkinite_SEM_EDS/30x30_instructively_packed_16bit_compressed.bcf"
@@ -218,10 +218,10 @@ def test_default_chunks_hold_whole_spectra():
     m = read_spectrum_image(cube, bin_scan=2)
     assert m.data.chunksize == (20, 15, 512)
     # Large cubes: whole rows of whole spectra, about 64 MiB of float32 a chunk.
-    assert _scan_chunks((1000, 500, 2048), None) == (16, 500, 2048)
-    assert _scan_chunks((10, 20000, 4096), None) == (1, 4096, 4096)
-    assert _scan_chunks((10, 20, 30), 4) == (4, 20, 30)
-    assert _scan_chunks((10, 20, 30), (40, 5)) == (10, 5, 30)
+    assert scan_chunks((1000, 500, 2048), None) == (16, 500, 2048)
+    assert scan_chunks((10, 20000, 4096), None) == (1, 4096, 4096)
+    assert scan_chunks((10, 20, 30), 4) == (4, 20, 30)
+    assert scan_chunks((10, 20, 30), (40, 5)) == (10, 5, 30)
 
 
 def test_calibration_keywords_override_a_file(tmp_path, counts):

@@ -2,7 +2,7 @@
 
 A diffraction scan is an array ``(rows, cols, qy, qx)`` with axes ``y, x, qy, qx``:
 one detector pattern per scan position.  Files are read through RosettaSciIO
-(``rsciio``) with the image modality's helpers, lazily:
+(``rsciio``) with the helpers of :mod:`.reading`, lazily:
 
 * Quantum Detectors Merlin ``.mib`` (+ ``.hdr`` beside it): rsciio takes the frame
   count from the ``.hdr`` and the scan width from the frame time stamps; where that
@@ -40,59 +40,35 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError, ParameterError
-from .base import Axis, ModalityData
-from .image import _from_array as _image_from_array
-from .image import (
-    _DM,
-    _HSPY,
-    _axis,
-    _pick_signal,
-    _Plugin,
-    _plugin_for,
-    _read_signals,
-    _unreadable,
-)
-from .image import (
-    _PLUGINS as _IMAGE_PLUGINS,
-)
-from .spectrum import (
-    _PLUGINS as _SPECTRUM_PLUGINS,
-)
-from .spectrum import (
-    _bin_sum,
-    _check_calibration,
-    _check_chunks,
-    _check_dimensions,
-    _check_dtype,
-    _check_factor,
-    _check_factor_fits,
-    _check_signal,
-    _check_values,
-    _scan_chunks,
-    _signal_data,
-    _signal_dims,
-    _what_is,
-)
+from .base import Axis, ModalityData, check_real_values
+from .checks import bin_sum, check_calibration, check_chunks, check_dimensions
+from .checks import check_factor, check_factor_fits, check_signal, check_values
+from .checks import scan_chunks, signal_dims, signal_facts, what_is
+from .image import SUPPORTED_IMAGE_EXTENSIONS
+from .reading import DIGITALMICROGRAPH, HYPERSPY, RsciioPlugin, axis_from_rsciio
+from .reading import pick_signal, plugin_for, read_signals, signal_data, unreadable
+from .reading import wrap_array
+from .spectrum import SUPPORTED_SPECTRUM_EXTENSIONS
 
-_MIB = _Plugin("rsciio.quantumdetector", "Quantum Detectors MIB")
-_BLO = _Plugin("rsciio.blockfile", "Gatan Blockfile")
-_EMPAD = _Plugin("rsciio.empad", "EMPAD")
-_EMD = _Plugin("rsciio.emd", "EMD (NCEM, Velox, py4DSTEM/EMD 1.0)")
+_MIB = RsciioPlugin("rsciio.quantumdetector", "Quantum Detectors MIB")
+_BLO = RsciioPlugin("rsciio.blockfile", "Gatan Blockfile")
+_EMPAD = RsciioPlugin("rsciio.empad", "EMPAD")
+_EMD = RsciioPlugin("rsciio.emd", "EMD (NCEM, Velox, py4DSTEM/EMD 1.0)")
 # py4DSTEM / emdfile (EMD 1.0): without stack_group=False rsciio stacks groups with
 # a common path (rsciio documents this setting for py4DSTEM files).
-_EMD1 = _Plugin("rsciio.emd", "EMD 1.0 (py4DSTEM)", kwargs={"stack_group": False})
-_H5EBSD = _Plugin("h5py", "kikuchipy h5ebsd")  # read by _read_h5ebsd, not rsciio
+_EMD1 = RsciioPlugin("rsciio.emd", "EMD 1.0 (py4DSTEM)", kwargs={"stack_group": False})
+_H5EBSD = RsciioPlugin("h5py", "kikuchipy h5ebsd")  # read by _read_h5ebsd, not rsciio
 
-_PLUGINS: dict[str, _Plugin] = {
+_PLUGINS: dict[str, RsciioPlugin] = {
     ".mib": _MIB,
     ".blo": _BLO,
     ".xml": _EMPAD,
-    ".dm3": _DM,
-    ".dm4": _DM,
-    ".hspy": _HSPY,
+    ".dm3": DIGITALMICROGRAPH,
+    ".dm4": DIGITALMICROGRAPH,
+    ".hspy": HYPERSPY,
     # HDF5 containers: the plugin is chosen from the content (_hdf5_flavour).
-    ".hdf5": _HSPY,
-    ".h5": _HSPY,
+    ".hdf5": HYPERSPY,
+    ".h5": HYPERSPY,
     ".emd": _EMD,
 }
 _SNIFFED = {".h5", ".hdf5", ".emd"}
@@ -101,8 +77,8 @@ _SNIFFED = {".h5", ".hdf5", ".emd"}
 SUPPORTED_DIFFRACTION_EXTENSIONS: tuple[str, ...] = tuple(sorted(_PLUGINS))
 
 _ELSEWHERE: dict[str, str] = {
-    **{ext: "image" for ext in _IMAGE_PLUGINS if ext not in _PLUGINS},
-    **{ext: "spectrum" for ext in _SPECTRUM_PLUGINS if ext not in _PLUGINS},
+    **{ext: "image" for ext in SUPPORTED_IMAGE_EXTENSIONS if ext not in _PLUGINS},
+    **{ext: "spectrum" for ext in SUPPORTED_SPECTRUM_EXTENSIONS if ext not in _PLUGINS},
 }
 
 ScaleMethod = Literal["log", "anscombe", "none"]
@@ -181,12 +157,12 @@ def read_diffraction(
     -----
     The NaN/Inf and all-zero checks take one pass over the (binned) data.
     """
-    _check_signal(signal)
-    bin_scan = _check_factor(bin_scan, "bin_scan")
-    bin_detector = _check_factor(bin_detector, "bin_detector")
+    check_signal(signal, example="EDS")
+    bin_scan = check_factor(bin_scan, "bin_scan")
+    bin_detector = check_factor(bin_detector, "bin_detector")
     scan_shape = _check_scan_shape(scan_shape)
-    _check_chunks(chunks)
-    _check_calibration(
+    check_chunks(chunks)
+    check_calibration(
         ("scan_step", scan_step, "scan_units", scan_units),
         ("q_scale", q_scale, "q_units", q_units),
     )
@@ -209,11 +185,11 @@ def read_diffraction(
 
     if scan_shape is not None:
         raw, axes = _reshape_scan(raw, axes, scan_shape, where, meta)
-    _check_dimensions(raw, where, meta, kind="diffraction")
-    _check_dtype(raw, where)
+    check_dimensions(raw, where, meta, kind="diffraction")
+    check_real_values(raw.dtype, where)
     rows, cols, qy, qx = (int(n) for n in raw.shape)
-    _check_factor_fits(bin_scan, "bin_scan", {"rows": rows, "cols": cols})
-    _check_factor_fits(bin_detector, "bin_detector", {"qy": qy, "qx": qx})
+    check_factor_fits(bin_scan, "bin_scan", {"rows": rows, "cols": cols})
+    check_factor_fits(bin_detector, "bin_detector", {"qy": qy, "qx": qx})
 
     axes = [
         dataclasses.replace(a, name=n, size=int(size))
@@ -222,14 +198,14 @@ def read_diffraction(
     axes = _override(axes, scan_step, scan_units, q_scale, q_units, meta)
 
     factors = {0: bin_scan, 1: bin_scan, 2: bin_detector, 3: bin_detector}
-    data, axes, dropped = _bin_sum(raw, axes, factors)
+    data, axes, dropped = bin_sum(raw, axes, factors)
     meta["binning"] = {
         "scan": bin_scan,
         "detector": bin_detector,
         "dropped": dict(zip(names, dropped, strict=True)),
     }
-    data = data.astype(np.float32).rechunk(_scan_chunks(data.shape, chunks))
-    _check_values(
+    data = data.astype(np.float32).rechunk(scan_chunks(data.shape, chunks))
+    check_values(
         data,
         where,
         noun="diffraction scan",
@@ -408,26 +384,24 @@ def _as_stack(patterns: np.ndarray) -> np.ndarray:
 def _from_array(
     arr: np.ndarray | da.Array, signal: int | str | None
 ) -> tuple[da.Array, list[Axis], dict[str, Any]]:
-    """Wrap an in-memory array (no copy) as the image reader does; uncalibrated axes."""
-    lazy, _, meta = _image_from_array(arr, signal)
+    """Wrap an in-memory array (no copy); uncalibrated axes."""
+    lazy, meta = wrap_array(arr, signal)
     return lazy, [Axis(f"axis{i}", int(n)) for i, n in enumerate(lazy.shape)], meta
 
 
 def _from_file(
     path: Path, signal: int | str | None, scan_shape: tuple[int, int] | None
 ) -> tuple[da.Array, list[Axis], dict[str, Any]]:
-    plugin = _plugin_for(
-        path, plugins=_PLUGINS, modality="diffraction", elsewhere=_ELSEWHERE
-    )
+    plugin = plugin_for(path, _PLUGINS, modality="diffraction", elsewhere=_ELSEWHERE)
     if path.suffix.lower() in _SNIFFED:
         plugin = _hdf5_flavour(path)
     if plugin is _H5EBSD:
         signals = _read_h5ebsd(path)
     else:
-        signals = _read_signals(
+        signals = read_signals(
             path, plugin, what="a 4D-STEM scan of diffraction patterns"
         )
-    index = _pick_signal(
+    index = pick_signal(
         signals,
         signal,
         path,
@@ -437,8 +411,9 @@ def _from_file(
     chosen = signals[index]
     if plugin is _MIB and scan_shape is None:
         _check_mib_complete(chosen, path)
-    data, meta = _signal_data(chosen, plugin, path, index, signals)
-    axes = [_axis(a, f"axis{i}") for i, a in enumerate(chosen["axes"])]
+    data, meta = signal_data(signals, index, plugin, path)
+    meta.update(signal_facts(chosen), calibration="file")
+    axes = [axis_from_rsciio(a, f"axis{i}") for i, a in enumerate(chosen["axes"])]
     if len(axes) != data.ndim:  # rsciio drops length-1 axes in some readers
         axes = [Axis(f"axis{i}", int(n)) for i, n in enumerate(data.shape)]
         meta["calibration"] = "none"
@@ -470,7 +445,7 @@ def _check_mib_complete(sig: dict[str, Any], path: Path) -> None:
         )
 
 
-def _hdf5_flavour(path: Path) -> _Plugin:
+def _hdf5_flavour(path: Path) -> RsciioPlugin:
     """The reader for an HDF5 container, from its content.
 
     HyperSpy (root attribute ``file_format="HyperSpy"``) -> rsciio.hspy; EMD 1.0
@@ -485,9 +460,9 @@ def _hdf5_flavour(path: Path) -> _Plugin:
             keys = list(f.keys())
             manufacturer = _h5_text(f.get("manufacturer"))
     except Exception as exc:
-        raise _unreadable(path, "HDF5", exc) from exc
+        raise unreadable(path, "HDF5", exc) from exc
     if str(_h5_text(attrs.get("file_format"))).lower() == "hyperspy":
-        return _HSPY
+        return HYPERSPY
     if "emd_group_type" in attrs or "version_major" in attrs:
         major = attrs.get("version_major")
         try:
@@ -543,7 +518,7 @@ def _read_h5ebsd(path: Path) -> list[dict[str, Any]]:
     try:
         f = h5py.File(path, "r")
     except Exception as exc:
-        raise _unreadable(path, "kikuchipy h5ebsd", exc) from exc
+        raise unreadable(path, "kikuchipy h5ebsd", exc) from exc
     signals = []
     try:
         for key in sorted(k for k in f if k.startswith("Scan ")):
@@ -589,7 +564,7 @@ def _read_h5ebsd(path: Path) -> list[dict[str, Any]]:
     except InputError:
         raise
     except Exception as exc:
-        raise _unreadable(path, "kikuchipy h5ebsd", exc) from exc
+        raise unreadable(path, "kikuchipy h5ebsd", exc) from exc
     if not signals:
         raise InputError(
             "the kikuchipy h5ebsd file holds no 'Scan N/EBSD/Data/patterns' dataset",
@@ -614,14 +589,14 @@ def _is_scan_of_patterns(sig: dict[str, Any]) -> bool:
     """4-D with the two signal axes last (or no navigation flags to tell)."""
     if len(sig["data"].shape) != 4:
         return False
-    n_signal = _signal_dims(sig)
+    n_signal = signal_dims(sig)
     return n_signal is None or (
         n_signal == 2 and not any(a["navigate"] for a in sig["axes"][2:])
     )
 
 
 def _no_scan(signals: list[dict[str, Any]], listing: str, path: Path) -> InputError:
-    kinds = [_what_is(tuple(s["data"].shape), _signal_dims(s)) for s in signals]
+    kinds = [what_is(tuple(s["data"].shape), signal_dims(s)) for s in signals]
     if any("stack" in k for k in kinds):
         fix = "for a flat stack of patterns give scan_shape=(rows, cols) and signal="
     elif any("spectrum image" in k for k in kinds):
@@ -667,7 +642,7 @@ def _reshape_scan(
 ) -> tuple[da.Array, list[Axis]]:
     """Give a stack or scan of patterns the scan shape ``scan_shape`` (row-major)."""
     if data.ndim not in (3, 4) or meta.get("signal_dims") not in (None, 2):
-        what = _what_is(
+        what = what_is(
             tuple(int(n) for n in data.shape),
             meta.get("signal_dims"),
             str(meta.get("signal_type", "")),

@@ -8,75 +8,59 @@ that cannot be segmented: NaN/Inf values or a constant image.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
 from ..errors import InputError, ParameterError
 from .base import Axis, ModalityData, check_real_values
+from .checks import check_signal, value_summary
+from .reading import DIGITALMICROGRAPH, HYPERSPY, JEOL, PHENOM, RsciioPlugin
+from .reading import axis_from_rsciio, pick_signal, plugin_for, read_signals
+from .reading import signal_data, wrap_array
 
 # ITU-R BT.709 luminance weights for R, G, B.
 LUMINANCE_WEIGHTS: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
 
-
-@dataclass(frozen=True)
-class _Plugin:
-    """How to call one rsciio plugin for images."""
-
-    module: str  # rsciio sub-module with a ``file_reader``
-    label: str  # human name used in messages
-    lazy: bool = True  # whether to ask the reader for a lazy (dask) array
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-_DM = _Plugin("rsciio.digitalmicrograph", "Gatan DigitalMicrograph")
 # select_type="images": for Velox files skip the (large, sparse) EDS spectrum stream.
 # The NCEM flavour of .emd ignores it.
-_EMD = _Plugin("rsciio.emd", "EMD (Velox or NCEM)", kwargs={"select_type": "images"})
-_MRC = _Plugin("rsciio.mrc", "MRC")
-_TIFF = _Plugin("rsciio.tiff", "TIFF")
-_HSPY = _Plugin("rsciio.hspy", "HyperSpy HDF5")
-_ZSPY = _Plugin("rsciio.zspy", "HyperSpy zarr")
+_EMD = RsciioPlugin(
+    "rsciio.emd", "EMD (Velox or NCEM)", kwargs={"select_type": "images"}
+)
+_MRC = RsciioPlugin("rsciio.mrc", "MRC")
+_TIFF = RsciioPlugin("rsciio.tiff", "TIFF")
+_ZSPY = RsciioPlugin("rsciio.zspy", "HyperSpy zarr")
 # rsciio's image plugin fails with lazy=True on current dask (from_delayed without a
 # shape); a raster is decoded whole anyway, so read it eagerly and wrap it in dask.
-_RASTER = _Plugin("rsciio.image", "raster image", lazy=False)
+_RASTER = RsciioPlugin("rsciio.image", "raster image", lazy=False)
 # Files of analytical microscopes that hold the survey image beside the spectrum
 # image: the image modality takes the image (first 2-D signal, or signal=).
-_BRUKER = _Plugin("rsciio.bruker", "Bruker BCF", kwargs={"select_type": "image"})
-_JEOL = _Plugin("rsciio.jeol", "JEOL Analysis Station")
-_PHENOM = _Plugin("rsciio.phenom", "Phenom ELID", lazy=False)  # no lazy mode
+_BRUKER = RsciioPlugin("rsciio.bruker", "Bruker BCF", kwargs={"select_type": "image"})
 
-_PLUGINS: dict[str, _Plugin] = {
-    ".dm3": _DM,
-    ".dm4": _DM,
+_PLUGINS: dict[str, RsciioPlugin] = {
+    ".dm3": DIGITALMICROGRAPH,
+    ".dm4": DIGITALMICROGRAPH,
     ".emd": _EMD,
     ".mrc": _MRC,
     ".tif": _TIFF,
     ".tiff": _TIFF,
-    ".hspy": _HSPY,
-    ".hdf5": _HSPY,
+    ".hspy": HYPERSPY,
+    ".hdf5": HYPERSPY,
     ".zspy": _ZSPY,
     ".png": _RASTER,
     ".jpg": _RASTER,
     ".jpeg": _RASTER,
     ".bmp": _RASTER,
     ".bcf": _BRUKER,
-    ".asw": _JEOL,
-    ".img": _JEOL,
-    ".elid": _PHENOM,
+    ".asw": JEOL,
+    ".img": JEOL,
+    ".elid": PHENOM,
 }
 
 #: File extensions :func:`read_image` accepts (lower case; matching ignores case).
 SUPPORTED_IMAGE_EXTENSIONS: tuple[str, ...] = tuple(sorted(_PLUGINS))
-
-# Extensions whose "file" is a directory (zarr directory store).
-_DIRECTORY_FORMATS = {".zspy"}
 
 
 # --------------------------------------------------------------------------- public
@@ -131,7 +115,8 @@ def read_image(
     """
     _check_parameters(signal, chunks, pixel_size, units)
     if isinstance(source, (np.ndarray, da.Array)):
-        raw, axes, meta = _from_array(source, signal)
+        raw, meta = wrap_array(source, signal)
+        axes = None  # uncalibrated
         where = "<array>"
     elif isinstance(source, (str, Path)):
         path = Path(source)
@@ -169,205 +154,28 @@ def read_image(
 # --------------------------------------------------------------------------- sources
 
 
-def _from_array(
-    arr: np.ndarray | da.Array, signal: int | str | None
-) -> tuple[da.Array, None, dict[str, Any]]:
-    """Wrap an in-memory array (no copy); no calibration (axes ``None``)."""
-    if signal is not None:
-        raise ParameterError(
-            "signal= selects a signal inside a file; an array has only one",
-            fix="drop signal= or index the array yourself",
-            where="signal",
-        )
-    lazy = arr if isinstance(arr, da.Array) else da.from_array(arr)
-    meta = {
-        "reader": "dask" if isinstance(arr, da.Array) else "numpy",
-        "title": "<array>",
-        "original_dtype": str(arr.dtype),
-        "original_shape": [int(n) for n in arr.shape],
-        "calibration": "none",
-    }
-    return lazy, None, meta
-
-
 def _from_file(
     path: Path, signal: int | str | None
 ) -> tuple[da.Array, list[Axis], dict[str, Any]]:
     """Read the chosen signal of a file through its rsciio plugin."""
-    plugin = _plugin_for(path)
-    signals = _read_signals(path, plugin)
-    index = _pick_signal(signals, signal, path)
-    chosen = signals[index]
-    data = chosen["data"]
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data))
-    meta = {
-        "reader": plugin.module,
-        "title": _title(chosen) or path.stem,
-        "original_dtype": str(data.dtype),
-        "original_shape": [int(n) for n in data.shape],
-        "signal_index": index,
-        "signals_in_file": [_describe(s) for s in signals],
-    }
+    plugin = plugin_for(path, _PLUGINS, modality="image")
+    signals = read_signals(path, plugin, what="an image")
+    index = pick_signal(
+        signals,
+        signal,
+        path,
+        accept=_is_2d_image,
+        missing=lambda sigs, listing: _no_image(listing, path),
+    )
+    data, meta = signal_data(signals, index, plugin, path)
     # rsciio lists axes in array order; the first two are (rows, cols) of an image,
     # also when a trailing RGB channel axis follows.  Not strict: a 1-D signal has one
     # axis and is rejected later with a clear message.
-    axes = [_axis(a, n) for a, n in zip(chosen["axes"][:2], ("y", "x"), strict=False)]
+    axes = [
+        axis_from_rsciio(a, n)
+        for a, n in zip(signals[index]["axes"][:2], ("y", "x"), strict=False)
+    ]
     return data, axes, meta
-
-
-def _plugin_for(
-    path: Path,
-    *,
-    plugins: dict[str, _Plugin] | None = None,
-    modality: str = "image",
-    elsewhere: dict[str, str] | None = None,
-) -> _Plugin:
-    """Check the path exists and has a supported extension; return its plugin.
-
-    The keywords let other modalities reuse the checks: ``plugins`` maps their
-    extensions to plugins, ``modality`` names them in messages, and ``elsewhere``
-    maps extensions another modality reads to that modality's name (a hint in the
-    message).  The defaults are the image modality's.
-    """
-    plugins = _PLUGINS if plugins is None else plugins
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise InputError(
-            "file not found",
-            fix="check the path and spelling (relative paths are taken from "
-            f"{Path.cwd()})",
-            where=path,
-        )
-    if path.is_dir() and suffix not in _DIRECTORY_FORMATS:
-        raise InputError(
-            f"is a directory, not {_article(modality)} {modality} file",
-            fix=f"pass the path of one {modality} file inside it",
-            where=path,
-        )
-    if suffix not in plugins:
-        other = (elsewhere or {}).get(suffix)
-        hint = (
-            f" ({path.suffix!r} files are read by the {other} modality)"
-            if other
-            else ""
-        )
-        raise InputError(
-            f"unsupported file type {path.suffix or '(no extension)'!r} for the "
-            f"{modality} modality{hint}",
-            fix=(f"read it with the {other} modality, or " if other else "")
-            + f"convert the {modality} data to one of: "
-            + ", ".join(sorted(plugins)),
-            where=path,
-        )
-    return plugins[suffix]
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-# Import name -> pip name, where they differ (for "missing package" messages).
-_PIP_NAMES = {"skimage": "scikit-image", "cv2": "opencv-python"}
-
-
-def _read_signals(
-    path: Path, plugin: _Plugin, *, what: str = "an image", **options: Any
-) -> list[dict[str, Any]]:
-    """Call the rsciio reader; turn any failure into an :class:`InputError`.
-
-    ``options`` are passed to the reader on top of ``plugin.kwargs``; ``what`` names
-    the expected content in the "no data" message.
-    """
-    try:
-        reader = importlib.import_module(plugin.module).file_reader
-        signals = reader(str(path), lazy=plugin.lazy, **{**plugin.kwargs, **options})
-    except ModuleNotFoundError as exc:
-        package = _PIP_NAMES.get(exc.name or "", exc.name or "sparse")
-        velox = (
-            "; for Velox EDS files pip install 'rosettasciio[eds-stream]'"
-            if package == "sparse"
-            else ""
-        )
-        raise InputError(
-            f"reading this {plugin.label} file needs a missing package: {exc}",
-            fix=f"install it (pip install {package}{velox})",
-            where=path,
-        ) from exc
-    except Exception as exc:  # any reader failure means: this file cannot be read
-        raise _unreadable(path, plugin.label, exc) from exc
-    if not signals:
-        raise InputError(
-            f"the {plugin.label} reader found no data in the file",
-            fix=f"check that the file holds {what} (open it in its acquisition "
-            "software or HyperSpy)",
-            where=path,
-        )
-    return list(signals)
-
-
-def _unreadable(path: Path, label: str, exc: Exception) -> InputError:
-    return InputError(
-        f"cannot be read: the {label} reader failed with {type(exc).__name__}: {exc}",
-        fix="check the file is complete (not truncated by a copy or download) and "
-        f"really is in {label} format; re-export it from the acquisition software",
-        where=path,
-    )
-
-
-# --------------------------------------------------------------------------- signals
-
-
-def _pick_signal(
-    signals: list[dict[str, Any]],
-    signal: int | str | None,
-    path: Path,
-    *,
-    accept: Callable[[dict[str, Any]], bool] | None = None,
-    missing: Callable[[list[dict[str, Any]], str], InputError] | None = None,
-) -> int:
-    """Index of the signal to use: the one ``signal`` names, else the first image.
-
-    Other modalities pass ``accept`` (is this signal of my kind?) and ``missing``
-    (the error for a file with several signals, none of them accepted; it gets the
-    signals and their listing).  The defaults are the image modality's.
-    """
-    accept = _is_2d_image if accept is None else accept
-    listing = "; ".join(f"{i}: {_describe(s)}" for i, s in enumerate(signals))
-    if isinstance(signal, int):
-        if not -len(signals) <= signal < len(signals):
-            raise InputError(
-                f"signal={signal} but the file holds {len(signals)} signal(s): "
-                + listing,
-                fix="pass one of the listed indices, or a title substring",
-                where=path,
-            )
-        return signal % len(signals)
-    if isinstance(signal, str):
-        matches = [
-            i for i, s in enumerate(signals) if signal.lower() in _title(s).lower()
-        ]
-        if not matches:
-            raise InputError(
-                f"no signal title contains {signal!r}; the file holds: {listing}",
-                fix="pass a substring of one of the listed titles, or an index",
-                where=path,
-            )
-        images = [i for i in matches if accept(signals[i])]
-        return (images or matches)[0]
-    images = [i for i, s in enumerate(signals) if accept(s)]
-    if images:
-        return images[0]
-    if len(signals) == 1:
-        return 0  # let the dimensionality check explain what the single signal is
-    if missing is not None:
-        raise missing(signals, listing)
-    raise InputError(
-        f"the file holds no 2-D image signal: {listing}",
-        fix="the image modality needs one 2-D image; read spectra or spectrum images "
-        "with the spectrum modality",
-        where=path,
-    )
 
 
 def _is_2d_image(sig: dict[str, Any]) -> bool:
@@ -376,24 +184,13 @@ def _is_2d_image(sig: dict[str, Any]) -> bool:
     return len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4))
 
 
-def _title(sig: dict[str, Any]) -> str:
-    return str(sig.get("metadata", {}).get("General", {}).get("title", "") or "")
-
-
-def _describe(sig: dict[str, Any]) -> str:
-    shape = "x".join(str(int(n)) for n in sig["data"].shape)
-    return f"{_title(sig) or '(untitled)'} [{shape}]"
-
-
-def _axis(ax: dict[str, Any], name: str) -> Axis:
-    """rsciio axis dict -> :class:`Axis`; missing units mean uncalibrated."""
-    scale = float(ax.get("scale", 1.0) or 1.0)
-    offset = float(ax.get("offset", 0.0) or 0.0)
-    units = ax.get("units")
-    if not units or str(units) in ("<undefined>", "Undefined"):
-        # Keep a scale the file set even without units, but do not call it pixels.
-        units = "px" if (scale == 1.0 and offset == 0.0) else "unknown"
-    return Axis(name, int(ax["size"]), scale, offset, str(units))
+def _no_image(listing: str, path: Path) -> InputError:
+    return InputError(
+        f"the file holds no 2-D image signal: {listing}",
+        fix="the image modality needs one 2-D image; read spectra or spectrum images "
+        "with the spectrum modality",
+        where=path,
+    )
 
 
 # --------------------------------------------------------------------------- checks
@@ -402,14 +199,7 @@ def _axis(ax: dict[str, Any], name: str) -> Axis:
 def _check_parameters(
     signal: int | str | None, chunks: int, pixel_size: float | None, units: str
 ) -> None:
-    if signal is not None and (
-        isinstance(signal, bool) or not isinstance(signal, (int, str))
-    ):
-        raise ParameterError(
-            f"signal must be an index, a title substring or None, not {signal!r}",
-            fix="e.g. signal=0 or signal='HAADF'",
-            where="signal",
-        )
+    check_signal(signal, example="HAADF")
     if (
         isinstance(chunks, bool)
         or not isinstance(chunks, (int, np.integer))
@@ -502,15 +292,7 @@ def _dimension_hint(ndim: int, meta: dict[str, Any]) -> str:
 
 def _check_values(data: da.Array, where: str) -> None:
     """Reject NaN/Inf and constant images, in one pass over the data."""
-    try:
-        lo, hi, n_bad = dask.compute(data.min(), data.max(), (~da.isfinite(data)).sum())
-    except Exception as exc:  # lazy readers fail here on truncated data
-        raise InputError(
-            f"pixel data cannot be read ({type(exc).__name__}: {exc})",
-            fix="check the file is complete (not truncated by a copy or download); "
-            "re-export it from the acquisition software",
-            where=where,
-        ) from exc
+    lo, hi, n_bad = value_summary(data, where, what="pixel data")
     if n_bad:
         raise InputError(
             f"{int(n_bad)} of {data.size} pixels are NaN or infinite "

@@ -1,0 +1,337 @@
+"""What every RosettaSciIO-based reader shares: plugins, reading, signal selection.
+
+A reader maps file extensions to :class:`RsciioPlugin` objects and goes through the
+same steps: :func:`plugin_for` checks the path and picks the plugin,
+:func:`read_signals` calls RosettaSciIO (``rsciio``) and turns its failures into
+:class:`~multimodal_seg.errors.InputError`, :func:`pick_signal` chooses one of the
+file's signals, :func:`signal_data` wraps its data in dask with the metadata worth
+keeping, and :func:`axis_from_rsciio` turns rsciio's axis dicts into
+:class:`~multimodal_seg.modalities.base.Axis`.  In-memory arrays take
+:func:`wrap_array` instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ..errors import InputError, ParameterError
+from .base import Axis
+
+
+@dataclass(frozen=True)
+class RsciioPlugin:
+    """How to call one rsciio plugin.
+
+    Attributes
+    ----------
+    module
+        Module with a ``file_reader`` function, e.g. ``"rsciio.emd"``.
+    label
+        Human name of the format, used in messages.
+    lazy
+        Whether to ask the reader for a lazy (dask) array.
+    kwargs
+        Extra keywords for the reader.
+    """
+
+    module: str
+    label: str
+    lazy: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+#: Plugins several readers use unchanged.
+DIGITALMICROGRAPH = RsciioPlugin("rsciio.digitalmicrograph", "Gatan DigitalMicrograph")
+HYPERSPY = RsciioPlugin("rsciio.hspy", "HyperSpy HDF5")
+JEOL = RsciioPlugin("rsciio.jeol", "JEOL Analysis Station")
+# rsciio's Phenom reader has no lazy mode (lazy=True raises an error).
+PHENOM = RsciioPlugin("rsciio.phenom", "Phenom ELID", lazy=False)
+
+#: Extensions whose "file" is a directory (zarr directory store).
+DIRECTORY_FORMATS = frozenset({".zspy"})
+
+# Import name -> pip name, where they differ (for "missing package" messages).
+_PIP_NAMES = {"skimage": "scikit-image", "cv2": "opencv-python"}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def plugin_for(
+    path: Path,
+    plugins: dict[str, RsciioPlugin],
+    *,
+    modality: str,
+    elsewhere: dict[str, str] | None = None,
+) -> RsciioPlugin:
+    """Check the path exists and has a supported extension; return its plugin.
+
+    Parameters
+    ----------
+    path
+        The file (or, for :data:`DIRECTORY_FORMATS`, directory) to read.
+    plugins
+        The reader's table: lower-case extension -> plugin.
+    modality
+        The reader's modality, named in messages (``"image"``, ``"spectrum"`` ...).
+    elsewhere
+        Extensions another modality reads -> that modality's name: a hint in the
+        "unsupported file type" message.
+
+    Raises
+    ------
+    InputError
+        The path does not exist, is a directory, or has an unsupported extension.
+    """
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputError(
+            "file not found",
+            fix="check the path and spelling (relative paths are taken from "
+            f"{Path.cwd()})",
+            where=path,
+        )
+    if path.is_dir() and suffix not in DIRECTORY_FORMATS:
+        raise InputError(
+            f"is a directory, not {_article(modality)} {modality} file",
+            fix=f"pass the path of one {modality} file inside it",
+            where=path,
+        )
+    if suffix not in plugins:
+        other = (elsewhere or {}).get(suffix)
+        hint = (
+            f" ({path.suffix!r} files are read by the {other} modality)"
+            if other
+            else ""
+        )
+        raise InputError(
+            f"unsupported file type {path.suffix or '(no extension)'!r} for the "
+            f"{modality} modality{hint}",
+            fix=(f"read it with the {other} modality, or " if other else "")
+            + f"convert the {modality} data to one of: "
+            + ", ".join(sorted(plugins)),
+            where=path,
+        )
+    return plugins[suffix]
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def read_signals(
+    path: Path, plugin: RsciioPlugin, *, what: str, **options: Any
+) -> list[dict[str, Any]]:
+    """Call the plugin's rsciio reader; turn any failure into an :class:`InputError`.
+
+    Parameters
+    ----------
+    path
+        The file to read.
+    plugin
+        Its plugin, from :func:`plugin_for`.
+    what
+        The content the reader expects, for the "no data" message, e.g.
+        ``"an image"``.
+    options
+        Passed to the reader on top of ``plugin.kwargs``.
+
+    Returns
+    -------
+    list
+        The file's signals, at least one.
+
+    Raises
+    ------
+    InputError
+        A package the reader needs is missing, the reader failed, or it found no
+        data.
+    """
+    try:
+        reader = importlib.import_module(plugin.module).file_reader
+        signals = reader(str(path), lazy=plugin.lazy, **{**plugin.kwargs, **options})
+    except ModuleNotFoundError as exc:
+        package = _PIP_NAMES.get(exc.name or "", exc.name or "sparse")
+        velox = (
+            "; for Velox EDS files pip install 'rosettasciio[eds-stream]'"
+            if package == "sparse"
+            else ""
+        )
+        raise InputError(
+            f"reading this {plugin.label} file needs a missing package: {exc}",
+            fix=f"install it (pip install {package}{velox})",
+            where=path,
+        ) from exc
+    except Exception as exc:  # any reader failure means: this file cannot be read
+        raise unreadable(path, plugin.label, exc) from exc
+    if not signals:
+        raise InputError(
+            f"the {plugin.label} reader found no data in the file",
+            fix=f"check that the file holds {what} (open it in its acquisition "
+            "software or HyperSpy)",
+            where=path,
+        )
+    return list(signals)
+
+
+def unreadable(path: Path, label: str, exc: Exception) -> InputError:
+    """The error to raise (from ``exc``) for a file the ``label`` reader failed on."""
+    return InputError(
+        f"cannot be read: the {label} reader failed with {type(exc).__name__}: {exc}",
+        fix="check the file is complete (not truncated by a copy or download) and "
+        f"really is in {label} format; re-export it from the acquisition software",
+        where=path,
+    )
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def pick_signal(
+    signals: list[dict[str, Any]],
+    signal: int | str | None,
+    path: Path,
+    *,
+    accept: Callable[[dict[str, Any]], bool],
+    missing: Callable[[list[dict[str, Any]], str], InputError],
+) -> int:
+    """Index of the signal to read: the one ``signal`` names, else the first accepted.
+
+    Parameters
+    ----------
+    signals
+        The file's signals, from :func:`read_signals`.
+    signal
+        An index into ``signals``, a case-insensitive substring of a title (the
+        first match, preferring accepted signals), or ``None`` (the first
+        accepted signal).
+    path
+        The file, for messages.
+    accept
+        Whether a signal is of the reader's kind.
+    missing
+        The error for ``signal=None`` and several signals, none accepted; it gets
+        the signals and their listing (``"0: title [shape]; 1: ..."``).  With one
+        signal its index is returned, for the reader's checks to say what it is.
+
+    Raises
+    ------
+    InputError
+        ``signal`` names no signal of the file, or (from ``missing``) none fits.
+    """
+    listing = "; ".join(f"{i}: {describe_signal(s)}" for i, s in enumerate(signals))
+    if isinstance(signal, int):
+        if not -len(signals) <= signal < len(signals):
+            raise InputError(
+                f"signal={signal} but the file holds {len(signals)} signal(s): "
+                + listing,
+                fix="pass one of the listed indices, or a title substring",
+                where=path,
+            )
+        return signal % len(signals)
+    if isinstance(signal, str):
+        matches = [
+            i
+            for i, s in enumerate(signals)
+            if signal.lower() in signal_title(s).lower()
+        ]
+        if not matches:
+            raise InputError(
+                f"no signal title contains {signal!r}; the file holds: {listing}",
+                fix="pass a substring of one of the listed titles, or an index",
+                where=path,
+            )
+        accepted = [i for i in matches if accept(signals[i])]
+        return (accepted or matches)[0]
+    accepted = [i for i, s in enumerate(signals) if accept(s)]
+    if accepted:
+        return accepted[0]
+    if len(signals) == 1:
+        return 0  # let the dimensionality check explain what the single signal is
+    raise missing(signals, listing)
+
+
+def signal_title(sig: dict[str, Any]) -> str:
+    """The signal's title (``metadata.General.title``), ``""`` if it has none."""
+    return str(sig.get("metadata", {}).get("General", {}).get("title", "") or "")
+
+
+def describe_signal(sig: dict[str, Any]) -> str:
+    """Title and shape for listings, e.g. ``"HAADF [512x512]"``."""
+    shape = "x".join(str(int(n)) for n in sig["data"].shape)
+    return f"{signal_title(sig) or '(untitled)'} [{shape}]"
+
+
+def signal_data(
+    signals: list[dict[str, Any]], index: int, plugin: RsciioPlugin, path: Path
+) -> tuple[da.Array, dict[str, Any]]:
+    """Data of ``signals[index]`` as dask, and the metadata to keep about it.
+
+    The metadata: ``reader`` (the plugin's module), ``title`` (the file's stem if
+    the signal has none), ``original_dtype``, ``original_shape``, ``signal_index``
+    and ``signals_in_file`` (:func:`describe_signal` of each).
+    """
+    chosen = signals[index]
+    data = chosen["data"]
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data))
+    meta = {
+        "reader": plugin.module,
+        "title": signal_title(chosen) or path.stem,
+        "original_dtype": str(data.dtype),
+        "original_shape": [int(n) for n in data.shape],
+        "signal_index": index,
+        "signals_in_file": [describe_signal(s) for s in signals],
+    }
+    return data, meta
+
+
+def axis_from_rsciio(ax: dict[str, Any], name: str) -> Axis:
+    """rsciio axis dict -> :class:`Axis` called ``name``; no units: uncalibrated."""
+    scale = float(ax.get("scale", 1.0) or 1.0)
+    offset = float(ax.get("offset", 0.0) or 0.0)
+    units = ax.get("units")
+    if not units or str(units) in ("<undefined>", "Undefined"):
+        # Keep a scale the file set even without units, but do not call it pixels.
+        units = "px" if (scale == 1.0 and offset == 0.0) else "unknown"
+    return Axis(name, int(ax["size"]), scale, offset, str(units))
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def wrap_array(
+    arr: np.ndarray | da.Array, signal: int | str | None
+) -> tuple[da.Array, dict[str, Any]]:
+    """Wrap an in-memory array as dask (no copy), with the metadata of a source.
+
+    The metadata: ``reader`` (``"numpy"`` or ``"dask"``), ``title`` ``"<array>"``,
+    ``original_dtype``, ``original_shape`` and ``calibration`` ``"none"``.
+
+    Raises
+    ------
+    ParameterError
+        ``signal`` is given: it selects a signal inside a file.
+    """
+    if signal is not None:
+        raise ParameterError(
+            "signal= selects a signal inside a file; an array has only one",
+            fix="drop signal= or index the array yourself",
+            where="signal",
+        )
+    lazy = arr if isinstance(arr, da.Array) else da.from_array(arr)
+    meta = {
+        "reader": "dask" if isinstance(arr, da.Array) else "numpy",
+        "title": "<array>",
+        "original_dtype": str(arr.dtype),
+        "original_shape": [int(n) for n in arr.shape],
+        "calibration": "none",
+    }
+    return lazy, meta
