@@ -370,7 +370,7 @@ def test_cnn_loads_a_state_dict_strictly(cnn_file, data):
 
 
 def test_cnn_mismatched_state_dict_is_a_weights_error(tmp_path):
-    from multimodal_seg.encoders.spectral import SpectrumCNNEncoder
+    from multimodal_seg.encoders.spectrum import SpectrumCNNEncoder
 
     other = tmp_path / "spectrum.pt"
     torch.save(SpectrumCNNEncoder(weights="random", device="cpu").network.state_dict(), other)

@@ -20,7 +20,7 @@ from sklearn.metrics import silhouette_score
 
 from multimodal_seg.encoders import available_encoders, get_encoder
 from multimodal_seg.encoders.registry import encoder_options
-from multimodal_seg.encoders.spectral import SpectrumCNNEncoder, SpectrumPCAEncoder
+from multimodal_seg.encoders.spectrum import SpectrumCNNEncoder, SpectrumPCAEncoder
 from multimodal_seg.errors import InputError, ParameterError, WeightsError
 
 CHANNELS = 256
