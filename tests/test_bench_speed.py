@@ -120,9 +120,9 @@ def test_convnet_flops_count_every_position_of_a_chip():
 def test_numpy_encoder_flops_analytic_or_none():
     size = 64
     n = size * size
-    from multimodal_seg.encoders.fourier import _polar_bins
+    from multimodal_seg.encoders.fourier import polar_bins
 
-    used = int((_polar_bins(size, 12, 12)[0] >= 0).sum())
+    used = int((polar_bins(size, 12, 12)[0] >= 0).sum())
     expected = 2.5 * n * math.log2(n) + 2 * n + 3 * size * (size // 2 + 1) + used
     assert fourier_flops_per_chip(size) == pytest.approx(expected)
     assert encoder_flops_per_chip(FourierEncoder(), (size, size)) == pytest.approx(expected)

@@ -17,11 +17,9 @@ beam shift; invariance to dose).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from multimodal_seg.encoders import available_encoders, get_encoder
 from multimodal_seg.encoders.diffraction import (
@@ -278,46 +276,12 @@ def test_profiles_fingerprint():
 # ---------------------------------------------------------------- diffraction-cnn
 
 
+# weights, seeding, strict loading, pooling and dose invariance, shared with the other
+# convnet encoder: tests/test_convnet_encoders.py
+
+
 def _cnn(**options) -> DiffractionCNNEncoder:
     return DiffractionCNNEncoder(**{"weights": "random", "device": "cpu", **options})
-
-
-def _perturbed(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in state.items():
-        value = value.clone()
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 1.5, generator=gen)
-        elif value.is_floating_point():
-            value.mul_(1 + 0.2 * torch.randn(value.shape, generator=gen))
-            value.add_(0.05 * torch.randn(value.shape, generator=gen))
-        out[key] = value
-    return out
-
-
-@pytest.fixture(scope="module")
-def cnn_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("diffraction_cnn") / "trained.pth"
-    torch.save(_perturbed(_cnn().network.state_dict(), seed=3), path)
-    return path
-
-
-def test_cnn_needs_weights_named():
-    with pytest.raises(WeightsError, match="random"):
-        DiffractionCNNEncoder(device="cpu")
-
-
-def test_cnn_random_is_seeded_shaped_and_marked(data):
-    first, second = _cnn(), _cnn()
-    e1, e2 = first.encode(data["grain0"][:3]), second.encode(data["grain0"][:3])
-    assert e1.shape == (3, 64) and e1.dtype == np.float32 and np.isfinite(e1).all()
-    np.testing.assert_array_equal(e1, e2)
-    fp = first.fingerprint()
-    json.dumps(fp)
-    assert fp["random_weights"] is True and fp["weights_sha256"] is None
-    assert first.kind == "diffraction" and first.device.type == "cpu"
-    assert _cnn(embedding_dim=8).encode(data["grain0"][:1]).shape == (1, 8)
 
 
 @pytest.mark.parametrize("q", [40, 64, 100, 200])
@@ -331,14 +295,6 @@ def test_cnn_any_detector_size(q, size):
     assert not np.allclose(emb[0], emb[1], rtol=1e-3, atol=0)
 
 
-def test_cnn_pools_over_positions_and_batches(data):
-    stack = data["grain30"][:3]
-    pooled = _cnn(batch_size=5).encode(stack)
-    per_position = _cnn().encode(stack.reshape(-1, 1, 1, Q, Q)).reshape(3, 4, -1)
-    np.testing.assert_allclose(pooled, per_position.mean(axis=1), rtol=1e-4,
-                               atol=1e-5 * np.abs(pooled).max())
-
-
 def test_cnn_centring_undoes_a_beam_shift():
     centred, fixed = _cnn(), _cnn(centre=False)
     stack = np.stack([pattern(None, kind="crystal"),
@@ -346,42 +302,6 @@ def test_cnn_centring_undoes_a_beam_shift():
     moved = np.linalg.norm(np.diff(centred.encode(stack), axis=0))
     moved_fixed = np.linalg.norm(np.diff(fixed.encode(stack), axis=0))
     assert moved < 0.3 * moved_fixed
-
-
-def test_cnn_is_dose_invariant(data):
-    enc = _cnn()
-    emb = enc.encode(data["amorphous"][:2])
-    np.testing.assert_allclose(enc.encode(3.0 * data["amorphous"][:2]), emb, rtol=1e-4,
-                               atol=1e-5 * np.abs(emb).max())
-
-
-def test_cnn_loads_a_state_dict_strictly(cnn_file, data):
-    saved = torch.load(cnn_file, weights_only=True)
-    loaded, again = _cnn(weights=cnn_file), _cnn(weights=str(cnn_file))
-    for key, value in loaded.network.state_dict().items():
-        assert torch.equal(value, saved[key]), key
-    stack = data["grain0"][:3]
-    emb = loaded.encode(stack)
-    np.testing.assert_array_equal(emb, again.encode(stack))
-    assert not np.allclose(emb, _cnn().encode(stack), rtol=0.05, atol=0)
-    fp = loaded.fingerprint()
-    assert fp["random_weights"] is False and fp["weights"] == "trained.pth"
-    assert len(fp["weights_sha256"]) == 64
-
-
-def test_cnn_mismatched_state_dict_is_a_weights_error(tmp_path):
-    from multimodal_seg.encoders.spectral import SpectrumCNNEncoder
-
-    other = tmp_path / "spectrum.pt"
-    torch.save(SpectrumCNNEncoder(weights="random", device="cpu").network.state_dict(), other)
-    with pytest.raises(WeightsError, match="do not fit"):
-        _cnn(weights=other)
-    small = tmp_path / "dim8.pt"
-    torch.save(_cnn(embedding_dim=8).network.state_dict(), small)
-    with pytest.raises(WeightsError, match="wrong shapes"):
-        _cnn(weights=small)
-    with pytest.raises(WeightsError, match="does not exist"):
-        _cnn(weights=tmp_path / "missing.pth")
 
 
 @pytest.mark.parametrize(

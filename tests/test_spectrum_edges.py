@@ -18,14 +18,14 @@ from sklearn.metrics import silhouette_score
 
 import multimodal_seg as mms
 from multimodal_seg.encoders import get_encoder
-from multimodal_seg.encoders.spectral import (
+from multimodal_seg.encoders.spectra import (
     NORMALISATIONS,
-    SpectrumPCAEncoder,
     channel_energies,
     edge_window_channels,
     normalise_spectra,
     subtract_power_law,
 )
+from multimodal_seg.encoders.spectrum import SpectrumPCAEncoder
 from multimodal_seg.errors import InputError, ParameterError
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.modalities.base import Axis

@@ -11,16 +11,14 @@ determinism, pooling) that the physics implies.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import silhouette_score
 
 from multimodal_seg.encoders import available_encoders, get_encoder
 from multimodal_seg.encoders.registry import encoder_options
-from multimodal_seg.encoders.spectral import SpectrumCNNEncoder, SpectrumPCAEncoder
+from multimodal_seg.encoders.spectrum import SpectrumCNNEncoder, SpectrumPCAEncoder
 from multimodal_seg.errors import InputError, ParameterError, WeightsError
 
 CHANNELS = 256
@@ -251,56 +249,12 @@ def test_pca_fingerprint_lists_options():
 # ---------------------------------------------------------------- spectrum-cnn
 
 
+# weights, seeding, strict loading, pooling and dose invariance, shared with the other
+# convnet encoder: tests/test_convnet_encoders.py
+
+
 def _cnn(**options) -> SpectrumCNNEncoder:
     return SpectrumCNNEncoder(**{"weights": "random", "device": "cpu", **options})
-
-
-def _perturbed(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """A state dict of the same layout with seeded relative changes (a 'trained' net)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in state.items():
-        value = value.clone()
-        if key.endswith("running_var"):
-            value.uniform_(0.5, 1.5, generator=gen)
-        elif value.is_floating_point():
-            value.mul_(1 + 0.2 * torch.randn(value.shape, generator=gen))
-            value.add_(0.05 * torch.randn(value.shape, generator=gen))
-        out[key] = value
-    return out
-
-
-@pytest.fixture(scope="module")
-def cnn_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("spectrum_cnn") / "trained.pt"
-    torch.save(_perturbed(_cnn().network.state_dict(), seed=1), path)
-    return path
-
-
-def test_cnn_needs_weights_named():
-    with pytest.raises(WeightsError, match="random"):
-        SpectrumCNNEncoder(device="cpu")
-
-
-def test_cnn_random_is_seeded_shaped_and_marked(sample):
-    first, second = _cnn(), _cnn()
-    e1, e2 = first.encode(sample[:6]), second.encode(sample[:6])
-    assert e1.shape == (6, 64) and e1.dtype == np.float32 and np.isfinite(e1).all()
-    np.testing.assert_array_equal(e1, e2)
-    fp = first.fingerprint()
-    json.dumps(fp)
-    assert fp["random_weights"] is True and fp["weights"] == "random"
-    assert fp["weights_sha256"] is None
-    assert first.kind == "spectrum" and first.device.type == "cpu"
-    assert _cnn(embedding_dim=16).encode(sample[:2]).shape == (2, 16)
-
-
-def test_cnn_caller_random_stream_untouched():
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    _cnn()
-    assert torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.parametrize("channels", [40, 256, 1500])
@@ -311,61 +265,6 @@ def test_cnn_any_channel_count(channels):
     emb = _cnn().encode(chips)
     assert emb.shape == (4, 64) and np.isfinite(emb).all()
     assert not np.allclose(emb[0], emb[2], rtol=1e-3, atol=0)
-
-
-def test_cnn_pools_over_positions_and_batches(sample):
-    enc = _cnn(batch_size=4)
-    chips = sample[:3]
-    pooled = enc.encode(chips)
-    per_position = _cnn().encode(chips.reshape(-1, 1, 1, CHANNELS)).reshape(3, 9, -1)
-    scale = np.abs(pooled).max()
-    np.testing.assert_allclose(pooled, per_position.mean(axis=1), rtol=1e-4, atol=1e-5 * scale)
-
-
-def test_cnn_is_dose_invariant(sample):
-    enc = _cnn()
-    emb = enc.encode(sample[:4])
-    np.testing.assert_allclose(enc.encode(5.0 * sample[:4]), emb, rtol=1e-4,
-                               atol=1e-5 * np.abs(emb).max())
-
-
-def test_cnn_loads_a_state_dict_strictly(cnn_file, sample):
-    saved = torch.load(cnn_file, weights_only=True)
-    loaded, again = _cnn(weights=cnn_file), _cnn(weights=str(cnn_file))
-    for key, value in loaded.network.state_dict().items():
-        assert torch.equal(value, saved[key]), key
-    emb = loaded.encode(sample[:5])
-    np.testing.assert_array_equal(emb, again.encode(sample[:5]))
-    random = _cnn().encode(sample[:5])
-    assert not np.allclose(emb, random, rtol=0.05, atol=0)
-    fp = loaded.fingerprint()
-    assert fp["random_weights"] is False and fp["weights"] == "trained.pt"
-    assert len(fp["weights_sha256"]) == 64
-
-
-def test_cnn_mismatched_state_dict_is_a_weights_error(tmp_path):
-    small = tmp_path / "dim32.pt"
-    torch.save(_cnn(embedding_dim=32).network.state_dict(), small)
-    with pytest.raises(WeightsError, match="wrong shapes"):
-        _cnn(weights=small)
-    state = _cnn().network.state_dict()
-    dropped = tmp_path / "dropped.pt"
-    torch.save({k: v for k, v in state.items() if not k.startswith("0.")}, dropped)
-    with pytest.raises(WeightsError, match="missing keys"):
-        _cnn(weights=dropped)
-    extra = tmp_path / "extra.pt"
-    torch.save({**state, "head.weight": torch.zeros(2)}, extra)
-    with pytest.raises(WeightsError, match="unexpected keys"):
-        _cnn(weights=extra)
-
-
-def test_cnn_weights_file_problems(tmp_path):
-    with pytest.raises(WeightsError, match="does not exist"):
-        _cnn(weights=tmp_path / "nope.pt")
-    broken = tmp_path / "broken.pt"
-    broken.write_bytes(b"not a torch file")
-    with pytest.raises(WeightsError):
-        _cnn(weights=broken)
 
 
 @pytest.mark.parametrize(

@@ -440,11 +440,11 @@ def fourier_flops_per_chip(size: int, n_radial: int = 12, n_angular: int = 12) -
     -------
     FLOPs per chip.
     """
-    from ..encoders.fourier import _polar_bins
+    from ..encoders.fourier import polar_bins
 
     n = float(size * size)
     samples = size * (size // 2 + 1)
-    bins, _ = _polar_bins(int(size), int(n_radial), int(n_angular))
+    bins, _ = polar_bins(int(size), int(n_radial), int(n_angular))
     used = int((bins >= 0).sum())
     return 2.5 * n * math.log2(n) + 2.0 * n + 3.0 * samples + used
 

@@ -43,15 +43,15 @@ import numpy as np
 from ..errors import ParameterError
 from ..modalities.diffraction import centre_of_mass, scale_patterns
 from .base import Encoder
-from .spectral import ConvChipEncoder, as_chips, check_bool, check_choice, check_int
+from .convnet import ConvChipEncoder, small_convnet
+from .options import check_bool, check_choice, check_int
+from .positions import as_chips, mean_over_positions, position_signals
 
 #: Pattern normalisations before ``log1p``: ``total`` (mean 1 per pixel), ``none`` (counts).
 PATTERN_NORMALISATIONS = ("total", "none")
 
 #: Bilinear polar samples per block of patterns (bounds the memory of one block).
 _SAMPLES_PER_BLOCK = 1_000_000
-
-_LAYOUT = "(n, h, w, qy, qx)"
 
 
 # ---------------------------------------------------------------- beam centring
@@ -262,13 +262,8 @@ class DiffractionProfilesEncoder(Encoder):
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
         """Embed chips ``(n, h, w, qy, qx)`` raw counts -> ``(n, dim)`` float32."""
-        arr = as_chips(chips, ndim=5, layout=_LAYOUT)
-        n, h, w, qy, qx = arr.shape
-        patterns = arr.reshape(n * h * w, qy, qx)
-        features = self.pattern_features(patterns)
-        return features.reshape(n, h * w, self.dim).mean(axis=1, dtype=np.float64).astype(
-            np.float32
-        )
+        patterns, per_chip = position_signals(as_chips(chips, self.kind))
+        return mean_over_positions(self.pattern_features(patterns), per_chip)
 
     def position_features(self, signals: np.ndarray) -> np.ndarray:
         """Features of single patterns ``(m, qy, qx)`` -> ``(m, dim)``; see :meth:`pattern_features`."""
@@ -312,34 +307,6 @@ class DiffractionProfilesEncoder(Encoder):
 # ---------------------------------------------------------------- diffraction-cnn
 
 
-def _diffraction_network(embedding_dim: int) -> Any:
-    """Small 2D convnet: ``(b, 1, s, s) -> (b, embedding_dim)``.
-
-    Four conv blocks (5 x 5 then 3 x 3 kernels; 16, 32, 64, 64 channels; the
-    first three with stride 2, cheaper on CPUs than max pooling), adaptive
-    average pooling to 4 x 4 (keeps where in the pattern the intensity is:
-    spacing and orientation) and a linear layer.
-    """
-    from torch import nn
-
-    def block(c_in: int, c_out: int, k: int, stride: int) -> list[nn.Module]:
-        return [
-            nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
-        ]
-
-    return nn.Sequential(
-        *block(1, 16, 5, 2),
-        *block(16, 32, 3, 2),
-        *block(32, 64, 3, 2),
-        *block(64, 64, 3, 1),
-        nn.AdaptiveAvgPool2d(4),
-        nn.Flatten(),
-        nn.Linear(64 * 16, embedding_dim),
-    )
-
-
 class DiffractionCNNEncoder(ConvChipEncoder):
     """A small 2D convnet over each diffraction pattern, averaged over the chip's positions.
 
@@ -348,36 +315,20 @@ class DiffractionCNNEncoder(ConvChipEncoder):
     (as for ``diffraction-profiles``), resized to ``size`` x ``size``
     (antialiased bilinear, so any detector size works), and, when ``centre``, shifted
     (bilinear, sub-pixel) so the direct beam's centre of mass is at the middle.
-
-    There are no trained weights yet: ``weights="random"`` gives a seeded random
-    initialisation (a baseline; the fingerprint says ``random_weights: true``), a
-    file path loads a state dict of :attr:`network` strictly.
+    The network (:func:`~multimodal_seg.encoders.convnet.small_convnet`, kernels
+    5, 3, 3, 3) pools to 4 x 4 positions, so the embedding keeps where in the
+    pattern the intensity is: spacing and orientation.  The other options
+    (``weights``, required; ``embedding_dim``; ``batch_size``, patterns per
+    forward pass; ``device``; ``progress``), the weights and the errors are
+    those of every convnet encoder (:class:`~multimodal_seg.encoders.convnet.ConvChipEncoder`).
 
     Parameters
     ----------
-    weights
-        ``"random"`` or the path of a state dict saved with
-        ``torch.save(encoder.network.state_dict(), path)``.  Required.
     size
         Edge length patterns are resized to; ``None`` keeps the detector size
         (the adaptive pooling handles any size, at a cost growing with it).
-    embedding_dim
-        Length of the embedding (the last linear layer's output).
     centre
         Centre each pattern on its direct beam first.
-    batch_size
-        Patterns per forward pass.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-    progress
-        Show a progress bar over chips.
-
-    Raises
-    ------
-    WeightsError
-        No weights named, file missing or unreadable, or not this network's layout.
-    ParameterError
-        Bad option or unavailable device.
     """
 
     name = "diffraction-cnn"
@@ -405,15 +356,10 @@ class DiffractionCNNEncoder(ConvChipEncoder):
         self.network = self.network.to(memory_format=self._memory_format)
 
     def _build_network(self) -> Any:
-        return _diffraction_network(self.embedding_dim)
+        return small_convnet(2, kernels=(5, 3, 3, 3), pooled=4, embedding_dim=self.embedding_dim)
 
     def _options(self) -> dict[str, Any]:
         return {"size": self.size, "embedding_dim": self.embedding_dim, "centre": self.centre}
-
-    def _items(self, chips: np.ndarray) -> tuple[np.ndarray, int]:
-        arr = as_chips(chips, ndim=5, layout=_LAYOUT)
-        n, h, w, qy, qx = arr.shape
-        return arr.reshape(n * h * w, qy, qx), h * w
 
     def _prepare(self, items: np.ndarray) -> Any:
         import torch

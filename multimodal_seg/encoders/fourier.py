@@ -30,7 +30,7 @@ N_STATS = 6
 
 
 @lru_cache(maxsize=16)
-def _polar_bins(size: int, n_radial: int, n_angular: int) -> tuple[np.ndarray, np.ndarray]:
+def polar_bins(size: int, n_radial: int, n_angular: int) -> tuple[np.ndarray, np.ndarray]:
     """Sparse averaging operator from a ``size x size`` rfft2 power map to polar bins.
 
     Returns the flat bin index of each rfft2 sample (-1 where unused) and the
@@ -95,7 +95,7 @@ class FourierEncoder(Encoder):
         window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
         centred = (chips - flat.mean(axis=1)[:, None, None]) * window
         power = np.abs(np.fft.rfft2(centred)) ** 2
-        bins, counts = _polar_bins(size, self.n_radial, self.n_angular)
+        bins, counts = polar_bins(size, self.n_radial, self.n_angular)
         used = bins >= 0
         n_bins = self.n_radial * self.n_angular
         polar = np.zeros((n, n_bins))

@@ -36,8 +36,8 @@ F = TypeVar("F", bound=EncoderFactory)
 _BUILTINS: dict[str, str] = {
     "resnet50": "multimodal_seg.encoders.resnet:ResNet50Encoder",
     "fourier": "multimodal_seg.encoders.fourier:FourierEncoder",
-    "spectrum-pca": "multimodal_seg.encoders.spectral:SpectrumPCAEncoder",
-    "spectrum-cnn": "multimodal_seg.encoders.spectral:SpectrumCNNEncoder",
+    "spectrum-pca": "multimodal_seg.encoders.spectrum:SpectrumPCAEncoder",
+    "spectrum-cnn": "multimodal_seg.encoders.spectrum:SpectrumCNNEncoder",
     "diffraction-profiles": "multimodal_seg.encoders.diffraction:DiffractionProfilesEncoder",
     "diffraction-cnn": "multimodal_seg.encoders.diffraction:DiffractionCNNEncoder",
 }

@@ -1,0 +1,234 @@
+"""The trainable convnet encoders' shared machinery (``spectrum-cnn``, ``diffraction-cnn``).
+
+Both are small convnets (:func:`small_convnet`) over each scan position's signal,
+averaged over the chip's positions.  They have no trained weights yet: random
+features are used only when asked for (:func:`resolve_trainable_weights`), a
+state dict is loaded strictly, and inference runs in batches on the chosen
+device (:class:`ConvChipEncoder`).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError, WeightsError
+from .base import Encoder
+from .options import check_bool, check_int
+from .positions import as_chips, mean_over_positions, position_signals
+from .weights import RANDOM, ResolvedWeights, check_layout, file_sha256, load_state_dict
+
+#: Seed of the random initialisation (``weights="random"``).
+RANDOM_INIT_SEED = 0
+
+#: Output channels and strides of the four convolution blocks of :func:`small_convnet`.
+BLOCK_CHANNELS = (16, 32, 64, 64)
+BLOCK_STRIDES = (2, 2, 2, 1)
+
+
+def resolve_trainable_weights(spec: str | Path | None, encoder: str) -> ResolvedWeights:
+    """Weights of a trainable encoder that has no published weights (yet).
+
+    Parameters
+    ----------
+    spec
+        ``"random"`` (seeded random initialisation) or the path of a local state
+        dict.  ``None`` is refused: random features must be asked for explicitly.
+    encoder
+        Encoder name, for messages.
+
+    Raises
+    ------
+    WeightsError
+        ``spec`` is ``None`` or not an existing file.
+    """
+    if spec is None:
+        raise WeightsError(
+            f"encoder {encoder!r} has no trained weights yet, and random features are "
+            "used only when asked for",
+            fix=f"pass weights='{RANDOM}' for a seeded random-initialisation baseline, or "
+            f"the path of a state dict trained for {encoder!r}; for a weight-free encoder "
+            "use 'spectrum-pca' or 'diffraction-profiles'",
+            where="weights",
+        )
+    if isinstance(spec, str) and spec.strip().lower() == RANDOM:
+        return ResolvedWeights(RANDOM, None, None, "random initialisation (no trained weights)")
+    if not isinstance(spec, (str, Path)):
+        raise ParameterError(
+            f"weights must be {RANDOM!r} or a file path, not {type(spec).__name__}",
+            fix=f"pass weights='{RANDOM}' or the path of a state dict",
+            where="weights",
+        )
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise WeightsError(
+            f"weights file {what}",
+            fix=f"give the path of a state dict saved with torch.save(encoder.network."
+            f"state_dict(), path) for {encoder!r}, or weights='{RANDOM}'",
+            where=path,
+        )
+    return ResolvedWeights(path.name, path, file_sha256(path), f"local file {path.resolve()}")
+
+
+def small_convnet(signal_ndim: int, kernels: tuple[int, int, int, int], pooled: int,
+                  embedding_dim: int) -> Any:
+    """Small convnet over one-channel signals: ``(b, 1, *signal) -> (b, embedding_dim)``.
+
+    Four conv blocks (convolution without bias, batch norm, ReLU; 16, 32, 64, 64
+    channels; the first three with stride 2, which is cheaper on CPUs than max
+    pooling), adaptive average pooling to ``pooled`` positions along each signal
+    axis, so that the embedding keeps coarse positions in the signal, and a
+    linear layer.
+
+    Parameters
+    ----------
+    signal_ndim
+        1 (spectra) or 2 (diffraction patterns).
+    kernels
+        Kernel size of each conv block.
+    pooled
+        Positions per signal axis after the adaptive average pooling.
+    embedding_dim
+        Output length.
+    """
+    from torch import nn
+
+    conv, norm, pool = {
+        1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d),
+        2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d),
+    }[signal_ndim]
+    layers: list[nn.Module] = []
+    c_in = 1
+    for c_out, k, stride in zip(BLOCK_CHANNELS, kernels, BLOCK_STRIDES, strict=True):
+        layers += [
+            conv(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
+            norm(c_out),
+            nn.ReLU(inplace=True),
+        ]
+        c_in = c_out
+    return nn.Sequential(
+        *layers,
+        pool(pooled),
+        nn.Flatten(),
+        nn.Linear(c_in * pooled**signal_ndim, embedding_dim),
+    )
+
+
+class ConvChipEncoder(Encoder):
+    """Shared machinery of the trainable convnet encoders.
+
+    Subclasses build :attr:`network` (a ``torch.nn.Module`` mapping a batch of
+    preprocessed signals to ``(batch, dim)``), set :attr:`kind` (the chip
+    layout, :data:`~multimodal_seg.encoders.positions.CHIP_AXES`) and say how a
+    batch of signals (one spectrum or one pattern per scan position) is
+    preprocessed.  Embeddings are the mean over the chip's positions.
+
+    There are no trained weights yet: ``weights="random"`` gives a seeded random
+    initialisation (a baseline; the fingerprint says ``random_weights: true``), a
+    file path loads a state dict of :attr:`network` strictly.
+
+    Options every subclass takes (through :meth:`_setup`):
+
+    Parameters
+    ----------
+    weights
+        ``"random"`` or the path of a state dict saved with
+        ``torch.save(encoder.network.state_dict(), path)``.  Required.
+    embedding_dim
+        Length of the embedding (the last linear layer's output).
+    batch_size
+        Signals (scan positions) per forward pass.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    progress
+        Show a progress bar over chips.
+
+    Raises
+    ------
+    WeightsError
+        No weights named, file missing or unreadable, or not this network's layout.
+    ParameterError
+        Bad option or unavailable device.
+    """
+
+    #: Human-readable architecture name for weights errors.
+    architecture: str = ""
+
+    def _setup(
+        self, *, weights: Any, embedding_dim: int, batch_size: int, device: str, progress: bool
+    ) -> None:
+        import torch
+
+        from .device import pick_device
+
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim", minimum=1, example="64")
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1, example="256")
+        self.progress = check_bool(progress, "progress")
+        self.device = pick_device(device)
+        self.weights = resolve_trainable_weights(weights, self.name)
+        # the seeded init also fixes parameters a loaded state dict overwrites anyway;
+        # fork_rng keeps the caller's random stream untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            network = self._build_network()
+        if self.weights.path is not None:
+            state = load_state_dict(self.weights.path)
+            check_layout(
+                state, network.state_dict(), self.weights.path, what=f"the {self.architecture}",
+                fix="load a state dict saved from this encoder's network with the same options "
+                "(embedding_dim and the architecture options must match those used in training)",
+            )
+            state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+            network.load_state_dict(state, strict=True)
+        self.network = network.eval().to(self.device)
+
+    @abstractmethod
+    def _build_network(self) -> Any:
+        """The ``torch.nn.Module`` for the current options (random init)."""
+
+    @abstractmethod
+    def _prepare(self, items: np.ndarray) -> Any:
+        """A batch of raw signals (numpy) -> network input tensor on :attr:`device`."""
+
+    def _options(self) -> dict[str, Any]:
+        """Options that change the embeddings (besides weights)."""
+        return {"embedding_dim": self.embedding_dim}
+
+    @property
+    def dim(self) -> int:
+        return self.embedding_dim
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights": self.weights.name,
+            "weights_sha256": self.weights.sha256,
+            "random_weights": self.weights.is_random,
+            **self._options(),
+            "version": 1,
+        }
+
+    def encode(self, chips: np.ndarray) -> np.ndarray:
+        """Embed chips: ``(n, h, w, ...)`` raw counts -> ``(n, dim)`` float32."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from .device import autocast_context
+
+        items, per_chip = position_signals(as_chips(chips, self.kind))
+        n = len(items) // per_chip
+        features = np.empty((len(items), self.dim), dtype=np.float32)
+        with torch.inference_mode(), tqdm(
+            total=n, unit="chip", desc=self.name, disable=not self.progress
+        ) as bar:
+            for start in range(0, len(items), self.batch_size):
+                x = self._prepare(items[start : start + self.batch_size])
+                with autocast_context(self.device):
+                    out = self.network(x)
+                features[start : start + len(x)] = out.float().cpu().numpy()
+                bar.update((start + len(x)) // per_chip - start // per_chip)
+        return mean_over_positions(features, per_chip)
