@@ -138,6 +138,8 @@ def test_micronet_file_loads_strictly(micronet_file, state_a, chips):
         "weights_sha256": hashlib.sha256(micronet_file.read_bytes()).hexdigest(),
         "layer": "layer4",
         "resize": None,
+        "batch_size": enc.batch_size,
+        "device": "cpu",
     }
     emb = enc.encode(chips)
     assert emb.shape == (5, 2048) and emb.dtype == np.float32 and enc.dim == 2048

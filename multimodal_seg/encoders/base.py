@@ -34,6 +34,11 @@ class Encoder(ABC):
     #: ``(m, *signal)`` to ``(m, dim)``.  The pipeline then encodes each position once,
     #: not once per chip it lies in (:mod:`multimodal_seg.encoders.pooling`).
     pools_positions: bool = False
+    #: True when an embedding may change, in its last bits, with the batch it is computed
+    #: in and the device (torch picks kernels by batch shape and hardware).  Such an
+    #: encoder puts its batch size and device type in :meth:`fingerprint`, and the
+    #: embedding stage adds how many chips it passes per call.
+    batch_dependent: bool = False
 
     def set_signal_axes(self, axes: Sequence[Axis]) -> None:
         """Receive the calibrated signal axes of the modality this encoder embeds.

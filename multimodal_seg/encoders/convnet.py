@@ -157,6 +157,7 @@ class ConvChipEncoder(Encoder):
 
     #: Human-readable architecture name for weights errors.
     architecture: str = ""
+    batch_dependent = True
 
     def _setup(
         self, *, weights: Any, embedding_dim: int, batch_size: int, device: str, progress: bool
@@ -208,6 +209,8 @@ class ConvChipEncoder(Encoder):
             "weights": self.weights.name,
             "weights_sha256": self.weights.sha256,
             "random_weights": self.weights.is_random,
+            "batch_size": self.batch_size,
+            "device": self.device.type,
             **self._options(),
             "version": 1,
         }

@@ -189,6 +189,7 @@ class ResNet50Encoder(Encoder):
     """
 
     name = "resnet50"
+    batch_dependent = True
 
     def __init__(
         self,
@@ -254,6 +255,8 @@ class ResNet50Encoder(Encoder):
             "weights_sha256": self.weights.sha256,
             "layer": self.layer,
             "resize": self.resize,
+            "batch_size": self.batch_size,
+            "device": self.device.type,
         }
         if self.weights.is_random:
             fp["random_init_seed"] = RANDOM_INIT_SEED

@@ -168,7 +168,7 @@ class SpectrumPCAEncoder(Encoder):
         Raises
         ------
         InputError
-            Not exactly one signal axis.
+            Not exactly one signal axis, or fewer channels than ``n_components``.
         ParameterError
             The window does not fit this energy axis
             (:func:`~multimodal_seg.encoders.spectra.edge_window_channels`).
@@ -182,6 +182,13 @@ class SpectrumPCAEncoder(Encoder):
             )
         window = (edge_window_channels(axes[0], self.edge_window)
                   if self.normalise == "edges" else None)
+        if axes[0].size < self.n_components:
+            raise InputError(
+                f"the spectra have {axes[0].size} channels: too few for n_components={self.n_components}",
+                fix=f"use n_components <= {axes[0].size} (encoder_options={{'<modality>': {{'n_components': "
+                    f"{axes[0].size}}}}}), or pass spectra with more energy channels",
+                where=self.name,
+            )
         self.energy_axis, self.edge_channels = axes[0], window
 
     def fingerprint(self) -> dict[str, Any]:

@@ -198,7 +198,9 @@ def embed(
     grid = study.grid()
     for name, modality in modalities.items():
         enc = chosen[name][0]
-        fp = fingerprint("embeddings", enc.fingerprint(), fp_chips, seed)
+        # Torch encoders may round differently with another batching: it counts then.
+        fp = fingerprint("embeddings", enc.fingerprint(), fp_chips, seed,
+                         batch_chips if enc.batch_dependent else None)
         key, stats_key = f"embeddings/{name}", f"chips/stats/{name}"
         if study.is_current(key, fp) and study.is_current(stats_key, fp):
             continue

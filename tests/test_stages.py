@@ -1,0 +1,190 @@
+"""One pipeline: the step-by-step stages give segment()'s labels; one image is one modality.
+
+Checked on the built-in phantoms (an HAADF image with two grains of one phase, a
+second phase and an amorphous front; the same specimen as HAADF + EELS + 4D-STEM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import multimodal_seg as mms
+from multimodal_seg import stages
+from multimodal_seg.errors import InputError, ParameterError
+from multimodal_seg.metrics import adjusted_rand
+from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+
+@pytest.fixture(scope="module")
+def specimen():
+    """The multimodal phantom on a 32 x 32 scan (HAADF 256 px, EELS, 4D-STEM)."""
+    return multimodal_phantom((32, 32), seed=2)
+
+
+def _step_by_step(sources, *, out=None, refine=1, fusion="multiplex", **community):
+    study = mms.Study.open(None if out is None else out / "study.zarr")
+    stages.add_modalities(study, sources)
+    stages.lay_chips(study)
+    stages.embed(study, encoder="auto", progress=False)
+    stages.build_graphs(study)
+    stages.find_communities(study, **community)
+    stages.fuse(study, method=fusion)
+    stages.refine(study, factor=refine, progress=False)
+    return stages.collect(study, out=out)
+
+
+def test_step_by_step_gives_segments_labels_for_one_image(small_phantom, tmp_path):
+    whole = mms.segment(small_phantom.image, pixel_size=small_phantom.pixel_size, units="nm", progress=False)
+    image = (small_phantom.image, {"pixel_size": small_phantom.pixel_size, "units": "nm"})
+    steps = _step_by_step({"image": image}, out=tmp_path / "steps")
+    np.testing.assert_array_equal(steps.pixel_labels, whole.pixel_labels)
+    np.testing.assert_array_equal(steps.chip_labels, whole.chip_labels)
+    # The stages record what they did: the provenance's config is segment()'s.
+    assert steps.provenance["config"] == whole.provenance["config"]
+    assert steps.provenance["encoders"] == whole.provenance["encoders"]
+    # One modality: nothing is fused, there is no joint partition and no consistency.
+    assert whole.provenance["fusion"] is None and whole.consistency is None
+    assert list(whole.scan_labels) == ["image"] and "partitions/joint" not in mms.Study.open(
+        tmp_path / "steps" / "study.zarr").group
+    assert (tmp_path / "steps" / "overlay.png").exists()
+
+
+def test_step_by_step_gives_segments_labels_for_three_modalities(specimen):
+    whole = mms.segment(specimen.modalities(), refine=2, progress=False)
+    steps = _step_by_step(specimen.modalities(), refine=2)
+    assert list(steps.scan_labels) == ["joint", "haadf", "eels", "diffraction"]
+    for name, labels in whole.scan_labels.items():
+        np.testing.assert_array_equal(steps.scan_labels[name], labels, err_msg=name)
+    np.testing.assert_array_equal(steps.pixel_labels, whole.pixel_labels)
+    assert steps.provenance["config"] == whole.provenance["config"]
+    assert adjusted_rand(whole.scan_labels["joint"], specimen.truth) > 0.8
+
+
+def test_one_image_in_a_mapping_is_the_path_input(small_phantom):
+    as_array = mms.segment(small_phantom.image, progress=False, seed=1)
+    for sources in ({"image": small_phantom.image}, {"haadf": small_phantom.image}):
+        as_mapping = mms.segment(sources, progress=False, seed=1)
+        assert as_mapping.grid == as_array.grid  # one chip-size rule: images get >= 32 px chips
+        np.testing.assert_array_equal(as_mapping.pixel_labels, as_array.pixel_labels)
+
+
+def test_consensus_and_merge_apply_to_the_joint_partition(specimen, tmp_path):
+    out = tmp_path / "run"
+    seg = mms.segment(specimen.modalities(), consensus=5, merge=0.5, out=out, progress=False)
+    study = mms.Study.open(out / "study.zarr")
+    for name in ("joint", "haadf", "eels", "diffraction"):
+        params = study.attrs_of(f"partitions/{name}")["params"]
+        assert params["consensus"] == 5 and params["merge"] == 0.5, name
+    assert seg.provenance["partitions"]["joint"]["params"]["layer_weights"] == {
+        "haadf": 1.0, "eels": 1.0, "diffraction": 1.0}
+    # merge acts: the joint partition without it has at least as many communities
+    unmerged = mms.segment(specimen.modalities(), consensus=5, progress=False)
+    assert seg.n_communities <= unmerged.n_communities
+    # a consensus of runs is reproducible for the joint partition too
+    again = mms.segment(specimen.modalities(), consensus=5, merge=0.5, progress=False)
+    np.testing.assert_array_equal(again.chip_labels, seg.chip_labels)
+
+
+def test_louvain_cannot_fuse_layers_and_says_so_before_any_work(specimen, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ParameterError, match="only Leiden") as info:
+        mms.segment(specimen.modalities(), method="louvain", out=out, progress=False)
+    assert "fusion='concat'" in info.value.fix
+    assert not out.exists()
+    seg = mms.segment(specimen.modalities(), method="louvain", fusion="concat", consensus=0, progress=False)
+    assert seg.provenance["partitions"]["joint"]["params"]["method"] == "louvain"
+
+
+def test_single_image_options_are_refused_with_several_modalities(specimen, tmp_path):
+    for option in ({"signal": 0}, {"pixel_size": 0.1, "units": "nm"}):
+        with pytest.raises(ParameterError, match="apply to one image") as info:
+            mms.segment(specimen.modalities(), out=tmp_path / "x", progress=False, **option)
+        assert "beside the source" in info.value.fix
+    assert not (tmp_path / "x").exists()
+
+
+def test_encoders_for_absent_modalities_are_refused(specimen):
+    with pytest.raises(ParameterError, match="not here"):
+        mms.segment(specimen.modalities(), config={"modality_encoders": {"edx": "spectrum-pca"}},
+                    progress=False)
+
+
+def test_reader_options_and_calibration_enter_the_fingerprint(specimen):
+    eels = np.asarray(specimen.eels)
+    study = mms.Study.open()
+    stages.add_modalities(study, {"eels": eels})
+    plain = study.fingerprint_of("modalities/eels")
+    stages.add_modalities(study, {"eels": (eels, {"bin_scan": 2})})
+    binned = study.fingerprint_of("modalities/eels")
+    assert binned != plain and study.modality("eels").data.shape[:2] == (16, 16)
+    assert study.attrs_of("modalities/eels")["metadata"]["reader_options"] == {"bin_scan": 2}
+    stages.add_modalities(study, {"eels": (eels, {"scan_step": 0.5, "scan_units": "nm"})})
+    calibrated = study.fingerprint_of("modalities/eels")
+    assert calibrated not in (plain, binned)
+    stages.add_modalities(study, {"eels": (eels, {"scan_step": 0.5, "scan_units": "nm"})})
+    assert study.fingerprint_of("modalities/eels") == calibrated  # same read: reused
+
+
+def test_a_one_channel_spectrum_image_is_refused_before_any_folder(tmp_path):
+    cube = np.random.default_rng(0).poisson(50, (20, 20, 1)).astype(np.float32)
+    with pytest.raises(InputError, match="too few for n_components"):
+        mms.segment({"eels": cube}, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_run_removes_the_folder_it_created_but_not_one_that_was_there(small_phantom, tmp_path,
+                                                                                monkeypatch):
+    def refuse(*args, **kwargs):
+        raise InputError("simulated bad data found mid-run", fix="none", where="test")
+
+    monkeypatch.setattr(stages.knn, "knn_graph", refuse)
+    with pytest.raises(InputError, match="simulated"):
+        mms.segment(small_phantom.image, out=tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="simulated"):
+        mms.segment(small_phantom.image, out=kept, progress=False)
+    assert (kept / "notes.txt").read_text() == "mine"
+    assert mms.Study.open(kept / "study.zarr").fingerprint_of("embeddings/image") is not None  # resumable
+
+
+def test_refine_rebuilds_and_refits_the_encoder_of_a_resumed_study(specimen, tmp_path):
+    out = tmp_path / "run"
+    first = mms.segment(specimen.modalities(), out=out, refine=2, progress=False)
+    study = mms.Study.open(out / "study.zarr")  # a new session: nothing fitted in memory
+    assert study.fitted_encoders == {}
+    stages.refine(study, factor=4, progress=False)
+    again = stages.collect(study)
+    assert again.provenance["refined"]["fine_grid"]["stride"] == max(1, first.grid.stride // 4)
+    assert set(again.scan_labels) == set(first.scan_labels)
+    assert adjusted_rand(again.scan_labels["joint"], first.scan_labels["joint"]) > 0.8
+
+
+def test_stale_refined_labels_are_not_used(small_phantom, tmp_path):
+    out = tmp_path / "run"
+    mms.segment(small_phantom.image, out=out, refine=2, progress=False)
+    study = mms.Study.open(out / "study.zarr")
+    stages.find_communities(study, resolution=2.0)  # new partition, no refinement of it
+    seg = stages.collect(study)
+    assert seg.provenance["refined"] is None
+    np.testing.assert_array_equal(
+        seg.pixel_labels, seg.grid.chip_labels_to_pixels(study.read_array("partitions/image").reshape(
+            seg.grid.grid_shape)))
+
+
+def test_the_user_guides_step_by_step_example_runs(capsys):
+    """docs/user-guide.md shows the stages on the phantom; the example must run as written."""
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).parents[1] / "docs" / "user-guide.md").read_text()
+    section = guide[guide.index("### Step by step"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "user-guide.md (step by step)", "exec"), namespace)
+    seg, truth = namespace["seg"], namespace["phantom"].truth
+    assert adjusted_rand(seg.scan_labels["joint"], truth) > 0.8
+    assert "consensus" in capsys.readouterr().out
