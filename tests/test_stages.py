@@ -188,3 +188,21 @@ def test_the_user_guides_step_by_step_example_runs(capsys):
     seg, truth = namespace["seg"], namespace["phantom"].truth
     assert adjusted_rand(seg.scan_labels["joint"], truth) > 0.8
     assert "consensus" in capsys.readouterr().out
+
+
+def test_the_runs_warnings_are_recorded_and_still_raised(specimen, tmp_path):
+    """A survey image at the scan's pixel size gets tiny chips: the warning reaches the caller
+    and is kept in provenance.json beside the results."""
+    import json
+
+    modalities = specimen.modalities()
+    coarse = modalities["haadf"]
+    step = 8  # HAADF pixels per scan position
+    coarse.data = coarse.data[::step, ::step]
+    coarse.axes = [type(a)(a.name, n, a.scale * step, a.offset, a.units)
+                   for a, n in zip(coarse.axes, coarse.data.shape)]
+    with pytest.warns(UserWarning, match="too few for texture"):
+        seg = mms.segment(modalities, out=tmp_path / "run", progress=False)
+    assert any("too few for texture" in w for w in seg.provenance["warnings"])
+    saved = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert saved["warnings"] == seg.provenance["warnings"]

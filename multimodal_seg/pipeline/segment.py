@@ -257,9 +257,18 @@ def segment(
     created = out_dir is not None and not out_dir.exists()
     try:
         study = Study.open(out_dir / "study.zarr" if out_dir else None)
-        run(checked, study, progress=progress)
-        return stages.collect(study, out=out_dir)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run(checked, study, progress=progress)
+            seg = stages.collect(study)
+        seg.provenance["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+        study.record(warnings=seg.provenance["warnings"])
+        if out_dir is not None:
+            seg.save(out_dir)
     except MMSegError:
         if created:  # a new folder with a failed run in it is a partial output: remove it
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+    for w in caught:  # the run's warnings reach the caller too, as raised
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return seg

@@ -544,6 +544,7 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
         "n_communities": part["n_communities"],
         "modularity": part["modularity"],
         "layout_version": study.group.attrs["layout_version"],
+        "warnings": [],  # segment() fills in the warnings of the whole run
         "study": str(study.path) if study.path else None,
     })
     study.record(**provenance, consistency=None if consistency is None else matrices)
