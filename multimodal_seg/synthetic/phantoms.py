@@ -47,7 +47,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import ParameterError
 
-__all__ = ["Phantom", "haadf_phantom"]
+__all__ = ["Amorphous", "Crystal", "Phantom", "haadf_phantom", "render_haadf"]
 
 # --- fixed specimen constants (relative units unless stated) -----------------
 _WEIGHT_A = 1.00  # Z-contrast weight of one phase-A column
@@ -496,6 +496,139 @@ def _splat(shape: tuple[int, int], pos: np.ndarray, weight: np.ndarray, pad: int
     return out.reshape(rows, cols).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Crystal:
+    """A crystalline region: a lattice of atomic columns seen down a zone axis.
+
+    Attributes
+    ----------
+    spacing
+        Lattice parameter (square) or nearest-column distance (hexagonal), nm.
+    angle
+        Direction of the first lattice vector, degrees counter-clockwise as displayed.
+    hexagonal
+        Hexagonal (60 deg) rather than square lattice.
+    weight
+        Z-contrast weight of one column (phase A's is 1).
+    """
+
+    spacing: float
+    angle: float
+    hexagonal: bool = False
+    weight: float = _WEIGHT_A
+
+
+@dataclass(frozen=True)
+class Amorphous:
+    """An amorphous region: atom sites at random positions with short-range order only.
+
+    Attributes
+    ----------
+    density
+        Site density relative to a square lattice of the reference spacing.
+    weight
+        Mean Z-contrast weight of one site (a share of it is spread evenly).
+    """
+
+    density: float = AMORPHOUS_DENSITY
+    weight: float = _WEIGHT_AMORPHOUS
+
+
+def render_haadf(truth: np.ndarray, materials: list[Crystal | Amorphous], geo_rng: np.random.Generator,
+                 noise_rng: np.random.Generator, *, pixel_size: float, dose: float, read_noise: float = 2.0,
+                 column_sigma: float = 0.07, reference_spacing: float = 0.40,
+                 thickness_gradient: float = 0.10, noise: bool = True) -> np.ndarray:
+    """Render a HAADF-STEM image of any region map (see the module docstring).
+
+    Parameters
+    ----------
+    truth
+        ``(rows, cols)`` region id of every pixel, ``0 .. len(materials) - 1``.
+    materials
+        What each region is made of.
+    geo_rng, noise_rng
+        Random streams for the specimen (column registry, sites, jitter) and the noise.
+    pixel_size, dose, read_noise, column_sigma, thickness_gradient, noise
+        As for :func:`haadf_phantom` (nm, counts per pixel, counts, nm, fraction).
+    reference_spacing
+        Lattice parameter (nm) that amorphous densities and the background refer to.
+
+    Returns
+    -------
+    ``(rows, cols)`` float32 counts.
+    """
+    rows, cols = truth.shape
+    ps = pixel_size
+    sigma_px = column_sigma / ps
+    pad = math.ceil(4 * sigma_px) + 1  # columns just outside still shine in
+    density_a = 1.0 / (reference_spacing / ps) ** 2  # columns per px^2
+    is_crystal = np.array([isinstance(m, Crystal) for m in materials])
+    order = [i for i in range(len(materials)) if is_crystal[i]] + [i for i in range(len(materials))
+                                                                  if not is_crystal[i]]
+    groups, owners = [], []
+    for i in order:
+        m = materials[i]
+        if isinstance(m, Crystal):
+            groups.append(_lattice_columns(geo_rng, truth, i, m.spacing / ps, m.angle, m.hexagonal, pad))
+        else:
+            groups.append(_amorphous_sites(geo_rng, truth, i, m.density * density_a, _AMORPHOUS_MIN_SEP / ps, pad))
+        owners.append(i)
+    pos = np.concatenate(groups)
+    reg = np.concatenate([np.full(g.shape[0], i) for i, g in zip(owners, groups)])
+
+    # Grain boundaries / the damage front: columns of two regions cannot overlap.
+    # Of each clashing pair drop the one with lower random priority.
+    pairs = cKDTree(pos).query_pairs(_BOUNDARY_MIN_SEP / ps, output_type="ndarray")
+    if pairs.size:
+        pairs = pairs[reg[pairs[:, 0]] != reg[pairs[:, 1]]]
+        prio = geo_rng.permutation(pos.shape[0])
+        loser = np.where(prio[pairs[:, 0]] < prio[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+        keep = np.ones(pos.shape[0], bool)
+        keep[loser] = False
+        pos, reg = pos[keep], reg[keep]
+
+    crystal = is_crystal[reg]
+    # Small static displacements (thermal/strain) keep Bragg peaks sharp but real.
+    pos[crystal] += geo_rng.normal(0, _THERMAL_JITTER / ps, (int(crystal.sum()), 2))
+    weight = np.empty(pos.shape[0])
+    base = np.array([m.weight for m in materials])
+    weight[crystal] = base[reg[crystal]] * (1 + _WEIGHT_JITTER * geo_rng.standard_normal(int(crystal.sum())))
+    n_am = int((~crystal).sum())
+    # Amorphous sites: projected atom counts vary, gamma-distributed weights (cv 0.2).
+    site_weight = (1 - _AMORPHOUS_DIFFUSE) * base[reg[~crystal]]
+    weight[~crystal] = geo_rng.gamma(25.0, site_weight / 25.0, n_am)
+
+    img = _splat((rows, cols), pos, weight, pad)
+    # Even share of the amorphous signal, added before the blur so its edge at
+    # the front is as soft as the columns.
+    for i, m in enumerate(materials):
+        if isinstance(m, Amorphous):
+            diffuse = _AMORPHOUS_DIFFUSE * m.weight * m.density * density_a
+            img += np.float32(diffuse) * np.pad(truth == i, pad, mode="edge")
+    img = ndimage.gaussian_filter(img, sigma_px, mode="constant", truncate=4.0)
+    img = img[pad : pad + rows, pad : pad + cols]
+
+    # Diffuse background (TDS, contamination) relative to A's mean signal per px.
+    img += np.float32(_BACKGROUND * _WEIGHT_A * density_a)
+    # Linear thickness ramp along a random direction, mean 1, peak-to-peak g.
+    g = thickness_gradient
+    if g > 0:
+        phi = geo_rng.uniform(0, 2 * np.pi)
+        yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows - 0.5) * np.float32(math.sin(phi))
+        xx = ((np.arange(cols, dtype=np.float32) + 0.5) / cols - 0.5) * np.float32(math.cos(phi))
+        ramp = yy[:, None] + xx[None, :]
+        span = float(ramp.max() - ramp.min())
+        img *= np.float32(1.0) + np.float32(g / span) * (ramp - np.float32(ramp.mean()))
+
+    img *= np.float32(dose / float(img.mean(dtype=np.float64)))
+    if noise:
+        img = noise_rng.poisson(img).astype(np.float32)
+        if read_noise > 0:
+            img += np.float32(read_noise) * noise_rng.standard_normal(img.shape, dtype=np.float32)
+        np.maximum(img, 0, out=img)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
 # ---------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------
@@ -582,76 +715,18 @@ def haadf_phantom(
     geo_rng, noise_rng = np.random.default_rng(seed).spawn(2)
 
     truth = _region_map(geo_rng, rows, cols)
-
-    sigma_px = p["column_sigma"] / ps
-    pad = math.ceil(4 * sigma_px) + 1  # columns just outside still shine in
-    a_px = p["lattice_a"] / ps
-    b_px = p["lattice_b"] / ps
     rot = p["rotation"]
-
-    groups = [
-        _lattice_columns(geo_rng, truth, 0, a_px, 0.0, False, pad),
-        _lattice_columns(geo_rng, truth, 1, a_px, rot, False, pad),
-        _lattice_columns(geo_rng, truth, 2, b_px, ORIENTATION_B, True, pad),
+    materials = [
+        Crystal(p["lattice_a"], 0.0, False, _WEIGHT_A),
+        Crystal(p["lattice_a"], rot, False, _WEIGHT_A),
+        Crystal(p["lattice_b"], ORIENTATION_B, True, _WEIGHT_B),
+        Amorphous(),
     ]
-    density_a = 1.0 / a_px**2  # columns per px^2
-    groups.append(
-        _amorphous_sites(
-            geo_rng, truth, 3, AMORPHOUS_DENSITY * density_a, _AMORPHOUS_MIN_SEP / ps, pad
-        )
-    )
-    pos = np.concatenate(groups)
-    reg = np.concatenate([np.full(g.shape[0], i) for i, g in enumerate(groups)])
-
-    # Grain boundaries / the damage front: columns of two regions cannot overlap.
-    # Of each clashing pair drop the one with lower random priority.
-    pairs = cKDTree(pos).query_pairs(_BOUNDARY_MIN_SEP / ps, output_type="ndarray")
-    if pairs.size:
-        pairs = pairs[reg[pairs[:, 0]] != reg[pairs[:, 1]]]
-        prio = geo_rng.permutation(pos.shape[0])
-        loser = np.where(prio[pairs[:, 0]] < prio[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
-        keep = np.ones(pos.shape[0], bool)
-        keep[loser] = False
-        pos, reg = pos[keep], reg[keep]
-
-    crystal = reg < 3
-    # Small static displacements (thermal/strain) keep Bragg peaks sharp but real.
-    pos[crystal] += geo_rng.normal(0, _THERMAL_JITTER / ps, (int(crystal.sum()), 2))
-    weight = np.empty(pos.shape[0])
-    base = np.array([_WEIGHT_A, _WEIGHT_A, _WEIGHT_B])
-    weight[crystal] = base[reg[crystal]] * (1 + _WEIGHT_JITTER * geo_rng.standard_normal(int(crystal.sum())))
-    n_am = int((~crystal).sum())
-    # Amorphous sites: projected atom counts vary, gamma-distributed weights (cv 0.2).
-    site_weight = (1 - _AMORPHOUS_DIFFUSE) * _WEIGHT_AMORPHOUS
-    weight[~crystal] = geo_rng.gamma(25.0, site_weight / 25.0, n_am)
-
-    img = _splat((rows, cols), pos, weight, pad)
-    # Even share of the amorphous signal, added before the blur so its edge at
-    # the front is as soft as the columns.
-    diffuse = _AMORPHOUS_DIFFUSE * _WEIGHT_AMORPHOUS * AMORPHOUS_DENSITY * density_a
-    img += np.float32(diffuse) * np.pad(truth == 3, pad, mode="edge")
-    img = ndimage.gaussian_filter(img, sigma_px, mode="constant", truncate=4.0)
-    img = img[pad : pad + rows, pad : pad + cols]
-
-    # Diffuse background (TDS, contamination) relative to A's mean signal per px.
-    img += np.float32(_BACKGROUND * _WEIGHT_A * density_a)
-    # Linear thickness ramp along a random direction, mean 1, peak-to-peak g.
+    img = render_haadf(truth, materials, geo_rng, noise_rng, pixel_size=ps, dose=p["dose"],
+                       read_noise=p["read_noise"], column_sigma=p["column_sigma"],
+                       reference_spacing=p["lattice_a"], thickness_gradient=p["thickness_gradient"],
+                       noise=noise)
     g = p["thickness_gradient"]
-    if g > 0:
-        phi = geo_rng.uniform(0, 2 * np.pi)
-        yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows - 0.5) * np.float32(math.sin(phi))
-        xx = ((np.arange(cols, dtype=np.float32) + 0.5) / cols - 0.5) * np.float32(math.cos(phi))
-        ramp = yy[:, None] + xx[None, :]
-        span = float(ramp.max() - ramp.min())
-        img *= np.float32(1.0) + np.float32(g / span) * (ramp - np.float32(ramp.mean()))
-
-    img *= np.float32(p["dose"] / float(img.mean(dtype=np.float64)))
-    if noise:
-        img = noise_rng.poisson(img).astype(np.float32)
-        if p["read_noise"] > 0:
-            img += np.float32(p["read_noise"]) * noise_rng.standard_normal(img.shape, dtype=np.float32)
-        np.maximum(img, 0, out=img)
-    img = np.ascontiguousarray(img, dtype=np.float32)
 
     fr = np.bincount(truth.ravel(), minlength=4) / truth.size
     names = [
