@@ -62,13 +62,19 @@ def _load(files, lazy=True):
 
 @pytest.fixture(scope="module")
 def run(files):
-    """One multimodal run from lazy signals and the same run from the files."""
+    """One multimodal run from signals (the image in memory, the scans lazy) and the same run
+    from the files; with what the signals were before."""
     signals = _load(files)
+    signals["haadf"] = hs.load(files["haadf"])
+    before = {"arrays": {n: s.data for n, s in signals.items()}, "haadf": signals["haadf"].data.copy(),
+              "metadata": {n: s.metadata.as_dictionary() for n, s in signals.items()},
+              "axes": {n: [a.get_axis_dictionary() for a in s.axes_manager.navigation_axes + s.axes_manager.signal_axes]
+                       for n, s in signals.items()}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cmap = mh.segment(signals, **OPTIONS)
         seg = mms.segment({name: str(path) for name, path in files.items()}, **OPTIONS)
-    return signals, cmap, seg
+    return signals, cmap, seg, before
 
 
 # --------------------------------------------------------------------------- conversion
@@ -89,10 +95,17 @@ def test_signals_become_modalities_with_their_own_calibration(phantom, files):
     assert eels.name == "eels" and eels.metadata["signal_class"] == "EELSSpectrum"
     assert eels.metadata["file"] == str(files["eels"])
     assert mh.to_modality(signals["haadf"]).name == "image"  # as segment(path) names one image
+    # And back: to_signal gives lazy signals with the same axes, EELS named as such.
+    for name, modality in expected.items():
+        signal = mh.to_signal(modality)
+        assert isinstance(signal.data, da.Array)
+        again = mh.to_modality(signal, name=name)
+        assert again.axes == modality.axes and again.kind == modality.kind
+    assert type(mh.to_signal(expected["eels"])).__name__ == "LazyEELSSpectrum"
 
 
 def test_same_labels_as_the_file_based_segment(run):
-    _, cmap, seg = run
+    _, cmap, seg, _ = run
     np.testing.assert_array_equal(cmap.data, seg.pixel_labels)
     y, x = cmap.map_axes()
     assert [(a.size, a.scale, a.offset, a.units) for a in (y, x)] == \
@@ -109,25 +122,23 @@ def test_one_image_signal_gives_the_labels_of_its_file(files):
     assert cmap.axes_manager[0].scale == pytest.approx(0.04) and cmap.axes_manager[0].units == "nm"
 
 
-def test_lazy_signals_stay_lazy_and_no_signal_is_modified(files):
-    lazy = hs.load(files["eels"], lazy=True)
-    array = lazy.data
-    eager = hs.load(files["haadf"])
-    before = (eager.data.copy(), eager.metadata.as_dictionary(), [a.scale for a in eager.axes_manager.signal_axes])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cmap = mh.segment({"haadf": eager, "eels": lazy}, **OPTIONS)
-    assert lazy.data is array and isinstance(lazy.data, da.Array)  # the same graph, not computed
-    np.testing.assert_array_equal(eager.data, before[0])
-    assert eager.metadata.as_dictionary() == before[1]
-    assert [a.scale for a in eager.axes_manager.signal_axes] == before[2]
-    means = cmap.get_community_signals(lazy)
+def test_lazy_signals_stay_lazy_and_no_signal_is_modified(run):
+    signals, cmap, _, before = run
+    for name in ("eels", "diffraction"):  # the same dask graphs, not computed, not replaced
+        assert signals[name].data is before["arrays"][name] and isinstance(signals[name].data, da.Array)
+    assert signals["haadf"].data is before["arrays"]["haadf"]
+    np.testing.assert_array_equal(signals["haadf"].data, before["haadf"])
+    for name, signal in signals.items():
+        assert signal.metadata.as_dictionary() == before["metadata"][name]
+        axes = signal.axes_manager.navigation_axes + signal.axes_manager.signal_axes
+        assert [a.get_axis_dictionary() for a in axes] == before["axes"][name]
+    means = cmap.get_community_signals(signals["eels"])
     assert isinstance(means.data, da.Array) and type(means).__name__ == "LazyEELSSpectrum"
     assert cmap.get_community_masks().data.dtype == bool
 
 
 def test_the_map_records_the_run(run, files):
-    _, cmap, seg = run
+    _, cmap, seg, _ = run
     record = cmap.metadata.Segmentation
     provenance = record.provenance.as_dictionary()
     assert provenance["seed"] == OPTIONS["seed"] == seg.provenance["seed"]
@@ -145,7 +156,7 @@ def test_the_map_records_the_run(run, files):
 
 
 def test_labels_read_at_the_scan_positions_through_the_calibration(run):
-    signals, cmap, seg = run
+    signals, cmap, seg, _ = run
     # The map lies on the fine HAADF pixels; read at the EELS scan it is the joint partition there.
     np.testing.assert_array_equal(cmap.labels_on(signals["eels"]), seg.scan_labels["joint"])
     # A cropped signal keeps its offsets, so it reads the same labels where it lies.
@@ -159,7 +170,7 @@ def test_labels_read_at_the_scan_positions_through_the_calibration(run):
 
 @pytest.mark.parametrize("kind", ["mean", "sum"])
 def test_community_signals_are_means_or_sums_over_positions(run, files, kind):
-    signals, cmap, seg = run
+    signals, cmap, seg, _ = run
     eels = signals["eels"]
     cube = np.asarray(eels.data, dtype=np.float64)
     labels = seg.scan_labels["joint"]
@@ -183,7 +194,7 @@ def test_community_signals_are_means_or_sums_over_positions(run, files, kind):
 
 
 def test_a_community_outside_the_signal_gets_nan(run):
-    signals, cmap, seg = run
+    signals, cmap, seg, _ = run
     corner = signals["eels"].inav[:3, :3]
     present = set(np.unique(seg.scan_labels["joint"][:3, :3]).tolist())
     means = cmap.get_community_signals(corner)
@@ -193,7 +204,7 @@ def test_a_community_outside_the_signal_gets_nan(run):
 
 
 def test_masks_and_table(run):
-    _, cmap, seg = run
+    _, cmap, seg, _ = run
     masks = cmap.get_community_masks()
     assert masks.axes_manager.navigation_shape == (cmap.n_communities,)
     assert (masks.data.sum(axis=0) == 1).all()
@@ -210,7 +221,7 @@ def test_masks_and_table(run):
 
 
 def test_plots_use_the_community_colours(run):
-    signals, cmap, _ = run
+    signals, cmap, _, _ = run
     import matplotlib.pyplot as plt
 
     expected = [to_hex(c) for c in plot.community_colors(cmap.n_communities)]
@@ -223,7 +234,10 @@ def test_plots_use_the_community_colours(run):
     haadf = signals["haadf"]
     cmap.plot(haadf, alpha=0.5)
     ax = haadf._plot.signal_plot.ax
-    overlay = ax.images[-1].get_array()
+    base, painted = ax.images[0], ax.images[-1]
+    # Drawn above HyperSpy's image, in its blitting too (HyperSpy redraws its animated artists).
+    assert painted.get_zorder() > base.get_zorder() and painted.get_animated() == base.get_animated()
+    overlay = painted.get_array()
     assert overlay.shape[:2] == haadf.data.shape
     for c in range(cmap.n_communities):
         pixel = overlay[cmap.data == c][0]
@@ -249,13 +263,14 @@ def _extension_check(script: str, tmp_path: Path) -> dict:
     (info / "entry_points.txt").write_text(
         "[hyperspy.extensions]\n" + "".join(f"{k} = {v}\n" for k, v in declared["hyperspy.extensions"].items()))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_registered_with_hyperspy_and_hspy_round_trip(run, tmp_path):
-    _, cmap, _ = run
+    _, cmap, _, _ = run
     path = tmp_path / "result.hspy"
     cmap.save(path)
     result = _extension_check(f"""
@@ -283,6 +298,25 @@ print(json.dumps({{"package": multimodal_seg.__file__, "entry": entry,
     assert result["table"] == cmap.community_table()[0]["n_chips"]
 
 
+@pytest.mark.slow
+def test_the_documented_workflow_runs_as_written(tmp_path):
+    """docs/hyperspy.md's code, run in a fresh interpreter where the extension is registered."""
+    import re
+
+    doc = (ROOT / "docs" / "hyperspy.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) == 2
+    result = _extension_check("\n".join(blocks) + """
+import json
+print(json.dumps({"cmap": type(cmap).__name__, "back": type(back).__name__, "means": type(means).__name__,
+                  "same": bool((back.data == cmap.data).all()), "masks": list(masks.data.shape),
+                  "clusters": int(normalised.learning_results.number_of_clusters)}))
+""", tmp_path)
+    assert result["cmap"] == result["back"] == "CommunityMap" and result["same"]
+    assert result["means"] == "LazyEELSSpectrum" and result["masks"] == [result["masks"][0], 256, 256]
+    assert result["clusters"] == 3
+
+
 def test_the_yaml_names_the_classes_it_registers():
     import yaml
 
@@ -296,7 +330,7 @@ def test_the_yaml_names_the_classes_it_registers():
 
 
 def test_zspy_says_why_it_fails(run, tmp_path):
-    _, cmap, _ = run
+    _, cmap, _, _ = run
     target = tmp_path / "result.zspy"
     try:
         cmap.save(target)
@@ -308,7 +342,7 @@ def test_zspy_says_why_it_fails(run, tmp_path):
 @pytest.mark.xfail(strict=False, raises=OutputError,
                    reason="RosettaSciIO 0.15's .zspy writer needs zarr 2; multimodal_seg uses zarr 3")
 def test_zspy_round_trip(run, tmp_path):
-    _, cmap, _ = run
+    _, cmap, _, _ = run
     cmap.save(tmp_path / "result.zspy")
     back = hs.load(tmp_path / "result.zspy")
     np.testing.assert_array_equal(back.data, cmap.data)

@@ -80,7 +80,7 @@ def test_hyperspy_decomposition_workflow_finds_the_chemistry(phantom):
     eels.set_signal_type("EELS")
     # Thickness scales every count: spectra per total counts compare chemistry alone.
     normalised = eels / eels.sum(-1).data[..., None]
-    normalised.decomposition(normalize_poissonian_noise=True, print_info=False)
+    normalised.decomposition(normalize_poissonian_noise=True, output_dimension=16, print_info=False)
     # Enough components that one phase is one round cloud, not a curve a kNN graph cuts into
     # pieces (docs/hyperspy.md: with the 4 significant ones Leiden over-splits).
     normalised.cluster_analysis("decomposition", number_of_components=16, algorithm=LeidenClustering())

@@ -12,13 +12,14 @@
   HyperSpy extension signal (``signal_type="community_map"``).
 - :class:`LeidenClustering` (:mod:`.clustering`): the graph and community step as a
   scikit-learn estimator, for HyperSpy's ``cluster_analysis``.
-- :func:`to_modality` (:mod:`.convert`): one signal as a ``ModalityData``.
+- :func:`to_modality`, :func:`to_signal` (:mod:`.convert`): one signal as a
+  ``ModalityData`` and back.
 """
 
 from .clustering import LeidenClustering
-from .convert import to_modality
+from .convert import to_modality, to_signal
 from .segment import segment, to_community_map
 from .signals import CommunityMap, LazyCommunityMap
 
-__all__ = ["segment", "to_community_map", "to_modality", "CommunityMap", "LazyCommunityMap",
+__all__ = ["segment", "to_community_map", "to_modality", "to_signal", "CommunityMap", "LazyCommunityMap",
            "LeidenClustering"]

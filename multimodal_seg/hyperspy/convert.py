@@ -301,3 +301,30 @@ def check_placement(modalities: Mapping[str, ModalityData]) -> None:
             fix="set the scale and units of every signal's spatial axes (the same length units), e.g. "
                 "s.axes_manager[0].scale = 0.5; s.axes_manager[0].units = 'nm' (and [1] likewise)",
             where=", ".join(m.source for m in uncalibrated))
+
+
+#: HyperSpy signal types set by :func:`to_signal` for spectrum modalities named after them.
+SIGNAL_TYPES = {"eels": "EELS", "eds": "EDS_TEM"}
+
+
+def to_signal(modality: ModalityData) -> Any:
+    """A :class:`ModalityData` as a lazy HyperSpy signal with its calibrated axes: the
+    inverse of :func:`to_modality` (for phantoms and arrays read by the package's readers).
+
+    Returns
+    -------
+    ``LazySignal2D`` for an image or a 4D-STEM scan, ``LazySignal1D`` for a spectrum image
+    (exSpy's EELS or EDS class when the modality is named ``"eels"`` or ``"eds"``); the
+    title is the modality's name.
+    """
+    from hyperspy.signals import LazySignal1D, LazySignal2D
+
+    n_navigation = DIMENSIONS[modality.kind][0]
+    axes = [{"name": a.name, "size": a.size, "scale": a.scale, "offset": a.offset,
+             "units": None if a.units in ("px", "unknown") else a.units, "navigate": i < n_navigation}
+            for i, a in enumerate(modality.axes)]
+    cls = LazySignal1D if modality.kind == "spectrum" else LazySignal2D
+    signal = cls(modality.data, axes=axes, metadata={"General": {"title": modality.name}})
+    if modality.kind == "spectrum" and modality.name.lower() in SIGNAL_TYPES:
+        signal.set_signal_type(SIGNAL_TYPES[modality.name.lower()])
+    return signal

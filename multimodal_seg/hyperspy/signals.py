@@ -22,6 +22,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from hyperspy.signals import BaseSignal, LazySignal, LazySignal2D, Signal2D
+from matplotlib.colors import to_hex
 
 from .. import plot
 from ..chips.shared import to_units
@@ -228,26 +229,71 @@ class CommunityMap(Signal2D):
         alpha
             Opacity of the overlay, in [0, 1].
         kwargs
-            Passed to HyperSpy's ``plot`` of the map (or of ``image``).
+            Passed to HyperSpy's ``plot`` of the map (or of ``image``); ``colorbar`` is off
+            unless asked for (a legend names the community colours).
         """
         from matplotlib.colors import ListedColormap
 
         if not 0 <= alpha <= 1:
             raise ParameterError(f"alpha={alpha}", fix="use an opacity between 0 and 1, e.g. 0.4", where="alpha")
         n = self.n_communities
+        kwargs = {"colorbar": False, **kwargs}  # the legend names the colours
         if image is None:
             colours = ListedColormap(plot.community_colors(n)).with_extremes(under=(0, 0, 0, 0))  # -1: none
-            kwargs = {"colorbar": False, **kwargs}
             super().plot(cmap=colours, vmin=-0.5, vmax=n - 0.5, **kwargs)
             ax = self._plot.signal_plot.ax  # HyperSpy's documented handle on its figure
         else:
             labels = self.labels_on(image)
             image.plot(**kwargs)
             ax = image._plot.signal_plot.ax
-            extent = ax.images[0].get_extent()
-            ax.imshow(plot.label_rgba(labels, alpha), extent=extent, interpolation="nearest")
+            base = ax.images[0]
+            # Drawn like HyperSpy's own image (animated when it blits), just above it.
+            ax.imshow(plot.label_rgba(labels, alpha), extent=base.get_extent(), interpolation="nearest",
+                      animated=base.get_animated(), zorder=base.get_zorder() + 0.5)
         plot.legend(ax, n)
         ax.figure.canvas.draw_idle()
+
+    def plot_community_signals(self, signal: Any, kind: str = "mean", **kwargs: Any) -> Any:
+        """Plot :meth:`get_community_signals` of ``signal``: spectra overlaid in the
+        community colours (``hs.plot.plot_spectra``), or one pattern per community
+        (``hs.plot.plot_images``).  This computes the community signals of a lazy signal.
+
+        Parameters
+        ----------
+        signal
+            A spectrum image or a 4D-STEM scan of the segmented area.
+        kind
+            ``"mean"`` or ``"sum"``.
+        kwargs
+            Passed to ``plot_spectra`` or ``plot_images``.
+
+        Returns
+        -------
+        What HyperSpy's plotting function returns (the matplotlib axes).
+
+        Raises
+        ------
+        InputError
+            ``signal`` is an image: its community values are numbers, see
+            :meth:`community_table` or :meth:`get_community_signals`.
+        """
+        import hyperspy.api as hs
+
+        if signal.axes_manager.navigation_dimension == 0:
+            raise InputError("is an image: each community's signal is one number, nothing to plot as a curve",
+                             fix="use cmap.get_community_signals(image).data, or plot a spectrum image or "
+                                 "4D-STEM scan", where=describe(signal))
+        means = self.get_community_signals(signal, kind)
+        if isinstance(means.data, da.Array):
+            means.compute()
+        labels = [f"community {c}" for c in range(means.axes_manager.navigation_size)]
+        parts = [means.inav[c] for c in range(len(labels))]
+        if means.axes_manager.signal_dimension == 1:
+            colours = [to_hex(c) for c in plot.community_colors(len(labels))]
+            return hs.plot.plot_spectra(parts, color=colours, legend=labels, **kwargs)
+        defaults = {"cmap": "inferno", "norm": "log", "colorbar": None, "axes_decor": "off",
+                    "per_row": min(len(parts), 6)}
+        return hs.plot.plot_images(parts, label=labels, **{**defaults, **kwargs})
 
     # ------------------------------------------------------------------ files
 
