@@ -243,6 +243,9 @@ def test_plots_use_the_community_colours(run):
         pixel = overlay[cmap.data == c][0]
         assert to_hex(pixel[:3]) == expected[c] and pixel[3] == pytest.approx(0.5)
     plt.close("all")
+    ax = cmap.plot_community_signals(signals["eels"])  # mean spectra, one line per community
+    assert [to_hex(line.get_color()) for line in ax.get_lines()] == expected
+    plt.close("all")
 
 
 # --------------------------------------------------------------------------- files
