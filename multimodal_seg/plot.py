@@ -17,6 +17,8 @@ from matplotlib.patches import Patch
 MAX_DISPLAY = 2048
 #: Largest number of graph nodes laid out; larger graphs are subsampled for the figure.
 MAX_GRAPH_NODES = 3000
+#: Strongest known X-ray lines / EELS edges marked per spectrum (and listed in report.html).
+MARKED_LINES = 8
 
 
 def community_colors(n: int) -> np.ndarray:
@@ -44,7 +46,8 @@ def label_rgba(labels: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return rgba
 
 
-def _legend(ax, n: int, names: list[str] | None = None) -> None:
+def legend(ax, n: int, names: list[str] | None = None) -> None:
+    """A legend of ``n`` community colours (``names`` or "community i") right of ``ax``."""
     colors = community_colors(n)
     handles = [Patch(color=colors[i], label=names[i] if names else f"community {i}") for i in range(n)]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
@@ -68,7 +71,7 @@ def overlay(image: np.ndarray, pixel_labels: np.ndarray, *, alpha: float = 0.4,
     ax.set_xlabel(units)
     ax.set_ylabel(units)
     ax.set_title(title)
-    _legend(ax, int(pixel_labels.max()) + 1)
+    legend(ax, int(pixel_labels.max()) + 1)
     return fig
 
 
@@ -80,7 +83,7 @@ def chip_map(chip_labels: np.ndarray, *, title: str = "chip communities") -> Fig
     ax.set_xlabel("chip column")
     ax.set_ylabel("chip row")
     ax.set_title(title)
-    _legend(ax, int(chip_labels.max()) + 1)
+    legend(ax, int(chip_labels.max()) + 1)
     return fig
 
 
@@ -108,7 +111,7 @@ def community_graph(graph: sp.csr_matrix, labels: np.ndarray, *, seed: int = 0,
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.set_title(title)
-    _legend(ax, int(labels.max()) + 1)
+    legend(ax, int(labels.max()) + 1)
     return fig
 
 
@@ -181,7 +184,7 @@ def community_signals(signals: dict[str, np.ndarray], axes: dict | None = None,
                 from .analysis.spectral_lines import strongest
 
                 intensities = np.asarray(table["intensities"])
-                for index in strongest(table["energies"], intensities, top=8):
+                for index in strongest(table["energies"], intensities, top=MARKED_LINES):
                     ax.axvline(table["energies"][index], color="0.5", lw=0.6, ls=":")
                     ax.text(table["energies"][index], 1.0, table["features"][index].split("/")[0],
                             transform=ax.get_xaxis_transform(), rotation=90, va="top",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from .errors import OutputError
 from .metrics import agreement
 from .modalities.base import Axis
 from .provenance import atomic_path, to_json, write_text_atomic
+from .report import report_html
 
 #: Files written by :meth:`Segmentation.save`.
 OUTPUT_FILES = ("overlay.png", "chip_map.png", "community_graph.png", "summary.png",
-                "communities.csv", "labels.zarr", "provenance.json")
+                "communities.csv", "labels.zarr", "provenance.json", "report.html")
 
 
 @dataclass
@@ -131,7 +133,8 @@ class Segmentation:
         return figures
 
     def save(self, out: str | Path) -> dict[str, Path]:
-        """Write figures, ``communities.csv``, ``labels.zarr`` and ``provenance.json``.
+        """Write figures, ``communities.csv``, ``labels.zarr``, ``provenance.json`` and
+        ``report.html`` (:mod:`multimodal_seg.report`: every figure and table in one page).
 
         Each file is written under a temporary name and renamed into place, so an
         interrupted save never leaves a half-written file.
@@ -147,9 +150,13 @@ class Segmentation:
             raise OutputError(f"cannot create the output folder: {exc.strerror}",
                               fix="choose a folder you can write to", where=out) from exc
         written: dict[str, Path] = {}
+        pngs: dict[str, bytes] = {}
         for name, fig in self.figures().items():
+            buffer = io.BytesIO()
+            fig.savefig(buffer, dpi=120, format="png")
+            pngs[name] = buffer.getvalue()  # the same bytes go to the file and into report.html
             with atomic_path(out / name) as tmp:
-                fig.savefig(tmp, dpi=120, format="png")
+                tmp.write_bytes(pngs[name])
             written[name] = out / name
         write_text_atomic(out / "communities.csv", table_to_csv(self.communities))
         written["communities.csv"] = out / "communities.csv"
@@ -175,6 +182,11 @@ class Segmentation:
         if self.lines:
             write_text_atomic(out / "community_lines.csv", lines_to_csv(self.lines))
             written["community_lines.csv"] = out / "community_lines.csv"
+        page = report_html(figures=pngs, communities=self.communities, provenance=self.provenance,
+                           consistency=self.consistency, lines=self.lines)
+        with atomic_path(out / "report.html") as tmp:
+            tmp.write_bytes(page.encode("utf-8"))  # as its <meta charset> says, whatever the locale
+        written["report.html"] = out / "report.html"
         return written
 
     def __repr__(self) -> str:

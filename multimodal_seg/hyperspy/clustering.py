@@ -1,0 +1,145 @@
+"""``LeidenClustering``: the project's graph and community step as a scikit-learn estimator.
+
+The same functions the pipeline's ``build_graphs`` and ``find_communities`` stages run
+(:func:`multimodal_seg.graphs.knn.reduce_features`, :func:`~multimodal_seg.graphs.knn.knn_graph`,
+:func:`multimodal_seg.graphs.communities.partition_graph`), on features given by the
+caller: so the same features and options give the same labels as ``segment()``.  It
+is usable as the ``algorithm`` of HyperSpy's ``cluster_analysis``, which needs an
+object with ``fit`` and ``labels_``::
+
+    s.decomposition()
+    s.cluster_analysis("decomposition", algorithm=LeidenClustering())
+
+The number of clusters is not an input: Leiden finds it by modularity, and
+``resolution`` moves it (higher: more, smaller communities).  HyperSpy passes
+``n_clusters`` only to its built-in algorithms, so ``estimate_number_of_clusters``
+has nothing to estimate for this one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClusterMixin
+
+from ..config import CommunityConfig, GraphConfig, validated
+from ..errors import InputError
+from ..graphs.communities import check_options, partition_graph
+from ..graphs.knn import knn_graph, reduce_features
+
+_GRAPH = GraphConfig()
+_COMMUNITIES = CommunityConfig()
+
+
+class LeidenClustering(ClusterMixin, BaseEstimator):
+    """Leiden communities of a kNN similarity graph over feature vectors.
+
+    Defaults are the pipeline's (:class:`multimodal_seg.config.GraphConfig` and
+    :class:`~multimodal_seg.config.CommunityConfig`).
+
+    Parameters
+    ----------
+    k
+        Neighbours per sample in the cosine kNN graph.
+    n_pcs
+        Principal components kept before the graph (``None``: all features).
+    standardise
+        Scale every feature to unit variance first (default off).  Off suits scores
+        whose variances carry meaning, such as HyperSpy's decomposition loadings, and
+        leaves scaling to ``cluster_analysis(preprocessing=...)``; on suits features in
+        mixed units (what ``segment()`` does for the Fourier image encoder).
+    resolution
+        Modularity resolution: higher gives more, smaller communities.
+    method
+        ``"leiden"`` or ``"louvain"``.
+    consensus
+        If > 1, the most representative of this many runs (steadier across seeds);
+        0 or 1: one run.
+    merge
+        Optional, in (0, 1]: merge communities whose connectivity exceeds it.
+    seed
+        Random seed: the same features and seed give the same labels.
+
+    Attributes
+    ----------
+    labels_
+        ``(n_samples,)`` community of each sample, 0 = largest community.
+    n_clusters_
+        Number of communities found.
+    modularity_
+        Modularity of ``labels_`` on ``graph_``.
+    graph_
+        ``(n_samples, n_samples)`` sparse similarity graph.
+    """
+
+    def __init__(self, *, k: int = _GRAPH.k, n_pcs: int | None = _GRAPH.n_pcs, standardise: bool = False,
+                 resolution: float = _COMMUNITIES.resolution, method: str = _COMMUNITIES.method,
+                 consensus: int = _COMMUNITIES.consensus, merge: float | None = _COMMUNITIES.merge,
+                 seed: int = 0) -> None:
+        self.k = k
+        self.n_pcs = n_pcs
+        self.standardise = standardise
+        self.resolution = resolution
+        self.method = method
+        self.consensus = consensus
+        self.merge = merge
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any = None) -> "LeidenClustering":
+        """Find the communities of the samples (rows) of ``X``.
+
+        Parameters
+        ----------
+        X
+            ``(n_samples, n_features)`` real, finite features, at least 2 samples.
+        y
+            Ignored (scikit-learn's signature).
+
+        Raises
+        ------
+        InputError
+            ``X`` is not a 2-D array of finite real numbers with at least 2 rows.
+        ParameterError
+            An option out of range (named, with the valid range).
+        """
+        graph_options = validated(GraphConfig, "LeidenClustering", k=self.k, n_pcs=self.n_pcs)
+        community = validated(CommunityConfig, "LeidenClustering", resolution=self.resolution,
+                              method=self.method, consensus=self.consensus, merge=self.merge)
+        check_options(method=community.method, resolution=community.resolution,
+                      consensus=community.consensus, merge=community.merge)
+        features = _features(X)
+        reduced = reduce_features(features, n_pcs=graph_options.n_pcs, seed=self.seed,
+                                  standardise=bool(self.standardise))
+        graph: sp.csr_matrix = knn_graph(reduced, k=graph_options.k, seed=self.seed)
+        partition = partition_graph(graph, method=community.method, resolution=community.resolution,
+                                    seed=self.seed, n_iterations=community.n_iterations,
+                                    n_restarts=community.n_restarts, consensus=community.consensus,
+                                    merge=community.merge)
+        self.labels_ = partition.labels.astype(np.intp)
+        self.n_clusters_ = partition.n_communities
+        self.modularity_ = partition.modularity
+        self.graph_ = graph
+        return self
+
+
+def _features(X: Any) -> np.ndarray:
+    """``X`` as a float64 ``(n_samples, n_features)`` array, or a clear error."""
+    x = np.asarray(X)
+    where = "LeidenClustering.fit(X)"
+    if np.iscomplexobj(x):
+        raise InputError("features are complex numbers", fix="pass real features (e.g. np.abs or the real "
+                                                             "and imaginary parts side by side)", where=where)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+        raise InputError(f"features of shape {x.shape}: need (n_samples >= 2, n_features >= 1)",
+                         fix="pass one row of features per sample, e.g. X.reshape(n_samples, -1)", where=where)
+    try:
+        x = x.astype(np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"features of type {x.dtype} are not numbers", fix="pass numeric features",
+                         where=where) from None
+    if not np.isfinite(x).all():
+        raise InputError(f"{int((~np.isfinite(x)).sum())} feature values are NaN or infinite",
+                         fix="remove or fill them first (e.g. mask those samples out)", where=where)
+    return x

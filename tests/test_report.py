@@ -1,0 +1,136 @@
+"""report.html: one self-contained page per run, checked as text and in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import re
+import warnings
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_hex, to_rgba
+
+import multimodal_seg as mms
+from multimodal_seg import plot
+from multimodal_seg.report import SECTIONS
+from multimodal_seg.result import OUTPUT_FILES
+from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+from .browser import Browser, chromium_path
+
+SCAN = (24, 24)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two real runs written to disk: one image, and HAADF + EELS + 4D-STEM, the 4D-STEM scan
+    shifted by two positions so that the run warns (the common region is smaller)."""
+    phantom = multimodal_phantom(SCAN, seed=0, pattern_size=32, n_channels=400)
+    modalities = phantom.modalities()
+    scan = modalities["diffraction"]
+    scan.axes = [dataclasses.replace(scan.axes[0], offset=2 * scan.axes[0].scale), *scan.axes[1:]]
+    folders = {name: tmp_path_factory.mktemp(name) for name in ("image", "multimodal")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = mms.segment(phantom.haadf, out=folders["image"], progress=False, consensus=5)
+    with pytest.warns(UserWarning, match="extend beyond the region"):
+        several = mms.segment(modalities, out=folders["multimodal"], progress=False, consensus=5)
+    return {"image": (image, folders["image"]), "multimodal": (several, folders["multimodal"])}
+
+
+def _page(folder) -> str:
+    return (folder / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("run", ["image", "multimodal"])
+def test_report_is_written_with_every_section_and_no_outside_reference(runs, run):
+    seg, folder = runs[run]
+    assert "report.html" in OUTPUT_FILES
+    page = _page(folder)
+    for key, title in SECTIONS:
+        assert f'<section id="{key}"><h2>{title.replace(chr(39), "&#x27;")}</h2>' in page
+    # Self-contained: every src is an embedded PNG; no link, script or stylesheet elsewhere.
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r"<script|<link|@import|url\(|https?://", page)
+    # The embedded pictures are the figures written beside the page, byte for byte.
+    embedded = {base64.b64decode(s.split(",", 1)[1]) for s in sources}
+    for name in ("overlay.png", "summary.png", "community_graph.png"):
+        assert (folder / name).read_bytes() in embedded
+    # The community table: one row per community, the run's numbers.
+    for row in seg.communities:
+        assert f"<td>{row.n_chips}</td>" in page
+    assert f"seed {seg.provenance['seed']}" in page
+
+
+def test_multimodal_report_shows_consistency_signals_and_warnings(runs):
+    seg, folder = runs["multimodal"]
+    page = _page(folder)
+    assert any("extend beyond the region" in w for w in seg.provenance["warnings"])
+    for warning in seg.provenance["warnings"]:
+        assert f'<li class="warning">{html.escape(warning)}</li>' in page
+    ari = np.asarray(seg.consistency["ari"])
+    assert f"{ari[0, 1]:.2f}" in page
+    for name in ("modalities.png", "consistency.png", "community_signals.png"):
+        assert base64.b64encode((folder / name).read_bytes()).decode() in page
+    # Edge labels of the EELS community table are those the figure marks.
+    assert "Ti_L3" in page and "O_K" in page
+
+
+def test_image_report_says_why_sections_are_empty(runs):
+    _, folder = runs["image"]
+    page = _page(folder)
+    assert "One modality: there is no other partition to compare it with." in page
+    assert "No spectrum image or diffraction scan in this run" in page
+    assert "The run raised no warning." in page
+
+
+def test_one_colour_source_for_figures_table_and_legend(runs):
+    seg, folder = runs["multimodal"]
+    n = seg.n_communities
+    expected = [to_hex(c) for c in plot.community_colors(n)]
+    page = _page(folder)
+    swatches = re.findall(r'class="swatch" style="background-color: (#[0-9a-f]{6})"', page)
+    assert swatches == expected
+    # The overlay figure's legend and painted labels use the same colours.
+    fig = plot.overlay(seg.display_image(), seg.pixel_labels)
+    handles = fig.axes[0].get_legend().legend_handles
+    assert [to_hex(h.get_facecolor()) for h in handles] == expected
+    rgba = plot.label_rgba(seg.pixel_labels)
+    for community in range(n):
+        painted = rgba[seg.pixel_labels == community][0]
+        assert np.allclose(painted[:3], to_rgba(expected[community])[:3])
+
+
+@pytest.mark.parametrize("run", ["image", "multimodal"])
+def test_report_renders_in_headless_chromium(runs, run):
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)")
+    seg, folder = runs[run]
+    with Browser(executable) as browser:
+        browser.load(folder / "report.html")
+        state = browser.evaluate("""(() => {
+            const sections = [...document.querySelectorAll('section')].map(s => ({
+                id: s.id, heading: s.querySelector('h2').textContent,
+                height: s.getBoundingClientRect().height, width: s.getBoundingClientRect().width}));
+            const images = [...document.images].map(i => ({ok: i.complete && i.naturalWidth > 0,
+                                                           shown: i.getBoundingClientRect().width}));
+            const swatches = [...document.querySelectorAll('.swatch')].map(
+                s => getComputedStyle(s).backgroundColor);
+            return {title: document.title, sections, images, swatches};
+        })()""")
+        errors = browser.console_errors()
+        urls = browser.requested_urls()
+    assert errors == []
+    assert all(u.split(":", 1)[0] in ("file", "data") for u in urls), urls
+    assert [s["id"] for s in state["sections"]] == [key for key, _ in SECTIONS]
+    for section in state["sections"]:
+        assert section["height"] > 30 and section["width"] > 100, section
+    assert state["images"] and all(i["ok"] and i["shown"] > 100 for i in state["images"])
+    expected = [tuple(round(255 * v) for v in c[:3]) for c in plot.community_colors(seg.n_communities)]
+    shown = [tuple(int(v) for v in re.findall(r"\d+", s)[:3]) for s in state["swatches"]]
+    assert shown == expected
+    assert state["title"] == f"multimodal_seg report: {seg.n_communities} communities"
