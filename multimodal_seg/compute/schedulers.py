@@ -7,8 +7,9 @@ nothing beyond dask.  The others need the optional extra ``distributed``
 running scheduler, ``slurm`` and ``pbs`` start a ``dask_jobqueue`` cluster with
 the config's ``cluster`` keywords and ask it for ``workers`` jobs.
 
-Inside :func:`open_scheduler` every Dask computation of this process, and every
-task :func:`multimodal_seg.compute.tasks.run_tasks` submits, goes to that scheduler.
+Inside :func:`open_scheduler` the tasks :func:`multimodal_seg.compute.tasks.run_tasks`
+submits (a batch's specimens, the embedding's spans of chips) go to that scheduler;
+other Dask computations stay on this process's threads.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dask
 
 from ..config import ComputeConfig
 from ..errors import ParameterError
+from .tasks import using_client
 
 #: Environment of worker processes we start: BLAS and torch use the worker's threads,
 #: not every core each (distributed's own default is one thread).
@@ -81,7 +83,7 @@ def open_scheduler(config: ComputeConfig) -> Iterator[Any]:
     """
     chunk = {"array.chunk-size": f"{config.chunk_mib}MiB"}
     if config.scheduler == "threads":
-        with dask.config.set(chunk, scheduler="threads", num_workers=config.workers):
+        with dask.config.set(chunk, scheduler="threads", num_workers=config.workers), using_client(None):
             yield None
         return
     distributed = _distributed(config.scheduler)
@@ -92,17 +94,19 @@ def open_scheduler(config: ComputeConfig) -> Iterator[Any]:
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=config.workers or os.cpu_count() or 1, threads_per_worker=config.threads_per_worker,
                 processes=True, dashboard_address=None, env={v: threads for v in THREAD_VARIABLES}))
-            client = stack.enter_context(distributed.Client(cluster))
+            client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
         elif config.scheduler == "address":
             try:
-                client = stack.enter_context(distributed.Client(config.address, timeout="30s"))
+                client = stack.enter_context(distributed.Client(config.address, timeout="30s",
+                                                                set_as_default=False))
             except OSError as exc:
                 raise ParameterError(f"cannot reach the Dask scheduler at {config.address}: {exc}",
                                      fix="start it (dask scheduler) or correct compute.address",
                                      where="compute.address") from None
         else:
             cluster = stack.enter_context(_jobqueue_cluster(config))
-            client = stack.enter_context(distributed.Client(cluster))
+            client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
+        stack.enter_context(using_client(client))
         yield client
 
 

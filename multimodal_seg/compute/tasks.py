@@ -1,39 +1,46 @@
 """Run independent Dask tasks on the current scheduler and hear about each as it ends.
 
 The current scheduler is the one :func:`multimodal_seg.compute.schedulers.open_scheduler`
-opened, else Dask's default (threads).  Local schedulers compute the tasks with
-``dask.compute`` and report each result through a ``dask.callbacks.Callback``;
-a ``distributed.Client`` computes them as futures and reports them as they
-complete (``distributed.as_completed``).  Either way Dask does the scheduling.
+opened in this thread, else Dask's local default (threads).  Local schedulers
+compute the tasks with ``dask.compute`` and report each result through a
+``dask.callbacks.Callback``; a ``distributed.Client`` computes them as futures
+and reports them as they complete (``distributed.as_completed``).  Either way
+Dask does the scheduling.
+
+A client opened by ``open_scheduler`` is not made Dask's global default: only the
+tasks given to :func:`run_tasks` (a batch's specimens, the embedding's spans of
+chips) go to its workers, which read what they need from stores on disk; every
+other Dask computation (reading input files, writing the study) stays in the
+process that owns the study.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import dask
 from dask.callbacks import Callback
 from dask.delayed import Delayed
 
-#: ``dask.config`` scheduler names that mean "this process": computations stay local
-#: even where a ``distributed.Client`` exists (inside a worker, for instance).
-LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded", "processes",
-                    "multiprocessing")
+_CLIENT: ContextVar[Any] = ContextVar("multimodal_seg_client", default=None)
+
+
+@contextmanager
+def using_client(client: Any) -> Iterator[None]:
+    """Send :func:`run_tasks` of this thread to ``client`` (``None``: local threads) inside the block."""
+    token = _CLIENT.set(client)
+    try:
+        yield
+    finally:
+        _CLIENT.reset(token)
 
 
 def current_client() -> Any:
-    """The ``distributed.Client`` Dask computations go to now, or ``None`` for a local scheduler."""
-    if dask.config.get("scheduler", None) in LOCAL_SCHEDULERS:
-        return None
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:  # no client in this process
-        return None
+    """The ``distributed.Client`` :func:`run_tasks` uses in this thread now, or ``None`` (local)."""
+    return _CLIENT.get()
 
 
 def scheduler_threads() -> int:
@@ -80,7 +87,7 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
     futures = client.compute(tasks)
     position = {future.key: i for i, future in enumerate(futures)}
     results: list[Any] = [None] * len(tasks)
-    for future in as_completed(futures):
+    for future in as_completed(futures, loop=client.loop):
         i = position[future.key]
         try:
             results[i] = future.result()
