@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +43,13 @@ def _distributed(scheduler: str) -> Any:
     return distributed
 
 
-def _jobqueue_cluster(config: ComputeConfig) -> Any:
+def jobqueue_cluster(config: ComputeConfig) -> Any:
+    """The dask-jobqueue cluster (not yet scaled) of a ``slurm`` or ``pbs`` config.
+
+    Its ``job_script()`` shows what would be submitted: one worker process of
+    ``threads_per_worker`` threads per job unless ``cluster`` says otherwise, with
+    BLAS and torch limited to those threads.
+    """
     try:
         import dask_jobqueue
     except ImportError:
@@ -61,7 +68,6 @@ def _jobqueue_cluster(config: ComputeConfig) -> Any:
         raise ParameterError(f"dask-jobqueue refused the cluster keywords: {exc}",
                              fix="see the dask-jobqueue docs for SLURMCluster / PBSCluster and "
                                  "configs/hpc-slurm.yaml", where="compute.cluster") from None
-    cluster.scale(jobs=config.workers or 1)
     return cluster
 
 
@@ -104,7 +110,14 @@ def open_scheduler(config: ComputeConfig) -> Iterator[Any]:
                                      fix="start it (dask scheduler) or correct compute.address",
                                      where="compute.address") from None
         else:
-            cluster = stack.enter_context(_jobqueue_cluster(config))
+            submit = "sbatch" if config.scheduler == "slurm" else "qsub"
+            if shutil.which(submit) is None:
+                raise ParameterError(f"compute scheduler {config.scheduler!r} submits jobs with {submit}, "
+                                     "which is not on this machine",
+                                     fix="run the batch on the cluster's login node, or use scheduler: "
+                                         "processes here", where="compute.scheduler")
+            cluster = stack.enter_context(jobqueue_cluster(config))
+            cluster.scale(jobs=config.workers or 1)
             client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
         stack.enter_context(using_client(client))
         yield client
