@@ -333,3 +333,15 @@ def test_killed_batch_resumes_where_it_stopped(tmp_path):
         assert len(starts(out, n)) == 1  # finished specimens are not computed twice
     assert set(kept) <= set(starts(out, name)[-1]["resumed_from"])
     assert stamps(out / name / "study.zarr", kept) == kept
+
+
+def test_the_scale_guides_batch_example_runs(tmp_path, monkeypatch):
+    """docs/scale.md shows a batch from Python; the example must run as written."""
+    import re
+
+    guide = (Path(__file__).parents[1] / "docs" / "scale.md").read_text()
+    code = re.search(r"```python\n(.*?)```", guide, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "scale.md (batch)", "exec"), namespace)
+    assert namespace["result"].ok and (tmp_path / "scale-example" / "runs" / "summary.csv").is_file()

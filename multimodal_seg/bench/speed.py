@@ -546,7 +546,8 @@ def encoder_throughput(
     -------
     dict with ``encoder`` (its description), ``n_chips``, ``chip_shape``,
     ``repeats``, ``seconds`` (median wall time of one ``encode``, s),
-    ``seconds_all`` (every timed run, s), ``chips_per_s``, ``seconds_per_chip``
+    ``seconds_all`` (every timed run, s), ``warmup_seconds`` (the untimed first
+    run: thread pools, caches, and a compiled network's compilation), ``chips_per_s``, ``seconds_per_chip``
     (s), ``flops_per_chip`` (FLOP or None), ``flop_rate`` (FLOP/s achieved, or
     None), ``fraction_of_measured_peak`` and ``fraction_of_nominal_peak``
     (``flop_rate`` over the peaks, or None), ``peak_measured_flops``,
@@ -575,8 +576,10 @@ def encoder_throughput(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    encoder.encode(chips)  # warm-up
+    t0 = time.perf_counter()
+    encoder.encode(chips)  # warm-up (and, for a compiled network, its compilation)
     sync()
+    warmup = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -599,6 +602,7 @@ def encoder_throughput(
         "repeats": repeats,
         "seconds": seconds,
         "seconds_all": times,
+        "warmup_seconds": warmup,
         "chips_per_s": chips_per_s,
         "seconds_per_chip": seconds / n,
         "flops_per_chip": flops_per_chip,

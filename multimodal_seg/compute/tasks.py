@@ -54,7 +54,8 @@ def scheduler_threads() -> int:
 
 
 def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None] | None = None,
-              on_error: Callable[[int, BaseException], Any] | None = None) -> list[Any]:
+              on_error: Callable[[int, BaseException], Any] | None = None,
+              local_threads: int | None = None) -> list[Any]:
     """Compute ``tasks`` on the current scheduler; their results, in order.
 
     Parameters
@@ -70,6 +71,9 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
         ``distributed.scheduler.allowed-failures``); its return value stands for
         the task's result and the others go on.  Without it the first failure is
         raised.  Local schedulers always raise a task's exception.
+    local_threads
+        Local schedulers: run at most this many tasks at once (default: the
+        scheduler's threads), for tasks that use every core by themselves.
     """
     tasks = list(tasks)
     client = current_client()
@@ -80,8 +84,9 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
             if key in index and on_result is not None:
                 on_result(index[key], result)
 
+        options = {} if local_threads is None else {"num_workers": local_threads}
         with Callback(posttask=posttask):
-            return list(dask.compute(*tasks))
+            return list(dask.compute(*tasks, **options))
     from distributed import as_completed
 
     futures = client.compute(tasks)

@@ -121,13 +121,18 @@ def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder,
     origins = np.asarray(chips.origins)
     n_chips = len(origins)
     chip_bytes = chips.size ** 2 * int(np.prod(modality.data.shape[2:], dtype=np.int64)) * 4
-    spans = chip_spans(n_chips, batch_chips=batch_chips, chip_bytes=chip_bytes, tasks=2 * scheduler_threads())
+    # A torch network (encoders with a runner) uses every core, or the GPU, by itself: its
+    # spans run one at a time here, in parallel only on a cluster's workers.
+    serial = hasattr(encoder, "runner")
+    spans = chip_spans(n_chips, batch_chips=batch_chips, chip_bytes=chip_bytes,
+                       tasks=1 if serial else 2 * scheduler_threads())
     # One key each for the encoder and the reader: a cluster ships them once per worker.
     shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(modality.data), pure=False)
     tasks = [dask.delayed(_encode_span, pure=False)(reader, origins[a:b], chips.size, shared_encoder, scale,
                                                     batch_chips) for a, b in spans]
     with tqdm(total=n_chips, desc=desc, unit="chip", disable=not progress, leave=False) as bar:
-        parts = run_tasks(tasks, on_result=lambda i, part: bar.update(len(part[0])))
+        parts = run_tasks(tasks, on_result=lambda i, part: bar.update(len(part[0])),
+                          local_threads=1 if serial else None)
     if not parts:
         return np.empty((0, encoder.dim), np.float32), np.empty((0, len(CHIP_STATS)), np.float32)
     return np.concatenate([e for e, _ in parts]), np.concatenate([s for _, s in parts])
