@@ -50,18 +50,9 @@ def load() -> float:
 
 
 def write_images(folder: Path, n: int, size: int) -> list[Path]:
-    from PIL import Image
+    from multimodal_seg.synthetic.files import write_phantom_images
 
-    from multimodal_seg.synthetic.phantoms import haadf_phantom
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in range(n):
-        image = haadf_phantom((size, size), seed=seed).image
-        grey = (255 * (image - image.min()) / (image.max() - image.min())).astype(np.uint8)
-        paths.append(folder / f"img{seed:02d}.png")
-        Image.fromarray(grey).save(paths[-1])
-    return paths
+    return write_phantom_images(folder, n, size=size)
 
 
 # --------------------------------------------------------------------------- encoders
@@ -179,14 +170,14 @@ def part_resume(work: Path, n: int = 24, size: int = 384, kill_after: int = 8) -
     root = Path(__file__).resolve().parents[1]
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while sum((out_dir / f"img{i:02d}" / "batch.json").exists() for i in range(n)) < kill_after:
+    while sum((out_dir / f"img{i:0{len(str(n - 1))}d}" / "batch.json").exists() for i in range(n)) < kill_after:
         time.sleep(0.05)
         if process.poll() is not None:
             raise SystemExit("the batch ended before it could be killed")
     os.kill(process.pid, signal.SIGKILL)  # kill -9 of the batch process
     process.wait()
     killed_after = time.perf_counter() - start
-    names = [f"img{i:02d}" for i in range(n)]
+    names = [f"img{i:0{len(str(n - 1))}d}" for i in range(n)]
     finished = [m for m in names if (out_dir / m / "batch.json").exists()]
     interrupted = [m for m in names if m not in finished and (out_dir / m / "study.zarr").exists()]
     stamps = {m: _stamps(out_dir / m / "study.zarr") for m in finished + interrupted}

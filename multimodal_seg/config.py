@@ -209,6 +209,23 @@ def validated(section: type[S], where: str, **values: Any) -> S:
         raise _explain(exc, where) from None
 
 
+def read_yaml_mapping(path: Path, *, expected: str, fix: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (an empty file is an empty one).
+
+    Raises
+    ------
+    ParameterError
+        Not valid YAML, or not a mapping (``expected`` and ``fix`` say what should be there).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"not valid YAML: {exc}", fix="fix the YAML syntax", where=path) from None
+    if not isinstance(data, dict):
+        raise ParameterError(expected, fix=fix, where=path)
+    return data
+
+
 def load_config(source: SegmentConfig | dict | str | Path | None = None) -> SegmentConfig:
     """A validated config from a model, a dict, a YAML file, or defaults (``None``)."""
     if isinstance(source, SegmentConfig):
@@ -221,13 +238,8 @@ def load_config(source: SegmentConfig | dict | str | Path | None = None) -> Segm
         if not path.is_file():
             raise ParameterError("config file not found", fix="give the path of an existing YAML file",
                                  where=path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ParameterError(f"not valid YAML: {exc}", fix="fix the YAML syntax", where=path) from exc
-        if not isinstance(data, dict):
-            raise ParameterError("the config must be a mapping of sections",
-                                 fix="see configs/demo.yaml for the layout", where=path)
+        data = read_yaml_mapping(path, expected="the config must be a mapping of sections",
+                                 fix="see configs/demo.yaml for the layout")
     elif isinstance(source, dict):
         data = source
     try:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from PIL import Image
 from typer.testing import CliRunner
 
 from multimodal_seg.batch import expand_inputs, run_batch
@@ -23,22 +22,15 @@ from multimodal_seg.batch.repair import finished_outputs
 from multimodal_seg.batch.run import attempts
 from multimodal_seg.cli import app
 from multimodal_seg.errors import InputError, ParameterError
-from multimodal_seg.synthetic.phantoms import haadf_phantom
+from multimodal_seg.synthetic.files import write_phantom_images
 
 #: Quick settings: the weight-free encoder, two Leiden runs.
 QUICK = {"encoder": {"name": "fourier"}, "communities": {"consensus": 2}}
 
 
 def write_images(folder: Path, n: int = 3, size: int = 128) -> list[Path]:
-    """``n`` phantom images (different seeds) as 8-bit PNG files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in range(n):
-        image = haadf_phantom((size, size), seed=seed).image
-        grey = (255 * (image - image.min()) / (image.max() - image.min())).astype(np.uint8)
-        paths.append(folder / f"img{seed}.png")
-        Image.fromarray(grey).save(paths[-1])
-    return paths
+    """``n`` phantom images (different seeds) as 8-bit PNG files ``img0.png`` ..."""
+    return write_phantom_images(folder, n, size=size)
 
 
 def labels(folder: Path) -> np.ndarray:

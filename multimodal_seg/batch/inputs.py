@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config import read_yaml_mapping
 from ..errors import InputError, ParameterError
 from ..modalities.image import SUPPORTED_IMAGE_EXTENSIONS
 from ..provenance import file_identity
@@ -109,13 +108,8 @@ def _from_csv(path: Path) -> list[Specimen]:
 
 
 def _from_yaml(path: Path) -> list[Specimen]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"not valid YAML: {exc}", fix="fix the YAML syntax", where=path) from None
-    if not isinstance(data, dict):
-        raise ParameterError("a specimen list is a mapping: specimen -> {modality: path}",
-                             fix="write e.g. 'grain-1: {haadf: a.dm4, eels: b.dm4}'", where=path)
+    data = read_yaml_mapping(path, expected="a specimen list is a mapping: specimen -> {modality: path}",
+                             fix="write e.g. 'grain-1: {haadf: a.dm4, eels: b.dm4}'")
     specimens = []
     for name, modalities in data.items():
         where = f"{path}: {name}"
