@@ -337,3 +337,35 @@ def test_the_scale_guides_batch_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "scale.md (batch)", "exec"), namespace)
     assert namespace["result"].ok and (tmp_path / "scale-example" / "runs" / "summary.csv").is_file()
+
+
+def test_a_list_of_multimodal_specimens(tmp_path):
+    """A CSV row per specimen, its modalities as name=path: each gets its joint partition."""
+    import hyperspy.api as hs
+
+    from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+    rows = []
+    for seed in (0, 1):
+        phantom = multimodal_phantom((16, 16), seed=seed)
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        haadf = hs.signals.Signal2D(phantom.haadf)
+        for axis in haadf.axes_manager.signal_axes:
+            axis.scale, axis.units = phantom.image_pixel_size, "nm"
+        haadf.save(folder / "haadf.hspy")
+        eels = hs.signals.Signal1D(np.asarray(phantom.eels))
+        for axis in eels.axes_manager.navigation_axes:
+            axis.scale, axis.units = phantom.scan_step, "nm"
+        energy = eels.axes_manager.signal_axes[0]
+        energy.offset, energy.scale, energy.units = phantom.energy_axis
+        eels.save(folder / "eels.hspy")
+        rows.append(f"specimen-{seed},haadf=s{seed}/haadf.hspy,eels=s{seed}/eels.hspy")
+    (tmp_path / "specimens.csv").write_text("\n".join(rows) + "\n")
+    result = run_batch([tmp_path / "specimens.csv"], out=tmp_path / "out", config=QUICK, progress=False)
+    assert result.ok, result.records
+    for seed in (0, 1):
+        row = summary(tmp_path / "out")[f"specimen-{seed}"]
+        assert row["modalities"] == "haadf eels"
+        scan = zarr.open_group(str(tmp_path / "out" / f"specimen-{seed}" / "labels.zarr"), mode="r")["scan_labels"]
+        assert set(scan) == {"haadf", "eels", "joint"} and scan["joint"].shape == (16, 16)

@@ -253,6 +253,9 @@ def run_batch(inputs: Sequence[str | Path] | str | Path, *, out: str | Path,
             pass  # a full disk: the records still come back, and the next run writes the summary
 
     save_summary()
+    if not todo:  # everything finished earlier: no scheduler (or cluster) to start
+        return BatchResult(records=ordered(), out=root, skipped_files=skipped_files,
+                           scheduler={"scheduler": cfg.compute.scheduler, "started": False})
     with open_scheduler(cfg.compute) as client, tqdm(
             total=len(specimens), initial=len(records), desc="specimens", unit="specimen",
             disable=not progress) as bar:
