@@ -16,12 +16,14 @@ process that owns the study.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import dask
+import numpy as np
 from dask.callbacks import Callback
 from dask.delayed import Delayed
 
@@ -48,8 +50,6 @@ def scheduler_threads() -> int:
     client = current_client()
     if client is not None:
         return max(1, sum(client.nthreads().values()))
-    import os
-
     return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
 
 
@@ -132,8 +132,6 @@ class SyncReader:
         part = self.data[key]
         if hasattr(part, "compute"):
             return part.compute(scheduler="sync")
-        import numpy as np
-
         return np.asarray(part)
 
 
