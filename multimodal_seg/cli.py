@@ -1,4 +1,4 @@
-"""The ``mmseg`` command: segment, demo, info."""
+"""The ``mmseg`` command: segment, batch, demo, bench, info."""
 
 from __future__ import annotations
 
@@ -111,6 +111,37 @@ def segment(
         Console().print(_communities_table(seg))
         console.print(f"encoder: {seg.provenance['encoder_choice']}")
     console.print(f"results written to {out}/")
+
+
+@app.command()
+def batch(
+    inputs: list[Path] = typer.Argument(..., help="Image files, folders of images, or .csv/.yaml lists of "
+                                        "multimodal specimens (one per row: NAME,modality=FILE,...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Batch folder: one folder per specimen, summary.csv, logs/."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="YAML config for every specimen; its compute section picks the "
+                                               "scheduler (threads, processes, address, slurm, pbs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+) -> None:
+    """Segment many specimens, one study each under OUT/<name>/; run it again to resume.
+
+    Finished specimens are skipped, interrupted ones continue from their last finished
+    stage, and a failed one does not stop the others: see summary.csv. Exits with
+    status 1 if any specimen failed."""
+    from .batch import run_batch
+    from .batch.summary import summary_table
+
+    try:
+        result = run_batch(inputs, out=out, config=config, progress=not quiet)
+    except MMSegError as exc:
+        _fail(exc)
+    if result.skipped_files:
+        console.print(f"left out (not images): {', '.join(p.name for p in result.skipped_files)}")
+    if not quiet:
+        Console().print(summary_table(result.records))
+    console.print(f"summary written to {result.out / 'summary.csv'}")
+    if not result.ok:
+        raise typer.Exit(code=1)
 
 
 @app.command()

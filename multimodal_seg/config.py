@@ -9,6 +9,7 @@ A YAML file mirrors the sections::
     communities: {method: leiden, resolution: 1.0}
     fusion:      {method: multiplex, layer_weights: {}}  # several modalities only
     modality_encoders: {eels: spectrum-pca}              # several modalities only
+    compute:     {scheduler: threads, workers: null}     # where the work runs (docs/scale.md)
     seed: 0
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParameterError
 
@@ -96,6 +97,46 @@ class FusionConfig(_Section):
     layer_weights: dict[str, float] = Field(default_factory=dict)
 
 
+class ComputeConfig(_Section):
+    """Where the work runs: Dask's threaded scheduler, a LocalCluster, a running
+    scheduler, or SLURM/PBS through dask-jobqueue (see docs/scale.md).
+
+    Changes where and how fast a run goes, never its labels: the same config and
+    seed give the same labels on every scheduler.
+    """
+
+    #: threads: Dask's threaded scheduler in this process (the default, no extra
+    #: install); processes: a ``distributed.LocalCluster`` of worker processes;
+    #: address: a running Dask scheduler (``address``); slurm, pbs: a
+    #: dask-jobqueue cluster (``cluster`` holds its keywords: cores, memory, queue ...).
+    scheduler: Literal["threads", "processes", "address", "slurm", "pbs"] = "threads"
+    #: threads: threads (default: the CPU count); processes: worker processes
+    #: (default: the CPU count); slurm, pbs: jobs to submit (default 1).
+    workers: int | None = Field(None, ge=1, le=10_000)
+    #: Threads of each worker process (processes, slurm, pbs); also torch's threads there.
+    threads_per_worker: int = Field(1, ge=1, le=1024)
+    #: ``tcp://host:port`` of a running scheduler (scheduler: address).
+    address: str | None = None
+    #: Keywords of dask_jobqueue.SLURMCluster / PBSCluster (scheduler: slurm or pbs).
+    cluster: dict[str, Any] = Field(default_factory=dict)
+    #: MiB of raw data one embedding task reads (Dask's ``array.chunk-size``): peak
+    #: memory is about this times the tasks running at once (threads or workers).
+    chunk_mib: int = Field(128, ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ComputeConfig":
+        if (self.address is not None) != (self.scheduler == "address"):
+            raise ValueError("'address' is given exactly when scheduler is 'address' (tcp://host:port)")
+        if self.cluster and self.scheduler not in ("slurm", "pbs"):
+            raise ValueError("'cluster' (dask-jobqueue keywords) applies to scheduler slurm or pbs only")
+        if self.threads_per_worker != 1 and self.scheduler in ("threads", "address"):
+            raise ValueError("'threads_per_worker' applies to processes, slurm and pbs; "
+                             "with threads use 'workers', a running scheduler has its own")
+        if self.workers is not None and self.scheduler == "address":
+            raise ValueError("'workers' cannot be set for a running scheduler (scheduler: address)")
+        return self
+
+
 class SegmentConfig(_Section):
     """Everything a segmentation run depends on, besides the data.
 
@@ -110,6 +151,7 @@ class SegmentConfig(_Section):
     graph: GraphConfig = Field(default_factory=GraphConfig)
     communities: CommunityConfig = Field(default_factory=CommunityConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     seed: int = Field(0, ge=0)
 
 
@@ -167,6 +209,23 @@ def validated(section: type[S], where: str, **values: Any) -> S:
         raise _explain(exc, where) from None
 
 
+def read_yaml_mapping(path: Path, *, expected: str, fix: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (an empty file is an empty one).
+
+    Raises
+    ------
+    ParameterError
+        Not valid YAML, or not a mapping (``expected`` and ``fix`` say what should be there).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"not valid YAML: {exc}", fix="fix the YAML syntax", where=path) from None
+    if not isinstance(data, dict):
+        raise ParameterError(expected, fix=fix, where=path)
+    return data
+
+
 def load_config(source: SegmentConfig | dict | str | Path | None = None) -> SegmentConfig:
     """A validated config from a model, a dict, a YAML file, or defaults (``None``)."""
     if isinstance(source, SegmentConfig):
@@ -179,13 +238,8 @@ def load_config(source: SegmentConfig | dict | str | Path | None = None) -> Segm
         if not path.is_file():
             raise ParameterError("config file not found", fix="give the path of an existing YAML file",
                                  where=path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ParameterError(f"not valid YAML: {exc}", fix="fix the YAML syntax", where=path) from exc
-        if not isinstance(data, dict):
-            raise ParameterError("the config must be a mapping of sections",
-                                 fix="see configs/demo.yaml for the layout", where=path)
+        data = read_yaml_mapping(path, expected="the config must be a mapping of sections",
+                                 fix="see configs/demo.yaml for the layout")
     elif isinstance(source, dict):
         data = source
     try:

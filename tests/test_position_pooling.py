@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pytest
 
@@ -19,12 +20,12 @@ def scan():
 
 
 @pytest.mark.parametrize("size, stride", [(4, 2), (3, 1), (4, 4)])
-def test_pooled_embeddings_equal_chip_by_chip_encoding(scan, size, stride, monkeypatch):
+def test_pooled_embeddings_equal_chip_by_chip_encoding(scan, size, stride):
     encoder = get_encoder("diffraction-profiles")
     grid = ChipGrid(scan.shape[:2], size, stride)
     chips = np.concatenate([c for _, c in iter_chips(scan, grid.origins, size)])
-    monkeypatch.setattr("multimodal_seg.encoders.pooling.BAND_BYTES", 5 * 16 * 32 * 32 * 4)  # 5-row bands
-    embeddings, stats = pooled_position_embeddings(scan, grid.origins, size, encoder)
+    with dask.config.set({"array.chunk-size": 5 * 16 * 32 * 32 * 4}):  # 5-row bands, one task each
+        embeddings, stats = pooled_position_embeddings(scan, grid.origins, size, encoder)
     np.testing.assert_allclose(embeddings, encoder.encode(chips), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats, chip_statistics(chips), rtol=1e-4)
 
@@ -36,14 +37,14 @@ def test_only_pooling_encoders_take_the_per_position_path():
     assert not get_encoder("fourier").pools_positions
 
 
-def test_community_mean_signals_average_every_chips_positions(scan, monkeypatch):
+def test_community_mean_signals_average_every_chips_positions(scan):
     from multimodal_seg.analysis.descriptors import community_mean_signals
 
     grid = ChipGrid(scan.shape[:2], 4, 2)
     labels = (grid.origins[:, 1] >= 6).astype(int)  # two communities: left and right chips
     labels[0] = -1  # an unlabelled chip is left out
-    monkeypatch.setattr("multimodal_seg.encoders.pooling.BAND_BYTES", 3 * 16 * 32 * 32 * 4)  # 3-row bands
-    means = community_mean_signals(scan, grid, labels)
+    with dask.config.set({"array.chunk-size": 3 * 16 * 32 * 32 * 4}):  # 3-row bands
+        means = community_mean_signals(scan, grid, labels)
     chips = np.concatenate([c for _, c in iter_chips(scan, grid.origins, 4)])
     for community in (0, 1):
         expected = chips[labels == community].reshape(-1, *scan.shape[2:]).mean(axis=0)

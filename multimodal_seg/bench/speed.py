@@ -354,7 +354,9 @@ def peak_flops(
     dict with ``measured_flops`` and ``nominal_flops`` (FLOP/s; nominal ``None``
     where not derivable), ``measured_method`` and ``nominal_method`` (sentences
     for a report), ``measured_seconds`` (s, best product), ``measured_over_nominal``,
-    ``device``, ``dtype``, ``threads``, ``size``, ``repeats``, ``load_average``
+    ``measured_cpu_flops`` (FLOP per CPU-second of the best product, times the
+    threads: the rate while the threads run, less sensitive to other work on the
+    machine; ``None`` on GPUs), ``device``, ``dtype``, ``threads``, ``size``, ``repeats``, ``load_average``
     (1-minute load average after the measurement, or None) and the hardware
     figures behind the nominal rate (``cores``, ``clock_mhz``,
     ``flops_per_cycle_per_core``, ``simd``, ``cpu_model``; or ``sms``,
@@ -381,15 +383,16 @@ def peak_flops(
         if cuda:
             torch.cuda.synchronize(dev)
 
-    times = []
+    times, cpu_times = [], []
     with torch.inference_mode():
         torch.mm(a, b, out=c)  # warm-up: thread pool, kernels selection
         sync()
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             torch.mm(a, b, out=c)
             sync()
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
     del a, b, c
     best = min(times)
     flop = 2.0 * n**3
@@ -404,6 +407,9 @@ def peak_flops(
         "threads": threads,
         "measured_flops": measured,
         "measured_seconds": best,
+        # FLOP per CPU-second of this process, times its threads: what the threads reach
+        # while they run, whatever else the machine runs (CPU runs only: a GPU's is None)
+        "measured_cpu_flops": None if cuda else flop * threads / min(cpu_times),
         "load_average": _load_average(),
         "measured_method": (
             f"best of {repeats} torch.mm of two {n}x{n} {dtype} matrices {where}, "
@@ -546,11 +552,15 @@ def encoder_throughput(
     -------
     dict with ``encoder`` (its description), ``n_chips``, ``chip_shape``,
     ``repeats``, ``seconds`` (median wall time of one ``encode``, s),
-    ``seconds_all`` (every timed run, s), ``chips_per_s``, ``seconds_per_chip``
+    ``seconds_all`` (every timed run, s), ``warmup_seconds`` (the untimed first
+    run: thread pools, caches, and a compiled network's compilation), ``chips_per_s``, ``seconds_per_chip``
     (s), ``flops_per_chip`` (FLOP or None), ``flop_rate`` (FLOP/s achieved, or
     None), ``fraction_of_measured_peak`` and ``fraction_of_nominal_peak``
     (``flop_rate`` over the peaks, or None), ``peak_measured_flops``,
-    ``peak_nominal_flops`` (FLOP/s), ``threads`` (torch intra-op threads),
+    ``peak_nominal_flops`` (FLOP/s), ``cpu_seconds`` (median CPU time of this process
+    per ``encode``) and ``fraction_of_measured_cpu_peak`` (FLOP per CPU-second times
+    torch's threads, over the peak's ``measured_cpu_flops``: steadier than the wall-time
+    fraction when other work shares the machine), ``threads`` (torch intra-op threads),
     ``load_average`` (1-minute, after the runs, or None) and ``device``.  Numpy
     encoders may use one core only while the peaks are for all cores.  ``chips_per_s == n_chips / seconds`` and
     ``flop_rate == flops_per_chip * chips_per_s``.
@@ -575,15 +585,19 @@ def encoder_throughput(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    encoder.encode(chips)  # warm-up
+    t0 = time.perf_counter()
+    encoder.encode(chips)  # warm-up (and, for a compiled network, its compilation)
     sync()
-    times = []
+    warmup = time.perf_counter() - t0
+    times, cpu_times = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         encoder.encode(chips)
         sync()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     seconds = statistics.median(times)
+    cpu_seconds = statistics.median(cpu_times)
     chips_per_s = n / seconds
     rate = flops_per_chip * chips_per_s if flops_per_chip is not None else None
     measured_peak = peak.get("measured_flops")
@@ -599,6 +613,7 @@ def encoder_throughput(
         "repeats": repeats,
         "seconds": seconds,
         "seconds_all": times,
+        "warmup_seconds": warmup,
         "chips_per_s": chips_per_s,
         "seconds_per_chip": seconds / n,
         "flops_per_chip": flops_per_chip,
@@ -606,6 +621,11 @@ def encoder_throughput(
         "peak_measured_flops": measured_peak,
         "peak_nominal_flops": nominal_peak,
         "fraction_of_measured_peak": rate / measured_peak if rate and measured_peak else None,
+        "cpu_seconds": cpu_seconds,
+        # the same per CPU-second (times torch's threads) against the peak's: steadier on a busy machine
+        "fraction_of_measured_cpu_peak": (flops_per_chip * n * torch.get_num_threads() / cpu_seconds
+                                          / peak["measured_cpu_flops"])
+        if flops_per_chip and peak.get("measured_cpu_flops") and cpu_seconds > 0 else None,
         "fraction_of_nominal_peak": rate / nominal_peak if rate and nominal_peak else None,
     }
 

@@ -144,6 +144,10 @@ class ConvChipEncoder(Encoder):
         Signals (scan positions) per forward pass.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    compile
+        Run the network through ``torch.compile`` (:mod:`multimodal_seg.encoders.runtime`:
+        compiled once per process, inductor's on-disk cache across processes; eager,
+        with a warning, if compilation fails).  Off: eager.
     progress
         Show a progress bar over chips.
 
@@ -160,17 +164,27 @@ class ConvChipEncoder(Encoder):
     batch_dependent = True
 
     def _setup(
-        self, *, weights: Any, embedding_dim: int, batch_size: int, device: str, progress: bool
+        self, *, weights: Any, embedding_dim: int, batch_size: int, device: str, progress: bool,
+        compile: bool = False,
     ) -> None:
-        import torch
-
         from .device import pick_device
+        from .runtime import NetworkRunner, shared_network
 
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", minimum=1, example="64")
         self.batch_size = check_int(batch_size, "batch_size", minimum=1, example="256")
         self.progress = check_bool(progress, "progress")
+        self.compile = check_bool(compile, "compile")
         self.device = pick_device(device)
         self.weights = resolve_trainable_weights(weights, self.name)
+        key = (self.name, tuple(sorted(self._options().items())), self.weights.name, self.weights.sha256,
+               str(self.device))
+        self.network = shared_network(key, self._load_network)  # built once per process
+        self.runner = NetworkRunner(self.network, key=key, compile=self.compile, batch_size=self.batch_size)
+
+    def _load_network(self) -> Any:
+        """The network with its weights (or the seeded random init), in eval mode on the device."""
+        import torch
+
         # the seeded init also fixes parameters a loaded state dict overwrites anyway;
         # fork_rng keeps the caller's random stream untouched
         with torch.random.fork_rng(devices=[]):
@@ -185,7 +199,7 @@ class ConvChipEncoder(Encoder):
             )
             state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
             network.load_state_dict(state, strict=True)
-        self.network = network.eval().to(self.device)
+        return network.eval().to(self.device)
 
     @abstractmethod
     def _build_network(self) -> Any:
@@ -212,6 +226,7 @@ class ConvChipEncoder(Encoder):
             "batch_size": self.batch_size,
             "device": self.device.type,
             **self._options(),
+            **({"compile": True} if self.compile else {}),  # eager fingerprints stay as they were
             "version": 1,
         }
 
@@ -231,7 +246,7 @@ class ConvChipEncoder(Encoder):
             for start in range(0, len(items), self.batch_size):
                 x = self._prepare(items[start : start + self.batch_size])
                 with autocast_context(self.device):
-                    out = self.network(x)
+                    out = self.runner(x)
                 features[start : start + len(x)] = out.float().cpu().numpy()
                 bar.update((start + len(x)) // per_chip - start // per_chip)
         return mean_over_positions(features, per_chip)

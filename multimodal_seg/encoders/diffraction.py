@@ -319,7 +319,7 @@ class DiffractionCNNEncoder(ConvChipEncoder):
     5, 3, 3, 3) pools to 4 x 4 positions, so the embedding keeps where in the
     pattern the intensity is: spacing and orientation.  The other options
     (``weights``, required; ``embedding_dim``; ``batch_size``, patterns per
-    forward pass; ``device``; ``progress``), the weights and the errors are
+    forward pass; ``device``; ``compile``; ``progress``), the weights and the errors are
     those of every convnet encoder (:class:`~multimodal_seg.encoders.convnet.ConvChipEncoder`).
 
     Parameters
@@ -344,12 +344,13 @@ class DiffractionCNNEncoder(ConvChipEncoder):
         centre: bool = True,
         batch_size: int = 256,
         device: str = "auto",
+        compile: bool = False,
         progress: bool = False,
     ) -> None:
         self.size = None if size is None else check_int(size, "size", minimum=8, example="64")
         self.centre = check_bool(centre, "centre")
         self._setup(weights=weights, embedding_dim=embedding_dim, batch_size=batch_size,
-                    device=device, progress=progress)
+                    device=device, progress=progress, compile=compile)
         from .device import memory_format
 
         self._memory_format = memory_format(self.device)

@@ -4,9 +4,11 @@ Some encoders embed a chip as the mean of per-position features (a diffraction
 pattern's profiles, for instance).  With overlapping chips every position lies in
 several chips (four at the default stride of half a chip), so encoding chip by
 chip repeats the work.  Here the features of every position are computed once,
-streaming the scan in bands of rows, and each chip's embedding is the mean over its
-window, read off a summed-area table.  The chip statistics (mean and standard
-deviation of the raw values) are pooled the same way from per-position sums.
+in bands of scan rows, each band one Dask task on the current scheduler (every
+core, or a cluster's workers; memory holds a band per running task), and each
+chip's embedding is the mean over its window, read off a summed-area table.  The
+chip statistics (mean and standard deviation of the raw values) are pooled the
+same way from per-position sums.
 """
 
 from __future__ import annotations
@@ -16,18 +18,52 @@ from tqdm.auto import tqdm
 
 from .base import Encoder
 
-#: Bytes of raw data read per band of scan rows.
-BAND_BYTES = 256 * 2**20
+
+def row_bands(shape: tuple[int, ...], *, band_bytes: int, tasks: int = 1) -> list[tuple[int, int]]:
+    """``[(top, stop), ...]``: bands of whole scan rows of a ``(rows, cols, *signal)`` array,
+    each about ``band_bytes`` as float32 or less (at least one row), and at least
+    ``tasks`` bands where there are that many rows, so every thread or worker gets work."""
+    rows, cols = int(shape[0]), int(shape[1])
+    per_row = cols * int(np.prod(shape[2:], dtype=np.int64)) * 4
+    band = max(1, min(band_bytes // max(1, per_row), -(-rows // max(1, tasks))))
+    return [(top, min(top + band, rows)) for top in range(0, rows, band)]
 
 
-def iter_row_bands(data, band_bytes: int = BAND_BYTES):
+def iter_row_bands(data, band_bytes: int | None = None):
     """Yield ``(top, block)``: the (lazy) ``(rows, cols, *signal)`` array read as float32
-    blocks of whole scan rows, about ``band_bytes`` each (at least one row)."""
-    rows, cols = int(data.shape[0]), int(data.shape[1])
-    per_row = cols * int(np.prod(data.shape[2:], dtype=np.int64)) * 4
-    band = max(1, band_bytes // max(1, per_row))
-    for top in range(0, rows, band):
-        yield top, np.asarray(data[top : top + band], dtype=np.float32)
+    blocks of whole scan rows (:func:`row_bands`; ``band_bytes`` defaults to Dask's
+    ``array.chunk-size``).  The next band is read in a second thread while the
+    caller works on this one, so reading and decompressing overlap the caller's
+    work; memory holds two bands."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..compute.tasks import SyncReader, chunk_bytes
+
+    reader = SyncReader(data)
+    bands = row_bands(data.shape, band_bytes=chunk_bytes() if band_bytes is None else band_bytes)
+
+    def read(band: tuple[int, int]) -> np.ndarray:
+        return np.asarray(reader[band[0] : band[1]], dtype=np.float32)
+
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        pending = ahead.submit(read, bands[0]) if bands else None
+        for i, (top, _) in enumerate(bands):
+            block = pending.result()
+            pending = ahead.submit(read, bands[i + 1]) if i + 1 < len(bands) else None
+            yield top, block
+
+
+def _band_features(reader, top: int, stop: int, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
+    """One task: ``(rows, cols, dim)`` features and ``(rows, cols, 2)`` sums of values and of
+    their squares of a band of scan rows, read by the task itself."""
+    block = np.asarray(reader[top:stop], dtype=np.float32)
+    n_rows, cols = block.shape[:2]
+    flat = block.reshape(n_rows * cols, *block.shape[2:])
+    features = encoder.position_features(flat).reshape(n_rows, cols, -1)
+    values = flat.reshape(len(flat), -1)
+    moments = np.stack([values.sum(axis=1, dtype=np.float64),
+                        np.einsum("ij,ij->i", values, values, dtype=np.float64)], axis=1)
+    return features.astype(np.float32, copy=False), moments.reshape(n_rows, cols, 2)
 
 
 def _window_sums(table: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
@@ -64,21 +100,26 @@ def pooled_position_embeddings(data, origins: np.ndarray, size: int, encoder: En
     ``(n_chips, encoder.dim)`` float32 embeddings and ``(n_chips, 2)`` float32 mean and
     standard deviation of each chip's raw values.
     """
+    import dask
+
+    from ..compute.tasks import SyncReader, chunk_bytes, run_tasks, scheduler_threads
+
     rows, cols = int(data.shape[0]), int(data.shape[1])
     signal = tuple(int(n) for n in data.shape[2:])
     features = np.empty((rows, cols, encoder.dim), dtype=np.float32)
     moments = np.empty((rows, cols, 2), dtype=np.float64)  # sum and sum of squares of the values
-    bar = tqdm(total=rows * cols, desc=desc, unit="position", disable=not progress, leave=False)
-    with bar:
-        for top, block in iter_row_bands(data, BAND_BYTES):
-            flat = block.reshape(-1, *signal)
-            n_rows = block.shape[0]
-            features[top : top + n_rows] = encoder.position_features(flat).reshape(n_rows, cols, -1)
-            values = flat.reshape(len(flat), -1)
-            moments[top : top + n_rows, :, 0] = values.sum(axis=1, dtype=np.float64).reshape(n_rows, cols)
-            moments[top : top + n_rows, :, 1] = np.einsum(
-                "ij,ij->i", values, values, dtype=np.float64).reshape(n_rows, cols)
-            bar.update(n_rows * cols)
+    bands = row_bands(data.shape, band_bytes=chunk_bytes(), tasks=2 * scheduler_threads())
+    # One key each for the encoder and the reader: a cluster ships them once per worker.
+    shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(data), pure=False)
+    tasks = [dask.delayed(_band_features, pure=False)(reader, top, stop, shared_encoder) for top, stop in bands]
+
+    def store(i: int, result: tuple[np.ndarray, np.ndarray]) -> None:
+        top, stop = bands[i]
+        features[top:stop], moments[top:stop] = result
+        bar.update((stop - top) * cols)
+
+    with tqdm(total=rows * cols, desc=desc, unit="position", disable=not progress, leave=False) as bar:
+        run_tasks(tasks, on_result=store)
     origins = np.asarray(origins, dtype=np.int64)
     positions = size * size
     embeddings = _window_sums(_summed_area(features), origins, size) / positions

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .device import autocast_context, memory_format, pick_device
 from ..errors import InputError, ParameterError
 from .base import Encoder
+from .runtime import NetworkRunner, shared_network
 from .weights import ResolvedWeights, check_layout, load_state_dict, resolve_weights
 
 #: Per-channel (R, G, B) mean and std of ImageNet, used by torchvision and MicroNet.
@@ -168,6 +169,10 @@ class ResNet50Encoder(Encoder):
         Stage whose output is pooled: ``"layer4"`` (2048-D) or ``"layer3"``
         (1024-D, mid-level features, often better for texture); ``"layer1"``,
         ``"layer2"`` also work.
+    compile
+        Run the trunk through ``torch.compile`` (:mod:`multimodal_seg.encoders.runtime`:
+        compiled once per process and chip size, inductor's on-disk cache across
+        processes; eager, with a warning, if compilation fails).  Off: eager.
     progress
         Show a progress bar over chips.
 
@@ -200,18 +205,29 @@ class ResNet50Encoder(Encoder):
         batch_size: int = 64,
         device: str = "auto",
         layer: str = "layer4",
+        compile: bool = False,
         progress: bool = False,
     ) -> None:
         _check_options(layer, resize, batch_size)
+        if not isinstance(compile, bool):
+            raise ParameterError(f"compile must be true or false, not {compile!r}",
+                                 fix="use compile=True (torch.compile) or False (eager)", where="compile")
         self.layer = layer
         self.resize = resize
         self.batch_size = batch_size
         self.progress = progress
+        self.compile = compile
         self.device = pick_device(device)
         self.weights = resolve_weights(weights, allow_download=allow_download, progress=progress)
-        model = _build_resnet50(self.weights)
         self._memory_format = memory_format(self.device)
-        self.network = _trunk(model, layer).eval().to(self.device, memory_format=self._memory_format)
+        key = (self.name, self.weights.name, self.weights.sha256, layer, str(self.device))
+
+        def build() -> nn.Module:
+            return _trunk(_build_resnet50(self.weights), layer).eval().to(self.device,
+                                                                          memory_format=self._memory_format)
+
+        self.network = shared_network(key, build)  # built once per process (a batch's worker)
+        self.runner = NetworkRunner(self.network, key=key, compile=compile, batch_size=batch_size)
 
     @property
     def dim(self) -> int:
@@ -245,7 +261,7 @@ class ResNet50Encoder(Encoder):
         # preprocessing stays float32; autocast (CUDA only) covers the network
         x = preprocess_chips(batch, self.resize).contiguous(memory_format=self._memory_format)
         with autocast_context(self.device):
-            features = self.network(x)
+            features = self.runner(x)
         return features.float().cpu().numpy()
 
     def fingerprint(self) -> dict[str, Any]:
@@ -260,4 +276,6 @@ class ResNet50Encoder(Encoder):
         }
         if self.weights.is_random:
             fp["random_init_seed"] = RANDOM_INIT_SEED
+        if self.compile:  # compiled and eager agree to float rounding; eager fingerprints stay as they were
+            fp["compile"] = True
         return fp

@@ -332,7 +332,7 @@ class SpectrumCNNEncoder(ConvChipEncoder):
     5, 5, 3) pools to 8 energy positions, so the embedding keeps coarse energy
     position: an edge's onset identifies the element.  Weights (required),
     ``embedding_dim``, ``batch_size`` (spectra per forward pass), ``device``,
-    ``progress`` and errors: see :class:`~multimodal_seg.encoders.convnet.ConvChipEncoder`.
+    ``compile``, ``progress`` and errors: see :class:`~multimodal_seg.encoders.convnet.ConvChipEncoder`.
 
     Parameters
     ----------
@@ -356,12 +356,13 @@ class SpectrumCNNEncoder(ConvChipEncoder):
         log: bool = True,
         batch_size: int = 1024,
         device: str = "auto",
+        compile: bool = False,
         progress: bool = False,
     ) -> None:
         self.length = check_int(length, "length", minimum=16, example="256")
         self.log = check_bool(log, "log")
         self._setup(weights=weights, embedding_dim=embedding_dim, batch_size=batch_size,
-                    device=device, progress=progress)
+                    device=device, progress=progress, compile=compile)
 
     def _build_network(self) -> Any:
         return small_convnet(1, kernels=(7, 5, 5, 3), pooled=8, embedding_dim=self.embedding_dim)

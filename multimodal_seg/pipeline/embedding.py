@@ -65,29 +65,74 @@ def fit_encoder(modality: ModalityData, chips: ModalityChips, encoder: Encoder, 
         encoder.fit(scaler(modality, intensity)(fit_sample(modality.data, chips, seed=seed)))
 
 
+def chip_spans(n_chips: int, *, batch_chips: int, chip_bytes: int, tasks: int) -> list[tuple[int, int]]:
+    """``[(first, stop), ...]``: the chips of each embedding task, in order.
+
+    A span is a whole number of ``batch_chips`` batches (so an encoder sees the
+    same batches whatever the spans, and embeddings do not depend on the
+    scheduler), reads at most about Dask's ``array.chunk-size`` of chips (at
+    least one batch), and there are about ``tasks`` spans or more, so every
+    thread or worker gets work.
+    """
+    from ..compute.tasks import chunk_bytes
+
+    by_memory = max(1, chunk_bytes() // max(1, chip_bytes * batch_chips))
+    by_tasks = max(1, -(-n_chips // (batch_chips * max(1, tasks))))
+    step = batch_chips * min(by_memory, by_tasks)
+    return [(first, min(first + step, n_chips)) for first in range(0, n_chips, step)]
+
+
+def _encode_span(reader, origins: np.ndarray, size: int, encoder: Encoder, scale: Callable,
+                 batch_chips: int) -> tuple[np.ndarray, np.ndarray]:
+    """One task: embeddings and raw statistics of a span of chips, read by the task itself."""
+    embeddings = np.empty((len(origins), encoder.dim), dtype=np.float32)
+    stats = np.empty((len(origins), len(CHIP_STATS)), dtype=np.float32)
+    for first, raw in iter_chips(reader, origins, size, batch=batch_chips):
+        raw = raw.astype(np.float32, copy=False)
+        embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
+        stats[first : first + len(raw)] = chip_statistics(raw)
+    return embeddings, stats
+
+
 def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
                  intensity: tuple[float, float], batch_chips: int = 256, progress: bool = True,
                  desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
     """Embeddings ``(n_chips, encoder.dim)`` and raw statistics ``(n_chips, 2)`` of some chips.
 
-    The modality is streamed one band of chip rows at a time (``batch_chips`` chips
-    per encoder call), or, for encoders that pool per-position features
-    (``Encoder.pools_positions``), each scan position is encoded once
+    The chips are split into spans (:func:`chip_spans`), each one Dask task that
+    reads its own chips from the (lazy) modality, a band of chip rows at a time,
+    and encodes them ``batch_chips`` at a time.  The tasks run on the current Dask
+    scheduler (:mod:`multimodal_seg.compute`): Dask's threads by default, so every
+    core works, or the workers of a cluster; memory holds about one span per
+    running task, never the modality.  Encoders that pool per-position features
+    (``Encoder.pools_positions``) encode each scan position once instead
     (:mod:`multimodal_seg.encoders.pooling`).  ``intensity`` is the image's
     (low, high) range mapped to [0, 1] (ignored for spectra and patterns).
     """
+    import dask
+
+    from ..compute.tasks import SyncReader, run_tasks, scheduler_threads
+
     desc = f"{desc} {modality.name} ({encoder.name})"
     if encoder.pools_positions and modality.kind != "image":
         return pooled_position_embeddings(modality.data, chips.origins, chips.size, encoder,
                                           progress=progress, desc=desc)
     scale = scaler(modality, intensity)
-    n_chips = len(chips.origins)
-    embeddings = np.empty((n_chips, encoder.dim), dtype=np.float32)
-    stats = np.empty((n_chips, len(CHIP_STATS)), dtype=np.float32)
+    origins = np.asarray(chips.origins)
+    n_chips = len(origins)
+    chip_bytes = chips.size ** 2 * int(np.prod(modality.data.shape[2:], dtype=np.int64)) * 4
+    # A torch network (encoders with a runner) uses every core, or the GPU, by itself: its
+    # spans run one at a time here, in parallel only on a cluster's workers.
+    serial = hasattr(encoder, "runner")
+    spans = chip_spans(n_chips, batch_chips=batch_chips, chip_bytes=chip_bytes,
+                       tasks=1 if serial else 2 * scheduler_threads())
+    # One key each for the encoder and the reader: a cluster ships them once per worker.
+    shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(modality.data), pure=False)
+    tasks = [dask.delayed(_encode_span, pure=False)(reader, origins[a:b], chips.size, shared_encoder, scale,
+                                                    batch_chips) for a, b in spans]
     with tqdm(total=n_chips, desc=desc, unit="chip", disable=not progress, leave=False) as bar:
-        for first, raw in iter_chips(modality.data, chips.origins, chips.size, batch=batch_chips):
-            raw = raw.astype(np.float32, copy=False)
-            embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
-            stats[first : first + len(raw)] = chip_statistics(raw)
-            bar.update(len(raw))
-    return embeddings, stats
+        parts = run_tasks(tasks, on_result=lambda i, part: bar.update(len(part[0])),
+                          local_threads=1 if serial else None)
+    if not parts:
+        return np.empty((0, encoder.dim), np.float32), np.empty((0, len(CHIP_STATS)), np.float32)
+    return np.concatenate([e for e, _ in parts]), np.concatenate([s for _, s in parts])

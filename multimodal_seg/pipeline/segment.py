@@ -24,6 +24,7 @@ import numpy as np
 from ..chips.refine import fine_grid
 from ..chips.shared import shared_grid
 from ..chips.sizing import chip_geometry
+from ..compute.schedulers import open_scheduler
 from ..config import SegmentConfig, load_config, with_overrides
 from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
@@ -229,6 +230,8 @@ def segment(
         keeps everything in memory.
     config
         A :class:`SegmentConfig`, dict or YAML path; keywords given here override it.
+        Its ``compute`` section says where the Dask work runs (threads by default;
+        docs/scale.md).
     allow_download
         Let the encoder download missing weights (off by default).
     signal
@@ -253,11 +256,15 @@ def segment(
                          seed=seed, allow_download=allow_download, n_pcs=n_pcs, device=device,
                          batch_size=batch_size, fusion=fusion)
     out_dir = check_output(out)
+    if out_dir is None and cfg.compute.scheduler != "threads":
+        raise ParameterError(f"compute.scheduler {cfg.compute.scheduler!r} needs the study on disk, where "
+                             "its workers can read it; this run keeps it in memory",
+                             fix="give out=FOLDER, or use compute.scheduler: threads", where="compute.scheduler")
     checked = plan(source, cfg, signal=signal, pixel_size=pixel_size, units=units)
     created = out_dir is not None and not out_dir.exists()
     try:
         study = Study.open(out_dir / "study.zarr" if out_dir else None)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, open_scheduler(cfg.compute):
             warnings.simplefilter("always")
             run(checked, study, progress=progress)
             seg = stages.collect(study)

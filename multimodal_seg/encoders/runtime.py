@@ -1,0 +1,111 @@
+"""How the torch encoders run their network: one copy per process, eager or compiled.
+
+* :func:`shared_network`: a process-wide cache of built networks, keyed by everything
+  that identifies one (architecture, options, weights hash, device).  An encoder built
+  again in the same process (every specimen of a batch on one Dask worker, the
+  refinement stage) reuses the network instead of loading its weights again, so each
+  worker builds each encoder once.
+* :class:`NetworkRunner`: calls a network on one batch, eagerly or through
+  ``torch.compile`` (inductor).  Compiled batches have one fixed shape (the last, short
+  batch is padded with zeros and its padding dropped), so a run compiles once per chip
+  shape; the compiled module is cached per process like the network, and inductor's
+  on-disk caches (its FX graph cache and kernel cache, under ``TORCHINDUCTOR_CACHE_DIR``,
+  by default in the temporary folder) make a new process's compilation a cache hit.
+  When compilation fails (no C++ compiler, an operator inductor cannot lower), the
+  runner warns (``RuntimeWarning``, recorded with the run's provenance by
+  :func:`multimodal_seg.segment`) and runs eagerly from then on, never silently.
+
+Compiled and eager networks agree to float rounding, not bit for bit: an encoder puts
+its ``compile`` option in its fingerprint.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Hashable
+from typing import Any
+
+_LOCK = threading.Lock()
+_NETWORKS: dict[Hashable, Any] = {}
+_COMPILED: dict[Hashable, Any] = {}
+#: Keys whose compiled module has run once (compilation happens on the first call).
+_WARM: set[Hashable] = set()
+
+
+def shared_network(key: Hashable, build: Callable[[], Any]) -> Any:
+    """The network for ``key`` in this process, built by ``build()`` the first time.
+
+    The network must be in eval mode and not modified by its users (inference only).
+    """
+    with _LOCK:
+        network = _NETWORKS.get(key)
+        if network is None:
+            network = _NETWORKS[key] = build()
+        return network
+
+
+def clear_networks() -> None:
+    """Forget every cached network and compiled module (tests, and freeing memory)."""
+    with _LOCK:
+        _NETWORKS.clear()
+        _COMPILED.clear()
+        _WARM.clear()
+
+
+class NetworkRunner:
+    """Runs a network on batches of at most ``batch_size`` items.
+
+    Parameters
+    ----------
+    network
+        A ``torch.nn.Module`` in eval mode.
+    key
+        What identifies the network (the :func:`shared_network` key).
+    compile
+        Run through ``torch.compile`` (falls back to eager with a warning if that fails).
+    batch_size
+        Items per call; compiled calls are padded to it.
+    """
+
+    def __init__(self, network: Any, *, key: Hashable, compile: bool, batch_size: int) -> None:
+        self.network = network
+        self.key = key
+        self.compile = bool(compile)
+        self.batch_size = int(batch_size)
+        #: Why compilation was given up, when it was (``None`` while it works or is off).
+        self.fallback: str | None = None
+
+    def _compiled(self) -> Any:
+        import torch
+
+        with _LOCK:
+            module = _COMPILED.get(self.key)
+            if module is None:
+                module = _COMPILED[self.key] = torch.compile(self.network, dynamic=False)
+            return module
+
+    def __call__(self, x: Any) -> Any:
+        """``network(x)`` for a batch ``x`` of at most ``batch_size`` items."""
+        if not self.compile or self.fallback is not None:
+            return self.network(x)
+        import torch
+
+        n = int(x.shape[0])
+        if n < self.batch_size:  # one shape for every batch: one compilation
+            x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
+        module = self._compiled()
+        shape_key = (self.key, tuple(x.shape), x.dtype, str(x.device))
+        try:
+            if shape_key in _WARM:
+                return module(x)[:n]
+            with _LOCK:  # the first call compiles: once, not in every thread at once
+                out = module(x)[:n]
+                _WARM.add(shape_key)
+                return out
+        except Exception as exc:  # noqa: BLE001 - inductor raises many kinds of errors
+            self.fallback = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            warnings.warn(f"torch.compile failed for {self.key[0] if isinstance(self.key, tuple) else self.key} "
+                          f"({self.fallback}); running eagerly instead (embeddings agree with compiled ones "
+                          "to float rounding)", RuntimeWarning, stacklevel=2)
+            return self.network(x[:n])

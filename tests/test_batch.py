@@ -1,0 +1,371 @@
+"""Batches: inputs, one study per specimen, resuming, failures kept to their specimen.
+
+Small phantom images with the Fourier encoder and a 2-run consensus keep each
+specimen under a second or two; nothing here depends on the default number of
+communities.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from multimodal_seg.batch import expand_inputs, run_batch
+from multimodal_seg.batch.repair import finished_outputs
+from multimodal_seg.batch.run import attempts
+from multimodal_seg.cli import app
+from multimodal_seg.errors import InputError, ParameterError
+from multimodal_seg.synthetic.files import write_phantom_images
+
+#: Quick settings: the weight-free encoder, two Leiden runs.
+QUICK = {"encoder": {"name": "fourier"}, "communities": {"consensus": 2}}
+
+
+def write_images(folder: Path, n: int = 3, size: int = 128) -> list[Path]:
+    """``n`` phantom images (different seeds) as 8-bit PNG files ``img0.png`` ..."""
+    return write_phantom_images(folder, n, size=size)
+
+
+def labels(folder: Path) -> np.ndarray:
+    return zarr.open_group(str(folder / "labels.zarr"), mode="r")["chip_labels"][...]
+
+
+def summary(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "summary.csv").open() as fh:
+        return {row["name"]: row for row in csv.DictReader(fh)}
+
+
+def starts(out: Path, name: str) -> list[dict]:
+    return [e for e in attempts(out, name) if e["event"] == "start"]
+
+
+def stamps(store: Path, keys) -> dict[str, int]:
+    """Modification time (ns) of each stage output's metadata: rewritten when the output is."""
+    return {k: (store / k / "zarr.json").stat().st_mtime_ns for k in keys}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_inputs_from_files_folders_and_lists(tmp_path):
+    images = write_images(tmp_path / "images", n=2, size=64)
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "specimens.csv").write_text(
+        "# specimen, then name=path\n"
+        "grain-1,haadf=../images/img0.png,eels=si.dm4\n"
+        "\n"
+        "grain-2,haadf=/abs/h.dm4\n")
+    (tmp_path / "lists" / "more.yaml").write_text(
+        "grain-3: {haadf: g3.dm4, eels: [si3.dm4, {bin_scan: 2}]}\n")
+    specimens, skipped = expand_inputs([tmp_path / "images", tmp_path / "lists" / "specimens.csv",
+                                        tmp_path / "lists" / "more.yaml"])
+    assert [s.name for s in specimens] == ["img0", "img1", "grain-1", "grain-2", "grain-3"]
+    assert skipped == [tmp_path / "images" / "notes.txt"]
+    assert specimens[0].sources == images[0]  # one image: segmented as one image
+    assert specimens[2].sources == {"haadf": tmp_path / "lists" / "../images/img0.png",
+                                    "eels": tmp_path / "lists" / "si.dm4"}  # relative to the list
+    assert specimens[3].sources == {"haadf": Path("/abs/h.dm4")}
+    assert specimens[4].sources == {"haadf": tmp_path / "lists" / "g3.dm4",
+                                    "eels": (tmp_path / "lists" / "si3.dm4", {"bin_scan": 2})}
+
+
+def test_bad_inputs_are_refused_before_any_work(tmp_path):
+    images = write_images(tmp_path / "images", n=1, size=64)
+    with pytest.raises(ParameterError, match="both named 'img0'") as info:
+        expand_inputs([tmp_path / "images", images[0]])
+    assert "fix:" in str(info.value)
+    with pytest.raises(InputError, match="input not found"):
+        expand_inputs([tmp_path / "missing.png"])
+    (tmp_path / "bad.csv").write_text("lonely\n")
+    with pytest.raises(ParameterError, match="no modality") as info:
+        expand_inputs(tmp_path / "bad.csv")
+    assert "bad.csv:1" in str(info.value)
+    (tmp_path / "cells.csv").write_text("s1,haadf\n")
+    with pytest.raises(ParameterError, match="is not name=path"):
+        expand_inputs(tmp_path / "cells.csv")
+    (tmp_path / "names.yaml").write_text("'../up': {haadf: a.dm4}\n")
+    with pytest.raises(ParameterError, match="cannot be a folder name"):
+        expand_inputs(tmp_path / "names.yaml")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ParameterError, match="no specimen"):
+        run_batch([tmp_path / "empty"], out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_batch_segments_each_input_and_resumes_without_recomputing(tmp_path):
+    write_images(tmp_path / "images", n=3)
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png at all")
+    out = tmp_path / "out"
+    result = run_batch([tmp_path / "images"], out=out, config=QUICK, progress=False)
+    rows = summary(out)
+    assert [r["name"] for r in result.records] == ["broken", "img0", "img1", "img2"]
+    assert {n: r["status"] for n, r in rows.items()} == {"broken": "failed", "img0": "done", "img1": "done",
+                                                          "img2": "done"}
+    # the failure says what and where, with a fix; it left no folder and stopped nothing else
+    assert "broken.png" in rows["broken"]["where"] and rows["broken"]["fix"] and rows["broken"]["problem"]
+    assert not (out / "broken").exists() and not result.ok
+    for name in ("img0", "img1", "img2"):
+        assert (out / name / "provenance.json").is_file() and (out / name / "batch.json").is_file()
+        assert int(rows[name]["n_chips"]) == labels(out / name).size
+    # one image as a batch input gives segment()'s labels for it
+    import multimodal_seg as mms
+
+    alone = mms.segment(tmp_path / "images" / "img1.png", config=QUICK, progress=False)
+    np.testing.assert_array_equal(labels(out / "img1"), alone.chip_labels)
+
+    store = out / "img0" / "study.zarr"
+    before = stamps(store, finished_outputs(store))
+    again = run_batch([tmp_path / "images"], out=out, config=QUICK, progress=False)
+    assert {r["name"]: r["status"] for r in again.records} == {"broken": "failed", "img0": "skipped",
+                                                               "img1": "skipped", "img2": "skipped"}
+    assert all(len(starts(out, n)) == 1 for n in ("img0", "img1", "img2"))  # none computed twice
+    assert stamps(store, before) == before
+    # another config is another job: the finished specimen runs again, and its study
+    # reuses the stages the change does not touch
+    changed = {**QUICK, "communities": {"consensus": 3}}
+    third = run_batch([tmp_path / "images" / "img0.png"], out=out, config=changed, progress=False)
+    assert third.records[0]["status"] == "done"
+    resumed = starts(out, "img0")[-1]["resumed_from"]
+    assert {"modalities/image", "chips/origins", "embeddings/image", "graphs/image"} <= set(resumed)
+    after = stamps(store, ["embeddings/image", "graphs/image"])
+    assert after == {k: before[k] for k in after}
+
+
+def test_cli_batch_reports_failures_with_exit_status(tmp_path):
+    write_images(tmp_path / "images", n=1, size=96)
+    (tmp_path / "images" / "zz-broken.png").write_bytes(b"\x89PNG truncated")
+    config = tmp_path / "quick.yaml"
+    config.write_text("encoder: {name: fourier}\ncommunities: {consensus: 2}\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["batch", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "-c", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "zz-broken" in result.output and "failed" in result.output and "1 of 2 specimens finished" in result.output
+    (tmp_path / "images" / "zz-broken.png").unlink()
+    result = runner.invoke(app, ["batch", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "-c",
+                                 str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    assert summary(tmp_path / "out")["img0"]["status"] == "skipped"
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_full_disk_fails_one_specimen_keeps_its_finished_stages_and_resumes(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", n=2)
+    out = tmp_path / "out"
+    original = zarr.storage.LocalStore.set
+
+    async def full_disk(self, key, value):
+        if "img1" in str(self.root) and key.startswith("partitions/"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(Path(str(self.root)) / key))
+        return await original(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full_disk)
+    result = run_batch([tmp_path / "images"], out=out, config=QUICK, progress=False)
+    rows = summary(out)
+    assert rows["img0"]["status"] == "done" and rows["img1"]["status"] == "failed"
+    assert rows["img1"]["problem"] == "no space left on the device"
+    assert "img1" in rows["img1"]["where"] and "partitions" in rows["img1"]["where"]
+    assert "free disk space" in rows["img1"]["fix"] and not result.ok
+    store = out / "img1" / "study.zarr"
+    kept = finished_outputs(store)
+    assert {"embeddings/image", "graphs/image"} <= set(kept) and "partitions/image" not in kept
+    before = stamps(store, ["embeddings/image", "graphs/image"])
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", original)  # space freed
+    again = run_batch([tmp_path / "images"], out=out, config=QUICK, progress=False)
+    assert {r["name"]: r["status"] for r in again.records} == {"img0": "skipped", "img1": "done"}
+    assert stamps(store, before) == before  # finished stages were not recomputed
+    assert set(before) <= set(starts(out, "img1")[-1]["resumed_from"])
+
+
+def test_corrupt_chunk_in_a_finished_output_is_recomputed_alone(tmp_path):
+    from multimodal_seg import Study, stages
+
+    write_images(tmp_path / "images", n=1)
+    out = tmp_path / "out"
+    # an interrupted earlier run: the study holds modalities, chips and embeddings
+    study = Study.open(out / "img0" / "study.zarr")
+    stages.add_modalities(study, {"image": tmp_path / "images" / "img0.png"})
+    stages.lay_chips(study)
+    stages.embed(study, encoder="fourier", progress=False)
+    good = study.read_array("embeddings/image")
+    store = out / "img0" / "study.zarr"
+    kept = stamps(store, ["modalities/image", "chips/origins"])
+    chunk = next(p for p in (store / "embeddings" / "image").rglob("c/*/*") if p.is_file())
+    chunk.write_bytes(b"\x00garbage\x00" * 4)  # a bad block
+
+    result = run_batch([tmp_path / "images"], out=out, config=QUICK, progress=False)
+    record = result.records[0]
+    assert record["status"] == "done", record
+    assert "embeddings/image" in record["repaired"] and "unreadable" in record["repaired"]
+    assert "embeddings/image" in summary(out)["img0"]["repaired"]
+    np.testing.assert_array_equal(Study.open(store).read_array("embeddings/image"), good)
+    assert stamps(store, kept) == kept  # the sound outputs were not recomputed
+    events = [e["event"] for e in attempts(out, "img0")]
+    assert events == ["start", "failed", "start", "end"]
+
+
+# --------------------------------------------------------------------------- schedulers and killed processes
+
+
+@pytest.mark.slow
+def test_threads_and_a_local_cluster_give_equal_labels(tmp_path):
+    pytest.importorskip("distributed")
+    import multimodal_seg as mms
+
+    write_images(tmp_path / "images", n=2)
+    threads = run_batch([tmp_path / "images"], out=tmp_path / "threads", config=QUICK, progress=False)
+    cluster = run_batch([tmp_path / "images"], out=tmp_path / "cluster", progress=False,
+                        config={**QUICK, "compute": {"scheduler": "processes", "workers": 2}})
+    assert threads.ok and cluster.ok
+    assert cluster.scheduler["scheduler"] == "processes" and cluster.scheduler["workers"] == 2
+    for name in ("img0", "img1"):
+        np.testing.assert_array_equal(labels(tmp_path / "threads" / name), labels(tmp_path / "cluster" / name))
+        pids = {e["pid"] for e in starts(tmp_path / "cluster", name)}
+        assert len(pids) == 1 and pids != {__import__("os").getpid()}  # ran in a worker process
+    with pytest.raises(ParameterError, match="needs the study on disk"):
+        mms.segment(tmp_path / "images" / "img0.png", config={"compute": {"scheduler": "processes"}})
+
+
+def _wait_for_kill_point(out: Path, names: list[str], timeout: float = 120.0) -> tuple[str, dict, int]:
+    """Poll until a specimen has started, has a finished embedding and is not finished;
+    return it, the stamps of its finished outputs and the process running it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in names:
+            events = starts(out, name)
+            store = out / name / "study.zarr"
+            if not events or (out / name / "batch.json").exists():
+                continue
+            finished = finished_outputs(store)
+            if "embeddings/image" in finished:
+                return name, stamps(store, finished), events[-1]["pid"]
+        time.sleep(0.005)
+    raise AssertionError("no specimen was caught between its embedding and its end")
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_specimen_is_resumed_without_recomputing(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    import os
+    import signal
+    import threading
+
+    import multimodal_seg as mms
+
+    write_images(tmp_path / "images", n=2, size=512)
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        config = {**QUICK, "compute": {"scheduler": "address", "address": cluster.scheduler_address}}
+        done: dict = {}
+        runner = threading.Thread(target=lambda: done.update(
+            result=run_batch([tmp_path / "images"], out=out, config=config, progress=False)))
+        runner.start()
+        name, kept, pid = _wait_for_kill_point(out, ["img0", "img1"])
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)  # the worker dies mid-run; its nanny starts another
+        runner.join(timeout=300)
+        # one specimen whose spans of chips are embedding tasks on the cluster's workers
+        spread = mms.segment(tmp_path / "images" / "img0.png", out=tmp_path / "spread", progress=False,
+                             config={**config, "compute": {**config["compute"], "chunk_mib": 1}})
+    result = done["result"]
+    assert result.ok, result.records  # Dask ran the task again on the new worker process
+    assert {r["name"]: r["status"] for r in result.records} == {"img0": "done", "img1": "done"}
+    runs = starts(out, name)
+    assert len(runs) == 2 and runs[0]["pid"] == pid != runs[1]["pid"]
+    assert set(kept) <= set(runs[1]["resumed_from"])  # it went on from its finished stages ...
+    store = out / name / "study.zarr"
+    assert stamps(store, kept) == kept  # ... without computing them again
+    np.testing.assert_array_equal(spread.chip_labels, labels(out / "img0"))
+
+
+@pytest.mark.slow
+def test_killed_batch_resumes_where_it_stopped(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    write_images(tmp_path / "images", n=3, size=384)
+    config = tmp_path / "quick.yaml"
+    config.write_text("encoder: {name: fourier}\ncommunities: {consensus: 2}\n")
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-m", "multimodal_seg.cli", "batch", str(tmp_path / "images"),
+                                "--out", str(out), "-c", str(config), "-q"], cwd=root,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        name, kept, pid = _wait_for_kill_point(out, ["img0", "img1", "img2"])
+    finally:
+        os.kill(process.pid, signal.SIGKILL)  # kill -9 of the batch itself
+        process.wait()
+    assert pid == process.pid
+    finished_before = {n for n in ("img0", "img1", "img2") if (out / n / "batch.json").exists()}
+    result = run_batch([tmp_path / "images"], out=out, config=config, progress=False)
+    assert result.ok and {r["name"] for r in result.records} == {"img0", "img1", "img2"}
+    rows = summary(out)
+    assert all(rows[n]["status"] == "skipped" for n in finished_before)
+    assert all(rows[n]["status"] == "done" for n in {"img0", "img1", "img2"} - finished_before)
+    for n in finished_before:
+        assert len(starts(out, n)) == 1  # finished specimens are not computed twice
+    assert set(kept) <= set(starts(out, name)[-1]["resumed_from"])
+    assert stamps(out / name / "study.zarr", kept) == kept
+
+
+def test_the_scale_guides_batch_example_runs(tmp_path, monkeypatch):
+    """docs/scale.md shows a batch from Python; the example must run as written."""
+    import re
+
+    guide = (Path(__file__).parents[1] / "docs" / "scale.md").read_text()
+    code = re.search(r"```python\n(.*?)```", guide, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "scale.md (batch)", "exec"), namespace)
+    assert namespace["result"].ok and (tmp_path / "scale-example" / "runs" / "summary.csv").is_file()
+
+
+def test_a_list_of_multimodal_specimens(tmp_path):
+    """A CSV row per specimen, its modalities as name=path: each gets its joint partition."""
+    import hyperspy.api as hs
+
+    from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+    rows = []
+    for seed in (0, 1):
+        phantom = multimodal_phantom((16, 16), seed=seed)
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        haadf = hs.signals.Signal2D(phantom.haadf)
+        for axis in haadf.axes_manager.signal_axes:
+            axis.scale, axis.units = phantom.image_pixel_size, "nm"
+        haadf.save(folder / "haadf.hspy")
+        eels = hs.signals.Signal1D(np.asarray(phantom.eels))
+        for axis in eels.axes_manager.navigation_axes:
+            axis.scale, axis.units = phantom.scan_step, "nm"
+        energy = eels.axes_manager.signal_axes[0]
+        energy.offset, energy.scale, energy.units = phantom.energy_axis
+        eels.save(folder / "eels.hspy")
+        rows.append(f"specimen-{seed},haadf=s{seed}/haadf.hspy,eels=s{seed}/eels.hspy")
+    (tmp_path / "specimens.csv").write_text("\n".join(rows) + "\n")
+    result = run_batch([tmp_path / "specimens.csv"], out=tmp_path / "out", config=QUICK, progress=False)
+    assert result.ok, result.records
+    for seed in (0, 1):
+        row = summary(tmp_path / "out")[f"specimen-{seed}"]
+        assert row["modalities"] == "haadf eels"
+        scan = zarr.open_group(str(tmp_path / "out" / f"specimen-{seed}" / "labels.zarr"), mode="r")["scan_labels"]
+        assert set(scan) == {"haadf", "eels", "joint"} and scan["joint"].shape == (16, 16)

@@ -1,0 +1,90 @@
+"""Torch networks: one per process, compiled with an eager fallback that warns."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from multimodal_seg.encoders import get_encoder
+from multimodal_seg.encoders.runtime import NetworkRunner, clear_networks
+
+#: A small spectrum convnet: quick to compile on a CPU.
+SMALL = {"weights": "random", "length": 32, "embedding_dim": 8, "batch_size": 16}
+
+
+def spectra(n: int = 6, seed: int = 0) -> np.ndarray:
+    """``n`` chips of 2 x 2 positions of Poisson spectra, 48 channels, with an edge."""
+    rng = np.random.default_rng(seed)
+    expected = 50.0 * np.exp(-np.linspace(0, 3, 48)) + 20.0 * (np.arange(48) > 30)
+    return rng.poisson(expected, size=(n, 2, 2, 48)).astype(np.float32)
+
+
+def test_encoders_of_one_network_share_it_in_a_process():
+    clear_networks()
+    first, second = get_encoder("spectrum-cnn", **SMALL), get_encoder("spectrum-cnn", **SMALL)
+    assert first.network is second.network  # built once
+    other = get_encoder("spectrum-cnn", **{**SMALL, "embedding_dim": 4})
+    assert other.network is not first.network  # other options, other network
+    np.testing.assert_array_equal(first.encode(spectra()), second.encode(spectra()))
+
+
+@pytest.mark.slow
+def test_compiled_and_eager_embeddings_agree():
+    chips = spectra(n=7)  # 28 positions: one full batch of 16 and a padded one
+    eager = get_encoder("spectrum-cnn", **SMALL)
+    compiled = get_encoder("spectrum-cnn", **SMALL, compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback would fail the test
+        out = compiled.encode(chips)
+    assert compiled.runner.fallback is None
+    np.testing.assert_allclose(out, eager.encode(chips), rtol=1e-4, atol=1e-5)
+    assert compiled.fingerprint()["compile"] is True and "compile" not in eager.fingerprint()
+
+
+def test_a_failed_compilation_warns_and_runs_eagerly(monkeypatch):
+    def broken_compile(module, **kwargs):
+        def call(x):
+            raise RuntimeError("inductor: no working C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    clear_networks()
+    eager = get_encoder("spectrum-cnn", **SMALL)
+    compiled = get_encoder("spectrum-cnn", **SMALL, compile=True)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*running eagerly"):
+        out = compiled.encode(spectra())
+    assert "no working C++ compiler" in compiled.runner.fallback
+    np.testing.assert_array_equal(out, eager.encode(spectra()))
+    clear_networks()
+
+
+def test_compiled_runs_pad_short_batches_to_one_shape(monkeypatch):
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return x * 2
+
+    # torch.compile stands aside: what reaches the compiled module is recorded
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)
+    clear_networks()
+    x = torch.arange(6.0).reshape(3, 2)
+    compiled = NetworkRunner(Recorder(), key=("recorder",), compile=True, batch_size=8)
+    torch.testing.assert_close(compiled(x), 2 * x)  # the padding is dropped
+    eager = NetworkRunner(Recorder(), key=("recorder",), compile=False, batch_size=8)
+    eager(x)
+    assert seen == [(8, 2), (3, 2)]  # compiled: one shape; eager: as given
+    clear_networks()
+
+
+def test_compile_option_is_checked():
+    from multimodal_seg.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="compile"):
+        get_encoder("resnet50", weights="random", compile="yes")
+    with pytest.raises(ParameterError, match="compile"):
+        get_encoder("spectrum-cnn", **SMALL, compile="yes")
