@@ -47,7 +47,10 @@ from scipy.spatial import cKDTree
 
 from ..errors import ParameterError
 
-__all__ = ["Phantom", "haadf_phantom"]
+__all__ = [
+    "Phantom", "haadf_phantom", "region_layout", "with_front", "lattice_columns", "amorphous_sites",
+    "region_at", "check_specimen", "place_columns", "resolve_clashes", "perturb_and_weigh", "expected_counts", "detector_counts",
+]
 
 # --- fixed specimen constants (relative units unless stated) -----------------
 _WEIGHT_A = 1.00  # Z-contrast weight of one phase-A column
@@ -111,7 +114,7 @@ def check_positive(value: float, name: str, fix: str) -> float:
     return v
 
 
-def _validate(
+def check_specimen(
     shape: tuple[int, int],
     seed: int,
     pixel_size: float,
@@ -123,6 +126,17 @@ def _validate(
     column_sigma: float,
     thickness_gradient: float,
 ) -> tuple[tuple[int, int], dict[str, float]]:
+    """Check the phantom's parameters (see :func:`haadf_phantom`) before anything is drawn.
+
+    Returns
+    -------
+    ``(rows, cols)`` and the physical parameters as floats, by name.
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter that cannot work and a value that would.
+    """
     try:
         rows, cols = (int(s) for s in shape)
         if any(int(s) != s for s in shape):
@@ -281,8 +295,18 @@ def _front_depth(rng: np.random.Generator, cols: int) -> np.ndarray:
     return np.clip(depth, 0.12, 0.45)
 
 
-def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """Ground-truth map, int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B, 3 amorphous."""
+def region_layout(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The specimen's grains and its damage front, drawn from ``rng``.
+
+    Returns
+    -------
+    grains
+        int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B everywhere, as if nothing were damaged.
+    depth
+        ``(cols,)`` depth of the amorphous layer per column, as a fraction of the height
+        (mean ~0.26); :func:`with_front` puts it on the grains.  The grains' areas are tuned
+        for the crystal left above this front.
+    """
     depth = _front_depth(rng, cols)
     # Grain seeds (normalised row, col): A grains top-left / top-right, B in the
     # middle above the damage front; jittered per seed.
@@ -313,8 +337,7 @@ def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
         s0, s1, s2 = scores(wy, wx, yy, xx, w)
         lab = np.where(s1 < s0, 1, 0).astype(np.int16)
         lab[s2 < np.minimum(s0, s1)] = 2
-        lab[yy > (1.0 - dep)[None, :].astype(np.float32)] = 3
-        return lab
+        return lab if dep is None else _put_front(lab, dep)
 
     # Draw the warp once at a coarse size to tune the weights, then at full size
     # with the same random state, so both see the same smooth field.
@@ -345,7 +368,31 @@ def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     rng.bit_generator.state = state
     wy = _warp_field(rng, rows, cols, amp) * np.float32(gain)
     wx = _warp_field(rng, rows, cols, amp) * np.float32(gain)
-    return _merge_fragments(labels(rows, cols, wy, wx, w, depth))
+    return labels(rows, cols, wy, wx, w, None), depth
+
+
+def _put_front(grains: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """``grains`` with region 3 (amorphous) below the front ``depth`` (fraction of the height per column)."""
+    rows = grains.shape[0]
+    yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows)[:, None]
+    lab = grains.copy()
+    lab[yy > (1.0 - depth)[None, :].astype(np.float32)] = 3
+    return lab
+
+
+def with_front(grains: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Ground-truth map, int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B, 3 amorphous.
+
+    ``depth`` ``(cols,)`` is the amorphous layer's depth per column as a fraction of the
+    height, advancing from the bottom edge.  Crumbs of a region cut off by the front join
+    the region around them, so every region is one piece.
+    """
+    return _merge_fragments(_put_front(grains, depth))
+
+
+def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Ground-truth map, int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B, 3 amorphous."""
+    return with_front(*region_layout(rng, rows, cols))
 
 
 def _merge_fragments(lab: np.ndarray) -> np.ndarray:
@@ -383,7 +430,7 @@ def _bbox(mask: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray] | No
     return np.array([r[0] - margin, c[0] - margin]), np.array([r[-1] + margin, c[-1] + margin])
 
 
-def _lookup(truth: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+def region_at(truth: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Region id at sub-pixel positions; positions off the image take the edge pixel."""
     rows, cols = truth.shape
     ri = np.clip(np.rint(r).astype(np.int64), 0, rows - 1)
@@ -391,7 +438,7 @@ def _lookup(truth: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     return truth[ri, ci]
 
 
-def _lattice_columns(
+def lattice_columns(
     rng: np.random.Generator,
     truth: np.ndarray,
     region: int,
@@ -424,11 +471,11 @@ def _lattice_columns(
     pos = origin + I.reshape(-1, 1) * a1 + J.reshape(-1, 1) * a2
     inside = np.all((pos >= lo) & (pos <= hi), axis=1)
     pos = pos[inside]
-    pos = pos[_lookup(truth, pos[:, 0], pos[:, 1]) == region]
+    pos = pos[region_at(truth, pos[:, 0], pos[:, 1]) == region]
     return pos
 
 
-def _amorphous_sites(
+def amorphous_sites(
     rng: np.random.Generator,
     truth: np.ndarray,
     region: int,
@@ -456,7 +503,7 @@ def _amorphous_sites(
     target = None
     for _ in range(40):
         cand = lo + rng.uniform(0, 1, (n_batch, 2)) * (hi - lo)
-        keep = _lookup(truth, cand[:, 0], cand[:, 1]) == region
+        keep = region_at(truth, cand[:, 0], cand[:, 1]) == region
         if target is None:
             target = round(density_px * box_area * keep.mean())
         cand = cand[keep]
@@ -494,6 +541,128 @@ def _splat(shape: tuple[int, int], pos: np.ndarray, weight: np.ndarray, pad: int
     out += np.bincount(flat + cols, w * fr * (1 - fc), minlength=rows * cols)
     out += np.bincount(flat + cols + 1, w * fr * fc, minlength=rows * cols)
     return out.reshape(rows, cols).astype(np.float32)
+
+
+def place_columns(rng: np.random.Generator, truth: np.ndarray, p: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Atomic columns of every region of a region map: positions ``(n, 2)`` px and regions ``(n,)``.
+
+    Regions 0-2 get their lattices (:func:`lattice_columns`; A at 0 deg and at
+    ``rotation``, B hexagonal at ``ORIENTATION_B``), region 3 random amorphous sites
+    (:func:`amorphous_sites`).  ``p`` holds the specimen's parameters as
+    :func:`check_specimen` returns them.  Columns of different regions may clash where
+    they meet: :func:`resolve_clashes`.
+    """
+    ps = p["pixel_size"]
+    sigma_px = p["column_sigma"] / ps
+    pad = math.ceil(4 * sigma_px) + 1  # columns just outside still shine in
+    a_px = p["lattice_a"] / ps
+    b_px = p["lattice_b"] / ps
+    groups = [
+        lattice_columns(rng, truth, 0, a_px, 0.0, False, pad),
+        lattice_columns(rng, truth, 1, a_px, p["rotation"], False, pad),
+        lattice_columns(rng, truth, 2, b_px, ORIENTATION_B, True, pad),
+    ]
+    density_a = 1.0 / a_px**2  # columns per px^2
+    groups.append(amorphous_sites(rng, truth, 3, AMORPHOUS_DENSITY * density_a, _AMORPHOUS_MIN_SEP / ps, pad))
+    pos = np.concatenate(groups)
+    reg = np.concatenate([np.full(g.shape[0], i) for i, g in enumerate(groups)])
+    return pos, reg
+
+
+def resolve_clashes(pos: np.ndarray, reg: np.ndarray, pixel_size: float,
+                    priority: np.ndarray | np.random.Generator) -> np.ndarray:
+    """Which columns survive where two regions meet: ``(n,)`` bool.
+
+    Columns of different regions closer than 0.22 nm cannot both be there; of each
+    clashing pair the one of lower ``priority`` goes.  ``priority`` is an ``(n,)``
+    ranking, or a generator that draws a random one (only when columns are that close).
+    """
+    keep = np.ones(pos.shape[0], bool)
+    pairs = cKDTree(pos).query_pairs(_BOUNDARY_MIN_SEP / pixel_size, output_type="ndarray")
+    if pairs.size:
+        pairs = pairs[reg[pairs[:, 0]] != reg[pairs[:, 1]]]
+        prio = priority.permutation(pos.shape[0]) if isinstance(priority, np.random.Generator) else priority
+        loser = np.where(prio[pairs[:, 0]] < prio[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+        keep[loser] = False
+    return keep
+
+
+def perturb_and_weigh(rng: np.random.Generator, pos: np.ndarray, reg: np.ndarray,
+                      pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Columns with their static displacements and scattering weights.
+
+    Crystal columns (regions 0-2) move by a small random static displacement (thermal,
+    strain: 0.005 nm rms) and get their phase's Z-contrast weight with 3 % scatter;
+    amorphous sites (region 3) get gamma-distributed weights (cv 0.2, mean 0.7 of A's
+    column, less the share spread evenly: :func:`expected_counts`).
+
+    Returns
+    -------
+    Positions ``(n, 2)`` px (a new array) and weights ``(n,)``.
+    """
+    pos = pos.copy()
+    crystal = reg < 3
+    # Small static displacements (thermal/strain) keep Bragg peaks sharp but real.
+    pos[crystal] += rng.normal(0, _THERMAL_JITTER / pixel_size, (int(crystal.sum()), 2))
+    weight = np.empty(pos.shape[0])
+    base = np.array([_WEIGHT_A, _WEIGHT_A, _WEIGHT_B])
+    weight[crystal] = base[reg[crystal]] * (1 + _WEIGHT_JITTER * rng.standard_normal(int(crystal.sum())))
+    n_am = int((~crystal).sum())
+    # Amorphous sites: projected atom counts vary, gamma-distributed weights (cv 0.2).
+    site_weight = (1 - _AMORPHOUS_DIFFUSE) * _WEIGHT_AMORPHOUS
+    weight[~crystal] = rng.gamma(25.0, site_weight / 25.0, n_am)
+    return pos, weight
+
+
+def expected_counts(shape: tuple[int, int], pos: np.ndarray, weight: np.ndarray, amorphous: np.ndarray, *,
+                    pixel_size: float, column_sigma: float, lattice_a: float, thickness_gradient: float,
+                    ramp_direction: float) -> np.ndarray:
+    """The noiseless image of point scatterers, in relative units: ``(rows, cols)`` float32.
+
+    Columns are splatted at their sub-pixel positions, the amorphous region's even share
+    of signal is added on the ``amorphous`` mask (``(rows, cols)`` bool), everything is
+    blurred by the column width, a diffuse background is added and a linear thickness
+    ramp of peak-to-peak ``thickness_gradient`` along ``ramp_direction`` (radians)
+    applied.  :func:`detector_counts` scales it to counts and adds noise.
+    """
+    rows, cols = shape
+    sigma_px = column_sigma / pixel_size
+    pad = math.ceil(4 * sigma_px) + 1  # columns just outside still shine in
+    density_a = 1.0 / (lattice_a / pixel_size) ** 2  # phase-A columns per px^2
+    img = _splat((rows, cols), pos, weight, pad)
+    # Even share of the amorphous signal, added before the blur so its edge at
+    # the front is as soft as the columns.
+    diffuse = _AMORPHOUS_DIFFUSE * _WEIGHT_AMORPHOUS * AMORPHOUS_DENSITY * density_a
+    img += np.float32(diffuse) * np.pad(amorphous, pad, mode="edge")
+    img = ndimage.gaussian_filter(img, sigma_px, mode="constant", truncate=4.0)
+    img = img[pad : pad + rows, pad : pad + cols]
+
+    # Diffuse background (TDS, contamination) relative to A's mean signal per px.
+    img += np.float32(_BACKGROUND * _WEIGHT_A * density_a)
+    # Linear thickness ramp along a random direction, mean 1, peak-to-peak g.
+    g = thickness_gradient
+    if g > 0:
+        phi = ramp_direction
+        yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows - 0.5) * np.float32(math.sin(phi))
+        xx = ((np.arange(cols, dtype=np.float32) + 0.5) / cols - 0.5) * np.float32(math.cos(phi))
+        ramp = yy[:, None] + xx[None, :]
+        span = float(ramp.max() - ramp.min())
+        img *= np.float32(1.0) + np.float32(g / span) * (ramp - np.float32(ramp.mean()))
+    return img
+
+
+def detector_counts(expected: np.ndarray, *, scale: float, rng: np.random.Generator, read_noise: float,
+                    noise: bool = True) -> np.ndarray:
+    """``expected * scale`` as detector counts: Poisson shot noise and Gaussian read noise
+    (``read_noise`` counts rms), clipped at 0; noiseless when ``noise`` is False.
+    Returns ``(rows, cols)`` float32 (a new array)."""
+    img = expected * np.float32(scale)
+    if noise:
+        img = rng.poisson(img).astype(np.float32)
+        if read_noise > 0:
+            img += np.float32(read_noise) * rng.standard_normal(img.shape, dtype=np.float32)
+        np.maximum(img, 0, out=img)
+    return np.ascontiguousarray(img, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -573,7 +742,7 @@ def haadf_phantom(
         parameters, negative ``read_noise``, a pixel size too coarse for the
         lattice, and similar impossible settings.
     """
-    (rows, cols), p = _validate(
+    (rows, cols), p = check_specimen(
         shape, seed, pixel_size, dose, read_noise, lattice_a, lattice_b, rotation,
         column_sigma, thickness_gradient,
     )
@@ -583,75 +752,19 @@ def haadf_phantom(
 
     truth = _region_map(geo_rng, rows, cols)
 
-    sigma_px = p["column_sigma"] / ps
-    pad = math.ceil(4 * sigma_px) + 1  # columns just outside still shine in
-    a_px = p["lattice_a"] / ps
-    b_px = p["lattice_b"] / ps
+    pos, reg = place_columns(geo_rng, truth, p)
     rot = p["rotation"]
 
-    groups = [
-        _lattice_columns(geo_rng, truth, 0, a_px, 0.0, False, pad),
-        _lattice_columns(geo_rng, truth, 1, a_px, rot, False, pad),
-        _lattice_columns(geo_rng, truth, 2, b_px, ORIENTATION_B, True, pad),
-    ]
-    density_a = 1.0 / a_px**2  # columns per px^2
-    groups.append(
-        _amorphous_sites(
-            geo_rng, truth, 3, AMORPHOUS_DENSITY * density_a, _AMORPHOUS_MIN_SEP / ps, pad
-        )
-    )
-    pos = np.concatenate(groups)
-    reg = np.concatenate([np.full(g.shape[0], i) for i, g in enumerate(groups)])
-
     # Grain boundaries / the damage front: columns of two regions cannot overlap.
-    # Of each clashing pair drop the one with lower random priority.
-    pairs = cKDTree(pos).query_pairs(_BOUNDARY_MIN_SEP / ps, output_type="ndarray")
-    if pairs.size:
-        pairs = pairs[reg[pairs[:, 0]] != reg[pairs[:, 1]]]
-        prio = geo_rng.permutation(pos.shape[0])
-        loser = np.where(prio[pairs[:, 0]] < prio[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
-        keep = np.ones(pos.shape[0], bool)
-        keep[loser] = False
-        pos, reg = pos[keep], reg[keep]
-
-    crystal = reg < 3
-    # Small static displacements (thermal/strain) keep Bragg peaks sharp but real.
-    pos[crystal] += geo_rng.normal(0, _THERMAL_JITTER / ps, (int(crystal.sum()), 2))
-    weight = np.empty(pos.shape[0])
-    base = np.array([_WEIGHT_A, _WEIGHT_A, _WEIGHT_B])
-    weight[crystal] = base[reg[crystal]] * (1 + _WEIGHT_JITTER * geo_rng.standard_normal(int(crystal.sum())))
-    n_am = int((~crystal).sum())
-    # Amorphous sites: projected atom counts vary, gamma-distributed weights (cv 0.2).
-    site_weight = (1 - _AMORPHOUS_DIFFUSE) * _WEIGHT_AMORPHOUS
-    weight[~crystal] = geo_rng.gamma(25.0, site_weight / 25.0, n_am)
-
-    img = _splat((rows, cols), pos, weight, pad)
-    # Even share of the amorphous signal, added before the blur so its edge at
-    # the front is as soft as the columns.
-    diffuse = _AMORPHOUS_DIFFUSE * _WEIGHT_AMORPHOUS * AMORPHOUS_DENSITY * density_a
-    img += np.float32(diffuse) * np.pad(truth == 3, pad, mode="edge")
-    img = ndimage.gaussian_filter(img, sigma_px, mode="constant", truncate=4.0)
-    img = img[pad : pad + rows, pad : pad + cols]
-
-    # Diffuse background (TDS, contamination) relative to A's mean signal per px.
-    img += np.float32(_BACKGROUND * _WEIGHT_A * density_a)
-    # Linear thickness ramp along a random direction, mean 1, peak-to-peak g.
+    keep = resolve_clashes(pos, reg, ps, geo_rng)
+    pos, reg = pos[keep], reg[keep]
+    pos, weight = perturb_and_weigh(geo_rng, pos, reg, ps)
     g = p["thickness_gradient"]
-    if g > 0:
-        phi = geo_rng.uniform(0, 2 * np.pi)
-        yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows - 0.5) * np.float32(math.sin(phi))
-        xx = ((np.arange(cols, dtype=np.float32) + 0.5) / cols - 0.5) * np.float32(math.cos(phi))
-        ramp = yy[:, None] + xx[None, :]
-        span = float(ramp.max() - ramp.min())
-        img *= np.float32(1.0) + np.float32(g / span) * (ramp - np.float32(ramp.mean()))
-
-    img *= np.float32(p["dose"] / float(img.mean(dtype=np.float64)))
-    if noise:
-        img = noise_rng.poisson(img).astype(np.float32)
-        if p["read_noise"] > 0:
-            img += np.float32(p["read_noise"]) * noise_rng.standard_normal(img.shape, dtype=np.float32)
-        np.maximum(img, 0, out=img)
-    img = np.ascontiguousarray(img, dtype=np.float32)
+    ramp = geo_rng.uniform(0, 2 * np.pi) if g > 0 else 0.0
+    img = expected_counts((rows, cols), pos, weight, truth == 3, pixel_size=ps, column_sigma=p["column_sigma"],
+                          lattice_a=p["lattice_a"], thickness_gradient=g, ramp_direction=ramp)
+    img = detector_counts(img, scale=p["dose"] / float(img.mean(dtype=np.float64)), rng=noise_rng,
+                          read_noise=p["read_noise"], noise=noise)
 
     fr = np.bincount(truth.ravel(), minlength=4) / truth.size
     names = [
