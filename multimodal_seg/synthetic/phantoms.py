@@ -117,6 +117,7 @@ def check_positive(value: float, name: str, fix: str) -> float:
 def check_specimen(
     shape: tuple[int, int],
     seed: int,
+    *,
     pixel_size: float,
     dose: float,
     read_noise: float,
@@ -743,8 +744,8 @@ def haadf_phantom(
         lattice, and similar impossible settings.
     """
     (rows, cols), p = check_specimen(
-        shape, seed, pixel_size, dose, read_noise, lattice_a, lattice_b, rotation,
-        column_sigma, thickness_gradient,
+        shape, seed, pixel_size=pixel_size, dose=dose, read_noise=read_noise, lattice_a=lattice_a,
+        lattice_b=lattice_b, rotation=rotation, column_sigma=column_sigma, thickness_gradient=thickness_gradient,
     )
     ps = p["pixel_size"]
     # Independent streams so geometry does not depend on whether noise is drawn.
