@@ -33,8 +33,8 @@ from ..provenance import run_record, to_json, write_text_atomic
 from .frames import Frame, SeriesAxis, check_frame, read_frames
 from .identities import confidence
 from .model import (
-    DISORDER_THRESHOLD, FrameEmbedder, FrameReport, SeriesConfig, describe_frame, disordered, output_folder,
-    series_config, series_crystallinity,
+    FrameEmbedder, FrameReport, SeriesConfig, describe_frame, disordered_area, measure_frame, output_folder, series_config,
+    series_crystallinity,
 )
 from .outputs import descriptor_figure, overlay, save_figure, save_png, write_tables
 
@@ -94,27 +94,25 @@ class SeriesResult:
         """Each community's crystallinity over the series (chip-weighted mean of its frames')."""
         return series_crystallinity(self.rows)
 
-    def disordered_fraction(self, threshold: float = DISORDER_THRESHOLD) -> np.ndarray:
-        """``(n_frames,)`` area fraction of the communities whose series crystallinity is below
-        ``threshold``: the damaged (amorphous) area, found from the data alone."""
-        damaged = set(disordered(self.crystallinity(), threshold))
-        return np.array([sum(row["area_fraction"] for row in r.rows if row["community"] in damaged)
-                         for r in self.reports])
+    def disordered_fraction(self) -> np.ndarray:
+        """``(n_frames,)`` disordered (damaged, amorphous) area fraction of every frame, found from
+        the data alone: each community's area times the share of its crystallinity windows
+        below 0.5 (:func:`multimodal_seg.series.model.disordered_area`)."""
+        return np.array([disordered_area(r.rows) for r in self.reports])
 
     def summary(self) -> dict[str, Any]:
         """What ``series.json`` holds: frames, communities over the series, grid, axis."""
         crystallinity = self.crystallinity()
-        damaged = disordered(crystallinity)
+        share = series_crystallinity(self.rows, "disordered_share")
         communities = []
         for community in range(self.n_communities):
             areas = [row["area_fraction"] for row in self.rows if row["community"] == community]
             present = [r.index for r in self.reports if (r.chip_labels == community).any()]
             communities.append({"community": community, "crystallinity": crystallinity.get(community),
-                                 "disordered": community in damaged, "first_frame": min(present, default=None),
-                                 "last_frame": max(present, default=None), "max_area_fraction": max(areas)})
+                                "disordered_share": share.get(community), "first_frame": min(present, default=None),
+                                "last_frame": max(present, default=None), "max_area_fraction": max(areas)})
         return {"axis": self.axis.to_dict(), "n_frames": len(self.reports), "n_communities": self.n_communities,
                 "modularity": self.modularity, "grid": self.grid.to_dict(), "intensity": list(self.intensity),
-                "disordered_communities": damaged,
                 "frames": [{"frame": r.index, "source": r.label,
                             "value": r.value if np.isfinite(r.value) else None,
                             "new_communities": r.new_communities,
@@ -221,8 +219,9 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
     reports, seen, previous = [], set(), None
     for i, frame in enumerate(frames):
         chips = slice(i * n_chips, (i + 1) * n_chips)
-        report = describe_frame(embedder, frame, frame.pixels(), index=i, value=axis.value(frame, i), labels=labels[chips],
-                                stats=stats[i], confidence=sure[chips], previous=previous, seen=seen, config=cfg)
+        report = describe_frame(embedder, frame, index=i, value=axis.value(frame, i), labels=labels[chips],
+                                confidence=sure[chips], previous=previous, seen=seen, config=cfg)
+        measure_frame(report, embedder, frame.pixels(), stats[i], n_known=int(labels.max()) + 1, seed=cfg.seed)
         reports.append(report)
         seen |= set(np.unique(labels[chips]).tolist())
         previous = labels[chips]

@@ -52,7 +52,7 @@ from ..graphs.communities import partition_graph
 from ..provenance import atomic_path, file_identity, fingerprint, run_record, to_json, write_text_atomic
 from .frames import Frame, SeriesAxis, frame_files, is_frame_file, read_file_frames
 from .identities import confidence, join, reoptimise
-from .model import FrameEmbedder, FrameReport, describe_frame, output_folder, series_config
+from .model import FrameEmbedder, FrameReport, describe_frame, measure_frame, output_folder, series_config
 from .outputs import descriptor_figure, overlay, save_figure, save_png, write_tables
 from .poi import PointOfInterest
 
@@ -271,20 +271,20 @@ class LiveSeries:
         sure = confidence(graph, labels, own)
         self._slide()
         previous = self.reports[-1].chip_labels.ravel() if self.reports else None
-        report = describe_frame(self._embedder, frame, pixels, index=index, value=self._axis.value(frame, index),
-                                labels=labels[own], stats=stats, confidence=sure, previous=previous,
-                                seen=self._seen, config=cfg)
+        report = describe_frame(self._embedder, frame, index=index, value=self._axis.value(frame, index),
+                                labels=labels[own], confidence=sure, previous=previous, seen=self._seen, config=cfg)
         image = overlay(pixels, report, intensity=self._embedder.intensity)
         path = self.out / "overlays" / f"frame_{index:05d}.png"
         save_png(image, path)
         with atomic_path(self.out / "live.png") as tmp:
             shutil.copyfile(path, tmp)
         shown = time.perf_counter()
-        report.seconds = {"embed": embedded - start, "partition": partitioned - embedded,
-                          "describe": report.seconds["describe"], "overlay": shown - partitioned - report.seconds["describe"],
-                          "total_to_overlay": shown - start}
-        report.pixel_labels = None
         self._seen |= set(np.unique(labels[own]).tolist())
+        measure_frame(report, self._embedder, pixels, stats, n_known=self._next_id, seed=cfg.seed)
+        report.seconds.update({"embed": embedded - start, "partition": partitioned - embedded,
+                               "overlay": shown - partitioned - report.seconds["describe"],
+                               "to_overlay": shown - start})
+        report.pixel_labels = None
         self.reports.append(report)
         self._save_frame(index, frame, features, stats, edges, embeddings if index == 0 else None, report)
         self._commit()
@@ -293,7 +293,7 @@ class LiveSeries:
         if (index + 1) % PLOT_EVERY == 0:
             self.close()
         log.info("frame %d (%s): %d communities, %.2f s to the overlay", index, frame.label,
-                 len(np.unique(labels[own])), report.seconds["total_to_overlay"])
+                 len(np.unique(labels[own])), report.seconds["to_overlay"])
         if self.on_frame is not None:
             self.on_frame(report)
         return report

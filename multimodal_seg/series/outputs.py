@@ -1,9 +1,10 @@
 """The files of a series run, batch or live, each written atomically.
 
 - ``fractions.csv``: one row per frame and community: ``frame, community,
-  area_fraction, n_chips, mean_intensity, std_intensity, crystallinity``, then the
-  frame's position on the series axis (a column named after it: ``time``, ``dose`` ...)
-  and its ``source``;
+  area_fraction, n_chips, mean_intensity, std_intensity, crystallinity,
+  disordered_share`` (the share of the community's crystallinity windows below 0.5),
+  then the frame's position on the series axis (a column named after it: ``time``,
+  ``dose`` ...) and its ``source``;
 - ``poi.csv`` and ``poi.json``: the ranked points of interest of every frame, in
   calibrated coordinates (:class:`multimodal_seg.series.poi.PointOfInterest`);
 - ``overlays/frame_00012.png``: each frame in grey with its communities in fixed
@@ -12,7 +13,7 @@
   ``live.png``, the latest overlay, replaced atomically;
 - ``descriptors.png``: area fraction, crystallinity and mean intensity of every
   community over the frames (time or dose on the axis when the frames carry it), and
-  the area of the disordered communities (crystallinity < 0.5).
+  the disordered area (:func:`multimodal_seg.series.model.disordered_area`).
 
 Overlays are drawn with Pillow, not matplotlib: a 1024 x 1024 overlay takes tens of
 milliseconds, which a live run needs (its budget is one second per frame).
@@ -34,11 +35,11 @@ from PIL import Image, ImageDraw, ImageFont
 from ..plot import MAX_DISPLAY, community_colors
 from ..provenance import atomic_path, write_text_atomic
 from .frames import SeriesAxis
-from .model import DISORDER_THRESHOLD, FrameReport, disordered, series_crystallinity
+from .model import DISORDER_THRESHOLD, FrameReport, disordered_area
 
 #: The columns of fractions.csv before the axis and source columns.
 FRACTION_COLUMNS = ("frame", "community", "area_fraction", "n_chips", "mean_intensity", "std_intensity",
-                    "crystallinity")
+                    "crystallinity", "disordered_share")
 #: The columns of poi.csv.
 POINT_COLUMNS = ("frame", "rank", "y", "x", "units", "row", "col", "kind", "score", "community", "n_chips",
                  "y0", "y1", "x0", "x1")
@@ -100,12 +101,14 @@ def overlay(image: np.ndarray, report: FrameReport, *, intensity: tuple[float, f
     low, high = intensity
     grey = np.clip((grey - low) / max(high - low, 1e-12), 0.0, 1.0)
     colours = community_colors(int(labels.max()) + 1)[:, :3].astype(np.float32)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    painted = labels >= 0
-    rgb[painted] = (1 - OVERLAY_ALPHA) * rgb[painted] + OVERLAY_ALPHA * colours[labels[painted]]
+    # Blend through a lookup table (label -1, no chip, is the last row: grey only): one
+    # gather and one add, a third of the time of masked blending on 10^6 pixels.
+    lut = np.vstack([colours * OVERLAY_ALPHA, np.zeros((1, 3))]).astype(np.float32) * 255
+    weight = np.where(labels >= 0, np.float32(1 - OVERLAY_ALPHA), np.float32(1.0))[..., None]
+    rgb = lut[labels] + (grey * np.float32(255))[..., None] * weight
     height, width = grey.shape
     canvas = Image.new("RGB", (width + LEGEND_WIDTH, max(height, 40)), "white")
-    canvas.paste(Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)), (0, 0))
+    canvas.paste(Image.fromarray((rgb + 0.5).astype(np.uint8)), (0, 0))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=max(10, min(18, height // 40)))
     line = font.size + 6
@@ -155,11 +158,8 @@ def descriptor_figure(reports: Sequence[FrameReport], axis: SeriesAxis) -> Figur
                 values = [0.0 if v is None or not np.isfinite(v) else v for v in values]
             ax.plot(x, values, "o-", color=colours[community], ms=3, lw=1.2, label=f"community {community}")
         ax.set_ylabel(title)
-    damaged = disordered(series_crystallinity(rows))
-    if damaged:
-        total = [sum(at.get((r.index, c), {}).get("area_fraction", 0.0) for c in damaged) for r in reports]
-        panels[0].plot(x, total, "k--", lw=1.5,
-                       label=f"disordered (crystallinity < {DISORDER_THRESHOLD:g}): {damaged}")
+    panels[0].plot(x, [disordered_area(r.rows) for r in reports], "k--", lw=1.5,
+                   label=f"disordered area (windows with crystallinity < {DISORDER_THRESHOLD:g})")
     panels[1].axhline(DISORDER_THRESHOLD, color="0.6", lw=0.8, ls=":")
     panels[-1].set_xlabel(label)
     panels[0].legend(fontsize="x-small", frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
