@@ -50,7 +50,7 @@ from ..errors import InputError, OutputError, ParameterError
 from ..graphs import knn
 from ..graphs.communities import partition_graph
 from ..provenance import atomic_path, file_identity, fingerprint, run_record, to_json, write_text_atomic
-from .frames import Frame, SeriesAxis, frame_files, is_frame_file, read_file_frames
+from .frames import Frame, SeriesAxis, frame_files, read_file_frames, read_frames
 from .identities import confidence, join, reoptimise
 from .model import FrameEmbedder, FrameReport, describe_frame, measure_frame, output_folder, series_config
 from .outputs import descriptor_figure, overlay, save_figure, save_png, write_tables
@@ -62,6 +62,11 @@ log = logging.getLogger("multimodal_seg.series")
 STATE_VERSION = 1
 #: The descriptor figure (matplotlib, ~0.3 s) is redrawn every this many frames and at the end.
 PLOT_EVERY = 10
+
+
+def _version(identity: dict[str, Any] | None) -> tuple | None:
+    """A file version's key: resolved path, size, modification time."""
+    return None if not identity else (identity.get("path"), identity.get("size"), identity.get("mtime_ns"))
 
 
 def _report_meta(report: FrameReport) -> dict[str, Any]:
@@ -132,6 +137,7 @@ class LiveSeries:
         self._next_id = 0
         self._seen: set[int] = set()
         self._dirty_plot = False
+        self._files_seen: set[tuple] = set()  # file versions processed or skipped
         (self.out / "state" / "frames").mkdir(parents=True, exist_ok=True)
         (self.out / "overlays").mkdir(exist_ok=True)
         if (self.out / "state" / "state.json").exists():
@@ -149,12 +155,10 @@ class LiveSeries:
         """Where the frames sit (set by the first frame)."""
         return self._axis
 
-    def has_seen(self, path: Path, identity: dict[str, Any]) -> bool:
-        """Whether this version of a file was already processed or skipped."""
-        key = (str(Path(path).resolve()), identity.get("size"), identity.get("mtime_ns"))
-        return any((e.get("identity") or {}).get("path") == key[0]
-                   and (e["identity"].get("size"), e["identity"].get("mtime_ns")) == key[1:]
-                   for e in (*self._processed, *self.skipped))
+    def has_seen(self, identity: dict[str, Any]) -> bool:
+        """Whether this version of a file (:func:`multimodal_seg.provenance.file_identity`) was
+        already processed or skipped."""
+        return _version(identity) in self._files_seen
 
     def add(self, source: Any, *, acquired: datetime | None = None) -> list[FrameReport]:
         """Segment one more frame (a file, which may hold a stack, a 2-D array, or a Frame).
@@ -179,8 +183,6 @@ class LiveSeries:
             elif isinstance(source, (str, Path)):
                 frames = read_file_frames(source, signal=self.signal)
             else:
-                from .frames import read_frames
-
                 frames = read_frames(np.asarray(source)[None] if np.ndim(source) == 2 else source)
                 for i, frame in enumerate(frames):
                     frame.label = f"<array {self.n_frames + i}>"
@@ -206,6 +208,7 @@ class LiveSeries:
     def skip(self, label: str, identity: dict[str, Any] | None, error: Exception) -> None:
         """Record a frame that cannot be used (logged at ERROR level, written to ``skipped.json``)."""
         log.error("skipped frame %s: %s", label, error)
+        self._files_seen.add(_version(identity))
         self.skipped.append({"label": label, "identity": identity, "reason": str(error),
                              "when": datetime.now().isoformat(timespec="seconds")})
         write_text_atomic(self.out / "skipped.json", to_json(self.skipped))
@@ -227,7 +230,7 @@ class LiveSeries:
     # ------------------------------------------------------------------ one frame
 
     def _process(self, frame: Frame) -> FrameReport | None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         cfg = self.config
         index = self.n_frames
         if self._embedder is None:
@@ -278,12 +281,12 @@ class LiveSeries:
         save_png(image, path)
         with atomic_path(self.out / "live.png") as tmp:
             shutil.copyfile(path, tmp)
-        shown = time.perf_counter()
+        shown, cpu_shown = time.perf_counter(), time.process_time()
         self._seen |= set(np.unique(labels[own]).tolist())
         measure_frame(report, self._embedder, pixels, stats, n_known=self._next_id, seed=cfg.seed)
         report.seconds.update({"embed": embedded - start, "partition": partitioned - embedded,
                                "overlay": shown - partitioned - report.seconds["describe"],
-                               "to_overlay": shown - start})
+                               "to_overlay": shown - start, "cpu_to_overlay": cpu_shown - cpu_start})
         report.pixel_labels = None
         self.reports.append(report)
         self._save_frame(index, frame, features, stats, edges, embeddings if index == 0 else None, report)
@@ -353,6 +356,7 @@ class LiveSeries:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
         self._processed.append({"index": index, "label": frame.label, "identity": frame.identity, "file": name})
+        self._files_seen.add(_version(frame.identity))
 
     def _commit(self) -> None:
         state = {"version": STATE_VERSION, "config": self.config.model_dump(), "fingerprint": self._state_fingerprint(),
@@ -382,6 +386,7 @@ class LiveSeries:
                 f"the output folder holds a live series made with other options ({', '.join(changed)})",
                 fix="resume with the same options, or give a new output folder", where=str(self.out))
         self._processed, self.skipped = state["frames"], state["skipped"]
+        self._files_seen = {_version(e.get("identity")) for e in (*self._processed, *self.skipped)}
         self._next_id, self._seen = state["next_id"], set(state["seen"])
         self._axis = SeriesAxis.from_dict(state["axis"])
         self._embedder = FrameEmbedder.from_dict(self.config, state["embedder"])
@@ -473,7 +478,7 @@ def watch(folder: str | Path, out: str | Path, *, poll: float = 0.5, grace: floa
                 except FileNotFoundError:  # removed or renamed between listing and looking
                     continue
                 version = (identity["size"], identity["mtime_ns"])
-                if live.has_seen(path, identity):
+                if live.has_seen(identity):
                     continue
                 if last_seen.get(path) != version:  # new or still changing: look again next poll
                     last_seen[path] = version
@@ -494,7 +499,7 @@ def watch(folder: str | Path, out: str | Path, *, poll: float = 0.5, grace: floa
                     if live._process(frame) is not None:
                         added += 1
                         last_frame = time.monotonic()
-                if not is_frame_file(path) or (max_frames is not None and added >= max_frames):
+                if max_frames is not None and added >= max_frames:
                     break
             if max_frames is not None and added >= max_frames:
                 break
