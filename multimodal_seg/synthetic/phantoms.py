@@ -47,10 +47,7 @@ from scipy.spatial import cKDTree
 
 from ..errors import ParameterError
 
-__all__ = [
-    "Phantom", "haadf_phantom", "region_layout", "with_front", "lattice_columns", "amorphous_sites",
-    "region_at", "check_specimen", "place_columns", "resolve_clashes", "perturb_and_weigh", "expected_counts", "detector_counts",
-]
+__all__ = ["Phantom", "haadf_phantom"]
 
 # --- fixed specimen constants (relative units unless stated) -----------------
 _WEIGHT_A = 1.00  # Z-contrast weight of one phase-A column
@@ -114,10 +111,9 @@ def check_positive(value: float, name: str, fix: str) -> float:
     return v
 
 
-def check_specimen(
+def _validate(
     shape: tuple[int, int],
     seed: int,
-    *,
     pixel_size: float,
     dose: float,
     read_noise: float,
@@ -127,17 +123,6 @@ def check_specimen(
     column_sigma: float,
     thickness_gradient: float,
 ) -> tuple[tuple[int, int], dict[str, float]]:
-    """Check the phantom's parameters (see :func:`haadf_phantom`) before anything is drawn.
-
-    Returns
-    -------
-    ``(rows, cols)`` and the physical parameters as floats, by name.
-
-    Raises
-    ------
-    ParameterError
-        Naming the parameter that cannot work and a value that would.
-    """
     try:
         rows, cols = (int(s) for s in shape)
         if any(int(s) != s for s in shape):
@@ -439,7 +424,7 @@ def region_at(truth: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     return truth[ri, ci]
 
 
-def lattice_columns(
+def _lattice_columns(
     rng: np.random.Generator,
     truth: np.ndarray,
     region: int,
@@ -476,7 +461,7 @@ def lattice_columns(
     return pos
 
 
-def amorphous_sites(
+def _amorphous_sites(
     rng: np.random.Generator,
     truth: np.ndarray,
     region: int,
@@ -544,12 +529,173 @@ def _splat(shape: tuple[int, int], pos: np.ndarray, weight: np.ndarray, pad: int
     return out.reshape(rows, cols).astype(np.float32)
 
 
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+
+
+def haadf_phantom(
+    shape: tuple[int, int] = (512, 512),
+    *,
+    seed: int = 0,
+    pixel_size: float = 0.04,
+    dose: float = 200.0,
+    read_noise: float = 2.0,
+    lattice_a: float = 0.40,
+    lattice_b: float = 0.34,
+    rotation: float = 35.0,
+    column_sigma: float = 0.07,
+    thickness_gradient: float = 0.10,
+    noise: bool = True,
+) -> Phantom:
+    """Render a HAADF-STEM-like phantom of an order-disorder transition.
+
+    Four regions (ids in ``truth``):
+
+    0. phase A grain, square lattice ``lattice_a`` at 0 deg;
+    1. phase A grain, same lattice rotated by ``rotation`` deg;
+    2. phase B grain, hexagonal lattice ``lattice_b`` at 15 deg, column weight
+       0.85 of A's but 1.6x A's columns per area (defaults), so ~1.35x A's
+       mean Z-contrast signal;
+    3. amorphous (irradiation-damaged) layer along the bottom edge: atom sites
+       at random positions with a 0.34 nm minimum separation, 0.8x A's
+       density, mean weight 0.7 of A's column weight (35 % of it spread evenly).
+
+    Parameters
+    ----------
+    shape
+        Image size ``(rows, cols)`` in pixels, each at least 64.  The region
+        layout scales with the shape (in normalised coordinates).
+    seed
+        Seed for :func:`numpy.random.default_rng`.  The same seed gives identical
+        arrays; another seed gives different noise and slightly different
+        geometry (grain seeds, front profile, lattice registry).
+    pixel_size
+        Sampling in nm per pixel.  Must resolve the finest lattice planes with
+        at least 2.5 px.
+    dose
+        Mean detector counts per pixel (> 0) of the noiseless image.
+    read_noise
+        Standard deviation in counts (>= 0) of the Gaussian detector read noise.
+    lattice_a
+        Phase A square lattice parameter in nm (0.3-0.45 is realistic).
+    lattice_b
+        Phase B hexagonal lattice parameter (nearest-column distance) in nm.
+    rotation
+        In-plane rotation of grain 1 relative to grain 0 in degrees,
+        counter-clockwise as displayed.  Must be >= 5 deg from a multiple of 90.
+    column_sigma
+        Gaussian sigma of one projected atomic column in nm (probe size
+        convolved with the column's spread).
+    thickness_gradient
+        Peak-to-peak fractional intensity change of the linear thickness ramp
+        across the field of view, in ``[0, 1)``.
+    noise
+        If False, return the noiseless expected counts (same geometry as with
+        noise for the same seed); useful for checking noise statistics.
+
+    Returns
+    -------
+    Phantom
+        ``image`` ``(rows, cols)`` float32 counts, ``truth`` ``(rows, cols)`` int16.
+
+    Raises
+    ------
+    ParameterError
+        For a shape under 64 px, non-positive ``dose``/``pixel_size``/lattice
+        parameters, negative ``read_noise``, a pixel size too coarse for the
+        lattice, and similar impossible settings.
+    """
+    (rows, cols), p = _validate(
+        shape, seed, pixel_size, dose, read_noise, lattice_a, lattice_b, rotation,
+        column_sigma, thickness_gradient,
+    )
+    ps = p["pixel_size"]
+    # Independent streams so geometry does not depend on whether noise is drawn.
+    geo_rng, noise_rng = np.random.default_rng(seed).spawn(2)
+
+    truth = _region_map(geo_rng, rows, cols)
+
+    rot = p["rotation"]
+    pos, reg = place_columns(geo_rng, truth, p)
+    # Grain boundaries / the damage front: columns of two regions cannot overlap.
+    keep = resolve_clashes(pos, reg, ps, geo_rng)
+    pos, weight = perturb_and_weigh(geo_rng, pos[keep], reg[keep], ps)
+    g = p["thickness_gradient"]
+    ramp = geo_rng.uniform(0, 2 * np.pi) if g > 0 else 0.0
+    img = expected_counts((rows, cols), pos, weight, truth == 3, pixel_size=ps, column_sigma=p["column_sigma"],
+                          lattice_a=p["lattice_a"], thickness_gradient=g, ramp_direction=ramp)
+    img = detector_counts(img, scale=p["dose"] / float(img.mean(dtype=np.float64)), rng=noise_rng,
+                          read_noise=p["read_noise"], noise=noise)
+
+    fr = np.bincount(truth.ravel(), minlength=4) / truth.size
+    names = [
+        "grain A (square, 0 deg)",
+        f"grain A (square, {rot:g} deg)",
+        "phase B (hexagonal)",
+        "amorphous (irradiation-damaged)",
+    ]
+    d_b = p["lattice_b"] * math.sqrt(3.0) / 2.0
+    description = (
+        "Synthetic HAADF-STEM image of an irradiation-induced order-disorder transition "
+        f"({rows}x{cols} px at {ps:g} nm/px). "
+        f"Region 0 ({fr[0]:.0%} of the area): phase A, square lattice of atomic columns, "
+        f"a = {p['lattice_a']:g} nm, at 0 deg, column weight {_WEIGHT_A:g}. "
+        f"Region 1 ({fr[1]:.0%}): the same phase A rotated by {rot:g} deg counter-clockwise. "
+        f"Region 2 ({fr[2]:.0%}): phase B, hexagonal lattice, a = {p['lattice_b']:g} nm "
+        f"((10) planes {d_b:.3f} nm), at {ORIENTATION_B:g} deg, column weight {_WEIGHT_B:g}. "
+        f"Region 3 ({fr[3]:.0%}): amorphous damage front advancing from the bottom edge, "
+        f"atom sites at random positions (minimum separation {_AMORPHOUS_MIN_SEP:g} nm, "
+        f"{AMORPHOUS_DENSITY:g}x phase A's density, mean weight {_WEIGHT_AMORPHOUS:g}). "
+        f"Columns are Gaussians of sigma {p['column_sigma']:g} nm; diffuse background "
+        f"{_BACKGROUND:g} of phase A's mean signal; linear thickness ramp "
+        f"{g:.0%} peak-to-peak; scaled to a mean of {p['dose']:g} counts/px"
+        + (
+            f", then Poisson noise and Gaussian read noise of {p['read_noise']:g} counts."
+            if noise
+            else " (noiseless)."
+        )
+    )
+    return Phantom(
+        image=img,
+        truth=truth.astype(np.int16),
+        region_names=names,
+        pixel_size=ps,
+        units="nm",
+        description=description,
+    )
+
+
+# ---------------------------------------------------------------------------
+# the physics as pieces (the damage series draws a specimen once and renders
+# it frame by frame: multimodal_seg.synthetic.series)
+# ---------------------------------------------------------------------------
+
+
+def check_specimen(shape: tuple[int, int], seed: int, *, pixel_size: float, dose: float, read_noise: float,
+                   lattice_a: float, lattice_b: float, rotation: float, column_sigma: float,
+                   thickness_gradient: float) -> tuple[tuple[int, int], dict[str, float]]:
+    """Check the phantom's parameters (see :func:`haadf_phantom`) before anything is drawn.
+
+    Returns
+    -------
+    ``(rows, cols)`` and the physical parameters as floats, by name.
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter that cannot work and a value that would.
+    """
+    return _validate(shape, seed, pixel_size, dose, read_noise, lattice_a, lattice_b, rotation, column_sigma,
+                     thickness_gradient)
+
+
 def place_columns(rng: np.random.Generator, truth: np.ndarray, p: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Atomic columns of every region of a region map: positions ``(n, 2)`` px and regions ``(n,)``.
 
-    Regions 0-2 get their lattices (:func:`lattice_columns`; A at 0 deg and at
+    Regions 0-2 get their lattices (``_lattice_columns``; A at 0 deg and at
     ``rotation``, B hexagonal at ``ORIENTATION_B``), region 3 random amorphous sites
-    (:func:`amorphous_sites`).  ``p`` holds the specimen's parameters as
+    (``_amorphous_sites``).  ``p`` holds the specimen's parameters as
     :func:`check_specimen` returns them.  Columns of different regions may clash where
     they meet: :func:`resolve_clashes`.
     """
@@ -559,12 +705,12 @@ def place_columns(rng: np.random.Generator, truth: np.ndarray, p: dict[str, floa
     a_px = p["lattice_a"] / ps
     b_px = p["lattice_b"] / ps
     groups = [
-        lattice_columns(rng, truth, 0, a_px, 0.0, False, pad),
-        lattice_columns(rng, truth, 1, a_px, p["rotation"], False, pad),
-        lattice_columns(rng, truth, 2, b_px, ORIENTATION_B, True, pad),
+        _lattice_columns(rng, truth, 0, a_px, 0.0, False, pad),
+        _lattice_columns(rng, truth, 1, a_px, p["rotation"], False, pad),
+        _lattice_columns(rng, truth, 2, b_px, ORIENTATION_B, True, pad),
     ]
     density_a = 1.0 / a_px**2  # columns per px^2
-    groups.append(amorphous_sites(rng, truth, 3, AMORPHOUS_DENSITY * density_a, _AMORPHOUS_MIN_SEP / ps, pad))
+    groups.append(_amorphous_sites(rng, truth, 3, AMORPHOUS_DENSITY * density_a, _AMORPHOUS_MIN_SEP / ps, pad))
     pos = np.concatenate(groups)
     reg = np.concatenate([np.full(g.shape[0], i) for i, g in enumerate(groups)])
     return pos, reg
@@ -664,142 +810,3 @@ def detector_counts(expected: np.ndarray, *, scale: float, rng: np.random.Genera
             img += np.float32(read_noise) * rng.standard_normal(img.shape, dtype=np.float32)
         np.maximum(img, 0, out=img)
     return np.ascontiguousarray(img, dtype=np.float32)
-
-
-# ---------------------------------------------------------------------------
-# public API
-# ---------------------------------------------------------------------------
-
-
-def haadf_phantom(
-    shape: tuple[int, int] = (512, 512),
-    *,
-    seed: int = 0,
-    pixel_size: float = 0.04,
-    dose: float = 200.0,
-    read_noise: float = 2.0,
-    lattice_a: float = 0.40,
-    lattice_b: float = 0.34,
-    rotation: float = 35.0,
-    column_sigma: float = 0.07,
-    thickness_gradient: float = 0.10,
-    noise: bool = True,
-) -> Phantom:
-    """Render a HAADF-STEM-like phantom of an order-disorder transition.
-
-    Four regions (ids in ``truth``):
-
-    0. phase A grain, square lattice ``lattice_a`` at 0 deg;
-    1. phase A grain, same lattice rotated by ``rotation`` deg;
-    2. phase B grain, hexagonal lattice ``lattice_b`` at 15 deg, column weight
-       0.85 of A's but 1.6x A's columns per area (defaults), so ~1.35x A's
-       mean Z-contrast signal;
-    3. amorphous (irradiation-damaged) layer along the bottom edge: atom sites
-       at random positions with a 0.34 nm minimum separation, 0.8x A's
-       density, mean weight 0.7 of A's column weight (35 % of it spread evenly).
-
-    Parameters
-    ----------
-    shape
-        Image size ``(rows, cols)`` in pixels, each at least 64.  The region
-        layout scales with the shape (in normalised coordinates).
-    seed
-        Seed for :func:`numpy.random.default_rng`.  The same seed gives identical
-        arrays; another seed gives different noise and slightly different
-        geometry (grain seeds, front profile, lattice registry).
-    pixel_size
-        Sampling in nm per pixel.  Must resolve the finest lattice planes with
-        at least 2.5 px.
-    dose
-        Mean detector counts per pixel (> 0) of the noiseless image.
-    read_noise
-        Standard deviation in counts (>= 0) of the Gaussian detector read noise.
-    lattice_a
-        Phase A square lattice parameter in nm (0.3-0.45 is realistic).
-    lattice_b
-        Phase B hexagonal lattice parameter (nearest-column distance) in nm.
-    rotation
-        In-plane rotation of grain 1 relative to grain 0 in degrees,
-        counter-clockwise as displayed.  Must be >= 5 deg from a multiple of 90.
-    column_sigma
-        Gaussian sigma of one projected atomic column in nm (probe size
-        convolved with the column's spread).
-    thickness_gradient
-        Peak-to-peak fractional intensity change of the linear thickness ramp
-        across the field of view, in ``[0, 1)``.
-    noise
-        If False, return the noiseless expected counts (same geometry as with
-        noise for the same seed); useful for checking noise statistics.
-
-    Returns
-    -------
-    Phantom
-        ``image`` ``(rows, cols)`` float32 counts, ``truth`` ``(rows, cols)`` int16.
-
-    Raises
-    ------
-    ParameterError
-        For a shape under 64 px, non-positive ``dose``/``pixel_size``/lattice
-        parameters, negative ``read_noise``, a pixel size too coarse for the
-        lattice, and similar impossible settings.
-    """
-    (rows, cols), p = check_specimen(
-        shape, seed, pixel_size=pixel_size, dose=dose, read_noise=read_noise, lattice_a=lattice_a,
-        lattice_b=lattice_b, rotation=rotation, column_sigma=column_sigma, thickness_gradient=thickness_gradient,
-    )
-    ps = p["pixel_size"]
-    # Independent streams so geometry does not depend on whether noise is drawn.
-    geo_rng, noise_rng = np.random.default_rng(seed).spawn(2)
-
-    truth = _region_map(geo_rng, rows, cols)
-
-    pos, reg = place_columns(geo_rng, truth, p)
-    rot = p["rotation"]
-
-    # Grain boundaries / the damage front: columns of two regions cannot overlap.
-    keep = resolve_clashes(pos, reg, ps, geo_rng)
-    pos, reg = pos[keep], reg[keep]
-    pos, weight = perturb_and_weigh(geo_rng, pos, reg, ps)
-    g = p["thickness_gradient"]
-    ramp = geo_rng.uniform(0, 2 * np.pi) if g > 0 else 0.0
-    img = expected_counts((rows, cols), pos, weight, truth == 3, pixel_size=ps, column_sigma=p["column_sigma"],
-                          lattice_a=p["lattice_a"], thickness_gradient=g, ramp_direction=ramp)
-    img = detector_counts(img, scale=p["dose"] / float(img.mean(dtype=np.float64)), rng=noise_rng,
-                          read_noise=p["read_noise"], noise=noise)
-
-    fr = np.bincount(truth.ravel(), minlength=4) / truth.size
-    names = [
-        "grain A (square, 0 deg)",
-        f"grain A (square, {rot:g} deg)",
-        "phase B (hexagonal)",
-        "amorphous (irradiation-damaged)",
-    ]
-    d_b = p["lattice_b"] * math.sqrt(3.0) / 2.0
-    description = (
-        "Synthetic HAADF-STEM image of an irradiation-induced order-disorder transition "
-        f"({rows}x{cols} px at {ps:g} nm/px). "
-        f"Region 0 ({fr[0]:.0%} of the area): phase A, square lattice of atomic columns, "
-        f"a = {p['lattice_a']:g} nm, at 0 deg, column weight {_WEIGHT_A:g}. "
-        f"Region 1 ({fr[1]:.0%}): the same phase A rotated by {rot:g} deg counter-clockwise. "
-        f"Region 2 ({fr[2]:.0%}): phase B, hexagonal lattice, a = {p['lattice_b']:g} nm "
-        f"((10) planes {d_b:.3f} nm), at {ORIENTATION_B:g} deg, column weight {_WEIGHT_B:g}. "
-        f"Region 3 ({fr[3]:.0%}): amorphous damage front advancing from the bottom edge, "
-        f"atom sites at random positions (minimum separation {_AMORPHOUS_MIN_SEP:g} nm, "
-        f"{AMORPHOUS_DENSITY:g}x phase A's density, mean weight {_WEIGHT_AMORPHOUS:g}). "
-        f"Columns are Gaussians of sigma {p['column_sigma']:g} nm; diffuse background "
-        f"{_BACKGROUND:g} of phase A's mean signal; linear thickness ramp "
-        f"{g:.0%} peak-to-peak; scaled to a mean of {p['dose']:g} counts/px"
-        + (
-            f", then Poisson noise and Gaussian read noise of {p['read_noise']:g} counts."
-            if noise
-            else " (noiseless)."
-        )
-    )
-    return Phantom(
-        image=img,
-        truth=truth.astype(np.int16),
-        region_names=names,
-        pixel_size=ps,
-        units="nm",
-        description=description,
-    )
