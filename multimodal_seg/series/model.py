@@ -8,9 +8,9 @@
   :mod:`multimodal_seg.chips.sizing`, the encoder of :mod:`multimodal_seg.encoders.choice`,
   the intensity range of :func:`multimodal_seg.pipeline.embedding.modality_intensity`),
   so that the same material gives the same features in every frame;
-* :func:`describe_frame`: a frame's community map painted back, its descriptors
-  per community (:mod:`multimodal_seg.analysis.descriptors`) and its points of interest
-  (:mod:`multimodal_seg.series.poi`).
+* :func:`describe_frame`: a frame's community map painted back and its points of interest
+  (:mod:`multimodal_seg.series.poi`); :func:`measure_frame`: its descriptors per community
+  (:mod:`multimodal_seg.analysis.descriptors`) and :func:`disordered_area`.
 
 Why one intensity scale: ``segment()`` scales each image by its own robust range; in a
 series whose damaged area grows that range moves, and the same crystal would be
