@@ -1,4 +1,4 @@
-"""The ``mmseg`` command: segment, batch, demo, bench, info."""
+"""The ``mmseg`` command: segment, batch, series, watch, demo, bench, info."""
 
 from __future__ import annotations
 
@@ -181,6 +181,122 @@ def demo(
     )
     console.print(f"encoder: {seg.provenance['encoder_choice']}")
     console.print(f"results written to {out}/ (see summary.png)")
+
+
+#: Segmentation options of the series commands: (type, help); unset ones keep the defaults.
+_FRAME_OPTIONS = {
+    "chip_size": (str, "Chip edge: pixels or length ('2 nm') [default: auto, from the first frame]."),
+    "stride": (str, "Chip step: pixels or length [default: half the chip]."),
+    "encoder": (str, "auto | fourier | resnet50 | a plugin's name [default: auto]."),
+    "weights": (str, "Encoder weights (resnet50): micronet | FILE ..."),
+    "k": (int, "Neighbours per chip in the graph [default: 15]."),
+    "resolution": (float, "Leiden resolution [default: 1.0]."),
+    "consensus": (int, "Leiden runs whose most representative is kept [default: 30]."),
+    "seed": (int, "Random seed [default: 0]."),
+    "device": (str, "auto | cpu | cuda ... (torch encoders) [default: auto]."),
+    "max_points": (int, "Points of interest kept per frame [default: 10]."),
+}
+
+
+def _with_frame_options(command):
+    """Give a command (which takes ``**options``) the options of :data:`_FRAME_OPTIONS` too.
+
+    typer reads a command's options from its signature, so the shared ones are added to
+    it here once, rather than written out in every command.
+    """
+    import inspect
+
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                default=typer.Option(None, help=text)) for name, (kind, text) in _FRAME_OPTIONS.items()]
+    command.__signature__ = signature.replace(parameters=own + shared)
+    return command
+
+
+def _frame_options(options: dict) -> dict:
+    """The shared options as ``segment_series`` / ``watch`` keywords (lengths in pixels become ints)."""
+    size = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
+    return {**options, "chip_size": size(options["chip_size"]), "stride": size(options["stride"])}
+
+
+@app.command()
+@_with_frame_options
+def series(
+    frames: list[Path] = typer.Argument(..., help="Frame files (in this order), a folder of frames, or a stack in "
+                                                  "one file (HyperSpy, TIFF, MRC ... with a time or dose axis)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; options below override it."),
+    signal: Optional[str] = typer.Option(None, help="Which signal of files holding several (index or title)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
+    **options,
+) -> None:
+    """Segment a dose or time series with one set of communities: an id means the same material
+    in every frame. Writes fractions.csv, poi.csv/json, overlays/, descriptors.png, labels.npz."""
+    from .series import segment_series
+
+    try:
+        result = segment_series(
+            [str(f) for f in frames] if len(frames) > 1 else str(frames[0]), out=out, config=config,
+            signal=int(signal) if signal is not None and signal.isdigit() else signal, progress=not quiet,
+            **_frame_options(options))
+    except MMSegError as exc:
+        _fail(exc)
+    if not quiet:
+        table = Table(title=f"{len(result.reports)} frames, {result.n_communities} communities")
+        for column in ("frame", result.axis.label, "communities", "disordered area %", "first point of interest"):
+            table.add_column(column, justify="right")
+        for report, damaged in zip(result.reports, result.disordered_fraction()):
+            first = report.points[0] if report.points else None
+            table.add_row(str(report.index), f"{report.value:g}", str(len(set(report.chip_labels.ravel()))),
+                          f"{100 * damaged:.1f}",
+                          f"{first.kind} at ({first.y:.4g}, {first.x:.4g}) {first.units}" if first else "-")
+        Console().print(table)
+    console.print(f"results written to {out}/")
+
+
+@app.command()
+@_with_frame_options
+def watch(
+    folder: Path = typer.Argument(..., help="Folder the microscope writes frames into."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (resumed if it holds a live state)."),
+    poll: float = typer.Option(0.5, help="Seconds between looks at the folder."),
+    grace: Optional[float] = typer.Option(None, help="Seconds an unreadable, unchanged file is retried before it "
+                                                     "is skipped [default: max(2, 4 x poll)]."),
+    max_frames: Optional[int] = typer.Option(None, help="Stop after this many new frames."),
+    idle_timeout: Optional[float] = typer.Option(None, help="Stop after this many seconds without a new frame."),
+    window: Optional[int] = typer.Option(None, help="Frames whose chips stay in the live graph [default: 8]."),
+    reoptimise_every: Optional[int] = typer.Option(None, help="Frames between re-optimisations; 0 never [default: 10]."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; options below override it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per frame."),
+    **options,
+) -> None:
+    """Segment frames as the microscope writes them: stable community ids, a live overlay (live.png),
+    a growing fractions.csv and points of interest. Ctrl-C stops; run again to resume."""
+    import logging
+
+    from .series import watch as run_watch
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+    def report(frame) -> None:
+        if not quiet:
+            first = frame.points[0] if frame.points else None
+            where = f"; look at ({first.y:.4g}, {first.x:.4g}) {first.units}: {first.kind}" if first else ""
+            console.print(f"frame {frame.index} ({frame.label}): {len(set(frame.chip_labels.ravel()))} communities"
+                          f"{', new ' + str(frame.new_communities) if frame.index and frame.new_communities else ''}"
+                          f"{where} [{frame.seconds['to_overlay']:.2f} s]", highlight=False)
+
+    try:
+        live = run_watch(folder, out, poll=poll, grace=grace, max_frames=max_frames, idle_timeout=idle_timeout,
+                         config=config, window=window, reoptimise_every=reoptimise_every, on_frame=report,
+                         **_frame_options(options))
+    except MMSegError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        console.print("stopped; run the same command again to resume")
+        raise typer.Exit(code=130)
+    console.print(f"{live.n_frames} frames in {out}/ ({len(live.skipped)} skipped)")
 
 
 @app.command()

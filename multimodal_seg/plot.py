@@ -22,9 +22,13 @@ MARKED_LINES = 8
 
 
 def community_colors(n: int) -> np.ndarray:
-    """``(n, 4)`` RGBA colours, distinct for up to 20 communities, then cycling."""
+    """``(n, 4)`` RGBA colours: tab10 and its light shades for the first 20 communities, then
+    further hues 137.5 deg apart (the golden angle), so that community ``i`` keeps its colour
+    whatever ``n`` is (a time series gives new communities new colours)."""
     base = [mcolors.to_rgba(c) for c in (*_TAB10, *_TAB10_LIGHT)]
-    return np.array([base[i % len(base)] for i in range(n)])
+    extra = [mcolors.to_rgba(mcolors.hsv_to_rgb(((0.05 + 0.381966 * i) % 1.0, 0.75, 0.55 + 0.3 * (i % 2))))
+             for i in range(max(0, n - len(base)))]
+    return np.array((base + extra)[:n]) if n else np.zeros((0, 4))
 
 
 _TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",

@@ -77,9 +77,9 @@ def crystallinity(windows: np.ndarray) -> np.ndarray:
     return out
 
 
-def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | ModalityChips,
-                            chip_labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """Mean crystallinity of each community from windows centred on its chips.
+def sampled_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | ModalityChips,
+                          chip_labels: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Crystallinity of windows centred on a seeded sample of each community's chips.
 
     ``grid`` is anything with chip ``origins`` and ``size`` in the image's pixels (a
     ChipGrid, or one modality's chips on a shared grid).  Up to
@@ -88,7 +88,8 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | Modal
 
     Returns
     -------
-    ``(n_communities,)`` float32, NaN for an empty community.
+    ``owner`` ``(n,)``, the community of each sampled window, and ``index`` ``(n,)`` float32,
+    its crystallinity.
     """
     from ..chips.grid import iter_chips
 
@@ -110,6 +111,20 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | Modal
     index = np.empty(len(order), dtype=np.float32)
     for first, windows in iter_chips(image, starts[order], size, batch=64):
         index[order[first : first + len(windows)]] = crystallinity(windows)
+    return owner, index
+
+
+def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | ModalityChips,
+                            chip_labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Mean crystallinity of each community from windows centred on its chips
+    (:func:`sampled_crystallinity`).
+
+    Returns
+    -------
+    ``(n_communities,)`` float32, NaN for an empty community.
+    """
+    owner, index = sampled_crystallinity(image, grid, chip_labels, seed=seed)
+    n_communities = int(np.asarray(chip_labels).max()) + 1
     out = np.full(n_communities, np.nan, dtype=np.float32)
     for community in range(n_communities):
         if (owner == community).any():

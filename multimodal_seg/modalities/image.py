@@ -63,6 +63,17 @@ _PLUGINS: dict[str, RsciioPlugin] = {
 SUPPORTED_IMAGE_EXTENSIONS: tuple[str, ...] = tuple(sorted(_PLUGINS))
 
 
+def image_plugin(path: Path) -> RsciioPlugin:
+    """The RosettaSciIO plugin that reads an image file (or a stack of images) of this type.
+
+    Raises
+    ------
+    InputError
+        The path does not exist, is a directory, or has an unsupported extension.
+    """
+    return plugin_for(path, _PLUGINS, modality="image")
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -158,7 +169,7 @@ def _from_file(
     path: Path, signal: int | str | None
 ) -> tuple[da.Array, list[Axis], dict[str, Any]]:
     """Read the chosen signal of a file through its rsciio plugin."""
-    plugin = plugin_for(path, _PLUGINS, modality="image")
+    plugin = image_plugin(path)
     signals = read_signals(path, plugin, what="an image")
     index = pick_signal(
         signals,

@@ -281,8 +281,18 @@ def _front_depth(rng: np.random.Generator, cols: int) -> np.ndarray:
     return np.clip(depth, 0.12, 0.45)
 
 
-def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """Ground-truth map, int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B, 3 amorphous."""
+def region_layout(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The specimen's grains and its damage front, drawn from ``rng``.
+
+    Returns
+    -------
+    grains
+        int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B everywhere, as if nothing were damaged.
+    depth
+        ``(cols,)`` depth of the amorphous layer per column, as a fraction of the height
+        (mean ~0.26); :func:`with_front` puts it on the grains.  The grains' areas are tuned
+        for the crystal left above this front.
+    """
     depth = _front_depth(rng, cols)
     # Grain seeds (normalised row, col): A grains top-left / top-right, B in the
     # middle above the damage front; jittered per seed.
@@ -313,8 +323,7 @@ def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
         s0, s1, s2 = scores(wy, wx, yy, xx, w)
         lab = np.where(s1 < s0, 1, 0).astype(np.int16)
         lab[s2 < np.minimum(s0, s1)] = 2
-        lab[yy > (1.0 - dep)[None, :].astype(np.float32)] = 3
-        return lab
+        return lab if dep is None else _put_front(lab, dep)
 
     # Draw the warp once at a coarse size to tune the weights, then at full size
     # with the same random state, so both see the same smooth field.
@@ -345,7 +354,31 @@ def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     rng.bit_generator.state = state
     wy = _warp_field(rng, rows, cols, amp) * np.float32(gain)
     wx = _warp_field(rng, rows, cols, amp) * np.float32(gain)
-    return _merge_fragments(labels(rows, cols, wy, wx, w, depth))
+    return labels(rows, cols, wy, wx, w, None), depth
+
+
+def _put_front(grains: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """``grains`` with region 3 (amorphous) below the front ``depth`` (fraction of the height per column)."""
+    rows = grains.shape[0]
+    yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows)[:, None]
+    lab = grains.copy()
+    lab[yy > (1.0 - depth)[None, :].astype(np.float32)] = 3
+    return lab
+
+
+def with_front(grains: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Ground-truth map, int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B, 3 amorphous.
+
+    ``depth`` ``(cols,)`` is the amorphous layer's depth per column as a fraction of the
+    height, advancing from the bottom edge.  Crumbs of a region cut off by the front join
+    the region around them, so every region is one piece.
+    """
+    return _merge_fragments(_put_front(grains, depth))
+
+
+def _region_map(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Ground-truth map, int16 ``(rows, cols)``: 0 A(0), 1 A(rot), 2 B, 3 amorphous."""
+    return with_front(*region_layout(rng, rows, cols))
 
 
 def _merge_fragments(lab: np.ndarray) -> np.ndarray:
@@ -383,7 +416,7 @@ def _bbox(mask: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray] | No
     return np.array([r[0] - margin, c[0] - margin]), np.array([r[-1] + margin, c[-1] + margin])
 
 
-def _lookup(truth: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+def region_at(truth: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Region id at sub-pixel positions; positions off the image take the edge pixel."""
     rows, cols = truth.shape
     ri = np.clip(np.rint(r).astype(np.int64), 0, rows - 1)
@@ -424,7 +457,7 @@ def _lattice_columns(
     pos = origin + I.reshape(-1, 1) * a1 + J.reshape(-1, 1) * a2
     inside = np.all((pos >= lo) & (pos <= hi), axis=1)
     pos = pos[inside]
-    pos = pos[_lookup(truth, pos[:, 0], pos[:, 1]) == region]
+    pos = pos[region_at(truth, pos[:, 0], pos[:, 1]) == region]
     return pos
 
 
@@ -456,7 +489,7 @@ def _amorphous_sites(
     target = None
     for _ in range(40):
         cand = lo + rng.uniform(0, 1, (n_batch, 2)) * (hi - lo)
-        keep = _lookup(truth, cand[:, 0], cand[:, 1]) == region
+        keep = region_at(truth, cand[:, 0], cand[:, 1]) == region
         if target is None:
             target = round(density_px * box_area * keep.mean())
         cand = cand[keep]
@@ -540,6 +573,10 @@ def render_haadf(truth: np.ndarray, materials: list[Crystal | Amorphous], geo_rn
                  thickness_gradient: float = 0.10, noise: bool = True) -> np.ndarray:
     """Render a HAADF-STEM image of any region map (see the module docstring).
 
+    The steps are public pieces (:func:`place_columns`, :func:`resolve_clashes`,
+    :func:`perturb_and_weigh`, :func:`expected_counts`, :func:`detector_counts`), so that a
+    specimen drawn once can be rendered again (the damage series).
+
     Parameters
     ----------
     truth
@@ -557,76 +594,22 @@ def render_haadf(truth: np.ndarray, materials: list[Crystal | Amorphous], geo_rn
     -------
     ``(rows, cols)`` float32 counts.
     """
-    rows, cols = truth.shape
-    ps = pixel_size
-    sigma_px = column_sigma / ps
-    pad = math.ceil(4 * sigma_px) + 1  # columns just outside still shine in
-    density_a = 1.0 / (reference_spacing / ps) ** 2  # columns per px^2
-    is_crystal = np.array([isinstance(m, Crystal) for m in materials])
-    order = [i for i in range(len(materials)) if is_crystal[i]] + [i for i in range(len(materials))
-                                                                  if not is_crystal[i]]
-    groups, owners = [], []
-    for i in order:
-        m = materials[i]
-        if isinstance(m, Crystal):
-            groups.append(_lattice_columns(geo_rng, truth, i, m.spacing / ps, m.angle, m.hexagonal, pad))
-        else:
-            groups.append(_amorphous_sites(geo_rng, truth, i, m.density * density_a, _AMORPHOUS_MIN_SEP / ps, pad))
-        owners.append(i)
-    pos = np.concatenate(groups)
-    reg = np.concatenate([np.full(g.shape[0], i) for i, g in zip(owners, groups)])
+    optics = {"pixel_size": pixel_size, "column_sigma": column_sigma, "reference_spacing": reference_spacing}
+    pos, reg = place_columns(geo_rng, truth, materials, **optics)
+    keep = resolve_clashes(pos, reg, pixel_size, geo_rng)
+    pos, weight = perturb_and_weigh(geo_rng, pos[keep], reg[keep], materials, pixel_size)
+    ramp = geo_rng.uniform(0, 2 * np.pi) if thickness_gradient > 0 else 0.0
+    img = expected_counts(truth.shape, pos, weight, truth, materials, **optics,
+                          thickness_gradient=thickness_gradient, ramp_direction=ramp)
+    return detector_counts(img, scale=dose / float(img.mean(dtype=np.float64)), rng=noise_rng,
+                           read_noise=read_noise, noise=noise)
 
-    # Grain boundaries / the damage front: columns of two regions cannot overlap.
-    # Of each clashing pair drop the one with lower random priority.
-    pairs = cKDTree(pos).query_pairs(_BOUNDARY_MIN_SEP / ps, output_type="ndarray")
-    if pairs.size:
-        pairs = pairs[reg[pairs[:, 0]] != reg[pairs[:, 1]]]
-        prio = geo_rng.permutation(pos.shape[0])
-        loser = np.where(prio[pairs[:, 0]] < prio[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
-        keep = np.ones(pos.shape[0], bool)
-        keep[loser] = False
-        pos, reg = pos[keep], reg[keep]
 
-    crystal = is_crystal[reg]
-    # Small static displacements (thermal/strain) keep Bragg peaks sharp but real.
-    pos[crystal] += geo_rng.normal(0, _THERMAL_JITTER / ps, (int(crystal.sum()), 2))
-    weight = np.empty(pos.shape[0])
-    base = np.array([m.weight for m in materials])
-    weight[crystal] = base[reg[crystal]] * (1 + _WEIGHT_JITTER * geo_rng.standard_normal(int(crystal.sum())))
-    n_am = int((~crystal).sum())
-    # Amorphous sites: projected atom counts vary, gamma-distributed weights (cv 0.2).
-    site_weight = (1 - _AMORPHOUS_DIFFUSE) * base[reg[~crystal]]
-    weight[~crystal] = geo_rng.gamma(25.0, site_weight / 25.0, n_am)
-
-    img = _splat((rows, cols), pos, weight, pad)
-    # Even share of the amorphous signal, added before the blur so its edge at
-    # the front is as soft as the columns.
-    for i, m in enumerate(materials):
-        if isinstance(m, Amorphous):
-            diffuse = _AMORPHOUS_DIFFUSE * m.weight * m.density * density_a
-            img += np.float32(diffuse) * np.pad(truth == i, pad, mode="edge")
-    img = ndimage.gaussian_filter(img, sigma_px, mode="constant", truncate=4.0)
-    img = img[pad : pad + rows, pad : pad + cols]
-
-    # Diffuse background (TDS, contamination) relative to A's mean signal per px.
-    img += np.float32(_BACKGROUND * _WEIGHT_A * density_a)
-    # Linear thickness ramp along a random direction, mean 1, peak-to-peak g.
-    g = thickness_gradient
-    if g > 0:
-        phi = geo_rng.uniform(0, 2 * np.pi)
-        yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows - 0.5) * np.float32(math.sin(phi))
-        xx = ((np.arange(cols, dtype=np.float32) + 0.5) / cols - 0.5) * np.float32(math.cos(phi))
-        ramp = yy[:, None] + xx[None, :]
-        span = float(ramp.max() - ramp.min())
-        img *= np.float32(1.0) + np.float32(g / span) * (ramp - np.float32(ramp.mean()))
-
-    img *= np.float32(dose / float(img.mean(dtype=np.float64)))
-    if noise:
-        img = noise_rng.poisson(img).astype(np.float32)
-        if read_noise > 0:
-            img += np.float32(read_noise) * noise_rng.standard_normal(img.shape, dtype=np.float32)
-        np.maximum(img, 0, out=img)
-    return np.ascontiguousarray(img, dtype=np.float32)
+def default_materials(p: dict[str, float]) -> list[Crystal | Amorphous]:
+    """The four materials of :func:`haadf_phantom` for its checked parameters ``p``
+    (:func:`check_specimen`): phase A at 0 deg and at ``rotation``, phase B, amorphous."""
+    return [Crystal(p["lattice_a"], 0.0, False, _WEIGHT_A), Crystal(p["lattice_a"], p["rotation"], False, _WEIGHT_A),
+            Crystal(p["lattice_b"], ORIENTATION_B, True, _WEIGHT_B), Amorphous()]
 
 
 # ---------------------------------------------------------------------------
@@ -716,13 +699,7 @@ def haadf_phantom(
 
     truth = _region_map(geo_rng, rows, cols)
     rot = p["rotation"]
-    materials = [
-        Crystal(p["lattice_a"], 0.0, False, _WEIGHT_A),
-        Crystal(p["lattice_a"], rot, False, _WEIGHT_A),
-        Crystal(p["lattice_b"], ORIENTATION_B, True, _WEIGHT_B),
-        Amorphous(),
-    ]
-    img = render_haadf(truth, materials, geo_rng, noise_rng, pixel_size=ps, dose=p["dose"],
+    img = render_haadf(truth, default_materials(p), geo_rng, noise_rng, pixel_size=ps, dose=p["dose"],
                        read_noise=p["read_noise"], column_sigma=p["column_sigma"],
                        reference_spacing=p["lattice_a"], thickness_gradient=p["thickness_gradient"],
                        noise=noise)
@@ -764,3 +741,150 @@ def haadf_phantom(
         units="nm",
         description=description,
     )
+
+
+# ---------------------------------------------------------------------------
+# the physics as pieces (the damage series draws a specimen once and renders
+# it frame by frame: multimodal_seg.synthetic.series)
+# ---------------------------------------------------------------------------
+
+
+def check_specimen(shape: tuple[int, int], seed: int, *, pixel_size: float, dose: float, read_noise: float,
+                   lattice_a: float, lattice_b: float, rotation: float, column_sigma: float,
+                   thickness_gradient: float) -> tuple[tuple[int, int], dict[str, float]]:
+    """Check the phantom's parameters (see :func:`haadf_phantom`) before anything is drawn.
+
+    Returns
+    -------
+    ``(rows, cols)`` and the physical parameters as floats, by name.
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter that cannot work and a value that would.
+    """
+    return _validate(shape, seed, pixel_size, dose, read_noise, lattice_a, lattice_b, rotation, column_sigma,
+                     thickness_gradient)
+
+
+def place_columns(rng: np.random.Generator, truth: np.ndarray, materials: list[Crystal | Amorphous], *,
+                  pixel_size: float, column_sigma: float, reference_spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Atomic columns of every region of a region map: positions ``(n, 2)`` px and regions ``(n,)``.
+
+    Crystal regions get their lattices, then amorphous regions their random sites (both
+    in region order); a region absent from ``truth`` gets nothing and draws no random
+    numbers.  Columns of different regions may clash where they meet:
+    :func:`resolve_clashes`.
+    """
+    ps = pixel_size
+    pad = math.ceil(4 * column_sigma / ps) + 1  # columns just outside still shine in
+    density_a = 1.0 / (reference_spacing / ps) ** 2  # columns per px^2
+    crystals = [i for i, m in enumerate(materials) if isinstance(m, Crystal)]
+    groups, owners = [], []
+    for i in crystals + [i for i in range(len(materials)) if i not in crystals]:
+        m = materials[i]
+        if isinstance(m, Crystal):
+            groups.append(_lattice_columns(rng, truth, i, m.spacing / ps, m.angle, m.hexagonal, pad))
+        else:
+            groups.append(_amorphous_sites(rng, truth, i, m.density * density_a, _AMORPHOUS_MIN_SEP / ps, pad))
+        owners.append(i)
+    pos = np.concatenate(groups)
+    reg = np.concatenate([np.full(g.shape[0], i) for i, g in zip(owners, groups)])
+    return pos, reg
+
+
+def resolve_clashes(pos: np.ndarray, reg: np.ndarray, pixel_size: float,
+                    priority: np.ndarray | np.random.Generator) -> np.ndarray:
+    """Which columns survive where two regions meet: ``(n,)`` bool.
+
+    Columns of different regions closer than 0.22 nm cannot both be there; of each
+    clashing pair the one of lower ``priority`` goes.  ``priority`` is an ``(n,)``
+    ranking, or a generator that draws a random one (only when columns are that close).
+    """
+    keep = np.ones(pos.shape[0], bool)
+    pairs = cKDTree(pos).query_pairs(_BOUNDARY_MIN_SEP / pixel_size, output_type="ndarray")
+    if pairs.size:
+        pairs = pairs[reg[pairs[:, 0]] != reg[pairs[:, 1]]]
+        prio = priority.permutation(pos.shape[0]) if isinstance(priority, np.random.Generator) else priority
+        loser = np.where(prio[pairs[:, 0]] < prio[pairs[:, 1]], pairs[:, 0], pairs[:, 1])
+        keep[loser] = False
+    return keep
+
+
+def perturb_and_weigh(rng: np.random.Generator, pos: np.ndarray, reg: np.ndarray,
+                      materials: list[Crystal | Amorphous], pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Columns with their static displacements and scattering weights.
+
+    Crystal columns move by a small random static displacement (thermal, strain:
+    0.005 nm rms) and get their material's Z-contrast weight with 3 % scatter; amorphous
+    sites get gamma-distributed weights (cv 0.2, mean their material's weight, less the
+    share spread evenly: :func:`expected_counts`).
+
+    Returns
+    -------
+    Positions ``(n, 2)`` px (a new array) and weights ``(n,)``.
+    """
+    pos = pos.copy()
+    crystal = np.array([isinstance(m, Crystal) for m in materials])[reg]
+    # Small static displacements (thermal/strain) keep Bragg peaks sharp but real.
+    pos[crystal] += rng.normal(0, _THERMAL_JITTER / pixel_size, (int(crystal.sum()), 2))
+    weight = np.empty(pos.shape[0])
+    base = np.array([m.weight for m in materials])
+    weight[crystal] = base[reg[crystal]] * (1 + _WEIGHT_JITTER * rng.standard_normal(int(crystal.sum())))
+    # Amorphous sites: projected atom counts vary, gamma-distributed weights (cv 0.2).
+    site_weight = (1 - _AMORPHOUS_DIFFUSE) * base[reg[~crystal]]
+    weight[~crystal] = rng.gamma(25.0, site_weight / 25.0, int((~crystal).sum()))
+    return pos, weight
+
+
+def expected_counts(shape: tuple[int, int], pos: np.ndarray, weight: np.ndarray, truth: np.ndarray,
+                    materials: list[Crystal | Amorphous], *, pixel_size: float, column_sigma: float,
+                    reference_spacing: float, thickness_gradient: float, ramp_direction: float) -> np.ndarray:
+    """The noiseless image of point scatterers, in relative units: ``(rows, cols)`` float32.
+
+    Columns are splatted at their sub-pixel positions, each amorphous region's even share
+    of signal is added on its area of ``truth``, everything is blurred by the column
+    width, a diffuse background is added and a linear thickness ramp of peak-to-peak
+    ``thickness_gradient`` along ``ramp_direction`` (radians) applied.
+    :func:`detector_counts` scales it to counts and adds noise.
+    """
+    rows, cols = shape
+    sigma_px = column_sigma / pixel_size
+    pad = math.ceil(4 * sigma_px) + 1  # columns just outside still shine in
+    density_a = 1.0 / (reference_spacing / pixel_size) ** 2  # reference columns per px^2
+    img = _splat((rows, cols), pos, weight, pad)
+    # Even share of the amorphous signal, added before the blur so its edge at
+    # the front is as soft as the columns.
+    for i, m in enumerate(materials):
+        if isinstance(m, Amorphous):
+            diffuse = _AMORPHOUS_DIFFUSE * m.weight * m.density * density_a
+            img += np.float32(diffuse) * np.pad(truth == i, pad, mode="edge")
+    img = ndimage.gaussian_filter(img, sigma_px, mode="constant", truncate=4.0)
+    img = img[pad : pad + rows, pad : pad + cols]
+
+    # Diffuse background (TDS, contamination) relative to A's mean signal per px.
+    img += np.float32(_BACKGROUND * _WEIGHT_A * density_a)
+    # Linear thickness ramp along a random direction, mean 1, peak-to-peak g.
+    g = thickness_gradient
+    if g > 0:
+        phi = ramp_direction
+        yy = ((np.arange(rows, dtype=np.float32) + 0.5) / rows - 0.5) * np.float32(math.sin(phi))
+        xx = ((np.arange(cols, dtype=np.float32) + 0.5) / cols - 0.5) * np.float32(math.cos(phi))
+        ramp = yy[:, None] + xx[None, :]
+        span = float(ramp.max() - ramp.min())
+        img *= np.float32(1.0) + np.float32(g / span) * (ramp - np.float32(ramp.mean()))
+    return img
+
+
+def detector_counts(expected: np.ndarray, *, scale: float, rng: np.random.Generator, read_noise: float,
+                    noise: bool = True) -> np.ndarray:
+    """``expected * scale`` as detector counts: Poisson shot noise and Gaussian read noise
+    (``read_noise`` counts rms), clipped at 0; noiseless when ``noise`` is False.
+    Returns ``(rows, cols)`` float32 (a new array)."""
+    img = expected * np.float32(scale)
+    if noise:
+        img = rng.poisson(img).astype(np.float32)
+        if read_noise > 0:
+            img += np.float32(read_noise) * rng.standard_normal(img.shape, dtype=np.float32)
+        np.maximum(img, 0, out=img)
+    return np.ascontiguousarray(img, dtype=np.float32)

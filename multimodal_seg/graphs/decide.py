@@ -1,0 +1,179 @@
+"""How many communities: merge neighbouring communities that are one population.
+
+Modularity at a fixed resolution decides the number of communities by a knob, not by
+the data: a large homogeneous region is cut into pieces by noise, and a region under a
+slow intensity or thickness gradient is cut along the ramp.  Neither cut separates two
+*populations* of chips: the chips of both sides together form one unimodal cloud (a
+noise split) or one plateau (a gradient), whereas two materials (phases, grains of one
+phase at different orientations, crystal and amorphous) form two modes.
+
+The test, for every pair of communities joined by edges of the graph:
+
+1. the chips of both are split at random into halves; a shrinkage linear discriminant
+   (LDA) is fitted on one half and the other half is projected on its axis, so that the
+   axis cannot have been fitted to the chips it judges;
+2. the larger community is subsampled to the size of the smaller, so that a small
+   community weighs as much as a large one (a rare region is not drowned);
+3. Hartigan's dip test asks whether the projected union is unimodal; the p-value is the
+   median over a few random halves.
+
+Each modality is tested in its own feature space (the graph's standardised PCA
+space); a pair stays apart when any modality sees two modes (Bonferroni over the
+modalities), since a difference one modality sees is a difference.  Pairs are merged
+one at a time, the most clearly unimodal first, until every remaining pair is distinct
+at level ``alpha``.  Communities too small to test (fewer than ``MIN_TEST_CHIPS``
+chips) join their most connected neighbour.
+
+The dip test's null hypothesis is the least favourable unimodal distribution (the
+uniform), so a plateau from a gradient is rejected at rate ``alpha`` only.  Known limit:
+mixed chips along a boundary form a bridge between two modes; a region only one or two
+chips wide can then look like a tail of its neighbour and be merged
+(docs/design.md, "How many communities").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import diptest
+import numpy as np
+import scipy.sparse as sp
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+from .labels import order_by_size
+
+#: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
+MIN_TEST_CHIPS = 6
+#: Random halves per test; the median p-value is kept.
+REPEATS = 5
+#: At most this many chips per community enter one test (bounds time on huge partitions).
+MAX_TEST_CHIPS = 2000
+
+
+@dataclass
+class Decision:
+    """What the decision did to a partition.
+
+    Attributes
+    ----------
+    labels
+        ``(n_chips,)`` labels after merging, ordered by size (0 = largest).
+    merges
+        One entry per merge, in order: the two communities (ids at that moment, sizes in
+        chips), the p-value of the dip test (``None`` when one was too small to test) and
+        the reason.
+    alpha
+        Significance level used.
+    """
+
+    labels: np.ndarray
+    merges: list[dict] = field(default_factory=list)
+    alpha: float = 0.01
+    #: Communities before merging.
+    n_before: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-able record for provenance."""
+        return {"method": "dip-test", "alpha": self.alpha, "merges": self.merges,
+                "n_before": int(self.n_before), "n_after": int(self.labels.max()) + 1 if self.labels.size else 0}
+
+
+def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *, repeats: int = REPEATS) -> float:
+    """p-value that chips ``a`` ``(n_a, d)`` and ``b`` ``(n_b, d)`` form one unimodal population.
+
+    Median over ``repeats`` random halves of the dip-test p-value of the balanced union of
+    held-out projections on a shrinkage-LDA axis fitted on the other halves (see the module
+    docstring).  Both need at least ``MIN_TEST_CHIPS`` chips.
+    """
+    values = []
+    for _ in range(repeats):
+        ia, ib = rng.permutation(len(a)), rng.permutation(len(b))
+        ha, hb = len(a) // 2, len(b) // 2
+        axis = _discriminant(a[ia[:ha]], b[ib[:hb]])
+        test_a, test_b = a[ia[ha:]], b[ib[hb:]]
+        n = min(len(test_a), len(test_b))
+        union = np.concatenate([test_a[rng.permutation(len(test_a))[:n]] @ axis,
+                                test_b[rng.permutation(len(test_b))[:n]] @ axis])
+        values.append(float(diptest.diptest(union)[1]))
+    return float(np.median(values))
+
+
+def _discriminant(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Unit axis separating ``a`` from ``b``: shrinkage LDA (Ledoit-Wolf), or the mean difference
+    where the covariance cannot be estimated (fewer than three chips a side)."""
+    if min(len(a), len(b)) < 3:
+        axis = a.mean(axis=0) - b.mean(axis=0)
+    else:
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        axis = lda.fit(np.concatenate([a, b]), np.r_[np.zeros(len(a)), np.ones(len(b))]).coef_.ravel()
+    norm = np.linalg.norm(axis)
+    return axis / norm if norm > 0 else axis
+
+
+def _between(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
+    """Total edge weight between every pair of communities, zero diagonal."""
+    n = int(labels.max()) + 1
+    member = sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(n, labels.size))
+    weights = (member @ graph @ member.T).toarray()
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
+                     alpha: float = 0.01, seed: int = 0) -> Decision:
+    """Merge communities until every pair joined by the graph is two populations.
+
+    Parameters
+    ----------
+    features
+        ``{modality: (n_chips, d)}``: the chips in each modality's graph space (standardised
+        PCA features, :func:`multimodal_seg.graphs.knn.reduce_features`).
+    labels
+        ``(n_chips,)`` community of each chip.
+    graph
+        The graph the labels were found on (the layer-weighted sum for several layers):
+        only communities joined by its edges are compared.
+    alpha
+        Significance level of the dip test, in (0, 1): a pair stays apart when any modality
+        rejects unimodality at ``alpha / n_modalities``.
+    seed
+        Seed of the random halves and subsamples.
+
+    Returns
+    -------
+    Decision
+    """
+    labels = order_by_size(np.asarray(labels))
+    n_before = int(labels.max()) + 1 if labels.size else 0
+    rng = np.random.default_rng(seed)
+    merges: list[dict] = []
+    cache: dict[tuple[bytes, bytes], float] = {}
+
+    def pvalue(a_idx: np.ndarray, b_idx: np.ndarray) -> float:
+        key = (a_idx.tobytes(), b_idx.tobytes())
+        if key not in cache:
+            pick = [rng.permutation(idx)[:MAX_TEST_CHIPS] for idx in (a_idx, b_idx)]
+            cache[key] = min(unimodality_pvalue(f[pick[0]], f[pick[1]], rng) for f in features.values()) \
+                * len(features)
+        return min(cache[key], 1.0)
+
+    while labels.size and labels.max() > 0:
+        between = _between(graph, labels)
+        members = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)]
+        candidates = []
+        for a, b in zip(*np.nonzero(np.triu(between > 0))):
+            small = min(len(members[a]), len(members[b])) < MIN_TEST_CHIPS
+            # too small to test: merge first, with the most connected neighbour
+            score = 2.0 + between[a, b] if small else pvalue(members[a], members[b])
+            candidates.append((score, int(a), int(b), small))
+        if not candidates:
+            break
+        score, a, b, small = max(candidates)
+        if not small and score < alpha:
+            break
+        merges.append({"communities": [a, b], "sizes": [len(members[a]), len(members[b])],
+                       "p": None if small else round(score, 6),
+                       "reason": "too small to test" if small else "one population (dip test)"})
+        labels = order_by_size(np.where(labels == b, a, labels))
+    return Decision(labels=labels, merges=merges, alpha=alpha, n_before=n_before)
