@@ -158,17 +158,19 @@ def run_draw(specimen: Draw, *, seed: int = 0, cutoffs: Sequence[float] = graphe
 
 
 def run_families(names: Sequence[str] | None, n_draws: int, *, seed: int = 0,
-                 cutoffs: Sequence[float] = graphem.CUTOFFS,
+                 cutoffs: Sequence[float] | None = None,
                  echo: Callable[[str], None] | None = None,
                  checkpoint: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Run :func:`run_draw` on ``n_draws`` draws of every family in ``names``.
 
+    ``cutoffs``: GraphEM's (default :data:`multimodal_seg.bench.graphem.CUTOFFS`).
     A failing draw is recorded with its error and the others still run;
     ``checkpoint(result so far)`` is called after every draw (for a report that can be
     read while the part runs).
     """
     names = check_families(names)
     seeds = split_seeds(n_draws)
+    cutoffs = graphem.CUTOFFS if cutoffs is None else cutoffs
     out: dict[str, Any] = {"families": names, "seeds": seeds, "cutoffs": [float(c) for c in cutoffs],
                            "segment_seed": seed, "goals": GOALS, "draws": []}
     for family in names:

@@ -66,7 +66,8 @@ def quality_section(results: dict) -> list[str]:
              "per truth class may map (the rest count as wrong); *baseline*: the largest class's share. "
              "Chip level: majority labels on the project's default chip grid, for every method. "
              "GraphEM's cutoff is swept: its best, median and worst cutoff on each set are shown (the best "
-             "is chosen on the very images it is scored on, an optimistic oracle).", ""]
+             "is chosen on the very images it is scored on, an optimistic oracle); its time is that of the whole "
+             "sweep, the project's run that embeds the chips included.", ""]
     goal_rows = []
     for dataset, by_method in summary.items():
         n_images = len(results["images"].get(dataset, []))
