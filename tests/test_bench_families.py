@@ -22,15 +22,7 @@ from multimodal_seg.synthetic.families import Draw
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
 from multimodal_seg.synthetic.phantoms import haadf_phantom
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_blas_thread():
-    """One BLAS/OpenMP thread: on a busy 2-core machine threaded k-means and SVDs of these
-    small matrices run ten times slower (the results are the same)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
