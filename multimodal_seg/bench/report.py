@@ -479,9 +479,9 @@ def chip_scale_figure(results: dict, out: Path) -> str | None:
 def _methods_option(results: dict) -> str:
     from .methods import METHODS, QUICK_METHODS
 
-    default = list(QUICK_METHODS if results["quick"] else METHODS)
+    default = set(QUICK_METHODS if results["quick"] else METHODS)
     chosen = list(results["methods"])
-    return "" if chosen == default else f" --methods {','.join(chosen)}"
+    return "" if "quality" not in results["parts"] or set(chosen) == default else f" --methods {','.join(chosen)}"
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -497,13 +497,16 @@ def write_report(results: dict, out: Path) -> None:
              + (f"; skipped sets (not found): {', '.join(results['skipped_sets'])}" if results.get("skipped_sets")
                 else "") + ".",
              "Images: " + "; ".join(f"{k}: {len(v)}" for k, v in results.get("images", {}).items()) + ".",
-             "", "Methods:", ""]
+             f"Thread limits: {m.get('thread_env') or 'none'}.", ""]
     from .methods import TOLD
 
-    lines += [f"- `{n}`{' (project)' if n in results['project_methods'] else ' (told the number of classes)' if n in TOLD else ''}: {d}"
-              for n, d in results["methods"].items()]
+    if "quality" in results["parts"]:  # the methods compared there
+        lines += ["Methods:", ""]
+        lines += [f"- `{n}`: {d}" + (" (project)" if n in results["project_methods"]
+                                     else " (told the number of classes)" if n in TOLD else "")
+                  for n, d in results["methods"].items()] + [""]
     families = results.get("family_names")
-    lines += ["", "Reproduce: `mmseg bench DATA_DIR --out DIR"
+    lines += ["Reproduce: `mmseg bench DATA_DIR --out DIR"
               + (" --quick" if results["quick"] else "")
               + (f" --images {results['n_images']}" if results.get("n_images") else "")
               + _methods_option(results)
