@@ -281,13 +281,18 @@ def _reached(flag: bool | None) -> str:
     return "n/a" if flag is None else ("reached" if flag else "**not reached**")
 
 
+def _method_order(name: str) -> tuple[int, str]:
+    """The project's joint partition first, then its modalities, then the peers (results.json sorts keys)."""
+    return (0 if name == "mmseg joint" else 1 if name.startswith("mmseg ") else 2, name)
+
+
 def _family_rows(entry: dict, split: str, tuned: dict | None) -> list[tuple[str, dict]]:
     """(label, row) of every method on one family and split; GraphEM at its tuned cutoff (held out)
     or at its best cutoff on these draws (tuning draws)."""
     from .methods import TOLD
 
     rows = []
-    for name, row in entry["methods"].items():
+    for name, row in sorted(entry["methods"].items(), key=lambda t: _method_order(t[0])):
         told = any(name == t or name.startswith(f"{t} (") for t in TOLD)
         rows.append((name + (" (told k)" if told else ""), row))
     for features, sets in entry["graphem"].items():
@@ -321,7 +326,7 @@ def families_section(fam: dict) -> list[str]:
              "joint ≥ best single modality in every draw", "",
              "| family | draws | mean ARI | worst ARI | joint ≥ best single | communities | mean goal | worst goal "
              "| joint goal |", "|---|---|---:|---:|---:|---:|---|---|---|"]
-    summary = fam.get("summary", {})
+    summary = {f: fam["summary"][f] for f in fam["families"] if f in fam.get("summary", {})}  # in the order run
     for family, entry in summary.items():
         for split, label in _SPLITS:
             e = entry.get(split, {})
@@ -354,7 +359,9 @@ def families_section(fam: dict) -> list[str]:
             lines.append("")
     lines += ["### GraphEM's cutoff", "",
               "Mean ARI over the held-out draws at the best, median and worst cutoff (ranked on those draws), and at "
-              "the cutoff chosen on the tuning draws; the project's joint partition beside it.", "",
+              "the cutoff chosen on the tuning draws; the project's joint partition beside it. † the best cutoff "
+              f"is at an end of the swept range ({min(fam['cutoffs']):g}-{max(fam['cutoffs']):g}): one beyond it "
+              "might do better.", "",
               "| family | features | modalities | best c | median c | worst c | tuned c → held-out mean (worst) "
               "| mmseg joint |", "|---|---|---|---|---|---|---|---:|"]
     for family, entry in summary.items():
@@ -365,6 +372,8 @@ def families_section(fam: dict) -> list[str]:
             name = max(sets, key=lambda n: n.count("+"))
             g = sets[name]
             cell = {k: f"{g[k]} ({g['by_cutoff'][g[k]]['mean']:.3f})" for k in ("best_c", "median_c", "worst_c")}
+            if float(g["best_c"]) in (min(fam["cutoffs"]), max(fam["cutoffs"])):
+                cell["best_c"] += " †"
             tuned = entry.get("graphem_tuned", {}).get(features)
             tuned_cell = (f"{tuned['c']} → {tuned['held_out']['mean']:.3f} ({tuned['held_out']['worst']:.3f})"
                           if tuned else "n/a")
@@ -391,7 +400,7 @@ def _family_points(fam: dict, family: str, split: str) -> dict[str, list[float]]
         for name, score in d["peers"].items():
             told = any(name == t or name.startswith(f"{t} (") for t in TOLD)
             points.setdefault(name + (" [told k]" if told else ""), []).append(score["ari"])
-    return points
+    return dict(sorted(points.items(), key=lambda t: _method_order(t[0])))
 
 
 def families_figure(results: dict, out: Path) -> str | None:
@@ -399,7 +408,7 @@ def families_figure(results: dict, out: Path) -> str | None:
     import matplotlib.pyplot as plt
 
     fam = results.get("families", {})
-    summary = fam.get("summary", {})
+    summary = {f: fam["summary"][f] for f in fam.get("families", []) if f in fam.get("summary", {})}
     shown = [(f, "held_out" if summary[f].get("held_out", {}).get("n_draws") else "tune") for f in summary
              if summary[f].get("held_out", {}).get("n_draws") or summary[f].get("tune", {}).get("n_draws")]
     if not shown:
