@@ -337,7 +337,8 @@ def families_section(fam: dict) -> list[str]:
             lines.append(f"| {family} | {e['n_draws']} {label.split()[0]} | {joint['ari']['mean']:.3f} | "
                          f"{joint['ari']['worst']:.3f} | {'n/a (one image)' if frac is None else f'{frac:.0%}'} | "
                          f"{joint['n_found']:.1f} / {e['n_true']:.1f} | {_reached(e['goals']['mean_ari'])} | "
-                         f"{_reached(e['goals']['worst_ari'])} | {_reached(e['goals']['joint_at_least_best_single'])} |")
+                         f"{_reached(e['goals']['worst_ari'])} | "
+                         f"{_reached(e['goals']['joint_at_least_best_single'])} |")
     errors = [d for d in fam["draws"] if "error" in d]
     if errors:
         lines += ["", f"{len(errors)} draws failed: " + "; ".join(
@@ -445,7 +446,8 @@ def chip_scale_section(rows: list[dict]) -> list[str]:
     lines = ["## ARI against chip size", "",
              "`segment()` with every default but the chip size, from about half to twice the automatic size "
              "(stride: half a chip); pixel ARI against the truth. *Swing*: best minus worst ARI over the range.", "",
-             "| set | image | auto chip px | ARI by chip size (px) | swing | communities |", "|---|---|---:|---|---:|---|"]
+             "| set | image | auto chip px | ARI by chip size (px) | swing | communities |",
+             "|---|---|---:|---|---:|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['group']} | {r['image']} | error: {r['error']} |||| ")
@@ -457,7 +459,8 @@ def chip_scale_section(rows: list[dict]) -> list[str]:
     ok = [r for r in rows if "swing" in r]
     if ok:
         lines += ["", f"Median swing {np.median([r['swing'] for r in ok]):.2f}, largest "
-                  f"{max(r['swing'] for r in ok):.2f} ({max(ok, key=lambda r: r['swing'])['image']}); * the automatic size."]
+                  f"{max(r['swing'] for r in ok):.2f} ({max(ok, key=lambda r: r['swing'])['image']}); "
+                  "* the automatic size."]
     return lines + [""]
 
 

@@ -243,7 +243,8 @@ def run_chip_scale(items: list, quick: bool, echo=None) -> list[dict]:
     cases = []
     for family in IMAGE_FAMILIES:
         for seed in SIZES["chip_scale_draws"][pick]:
-            cases.append((f"family:{family}", f"{family}-seed{seed}", lambda family=family, seed=seed: draw(family, seed)))
+            cases.append((f"family:{family}", f"{family}-seed{seed}",
+                          lambda family=family, seed=seed: draw(family, seed)))
     for name in datasets.LABELLED_SETS:
         for item in [i for i in items if i.dataset == name][: SIZES["chip_scale_images"][pick]]:
             cases.append((name, item.name, lambda item=item: item))
