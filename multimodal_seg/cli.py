@@ -305,18 +305,26 @@ def bench(
                                     "multimodal/); leave out for phantoms only."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (report.md, results.json, figures)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer images, seeds and sizes (minutes)."),
-    parts: str = typer.Option("quality,stability,consistency,speed", help="Comma-separated parts to run."),
+    parts: str = typer.Option("quality,stability,consistency,speed,families,chip_scale",
+                              help="Comma-separated parts to run."),
     methods: str = typer.Option(None, help="Comma-separated methods for the quality part (default: all)."),
     images: int = typer.Option(None, min=1, help="Images per labelled set, spread over it (default: all)."),
+    families: str = typer.Option(None, help="Comma-separated phantom families for the families part "
+                                 "(default: all)."),
+    draws: int = typer.Option(None, help="Draws per phantom family: half (at most 10) from the tuning "
+                              "seeds 0-9, the rest held out from seed 10 (default 30; 2 with --quick)."),
 ) -> None:
     """Benchmark the project against its peers on the same data: quality, stability,
-    cross-modal consistency and speed, written as JSON and a Markdown report."""
+    cross-modal consistency, speed, phantom families and chip scale, written as JSON and
+    a Markdown report."""
     from .bench.runner import run_bench
 
+    def listed(text: str | None) -> list[str] | None:
+        return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
     try:
-        run_bench(data_dir, out, quick=quick, parts=[p.strip() for p in parts.split(",") if p.strip()],
-                  method_names=[m.strip() for m in methods.split(",")] if methods else None, n_images=images,
-                  echo=lambda msg: console.print(msg, highlight=False))
+        run_bench(data_dir, out, quick=quick, parts=listed(parts), method_names=listed(methods), n_images=images,
+                  family_names=listed(families), draws=draws, echo=lambda msg: console.print(msg, highlight=False))
     except MMSegError as exc:
         _fail(exc)
     console.print(f"report written to {out}/report.md")

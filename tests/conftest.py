@@ -14,6 +14,17 @@ matplotlib.use("Agg")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One BLAS and OpenMP thread for a test module: on a busy 2-core machine, threaded
+    k-means and SVDs of small matrices run ten times slower than one thread (the
+    results are the same either way)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 def shared_file(relative: str) -> Path:
     """Path of a file in the shared data folder, or skip the test when it is absent."""
     path = DATA / relative

@@ -22,13 +22,17 @@ def small_sizes(monkeypatch):
     """Shrink every part's work (full and quick) so the whole run takes well under a minute."""
     small = {"phantom_seeds": ([0], [0]), "labelled_images": (1, 1), "stability_seeds": ([0, 1], [0, 1]),
              "stability_images": (1, 1), "multimodal_seeds": ([0], [0]), "multimodal_scan": (32, 32),
-             "graph_chips": ([300], [300]), "speed_image": (256, 256), "speed_scan": (16, 16)}
+             "graph_chips": ([300], [300]), "speed_image": (256, 256), "speed_scan": (16, 16),
+             "family_draws": (1, 1), "chip_scale_draws": ([], []), "chip_scale_images": (1, 1),
+             "chip_factors": ((1.0,), (1.0,))}
     monkeypatch.setattr(runner, "SIZES", small)
 
 
-def test_bench_runs_every_part_and_reports_it(tmp_path, small_sizes):
+def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, small_sizes):
+    """(The families and chip-scale parts are tested in test_bench_families.py.)"""
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["bench", "--out", str(out), "--quick",
+    result = CliRunner().invoke(app, ["bench", "--out", str(out), "--quick", "--parts",
+                                      "quality,stability,consistency,speed",
                                       "--methods", "mmseg-default,slic-kmeans,felzenszwalb-kmeans"])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())

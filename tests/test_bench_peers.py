@@ -31,18 +31,10 @@ from multimodal_seg.metrics import agreement, contingency
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
 from multimodal_seg.synthetic.phantoms import haadf_phantom
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 N_CLASSES = 4  # regions of both phantoms: grain A 0 deg, grain A 35 deg, phase B, amorphous
 PHASE_B = 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_blas_thread():
-    """One BLAS thread: on a busy 2-core machine, threaded SVDs of these small matrices
-    run ten times slower than a single thread (results are the same either way)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,21 @@ Project methods (``segment()``, seeded, no progress bars):
     no resize, non-overlapping chips of the automatic size): what the pipeline gives
     without pretrained weights.
 
-Peers (:mod:`multimodal_seg.bench.peers`): ``hyperspy-kmeans`` (chips, SVD,
-k-means on the loadings), ``slic-kmeans`` and ``felzenszwalb-kmeans`` (superpixels,
-k-means on their statistics).
+Peers told the number of classes (:mod:`multimodal_seg.bench.peers`, listed in
+:data:`TOLD`): ``hyperspy-kmeans`` (chips, SVD, k-means on the loadings),
+``slic-kmeans`` and ``felzenszwalb-kmeans`` (superpixels, k-means on their
+statistics).
+
+Peers not told it:
+
+``hyperspy-gap``
+    The HyperSpy chip route with HyperSpy's gap-statistic estimate of the number of
+    clusters (``n_clusters=None``).
+``graphem``
+    PNNL's GraphEM recipe (:mod:`multimodal_seg.bench.graphem`) on the project's own
+    chip embeddings of the image, at every cutoff of :data:`graphem.CUTOFFS` and with
+    both feature variants: its :class:`Outcome` carries one labelling per setting
+    (``variants``, named ``graphem-<features> c=<cutoff>``), each scored on its own.
 """
 
 from __future__ import annotations
@@ -33,7 +45,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..chips.grid import ChipGrid
-from . import peers
+from ..pipeline.study import Study
+from ..result import Segmentation
+from . import graphem, peers
 
 
 @dataclass
@@ -48,11 +62,16 @@ class Outcome:
         Wall time of the method, s.
     detail
         Facts worth keeping (encoder used, number of communities ...).
+    variants
+        For a method run at several settings at once (``graphem``'s cutoffs):
+        ``{setting name: (rows, cols) labels}``, each scored as a method of its own;
+        then ``pixel_labels`` is unused (empty).
     """
 
     pixel_labels: np.ndarray
     seconds: float
     detail: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 Method = Callable[[np.ndarray, int, int], Outcome]
@@ -64,6 +83,21 @@ def default_grid(shape: tuple[int, int]) -> ChipGrid:
 
     size = auto_image_chip(shape)
     return ChipGrid(tuple(shape), size, max(1, size // 2))
+
+
+def run_project(sources: Any, *, seed: int = 0, **options: Any) -> tuple[Segmentation, Study]:
+    """``segment(sources, seed=seed, **options)`` on an in-memory study, returning the study too.
+
+    The same plan -> run -> collect that :func:`multimodal_seg.segment` is made of (so the
+    same labels), for peers that work on the project's own chips and embeddings.
+    """
+    from ..config import load_config, with_overrides
+    from ..pipeline.segment import plan, run
+    from ..pipeline.stages import collect
+
+    study = Study.open(None)
+    run(plan(sources, with_overrides(load_config(None), seed=seed, **options)), study, progress=False)
+    return collect(study), study
 
 
 def _project(**kwargs: Any) -> Method:
@@ -91,9 +125,28 @@ def _peer(fn: Callable[..., Any], **kwargs: Any) -> Method:
     return run
 
 
-def _hyperspy_image(image: np.ndarray, n_classes: int, *, seed: int) -> Any:
+def _hyperspy_image(image: np.ndarray, n_classes: int | None, *, seed: int) -> Any:
     grid = default_grid(image.shape)
     return peers.hyperspy_kmeans_image(image, n_classes, chip=grid.size, stride=grid.stride, seed=seed)
+
+
+def _hyperspy_gap(image: np.ndarray, n_classes: int, seed: int) -> Outcome:
+    start = time.perf_counter()
+    result = _hyperspy_image(image, None, seed=seed)  # not told n_classes
+    return Outcome(result.pixel_labels, time.perf_counter() - start,
+                   {"n_communities": int(np.unique(result.pixel_labels).size), "estimated_k": result.n_clusters})
+
+
+def graphem_variant(features: str, cutoff: float) -> str:
+    """The name of one GraphEM setting: ``graphem-<features> c=<cutoff>``."""
+    return f"graphem-{features} c={cutoff:g}"
+
+
+def _graphem(image: np.ndarray, n_classes: int, seed: int) -> Outcome:
+    start = time.perf_counter()
+    _, study = run_project(image, seed=seed)  # the project's chips and embeddings of the image
+    variants = {graphem_variant(p.features, p.cutoff): p.scan_labels for p in graphem.sweep(study, seed=seed)}
+    return Outcome(np.empty((0, 0), np.int32), time.perf_counter() - start, {}, variants)
 
 
 #: name -> (description, method, is the project's).
@@ -113,7 +166,14 @@ METHODS: dict[str, tuple[str, Method, bool]] = {
     "slic-kmeans": ("scikit-image SLIC superpixels + k-means", _peer(peers.slic_kmeans), False),
     "felzenszwalb-kmeans": ("scikit-image Felzenszwalb segments + k-means",
                             _peer(peers.felzenszwalb_kmeans), False),
+    "hyperspy-gap": ("HyperSpy: chips, SVD, estimate_number_of_clusters(metric='gap'), cluster_analysis (k-means)",
+                     _hyperspy_gap, False),
+    "graphem": ("PNNL GraphEM recipe on the project's chip embeddings: cosine similarity >= c, Louvain "
+                f"(c swept over {', '.join(f'{c:g}' for c in graphem.CUTOFFS)}; raw and reduced features)",
+                _graphem, False),
 }
+#: Peers given the true number of classes (the others, and the project, find it themselves).
+TOLD = frozenset({"hyperspy-kmeans", "slic-kmeans", "felzenszwalb-kmeans"})
 #: Methods of a quick run.
 QUICK_METHODS = ("mmseg-default", "mmseg-single-run", "resnet50-random", "hyperspy-kmeans",
-                 "slic-kmeans", "felzenszwalb-kmeans")
+                 "slic-kmeans", "felzenszwalb-kmeans", "hyperspy-gap", "graphem")

@@ -1,8 +1,11 @@
 """Peer baselines: how users of other tools would segment the same data.
 
 ``mmseg bench`` scores the project's segmentations against these peers on the same
-images and spectrum images, with the true number of classes given to every peer as
-``n_clusters`` (the project finds its number of communities itself).  Each peer is
+images and spectrum images, with the true number of classes given to the peers as
+``n_clusters`` (the project finds its number of communities itself).  The HyperSpy
+routes also run *without* that number (``n_clusters=None``): HyperSpy's own estimate,
+:meth:`~hyperspy.signal.BaseSignal.estimate_number_of_clusters` with the gap statistic,
+decides it, as a user who does not know it would do.  Each peer is
 what a careful user of a widely used package would write in a few lines, with the
 package's documented defaults wherever they make sense for electron-microscopy data
 and a stated reason wherever they do not.  All peers are deterministic for a given
@@ -37,6 +40,14 @@ Peers
     The standard EELS/EDS route: a :class:`hyperspy.signals.Signal1D` spectrum image,
     ``decomposition(normalize_poissonian_noise=True)``, ``cluster_analysis``
     (``"decomposition"``, k-means), one label per scan position.
+
+With ``n_clusters=None`` both HyperSpy routes first call
+``estimate_number_of_clusters("decomposition", metric="gap", algorithm="kmeans",
+max_clusters=10)`` (HyperSpy's defaults, a seeded k-means, the same components and
+preprocessing as the clustering) and cluster into the number it returns.  HyperSpy's
+gap rule takes the first ``k`` with ``gap(k) >= gap(k + 1) - s(k + 1)`` for ``k`` from
+2 to ``max_clusters - 1`` (2 when no ``k`` qualifies), against a reference spread evenly
+over the range of every feature, so the estimate lies in ``2 .. max_clusters - 1``.
 
 Choices a fair user would make
 ------------------------------
@@ -96,6 +107,7 @@ __all__ = [
     "felzenszwalb_kmeans",
     "hyperspy_kmeans_image",
     "hyperspy_kmeans_spectrum",
+    "MAX_CLUSTERS",
     "robust_unit_scale",
     "slic_kmeans",
     "superpixel_features",
@@ -103,6 +115,8 @@ __all__ = [
 
 #: k-means restarts (fixed, so results depend only on ``seed``).
 N_INIT = 10
+#: Largest number of clusters HyperSpy's gap estimate tries (its own default).
+MAX_CLUSTERS = 10
 #: Percentiles (low, high) that :func:`robust_unit_scale` maps to 0 and 1.
 SCALE_PERCENTILES = (1.0, 99.0)
 _PREPROCESSING = ("standard", "norm", "minmax", None)
@@ -112,6 +126,7 @@ _PREPROCESSING = ("standard", "norm", "minmax", None)
 
 
 def _check_n_clusters(n_clusters: Any) -> int:
+    """A given number of clusters (the superpixel peers always need one)."""
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
         raise ParameterError(
             f"n_clusters must be a positive integer, got {n_clusters!r}",
@@ -119,6 +134,24 @@ def _check_n_clusters(n_clusters: Any) -> int:
             where="n_clusters",
         )
     return int(n_clusters)
+
+
+def _check_estimate(n_clusters: Any, max_clusters: Any) -> tuple[int | None, int | None]:
+    """``(n_clusters, max_clusters)`` of a HyperSpy route: a given number, or ``None`` and
+    the largest number the gap estimate may try (``max_clusters`` only applies then)."""
+    if n_clusters is not None:
+        if max_clusters is not None:
+            raise ParameterError(
+                f"max_clusters={max_clusters!r} only applies when the number of clusters is estimated",
+                fix="pass n_clusters=None to estimate it, or leave max_clusters out", where="max_clusters")
+        return _check_n_clusters(n_clusters), None
+    if max_clusters is None:
+        return None, MAX_CLUSTERS
+    if isinstance(max_clusters, bool) or not isinstance(max_clusters, (int, np.integer)) or max_clusters < 3:
+        raise ParameterError(f"max_clusters must be an integer >= 3, got {max_clusters!r}",
+                             fix="e.g. max_clusters=10 (HyperSpy's default); with 2 its gap rule always answers 2",
+                             where="max_clusters")
+    return None, int(max_clusters)
 
 
 def _check_seed(seed: Any) -> int:
@@ -457,12 +490,16 @@ class ChipClusters:
     n_components
         Number of decomposition components that were clustered (0 when there were no
         more chips than clusters, so that each chip is its own cluster).
+    n_clusters
+        The number of clusters asked of k-means: the one given, or HyperSpy's gap
+        estimate when none was.
     """
 
     chip_labels: np.ndarray
     pixel_labels: np.ndarray
     grid: ChipGrid
     n_components: int
+    n_clusters: int
 
 
 @contextmanager
@@ -481,18 +518,20 @@ def _quiet_hyperspy() -> Iterator[None]:
 
 def _hyperspy_cluster(
     signal: Any,
-    n_clusters: int,
+    n_clusters: int | None,
     *,
     n_components: int | None,
     preprocessing: str | None,
     poissonian: bool,
     seed: int,
-) -> tuple[np.ndarray, int]:
-    """Decompose and cluster a HyperSpy signal.
+    max_clusters: int | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """Decompose and cluster a HyperSpy signal, estimating the number of clusters if ``None``.
 
     Returns ``(navigation_size,)`` labels (navigation positions in the data's row-major
-    order) and the number of components clustered (0 when there were no more
-    positions than clusters, so each position is its own cluster, with a warning).
+    order), the number of components clustered (0 when there were no more positions
+    than clusters, so each position is its own cluster, with a warning) and the
+    number of clusters asked of k-means.
     """
     from sklearn.cluster import KMeans
 
@@ -503,19 +542,32 @@ def _hyperspy_cluster(
             fix="pass raw counts (no background subtraction), or normalize_poissonian_noise=False",
             where="normalize_poissonian_noise",
         )
-    if n_nav <= n_clusters:
+    if n_clusters is None:
+        # k-means needs more positions than clusters; the gap rule needs 3 numbers to try.
+        max_clusters = min(int(max_clusters or MAX_CLUSTERS), n_nav - 1)
+        if max_clusters < 3:
+            warnings.warn(f"positions (chips or scan points): {n_nav}, too few to estimate the number of "
+                          "clusters; each is its own cluster", UserWarning, stacklevel=3)
+            return np.arange(n_nav), 0, n_nav
+    elif n_nav <= n_clusters:
         if n_nav < n_clusters:
             warnings.warn(f"positions (chips or scan points): {n_nav}, fewer than n_clusters={n_clusters}; "
                           "each is its own cluster", UserWarning, stacklevel=3)
-        return np.arange(n_nav), 0
+        return np.arange(n_nav), 0, n_nav
     with _quiet_hyperspy():
         signal.decomposition(normalize_poissonian_noise=poissonian, algorithm="SVD", print_info=False)
         results = signal.learning_results
         n_available = int(results.loadings.shape[1])
         if n_components is None:
             estimate = results.number_significant_components
-            n_components = int(estimate) if estimate else min(n_clusters, n_available)
+            n_components = int(estimate) if estimate else min(n_clusters or 2, n_available)
         n_components = max(1, min(int(n_components), n_available))
+        if n_clusters is None:
+            # HyperSpy's gap statistic with a seeded k-means (it runs one k-means per k).
+            n_clusters = int(signal.estimate_number_of_clusters(
+                "decomposition", max_clusters=max_clusters, preprocessing=preprocessing,
+                number_of_components=n_components, algorithm="kmeans", metric="gap",
+                show_progressbar=False, random_state=seed))
         signal.cluster_analysis(
             "decomposition",
             number_of_components=n_components,
@@ -525,18 +577,19 @@ def _hyperspy_cluster(
     # cluster_labels: (n_clusters, navigation_size) booleans, one row per cluster,
     # navigation positions in the data's row-major (C) order.
     one_hot = np.asarray(signal.learning_results.cluster_labels, dtype=bool)
-    return one_hot.argmax(axis=0), n_components
+    return one_hot.argmax(axis=0), n_components, n_clusters
 
 
 def hyperspy_kmeans_image(
     image: np.ndarray,
-    n_clusters: int,
+    n_clusters: int | None,
     *,
     chip: int,
     stride: int | None = None,
     n_components: int | None = None,
     preprocessing: str | None = "standard",
     normalize_poissonian_noise: bool = False,
+    max_clusters: int | None = None,
     seed: int = 0,
 ) -> ChipClusters:
     """Cluster image chips with HyperSpy's decomposition and cluster analysis.
@@ -553,7 +606,7 @@ def hyperspy_kmeans_image(
     image
         ``(rows, cols)`` grey image, any intensity unit.
     n_clusters
-        Number of classes to find.
+        Number of classes to find; ``None``: HyperSpy's gap estimate decides it.
     chip
         Chip edge in pixels (``<= min(rows, cols)``); give the project's chip size for a
         like-for-like comparison (:func:`default_chip` for its automatic size).
@@ -570,27 +623,32 @@ def hyperspy_kmeans_image(
     normalize_poissonian_noise
         Weight the decomposition for Poisson noise; only for images in counted
         electrons (off by default: most image intensities are not counts).
+    max_clusters
+        With ``n_clusters=None``: the largest number the gap estimate tries
+        (default :data:`MAX_CLUSTERS`, HyperSpy's own).
     seed
-        Seed of k-means.
+        Seed of k-means (and of the gap estimate's k-means).
 
     Returns
     -------
     ChipClusters
         Chip labels ``grid_shape``, pixel labels ``(rows, cols)`` (both int32,
-        ``0 .. k - 1``, ``k <= n_clusters``), the grid, and the components used.
+        ``0 .. k - 1``, ``k <= n_clusters``), the grid, the components used and the
+        number of clusters (given or estimated).
 
     Raises
     ------
     ParameterError
         For ``n_clusters < 1``, an image that is not 2-D, a chip larger than the image,
-        a stride outside ``1 .. chip``, ``n_components < 1`` or an unknown
-        ``preprocessing``.
+        a stride outside ``1 .. chip``, ``n_components < 1``, an unknown
+        ``preprocessing``, ``max_clusters < 3``, or ``max_clusters`` with a given
+        ``n_clusters``.
     InputError
         For NaN/inf values, or negative values with ``normalize_poissonian_noise``.
     """
     import hyperspy.api as hs
 
-    n_clusters = _check_n_clusters(n_clusters)
+    n_clusters, max_clusters = _check_estimate(n_clusters, max_clusters)
     seed = _check_seed(seed)
     img = _check_image(image)
     chip = _check_positive(chip, "chip", "pass the chip edge in pixels, e.g. chip=32", integer=True)
@@ -616,21 +674,23 @@ def hyperspy_kmeans_image(
     # float32 halves the memory of the (overlapping, so duplicated) chip stack.
     stack = np.stack([img[r:r + chip, c:c + chip] for r, c in grid.origins]).astype(np.float32)
     signal = hs.signals.Signal2D(stack.reshape(*grid.grid_shape, chip, chip))
-    labels, used = _hyperspy_cluster(signal, n_clusters, n_components=n_components,
-                                     preprocessing=preprocessing,
-                                     poissonian=bool(normalize_poissonian_noise), seed=seed)
+    labels, used, k = _hyperspy_cluster(signal, n_clusters, n_components=n_components,
+                                        preprocessing=preprocessing, poissonian=bool(normalize_poissonian_noise),
+                                        seed=seed, max_clusters=max_clusters)
     chip_labels = _largest_first(np.asarray(labels).reshape(grid.grid_shape))
     pixel_labels = grid.chip_labels_to_pixels(chip_labels).astype(np.int32)
-    return ChipClusters(chip_labels=chip_labels, pixel_labels=pixel_labels, grid=grid, n_components=used)
+    return ChipClusters(chip_labels=chip_labels, pixel_labels=pixel_labels, grid=grid, n_components=used,
+                        n_clusters=k)
 
 
 def hyperspy_kmeans_spectrum(
     spectrum_image: np.ndarray,
-    n_clusters: int,
+    n_clusters: int | None,
     *,
     n_components: int | None = None,
     preprocessing: str | None = "norm",
     normalize_poissonian_noise: bool = True,
+    max_clusters: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """Cluster an EELS/EDS spectrum image the standard HyperSpy way.
@@ -644,7 +704,7 @@ def hyperspy_kmeans_spectrum(
         ``(rows, cols, channels)`` counts per energy channel (numpy or dask; it is read
         into memory and never modified).
     n_clusters
-        Number of classes to find.
+        Number of classes to find; ``None``: HyperSpy's gap estimate decides it.
     n_components
         Decomposition components given to the clustering.  ``None``: HyperSpy's elbow
         estimate ``learning_results.number_significant_components``.
@@ -654,26 +714,31 @@ def hyperspy_kmeans_spectrum(
         ``"standard"``, ``"minmax"`` or ``None``.
     normalize_poissonian_noise
         Weight the decomposition for Poisson noise (needs non-negative counts).
+    max_clusters
+        With ``n_clusters=None``: the largest number the gap estimate tries
+        (default :data:`MAX_CLUSTERS`, HyperSpy's own).
     seed
-        Seed of k-means.
+        Seed of k-means (and of the gap estimate's k-means).
 
     Returns
     -------
     np.ndarray
         ``(rows, cols)`` int32 labels per scan position, ``0 .. k - 1``,
-        ``k <= n_clusters``, 0 the largest.
+        ``k <= n_clusters``, 0 the largest (with ``n_clusters=None``, ``k`` is the
+        estimate).
 
     Raises
     ------
     ParameterError
-        For ``n_clusters < 1``, data that are not 3-D, ``n_components < 1`` or an
-        unknown ``preprocessing``.
+        For ``n_clusters < 1``, data that are not 3-D, ``n_components < 1``, an
+        unknown ``preprocessing``, ``max_clusters < 3``, or ``max_clusters`` with a
+        given ``n_clusters``.
     InputError
         For NaN/inf values, or negative values with ``normalize_poissonian_noise``.
     """
     import hyperspy.api as hs
 
-    n_clusters = _check_n_clusters(n_clusters)
+    n_clusters, max_clusters = _check_estimate(n_clusters, max_clusters)
     seed = _check_seed(seed)
     n_components = _check_n_components(n_components)
     preprocessing = _check_preprocessing(preprocessing)
@@ -695,7 +760,7 @@ def hyperspy_kmeans_spectrum(
         raise InputError("spectrum_image contains NaN or infinite values",
                          fix="replace them first, e.g. np.nan_to_num(si)", where="spectrum_image")
     signal = hs.signals.Signal1D(data)
-    labels, _ = _hyperspy_cluster(signal, n_clusters, n_components=n_components,
-                                  preprocessing=preprocessing,
-                                  poissonian=bool(normalize_poissonian_noise), seed=seed)
+    labels, _, _ = _hyperspy_cluster(signal, n_clusters, n_components=n_components,
+                                     preprocessing=preprocessing, poissonian=bool(normalize_poissonian_noise),
+                                     seed=seed, max_clusters=max_clusters)
     return _largest_first(np.asarray(labels).reshape(shape[:2]))

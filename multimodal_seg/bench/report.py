@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..provenance import atomic_path, write_text_atomic
+from ..synthetic.families import FAMILIES
 from .quality import BOUND_PER_CLASS
 
 #: Goals of issue 4, checked in the report.
@@ -29,15 +31,43 @@ def _gflops(x: float | None) -> str:
     return "n/a" if x is None else f"{x / 1e9:.1f}"
 
 
+#: A setting of a swept method in the quality summary: ``graphem-<features> c=<cutoff>``.
+SWEPT = re.compile(r"^(?P<method>graphem-\w+) c=(?P<c>[0-9.]+)$")
+
+
+def collapse_sweeps(by_method: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict[str, float]]]:
+    """Replace a swept method's settings by its best, median and worst one (by mean pixel ARI).
+
+    Returns the collapsed ``{method: entry}`` and ``{swept method: {cutoff: mean ARI}}``.
+    """
+    kept: dict[str, dict] = {}
+    sweeps: dict[str, dict[str, float]] = {}
+    for name, entry in by_method.items():
+        match = SWEPT.match(name)
+        if match and "pixel" in entry:
+            sweeps.setdefault(match["method"], {})[match["c"]] = entry["pixel"]["ari"]["mean"]
+        elif not match:
+            kept[name] = entry
+    for method, by_c in sweeps.items():
+        order = sorted(by_c, key=by_c.get)
+        for label, c in (("best", order[-1]), ("median", order[(len(order) - 1) // 2]), ("worst", order[0])):
+            kept[f"{method} {label} c={c}"] = by_method[f"{method} c={c}"]
+    return kept, sweeps
+
+
 def quality_section(results: dict) -> list[str]:
-    summary = results["quality"]["summary"]
+    summary = {d: collapse_sweeps(by)[0] for d, by in results["quality"]["summary"].items()}
+    sweeps = {d: collapse_sweeps(by)[1] for d, by in results["quality"]["summary"].items()}
     project = results["project_methods"]
     lines = ["## Quality", "",
              "Scores against the truth, mean ± sd over the images, seed 0. Peers are given the set's "
              "true number of classes; the project finds its number of communities itself. "
              f"*m2o≤{BOUND_PER_CLASS}k*: many-to-one accuracy where at most {BOUND_PER_CLASS} communities "
              "per truth class may map (the rest count as wrong); *baseline*: the largest class's share. "
-             "Chip level: majority labels on the project's default chip grid, for every method.", ""]
+             "Chip level: majority labels on the project's default chip grid, for every method. "
+             "GraphEM's cutoff is swept: its best, median and worst cutoff on each set are shown (the best "
+             "is chosen on the very images it is scored on, an optimistic oracle); its time is that of the whole "
+             "sweep, the project's run that embeds the chips included.", ""]
     goal_rows = []
     for dataset, by_method in summary.items():
         n_images = len(results["images"].get(dataset, []))
@@ -54,6 +84,9 @@ def quality_section(results: dict) -> list[str]:
                          f"{_ms(px['n_pred'], 1)} | {_ms(entry['seconds'], 1)} |")
         base = next((e["pixel"]["majority_baseline"] for e in by_method.values() if "pixel" in e), None)
         lines += ["", f"Majority baseline (many-to-one of one community): {_ms(base)}.", ""]
+        for method, by_c in sweeps[dataset].items():
+            lines += [f"{method} mean pixel ARI by cutoff: "
+                      + ", ".join(f"c={c} {v:.3f}" for c, v in sorted(by_c.items(), key=lambda t: float(t[0]))), ""]
         default = by_method.get("mmseg-default", {}).get("pixel")
         peers = {n: e["pixel"]["ari"]["mean"] for n, e in by_method.items() if n not in project and "pixel" in e}
         best_project = max(((n, e["pixel"]["ari"]["mean"]) for n, e in by_method.items()
@@ -184,13 +217,26 @@ def speed_section(sp: dict) -> list[str]:
     return lines + [""]
 
 
+def _save(fig: Any, out: Path, name: str) -> str:
+    """Lay out ``fig``, write it atomically as ``out/name`` (PNG), close it; return ``name``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return name
+
+
 def quality_figure(results: dict, out: Path) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    summary = results.get("quality", {}).get("summary", {})
+    summary = {d: collapse_sweeps(by)[0] for d, by in results.get("quality", {}).get("summary", {}).items()}
+    summary = {d: {n: e for n, e in by.items() if " median c=" not in n and " worst c=" not in n}
+               for d, by in summary.items()}
     if not summary:
         return None
     sets = list(summary)
@@ -206,11 +252,7 @@ def quality_figure(results: dict, out: Path) -> str | None:
     ax.set_ylabel("pixel adjusted Rand index")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Quality: project (plain) vs peers (hatched)")
-    fig.tight_layout()
-    with atomic_path(out / "quality.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return "quality.png"
+    return _save(fig, out, "quality.png")
 
 
 def graph_figure(results: dict, out: Path) -> str | None:
@@ -227,19 +269,231 @@ def graph_figure(results: dict, out: Path) -> str | None:
     ax.set_ylabel("s")
     ax.legend(fontsize=7)
     ax.set_title("Graph and Leiden time")
-    fig.tight_layout()
-    with atomic_path(out / "graph_scaling.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return "graph_scaling.png"
+    return _save(fig, out, "graph_scaling.png")
+
+
+# --------------------------------------------------------------------------- phantom families
+
+_SPLITS = (("held_out", "held-out draws"), ("tune", "tuning draws"))
+
+
+def _reached(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("reached" if flag else "**not reached**")
+
+
+def _method_order(name: str) -> tuple[int, str]:
+    """The project's joint partition first, then its modalities, then the peers (results.json sorts keys)."""
+    return (0 if name == "mmseg joint" else 1 if name.startswith("mmseg ") else 2, name)
+
+
+def _family_rows(entry: dict, split: str, tuned: dict | None) -> list[tuple[str, dict]]:
+    """(label, row) of every method on one family and split; GraphEM at its tuned cutoff (held out)
+    or at its best cutoff on these draws (tuning draws)."""
+    from .methods import TOLD
+
+    rows = []
+    for name, row in sorted(entry["methods"].items(), key=lambda t: _method_order(t[0])):
+        told = any(name == t or name.startswith(f"{t} (") for t in TOLD)
+        rows.append((name + (" (told k)" if told else ""), row))
+    for features, sets in entry["graphem"].items():
+        name = max(sets, key=lambda n: n.count("+"))  # every modality's similarities averaged
+        c = tuned[features]["c"] if tuned and split == "held_out" else sets[name]["best_c"]
+        how = "tuned on the tuning draws" if tuned and split == "held_out" else "best on these draws"
+        at = sets[name]["by_cutoff"][c]
+        rows.append((f"graphem-{features} {name} c={c} ({how})",
+                     {"ari": at, "n_found": at["n_found"], "n_exact": None, "seconds": entry["graphem_seconds"]}))
+    return rows
+
+
+def families_section(fam: dict) -> list[str]:
+    seeds = fam["seeds"]
+    goals = fam["goals"]
+
+    def span(values: list[int]) -> str:
+        return f"{values[0]}-{values[-1]}" if len(values) > 1 else (str(values[0]) if values else "none")
+
+    lines = ["## Phantom families", "",
+             f"{len(seeds['tune']) + len(seeds['held_out'])} draws per family: tuning seeds {span(seeds['tune'])}, "
+             f"held-out seeds {span(seeds['held_out'])} (defaults may be chosen on the tuning draws only); "
+             f"`segment()` with every default, seed {fam['segment_seed']}. ARI against each draw's truth on the grid "
+             "the partitions are painted on (image pixels for image-only families, the scan for image + EELS). "
+             "For image-only families the joint partition is the image's own. *Communities*: mean found / true "
+             "number of regions. Peers marked *told k* are given the true number of regions; the others, like the "
+             "project, are not. GraphEM is scored on the average of every modality's similarities, at the cutoff "
+             "chosen on the tuning draws (held-out tables) or the best cutoff on the draws themselves (tuning "
+             "tables, an oracle).", "",
+             f"### Goals (issue 9): mean ARI ≥ {goals['mean_ari']}, worst draw ≥ {goals['worst_ari']}, "
+             "joint ≥ best single modality in every draw", "",
+             "| family | draws | mean ARI | worst ARI | joint ≥ best single | communities | mean goal | worst goal "
+             "| joint goal |", "|---|---|---:|---:|---:|---:|---|---|---|"]
+    summary = {f: fam["summary"][f] for f in fam["families"] if f in fam.get("summary", {})}  # in the order run
+    for family, entry in summary.items():
+        for split, label in _SPLITS:
+            e = entry.get(split, {})
+            if not e.get("n_draws"):
+                continue
+            joint = e["methods"]["mmseg joint"]
+            frac = e["joint_at_least_best_single"]
+            lines.append(f"| {family} | {e['n_draws']} {label.split()[0]} | {joint['ari']['mean']:.3f} | "
+                         f"{joint['ari']['worst']:.3f} | {'n/a (one image)' if frac is None else f'{frac:.0%}'} | "
+                         f"{joint['n_found']:.1f} / {e['n_true']:.1f} | {_reached(e['goals']['mean_ari'])} | "
+                         f"{_reached(e['goals']['worst_ari'])} | "
+                         f"{_reached(e['goals']['joint_at_least_best_single'])} |")
+    errors = [d for d in fam["draws"] if "error" in d]
+    if errors:
+        lines += ["", f"{len(errors)} draws failed: " + "; ".join(
+            f"{d['family']} seed {d['seed']}: {d['error']}" for d in errors[:10])]
+    for split, label in _SPLITS:
+        lines += ["", f"### Every method, {label}", ""]
+        for family, entry in summary.items():
+            e = entry.get(split, {})
+            if not e.get("n_draws"):
+                continue
+            lines += [f"**{family}** ({e['n_draws']} draw{'s' if e['n_draws'] > 1 else ''}, "
+                      f"{e['n_true']:.1f} regions on average)", "",
+                      "| method | mean ARI | worst ARI | median ARI | communities | exact k | s/draw |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            for name, row in _family_rows(e, split, entry.get("graphem_tuned")):
+                exact = "" if row["n_exact"] is None else f"{row['n_exact']:.0%}"
+                lines.append(f"| {name} | {row['ari']['mean']:.3f} | {row['ari']['worst']:.3f} | "
+                             f"{row['ari']['median']:.3f} | {row['n_found']:.1f} | {exact} | {row['seconds']:.1f} |")
+            lines.append("")
+    lines += ["### GraphEM's cutoff", "",
+              "Mean ARI over the held-out draws at the best, median and worst cutoff (ranked on those draws), and at "
+              "the cutoff chosen on the tuning draws; the project's joint partition beside it. † the best cutoff "
+              f"is at an end of the swept range ({min(fam['cutoffs']):g}-{max(fam['cutoffs']):g}): one beyond it "
+              "might do better.", "",
+              "| family | features | modalities | best c | median c | worst c | tuned c → held-out mean (worst) "
+              "| mmseg joint |", "|---|---|---|---|---|---|---|---:|"]
+    for family, entry in summary.items():
+        held = entry.get("held_out", {})
+        if not held.get("n_draws"):
+            continue
+        for features, sets in held["graphem"].items():
+            name = max(sets, key=lambda n: n.count("+"))
+            g = sets[name]
+            cell = {k: f"{g[k]} ({g['by_cutoff'][g[k]]['mean']:.3f})" for k in ("best_c", "median_c", "worst_c")}
+            if float(g["best_c"]) in (min(fam["cutoffs"]), max(fam["cutoffs"])):
+                cell["best_c"] += " †"
+            tuned = entry.get("graphem_tuned", {}).get(features)
+            tuned_cell = (f"{tuned['c']} → {tuned['held_out']['mean']:.3f} ({tuned['held_out']['worst']:.3f})"
+                          if tuned else "n/a")
+            lines.append(f"| {family} | {features} | {name} | {cell['best_c']} | {cell['median_c']} | "
+                         f"{cell['worst_c']} | {tuned_cell} | {held['methods']['mmseg joint']['ari']['mean']:.3f} |")
+    return lines + [""]
+
+
+def _family_points(fam: dict, family: str, split: str) -> dict[str, list[float]]:
+    """Per method, the ARI of every draw of one family and split (GraphEM at its tuned or best cutoff)."""
+    from .methods import TOLD
+
+    entry = fam["summary"][family]
+    draws = [d for d in fam["draws"] if d["family"] == family and d["split"] == split and "error" not in d]
+    points: dict[str, list[float]] = {}
+    for d in draws:
+        for name, score in d["project"]["partitions"].items():
+            points.setdefault(f"mmseg {name}", []).append(score["ari"])
+        for features, sets in d["graphem"].items():
+            name = max(sets, key=lambda n: n.count("+"))
+            tuned = entry.get("graphem_tuned", {}).get(features) if split == "held_out" else None
+            c = tuned["c"] if tuned else entry[split]["graphem"][features][name]["best_c"]
+            points.setdefault(f"graphem-{features} c={c}", []).append(sets[name][c]["ari"])
+        for name, score in d["peers"].items():
+            told = any(name == t or name.startswith(f"{t} (") for t in TOLD)
+            points.setdefault(name + (" [told k]" if told else ""), []).append(score["ari"])
+    return dict(sorted(points.items(), key=lambda t: _method_order(t[0])))
+
+
+def families_figure(results: dict, out: Path) -> str | None:
+    """``families.png``: per family, the ARI of every draw by method (held-out draws, else tuning)."""
+    import matplotlib.pyplot as plt
+
+    fam = results.get("families", {})
+    summary = {f: fam["summary"][f] for f in fam.get("families", []) if f in fam.get("summary", {})}
+    shown = [(f, "held_out" if summary[f].get("held_out", {}).get("n_draws") else "tune") for f in summary
+             if summary[f].get("held_out", {}).get("n_draws") or summary[f].get("tune", {}).get("n_draws")]
+    if not shown:
+        return None
+    cols = min(4, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.4 * rows), squeeze=False)
+    rng = np.random.default_rng(0)
+    goals = fam["goals"]
+    for ax, (family, split) in zip(axes.ravel(), shown):
+        points = _family_points(fam, family, split)
+        for i, (name, values) in enumerate(points.items()):
+            colour = "tab:blue" if name.startswith("mmseg") else "tab:orange" if name.startswith("graphem") else \
+                "tab:grey" if "[told k]" in name else "tab:green"
+            ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=12, alpha=0.7, color=colour)
+            ax.plot([i - 0.3, i + 0.3], [np.mean(values)] * 2, color="black", lw=1.2)
+        ax.axhline(goals["mean_ari"], color="tab:red", lw=0.8, ls="--")
+        ax.axhline(goals["worst_ari"], color="tab:red", lw=0.8, ls=":")
+        ax.set_xticks(range(len(points)), list(points), rotation=70, ha="right", fontsize=6)
+        ax.set_ylim(-0.05, 1.02)
+        ax.set_title(f"{family} ({summary[family][split]['n_draws']} {split.replace('_', '-')} draw(s))", fontsize=9)
+        ax.set_ylabel("ARI", fontsize=8)
+    for ax in axes.ravel()[len(shown):]:
+        ax.axis("off")
+    fig.suptitle("Phantom families: ARI per draw (bar: mean; dashed: goal for the mean, dotted: worst draw)\n"
+                 "blue: project, orange: GraphEM, green: peers not told k, grey: peers told k", fontsize=9)
+    return _save(fig, out, "families.png")
+
+
+# --------------------------------------------------------------------------- chip scale
+
+
+def chip_scale_section(rows: list[dict]) -> list[str]:
+    lines = ["## ARI against chip size", "",
+             "`segment()` with every default but the chip size, from about half to twice the automatic size "
+             "(stride: half a chip); pixel ARI against the truth. *Swing*: best minus worst ARI over the range.", "",
+             "| set | image | auto chip px | ARI by chip size (px) | swing | communities |",
+             "|---|---|---:|---|---:|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['group']} | {r['image']} | error: {r['error']} |||| ")
+            continue
+        cells = ", ".join(f"{x['chip']}{'*' if x['chip'] == r['auto_chip'] else ''}: {x['ari']:.2f}" for x in r["rows"])
+        counts = [x["n_communities"] for x in r["rows"]]
+        lines.append(f"| {r['group']} | {r['image']} | {r['auto_chip']} | {cells} | {r['swing']:.2f} | "
+                     f"{min(counts)}-{max(counts)} |")
+    ok = [r for r in rows if "swing" in r]
+    if ok:
+        lines += ["", f"Median swing {np.median([r['swing'] for r in ok]):.2f}, largest "
+                  f"{max(r['swing'] for r in ok):.2f} ({max(ok, key=lambda r: r['swing'])['image']}); "
+                  "* the automatic size."]
+    return lines + [""]
+
+
+def chip_scale_figure(results: dict, out: Path) -> str | None:
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results.get("chip_scale", []) if "rows" in r]
+    if not rows:
+        return None
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    colours = dict(zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.plot([x["factor"] for x in r["rows"]], [x["ari"] for x in r["rows"]], "o-", ms=3, lw=1,
+                color=colours[r["group"]], alpha=0.8)
+    for group in groups:
+        ax.plot([], [], "o-", color=colours[group], label=group)
+    ax.set_xscale("log", base=2)
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("chip size / automatic chip size")
+    ax.set_ylabel("pixel ARI")
+    ax.set_ylim(-0.05, 1.02)
+    ax.legend(fontsize=7)
+    ax.set_title("ARI against chip size (one line per image)")
+    return _save(fig, out, "chip_scale.png")
 
 
 def _methods_option(results: dict) -> str:
     from .methods import METHODS, QUICK_METHODS
 
-    default = list(QUICK_METHODS if results["quick"] else METHODS)
+    default = set(QUICK_METHODS if results["quick"] else METHODS)
     chosen = list(results["methods"])
-    return "" if chosen == default else f" --methods {','.join(chosen)}"
+    return "" if "quality" not in results["parts"] or set(chosen) == default else f" --methods {','.join(chosen)}"
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -255,14 +509,23 @@ def write_report(results: dict, out: Path) -> None:
              + (f"; skipped sets (not found): {', '.join(results['skipped_sets'])}" if results.get("skipped_sets")
                 else "") + ".",
              "Images: " + "; ".join(f"{k}: {len(v)}" for k, v in results.get("images", {}).items()) + ".",
-             "", "Methods:", ""]
-    lines += [f"- `{n}`{' (project)' if n in results['project_methods'] else ''}: {d}"
-              for n, d in results["methods"].items()]
-    lines += ["", "Reproduce: `mmseg bench DATA_DIR --out DIR"
+             f"Thread limits: {m.get('thread_env') or 'none'}.", ""]
+    from .methods import TOLD
+
+    if "quality" in results["parts"]:  # the methods compared there
+        lines += ["Methods:", ""]
+        lines += [f"- `{n}`: {d}" + (" (project)" if n in results["project_methods"]
+                                     else " (told the number of classes)" if n in TOLD else "")
+                  for n, d in results["methods"].items()] + [""]
+    families = results.get("family_names")
+    lines += ["Reproduce: `mmseg bench DATA_DIR --out DIR"
               + (" --quick" if results["quick"] else "")
               + (f" --images {results['n_images']}" if results.get("n_images") else "")
               + _methods_option(results)
-              + (f" --parts {','.join(results['parts'])}" if len(results["parts"]) < 4 else "") + "`", ""]
+              + f" --parts {','.join(results['parts'])}"
+              + (f" --families {','.join(families)}" if families and "families" in results["parts"]
+                 and len(families) < len(FAMILIES) else "")
+              + (f" --draws {results['draws']}" if results.get("draws") else "") + "`", ""]
     figures = []
     if "quality" in results:
         lines += quality_section(results)
@@ -274,6 +537,12 @@ def write_report(results: dict, out: Path) -> None:
     if "speed" in results:
         lines += speed_section(results["speed"])
         figures.append(graph_figure(results, out))
+    if "families" in results:
+        lines += families_section(results["families"])
+        figures.append(families_figure(results, out))
+    if "chip_scale" in results:
+        lines += chip_scale_section(results["chip_scale"])
+        figures.append(chip_scale_figure(results, out))
     lines += [f"![{f}]({f})" for f in figures if f]
     if results.get("part_seconds"):
         lines += ["", "Time per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in results["part_seconds"].items()), ""]

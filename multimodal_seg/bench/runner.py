@@ -15,6 +15,14 @@ Parts (each can be run alone with ``parts=``):
     Encoders' chips per second against their FLOP count and the machine's peak rate,
     the pipeline's overhead over the encoder's forward pass, graph plus Leiden time
     against the number of chips, and peak memory (:mod:`multimodal_seg.bench.speed`).
+``families``
+    The phantom families with random parameters (:mod:`multimodal_seg.synthetic.families`),
+    many draws each, split into tuning and held-out seeds: the project's joint and
+    per-modality partitions, GraphEM over its cutoffs and HyperSpy with and without
+    the number of regions (:mod:`multimodal_seg.bench.families`).
+``chip_scale``
+    ARI against chip size, from half to twice the automatic size, on draws of the
+    image families and on labelled images (:mod:`multimodal_seg.bench.chip_scale`).
 
 Results are written after every part (``results.json``, then ``report.md`` and the
 figures), atomically, so a long run can be read while it goes.  A failing case is
@@ -34,9 +42,9 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from ..provenance import package_versions, to_json, write_text_atomic
-from . import datasets, methods, quality, stability
+from . import chip_scale, datasets, families, methods, quality, stability
 
-PARTS = ("quality", "stability", "consistency", "speed")
+PARTS = ("quality", "stability", "consistency", "speed", "families", "chip_scale")
 
 #: Run sizes: (full, quick).
 SIZES = {
@@ -49,6 +57,10 @@ SIZES = {
     "graph_chips": ([1000, 4000, 16000, 32000, 64000], [1000, 4000, 16000]),
     "speed_image": (2048, 1024),
     "speed_scan": (64, 32),  # multimodal phantom scan for the spectrum and diffraction encoders
+    "family_draws": (30, 2),  # draws per phantom family: seeds 0-9 tune, 10-29 held out (quick: 0 and 10)
+    "chip_scale_draws": ([0, 1], [0]),  # seeds of each image family in the chip-scale part
+    "chip_scale_images": (2, 1),  # labelled images per set in the chip-scale part
+    "chip_factors": (chip_scale.FACTORS, (0.5, 1.0, 2.0)),
 }
 #: Spectrum and diffraction encoders timed in the speed part: (modality, encoder, options).
 #: The convnets have no trained weights yet: seeded random ones time the same network.
@@ -91,7 +103,11 @@ def machine() -> dict[str, Any]:
 
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+                            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                            # BLAS/OpenMP thread limits: threaded k-means and SVDs of small matrices
+                            # run many times slower on a busy 2-core machine.
+                            "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                                      "MKL_NUM_THREADS") if k in os.environ}}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
@@ -132,10 +148,17 @@ def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
 
             def case(run=run, item=item, grid=grid) -> dict:
                 outcome = run(item.image, item.n_classes, 0)
+                if outcome.variants:  # several settings in one run: one record each, below
+                    return {"seconds": outcome.seconds, "variants": outcome.variants}
                 return {"seconds": outcome.seconds, "detail": outcome.detail,
                         "scores": quality.score(outcome.pixel_labels, item.truth, item.n_classes, grid)}
 
-            records.append(_guard({"dataset": item.dataset, "image": item.name, "method": name}, case, echo))
+            record = _guard({"dataset": item.dataset, "image": item.name, "method": name}, case, echo)
+            variants = record.pop("variants", {})
+            records += [{"dataset": item.dataset, "image": item.name, "method": variant, "variant_of": name,
+                         "seconds": record["seconds"],
+                         "scores": quality.score(labels, item.truth, item.n_classes, grid)}
+                        for variant, labels in variants.items()] or [record]
     return records
 
 
@@ -210,6 +233,36 @@ def run_consistency(data_dir: Path | None, quick: bool, echo=None) -> dict:
 
         out["real"].append(_guard({"name": name, "file": rel}, case, echo))
     return out
+
+
+def run_chip_scale(items: list, quick: bool, echo=None) -> list[dict]:
+    """ARI against chip size on draws of every image family and on labelled images."""
+    from ..synthetic.families import IMAGE_FAMILIES, Draw, draw
+
+    pick = 1 if quick else 0
+    cases = []
+    for family in IMAGE_FAMILIES:
+        for seed in SIZES["chip_scale_draws"][pick]:
+            cases.append((f"family:{family}", f"{family}-seed{seed}",
+                          lambda family=family, seed=seed: draw(family, seed)))
+    for name in datasets.LABELLED_SETS:
+        for item in [i for i in items if i.dataset == name][: SIZES["chip_scale_images"][pick]]:
+            cases.append((name, item.name, lambda item=item: item))
+    rows = []
+    for group, name, get in cases:
+        _log(f"chip_scale: {group}/{name}", echo)
+
+        def case(get=get) -> dict:
+            specimen = get()
+            if isinstance(specimen, Draw):  # a phantom family draw: its one image
+                (modality,) = specimen.modalities.values()
+                image, truth = np.asarray(modality.data, dtype=np.float32), np.asarray(specimen.truth)
+            else:
+                image, truth = specimen.image, specimen.truth
+            return chip_scale.chip_sweep(image, truth, factors=SIZES["chip_factors"][pick])
+
+        rows.append(_guard({"group": group, "image": name}, case, echo))
+    return rows
 
 
 def _matrices(consistency: dict) -> dict:
@@ -341,7 +394,8 @@ def _modality_encoder_speed(scan: int, quick: bool, peak: dict, echo=None) -> di
 
 def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] | None = None,
               quick: bool = False, method_names: list[str] | None = None, phantom_size: int = 512,
-              n_images: int | None = None, echo: Callable[[str], None] | None = None) -> dict:
+              n_images: int | None = None, family_names: list[str] | None = None, draws: int | None = None,
+              echo: Callable[[str], None] | None = None) -> dict:
     """Run the benchmark parts and write ``results.json``, ``report.md`` and figures to ``out``.
 
     Parameters
@@ -357,13 +411,18 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
         Methods of the quality part (default: all, or :data:`methods.QUICK_METHODS`).
     n_images
         Images per labelled set, spread over the sorted set (default: all; 2 when quick).
+    family_names
+        Phantom families of the ``families`` part (default: all).
+    draws
+        Draws per phantom family (default 30: seeds 0-9 tune, 10-29 held out; 2 when
+        quick); see :func:`multimodal_seg.bench.families.split_seeds`.
 
     Raises
     ------
     InputError
         ``data_dir`` given but not a folder.
     ParameterError
-        Unknown part or method.
+        Unknown part, method or phantom family, or ``draws < 1``.
     """
     from .report import write_report
 
@@ -377,6 +436,13 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     if bad:
         raise ParameterError(f"unknown methods {bad}", fix=f"use some of {', '.join(methods.METHODS)}",
                              where="methods")
+    if (family_names is not None or draws is not None) and "families" not in parts:
+        raise ParameterError("phantom families and draws apply to the families part, which is not run",
+                             fix="add families to the parts, or leave the families and draws options out",
+                             where="families" if family_names is not None else "draws")
+    family_names = families.check_families(family_names)
+    n_draws = SIZES["family_draws"][1 if quick else 0] if draws is None else draws
+    families.split_seeds(n_draws)  # checks draws before any work
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
@@ -386,7 +452,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data_dir": str(data_dir) if data_dir else None,
-        "quick": quick, "n_images": n_images, "parts": parts, "methods": {n: methods.METHODS[n][0] for n in names},
+        "quick": quick, "n_images": n_images, "parts": parts, "family_names": family_names, "draws": draws,
+        "methods": {n: methods.METHODS[n][0] for n in names},
         "project_methods": [n for n in names if methods.METHODS[n][2]],
         "machine": machine(), "versions": package_versions(),
     }
@@ -411,6 +478,14 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
             results["consistency"] = run_consistency(data_dir, quick, echo)
         elif part == "speed":
             results["speed"] = run_speed(quick, echo)
+        elif part == "families":
+            def partial(so_far: dict) -> None:
+                results["families"] = so_far
+                checkpoint()
+
+            results["families"] = families.run_families(family_names, n_draws, echo=echo, checkpoint=partial)
+        elif part == "chip_scale":
+            results["chip_scale"] = run_chip_scale(items, quick, echo)
         results.setdefault("part_seconds", {})[part] = time.perf_counter() - start
         checkpoint()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
