@@ -169,9 +169,13 @@ class ChipGrid:
         if chip_labels.shape != self.grid_shape:
             raise ValueError(f"chip_labels has shape {chip_labels.shape}, expected {self.grid_shape}")
         # Votes are constant on the blocks between consecutive chip edges, so vote
-        # per block instead of per pixel: exact, and small even for huge images.
+        # per block instead of per pixel: exact, and small even for huge images.  The
+        # chip centres and the midpoints between neighbouring centres cut the blocks too:
+        # with stride = size / 2 a block between edges alone is equidistant from the centres
+        # of the four chips covering it, and a tie in votes then went to the lowest label id
+        # (a relabelled partition was painted differently).
         row_edges, col_edges = (
-            np.unique(np.concatenate([starts, starts + self.size, [0, length]]))
+            np.unique(np.concatenate([starts, starts + self.size, [0, length], *_centre_cuts(starts, self.size)]))
             for starts, length in ((self.row_starts, self.shape[0]), (self.col_starts, self.shape[1]))
         )
         n_labels = max(int(chip_labels.max()) + 1, 1)
@@ -199,6 +203,12 @@ class ChipGrid:
         return np.repeat(
             np.repeat(block_labels, np.diff(row_edges), axis=0), np.diff(col_edges), axis=1
         )
+
+
+def _centre_cuts(starts: np.ndarray, size: int) -> list[np.ndarray]:
+    """Chip centres and the midpoints between consecutive centres, in whole pixels."""
+    centres = np.asarray(starts) + size // 2
+    return [centres, (centres[:-1] + centres[1:]) // 2]
 
 
 def iter_chips(data, origins: np.ndarray, size: int, *, batch: int = 256):
