@@ -277,7 +277,8 @@ def test_worker_killed_mid_specimen_is_resumed_without_recomputing(tmp_path):
             result=run_batch([tmp_path / "images"], out=out, config=config, progress=False)))
         runner.start()
         name, kept, pid = _wait_for_kill_point(out, ["img0", "img1"])
-        assert pid != os.getpid()
+        with distributed.Client(cluster) as client:  # kill only a process that is the cluster's worker
+            assert pid != os.getpid() and pid in set(client.run(os.getpid).values())
         os.kill(pid, signal.SIGKILL)  # the worker dies mid-run; its nanny starts another
         runner.join(timeout=300)
         # one specimen whose spans of chips are embedding tasks on the cluster's workers
