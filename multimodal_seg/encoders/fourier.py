@@ -85,12 +85,15 @@ class FourierEncoder(Encoder):
         chips = np.asarray(chips, dtype=np.float32)
         n, size, _ = chips.shape
         flat = chips.reshape(n, -1)
-        gy, gx = np.gradient(chips, axis=(1, 2))
+        # Chips of one pixel (a survey image at the scan's own pixel size) have no texture:
+        # their gradient, like their spectrum, is flat, and their intensity speaks alone.
+        gradient = (np.hypot(*np.gradient(chips, axis=(1, 2))).reshape(n, -1).mean(axis=1) if size > 1
+                    else np.zeros(n, dtype=np.float32))
         stats = np.column_stack([
             flat.mean(axis=1),
             flat.std(axis=1),
             *np.percentile(flat, [10, 50, 90], axis=1),
-            np.hypot(gy, gx).reshape(n, -1).mean(axis=1),
+            gradient,
         ])
         window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
         centred = (chips - flat.mean(axis=1)[:, None, None]) * window

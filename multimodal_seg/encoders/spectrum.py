@@ -116,9 +116,13 @@ class SpectrumPCAEncoder(Encoder):
 
     name = "spectrum-pca"
     kind = "spectrum"
-    # Standardised like other features: unscaled scores made Leiden split EELS of the
-    # multimodal phantom into 9 communities (ARI 0.43) instead of 4 (ARI 0.60).
-    standardise = True
+    # Not standardised: the scores' variances tell signal components from noise ones, and
+    # scaling every component to unit variance lifted 14 noise components to the level of
+    # the one or two that carry the chemistry (EELS of the complementary phantom family:
+    # composition ARI 0.22-0.36 standardised, 0.98-1.00 not).  The over-splitting that
+    # unscaled scores gave before (9 communities on the multimodal phantom) is what the
+    # number-of-communities decision (graphs/decide.py) now removes.
+    standardise = False
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ParameterError
+from .labels import order_by_size
 
 Method = Literal["leiden", "louvain"]
 METHODS = ("leiden", "louvain")
@@ -49,6 +50,8 @@ class Partition:
     labels: np.ndarray
     modularity: float
     params: dict
+    #: What the data-driven decision merged (:meth:`multimodal_seg.graphs.decide.Decision.to_dict`), if it ran.
+    decision: dict | None = None
 
     @property
     def n_communities(self) -> int:
@@ -73,18 +76,9 @@ def seeded_igraph(seed: int) -> Iterator[None]:
         ig.set_random_number_generator(random)
 
 
-def order_by_size(labels: np.ndarray) -> np.ndarray:
-    """Relabel so that 0 is the largest community, 1 the next ... (ties: lower old id first)."""
-    labels = np.asarray(labels)
-    sizes = np.bincount(labels)
-    order = np.lexsort((np.arange(sizes.size), -sizes))
-    new_id = np.empty_like(order)
-    new_id[order] = np.arange(order.size)
-    return new_id[labels].astype(np.int32)
-
-
 def check_options(*, method: str = "leiden", resolution: float = 1.0, n_restarts: int = 1,
-                  consensus: int = 0, merge: float | None = None, n_layers: int = 1) -> None:
+                  consensus: int = 0, merge: float | None = None, n_layers: int = 1,
+                  decide: str | None = None, alpha: float = 0.01) -> None:
     """Check community options before any work (:func:`partition_graph` calls it too).
 
     Raises
@@ -111,6 +105,13 @@ def check_options(*, method: str = "leiden", resolution: float = 1.0, n_restarts
     if merge is not None and not 0 < merge <= 1:
         raise ParameterError(f"merge threshold {merge} must be in (0, 1]",
                              fix="use e.g. 0.5 (lower merges more), or no merging", where="merge")
+    if decide not in (None, "none", "dip"):
+        raise ParameterError(f"unknown decision {decide!r} on the number of communities",
+                             fix="use decide='dip' (the pipeline's default) or decide='none' (keep Leiden's communities)",
+                             where="decide")
+    if not 0 < alpha < 1:
+        raise ParameterError(f"alpha={alpha} is not a significance level", fix="use a level in (0, 1), e.g. 0.01",
+                             where="alpha")
     if n_layers > 1 and method != "leiden":
         raise ParameterError(
             f"method={method!r} cannot find one partition over {n_layers} graphs: only Leiden "
@@ -200,6 +201,9 @@ def partition_graph(
     consensus: int = 0,
     merge: float | None = None,
     layer_weights: Mapping[str, float] | None = None,
+    decide: str | None = None,
+    alpha: float = 0.01,
+    features: Mapping[str, np.ndarray] | None = None,
 ) -> Partition:
     """Split a weighted graph, or several graphs on the same vertices, into communities by modularity.
 
@@ -232,6 +236,11 @@ def partition_graph(
         exceeds it (:func:`merge_connected`, on the layer-weighted sum of the graphs).
     layer_weights
         ``{layer: weight}`` for several layers (default 1 each).
+    decide, alpha, features
+        ``decide="dip"``: then merge neighbouring communities whose chips are one
+        population, by a dip test at level ``alpha`` in each modality's feature space
+        ``features`` (``{modality: (n, d)}``, the graph's standardised PCA space)
+        (:func:`multimodal_seg.graphs.decide.merge_indistinct`).  The pipeline's default.
 
     Returns
     -------
@@ -241,10 +250,15 @@ def partition_graph(
     """
     layers = dict(graph) if isinstance(graph, Mapping) else {"graph": graph}
     check_options(method=method, resolution=resolution, n_restarts=n_restarts, consensus=consensus,
-                  merge=merge, n_layers=len(layers))
+                  merge=merge, n_layers=len(layers), decide=decide, alpha=alpha)
+    decide = None if decide == "none" else decide
+    if decide is not None and not features:
+        raise ParameterError("the number of communities is decided from the chips' features, and none were given",
+                             fix="pass features={modality: (n_chips, d) array}, or decide='none'", where="decide")
     weights = check_layer_weights(list(layers), layer_weights)
     params = {"method": method, "resolution": resolution, "seed": seed, "n_iterations": n_iterations,
-              "n_restarts": n_restarts, "consensus": consensus, "merge": merge}
+              "n_restarts": n_restarts, "consensus": consensus, "merge": merge, "decide": decide,
+              "alpha": alpha}
     if len(layers) > 1:
         params["layer_weights"] = dict(zip(layers, weights))
     runner = _Layers(layers, weights, method, resolution, n_iterations)
@@ -267,7 +281,14 @@ def partition_graph(
                 labels, best = candidate, quality
     if merge is not None:
         labels = merge_connected(weighted_sum(layers, dict(zip(layers, weights))), labels, merge)
-    return Partition(labels=labels, modularity=runner.quality(labels), params=params)
+    decision = None
+    if decide is not None:
+        from .decide import merge_indistinct
+
+        result = merge_indistinct(features, labels, weighted_sum(layers, dict(zip(layers, weights))),
+                                  alpha=alpha, seed=seed)
+        labels, decision = result.labels, result.to_dict()
+    return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision)
 
 
 def medoid_labels(runs: Iterable[np.ndarray]) -> np.ndarray:

@@ -9,13 +9,20 @@ phase at different orientations, crystal and amorphous) form two modes.
 
 The test, for every pair of communities joined by edges of the graph:
 
-1. the chips of both are split at random into halves; a shrinkage linear discriminant
-   (LDA) is fitted on one half and the other half is projected on its axis, so that the
-   axis cannot have been fitted to the chips it judges;
+1. a shrinkage linear discriminant (LDA) axis separating the two is fitted on their chips,
+   and the chips are projected on it;
 2. the larger community is subsampled to the size of the smaller, so that a small
    community weighs as much as a large one (a rare region is not drowned);
 3. Hartigan's dip test asks whether the projected union is unimodal; the p-value is the
-   median over a few random halves.
+   median over a few random subsamples.
+
+The axis is fitted on the chips it judges.  A cut through one cloud projects back onto one
+Gaussian or plateau whatever the axis, so this costs no false splits on noise cuts and tail
+cuts (10 seeds, 20-150 chips beside 600, 30-D: none), and it doubles the chips each test
+sees: 20 chips 5 sd away from 600 were kept apart in 10 of 10 seeds, against 1 of 10 with
+an axis fitted on one half and the other half tested.  On real images the held-out axis
+merged everything it saw (NASA superalloy: one community, a Velox Nb/EDS interface: two of
+five layers).
 
 Each modality is tested in its own feature space (the graph's standardised PCA
 space); a pair stays apart when any modality sees two modes (Bonferroni over the
@@ -82,19 +89,16 @@ class Decision:
 def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *, repeats: int = REPEATS) -> float:
     """p-value that chips ``a`` ``(n_a, d)`` and ``b`` ``(n_b, d)`` form one unimodal population.
 
-    Median over ``repeats`` random halves of the dip-test p-value of the balanced union of
-    held-out projections on a shrinkage-LDA axis fitted on the other halves (see the module
-    docstring).  Both need at least ``MIN_TEST_CHIPS`` chips.
+    Median over ``repeats`` random balanced subsamples of the dip-test p-value of their
+    projections on a shrinkage-LDA axis separating them (see the module docstring).  Both
+    need at least ``MIN_TEST_CHIPS`` chips.
     """
+    axis = _discriminant(a, b)
+    pa, pb = a @ axis, b @ axis
+    n = min(len(pa), len(pb))
     values = []
     for _ in range(repeats):
-        ia, ib = rng.permutation(len(a)), rng.permutation(len(b))
-        ha, hb = len(a) // 2, len(b) // 2
-        axis = _discriminant(a[ia[:ha]], b[ib[:hb]])
-        test_a, test_b = a[ia[ha:]], b[ib[hb:]]
-        n = min(len(test_a), len(test_b))
-        union = np.concatenate([test_a[rng.permutation(len(test_a))[:n]] @ axis,
-                                test_b[rng.permutation(len(test_b))[:n]] @ axis])
+        union = np.concatenate([pa[rng.permutation(len(pa))[:n]], pb[rng.permutation(len(pb))[:n]]])
         values.append(float(diptest.diptest(union)[1]))
     return float(np.median(values))
 

@@ -59,6 +59,10 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         0 or 1: one run.
     merge
         Optional, in (0, 1]: merge communities whose connectivity exceeds it.
+    decide, alpha
+        ``"dip"`` (default): merge neighbouring communities whose samples are one
+        population (dip test at level ``alpha``, :mod:`multimodal_seg.graphs.decide`);
+        ``"none"`` keeps Leiden's communities.
     seed
         Random seed: the same features and seed give the same labels.
 
@@ -77,6 +81,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
     def __init__(self, *, k: int = _GRAPH.k, n_pcs: int | None = _GRAPH.n_pcs, standardise: bool = False,
                  resolution: float = _COMMUNITIES.resolution, method: str = _COMMUNITIES.method,
                  consensus: int = _COMMUNITIES.consensus, merge: float | None = _COMMUNITIES.merge,
+                 decide: str = _COMMUNITIES.decide, alpha: float = _COMMUNITIES.alpha,
                  seed: int = 0) -> None:
         self.k = k
         self.n_pcs = n_pcs
@@ -85,6 +90,8 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         self.method = method
         self.consensus = consensus
         self.merge = merge
+        self.decide = decide
+        self.alpha = alpha
         self.seed = seed
 
     def fit(self, X: Any, y: Any = None) -> "LeidenClustering":
@@ -106,9 +113,11 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         """
         graph_options = validated(GraphConfig, "LeidenClustering", k=self.k, n_pcs=self.n_pcs)
         community = validated(CommunityConfig, "LeidenClustering", resolution=self.resolution,
-                              method=self.method, consensus=self.consensus, merge=self.merge)
+                              method=self.method, consensus=self.consensus, merge=self.merge,
+                              decide=self.decide, alpha=self.alpha)
         check_options(method=community.method, resolution=community.resolution,
-                      consensus=community.consensus, merge=community.merge)
+                      consensus=community.consensus, merge=community.merge, decide=community.decide,
+                      alpha=community.alpha)
         features = _features(X)
         reduced = reduce_features(features, n_pcs=graph_options.n_pcs, seed=self.seed,
                                   standardise=bool(self.standardise))
@@ -116,7 +125,8 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         partition = partition_graph(graph, method=community.method, resolution=community.resolution,
                                     seed=self.seed, n_iterations=community.n_iterations,
                                     n_restarts=community.n_restarts, consensus=community.consensus,
-                                    merge=community.merge)
+                                    merge=community.merge, decide=community.decide, alpha=community.alpha,
+                                    features={"X": reduced})
         self.labels_ = partition.labels.astype(np.intp)
         self.n_clusters_ = partition.n_communities
         self.modularity_ = partition.modularity

@@ -108,7 +108,7 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
     com = config.communities
     joint_layers = len(names) if config.fusion.method == "multiplex" else 1
     check_options(method=com.method, resolution=com.resolution, n_restarts=com.n_restarts,
-                  consensus=com.consensus, merge=com.merge, n_layers=joint_layers)
+                  consensus=com.consensus, merge=com.merge, n_layers=joint_layers, decide=com.decide, alpha=com.alpha)
     check_layer_weights(names, config.fusion.layer_weights)
     encoders = choose_encoders(config.encoder, modalities, config.modality_encoders)
     return Plan(config=config, modalities=modalities, encoders=encoders)
@@ -126,7 +126,8 @@ def run(plan: Plan, study: Study, *, progress: bool = True) -> None:
     stages.build_graphs(study, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs, seed=cfg.seed)
     com = cfg.communities
     stages.find_communities(study, method=com.method, resolution=com.resolution, n_iterations=com.n_iterations,
-                            n_restarts=com.n_restarts, consensus=com.consensus, merge=com.merge, seed=cfg.seed)
+                            n_restarts=com.n_restarts, consensus=com.consensus, merge=com.merge,
+                            decide=com.decide, alpha=com.alpha, seed=cfg.seed)
     stages.fuse(study, method=cfg.fusion.method, layer_weights=cfg.fusion.layer_weights)
     stages.refine(study, factor=cfg.chips.refine, encoders={n: e for n, (e, _) in plan.encoders.items()},
                   progress=progress)
@@ -163,6 +164,8 @@ def segment(
     method: str | None = None,
     merge: float | None = None,
     consensus: int | None = None,
+    decide: str | None = None,
+    alpha: float | None = None,
     seed: int | None = None,
     out: str | Path | None = None,
     config: SegmentConfig | dict | str | Path | None = None,
@@ -223,6 +226,13 @@ def segment(
         (:func:`multimodal_seg.graphs.communities.medoid_labels`): steadier across
         seeds, at this many runs' cost; default 30 (0 or 1: a single run).  Applies
         to every partition, the joint one included.
+    decide, alpha
+        How many communities: ``"dip"`` (default) merges neighbouring communities whose
+        chips form one population in embedding space (Hartigan's dip test at level
+        ``alpha``, default 0.01; :mod:`multimodal_seg.graphs.decide`): noise splits of a
+        homogeneous region and splits along slow gradients dissolve, while two materials
+        stay apart.  ``"none"`` keeps Leiden's communities.  Applies to every partition;
+        the merges are recorded in provenance.
     seed
         Random seed (default 0); the same input, config and seed give the same labels.
     out
@@ -239,7 +249,8 @@ def segment(
     pixel_size, units
         One image only: calibration for array input (or to override a file's).
     fusion
-        Several modalities: ``"multiplex"`` (default) or ``"concat"``.
+        Several modalities: ``"concat"`` (default: one graph on the modalities' balanced,
+        concatenated features) or ``"multiplex"`` (one partition over every modality's graph).
 
     Returns
     -------
@@ -253,7 +264,7 @@ def segment(
     cfg = with_overrides(load_config(config), chip_size=chip_size, stride=stride, refine=refine,
                          encoder=encoder, encoder_options=encoder_options, weights=weights, k=k,
                          resolution=resolution, method=method, merge=merge, consensus=consensus,
-                         seed=seed, allow_download=allow_download, n_pcs=n_pcs, device=device,
+                         decide=decide, alpha=alpha, seed=seed, allow_download=allow_download, n_pcs=n_pcs, device=device,
                          batch_size=batch_size, fusion=fusion)
     out_dir = check_output(out)
     if out_dir is None and cfg.compute.scheduler != "threads":

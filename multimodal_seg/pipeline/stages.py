@@ -11,7 +11,7 @@
     stages.embed(study)                               # encoder="auto", one per modality
     stages.build_graphs(study, k=15)
     stages.find_communities(study, resolution=1.0)    # every modality's own partition
-    stages.fuse(study, method="multiplex")            # the joint one (nothing for one modality)
+    stages.fuse(study, method="concat")               # the joint one (nothing for one modality)
     stages.refine(study, factor=2)                    # optional: sharper boundaries
     seg = stages.collect(study, out="run/")           # the Segmentation, files written
 
@@ -54,6 +54,8 @@ from ..result import Segmentation
 from .embedding import encode_chips, fit_encoder, modality_intensity
 from .study import JOINT, Study
 
+#: Community options checked before any partition is computed.
+_CHECKED = ("method", "resolution", "n_restarts", "consensus", "merge", "decide", "alpha")
 #: Stage names in the order they run (keys of ``Study.stage_params``).
 STAGES = ("modalities", "chips", "embed", "graphs", "communities", "fusion", "refine")
 
@@ -241,37 +243,55 @@ def build_graphs(study: Study, *, k: int = 15, n_pcs: int | None = 30, seed: int
     study.record_stage("graphs", {"k": graph.k, "n_pcs": graph.n_pcs, "seed": seed})
 
 
+def graph_features(study: Study, name: str) -> np.ndarray:
+    """A modality's chips in its graph's space ``(n_chips, d)``: the embeddings standardised and
+    reduced as :func:`build_graphs` did (the space the number of communities is decided in)."""
+    graph = study.stage_params["graphs"]
+    attrs = study.attrs_of(f"embeddings/{name}")
+    return knn.reduce_features(study.read_array(f"embeddings/{name}"), n_pcs=graph["n_pcs"], seed=graph["seed"],
+                               standardise=attrs.get("standardise", True))
+
+
 def _write_partition(study: Study, key: str, layers: dict[str, Any], options: dict[str, Any], fp: str, *,
-                     layer_weights: dict[str, float] | None = None, attrs: dict[str, Any]) -> None:
-    """Partition ``layers`` with the community ``options`` and store the labels under ``key``."""
-    part = partition_graph(layers, layer_weights=layer_weights, **options)
+                     modalities: list[str], layer_weights: dict[str, float] | None = None,
+                     attrs: dict[str, Any]) -> None:
+    """Partition ``layers`` with the community ``options`` and store the labels under ``key``;
+    the number of communities is decided in the feature spaces of ``modalities``."""
+    features = {n: graph_features(study, n) for n in modalities} if options.get("decide") not in (None, "none") else None
+    part = partition_graph(layers, layer_weights=layer_weights, features=features, **options)
     study.write_array(key, part.labels, fingerprint=fp, params=part.params, modularity=part.modularity,
-                      n_communities=part.n_communities, **attrs)
+                      n_communities=part.n_communities, decision=part.decision, **attrs)
 
 
 def find_communities(
     study: Study, *, method: str = "leiden", resolution: float = 1.0, n_iterations: int = -1,
-    n_restarts: int = 1, consensus: int = 30, merge: float | None = None, seed: int = 0,
+    n_restarts: int = 1, consensus: int = 30, merge: float | None = None, decide: str = "dip",
+    alpha: float = 0.01, seed: int = 0,
 ) -> None:
     """Partition every modality's graph: ``partitions/<name>``.
 
     Options are those of :func:`multimodal_seg.graphs.communities.partition_graph`;
-    :func:`fuse` applies the same options to the joint partition.  Each partition is
-    stored with its parameters, modularity and number of communities.
+    :func:`fuse` applies the same options to the joint partition.  ``decide="dip"``
+    (default) decides the number of communities from the data: neighbouring communities
+    whose chips are one population are merged (:mod:`multimodal_seg.graphs.decide`), and
+    what was merged, and why, is stored with the partition (attribute ``decision``);
+    ``decide="none"`` keeps Leiden's communities.  Each
+    partition is stored with its parameters, modularity and number of communities.
     """
     com = validated(CommunityConfig, "find_communities", method=method, resolution=resolution,
-                    n_iterations=n_iterations, n_restarts=n_restarts, consensus=consensus, merge=merge)
+                    n_iterations=n_iterations, n_restarts=n_restarts, consensus=consensus, merge=merge,
+                    decide=decide, alpha=alpha)
     options = {**com.model_dump(), "seed": seed}
-    check_options(**{k: options[k] for k in ("method", "resolution", "n_restarts", "consensus", "merge")})
+    check_options(**{k: options[k] for k in _CHECKED})
     for name in study.modality_names():
         fp = fingerprint("partition", options, _needs(study, f"graphs/{name}", "build_graphs"))
         if not study.is_current(f"partitions/{name}", fp):
             _write_partition(study, f"partitions/{name}", {name: study.read_sparse(f"graphs/{name}")},
-                             options, fp, attrs={"graph": name})
+                             options, fp, modalities=[name], attrs={"graph": name})
     study.record_stage("communities", options)
 
 
-def fuse(study: Study, *, method: str = "multiplex", layer_weights: Mapping[str, float] | None = None) -> None:
+def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, float] | None = None) -> None:
     """One partition from every modality: ``partitions/joint`` (and ``graphs/joint`` for concat).
 
     With one modality there is nothing to fuse: its own partition is the result.
@@ -279,8 +299,8 @@ def fuse(study: Study, *, method: str = "multiplex", layer_weights: Mapping[str,
     Parameters
     ----------
     method
-        ``"multiplex"``: one partition that is good on every modality's graph at once;
-        ``"concat"``: one graph on the modalities' balanced, concatenated features
+        ``"concat"`` (default): one graph on the modalities' balanced, concatenated features;
+        ``"multiplex"``: one partition that is good on every modality's graph at once
         (:mod:`multimodal_seg.graphs.fusion`).
     layer_weights
         ``{modality: weight}`` (default 1 each).
@@ -301,8 +321,7 @@ def fuse(study: Study, *, method: str = "multiplex", layer_weights: Mapping[str,
                              fix="run stages.build_graphs and stages.find_communities first",
                              where=str(study.path or "study"))
     options = dict(stage_params["communities"])
-    check_options(**{k: options[k] for k in ("method", "resolution", "n_restarts", "consensus", "merge")},
-                  n_layers=len(names) if fusion.method == "multiplex" else 1)
+    check_options(**{k: options[k] for k in _CHECKED}, n_layers=len(names) if fusion.method == "multiplex" else 1)
     if fusion.method == "concat":
         graph = stage_params["graphs"]
         params = {"k": graph["k"], "n_pcs": graph["n_pcs"], "metric": "cosine", "seed": graph["seed"],
@@ -322,8 +341,8 @@ def fuse(study: Study, *, method: str = "multiplex", layer_weights: Mapping[str,
         layer_weights_used = weights
     fp = fingerprint("joint-partition", options, fusion.method, weights, upstream)
     if not study.is_current(f"partitions/{JOINT}", fp):
-        _write_partition(study, f"partitions/{JOINT}", layers, options, fp, layer_weights=layer_weights_used,
-                         attrs={"fusion": fusion.method, "layer_weights": weights})
+        _write_partition(study, f"partitions/{JOINT}", layers, options, fp, modalities=names,
+                         layer_weights=layer_weights_used, attrs={"fusion": fusion.method, "layer_weights": weights})
 
 
 def _partitions_to_refine(study: Study) -> dict[str, dict[str, float]]:
@@ -536,8 +555,8 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
         "grid": grid.to_dict(),
         "n_chips": grid.grid.n_chips,
         "fusion": config.fusion.method if main == JOINT else None,
-        "partitions": {n: {key: study.attrs_of(f"partitions/{n}")[key]
-                           for key in ("n_communities", "modularity", "params")} for n in to_paint},
+        "partitions": {n: {key: study.attrs_of(f"partitions/{n}").get(key)
+                           for key in ("n_communities", "modularity", "params", "decision")} for n in to_paint},
         "refined": None if fine is None else {
             "fine_grid": fine.to_dict(),
             "boundary_chips": {n: study.attrs_of(f"refined/{n}")["boundary_chips"] for n in to_paint}},

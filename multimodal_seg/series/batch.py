@@ -212,7 +212,7 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
     features = knn.FeatureReducer(n_pcs=cfg.graph.n_pcs, seed=cfg.seed,
                                   standardise=embedder.encoder.standardise).fit_transform(np.vstack(embeddings))
     graph = knn.knn_graph(features, k=cfg.graph.k, seed=cfg.seed)
-    partition = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed)
+    partition = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed, features={"frames": features})
     labels = partition.labels.astype(np.int64)
     sure = confidence(graph, labels, np.arange(labels.size))
     axis = SeriesAxis.of(frames[0])

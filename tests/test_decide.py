@@ -1,0 +1,139 @@
+"""The data-driven number of communities (graphs.decide): noise splits and gradients
+dissolve, two populations stay apart, and every merge is recorded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import multimodal_seg as mms
+from multimodal_seg.metrics import adjusted_rand
+from multimodal_seg.errors import ParameterError
+from multimodal_seg.graphs.communities import partition_graph
+from multimodal_seg.graphs.decide import MIN_TEST_CHIPS, merge_indistinct, unimodality_pvalue
+from multimodal_seg.graphs.knn import knn_graph
+
+
+def _split(features: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Two communities cut across the cloud at its median along ``axis`` (what modularity
+    does to a large homogeneous region)."""
+    along = features @ axis
+    return (along > np.median(along)).astype(int)
+
+
+def test_a_noise_split_of_one_population_is_merged():
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(size=(600, 10))  # one homogeneous region: one Gaussian cloud of chips
+    labels = _split(cloud, np.eye(10)[0])
+    decision = merge_indistinct({"image": cloud}, labels, knn_graph(cloud, k=15, seed=0), seed=0)
+    assert decision.labels.max() == 0
+    assert decision.n_before == 2 and decision.to_dict()["n_after"] == 1
+    (merge,) = decision.merges
+    assert merge["reason"] == "one population (dip test)" and merge["p"] > 0.01
+    assert sorted(merge["sizes"]) == [300, 300]
+
+
+def test_a_slow_gradient_cut_in_two_is_merged():
+    # Chips along a ramp (thickness or intensity gradient): a plateau, not two modes.
+    rng = np.random.default_rng(1)
+    ramp = np.column_stack([rng.uniform(-3, 3, 800), rng.normal(scale=0.3, size=(800, 5))])
+    labels = _split(ramp, np.eye(6)[0])
+    decision = merge_indistinct({"image": ramp}, labels, knn_graph(ramp, k=15, seed=0), seed=0)
+    assert decision.labels.max() == 0
+
+
+# The test's power (rejection rate over 10 seeds, 10-D Gaussian clouds, 600 chips beside
+# the small one): 3 sd apart, 0.0 / 0.0 / 0.0 / 0.8 for 20 / 60 / 150 / 600 chips; 4 sd,
+# 0.3 / 0.9 / 1.0 / 1.0; 5 sd, 0.8 / 1.0 / 1.0 / 1.0; 6 sd, 0.9 / 1.0 / 1.0 / 1.0.  A small
+# region is kept only when it is far from its neighbour (docs/design.md, "How many communities").
+@pytest.mark.parametrize("n_small,distance", [(20, 7.0), (60, 5.0), (150, 4.0)])
+def test_two_populations_stay_apart_even_when_one_is_rare(n_small, distance):
+    rng = np.random.default_rng(2)
+    shift = np.zeros(10)
+    shift[3] = distance
+    chips = np.concatenate([rng.normal(size=(600, 10)), rng.normal(size=(n_small, 10)) + shift])
+    truth = np.r_[np.zeros(600, int), np.ones(n_small, int)]
+    graph = knn_graph(chips, k=15, seed=0)
+    decision = merge_indistinct({"image": chips}, truth, graph, seed=0)
+    assert decision.labels.max() == 1 and not decision.merges
+    assert adjusted_rand(decision.labels, truth) == 1.0
+    rng2 = np.random.default_rng(3)
+    assert unimodality_pvalue(chips[truth == 0], chips[truth == 1], rng2) < 0.01
+
+
+def test_a_difference_one_modality_sees_keeps_the_pair_apart():
+    # Two regions the image cannot tell apart and the spectra can: fusion must keep them.
+    rng = np.random.default_rng(4)
+    truth = np.repeat([0, 1], 300)
+    image = rng.normal(size=(600, 8))
+    spectra = rng.normal(size=(600, 8))
+    spectra[truth == 1, 0] += 4.0
+    graph = knn_graph(np.hstack([image, spectra]), k=15, seed=0)
+    alone = merge_indistinct({"image": image}, truth, graph, seed=0)
+    both = merge_indistinct({"image": image, "eels": spectra}, truth, graph, seed=0)
+    assert alone.labels.max() == 0  # the image alone sees one population
+    assert both.labels.max() == 1 and adjusted_rand(both.labels, truth) == 1.0
+
+
+def test_communities_too_small_to_test_join_their_most_connected_neighbour():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(200, 6))
+    b = rng.normal(size=(200, 6)) + np.r_[6.0, np.zeros(5)]
+    stray = a[:MIN_TEST_CHIPS - 1] + 0.01  # a few chips inside a's cloud, a community of their own
+    chips = np.concatenate([a, b, stray])
+    labels = np.r_[np.zeros(200, int), np.ones(200, int), np.full(len(stray), 2)]
+    decision = merge_indistinct({"image": chips}, labels, knn_graph(chips, k=10, seed=0), seed=0)
+    assert decision.labels.max() == 1
+    assert decision.merges[0]["reason"] == "too small to test" and decision.merges[0]["p"] is None
+    assert (decision.labels[-len(stray):] == decision.labels[0]).all()  # joined a, where they sit
+
+
+def test_the_decision_is_reproducible_and_ordered_by_size():
+    rng = np.random.default_rng(6)
+    chips = np.concatenate([rng.normal(size=(300, 6)), rng.normal(size=(100, 6)) + 5.0])
+    labels = np.r_[_split(chips[:300], np.eye(6)[1]) + 1, np.zeros(100, int)]  # 3 communities, 2 of them noise
+    graph = knn_graph(chips, k=15, seed=0)
+    first = merge_indistinct({"x": chips}, labels, graph, seed=3)
+    again = merge_indistinct({"x": chips}, labels, graph, seed=3)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert first.merges == again.merges
+    assert np.bincount(first.labels).tolist() == [300, 100]
+
+
+def test_partition_graph_decides_and_refuses_what_it_cannot_do():
+    rng = np.random.default_rng(7)
+    chips = np.concatenate([rng.normal(size=(500, 6)), rng.normal(size=(500, 6)) + np.r_[5.0, np.zeros(5)]])
+    truth = np.repeat([0, 1], 500)
+    graph = knn_graph(chips, k=15, seed=0)
+    # Resolution 3 over-splits both clouds (27 pieces, a few of them mixed); the decision
+    # brings them back to two, each piece going to the cloud most of its chips are in.
+    plain = partition_graph(graph, resolution=3.0, seed=0)
+    decided = partition_graph(graph, resolution=3.0, seed=0, decide="dip", features={"x": chips})
+    assert plain.n_communities > 10
+    majority = np.array([np.bincount(truth[plain.labels == c]).argmax() for c in range(plain.n_communities)])
+    assert decided.n_communities == 2
+    assert adjusted_rand(decided.labels, majority[plain.labels]) == 1.0
+    assert decided.decision["n_before"] == plain.n_communities and decided.params["decide"] == "dip"
+    assert plain.decision is None
+    none = partition_graph(graph, resolution=3.0, seed=0, decide="none")
+    np.testing.assert_array_equal(none.labels, plain.labels)
+    with pytest.raises(ParameterError, match="features"):
+        partition_graph(graph, decide="dip")
+    with pytest.raises(ParameterError, match="unknown decision"):
+        partition_graph(graph, decide="gap", features={"x": chips})
+    with pytest.raises(ParameterError, match="significance level"):
+        partition_graph(graph, decide="dip", alpha=1.5, features={"x": chips})
+
+
+def test_segment_records_what_was_merged_and_decide_none_keeps_leidens(small_phantom, tmp_path):
+    kw = dict(pixel_size=small_phantom.pixel_size, units=small_phantom.units, progress=False)
+    decided = mms.segment(small_phantom.image, out=tmp_path / "run", **kw)
+    kept = mms.segment(small_phantom.image, decide="none", **kw)
+    record = decided.provenance["partitions"]["image"]["decision"]
+    assert record["method"] == "dip-test" and record["n_after"] == decided.n_communities
+    assert record["n_before"] == kept.n_communities == record["n_after"] + len(record["merges"])
+    assert kept.provenance["partitions"]["image"]["decision"] is None
+    # The phantom has 4 regions: the decision finds 4, Leiden alone one more.
+    assert decided.n_communities == 4 and decided.agreement(small_phantom.truth)["ari"] > 0.8
+    with pytest.raises(ParameterError, match="decide"):
+        mms.segment(small_phantom.image, decide="gap", **kw)
