@@ -228,3 +228,17 @@ def test_images_train_image_cnn_or_fine_tune_resnet50_where_micronet_is_found(tm
     assert fp["weights_sha256"] == file_sha256(result.checkpoint)
     with pytest.raises(WeightsError, match="layer='layer2'"):
         get_encoder("resnet50", weights=str(result.checkpoint), resize=32, device="cpu")
+
+
+def test_the_training_guides_example_runs(tmp_path, capsys):
+    """docs/training.md trains spectrum-cnn on one phantom and segments another; it must run as written."""
+    import re
+
+    guide = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    section = guide[guide.index("### Example"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {"out": tmp_path}
+    exec(compile(code, "training.md (example)", "exec"), namespace)
+    seg, result = namespace["seg"], namespace["result"]
+    assert seg.provenance["encoders"]["eels"]["weights_sha256"] == file_sha256(result.checkpoint)
+    assert "spectrum-cnn" in capsys.readouterr().out
