@@ -213,6 +213,8 @@ def _quiet_lightning(progress: bool) -> Iterator[None]:
         # losses are logged per epoch, so the step-logging interval does not matter
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+        # a resumed run saves into the checkpoint folder it resumes from (checked in _prepare_work_dir)
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
         if not progress:
             log.setLevel(logging.WARNING)
         try:
