@@ -1,4 +1,4 @@
-"""The ``mmseg`` command: segment, batch, series, watch, demo, bench, info."""
+"""The ``mmseg`` command: segment, batch, series, watch, demo, bench, train, info."""
 
 from __future__ import annotations
 
@@ -73,8 +73,10 @@ def segment(
     stride: Optional[str] = typer.Option(None, help="Chip step: pixels or length [default: half the chip]."),
     refine: Optional[int] = typer.Option(
         None, help="Place boundaries every stride/N pixels by embedding the chips on them again; 1 = off [default: 1]."),
-    encoder: Optional[str] = typer.Option(None, help="auto | fourier | resnet50 | a plugin's name [default: auto]."),
-    weights: Optional[str] = typer.Option(None, help="micronet | micronet-v1.0 | imagenet-micronet | imagenet | random | FILE."),
+    encoder: Optional[str] = typer.Option(None, help="auto | fourier | resnet50 | image-cnn | a plugin's name [default: auto]."),
+    weights: Optional[str] = typer.Option(
+        None, help="micronet | micronet-v1.0 | imagenet-micronet | imagenet | random | FILE; a checkpoint "
+                   "from `mmseg train` picks its encoder and goes to the modality of its kind."),
     download_weights: bool = typer.Option(False, "--download-weights", help="Allow downloading missing weights."),
     k: Optional[int] = typer.Option(None, help="Neighbours per chip in the graph [default: 15]."),
     resolution: Optional[float] = typer.Option(None, help="Leiden/Louvain resolution [default: 1.0]."),
@@ -332,6 +334,54 @@ def bench(
     except MMSegError as exc:
         _fail(exc)
     console.print(f"report written to {out}/report.md")
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Argument(..., help="Files (any format the modality's reader takes) or studies "
+                                      "(a study.zarr, or a run's output folder)."),
+    modality: str = typer.Option(..., "--modality", "-m", help="image | spectrum | diffraction."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write, e.g. encoder.ckpt."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="Training YAML (configs/training/); options below override it."),
+    encoder: Optional[str] = typer.Option(
+        None, help="auto | image-cnn | resnet50 | spectrum-cnn | diffraction-cnn [default: auto: image-cnn, "
+                   "or resnet50 from MicroNet where its weights are found]."),
+    weights: Optional[str] = typer.Option(
+        None, help="Initial weights: a known name (micronet ...), a state dict, or a checkpoint to train further."),
+    epochs: Optional[int] = typer.Option(None, help="Most epochs (early stopping may end sooner) [default: 20]."),
+    batch_size: Optional[int] = typer.Option(None, help="Pairs of views per batch [default: 256]."),
+    items_per_epoch: Optional[int] = typer.Option(None, help="Chips (images) or spectra / patterns per epoch "
+                                                  "[default: 4096]."),
+    chip_size: Optional[str] = typer.Option(None, help="Chip edge, pixels or length [default: auto, as segment]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
+    accelerator: Optional[str] = typer.Option(None, help="Lightning accelerator: auto | cpu | gpu [default: auto]."),
+    devices: Optional[str] = typer.Option(None, help="Lightning devices: auto, a count, or ids [default: auto]."),
+    work_dir: Optional[Path] = typer.Option(None, "--work-dir",
+                                            help="Lightning checkpoints and CSV logs [default: <out stem>-training]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the work folder from its last.ckpt."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train an encoder self-supervised (VICReg) on unlabelled data; use the checkpoint with --weights."""
+    to_int = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
+    try:
+        from .training import train_encoder
+    except ImportError as exc:
+        _fail(exc)
+    try:
+        result = train_encoder(
+            [str(p) for p in data], modality=modality, out=out, config=config, work_dir=work_dir,
+            resume=resume, progress=not quiet, encoder=encoder, weights=weights, max_epochs=epochs,
+            batch_size=batch_size, items_per_epoch=items_per_epoch, chip_size=to_int(chip_size), seed=seed,
+            accelerator=accelerator, devices=to_int(devices))
+    except MMSegError as exc:
+        _fail(exc)
+    record = result.info.training
+    best = "" if record["best_loss"] is None else f", {record['monitored']} {record['best_loss']:.3f}"
+    console.print(f"{result.info.encoder} trained on {len(data)} source(s) in {result.seconds:.0f} s, "
+                  f"{len(result.history)} epochs (best: epoch {record['best_epoch']}{best})")
+    console.print(f"checkpoint written to {result.checkpoint} (logs and Lightning checkpoints in "
+                  f"{result.work_dir}/); use it with: mmseg segment ... --weights {result.checkpoint}")
 
 
 @app.command()

@@ -15,6 +15,7 @@ A YAML file mirrors the sections::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -188,7 +189,12 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
 }
 
 
-def _explain(exc: ValidationError, where: str) -> ParameterError:
+def explain(exc: ValidationError, where: str, *, what: str = "configuration",
+            listed: str = "`mmseg segment --help` and docs/user-guide.md") -> ParameterError:
+    """A pydantic validation error as a ParameterError naming every bad or unknown key.
+
+    ``what`` names the configuration, ``listed`` where its valid keys are documented.
+    """
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
@@ -197,10 +203,25 @@ def _explain(exc: ValidationError, where: str) -> ParameterError:
         else:
             lines.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
     return ParameterError(
-        "invalid configuration: " + "; ".join(lines),
-        fix="correct or remove these keys; `mmseg segment --help` and docs/user-guide.md list valid ones",
+        f"invalid {what}: " + "; ".join(lines),
+        fix=f"correct or remove these keys; {listed} list valid ones",
         where=where,
     )
+
+
+def read_yaml(path: str | Path, *, layout: str = "configs/demo.yaml") -> dict[str, Any]:
+    """The mapping of sections in a YAML config file.
+
+    Raises
+    ------
+    ParameterError
+        The file is missing, not valid YAML, or not a mapping (``layout`` names an example).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError("config file not found", fix="give the path of an existing YAML file", where=path)
+    return read_yaml_mapping(path, expected="the config must be a mapping of sections",
+                             fix=f"see {layout} for the layout")
 
 
 S = TypeVar("S", bound=BaseModel)
@@ -217,7 +238,7 @@ def validated(section: type[S], where: str, **values: Any) -> S:
     try:
         return section.model_validate(values)
     except ValidationError as exc:
-        raise _explain(exc, where) from None
+        raise explain(exc, where) from None
 
 
 def read_yaml_mapping(path: Path, *, expected: str, fix: str) -> dict[str, Any]:
@@ -244,33 +265,41 @@ def load_config(source: SegmentConfig | dict | str | Path | None = None) -> Segm
     where = "config"
     data: Any = {}
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise ParameterError("config file not found", fix="give the path of an existing YAML file",
-                                 where=path)
-        data = read_yaml_mapping(path, expected="the config must be a mapping of sections",
-                                 fix="see configs/demo.yaml for the layout")
+        where, data = str(source), read_yaml(source)
     elif isinstance(source, dict):
         data = source
     try:
         return SegmentConfig.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, where) from None
+        raise explain(exc, where) from None
 
 
 def with_overrides(config: SegmentConfig, **keywords: Any) -> SegmentConfig:
     """A copy of ``config`` with segment() keywords applied; ``None`` keeps the config's value."""
-    data = config.model_dump()
+    return overridden(SegmentConfig, config.model_dump(), KEYWORDS, keywords)
+
+
+def overridden(model: type[S], data: dict[str, Any], table: Mapping[str, tuple[str | None, str]],
+               keywords: Mapping[str, Any], *, what: str = "configuration",
+               listed: str = "`mmseg segment --help` and docs/user-guide.md") -> S:
+    """``model`` validated from ``data`` (a dumped config) with keyword values put where ``table``
+    says (``keyword -> (section or None, field)``); ``None`` keeps the value in ``data``.
+
+    Raises
+    ------
+    ParameterError
+        A keyword not in ``table``, or a value the model refuses.
+    """
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for keyword, value in keywords.items():
         if value is None:
             continue
-        if keyword not in KEYWORDS:
+        if keyword not in table:
             raise ParameterError(f"unknown option {keyword!r}",
-                                 fix=f"use one of {', '.join(sorted(KEYWORDS))}", where=keyword)
-        section, field = KEYWORDS[keyword]
+                                 fix=f"use one of {', '.join(sorted(table))}", where=keyword)
+        section, field = table[keyword]
         (data[section] if section else data)[field] = str(value) if keyword == "weights" else value
     try:
-        return SegmentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, "options") from None
+        raise explain(exc, "options", what=what, listed=listed) from None

@@ -6,6 +6,7 @@ are imported only when an encoder is built.
 """
 
 from .base import Encoder
+from .checkpoint import load_encoder
 from .registry import available_encoders, get_encoder, register_encoder, resolve_auto
 from .weights import resolve_weights, weights_dir
 
@@ -13,6 +14,7 @@ __all__ = [
     "Encoder",
     "available_encoders",
     "get_encoder",
+    "load_encoder",
     "register_encoder",
     "resolve_auto",
     "resolve_weights",

@@ -7,6 +7,12 @@ Spectrum images and 4D-STEM scans use ``DEFAULT_ENCODERS`` unless
 encoder's options, and, keyed by modality name, any modality's own options
 (``{"eels": {"normalise": "edges"}}``).  Every encoder receives its modality's
 calibrated signal axes (:meth:`Encoder.set_signal_axes`) before anything else.
+
+Trained checkpoints (``mmseg train``, :mod:`multimodal_seg.encoders.checkpoint`)
+name their encoder and options: given as a modality's ``weights`` they choose its
+encoder (unless ``encoder`` or ``modality_encoders`` names one) and fill the options
+not given.  A checkpoint given as the run's ``weights`` (``--weights``) goes to the
+image encoder when it was trained on images, else to the one modality of its kind.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from ..config import EncoderConfig
 from ..errors import ParameterError
 from ..modalities.base import ModalityData
 from .base import Encoder
+from .checkpoint import checkpoint_of, options_from_checkpoint
 from .registry import encoder_options as accepted_options
 from .registry import get_encoder, resolve_auto
 
@@ -34,6 +41,10 @@ def image_encoder(config: EncoderConfig) -> tuple[Encoder, str]:
         Unknown encoder or option, or weights given to an encoder that takes none.
     """
     name, options, reason = config.name, dict(config.options), f"encoder {config.name!r} requested"
+    trained = options.get("weights", config.weights)
+    if checkpoint_of(trained) is not None:
+        name, options = options_from_checkpoint(trained, name, options)
+        reason = f"{name} with the trained checkpoint {trained}"
     if name == "auto":
         name, auto_options, reason = resolve_auto(weights=config.weights)
         options = {**auto_options, **options}
@@ -103,12 +114,16 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
         raise ParameterError(f"modality_encoders names modalities that are not here: {unknown}",
                              fix=f"use modality names among {list(modalities)}", where="modality_encoders")
     options = options_by_modality(config, modalities, modality_encoders)
+    config, options = route_checkpoint(config, modalities, modality_encoders, options)
     chosen = {}
     for name, modality in modalities.items():
         if modality.kind == "image" and name not in modality_encoders:
             encoder, reason = image_encoder(config.model_copy(update={"options": options[name]}))
         else:
-            encoder_name = modality_encoders.get(name, DEFAULT_ENCODERS.get(modality.kind))
+            trained = options[name].get("weights")
+            encoder_name, options[name] = options_from_checkpoint(trained, modality_encoders.get(name),
+                                                                  options[name])
+            encoder_name = encoder_name or DEFAULT_ENCODERS.get(modality.kind)
             if encoder_name is None:
                 raise ParameterError(f"no encoder known for {modality.kind} modality {name!r}",
                                      fix=f"set modality_encoders: {{{name}: <encoder>}}", where=name)
@@ -117,7 +132,49 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
                 raise ParameterError(
                     f"encoder {encoder_name!r} embeds {encoder.kind} data, but {name!r} is a {modality.kind}",
                     fix=f"choose a {modality.kind} encoder for {name!r}", where="modality_encoders")
-            reason = f"{encoder_name} for {name}"
+            reason = f"{encoder_name} for {name}" + (
+                f" with the trained checkpoint {trained}" if checkpoint_of(trained) is not None else "")
         encoder.set_signal_axes(modality.axes[2:])
         chosen[name] = (encoder, reason)
     return chosen
+
+
+def route_checkpoint(config: EncoderConfig, modalities: Mapping[str, ModalityData],
+                     modality_encoders: Mapping[str, str], options: dict[str, dict[str, Any]]
+                     ) -> tuple[EncoderConfig, dict[str, dict[str, Any]]]:
+    """Send a checkpoint given as the run's ``weights`` to the modality of its kind.
+
+    A checkpoint trained on images stays with the image encoder; one trained on
+    spectra or patterns becomes the ``weights`` option of the one modality of that
+    kind.  Other weights are returned as they are.
+
+    Raises
+    ------
+    ParameterError
+        No modality, or several, of the checkpoint's kind use it (say which with
+        ``encoder_options={name: {"weights": ...}}``), or that modality's options
+        name weights already.
+    """
+    info = checkpoint_of(config.weights)
+    if info is None:
+        return config, options
+    if info.kind == "image":
+        targets = [n for n, m in modalities.items() if m.kind == "image" and n not in modality_encoders]
+    else:
+        targets = [n for n, m in modalities.items() if m.kind == info.kind]
+    if len(targets) != 1:
+        what = "no" if not targets else f"{len(targets)} ({', '.join(targets)})"
+        raise ParameterError(
+            f"the weights {config.weights} are a {info.encoder} checkpoint trained on {info.kind} data, "
+            f"and {what} modalities here can use it",
+            fix=(f"give it to one modality: encoder_options={{'<name>': {{'weights': {str(config.weights)!r}}}}}"
+                 if targets else f"use it in a run with {info.kind} data, or leave weights out"),
+            where="weights")
+    if info.kind == "image":
+        return config, options
+    (target,) = targets
+    if "weights" in options[target]:
+        raise ParameterError(f"weights are given twice for {target!r}: as weights and in encoder_options",
+                             fix="give them once", where="weights")
+    options[target] = {**options[target], "weights": config.weights}
+    return config.model_copy(update={"weights": None}), options

@@ -1,10 +1,19 @@
-"""The trainable convnet encoders' shared machinery (``spectrum-cnn``, ``diffraction-cnn``).
+"""The trainable convnet encoders' shared machinery (``spectrum-cnn``, ``diffraction-cnn``, ``image-cnn``).
 
-Both are small convnets (:func:`small_convnet`) over each scan position's signal,
-averaged over the chip's positions.  They have no trained weights yet: random
-features are used only when asked for (:func:`resolve_trainable_weights`), a
-state dict is loaded strictly, and inference runs in batches on the chosen
-device (:class:`ConvChipEncoder`).
+All are small convnets (:func:`small_convnet`): over each scan position's signal,
+averaged over the chip's positions (spectra, patterns), or over the chip itself
+(images).  No published weights exist for them: random features are used only
+when asked for (:func:`resolve_trainable_weights`), a state dict or a checkpoint
+trained by :mod:`multimodal_seg.training` is loaded strictly (a checkpoint is
+also checked against the encoder's options and, through :meth:`set_signal_axes`,
+the modality's calibration: :mod:`multimodal_seg.encoders.checkpoint`), and
+inference runs in batches on the chosen device (:class:`ConvChipEncoder`).
+
+What training needs from an encoder is public here: :attr:`network`,
+:meth:`~ConvChipEncoder.signals` (chips -> the items the network sees one at a
+time), :meth:`~ConvChipEncoder.prepare` (raw items -> network input),
+:meth:`~ConvChipEncoder.architecture_options`, :meth:`~ConvChipEncoder.preprocessing`
+and :meth:`~ConvChipEncoder.trainable_state`.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import numpy as np
 
 from ..errors import ParameterError, WeightsError
 from .base import Encoder
+from .checkpoint import CheckpointInfo, check_signal_axes, checkpoint_for
 from .options import check_bool, check_int
 from .positions import as_chips, mean_over_positions, position_signals
 from .weights import RANDOM, ResolvedWeights, check_layout, file_sha256, load_state_dict
@@ -75,12 +85,12 @@ def resolve_trainable_weights(spec: str | Path | None, encoder: str) -> Resolved
 
 
 def small_convnet(signal_ndim: int, kernels: tuple[int, int, int, int], pooled: int,
-                  embedding_dim: int) -> Any:
+                  embedding_dim: int, channels: tuple[int, int, int, int] = BLOCK_CHANNELS) -> Any:
     """Small convnet over one-channel signals: ``(b, 1, *signal) -> (b, embedding_dim)``.
 
-    Four conv blocks (convolution without bias, batch norm, ReLU; 16, 32, 64, 64
-    channels; the first three with stride 2, which is cheaper on CPUs than max
-    pooling), adaptive average pooling to ``pooled`` positions along each signal
+    Four conv blocks (convolution without bias, batch norm, ReLU; ``channels``,
+    16, 32, 64, 64 by default; the first three with stride 2, which is cheaper on
+    CPUs than max pooling), adaptive average pooling to ``pooled`` positions along each signal
     axis, so that the embedding keeps coarse positions in the signal, and a
     linear layer.
 
@@ -94,6 +104,8 @@ def small_convnet(signal_ndim: int, kernels: tuple[int, int, int, int], pooled: 
         Positions per signal axis after the adaptive average pooling.
     embedding_dim
         Output length.
+    channels
+        Output channels of the four blocks.
     """
     from torch import nn
 
@@ -103,7 +115,7 @@ def small_convnet(signal_ndim: int, kernels: tuple[int, int, int, int], pooled: 
     }[signal_ndim]
     layers: list[nn.Module] = []
     c_in = 1
-    for c_out, k, stride in zip(BLOCK_CHANNELS, kernels, BLOCK_STRIDES, strict=True):
+    for c_out, k, stride in zip(channels, kernels, BLOCK_STRIDES, strict=True):
         layers += [
             conv(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
             norm(c_out),
@@ -125,19 +137,25 @@ class ConvChipEncoder(Encoder):
     preprocessed signals to ``(batch, dim)``), set :attr:`kind` (the chip
     layout, :data:`~multimodal_seg.encoders.positions.CHIP_AXES`) and say how a
     batch of signals (one spectrum or one pattern per scan position) is
-    preprocessed.  Embeddings are the mean over the chip's positions.
+    preprocessed.  Embeddings are the mean over the chip's positions (image
+    encoders: the chip is the one item, :meth:`signals`).
 
-    There are no trained weights yet: ``weights="random"`` gives a seeded random
+    No published weights exist: ``weights="random"`` gives a seeded random
     initialisation (a baseline; the fingerprint says ``random_weights: true``), a
-    file path loads a state dict of :attr:`network` strictly.
+    file path loads a state dict of :attr:`network` strictly.  A checkpoint written
+    by :mod:`multimodal_seg.training` is such a file; it must also name this
+    encoder and its options (:func:`~multimodal_seg.encoders.checkpoint.check_checkpoint`),
+    and :meth:`set_signal_axes` checks the modality's calibration against the
+    training data's.  Its SHA-256 is in the fingerprint, as for any weights file.
 
     Options every subclass takes (through :meth:`_setup`):
 
     Parameters
     ----------
     weights
-        ``"random"`` or the path of a state dict saved with
-        ``torch.save(encoder.network.state_dict(), path)``.  Required.
+        ``"random"``, the path of a state dict saved with
+        ``torch.save(encoder.network.state_dict(), path)``, or of a checkpoint
+        written by ``mmseg train``.  Required.
     embedding_dim
         Length of the embedding (the last linear layer's output).
     batch_size
@@ -154,19 +172,24 @@ class ConvChipEncoder(Encoder):
     Raises
     ------
     WeightsError
-        No weights named, file missing or unreadable, or not this network's layout.
+        No weights named, file missing or unreadable, not this network's layout, or a
+        checkpoint of another encoder or other options.
     ParameterError
         Bad option or unavailable device.
     """
 
     #: Human-readable architecture name for weights errors.
     architecture: str = ""
+    #: Whether the network's input is 2D (patterns, images): it then runs channels-last on CUDA.
+    two_dimensional: bool = False
     batch_dependent = True
 
     def _setup(
         self, *, weights: Any, embedding_dim: int, batch_size: int, device: str, progress: bool,
         compile: bool = False,
     ) -> None:
+        import torch
+
         from .device import pick_device
         from .runtime import NetworkRunner, shared_network
 
@@ -176,8 +199,14 @@ class ConvChipEncoder(Encoder):
         self.compile = check_bool(compile, "compile")
         self.device = pick_device(device)
         self.weights = resolve_trainable_weights(weights, self.name)
-        key = (self.name, tuple(sorted(self._options().items())), self.weights.name, self.weights.sha256,
-               str(self.device))
+        #: The checkpoint's description when the weights file is a trained checkpoint.
+        self.checkpoint: CheckpointInfo | None = checkpoint_for(self, self.weights.path)
+        from .device import memory_format
+
+        #: Memory format of the network and its input (channels-last for 2D inputs on CUDA).
+        self.memory_format = memory_format(self.device) if self.two_dimensional else torch.contiguous_format
+        key = (self.name, tuple(sorted(self.architecture_options().items())), self.weights.name,
+               self.weights.sha256, str(self.device))
         self.network = shared_network(key, self._load_network)  # built once per process
         self.runner = NetworkRunner(self.network, key=key, compile=self.compile, batch_size=self.batch_size)
 
@@ -199,19 +228,54 @@ class ConvChipEncoder(Encoder):
             )
             state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
             network.load_state_dict(state, strict=True)
-        return network.eval().to(self.device)
+        return network.eval().to(self.device, memory_format=self.memory_format)
 
     @abstractmethod
     def _build_network(self) -> Any:
         """The ``torch.nn.Module`` for the current options (random init)."""
 
     @abstractmethod
-    def _prepare(self, items: np.ndarray) -> Any:
-        """A batch of raw signals (numpy) -> network input tensor on :attr:`device`."""
+    def prepare(self, items: np.ndarray) -> Any:
+        """A batch of raw items (numpy, as :meth:`signals` gives them) -> network input
+        tensor on :attr:`device`."""
 
-    def _options(self) -> dict[str, Any]:
-        """Options that change the embeddings (besides weights)."""
+    @abstractmethod
+    def preprocessing(self) -> str:
+        """The input preprocessing, in words (recorded in trained checkpoints)."""
+
+    def architecture_options(self) -> dict[str, Any]:
+        """Options that change the network or its input (besides weights); a checkpoint
+        must have been trained with the same."""
         return {"embedding_dim": self.embedding_dim}
+
+    def signals(self, chips: np.ndarray) -> tuple[np.ndarray, int]:
+        """Chips -> the items the network embeds one at a time, and items per chip.
+
+        Spectra and patterns: ``(n, h, w, *signal)`` -> ``(n * h * w, *signal)`` float32
+        and ``h * w`` (a chip's items are consecutive).
+
+        Raises
+        ------
+        InputError
+            Not a chip stack of this encoder's kind (:func:`~multimodal_seg.encoders.positions.as_chips`).
+        """
+        return position_signals(as_chips(chips, self.kind))
+
+    def trainable_state(self) -> dict[str, Any]:
+        """The weights as a weights file for this encoder holds them (:attr:`network`'s state dict)."""
+        return self.network.state_dict()
+
+    def set_signal_axes(self, axes: Any) -> None:
+        """With a trained checkpoint: check the modality's signal axes against the training data's.
+
+        Raises
+        ------
+        WeightsError
+            The calibration differs from every training modality's
+            (:func:`~multimodal_seg.encoders.checkpoint.check_signal_axes`).
+        """
+        if self.checkpoint is not None and self.weights.path is not None:
+            check_signal_axes(self.checkpoint, axes, path=self.weights.path)
 
     @property
     def dim(self) -> int:
@@ -225,7 +289,7 @@ class ConvChipEncoder(Encoder):
             "random_weights": self.weights.is_random,
             "batch_size": self.batch_size,
             "device": self.device.type,
-            **self._options(),
+            **self.architecture_options(),
             **({"compile": True} if self.compile else {}),  # eager fingerprints stay as they were
             "version": 1,
         }
@@ -237,14 +301,14 @@ class ConvChipEncoder(Encoder):
 
         from .device import autocast_context
 
-        items, per_chip = position_signals(as_chips(chips, self.kind))
+        items, per_chip = self.signals(chips)
         n = len(items) // per_chip
         features = np.empty((len(items), self.dim), dtype=np.float32)
         with torch.inference_mode(), tqdm(
             total=n, unit="chip", desc=self.name, disable=not self.progress
         ) as bar:
             for start in range(0, len(items), self.batch_size):
-                x = self._prepare(items[start : start + self.batch_size])
+                x = self.prepare(items[start : start + self.batch_size])
                 with autocast_context(self.device):
                     out = self.runner(x)
                 features[start : start + len(x)] = out.float().cpu().numpy()

@@ -334,6 +334,7 @@ class DiffractionCNNEncoder(ConvChipEncoder):
     name = "diffraction-cnn"
     kind = "diffraction"
     architecture = "diffraction-cnn 2D convnet"
+    two_dimensional = True
 
     def __init__(
         self,
@@ -351,18 +352,20 @@ class DiffractionCNNEncoder(ConvChipEncoder):
         self.centre = check_bool(centre, "centre")
         self._setup(weights=weights, embedding_dim=embedding_dim, batch_size=batch_size,
                     device=device, progress=progress, compile=compile)
-        from .device import memory_format
-
-        self._memory_format = memory_format(self.device)
-        self.network = self.network.to(memory_format=self._memory_format)
 
     def _build_network(self) -> Any:
         return small_convnet(2, kernels=(5, 3, 3, 3), pooled=4, embedding_dim=self.embedding_dim)
 
-    def _options(self) -> dict[str, Any]:
+    def architecture_options(self) -> dict[str, Any]:
         return {"size": self.size, "embedding_dim": self.embedding_dim, "centre": self.centre}
 
-    def _prepare(self, items: np.ndarray) -> Any:
+    def preprocessing(self) -> str:
+        size = "kept at the detector size" if self.size is None else (
+            f"binned and resized to {self.size} x {self.size} px")
+        return (f"each pattern: {size}, scaled to mean 1 per pixel, log1p"
+                f"{', shifted so the direct beam is at the middle' if self.centre else ''}")
+
+    def prepare(self, items: np.ndarray) -> Any:
         import torch
         import torch.nn.functional as F
 
@@ -384,4 +387,4 @@ class DiffractionCNNEncoder(ConvChipEncoder):
             grid = F.affine_grid(torch.from_numpy(theta).to(self.device), list(x.shape),
                                  align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return x.contiguous(memory_format=self._memory_format)
+        return x.contiguous(memory_format=self.memory_format)

@@ -4,7 +4,8 @@ Such a chip stack is ``(n, h, w, *signal)`` raw counts: ``n`` chips of ``h x w``
 scan positions, one signal each (a spectrum ``(channels,)``, a diffraction
 pattern ``(qy, qx)``).  These encoders validate the stack (:func:`as_chips`),
 embed each position's signal (:func:`position_signals`) and pool the features
-over each chip's positions (:func:`mean_over_positions`).
+over each chip's positions (:func:`mean_over_positions`).  Image chips ``(n, size,
+size)`` (intensities scaled to about [0, 1]) are validated the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import InputError
 
 #: Axes of a chip stack of each encoder kind (see :attr:`Encoder.kind`).
 CHIP_AXES: dict[str, tuple[str, ...]] = {
+    "image": ("n", "size", "size"),
     "spectrum": ("n", "h", "w", "channels"),
     "diffraction": ("n", "h", "w", "qy", "qx"),
 }
@@ -31,7 +33,7 @@ def as_chips(chips: Any, kind: str) -> np.ndarray:
     chips
         Array-like of real numbers (counts may be integers).
     kind
-        The encoder kind, ``"spectrum"`` or ``"diffraction"``: the chips' axes
+        The encoder kind, ``"image"``, ``"spectrum"`` or ``"diffraction"``: the chips' axes
         (:data:`CHIP_AXES`).
 
     Raises

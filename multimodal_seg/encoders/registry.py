@@ -36,6 +36,7 @@ F = TypeVar("F", bound=EncoderFactory)
 _BUILTINS: dict[str, str] = {
     "resnet50": "multimodal_seg.encoders.resnet:ResNet50Encoder",
     "fourier": "multimodal_seg.encoders.fourier:FourierEncoder",
+    "image-cnn": "multimodal_seg.encoders.image_cnn:ImageCNNEncoder",
     "spectrum-pca": "multimodal_seg.encoders.spectrum:SpectrumPCAEncoder",
     "spectrum-cnn": "multimodal_seg.encoders.spectrum:SpectrumCNNEncoder",
     "diffraction-profiles": "multimodal_seg.encoders.diffraction:DiffractionProfilesEncoder",

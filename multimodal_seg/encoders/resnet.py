@@ -21,6 +21,7 @@ from .device import autocast_context, memory_format, pick_device
 from ..errors import InputError, ParameterError
 from .base import Encoder
 from .runtime import NetworkRunner, shared_network
+from .checkpoint import CheckpointInfo, checkpoint_for
 from .weights import ResolvedWeights, check_layout, load_state_dict, resolve_weights
 
 #: Per-channel (R, G, B) mean and std of ImageNet, used by torchvision and MicroNet.
@@ -180,10 +181,17 @@ class ResNet50Encoder(Encoder):
     ----------
     weights
         The resolved weights (:class:`~multimodal_seg.encoders.weights.ResolvedWeights`).
+    checkpoint
+        The description of a checkpoint trained by :mod:`multimodal_seg.training`
+        (``None`` for other weights); it must name ``resnet50`` with this ``layer``
+        and ``resize``.
     device
         The torch device inference runs on.
     network
         Stem, stages up to ``layer`` and global average pooling, in eval mode.
+    model
+        The whole torchvision ResNet50 whose modules :attr:`network` shares (what a
+        weights file holds, :meth:`trainable_state`).
 
     Raises
     ------
@@ -219,19 +227,45 @@ class ResNet50Encoder(Encoder):
         self.compile = compile
         self.device = pick_device(device)
         self.weights = resolve_weights(weights, allow_download=allow_download, progress=progress)
+        #: The checkpoint's description when the weights file is a trained checkpoint.
+        self.checkpoint: CheckpointInfo | None = checkpoint_for(self, self.weights.path)
         self._memory_format = memory_format(self.device)
         key = (self.name, self.weights.name, self.weights.sha256, layer, str(self.device))
 
-        def build() -> nn.Module:
-            return _trunk(_build_resnet50(self.weights), layer).eval().to(self.device,
-                                                                          memory_format=self._memory_format)
+        def build() -> tuple[nn.Module, nn.Module]:
+            model = _build_resnet50(self.weights)  # the trunk shares its parameters
+            return model, _trunk(model, layer).eval().to(self.device, memory_format=self._memory_format)
 
-        self.network = shared_network(key, build)  # built once per process (a batch's worker)
+        # built once per process (a batch's worker); training works on its own copy
+        self.model, self.network = shared_network(key, build)
         self.runner = NetworkRunner(self.network, key=key, compile=compile, batch_size=batch_size)
 
     @property
     def dim(self) -> int:
         return LAYER_DIMS[self.layer]
+
+    def architecture_options(self) -> dict[str, Any]:
+        """The options a trained checkpoint must share: the stage pooled and the input size."""
+        return {"layer": self.layer, "resize": self.resize}
+
+    def preprocessing(self) -> str:
+        """The input preprocessing in words (recorded in trained checkpoints)."""
+        size = "kept at the chip size" if self.resize is None else f"resized to {self.resize} px"
+        return (f"each chip: intensities in [0, 1] clipped, {size}, grey repeated as R, G, B, "
+                "normalised with ImageNet mean and std")
+
+    def signals(self, chips: np.ndarray) -> tuple[np.ndarray, int]:
+        """Image chips ``(n, size, size)`` are the items themselves (one per chip)."""
+        return _as_chips(chips), 1
+
+    def prepare(self, items: np.ndarray) -> torch.Tensor:
+        """Chips ``(n, s, s)`` in [0, 1] -> network input on :attr:`device` (:func:`preprocess_chips`)."""
+        batch = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32)).to(self.device)
+        return preprocess_chips(batch, self.resize).contiguous(memory_format=self._memory_format)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The whole ResNet50's state dict (torchvision key names, as MicroNet files hold it)."""
+        return self.model.state_dict()
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
         """Embed chips.
@@ -252,17 +286,13 @@ class ResNet50Encoder(Encoder):
             total=len(arr), unit="chip", desc=self.name, disable=not self.progress
         ) as bar:
             for start in range(0, len(arr), self.batch_size):
-                batch = torch.from_numpy(arr[start : start + self.batch_size]).to(self.device)
-                out[start : start + len(batch)] = self._forward(batch)
-                bar.update(len(batch))
+                # preprocessing stays float32; autocast (CUDA only) covers the network
+                x = self.prepare(arr[start : start + self.batch_size])
+                with autocast_context(self.device):
+                    features = self.runner(x)
+                out[start : start + len(x)] = features.float().cpu().numpy()
+                bar.update(len(x))
         return out
-
-    def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        # preprocessing stays float32; autocast (CUDA only) covers the network
-        x = preprocess_chips(batch, self.resize).contiguous(memory_format=self._memory_format)
-        with autocast_context(self.device):
-            features = self.runner(x)
-        return features.float().cpu().numpy()
 
     def fingerprint(self) -> dict[str, Any]:
         fp: dict[str, Any] = {

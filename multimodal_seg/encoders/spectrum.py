@@ -371,10 +371,14 @@ class SpectrumCNNEncoder(ConvChipEncoder):
     def _build_network(self) -> Any:
         return small_convnet(1, kernels=(7, 5, 5, 3), pooled=8, embedding_dim=self.embedding_dim)
 
-    def _options(self) -> dict[str, Any]:
+    def architecture_options(self) -> dict[str, Any]:
         return {"length": self.length, "embedding_dim": self.embedding_dim, "log": self.log}
 
-    def _prepare(self, items: np.ndarray) -> Any:
+    def preprocessing(self) -> str:
+        return (f"each spectrum: negative counts clipped to 0, scaled to mean 1 per channel, resampled "
+                f"to {self.length} channels{', log1p' if self.log else ''}")
+
+    def prepare(self, items: np.ndarray) -> Any:
         import torch
         import torch.nn.functional as F
 
