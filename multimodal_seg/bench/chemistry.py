@@ -1,0 +1,102 @@
+"""How chemical are the communities of real spectrum images: scores against element-line maps.
+
+The reference is independent of any partition: the net intensity maps of the X-ray lines
+present in a spectrum image (:func:`multimodal_seg.analysis.spectral_lines.feature_intensities`
+per scan position: line window minus side windows).  A partition's score on one map is its
+correlation ratio eta^2 = between-community variance / total variance, the share of the map's
+variance the communities explain (1: every community is one composition).
+:func:`run_file` scores the project's default partition of a spectrum image alone and
+HyperSpy's decomposition + k-means given the same number of clusters
+(``benchmarks/bench_chemistry.py`` runs it over the real EDS files).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.spectral_lines import EDS_HALF_WIDTH_KEV, feature_intensities
+from ..modalities import Axis, read_spectrum_image
+from ..pipeline.segment import segment
+from .peers import hyperspy_kmeans_spectrum
+
+#: (name, path in the data folder, reader options): the options a user would give
+#: (sparse cubes binned, as docs/user-guide.md advises).
+FILES = [
+    ("chevkinite (Bruker SEM)", "multimodal/bruker_chevkinite_SEM_EDS/30x30_instructively_packed_16bit_compressed.bcf",
+     {}),
+    ("Nb interface (Velox STEM)", "multimodal/velox_Nb_interface_STEM_EDS/fei_SI_SuperX-HAADF_20frames_10x50.emd",
+     {"bin_channels": 8}),
+    ("Al/Cu map 3 (Phenom SEM)", "multimodal/phenom_AlCu_SEM_EDS/Elid2Version4.elid", {"signal": "Map 3"}),
+    ("Al/Cu map 6 (Phenom SEM)", "multimodal/phenom_AlCu_SEM_EDS/Elid2Version4.elid", {"signal": "Map 6"}),
+    ("FeS particle (JEOL TEM)", "multimodal/jeol_FeS_TEM_EDS/rawdata.ASW", {"bin_channels": 32, "bin_scan": 4}),
+    ("P45 particles (Bruker SEM)", "multimodal/bruker_P45_SEM_BSE_EDS/P45_the_default_job.bcf", {"bin_channels": 8}),
+]
+
+
+#: Lines below this energy (keV) are left out: the detector's noise peak sits there.
+MIN_KEV = 0.25
+
+
+def correlation_ratio(values: np.ndarray, labels: np.ndarray) -> float:
+    """eta^2: the share of the variance of ``values`` (per position) explained by ``labels``."""
+    values, labels = np.asarray(values, dtype=np.float64).ravel(), np.asarray(labels).ravel()
+    total = np.sum((values - values.mean()) ** 2)
+    if total == 0:
+        return float("nan")
+    counts = np.bincount(labels)
+    means = np.bincount(labels, weights=values) / np.maximum(counts, 1)
+    return float(np.sum(counts * (means - values.mean()) ** 2) / total)
+
+
+def line_maps(cube: np.ndarray, axis: Axis, *, top: int) -> tuple[list[str], np.ndarray]:
+    """The ``top`` strongest significant lines of the map sum and their net intensity maps
+    ``(rows, cols, n_lines)``."""
+    rows, cols, channels = cube.shape
+    spectra = cube.reshape(rows * cols, channels).astype(np.float64)
+    features, net = feature_intensities(spectra, axis)
+    total_net = net.sum(axis=0)
+    energy = axis.offset + axis.scale * np.arange(axis.size)
+    factor = 1e3 if axis.units.strip().lower() == "ev" else 1.0
+    summed = spectra.sum(axis=0)
+    gross = np.array([summed[np.abs(energy - f.energy) <= EDS_HALF_WIDTH_KEV * factor].sum() for f in features])
+    # Distinct peaks, strongest first: net sum above 3 sigma of the counts under the line
+    # window (Poisson), above the noise peak (MIN_KEV), and not within two window widths of a
+    # peak already kept (the element table names many lines at one energy).
+    keep: list[int] = []
+    for i in np.argsort(total_net)[::-1]:
+        energy_kev = features[i].energy / factor
+        if (total_net[i] > 3 * np.sqrt(max(gross[i], 1.0)) and energy_kev >= MIN_KEV
+                and all(abs(features[i].energy - features[j].energy) > 4 * EDS_HALF_WIDTH_KEV * factor
+                        for j in keep)):
+            keep.append(int(i))
+        if len(keep) == top:
+            break
+    return [features[i].label for i in keep], net[:, keep].reshape(rows, cols, len(keep))
+
+
+def run_file(name: str, path: Path, options: dict, *, top: int, seed: int) -> dict:
+    """Both partitions of one file and their eta^2 on each line map."""
+    modality = read_spectrum_image(path, **options)
+    cube = np.asarray(modality.data)
+    lines, maps = line_maps(cube, modality.axes[2], top=top)
+    start = time.perf_counter()
+    seg = segment({"eds:spectrum": (path, options)}, progress=False, seed=seed)
+    project_s = time.perf_counter() - start
+    project = np.asarray(seg.scan_labels["eds"])
+    k = int(project.max()) + 1
+    start = time.perf_counter()
+    hyperspy = hyperspy_kmeans_spectrum(cube, n_clusters=k, seed=seed) if k > 1 else np.zeros_like(project)
+    hyperspy_s = time.perf_counter() - start
+    scores = {"project": [correlation_ratio(maps[..., i], project) for i in range(len(lines))],
+              "hyperspy": [correlation_ratio(maps[..., i], hyperspy) for i in range(len(lines))]}
+    return {"name": name, "path": str(path), "options": options, "scan": list(cube.shape[:2]),
+            "channels": int(cube.shape[2]), "counts_per_position": float(cube.sum() / np.prod(cube.shape[:2])),
+            "k": k, "k_hyperspy": int(hyperspy.max()) + 1, "lines": lines, "eta2": scores,
+            "mean": {m: float(np.nanmean(v)) if v else float("nan") for m, v in scores.items()},
+            "seconds": {"project": project_s, "hyperspy": hyperspy_s},
+            "decision": seg.provenance["partitions"]["eds"]["decision"]}
+
+

@@ -1,0 +1,51 @@
+"""The chemistry scores of spectrum-image partitions (bench/chemistry.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from multimodal_seg.bench.chemistry import correlation_ratio, line_maps, run_file
+from multimodal_seg.modalities import Axis
+
+from .conftest import shared_file
+
+
+def test_correlation_ratio_is_the_share_of_variance_the_labels_explain():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 500)
+    steps = labels * 10.0
+    assert correlation_ratio(steps, labels) == pytest.approx(1.0)
+    noisy = steps + rng.normal(scale=5.0, size=steps.size)  # between var 25, within var 25
+    assert correlation_ratio(noisy, labels) == pytest.approx(0.5, abs=0.05)
+    assert correlation_ratio(rng.normal(size=1000), labels) < 0.01  # labels unrelated to the map
+    assert np.isnan(correlation_ratio(np.ones(10), np.zeros(10, int)))
+
+
+def test_line_maps_find_the_lines_of_two_phases():
+    # Two phases on a 20 x 20 scan: Fe K-alpha (6.40 keV) on the left, Cu K-alpha (8.05 keV)
+    # on the right, over a flat background, Poisson counts.
+    energy = Axis(size=1024, scale=0.01, offset=0.0, units="keV", name="Energy")
+    e = np.arange(1024) * 0.01
+    peak = lambda centre: 400 * np.exp(-0.5 * ((e - centre) / 0.05) ** 2)  # noqa: E731
+    cube = np.empty((20, 20, 1024))
+    cube[:, :10] = 2 + peak(6.40)
+    cube[:, 10:] = 2 + peak(8.05)
+    cube = np.random.default_rng(1).poisson(cube).astype(float)
+    names, maps = line_maps(cube, energy, top=4)
+    assert maps.shape == (20, 20, len(names))
+    fe = next(i for i, n in enumerate(names) if "Fe_Ka" in n)
+    cu = next(i for i, n in enumerate(names) if "Cu_Ka" in n)
+    phases = np.repeat([[0] * 10 + [1] * 10], 20, axis=0)
+    assert correlation_ratio(maps[..., fe], phases) > 0.95 and correlation_ratio(maps[..., cu], phases) > 0.95
+
+
+@pytest.mark.realdata
+def test_the_project_and_hyperspy_are_scored_on_a_real_al_cu_map():
+    path = shared_file("multimodal/phenom_AlCu_SEM_EDS/Elid2Version4.elid")
+    result = run_file("Al/Cu", path, {"signal": "Map 6"}, top=4, seed=0)
+    assert result["k"] >= 2 and result["k_hyperspy"] == result["k"]
+    assert "Al_Ka" in result["lines"][0]  # the strongest line of the map
+    al = result["lines"].index(result["lines"][0])
+    # The Al/Cu boundary: both partitions explain most of the Al map.
+    assert result["eta2"]["project"][al] > 0.9 and result["eta2"]["hyperspy"][al] > 0.9
