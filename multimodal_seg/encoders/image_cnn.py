@@ -33,7 +33,7 @@ class ImageCNNEncoder(ConvChipEncoder):
     with 32, 64, 128, 128 channels, kernels 5, 3, 3, 3) ends in a global average
     pool: features of texture and grey level, not of where in the chip they are.
     ``weights`` (required), ``embedding_dim``, ``batch_size`` (chips per forward
-    pass), ``device``, ``progress`` and the errors: see
+    pass), ``device``, ``compile``, ``progress`` and the errors: see
     :class:`~multimodal_seg.encoders.convnet.ConvChipEncoder`.
 
     Parameters
@@ -55,11 +55,12 @@ class ImageCNNEncoder(ConvChipEncoder):
         embedding_dim: int = 64,
         batch_size: int = 256,
         device: str = "auto",
+        compile: bool = False,
         progress: bool = False,
     ) -> None:
         self.size = None if size is None else check_int(size, "size", minimum=16, example="64")
         self._setup(weights=weights, embedding_dim=embedding_dim, batch_size=batch_size,
-                    device=device, progress=progress)
+                    device=device, progress=progress, compile=compile)
 
     def _build_network(self) -> Any:
         return small_convnet(2, kernels=(5, 3, 3, 3), pooled=1, embedding_dim=self.embedding_dim,
