@@ -24,6 +24,10 @@ from ..metrics import agreement, contingency, many_to_one_bounded
 
 #: Communities allowed to map in the bounded many-to-one accuracy, per truth class.
 BOUND_PER_CLASS = 2
+#: The row of the truth itself seen at chip level: each chip given its majority truth
+#: label and painted back (an oracle, not a method): the best any chip-level partition
+#: painted the project's way can score.
+CHIP_CEILING = "chip-level truth (oracle)"
 
 
 def score_labels(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -44,6 +48,12 @@ def score(pred: np.ndarray, truth: np.ndarray, n_classes: int, grid: ChipGrid) -
         "chip": score_labels(grid.pixel_labels_to_chips(pred), grid.pixel_labels_to_chips(truth),
                              n_classes),
     }
+
+
+def chip_ceiling(truth: np.ndarray, n_classes: int, grid: ChipGrid) -> dict[str, dict]:
+    """Scores of the truth painted back from its own chip majorities (:data:`CHIP_CEILING`)."""
+    truth = np.asarray(truth)
+    return score(grid.chip_labels_to_pixels(grid.pixel_labels_to_chips(truth)), truth, n_classes, grid)
 
 
 def mean_sd(values: list[float]) -> dict[str, float]:

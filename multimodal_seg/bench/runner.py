@@ -159,6 +159,8 @@ def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
                          "seconds": record["seconds"],
                          "scores": quality.score(labels, item.truth, item.n_classes, grid)}
                         for variant, labels in variants.items()] or [record]
+        records.append({"dataset": item.dataset, "image": item.name, "method": quality.CHIP_CEILING,
+                        "seconds": 0.0, "scores": quality.chip_ceiling(item.truth, item.n_classes, grid)})
     return records
 
 
