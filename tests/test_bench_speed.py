@@ -250,6 +250,24 @@ def test_graph_scaling_labels_the_approximate_search(monkeypatch):
     # warm-up (exact, 300 points), compile warm-up (approximate), then one call per n
     assert calls == [(300, 300), (300, 0), (150, 200), (250, 200)]
     assert all(r["ari"] > 0.9 for r in rows)
+    assert rows[0]["knn_recall"] == 1.0 and rows[1]["knn_recall"] == 1.0  # searched exactly here
+
+
+def test_knn_recall_counts_the_exact_neighbours_a_graph_holds():
+    import scipy.sparse as sp
+
+    from multimodal_seg.bench.speed import knn_recall, planted_mixture
+    from multimodal_seg.graphs.knn import knn_graph
+
+    x, _ = planted_mixture(500, dim=16, n_clusters=3, seed=0)
+    exact = knn_graph(x, k=10, seed=0)
+    assert knn_recall(exact, x, k=10, sample=200) == 1.0
+    # drop about half of the edges: about half the neighbours are missing
+    rng = np.random.default_rng(0)
+    pruned = exact.tocoo()
+    keep = rng.random(pruned.nnz) < 0.5
+    half = sp.csr_matrix((pruned.data[keep], (pruned.row[keep], pruned.col[keep])), shape=exact.shape)
+    assert 0.35 < knn_recall(half, x, k=10, sample=200) < 0.65
 
 
 @pytest.mark.skipif(not LINUX, reason="peak RSS from /proc (Linux)")

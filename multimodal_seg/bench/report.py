@@ -207,7 +207,7 @@ def speed_section(sp: dict) -> list[str]:
                          f"{r['n_forward']} {r['forward_on']} | " + _speed_cells(r))
     rows = sp["graph"].get("rows", [])
     if rows:
-        keys = [k for k in ("knn_search", "graph_seconds", "leiden_seconds", "n_communities", "ari",
+        keys = [k for k in ("knn_search", "knn_recall", "graph_seconds", "leiden_seconds", "n_communities", "ari",
                             "graph_peak_rss_delta_mib") if k in rows[0]]
         lines += ["", "Graph (standardise, PCA, kNN) and Leiden against the number of chips (synthetic "
                   "embeddings with planted clusters):", "",

@@ -667,6 +667,27 @@ def _stage(fn: Any, rss: bool) -> tuple[Any, float, float | None]:
     return value, seconds, delta
 
 
+def knn_recall(graph: Any, features: np.ndarray, *, k: int, seed: int = 0, sample: int = 1000) -> float:
+    """Recall of a kNN graph against exact search on a sample of chips.
+
+    For ``sample`` chips drawn at random (seeded), the share of their exact ``k`` nearest
+    neighbours by cosine distance (:func:`multimodal_seg.graphs.knn.cosine_neighbours`,
+    themselves left out) that are their neighbours in ``graph``.  The graph is symmetrised,
+    so a neighbour found in either direction counts.
+    """
+    from ..graphs.knn import cosine_neighbours
+
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(features.shape[0], size=min(sample, features.shape[0]), replace=False)
+    _, exact = cosine_neighbours(features, features[picked], k + 1)
+    graph = graph.tocsr()
+    found = 0
+    for row, neighbours in zip(picked, exact):
+        true = [j for j in neighbours if j != row][:k]
+        found += np.isin(true, graph.indices[graph.indptr[row]:graph.indptr[row + 1]]).sum()
+    return float(found / (len(picked) * k))
+
+
 def graph_scaling(
     n_chips_list: list[int],
     *,
@@ -717,7 +738,8 @@ def graph_scaling(
     Returns
     -------
     One dict per ``n``: ``n_chips``, ``dim``, ``k``, ``n_pcs``, ``n_clusters``,
-    ``knn_search`` (``"exact"`` or ``"pynndescent"``),
+    ``knn_search`` (``"exact"`` or ``"pynndescent"``), ``knn_recall`` (:func:`knn_recall`
+    on 1000 chips; 1 for exact search),
     ``pynndescent_warmup_seconds`` (s, the untimed first pynndescent search of
     300 points, mostly numba compilation, once per call; ``None`` for exact
     rows), ``reduce_seconds``,
@@ -749,14 +771,15 @@ def graph_scaling(
         n = int(n)
         x, truth = planted_mixture(n, dim=dim, n_clusters=n_clusters, seed=seed)
 
-        def graph_stage(x: np.ndarray = x) -> tuple[Any, float, float]:
+        def graph_stage(x: np.ndarray = x) -> tuple[Any, float, float, np.ndarray]:
             t0 = time.perf_counter()
             feats = reduce_features(x, n_pcs=n_pcs, seed=seed)
             t1 = time.perf_counter()
             g = knn_graph(feats, k=k, seed=seed, exact_max=limit)
-            return g, t1 - t0, time.perf_counter() - t1
+            return g, t1 - t0, time.perf_counter() - t1, feats
 
-        (graph, reduce_s, knn_s), graph_s, graph_rss = _stage(graph_stage, measure_rss)
+        (graph, reduce_s, knn_s, feats), graph_s, graph_rss = _stage(graph_stage, measure_rss)
+        recall = knn_recall(graph, feats, k=k, seed=seed) if n > limit else 1.0
         part, leiden_s, leiden_rss = _stage(
             lambda g=graph: partition_graph(g, method="leiden", resolution=resolution, seed=seed),
             measure_rss)
@@ -767,6 +790,7 @@ def graph_scaling(
             "n_pcs": int(n_pcs),
             "n_clusters": int(n_clusters),
             "knn_search": "exact" if n <= limit else "pynndescent",
+            "knn_recall": recall,
             "pynndescent_warmup_seconds": compile_s if n > limit else None,
             "reduce_seconds": reduce_s,
             "knn_seconds": knn_s,
