@@ -36,6 +36,19 @@ def test_segment_png_writes_results(tmp_path):
     provenance = json.loads((refined / "provenance.json").read_text())
     assert provenance["config"]["chips"]["refine"] == 2
     assert provenance["refined"]["boundary_chips"]["image"] > 0
+    # --decide and --alpha reach the community step: the default records its decision,
+    # "none" keeps Leiden's communities and records none
+    decided = json.loads((out / "provenance.json").read_text())
+    assert decided["partitions"]["image"]["decision"]["method"] == "dip-test"
+    kept = tmp_path / "kept"
+    result = runner.invoke(app, ["segment", str(src), "--out", str(kept), "-q", "--decide", "none", "--alpha", "0.05"])
+    assert result.exit_code == 0, result.output
+    provenance = json.loads((kept / "provenance.json").read_text())
+    assert provenance["config"]["communities"]["decide"] == "none"
+    assert provenance["config"]["communities"]["alpha"] == 0.05
+    assert provenance["partitions"]["image"]["decision"] is None
+    result = runner.invoke(app, ["segment", str(src), "--out", str(tmp_path / "bad"), "-q", "--decide", "gap"])
+    assert result.exit_code != 0 and "decide" in result.output and not (tmp_path / "bad").exists()
 
 
 def test_config_file_and_unknown_key(tmp_path):
