@@ -8,6 +8,8 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -117,3 +119,86 @@ def write_text_atomic(target: Path, text: str) -> None:
     """Write a text file atomically (temporary name, then rename)."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+class RunWarnings:
+    """The warnings of one run, recorded safely while other runs go on in other threads.
+
+    ``warnings.catch_warnings`` swaps process-wide state on entry and restores what it saw
+    on exit.  Two runs that overlap in threads (a batch on Dask's threaded scheduler) then
+    restore each other's state: one run's recorder stayed installed after it ended, and
+    re-raising its warnings to the caller appended them to its own list without end (a test
+    run killed for memory at 23 GB).  Warnings are process-wide, so this class keeps the one
+    shared piece of state they need: while any run records, one dispatcher replaces
+    ``warnings.showwarning`` and the filters say "always" (every occurrence is recorded);
+    the last run to end restores both.  A warning raised in a run's own thread goes to that
+    run; one raised elsewhere (a Dask worker thread) goes to every run recording then.
+
+    Use::
+
+        with RunWarnings() as caught:
+            ...                       # the run
+        caught.replay()               # the warnings reach the caller, shown as raised
+    """
+
+    _lock = threading.Lock()
+    _active: dict[int, "RunWarnings"] = {}
+    _saved: tuple[Any, list] | None = None
+    _replaying: set[int] = set()
+
+    def __init__(self) -> None:
+        self.records: list[warnings.WarningMessage] = []
+        self._thread = threading.get_ident()
+
+    def __enter__(self) -> "RunWarnings":
+        cls = type(self)
+        with cls._lock:
+            if not cls._active:
+                cls._saved = (warnings.showwarning, list(warnings.filters))
+                warnings.showwarning = cls._dispatch
+                warnings.simplefilter("always")
+            cls._active[id(self)] = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        cls = type(self)
+        with cls._lock:
+            cls._active.pop(id(self), None)
+            if not cls._active and cls._saved is not None:
+                warnings.showwarning, filters = cls._saved
+                warnings.filters[:] = filters
+                warnings._filters_mutated()  # type: ignore[attr-defined]
+                cls._saved = None
+
+    @classmethod
+    def _dispatch(cls, message: Any, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+        record = warnings.WarningMessage(message, category, filename, lineno, file, line)
+        thread = threading.get_ident()
+        with cls._lock:
+            runs = list(cls._active.values())
+            shown = cls._saved[0] if cls._saved is not None and thread in cls._replaying else None
+        if shown is not None:  # a finished run's warnings, raised again for its caller
+            shown(message, category, filename, lineno, file, line)
+            return
+        own = [run for run in runs if run._thread == thread]
+        for run in own or runs:
+            run.records.append(record)
+
+    def __iter__(self) -> Iterator[warnings.WarningMessage]:
+        return iter(list(self.records))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def replay(self) -> None:
+        """Raise the recorded warnings again for the caller (after the run; not recorded again)."""
+        cls, thread = type(self), threading.get_ident()
+        with cls._lock:
+            cls._replaying.add(thread)
+        try:
+            for w in list(self.records):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        finally:
+            with cls._lock:
+                cls._replaying.discard(thread)

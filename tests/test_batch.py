@@ -370,3 +370,45 @@ def test_a_list_of_multimodal_specimens(tmp_path):
         assert row["modalities"] == "haadf eels"
         scan = zarr.open_group(str(tmp_path / "out" / f"specimen-{seed}" / "labels.zarr"), mode="r")["scan_labels"]
         assert set(scan) == {"haadf", "eels", "joint"} and scan["joint"].shape == (16, 16)
+
+
+def test_overlapping_runs_in_threads_record_their_own_warnings():
+    """Two runs in threads whose recording overlaps (as specimens of a batch on the threaded
+    scheduler do): each records the warning raised in its own thread, and when both have
+    ended the process's warning machinery is as before (no recorder left behind)."""
+    import threading
+    import warnings
+
+    from multimodal_seg.provenance import RunWarnings
+
+    before = (warnings.showwarning, list(warnings.filters))
+    a_entered, b_entered, a_done = threading.Event(), threading.Event(), threading.Event()
+    runs: dict[str, RunWarnings] = {}
+
+    def first() -> None:
+        with RunWarnings() as caught:
+            runs["a"] = caught
+            a_entered.set()
+            b_entered.wait(10)
+            warnings.warn("from a", UserWarning)
+        a_done.set()
+
+    def second() -> None:
+        a_entered.wait(10)
+        with RunWarnings() as caught:  # enters after a, leaves after a: the order that broke
+            runs["b"] = caught
+            b_entered.set()
+            a_done.wait(10)
+            warnings.warn("from b", UserWarning)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert [str(w.message) for w in runs["a"]] == ["from a"]
+    assert [str(w.message) for w in runs["b"]] == ["from b"]
+    assert (warnings.showwarning, list(warnings.filters)) == before
+    with pytest.warns(UserWarning, match="from a"):
+        runs["a"].replay()  # raised again for the caller, and not recorded again
+    assert len(runs["a"]) == 1

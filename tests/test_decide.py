@@ -137,3 +137,31 @@ def test_segment_records_what_was_merged_and_decide_none_keeps_leidens(small_pha
     assert decided.n_communities == 4 and decided.agreement(small_phantom.truth)["ari"] > 0.8
     with pytest.raises(ParameterError, match="decide"):
         mms.segment(small_phantom.image, decide="gap", **kw)
+
+
+def test_seams_of_mixed_chips_without_an_interior_are_dissolved():
+    # Two regions side by side on a 12 x 12 chip grid, and a seam one chip wide between
+    # them whose chips are mixtures: a community of its own the dip test keeps apart.
+    from multimodal_seg.graphs.decide import dissolve_rims, interior_chips
+
+    rng = np.random.default_rng(8)
+    grid = (12, 12)
+    truth = np.zeros(grid, int)
+    truth[:, 6:] = 1
+    labels = truth.copy()
+    labels[:, 6] = 2  # the seam
+    left, right = np.r_[4.0, 0, 0, 0], np.r_[-4.0, 0, 0, 0]
+    chips = np.where((truth == 0).ravel()[:, None], left, right) + rng.normal(scale=0.5, size=(144, 4))
+    chips[labels.ravel() == 2] = 0.5 * (left + right) + rng.normal(scale=0.5, size=(12, 4))
+    graph = knn_graph(chips, k=8, seed=0)
+    assert not interior_chips(labels)[labels == 2].any() and interior_chips(labels)[labels == 0].any()
+    dissolved, records = dissolve_rims(labels.ravel(), graph, grid)
+    assert dissolved.max() == 1 and len(records) == 1 and records[0]["sizes"] == [12]
+    assert adjusted_rand(dissolved, truth.ravel()) > 0.7  # seam chips went to one side or the other
+    # A region three chips thick has interior chips and stays (two are still all edge).
+    thick = truth.copy()
+    thick[:, 6:9] = 2
+    kept, none = dissolve_rims(thick.ravel(), graph, grid)
+    assert kept.max() == 2 and none == []
+    with pytest.raises(ValueError, match="chip grid"):
+        dissolve_rims(labels.ravel(), graph, (5, 5))

@@ -37,11 +37,11 @@ from ..graphs.knn import cosine_neighbours
 MIN_VOTE = 1e-3
 
 
-def fine_grid(grid: ChipGrid, factor: int) -> ChipGrid | None:
+def fine_grid(grid: ChipGrid, factor: int, *, warn: bool = True) -> ChipGrid | None:
     """The grid of chips of ``grid``'s size laid every ``grid.stride // factor`` pixels (at least 1).
 
     ``None`` when there is nothing to refine: ``factor`` 1, or a stride of 1 px already
-    (then with a warning, since the option asked for has no effect).
+    (then with a warning unless ``warn=False``, since the option asked for has no effect).
     """
     if not isinstance(factor, (int, np.integer)) or factor < 1:
         raise ParameterError(f"refine={factor!r} is not a whole number >= 1",
@@ -49,6 +49,8 @@ def fine_grid(grid: ChipGrid, factor: int) -> ChipGrid | None:
     if factor == 1:
         return None
     if grid.stride == 1:
+        if not warn:
+            return None
         warnings.warn(f"refine={factor} has no effect: chips already start every pixel (stride 1), "
                       "so boundaries are as fine as the chip grid can place them",
                       UserWarning, stacklevel=3)

@@ -184,7 +184,7 @@ class SharedGrid:
 
 
 def shared_grid(modalities: dict[str, ModalityData], *, chip_size: int, stride: int,
-                units: str | None = None) -> SharedGrid:
+                units: str | None = None, warn: bool = True) -> SharedGrid:
     """Lay one chip grid over all modalities.
 
     Parameters
@@ -195,6 +195,10 @@ def shared_grid(modalities: dict[str, ModalityData], *, chip_size: int, stride: 
         In pixels of the reference modality (the coarsest scan).
     units
         Common length unit; default: the reference's scan units.
+    warn
+        Warn when a modality extends beyond the common region (off where a run lays the
+        same grid again and has warned once: warnings are process-wide, and muting them
+        with ``warnings.catch_warnings`` is not safe while other runs go on in threads).
 
     Raises
     ------
@@ -226,7 +230,7 @@ def shared_grid(modalities: dict[str, ModalityData], *, chip_size: int, stride: 
     partial = [n for n, f in frames.items()
                if f.origin[0] < y0 - 1e-9 or f.origin[1] < x0 - 1e-9
                or f.end[0] > y1 + 1e-9 or f.end[1] > x1 + 1e-9]
-    if partial:
+    if partial and warn:
         warnings.warn(
             f"modalities {', '.join(partial)} extend beyond the region all modalities cover; "
             f"using y {y0:g}-{y1:g}, x {x0:g}-{x1:g} {units} only",

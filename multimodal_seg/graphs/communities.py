@@ -204,6 +204,7 @@ def partition_graph(
     decide: str | None = None,
     alpha: float = 0.01,
     features: Mapping[str, np.ndarray] | None = None,
+    grid_shape: tuple[int, int] | None = None,
 ) -> Partition:
     """Split a weighted graph, or several graphs on the same vertices, into communities by modularity.
 
@@ -241,6 +242,11 @@ def partition_graph(
         population, by a dip test at level ``alpha`` in each modality's feature space
         ``features`` (``{modality: (n, d)}``, the graph's standardised PCA space)
         (:func:`multimodal_seg.graphs.decide.merge_indistinct`).  The pipeline's default.
+    grid_shape
+        ``(rows, cols)`` of the chip grid the vertices lie on, row-major.  With
+        ``decide="dip"``, communities without an interior chip (seams of mixed chips along
+        boundaries) are then dissolved into the communities their chips are most connected
+        to (:func:`multimodal_seg.graphs.decide.dissolve_rims`).
 
     Returns
     -------
@@ -283,11 +289,15 @@ def partition_graph(
         labels = merge_connected(weighted_sum(layers, dict(zip(layers, weights))), labels, merge)
     decision = None
     if decide is not None:
-        from .decide import merge_indistinct
+        from .decide import dissolve_rims, merge_indistinct
 
-        result = merge_indistinct(features, labels, weighted_sum(layers, dict(zip(layers, weights))),
-                                  alpha=alpha, seed=seed)
+        summed = weighted_sum(layers, dict(zip(layers, weights)))
+        result = merge_indistinct(features, labels, summed, alpha=alpha, seed=seed)
         labels, decision = result.labels, result.to_dict()
+        if grid_shape is not None:
+            labels, rims = dissolve_rims(labels, summed, grid_shape)
+            decision["merges"] += rims
+            decision["n_after"] = int(labels.max()) + 1
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision)
 
 

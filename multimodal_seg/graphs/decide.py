@@ -181,3 +181,68 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
                        "reason": "too small to test" if small else "one population (dip test)"})
         labels = order_by_size(np.where(labels == b, a, labels))
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=n_before)
+
+
+def interior_chips(labels: np.ndarray) -> np.ndarray:
+    """``grid_shape`` bool: chips whose grid neighbours (up, down, left, right, those that
+    exist) all carry their own label."""
+    labels = np.asarray(labels)
+    inside = np.ones(labels.shape, dtype=bool)
+    inside[1:] &= labels[1:] == labels[:-1]
+    inside[:-1] &= labels[:-1] == labels[1:]
+    inside[:, 1:] &= labels[:, 1:] == labels[:, :-1]
+    inside[:, :-1] &= labels[:, :-1] == labels[:, 1:]
+    return inside
+
+
+def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[int, int]) -> tuple[np.ndarray, list[dict]]:
+    """Dissolve communities that have no interior chip: mixed chips along boundaries.
+
+    A chip that straddles two regions embeds as neither, and such chips can form a
+    community of their own that the dip test keeps apart (a mixture is distinct from both
+    sides).  A community in which *every* chip touches another community on the chip grid
+    is nowhere three grid steps thick (1.5 chips at the default stride of half a chip): it
+    cannot be told from a seam of mixed chips at this chip size.  Each of its chips joins the community (with an interior) it is most strongly
+    connected to in ``graph``; chips with no edge to one take, in turn, the label their
+    neighbours in the graph now carry most (the largest community if none ever does).
+
+    Parameters
+    ----------
+    labels
+        ``(n_chips,)`` community of each chip, in the grid's row-major order.
+    graph
+        ``(n_chips, n_chips)`` the graph the labels were found on.
+    grid_shape
+        ``(rows, cols)`` of the chip grid, ``rows * cols == n_chips``.
+
+    Returns
+    -------
+    The labels (ordered by size) and one record per dissolved community.
+    """
+    labels = np.asarray(labels)
+    if labels.size != int(np.prod(grid_shape)):
+        raise ValueError(f"{labels.size} labels for a chip grid of {grid_shape}")
+    n = int(labels.max()) + 1 if labels.size else 0
+    inside = interior_chips(labels.reshape(grid_shape)).ravel()
+    rims = [c for c in range(n) if not inside[labels == c].any()]
+    if not rims or len(rims) == n:
+        return labels, []
+    records = [{"communities": [int(c)], "sizes": [int((labels == c).sum())], "p": None,
+                "reason": "no interior chip (mixed chips along boundaries): each chip joins the "
+                          "community it is most connected to"} for c in rims]
+    out = labels.copy()
+    pending = np.isin(out, rims)
+    out[pending] = -1
+    graph = graph.tocsr()
+    while pending.any():
+        member = sp.csr_matrix((np.ones(int((~pending).sum())), (out[~pending], np.flatnonzero(~pending))),
+                               shape=(n, labels.size))
+        weights = (graph[pending] @ member.T).toarray()  # pending chips x communities
+        linked = weights.max(axis=1) > 0
+        if not linked.any():
+            out[pending] = np.bincount(out[~pending], minlength=n).argmax()
+            break
+        rows = np.flatnonzero(pending)[linked]
+        out[rows] = weights[linked].argmax(axis=1)
+        pending[rows] = False
+    return order_by_size(out), records

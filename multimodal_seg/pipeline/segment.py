@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ..errors import MMSegError, OutputError, ParameterError
 from ..graphs.communities import check_layer_weights, check_options
 from ..modalities.base import ModalityData
 from ..modalities.sources import read_modalities
+from ..provenance import RunWarnings
 from ..result import Segmentation
 from . import stages
 from .study import Study
@@ -100,11 +100,10 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
     """
     modalities = read_modalities(as_sources(source, signal=signal, pixel_size=pixel_size, units=units))
     names = list(modalities)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the chips stage warns, once, when it lays the grid
-        size, stride = chip_geometry(config.chips, modalities)
-        grid = shared_grid(modalities, chip_size=size, stride=stride)
-        fine_grid(grid.grid, config.chips.refine)
+    # checks only: the chips stage warns, once, when it lays the grid
+    size, stride = chip_geometry(config.chips, modalities)
+    grid = shared_grid(modalities, chip_size=size, stride=stride, warn=False)
+    fine_grid(grid.grid, config.chips.refine, warn=False)
     com = config.communities
     joint_layers = len(names) if config.fusion.method == "multiplex" else 1
     check_options(method=com.method, resolution=com.resolution, n_restarts=com.n_restarts,
@@ -275,8 +274,7 @@ def segment(
     created = out_dir is not None and not out_dir.exists()
     try:
         study = Study.open(out_dir / "study.zarr" if out_dir else None)
-        with warnings.catch_warnings(record=True) as caught, open_scheduler(cfg.compute):
-            warnings.simplefilter("always")
+        with RunWarnings() as caught, open_scheduler(cfg.compute):
             run(checked, study, progress=progress)
             seg = stages.collect(study)
         seg.provenance["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
@@ -287,6 +285,5 @@ def segment(
         if created:  # a new folder with a failed run in it is a partial output: remove it
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    for w in caught:  # the run's warnings reach the caller too, as raised
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    caught.replay()  # the run's warnings reach the caller too, as raised
     return seg

@@ -26,7 +26,6 @@ exactly these stages, so both paths give the same labels.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -257,8 +256,10 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
                      attrs: dict[str, Any]) -> None:
     """Partition ``layers`` with the community ``options`` and store the labels under ``key``;
     the number of communities is decided in the feature spaces of ``modalities``."""
-    features = {n: graph_features(study, n) for n in modalities} if options.get("decide") not in (None, "none") else None
-    part = partition_graph(layers, layer_weights=layer_weights, features=features, **options)
+    deciding = options.get("decide") not in (None, "none")
+    features = {n: graph_features(study, n) for n in modalities} if deciding else None
+    grid_shape = tuple(study.grid().grid.grid_shape) if deciding else None
+    part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape, **options)
     study.write_array(key, part.labels, fingerprint=fp, params=part.params, modularity=part.modularity,
                       n_communities=part.n_communities, decision=part.decision, **attrs)
 
@@ -406,9 +407,8 @@ def refine(study: Study, *, factor: int = 2, encoders: Mapping[str, Encoder] | N
     if target is None:
         return
     modalities = study.modalities()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a partial overlap was already reported for the grid
-        fine = shared_grid(modalities, chip_size=target.size, stride=target.stride)
+    # a partial overlap was already reported for the grid
+    fine = shared_grid(modalities, chip_size=target.size, stride=target.stride, warn=False)
     graph = study.stage_params["graphs"]
     partitions = _partitions_to_refine(study)
     params = {"fine": fine.grid.to_dict(), "k": graph["k"], "n_pcs": graph["n_pcs"], "seed": graph["seed"],
