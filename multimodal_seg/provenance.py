@@ -143,7 +143,10 @@ class RunWarnings:
 
     _lock = threading.Lock()
     _active: dict[int, "RunWarnings"] = {}
-    _saved: tuple[Any, list] | None = None
+    #: The process's warning state as the first run found it (restored by the last one), and
+    #: the showwarning that prints a warning then.
+    _guard: warnings.catch_warnings | None = None
+    _shown: Any = None
     _replaying: set[int] = set()
 
     def __init__(self) -> None:
@@ -154,7 +157,8 @@ class RunWarnings:
         cls = type(self)
         with cls._lock:
             if not cls._active:
-                cls._saved = (warnings.showwarning, list(warnings.filters))
+                cls._guard, cls._shown = warnings.catch_warnings(), warnings.showwarning
+                cls._guard.__enter__()  # saves filters and showwarning; the last run restores them
                 warnings.showwarning = cls._dispatch
                 warnings.simplefilter("always")
             cls._active[id(self)] = self
@@ -164,11 +168,9 @@ class RunWarnings:
         cls = type(self)
         with cls._lock:
             cls._active.pop(id(self), None)
-            if not cls._active and cls._saved is not None:
-                warnings.showwarning, filters = cls._saved
-                warnings.filters[:] = filters
-                warnings._filters_mutated()  # type: ignore[attr-defined]
-                cls._saved = None
+            if not cls._active and cls._guard is not None:
+                cls._guard.__exit__(None, None, None)
+                cls._guard = cls._shown = None
 
     @classmethod
     def _dispatch(cls, message: Any, category: type[Warning], filename: str, lineno: int,
@@ -177,7 +179,7 @@ class RunWarnings:
         thread = threading.get_ident()
         with cls._lock:
             runs = list(cls._active.values())
-            shown = cls._saved[0] if cls._saved is not None and thread in cls._replaying else None
+            shown = cls._shown if thread in cls._replaying else None
         if shown is not None:  # a finished run's warnings, raised again for its caller
             shown(message, category, filename, lineno, file, line)
             return

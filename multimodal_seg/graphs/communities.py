@@ -285,13 +285,13 @@ def partition_graph(
             quality = runner.quality(candidate)
             if quality > best:
                 labels, best = candidate, quality
+    summed = weighted_sum(layers, dict(zip(layers, weights))) if merge is not None or decide else None
     if merge is not None:
-        labels = merge_connected(weighted_sum(layers, dict(zip(layers, weights))), labels, merge)
+        labels = merge_connected(summed, labels, merge)
     decision = None
     if decide is not None:
         from .decide import dissolve_rims, merge_indistinct
 
-        summed = weighted_sum(layers, dict(zip(layers, weights)))
         result = merge_indistinct(features, labels, summed, alpha=alpha, seed=seed)
         labels, decision = result.labels, result.to_dict()
         if grid_shape is not None:

@@ -32,10 +32,10 @@ at level ``alpha``.  Communities too small to test (fewer than ``MIN_TEST_CHIPS`
 chips) join their most connected neighbour.
 
 The dip test's null hypothesis is the least favourable unimodal distribution (the
-uniform), so a plateau from a gradient is rejected at rate ``alpha`` only.  Known limit:
-mixed chips along a boundary form a bridge between two modes; a region only one or two
-chips wide can then look like a tail of its neighbour and be merged
-(docs/design.md, "How many communities").
+uniform), so a plateau from a gradient is rejected at rate ``alpha`` only.  A mixture of
+two regions is distinct from both, so chips straddling a boundary can stay a community of
+their own; on a chip grid :func:`dissolve_rims` then dissolves communities without an
+interior chip (docs/design.md, "How many communities").
 """
 
 from __future__ import annotations
