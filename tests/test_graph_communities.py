@@ -15,10 +15,14 @@ from sklearn.metrics import adjusted_rand_score
 
 from multimodal_seg.graphs.communities import (
     Partition,
+    medoid_labels,
     order_by_size,
     partition_graph,
+    seeded_igraph,
+    stop_boundary,
     to_igraph,
 )
+from multimodal_seg.bench.speed import planted_mixture
 from multimodal_seg.errors import InputError, ParameterError
 from multimodal_seg.graphs.knn import MIN_WEIGHT, knn_graph, reduce_features
 
@@ -326,7 +330,6 @@ def test_connectivity_separates_a_split_blob_from_distinct_blobs():
 
 
 def test_restarts_keep_the_best_modularity_of_their_runs():
-    from multimodal_seg.graphs.communities import seeded_igraph, to_igraph
 
     x, _ = _blobs([60, 60, 60, 60], dim=6, spread=0.6, seed=11)  # overlapping: runs differ
     graph = knn_graph(x, k=10)
@@ -377,3 +380,68 @@ def test_consensus_and_restarts_do_not_mix(planted):
     graph, _ = planted
     with pytest.raises(ParameterError, match="not both"):
         partition_graph(graph, consensus=10, n_restarts=3)
+
+
+@pytest.mark.parametrize("planned", [5, 10, 30, 60])
+def test_stop_boundary_stops_a_fair_coin_at_most_at_its_level(planned):
+    # Runs that agree with the medoid only half the time must (almost) never stop the
+    # consensus early: simulate the sign test's null hypothesis.
+    bound = stop_boundary(planned, level=0.01)
+    agree = np.random.default_rng(0).random((40_000, planned)) < 0.5
+    counts = np.cumsum(agree, axis=1)
+    stopped = (counts >= bound).any(axis=1).mean()
+    assert stopped <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / 40_000)
+    # ... whereas runs that all agree stop once 2^-m is below the level (never with 5 runs)
+    looks = np.arange(1, planned + 1)
+    all_agree = looks[looks >= bound]
+    assert (all_agree.size == 0) == (planned < 7)
+    assert all_agree.size == 0 or 0.5 ** all_agree[0] <= 0.01
+    assert (np.diff(bound) >= 0).all()
+
+
+def test_consensus_stops_when_runs_agree_and_goes_on_when_they_do_not():
+    drawn = []
+
+    def runs(partitions):
+        for labels in partitions:
+            drawn.append(1)
+            yield labels
+
+    a = np.repeat([0, 1, 2], 40)
+    labels, n = medoid_labels(runs([a] * 30), planned=30)
+    np.testing.assert_array_equal(labels, a)
+    assert n == len(drawn) == 9  # 2^-9 < 0.01 even after looking at every run
+    # Two answers found equally often: no majority to show, every planned run is made.
+    b = np.repeat([0, 1], 60)
+    drawn.clear()
+    _, n = medoid_labels(runs([a, b] * 15), planned=30)
+    assert n == len(drawn) == 30
+    # level=None makes every run
+    assert medoid_labels([a] * 12, level=None)[1] == 12
+
+
+def _every_run(graph: sp.csr_matrix, seed: int, n: int) -> list[np.ndarray]:
+    """The ``n`` Leiden runs a consensus from ``seed`` would make, all of them."""
+    g = to_igraph(graph)
+    runs = []
+    for run_seed in np.random.SeedSequence(seed).generate_state(n):
+        with seeded_igraph(int(run_seed)):
+            runs.append(order_by_size(np.asarray(g.community_leiden(
+                objective_function="modularity", weights="weight", n_iterations=-1).membership)))
+    return runs
+
+
+def test_consensus_stops_early_only_with_the_answer_of_all_its_runs(planted):
+    # A clear Gaussian mixture: the runs agree, 9 are enough.
+    x, truth = planted_mixture(600, dim=16, n_clusters=4, separation=2.0, seed=1)
+    clear = knn_graph(reduce_features(x, n_pcs=10), k=15)
+    early = partition_graph(clear, seed=0, consensus=30)
+    full, n = medoid_labels(_every_run(clear, 0, 30), level=None)
+    assert early.runs == 9 and n == 30
+    assert adjusted_rand_score(full, early.labels) >= 0.95 and adjusted_rand_score(truth, early.labels) > 0.95
+    # The planted fixture: 21 of 30 runs find the blobs, 9 split the largest one; that
+    # majority is not shown at level 0.01 before the last run, so all 30 are made.
+    graph, _ = planted
+    steady = partition_graph(graph, seed=0, consensus=30)
+    assert steady.runs == 30
+    np.testing.assert_array_equal(steady.labels, medoid_labels(_every_run(graph, 0, 30), level=None)[0])

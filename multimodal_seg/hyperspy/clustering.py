@@ -55,8 +55,8 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
     method
         ``"leiden"`` or ``"louvain"``.
     consensus
-        If > 1, the most representative of this many runs (steadier across seeds);
-        0 or 1: one run.
+        If > 1, the most representative of up to this many runs (steadier across
+        seeds; fewer once most agree); 0 or 1: one run.
     merge
         Optional, in (0, 1]: merge communities whose connectivity exceeds it.
     decide, alpha

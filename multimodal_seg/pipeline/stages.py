@@ -261,7 +261,7 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
     grid_shape = tuple(study.grid().grid.grid_shape) if deciding else None
     part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape, **options)
     study.write_array(key, part.labels, fingerprint=fp, params=part.params, modularity=part.modularity,
-                      n_communities=part.n_communities, decision=part.decision, **attrs)
+                      n_communities=part.n_communities, decision=part.decision, runs=part.runs, **attrs)
 
 
 def find_communities(
@@ -556,7 +556,7 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
         "n_chips": grid.grid.n_chips,
         "fusion": config.fusion.method if main == JOINT else None,
         "partitions": {n: {key: study.attrs_of(f"partitions/{n}").get(key)
-                           for key in ("n_communities", "modularity", "params", "decision")} for n in to_paint},
+                           for key in ("n_communities", "modularity", "params", "runs", "decision")} for n in to_paint},
         "refined": None if fine is None else {
             "fine_grid": fine.to_dict(),
             "boundary_chips": {n: study.attrs_of(f"refined/{n}")["boundary_chips"] for n in to_paint}},
