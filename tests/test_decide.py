@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import multimodal_seg as mms
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.communities import partition_graph
-from multimodal_seg.graphs.decide import MIN_TEST_CHIPS, merge_indistinct, unimodality_pvalue
+from multimodal_seg.graphs.decide import MIN_TEST_CHIPS, decide_communities, merge_indistinct, unimodality_pvalue
 from multimodal_seg.graphs.knn import knn_graph
 
 
@@ -165,3 +166,39 @@ def test_seams_of_mixed_chips_without_an_interior_are_dissolved():
     assert kept.max() == 2 and none == []
     with pytest.raises(ValueError, match="chip grid"):
         dissolve_rims(labels.ravel(), graph, (5, 5))
+
+
+def _grid_graph(rows: int, cols: int) -> sp.csr_matrix:
+    """4-neighbour adjacency of a chip grid, row-major, unit weights."""
+    index = np.arange(rows * cols).reshape(rows, cols)
+    pairs = np.concatenate([np.column_stack([index[:, :-1].ravel(), index[:, 1:].ravel()]),
+                            np.column_stack([index[:-1].ravel(), index[1:].ravel()])])
+    upper = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(rows * cols,) * 2)
+    return (upper + upper.T).tocsr()
+
+
+@pytest.mark.parametrize("gap", [0.0, 6.0])
+def test_halves_parted_by_a_seam_are_tested_again_once_it_is_dissolved(gap):
+    # One region under a ramp (gap 0), or two regions (gap 6 sd), cut at the middle by a
+    # seam two chips wide whose chips are a population of their own (mixed chips).  The
+    # halves share no edge while the seam lies between them, so only once the seam is
+    # dissolved can the dip test see that the ramp's halves are one population.
+    rows, cols = 16, 32
+    rng = np.random.default_rng(3)
+    column = np.tile(np.arange(cols), rows)
+    features = np.column_stack([column / cols * 3 + gap * (column >= cols // 2), rng.normal(scale=0.2, size=(rows * cols, 4))])
+    seam = np.isin(column, [cols // 2 - 1, cols // 2])
+    features[seam, 1] += 10.0
+    labels = np.where(seam, 2, (column >= cols // 2).astype(int))
+    graph = _grid_graph(rows, cols)
+    # a single pass would stop here: the seam dissolved, the halves apart
+    merged = merge_indistinct({"image": features}, labels, graph, seed=0)
+    assert merged.labels.max() == 2 and not merged.merges
+    decision = decide_communities({"image": features}, labels, graph, grid_shape=(rows, cols))
+    reasons = [m["reason"].split(" (")[0] for m in decision.merges]
+    if gap == 0:
+        assert decision.labels.max() == 0
+        assert reasons == ["no interior chip", "one population"]
+    else:
+        assert decision.labels.max() == 1 and reasons == ["no interior chip"]
+        assert adjusted_rand(decision.labels, (column >= cols // 2).astype(int)) == 1.0

@@ -300,14 +300,10 @@ def partition_graph(
         labels = merge_connected(summed, labels, merge)
     decision = None
     if decide is not None:
-        from .decide import dissolve_rims, merge_indistinct
+        from .decide import decide_communities
 
-        result = merge_indistinct(features, labels, summed, alpha=alpha, seed=seed)
+        result = decide_communities(features, labels, summed, alpha=alpha, seed=seed, grid_shape=grid_shape)
         labels, decision = result.labels, result.to_dict()
-        if grid_shape is not None:
-            labels, rims = dissolve_rims(labels, summed, grid_shape)
-            decision["merges"] += rims
-            decision["n_after"] = int(labels.max()) + 1
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
                      runs=runs)
 
