@@ -168,6 +168,27 @@ def test_seams_of_mixed_chips_without_an_interior_are_dissolved():
         dissolve_rims(labels.ravel(), graph, (5, 5))
 
 
+def test_frames_of_one_grid_have_interiors_of_their_own():
+    # A series: two frames of a 6 x 6 grid, stacked.  Community 2 is a seam one chip wide in
+    # frame 0 and a thick region in frame 1 (a growing phase): it has an interior, so it stays.
+    # Frames are not neighbours: a chip is not interior because the frame before agrees.
+    from multimodal_seg.graphs.decide import dissolve_rims, interior_chips
+
+    frames = np.zeros((2, 6, 6), int)
+    frames[:, :, 3:] = 1
+    frames[0, :, 3] = 2
+    frames[1, :, 2:5] = 2
+    inside = interior_chips(frames)
+    assert not inside[0][frames[0] == 2].any() and inside[1][frames[1] == 2].any()
+    np.testing.assert_array_equal(inside[0], interior_chips(frames[0]))
+    graph = _grid_graph(12, 6)  # frames one above the other (the graph only says where dissolved chips go)
+    kept, records = dissolve_rims(frames.ravel(), graph, (2, 6, 6))
+    assert records == [] and kept.max() == 2
+    # Only the seam frame: community 2 is dissolved.
+    dissolved, records = dissolve_rims(frames[0].ravel(), _grid_graph(6, 6), (6, 6))
+    assert len(records) == 1 and dissolved.max() == 1
+
+
 def _grid_graph(rows: int, cols: int) -> sp.csr_matrix:
     """4-neighbour adjacency of a chip grid, row-major, unit weights."""
     index = np.arange(rows * cols).reshape(rows, cols)

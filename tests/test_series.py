@@ -243,6 +243,10 @@ def test_series_files(batch, damage512):
     assert summary["n_frames"] == 4 and len(summary["frames"]) == 4
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["seed"] == 0 and provenance["versions"]["numpy"] and provenance["mode"] == "batch"
+    # the decision on the number of communities is recorded, with seams judged frame by frame
+    decision = provenance["partition"]["decision"]
+    assert decision["method"] == "dip-test" and decision["n_after"] == provenance["partition"]["n_communities"]
+    assert 1 <= provenance["partition"]["runs"] <= provenance["config"]["communities"]["consensus"]
     assert (out / "descriptors.png").stat().st_size > 10_000
 
 

@@ -212,7 +212,7 @@ def partition_graph(
     decide: str | None = None,
     alpha: float = 0.01,
     features: Mapping[str, np.ndarray] | None = None,
-    grid_shape: tuple[int, int] | None = None,
+    grid_shape: tuple[int, ...] | None = None,
 ) -> Partition:
     """Split a weighted graph, or several graphs on the same vertices, into communities by modularity.
 
@@ -252,7 +252,8 @@ def partition_graph(
         ``features`` (``{modality: (n, d)}``, the graph's standardised PCA space)
         (:func:`multimodal_seg.graphs.decide.merge_indistinct`).  The pipeline's default.
     grid_shape
-        ``(rows, cols)`` of the chip grid the vertices lie on, row-major.  With
+        ``(rows, cols)`` of the chip grid the vertices lie on, row-major (``(frames, rows,
+        cols)`` for the frames of a series on one grid).  With
         ``decide="dip"``, communities without an interior chip (seams of mixed chips along
         boundaries) are then dissolved into the communities their chips are most connected
         to (:func:`multimodal_seg.graphs.decide.dissolve_rims`).

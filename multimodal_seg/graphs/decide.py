@@ -184,7 +184,7 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
 
 
 def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
-                       alpha: float = 0.01, seed: int = 0, grid_shape: tuple[int, int] | None = None) -> Decision:
+                       alpha: float = 0.01, seed: int = 0, grid_shape: tuple[int, ...] | None = None) -> Decision:
     """The number of communities decided from the data: both rules, until neither changes anything.
 
     :func:`merge_indistinct` merges neighbouring communities that are one population; on a
@@ -218,18 +218,22 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
 
 
 def interior_chips(labels: np.ndarray) -> np.ndarray:
-    """``grid_shape`` bool: chips whose grid neighbours (up, down, left, right, those that
-    exist) all carry their own label."""
+    """Bool of ``labels``' shape: chips whose grid neighbours (up, down, left, right, those
+    that exist) all carry their own label.
+
+    ``labels`` is ``(rows, cols)``, or ``(frames, rows, cols)`` for frames of one chip grid:
+    neighbours are then taken within each frame.
+    """
     labels = np.asarray(labels)
     inside = np.ones(labels.shape, dtype=bool)
-    inside[1:] &= labels[1:] == labels[:-1]
-    inside[:-1] &= labels[:-1] == labels[1:]
-    inside[:, 1:] &= labels[:, 1:] == labels[:, :-1]
-    inside[:, :-1] &= labels[:, :-1] == labels[:, 1:]
+    inside[..., 1:, :] &= labels[..., 1:, :] == labels[..., :-1, :]
+    inside[..., :-1, :] &= labels[..., :-1, :] == labels[..., 1:, :]
+    inside[..., :, 1:] &= labels[..., :, 1:] == labels[..., :, :-1]
+    inside[..., :, :-1] &= labels[..., :, :-1] == labels[..., :, 1:]
     return inside
 
 
-def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[int, int]) -> tuple[np.ndarray, list[dict]]:
+def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[int, ...]) -> tuple[np.ndarray, list[dict]]:
     """Dissolve communities that have no interior chip: mixed chips along boundaries.
 
     A chip that straddles two regions embeds as neither, and such chips can form a
@@ -247,7 +251,9 @@ def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[in
     graph
         ``(n_chips, n_chips)`` the graph the labels were found on.
     grid_shape
-        ``(rows, cols)`` of the chip grid, ``rows * cols == n_chips``.
+        ``(rows, cols)`` of the chip grid, ``rows * cols == n_chips``; or ``(frames, rows,
+        cols)`` for the chips of several frames of one grid, frame after frame (a series):
+        a community needs an interior chip in some frame.
 
     Returns
     -------

@@ -212,7 +212,8 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
     features = knn.FeatureReducer(n_pcs=cfg.graph.n_pcs, seed=cfg.seed,
                                   standardise=embedder.encoder.standardise).fit_transform(np.vstack(embeddings))
     graph = knn.knn_graph(features, k=cfg.graph.k, seed=cfg.seed)
-    partition = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed, features={"frames": features})
+    partition = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed, features={"frames": features},
+                                grid_shape=(len(frames), *embedder.grid.grid_shape))
     labels = partition.labels.astype(np.int64)
     sure = confidence(graph, labels, np.arange(labels.size))
     axis = SeriesAxis.of(frames[0])
@@ -230,7 +231,8 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
         "encoder": embedder.encoder.fingerprint(), "encoder_choice": embedder.choice,
         "grid": embedder.grid.to_dict(), "n_chips": int(labels.size), "intensity": list(embedder.intensity),
         "partition": {"params": partition.params, "modularity": partition.modularity,
-                      "n_communities": partition.n_communities},
+                      "n_communities": partition.n_communities, "runs": partition.runs,
+                      "decision": partition.decision},
         "seconds": time.perf_counter() - started})
     result = SeriesResult(config=cfg, axis=axis, reports=reports, frames=frames, grid=embedder.grid,
                           axes=embedder.axes, intensity=embedder.intensity, modularity=partition.modularity,

@@ -254,7 +254,8 @@ class LiveSeries:
             features = self._reducer.fit_transform(embeddings)
             graph = knn.knn_graph(features, k=cfg.graph.k, seed=cfg.seed)
             labels = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed,
-                                     features={"frame": features}).labels.astype(np.int64)
+                                     features={"frame": features},
+                                     grid_shape=self._embedder.grid.grid_shape).labels.astype(np.int64)
             edges = sp.triu(graph, k=1).tocoo()
             edges = (edges.row, edges.col, edges.data)
         else:
