@@ -106,6 +106,10 @@ class FusionConfig(_Section):
     # on balanced concatenated features sees a difference in either (docs/design.md).
     method: Literal["concat", "multiplex"] = "concat"
     layer_weights: dict[str, float] = Field(default_factory=dict)
+    #: Leave out of the joint partition a modality whose own partition is one community (it
+    #: found no structure: with the default decision, its chips are one population), unless
+    #: every modality is; it would add only noise (blind EELS family, docs/design.md).
+    skip_structureless: bool = True
 
 
 class ComputeConfig(_Section):

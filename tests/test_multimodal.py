@@ -201,3 +201,24 @@ def test_modality_of_the_wrong_kind_or_shape(specimen):
     flat = ModalityData("eels", "spectrum", eels.data[0], eels.axes[1:], "<flat>")
     with pytest.raises(InputError, match="has 2 dimensions"):
         mms.segment({"haadf": image, "eels": flat}, config=CONFIG, progress=False)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "multiplex"])
+def test_a_modality_that_finds_no_structure_is_left_out_of_the_joint_partition(fusion):
+    # Blind EELS: every region has the same composition, so the EELS chips are one
+    # population (one community); the HAADF image sees three regions.  The joint partition
+    # is then the image's, not the image's blurred by a noise modality.
+    from multimodal_seg.synthetic.families import draw
+
+    specimen = draw("blind_eels", 10)
+    seg = mms.segment(specimen.modalities, fusion=fusion, progress=False, consensus=5)
+    joint = seg.provenance["partitions"]["joint"]
+    assert seg.provenance["partitions"]["eels"]["n_communities"] == 1
+    assert joint["left_out"] == ["eels"]
+    assert adjusted_rand(seg.scan_labels["joint"], seg.scan_labels["haadf"]) == pytest.approx(1.0)
+    assert seg.provenance["partitions"]["haadf"]["n_communities"] == joint["n_communities"] > 1
+    # skip_structureless=False keeps it (the option acts)
+    kept = mms.segment(specimen.modalities, fusion=fusion, progress=False, consensus=5,
+                       config={"fusion": {"method": fusion, "skip_structureless": False}})
+    assert kept.provenance["partitions"]["joint"]["left_out"] == []
+    assert adjusted_rand(kept.scan_labels["joint"], kept.scan_labels["haadf"]) < 1.0

@@ -127,7 +127,8 @@ def run(plan: Plan, study: Study, *, progress: bool = True) -> None:
     stages.find_communities(study, method=com.method, resolution=com.resolution, n_iterations=com.n_iterations,
                             n_restarts=com.n_restarts, consensus=com.consensus, merge=com.merge,
                             decide=com.decide, alpha=com.alpha, seed=cfg.seed)
-    stages.fuse(study, method=cfg.fusion.method, layer_weights=cfg.fusion.layer_weights)
+    stages.fuse(study, method=cfg.fusion.method, layer_weights=cfg.fusion.layer_weights,
+                skip_structureless=cfg.fusion.skip_structureless)
     stages.refine(study, factor=cfg.chips.refine, encoders={n: e for n, (e, _) in plan.encoders.items()},
                   progress=progress)
 

@@ -292,7 +292,8 @@ def find_communities(
     study.record_stage("communities", options)
 
 
-def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, float] | None = None) -> None:
+def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, float] | None = None,
+         skip_structureless: bool = True) -> None:
     """One partition from every modality: ``partitions/joint`` (and ``graphs/joint`` for concat).
 
     With one modality there is nothing to fuse: its own partition is the result.
@@ -305,12 +306,17 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
         (:mod:`multimodal_seg.graphs.fusion`).
     layer_weights
         ``{modality: weight}`` (default 1 each).
+    skip_structureless
+        Leave out (weight 0) every modality whose own partition (``partitions/<name>``) is a
+        single community, unless all are: it found no structure and would only add noise.
+        The modalities left out are stored with the joint partition (``left_out``).
 
     The joint partition uses the options :func:`find_communities` ran with
     (consensus, merge, resolution ...), and ``concat`` the graph options of
     :func:`build_graphs`: every partition of a run is found the same way.
     """
-    fusion = validated(FusionConfig, "fuse", method=method, layer_weights=dict(layer_weights or {}))
+    fusion = validated(FusionConfig, "fuse", method=method, layer_weights=dict(layer_weights or {}),
+                       skip_structureless=skip_structureless)
     names = study.modality_names()
     weights = dict(zip(names, check_layer_weights(names, fusion.layer_weights)))
     study.record_stage("fusion", fusion.model_dump())
@@ -321,29 +327,38 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
         raise ParameterError("fusion uses the options of the graph and community stages, which have not run",
                              fix="run stages.build_graphs and stages.find_communities first",
                              where=str(study.path or "study"))
+    own = {n: _needs(study, f"partitions/{n}", "find_communities") for n in names}
+    left_out = []
+    if fusion.skip_structureless:
+        structured = [n for n in names if weights[n] > 0 and study.attrs_of(f"partitions/{n}")["n_communities"] > 1]
+        left_out = [n for n in names if weights[n] > 0 and n not in structured] if structured else []
+        weights = {n: 0.0 if n in left_out else w for n, w in weights.items()}
+    used = [n for n in names if weights[n] > 0]  # a modality of weight 0 takes no part
     options = dict(stage_params["communities"])
     check_options(**{k: options[k] for k in _CHECKED}, n_layers=len(names) if fusion.method == "multiplex" else 1)
     if fusion.method == "concat":
         graph = stage_params["graphs"]
         params = {"k": graph["k"], "n_pcs": graph["n_pcs"], "metric": "cosine", "seed": graph["seed"],
-                  "modalities": names, "layer_weights": weights, "fusion": "concat"}
-        fp_graph = fingerprint("joint-graph", params, [_needs(study, f"embeddings/{n}", "embed") for n in names])
+                  "modalities": used, "layer_weights": weights, "fusion": "concat"}
+        fp_graph = fingerprint("joint-graph", params, [_needs(study, f"embeddings/{n}", "embed") for n in used])
         if not study.is_current("graphs/joint", fp_graph):
             features = concatenated_features(
-                {n: study.read_array(f"embeddings/{n}") for n in names}, n_pcs=graph["n_pcs"],
-                layer_weights=weights, seed=graph["seed"],
-                standardise={n: study.attrs_of(f"embeddings/{n}").get("standardise", True) for n in names})
+                {n: study.read_array(f"embeddings/{n}") for n in used}, n_pcs=graph["n_pcs"],
+                layer_weights={n: weights[n] for n in used}, seed=graph["seed"],
+                standardise={n: study.attrs_of(f"embeddings/{n}").get("standardise", True) for n in used})
             study.write_sparse("graphs/joint", knn.knn_graph(features, k=graph["k"], seed=graph["seed"]),
                                fingerprint=fp_graph, params=params)
         layers, upstream, layer_weights_used = {JOINT: study.read_sparse("graphs/joint")}, [fp_graph], None
     else:
-        upstream = [_needs(study, f"graphs/{n}", "build_graphs") for n in names]
-        layers = {n: study.read_sparse(f"graphs/{n}") for n in names}
-        layer_weights_used = weights
-    fp = fingerprint("joint-partition", options, fusion.method, weights, upstream)
+        upstream = [_needs(study, f"graphs/{n}", "build_graphs") for n in used]
+        layers = {n: study.read_sparse(f"graphs/{n}") for n in used}
+        layer_weights_used = {n: weights[n] for n in used}
+    fp = fingerprint("joint-partition", options, fusion.method, weights, upstream,
+                     [own[n] for n in names] if fusion.skip_structureless else None)
     if not study.is_current(f"partitions/{JOINT}", fp):
-        _write_partition(study, f"partitions/{JOINT}", layers, options, fp, modalities=names,
-                         layer_weights=layer_weights_used, attrs={"fusion": fusion.method, "layer_weights": weights})
+        _write_partition(study, f"partitions/{JOINT}", layers, options, fp, modalities=used,
+                         layer_weights=layer_weights_used,
+                         attrs={"fusion": fusion.method, "layer_weights": weights, "left_out": left_out})
 
 
 def _partitions_to_refine(study: Study) -> dict[str, dict[str, float]]:
@@ -556,7 +571,8 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
         "n_chips": grid.grid.n_chips,
         "fusion": config.fusion.method if main == JOINT else None,
         "partitions": {n: {key: study.attrs_of(f"partitions/{n}").get(key)
-                           for key in ("n_communities", "modularity", "params", "runs", "decision")} for n in to_paint},
+                           for key in ("n_communities", "modularity", "params", "runs", "decision", "left_out")}
+                       for n in to_paint},
         "refined": None if fine is None else {
             "fine_grid": fine.to_dict(),
             "boundary_chips": {n: study.attrs_of(f"refined/{n}")["boundary_chips"] for n in to_paint}},
