@@ -330,21 +330,26 @@ def stop_boundary(planned: int, level: float = STOP_LEVEL) -> np.ndarray:
 
     def boundary(per_look: float) -> np.ndarray:
         # the smallest s with P(Binomial(m, 1/2) >= s) <= per_look, for each m
-        return np.array([int(binom.isf(per_look, m, 0.5)) + 1 for m in looks])
+        return binom.isf(per_look, looks, 0.5).astype(int) + 1
 
     def crossing(bound: np.ndarray) -> float:
         dist, crossed = np.zeros(planned + 2), 0.0
         dist[0] = 1.0
-        for m, b in zip(looks, bound):
+        for b in bound:
             dist = 0.5 * dist + 0.5 * np.r_[0.0, dist[:-1]]  # one more run: agrees or not
             crossed += dist[b:].sum()
             dist[b:] = 0.0
         return crossed
 
-    # per-look levels worth trying: every tail probability of the looks, largest first; at
-    # 0 no stop is possible (too few planned runs for the level)
-    levels = sorted({0.0} | {float(binom.sf(s - 1, m, 0.5)) for m in looks for s in range(m + 1)}, reverse=True)
-    return next(boundary(c) for c in levels if c <= level and crossing(boundary(c)) <= level)
+    # The crossing probability grows with the per-look level: bisect for the largest level
+    # that keeps it within `level` (0 allows no stop: too few planned runs for the level).
+    low, high = 0.0, level
+    if crossing(boundary(high)) <= level:
+        return boundary(high)
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if crossing(boundary(mid)) <= level else (low, mid)
+    return boundary(low)
 
 
 def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,

@@ -327,9 +327,9 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
         raise ParameterError("fusion uses the options of the graph and community stages, which have not run",
                              fix="run stages.build_graphs and stages.find_communities first",
                              where=str(study.path or "study"))
-    own = {n: _needs(study, f"partitions/{n}", "find_communities") for n in names}
-    left_out = []
+    left_out, own = [], []  # own: the modality partitions the choice was made from
     if fusion.skip_structureless:
+        own = [_needs(study, f"partitions/{n}", "find_communities") for n in names]
         structured = [n for n in names if weights[n] > 0 and study.attrs_of(f"partitions/{n}")["n_communities"] > 1]
         left_out = [n for n in names if weights[n] > 0 and n not in structured] if structured else []
         weights = {n: 0.0 if n in left_out else w for n, w in weights.items()}
@@ -353,8 +353,7 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
         upstream = [_needs(study, f"graphs/{n}", "build_graphs") for n in used]
         layers = {n: study.read_sparse(f"graphs/{n}") for n in used}
         layer_weights_used = {n: weights[n] for n in used}
-    fp = fingerprint("joint-partition", options, fusion.method, weights, upstream,
-                     [own[n] for n in names] if fusion.skip_structureless else None)
+    fp = fingerprint("joint-partition", options, fusion.method, weights, upstream, own)
     if not study.is_current(f"partitions/{JOINT}", fp):
         _write_partition(study, f"partitions/{JOINT}", layers, options, fp, modalities=used,
                          layer_weights=layer_weights_used,
