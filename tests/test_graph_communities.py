@@ -302,6 +302,21 @@ def test_to_igraph_keeps_edges_and_weights(planted):
     np.testing.assert_allclose(rebuilt, graph.toarray())
 
 
+def test_edges_handed_to_igraph_in_chunks_make_the_same_graph(planted, monkeypatch):
+    from multimodal_seg.graphs import communities
+
+    graph, _ = planted
+    whole, weights = communities.igraph_edges(graph)
+    monkeypatch.setattr(communities, "EDGE_CHUNK", 97)  # many chunks, the last one partial
+    chunked, chunked_weights = communities.igraph_edges(graph)
+    assert chunked.get_edgelist() == whole.get_edgelist() and chunked.ecount() > 5 * 97
+    np.testing.assert_array_equal(chunked_weights, weights)
+    # weights passed as a vector give the same modularity as the edge attribute
+    labels = partition_graph(graph, seed=0).labels.tolist()
+    assert chunked.modularity(labels, weights=chunked_weights) == pytest.approx(
+        to_igraph(graph).modularity(labels, weights="weight"), abs=1e-12)
+
+
 def test_partition_rejects_bad_parameters(planted):
     graph, _ = planted
     with pytest.raises(ParameterError) as info:
