@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ParameterError
-from .labels import order_by_size
+from .labels import community_weights, order_by_size
 
 Method = Literal["leiden", "louvain"]
 METHODS = ("leiden", "louvain")
@@ -458,10 +458,7 @@ def connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
     -------
     ``(n_communities, n_communities)`` with a zero diagonal.
     """
-    labels = np.asarray(labels).ravel()
-    n = int(labels.max()) + 1
-    member = sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(n, labels.size))
-    between = (member @ graph @ member.T).toarray()
+    between = community_weights(graph, labels)
     volume = between.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.nan_to_num(between * volume.sum() / np.outer(volume, volume))

@@ -48,7 +48,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from .labels import order_by_size
+from .labels import community_weights, order_by_size
 
 #: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
 MIN_TEST_CHIPS = 6
@@ -117,9 +117,7 @@ def _discriminant(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _between(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
     """Total edge weight between every pair of communities, zero diagonal."""
-    n = int(labels.max()) + 1
-    member = sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(n, labels.size))
-    weights = (member @ graph @ member.T).toarray()
+    weights = community_weights(graph, labels)
     np.fill_diagonal(weights, 0.0)
     return weights
 
@@ -240,9 +238,10 @@ def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[in
     community of their own that the dip test keeps apart (a mixture is distinct from both
     sides).  A community in which *every* chip touches another community on the chip grid
     is nowhere three grid steps thick (1.5 chips at the default stride of half a chip): it
-    cannot be told from a seam of mixed chips at this chip size.  Each of its chips joins the community (with an interior) it is most strongly
-    connected to in ``graph``; chips with no edge to one take, in turn, the label their
-    neighbours in the graph now carry most (the largest community if none ever does).
+    cannot be told from a seam of mixed chips at this chip size.  Each of its chips joins
+    the community (with an interior) it is most strongly connected to in ``graph``; chips
+    with no edge to one take, in turn, the label their neighbours in the graph now carry
+    most (the largest community if none ever does).
 
     Parameters
     ----------
