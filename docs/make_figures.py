@@ -20,7 +20,7 @@ community_graph(seg.graph, seg.chip_labels.ravel()).savefig(here / "demo_graph.p
 print({k: round(v, 3) for k, v in scores.items()})
 print(seg.communities)
 
-# Boundary refinement: the same partition painted from the chip grid and from the refined grid.
+# Boundary refinement: the same partition painted from the chip grid (refine=1) and from refined grids.
 import multimodal_seg as mms  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from multimodal_seg.metrics import adjusted_rand  # noqa: E402
@@ -28,11 +28,11 @@ from multimodal_seg.plot import label_rgba  # noqa: E402
 
 small = haadf_phantom((256, 256), seed=3)
 panels = {"truth": small.truth}
-for refine in (1, 4):
+for refine in (1, "auto", 4):
     result = mms.segment(small.image, refine=refine, progress=False)
     panels[f"refine={refine}: ARI {adjusted_rand(result.pixel_labels, small.truth):.3f}"] = result.pixel_labels
-fig = Figure(figsize=(10.5, 3.8), layout="constrained")
-for ax, (title, labels) in zip(fig.subplots(1, 3), panels.items()):
+fig = Figure(figsize=(14, 3.8), layout="constrained")
+for ax, (title, labels) in zip(fig.subplots(1, len(panels)), panels.items()):
     ax.imshow(small.image, cmap="gray")
     ax.imshow(label_rgba(labels, 0.45), interpolation="nearest")
     ax.set_title(title)

@@ -71,8 +71,9 @@ def segment(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; options below override it."),
     chip_size: Optional[str] = typer.Option(None, help="Chip edge: pixels (32) or length ('2 nm') [default: auto]."),
     stride: Optional[str] = typer.Option(None, help="Chip step: pixels or length [default: half the chip]."),
-    refine: Optional[int] = typer.Option(
-        None, help="Place boundaries every stride/N pixels by embedding the chips on them again; 1 = off [default: 1]."),
+    refine: Optional[str] = typer.Option(
+        None, help="Place boundaries every stride/N pixels by embedding the chips on them again: auto (2 where "
+                   "the stride allows), 1 = off, 2, 4 ... [default: auto]."),
     encoder: Optional[str] = typer.Option(None, help="auto | fourier | resnet50 | image-cnn | a plugin's name [default: auto]."),
     weights: Optional[str] = typer.Option(
         None, help="micronet | micronet-v1.0 | imagenet-micronet | imagenet | random | FILE; a checkpoint "
@@ -105,7 +106,7 @@ def segment(
     to_int = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
     try:
         seg = run_segment(
-            source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride), refine=refine,
+            source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride), refine=to_int(refine),
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
             resolution=resolution, method=method, merge=merge, consensus=consensus, decide=decide, alpha=alpha, seed=seed,
             device=device, signal=to_int(signal), progress=not quiet,
@@ -157,20 +158,22 @@ def demo(
     image_only: bool = typer.Option(False, "--image-only",
                                     help="Segment the HAADF image phantom alone instead."),
     size: int = typer.Option(512, help="Image phantom edge length in pixels (with --image-only)."),
-    refine: Optional[int] = typer.Option(
-        None, help="Boundary refinement, as for segment: try 4 with --image-only, 2 otherwise [default: 1]."),
+    refine: Optional[str] = typer.Option(
+        None, help="Boundary refinement, as for segment: auto (2 where the stride allows), 1 = off, 4 ... "
+                   "[default: auto]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
 ) -> None:
     """Segment a built-in phantom specimen (two grains of one phase at different orientations, a
     second phase, an amorphous front) seen by HAADF, EELS and 4D-STEM, and score it."""
     from .demo import run_demo, run_multimodal_demo
 
+    refine_factor = int(refine) if refine is not None and refine.strip().isdigit() else refine
     try:
         if image_only:
-            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet, refine=refine)
+            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet, refine=refine_factor)
         else:
             seg, all_scores = run_multimodal_demo(out, scan=scan, seed=seed, progress=not quiet,
-                                                  refine=refine)
+                                                  refine=refine_factor)
             for name, sc in all_scores.items():
                 console.print(f"{name:>12}: adjusted Rand index {sc['ari']:.3f} with the truth "
                               f"({sc['n_pred']} communities)")

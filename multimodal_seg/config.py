@@ -3,7 +3,7 @@
 Unknown keys and bad values are errors that name them (pydantic, ``extra="forbid"``).
 A YAML file mirrors the sections::
 
-    chips:       {size: 32, stride: 16, refine: 1}
+    chips:       {size: 32, stride: 16, refine: auto}
     encoder:     {name: auto, weights: null, allow_download: false}
     graph:       {k: 15, n_pcs: 30}
     communities: {method: leiden, resolution: 1.0}
@@ -35,15 +35,17 @@ class ChipConfig(_Section):
     ``size="auto"`` picks about 16 chips across the shorter image side, at least
     32 px; ``stride=None`` uses half the chip size (50 % overlap), which halves
     the boundary error of the painted regions at four times the chips.
-    ``refine=4`` places boundaries to a quarter stride by embedding only the chips
-    that lie on them again (see :mod:`multimodal_seg.chips.refine`).
+    ``refine="auto"`` (default) places boundaries to half a stride by embedding only
+    the chips that lie on them again, where the stride allows; ``refine=4`` to a
+    quarter stride, ``refine=1`` turns it off (see :mod:`multimodal_seg.chips.refine`).
     """
 
     size: int | str = "auto"
     stride: int | str | None = None
     #: Boundary refinement (multimodal_seg.chips.refine): boundaries are placed on a grid of
-    #: step ``stride // refine``; 1 = off.  Costs the chips on boundaries, embedded again.
-    refine: int = Field(1, ge=1, le=64)
+    #: step ``stride // refine``; 1 = off; "auto" = 2 where the stride is at least 2 px, else
+    #: off.  Costs the chips on boundaries, embedded again.
+    refine: int | Literal["auto"] = "auto"
 
     @field_validator("size", "stride")
     @classmethod
@@ -51,6 +53,13 @@ class ChipConfig(_Section):
         if isinstance(value, int) and value <= 0:
             raise ValueError("must be a positive number of pixels")
         return value
+
+    @field_validator("refine", mode="before")
+    @classmethod
+    def _refine_factor(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
+            return value
+        raise ValueError("must be 'auto' or a whole number from 1 (off) to 64")
 
 
 class EncoderConfig(_Section):

@@ -43,7 +43,9 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     # The truth seen at chip level bounds what chips painted back can score; it is no peer.
     ceiling = phantom[CHIP_CEILING]["pixel"]["ari"]["mean"]
     assert ceiling > 0.9 and phantom[CHIP_CEILING]["chip"]["ari"]["mean"] > 0.95
-    assert phantom["mmseg-default"]["pixel"]["ari"]["mean"] <= ceiling + 0.01
+    # A partition of the chips scores at most the ceiling at chip level; painted back, the
+    # default's boundary refinement (half a stride) may pass the chip-grid painting.
+    assert phantom["mmseg-default"]["chip"]["ari"]["mean"] <= phantom[CHIP_CEILING]["chip"]["ari"]["mean"]
     # The project's default finds the phantom's regions; a fair peer is far from chance.
     assert phantom["mmseg-default"]["pixel"]["ari"]["mean"] > 0.8
     assert phantom["slic-kmeans"]["pixel"]["ari"]["mean"] > 0.2

@@ -116,8 +116,8 @@ def test_refinement_refines_every_partition_with_a_fitted_encoder(specimen, tmp_
     # embedded in the same basis as the partitioned ones, also when a resumed run skips
     # the embedding stage (and so never fitted this run's encoder).
     _, truth, image, eels = specimen
-    coarse = mms.segment({"haadf": image, "eels": eels}, progress=False)
-    fine = mms.segment({"haadf": image, "eels": eels}, refine=2, progress=False)
+    coarse = mms.segment({"haadf": image, "eels": eels}, refine=1, progress=False)
+    fine = mms.segment({"haadf": image, "eels": eels}, progress=False)  # refine="auto": 2
     np.testing.assert_array_equal(fine.chip_labels, coarse.chip_labels)
     assert list(fine.scan_labels) == ["joint", "haadf", "eels"]
     for name, labels in fine.scan_labels.items():
@@ -130,7 +130,7 @@ def test_refinement_refines_every_partition_with_a_fitted_encoder(specimen, tmp_
     assert min(gains.values()) > 0, gains
     assert set(fine.provenance["refined"]["boundary_chips"]) == {"joint", "haadf", "eels"}
     assert coarse.provenance["refined"] is None
-    mms.segment({"haadf": image, "eels": eels}, progress=False, out=tmp_path / "run")
+    mms.segment({"haadf": image, "eels": eels}, refine=1, progress=False, out=tmp_path / "run")
     resumed = mms.segment({"haadf": image, "eels": eels}, refine=2, progress=False, out=tmp_path / "run")
     for name, labels in fine.scan_labels.items():
         np.testing.assert_array_equal(resumed.scan_labels[name], labels)

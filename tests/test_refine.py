@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -11,7 +13,7 @@ from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.knn import FeatureReducer, reduce_features
 from multimodal_seg.metrics import adjusted_rand
-from multimodal_seg.chips.refine import boundary_chips, fine_grid, neighbour_votes, refined_chip_labels
+from multimodal_seg.chips.refine import boundary_chips, fine_grid, neighbour_votes, refine_factor, refined_chip_labels
 from multimodal_seg.pipeline.study import Study
 
 
@@ -39,6 +41,17 @@ def test_fine_grid_keeps_the_chip_size_and_divides_the_stride():
         fine_grid(grid, 0)
     with pytest.warns(UserWarning, match="no effect"):
         assert fine_grid(ChipGrid((100, 80), 16, 1), 4) is None
+
+
+def test_auto_refines_to_half_a_stride_where_the_stride_allows():
+    assert refine_factor(ChipGrid((100, 80), 16, 8), "auto") == 2
+    assert refine_factor(ChipGrid((100, 80), 4, 2), "auto") == 2
+    assert refine_factor(ChipGrid((100, 80), 16, 8), 4) == 4
+    # chips already start every pixel: auto means off, without the warning an explicit factor gets
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert refine_factor(ChipGrid((40, 40), 1, 1), "auto") == 1
+        assert fine_grid(ChipGrid((40, 40), 1, 1), refine_factor(ChipGrid((40, 40), 1, 1), "auto")) is None
 
 
 def test_votes_follow_the_nearest_chips_and_unlabelled_chips_do_not_vote():
@@ -81,14 +94,19 @@ def test_feature_reducer_projects_new_chips_into_the_graph_space():
 
 
 def test_refinement_sharpens_the_phantom_and_changes_only_boundaries(small_phantom):
-    coarse = _seg(small_phantom)
+    coarse = _seg(small_phantom, refine=1)
+    default = _seg(small_phantom)  # refine="auto": half the stride
     fine = _seg(small_phantom, refine=4)
     # Same partition of the chips: refinement moves boundaries, never communities.
     np.testing.assert_array_equal(fine.chip_labels, coarse.chip_labels)
+    np.testing.assert_array_equal(default.chip_labels, coarse.chip_labels)
     assert fine.n_communities == coarse.n_communities
     ari_coarse = adjusted_rand(coarse.pixel_labels, small_phantom.truth)
+    ari_default = adjusted_rand(default.pixel_labels, small_phantom.truth)
     ari_fine = adjusted_rand(fine.pixel_labels, small_phantom.truth)
-    assert ari_fine > ari_coarse + 0.03  # measured 0.862 -> 0.939
+    assert ari_default > ari_coarse + 0.03  # measured 0.862 -> 0.919 (auto) -> 0.930 (4)
+    assert ari_fine > ari_coarse + 0.03
+    assert default.provenance["refined"]["fine_grid"]["stride"] == coarse.grid.stride // 2
     # Pixels that changed lie within one chip of a coarse boundary (a boundary chip can
     # only pass on labels found under its window).
     changed = fine.pixel_labels != coarse.pixel_labels
@@ -125,3 +143,12 @@ def test_refine_must_be_a_positive_whole_number(small_phantom):
         _seg(small_phantom, refine=0)
     with pytest.raises(ParameterError, match="refine"):
         _seg(small_phantom, refine=1.5)
+
+
+def test_refinement_of_a_partition_without_boundaries_embeds_nothing():
+    # Shot noise on a flat field: one population, so one community and no boundary chip.
+    image = np.random.default_rng(3).poisson(200.0, (192, 192)).astype(np.float32)
+    seg = mms.segment(image, refine=2, progress=False)
+    assert seg.n_communities == 1
+    assert seg.provenance["refined"]["boundary_chips"] == {"image": 0}
+    assert (seg.pixel_labels == 0).all()

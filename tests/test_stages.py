@@ -22,7 +22,7 @@ def specimen():
     return multimodal_phantom((32, 32), seed=2)
 
 
-def _step_by_step(sources, *, out=None, refine=1, fusion="concat", **community):
+def _step_by_step(sources, *, out=None, refine="auto", fusion="concat", **community):
     study = mms.Study.open(None if out is None else out / "study.zarr")
     stages.add_modalities(study, sources)
     stages.lay_chips(study)

@@ -25,8 +25,8 @@ from ..metrics import agreement, contingency, many_to_one_bounded
 #: Communities allowed to map in the bounded many-to-one accuracy, per truth class.
 BOUND_PER_CLASS = 2
 #: The row of the truth itself seen at chip level: each chip given its majority truth
-#: label and painted back (an oracle, not a method): the best any chip-level partition
-#: painted the project's way can score.
+#: label and painted back on the chip grid (an oracle, not a method): the best any
+#: chip-level partition can score before boundary refinement.
 CHIP_CEILING = "chip-level truth (oracle)"
 
 

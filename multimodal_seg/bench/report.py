@@ -65,8 +65,9 @@ def quality_section(results: dict) -> list[str]:
              f"*m2o≤{BOUND_PER_CLASS}k*: many-to-one accuracy where at most {BOUND_PER_CLASS} communities "
              "per truth class may map (the rest count as wrong); *baseline*: the largest class's share. "
              "Chip level: majority labels on the project's default chip grid, for every method. "
-             f"*{CHIP_CEILING}*: the truth given its chip majorities and painted back, the best a "
-             "partition of those chips can score (not a method). "
+             f"*{CHIP_CEILING}*: the truth given its chip majorities and painted back on the chip grid, "
+             "the best a partition of those chips can score at chip level (not a method; boundary "
+             "refinement, on by default, moves pixels between chips and can pass it). "
              "GraphEM's cutoff is swept: its best, median and worst cutoff on each set are shown (the best "
              "is chosen on the very images it is scored on, an optimistic oracle); its time is that of the whole "
              "sweep, the project's run that embeds the chips included.", ""]

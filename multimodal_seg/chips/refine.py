@@ -17,9 +17,10 @@ weight, so that no modality outvotes the others just because cosine similarities
 are higher in its space.
 
 Measured on the HAADF phantom (512 px, 32 px chips, stride 16, ``refine=4``): pixel
-ARI 0.940 -> 0.966, for 2,777 extra chips embedded (about 2 s with ``fourier``).  On
-the NASA SEM sets it changed ARI by less than 0.02 either way, so it is off by
-default (``refine=1``); see docs/user-guide.md.
+ARI 0.940 -> 0.966, for 2,777 extra chips embedded (about 2 s with ``fourier``).  The
+default, ``refine="auto"``, is a factor of 2 wherever the stride is at least 2 px
+(:func:`refine_factor`); see docs/design.md for what it does on the phantom families
+and docs/user-guide.md for its cost.
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ from ..graphs.knn import cosine_neighbours
 
 #: Floor of a vote weight: neighbours with cosine similarity <= 0 still count a little.
 MIN_VOTE = 1e-3
+
+
+#: The factor ``refine="auto"`` stands for: half the stride.  Most of refinement's gain for
+#: a fraction of the cost of a quarter (docs/design.md, "Boundary refinement on by default").
+AUTO_FACTOR = 2
+
+
+def refine_factor(grid: ChipGrid, refine: int | str) -> int:
+    """The refinement factor ``refine`` stands for on ``grid``.
+
+    ``"auto"`` is :data:`AUTO_FACTOR` where the stride is at least 2 px and 1 (off, with no
+    warning) where chips already start every pixel; a number stands for itself.
+    """
+    if refine == "auto":
+        return AUTO_FACTOR if grid.stride >= 2 else 1
+    return refine  # type: ignore[return-value]  # checked by fine_grid
 
 
 def fine_grid(grid: ChipGrid, factor: int, *, warn: bool = True) -> ChipGrid | None:

@@ -20,7 +20,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..chips.refine import fine_grid
+from ..chips.refine import fine_grid, refine_factor
 from ..chips.shared import shared_grid
 from ..chips.sizing import chip_geometry
 from ..compute.schedulers import open_scheduler
@@ -103,7 +103,7 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
     # checks only: the chips stage warns, once, when it lays the grid
     size, stride = chip_geometry(config.chips, modalities)
     grid = shared_grid(modalities, chip_size=size, stride=stride, warn=False)
-    fine_grid(grid.grid, config.chips.refine, warn=False)
+    fine_grid(grid.grid, refine_factor(grid.grid, config.chips.refine), warn=False)
     com = config.communities
     joint_layers = len(names) if config.fusion.method == "multiplex" else 1
     check_options(method=com.method, resolution=com.resolution, n_restarts=com.n_restarts,
@@ -155,7 +155,7 @@ def segment(
     *,
     chip_size: int | str | None = None,
     stride: int | str | None = None,
-    refine: int | None = None,
+    refine: int | str | None = None,
     encoder: str | None = None,
     encoder_options: dict[str, Any] | None = None,
     weights: str | Path | None = None,
@@ -196,10 +196,11 @@ def segment(
         (:mod:`multimodal_seg.chips.sizing`: about 16 chips across and >= 32 px for
         images) and half the chip size.
     refine
-        Boundary refinement factor (default 1, off): with ``refine=4`` chips on
-        community boundaries are embedded again every quarter stride and boundaries
-        move to the community their nearest chips vote for
-        (:mod:`multimodal_seg.chips.refine`).  Sharper regions, at the cost of those chips.
+        Boundary refinement factor: chips on community boundaries are embedded again
+        every ``stride // refine`` pixels and boundaries move to the community their
+        nearest chips vote for (:mod:`multimodal_seg.chips.refine`).  Sharper regions, at
+        the cost of those chips.  Default ``"auto"``: 2 where the stride is at least
+        2 px; 1 turns it off, 4 places boundaries to a quarter stride.
     encoder
         Image encoder: ``"auto"`` (default: MicroNet ResNet50 if its weights are at
         hand, else ``"fourier"``), ``"fourier"``, ``"resnet50"`` or a plugin's name.

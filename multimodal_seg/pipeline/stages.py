@@ -12,7 +12,7 @@
     stages.build_graphs(study, k=15)
     stages.find_communities(study, resolution=1.0)    # every modality's own partition
     stages.fuse(study, method="concat")               # the joint one (nothing for one modality)
-    stages.refine(study, factor=2)                    # optional: sharper boundaries
+    stages.refine(study)                              # sharper boundaries (factor "auto": 2)
     seg = stages.collect(study, out="run/")           # the Segmentation, files written
 
 Every stage takes the study first and keyword-only options, writes its outputs
@@ -36,7 +36,7 @@ from ..analysis.consistency import consistency_matrices, disagreement
 from ..analysis.descriptors import CHIP_STATS, community_crystallinity, community_mean_signals, community_table
 from ..analysis.spectral_lines import feature_intensities
 from ..chips.grid import ChipGrid
-from ..chips.refine import boundary_chips, fine_grid, neighbour_votes, refined_chip_labels
+from ..chips.refine import boundary_chips, fine_grid, neighbour_votes, refine_factor, refined_chip_labels
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
 from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
@@ -394,7 +394,7 @@ def _fitted_encoder(study: Study, name: str, modality: ModalityData, chips: Moda
     return encoder
 
 
-def refine(study: Study, *, factor: int = 2, encoders: Mapping[str, Encoder] | None = None,
+def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, Encoder] | None = None,
            progress: bool = True) -> None:
     """Move every partition's boundaries onto a finer grid: ``refined/<partition>``.
 
@@ -407,7 +407,9 @@ def refine(study: Study, *, factor: int = 2, encoders: Mapping[str, Encoder] | N
     Parameters
     ----------
     factor
-        Boundaries are placed on a grid of step ``stride // factor``.
+        Boundaries are placed on a grid of step ``stride // factor``; ``"auto"`` (default)
+        is 2 where the stride is at least 2 px, else 1
+        (:func:`multimodal_seg.chips.refine.refine_factor`).  The factor used is recorded.
     encoders
         The encoders used by :func:`embed`, where they cannot be rebuilt from the
         options it recorded (encoders passed to it by hand).
@@ -415,8 +417,9 @@ def refine(study: Study, *, factor: int = 2, encoders: Mapping[str, Encoder] | N
     The graph's neighbours ``k``, PCA and seed are those :func:`build_graphs` used.
     """
     validated(ChipConfig, "refine", refine=factor)
-    study.record_stage("refine", {"factor": factor})
     grid = study.grid()
+    factor = refine_factor(grid.grid, factor)
+    study.record_stage("refine", {"factor": factor})
     target = fine_grid(grid.grid, factor)
     if target is None:
         return
@@ -440,14 +443,18 @@ def refine(study: Study, *, factor: int = 2, encoders: Mapping[str, Encoder] | N
         needed = np.logical_or.reduce([on_boundary[p] for p, w in partitions.items() if name in w])
         rows[name] = np.cumsum(needed) - 1  # row of each needed fine chip in the new embeddings
         attrs = study.attrs_of(f"embeddings/{name}")
+        reducer = knn.FeatureReducer(n_pcs=graph["n_pcs"], seed=graph["seed"],
+                                     standardise=attrs.get("standardise", True))
+        partitioned = reducer.fit_transform(study.read_array(f"embeddings/{name}"))
+        if not needed.any():  # no boundary in the partitions this modality votes in
+            features[name] = (partitioned, partitioned[:0])
+            continue
         encoder = _fitted_encoder(study, name, modalities[name], grid.per_modality[name], encoders or {})
         to_embed = ModalityChips(origins=fine.per_modality[name].origins[needed], size=fine.per_modality[name].size)
         new, _ = encode_chips(modalities[name], to_embed, encoder,
                               intensity=tuple(attrs["intensity_scale"] or (0.0, 1.0)), progress=progress,
                               desc="refining boundaries of")
-        reducer = knn.FeatureReducer(n_pcs=graph["n_pcs"], seed=graph["seed"],
-                                     standardise=attrs.get("standardise", True))
-        features[name] = (reducer.fit_transform(study.read_array(f"embeddings/{name}")), reducer.transform(new))
+        features[name] = (partitioned, reducer.transform(new))
     for name, weights in partitions.items():
         labels = study.read_array(f"partitions/{name}")
         boundary = on_boundary[name]

@@ -96,7 +96,7 @@ def series_config(config: Any = None, *, live: bool = False, max_points: int | N
         raise ParameterError("window and reoptimise_every apply to live series only",
                              fix="use them with LiveSeries or `mmseg watch`", where="window")
     base = with_overrides(load_config(config), **options)
-    if base.chips.refine != 1 or base.modality_encoders or base.fusion.layer_weights:
+    if base.chips.refine not in (1, "auto") or base.modality_encoders or base.fusion.layer_weights:
         raise ParameterError("the config sets boundary refinement, modality encoders or fusion weights, "
                              "which a series of single images cannot use",
                              fix="drop chips.refine, modality_encoders and fusion from the config",
