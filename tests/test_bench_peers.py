@@ -90,8 +90,8 @@ def test_superpixel_peers_accept_8bit_images_and_other_seeds(haadf):
 def test_slic_superpixels_are_about_chip_sized(haadf):
     from skimage.segmentation import slic
 
-    chip = peers.default_chip(haadf.image.shape)
-    assert chip == 32  # the project's automatic chip for 256x256 px
+    chip = peers.default_chip(haadf.image)
+    assert chip == 32  # the project's automatic chip for 256x256 px (10 px lattice: 32 px hold 3 periods)
     unit = peers.robust_unit_scale(haadf.image)
     assert unit.min() == 0.0 and unit.max() == 1.0
     n = 256 * 256 // chip**2

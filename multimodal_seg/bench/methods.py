@@ -77,12 +77,10 @@ class Outcome:
 Method = Callable[[np.ndarray, int, int], Outcome]
 
 
-def default_grid(shape: tuple[int, int]) -> ChipGrid:
-    """The chip grid ``segment()`` uses by default for an image of ``shape``."""
-    from ..chips.sizing import auto_image_chip
-
-    size = auto_image_chip(shape)
-    return ChipGrid(tuple(shape), size, max(1, size // 2))
+def default_grid(image: np.ndarray) -> ChipGrid:
+    """The chip grid ``segment()`` uses by default for ``image`` (``(rows, cols)``)."""
+    size = peers.default_chip(image)
+    return ChipGrid(tuple(image.shape), size, max(1, size // 2))
 
 
 def run_project(sources: Any, *, seed: int = 0, **options: Any) -> tuple[Segmentation, Study]:
@@ -106,7 +104,7 @@ def _project(**kwargs: Any) -> Method:
 
         options = dict(kwargs)
         if options.pop("stride_is_chip", False):
-            options["stride"] = default_grid(image.shape).size
+            options["stride"] = default_grid(image).size
         start = time.perf_counter()
         seg = segment(image, seed=seed, progress=False, **options)
         return Outcome(seg.pixel_labels, time.perf_counter() - start,
@@ -126,7 +124,7 @@ def _peer(fn: Callable[..., Any], **kwargs: Any) -> Method:
 
 
 def _hyperspy_image(image: np.ndarray, n_classes: int | None, *, seed: int) -> Any:
-    grid = default_grid(image.shape)
+    grid = default_grid(image)
     return peers.hyperspy_kmeans_image(image, n_classes, chip=grid.size, stride=grid.stride, seed=seed)
 
 

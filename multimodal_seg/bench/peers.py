@@ -53,7 +53,7 @@ Choices a fair user would make
 ------------------------------
 * **Superpixel size.**  ``slic_kmeans`` asks for about one superpixel per chip of the
   project's automatic chip size (:func:`default_chip`: about 16 chips across the shorter
-  side, at least 32 px), so both methods look at regions of the same size;
+  side, at least 32 px and 2.5 lattice periods), so both methods look at regions of the same size;
   ``felzenszwalb_kmeans`` forbids segments smaller than ``(chip / 2)**2`` px, the size
   of the blocks the project paints with its default stride of half a chip.
 * **SLIC compactness** ``0.1``: scikit-image's default of 10 is meant for CIELAB colour
@@ -224,23 +224,25 @@ def _check_n_components(n_components: Any) -> int | None:
 # --------------------------------------------------------------------------- shared helpers
 
 
-def default_chip(shape: tuple[int, int]) -> int:
-    """The chip edge (pixels) that the project's ``segment()`` picks for an image of ``shape``.
+def default_chip(image: np.ndarray) -> int:
+    """The chip edge (pixels) that the project's ``segment()`` picks for ``image``.
 
     Parameters
     ----------
-    shape
-        Image shape ``(rows, cols)`` in pixels.
+    image
+        ``(rows, cols)`` grey image.
 
     Returns
     -------
     int
-        About 16 chips across the shorter side, at least 32 px, at most the shorter side
+        About 16 chips across the shorter side, at least 32 px and at least 2.5 periods of
+        the image's lattice where it shows one, at most the shorter side
         (:func:`multimodal_seg.chips.sizing.auto_image_chip`).
     """
     from ..chips.sizing import auto_image_chip
+    from ..chips.texture import lattice_period
 
-    return auto_image_chip(shape)
+    return auto_image_chip(image.shape, lattice_period(image))
 
 
 def robust_unit_scale(image: np.ndarray, percentiles: tuple[float, float] = SCALE_PERCENTILES) -> np.ndarray:
@@ -365,7 +367,7 @@ def slic_kmeans(
         Number of classes to find (the benchmark passes the true number).
     n_segments
         Approximate number of SLIC superpixels.  ``None``: one per chip of the
-        project's automatic chip size, ``rows * cols / default_chip(shape)**2``, so the
+        project's automatic chip size, ``rows * cols / default_chip(image)**2``, so the
         superpixels are about as large as the project's chips.
     compactness
         SLIC's balance of intensity against distance for the image scaled to ``[0, 1]``
@@ -395,7 +397,7 @@ def slic_kmeans(
     seed = _check_seed(seed)
     img = _check_image(image)
     if n_segments is None:
-        n_segments = max(1, round(img.size / default_chip(img.shape) ** 2))
+        n_segments = max(1, round(img.size / default_chip(img) ** 2))
     n_segments = _check_positive(n_segments, "n_segments",
                                  "pass a positive number of superpixels, or None for one per chip",
                                  integer=True)
@@ -431,7 +433,7 @@ def felzenszwalb_kmeans(
     sigma
         Width (pixels) of the Gaussian that smooths the image before segmenting.
     min_size
-        Smallest segment (pixels).  ``None``: ``(default_chip(shape) // 2)**2``, the
+        Smallest segment (pixels).  ``None``: ``(default_chip(image) // 2)**2``, the
         block the project paints with its default stride of half a chip.
     seed
         Seed of k-means.  The segmentation itself is deterministic.
@@ -460,7 +462,7 @@ def felzenszwalb_kmeans(
     scale = _check_positive(scale, "scale", "use a positive scale, e.g. 100 (larger: larger segments)")
     sigma = _check_positive(sigma, "sigma", "use a smoothing width >= 0 px, e.g. 1", zero_ok=True)
     if min_size is None:
-        min_size = max(1, default_chip(img.shape) // 2) ** 2
+        min_size = max(1, default_chip(img) // 2) ** 2
     min_size = _check_positive(min_size, "min_size",
                                "pass the smallest segment in pixels, or None for a quarter chip",
                                integer=True)
@@ -661,7 +663,7 @@ def hyperspy_kmeans_image(
     if chip > min(img.shape):
         raise ParameterError(
             f"chip {chip} px is larger than the image ({img.shape[0]} x {img.shape[1]} px)",
-            fix=f"use chip <= {min(img.shape)} px, e.g. default_chip(image.shape) = {default_chip(img.shape)}",
+            fix=f"use chip <= {min(img.shape)} px, e.g. default_chip(image) = {default_chip(img)}",
             where="chip",
         )
     if stride > chip:

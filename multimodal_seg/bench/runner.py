@@ -141,7 +141,7 @@ def labelled_sets(data_dir: Path | None, quick: bool, phantom_size: int,
 def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
     records = []
     for item in items:
-        grid = methods.default_grid(item.image.shape)
+        grid = methods.default_grid(item.image)
         for name in method_names:
             _log(f"quality: {item.dataset}/{item.name}: {name}", echo)
             run = methods.METHODS[name][1]
@@ -183,7 +183,7 @@ def run_stability(items: list, quick: bool, echo=None) -> list[dict]:
         chosen += [i for i in items if i.dataset == name][: SIZES["stability_images"][pick]]
     rows = []
     for item in chosen:
-        chip = methods.default_grid(item.image.shape).size
+        chip = methods.default_grid(item.image).size
         for name, options in STABILITY_SETTINGS.items():
             _log(f"stability: {item.dataset}/{item.name}: {name}", echo)
 
@@ -296,7 +296,7 @@ def run_speed(quick: bool, echo=None) -> dict:
         record: dict[str, Any] = {"encoder": name}
 
         def case(name=name, encoder_config=encoder_config, stride=stride) -> dict:
-            grid = methods.default_grid(image.shape)
+            grid = methods.default_grid(image)
             if stride == "chip":
                 grid = ChipGrid(image.shape, grid.size, grid.size)
             chips = np.concatenate([c for _, c in iter_chips(scaled, grid.origins, grid.size)])

@@ -5,10 +5,13 @@ Chip sizes are in pixels of the reference modality (the coarsest scan,
 
 - **images only** (one image, or several images of one specimen): chips must hold
   texture, so about ``AUTO_CHIPS_ACROSS`` chips across the shorter side and at
-  least ``AUTO_MIN_IMAGE_CHIP`` pixels (capped by the image);
+  least ``AUTO_MIN_IMAGE_CHIP`` pixels, and where the image shows a crystal lattice
+  (:func:`multimodal_seg.chips.texture.lattice_period`) at least ``LATTICE_PERIODS``
+  periods of it (capped by the image);
 - **a spectrum image or 4D-STEM scan with an image of finer pixels**: about
   ``AUTO_CHIPS_ACROSS`` chips across the scan, and enough scan positions that the
-  finest image sees at least ``AUTO_MIN_IMAGE_CHIP`` of its pixels per chip (texture);
+  finest image sees at least ``AUTO_MIN_IMAGE_CHIP`` of its pixels per chip, and
+  ``LATTICE_PERIODS`` periods of its lattice where it shows one (texture);
 - **spectra or patterns only**, or an image no finer than the scan (a survey image
   at the scan's pixel size, common in SEM-EDS files, holds no texture at chip scale
   and adds its intensity): small chips keep boundaries sharp, since the information
@@ -31,11 +34,21 @@ from ..config import ChipConfig
 from ..errors import ParameterError
 from ..modalities.base import Axis, ModalityData
 from .shared import SharedGrid, reference_modality, to_units
+from .texture import lattice_period
 
 #: ``chip_size="auto"``: chips across the reference's shorter side.
 AUTO_CHIPS_ACROSS = 16
 #: ``chip_size="auto"``, images only: smallest chip (pixels).
 AUTO_MIN_IMAGE_CHIP = 32
+#: ``chip_size="auto"``, an image with a lattice: chips hold at least this many periods of it.
+#: Chosen on the tuning draws (seeds 0-9) of the ``magnification`` family whose lattice is too
+#: coarse for 32 px chips (periods 14-28 px), ARI mean (worst) at 2 / 2.5 / 3 periods:
+#: 0.722 (0.518) / 0.898 (0.755) / 0.716 (0.000); with fewer periods a chip sees too few unit
+#: cells (on a 10 px lattice, 21 px chips fell to ARI 0.78 where 32 px gave 0.94), with more
+#: there are too few chips for the decision to tell small regions apart (3 periods on a
+#: 28 px lattice: 86 px chips, 6 across the image, one community).  Held-out draws:
+#: benchmarks/reports/families-defaults-2cpu.
+LATTICE_PERIODS = 2.5
 #: ``chip_size="auto"``, no image: about this many chips across (1-position chips up to 96 positions).
 AUTO_SPECTRAL_ACROSS = 64
 #: ``chip_size="auto"``, no image: fewest counts a chip should hold.  A trade-off measured on
@@ -89,18 +102,27 @@ def counts_per_position(modality: ModalityData, sample: int = 4096) -> float:
     return float(block.reshape(block.shape[0] * block.shape[1], -1).sum(axis=1).mean())
 
 
-def auto_image_chip(shape: tuple[int, int]) -> int:
+def texture_pixels(period: float | None) -> int:
+    """Image pixels a chip needs for texture: ``AUTO_MIN_IMAGE_CHIP``, or ``LATTICE_PERIODS``
+    lattice periods (``period``, px; ``None``: no lattice) where that is more."""
+    return AUTO_MIN_IMAGE_CHIP if period is None else max(AUTO_MIN_IMAGE_CHIP, int(np.ceil(LATTICE_PERIODS * period)))
+
+
+def auto_image_chip(shape: tuple[int, int], period: float | None = None) -> int:
     """``chip_size="auto"`` for images only: about ``AUTO_CHIPS_ACROSS`` chips across the
-    shorter side, at least ``AUTO_MIN_IMAGE_CHIP`` px, at most the shorter side."""
+    shorter side, at least :func:`texture_pixels` (``period``: the lattice period in px, if
+    any), at most the shorter side."""
     short = min(int(shape[0]), int(shape[1]))
-    return min(max(AUTO_MIN_IMAGE_CHIP, int(round(short / AUTO_CHIPS_ACROSS))), short)
+    return min(max(texture_pixels(period), int(round(short / AUTO_CHIPS_ACROSS))), short)
 
 
 def _texture_chip(modalities: Mapping[str, ModalityData], reference: ModalityData) -> int:
-    """Scan positions a chip needs for the finest image to see ``AUTO_MIN_IMAGE_CHIP`` of its pixels."""
-    ratio = max(to_units(reference.axes[1].scale, reference.axes[1].units, m.axes[1].units) / m.axes[1].scale
-                for m in modalities.values() if m.kind == "image")
-    return int(np.ceil(AUTO_MIN_IMAGE_CHIP / ratio - 1e-9))
+    """Scan positions a chip needs for the finest image to see :func:`texture_pixels` of its pixels."""
+    images = [m for m in modalities.values() if m.kind == "image"]
+    ratios = [to_units(reference.axes[1].scale, reference.axes[1].units, m.axes[1].units) / m.axes[1].scale
+              for m in images]
+    finest = images[int(np.argmax(ratios))]
+    return int(np.ceil(texture_pixels(lattice_period(finest.data)) / max(ratios) - 1e-9))
 
 
 def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData]) -> tuple[int, int]:
@@ -122,7 +144,7 @@ def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData]) -> 
     if chips.size != "auto":
         size = length_in_pixels(chips.size, axis, "chip_size")
     elif images_only:
-        size = auto_image_chip(scan_shape)
+        size = auto_image_chip(scan_shape, lattice_period(reference.data))
     elif "image" in kinds and (texture := _texture_chip(modalities, reference)) <= min(scan_shape) // 4:
         size = max(texture, int(round(min(scan_shape) / AUTO_CHIPS_ACROSS)))
     else:

@@ -19,6 +19,11 @@ Families
 ``gradient``
     One image; 2-3 regions, each under a strong slow intensity gradient (up to
     60 % peak to peak), the case where regions must not be split along the ramp.
+``magnification``
+    One image, as ``layouts`` (grains of one phase among the layouts) but at a random
+    magnification: the lattice period is drawn log-uniformly from
+    ``MAGNIFIED_PERIODS`` px (the other image families all have a 10 px period), the
+    case where a chip size fixed in pixels holds too few unit cells.
 ``complementary``
     Image + EELS; four regions in a 2 x 2 arrangement with wavy crossing
     boundaries: the image separates ordered (crystal) from disordered (amorphous)
@@ -67,8 +72,13 @@ ENERGY = (250.0, 1.0, 400)
 _EDGES = {"C": (284.0, 1.0, 0.0), "Ti": (456.0, 0.5, 8.0), "O": (532.0, 0.5, 0.0)}
 _LATTICE_A, _LATTICE_B = 0.40, 0.34
 
-FAMILIES = ("layouts", "orientation", "gradient", "complementary", "redundant", "blind_eels", "noisy")
-IMAGE_FAMILIES = ("layouts", "orientation", "gradient")
+#: ``magnification`` family: range of the lattice period (px of the phase A lattice).
+MAGNIFIED_PERIODS = (6.0, 30.0)
+
+# New families go at the end: a family's index seeds its draws.
+FAMILIES = ("layouts", "orientation", "gradient", "complementary", "redundant", "blind_eels", "noisy",
+            "magnification")
+IMAGE_FAMILIES = ("layouts", "orientation", "gradient", "magnification")
 
 
 @dataclass
@@ -273,12 +283,23 @@ def _render(truth: np.ndarray, materials: list, rng: np.random.Generator, *, dos
 
 def _image_family(seed: int, rng: np.random.Generator, family: str) -> Draw:
     size = IMAGE_SIZE
-    if family == "orientation":
+    pixel_size = PIXEL_SIZE
+    if family == "magnification":
+        low, high = np.log(MAGNIFIED_PERIODS)
+        pixel_size = _LATTICE_A / float(np.exp(rng.uniform(low, high)))
+        kind = str(rng.choice(["2x2", "nested", "layers", "islands", "grains"]))
+    else:
+        kind = "grains" if family == "orientation" else None
+    if kind == "grains":
         truth = layout("grains", size, size, rng)
         n = int(truth.max()) + 1
         materials = [Crystal(_LATTICE_A, a) for a in _distinct_angles(rng, n, 90.0)]
         gradient = float(rng.uniform(0.0, 0.3))
-        kind = "grains"
+    elif kind is not None:
+        truth = layout(kind, size, size, rng)
+        n = int(truth.max()) + 1
+        materials = _material_palette(rng, n)
+        gradient = float(rng.uniform(0.0, 0.3))
     else:
         kind = (str(rng.choice(["2x2", "nested", "layers", "thin_layers", "islands"])) if family == "layouts"
                 else str(rng.choice(["layers", "nested"])))
@@ -290,9 +311,10 @@ def _image_family(seed: int, rng: np.random.Generator, family: str) -> Draw:
         materials = _material_palette(rng, n)
         gradient = float(rng.uniform(0.0, 0.3) if family == "layouts" else rng.uniform(0.4, 0.6))
     dose = float(rng.uniform(80.0, 400.0))
-    image = _render(truth, materials, rng, dose=dose, gradient=gradient)
-    params = {"layout": kind, "materials": [repr(m) for m in materials], "gradient": gradient, "dose": dose}
-    return Draw(family, seed, {"haadf": _image_modality(image, PIXEL_SIZE)}, truth, params)
+    image = _render(truth, materials, rng, dose=dose, gradient=gradient, pixel_size=pixel_size)
+    params = {"layout": kind, "materials": [repr(m) for m in materials], "gradient": gradient, "dose": dose,
+              "lattice_period_px": _LATTICE_A / pixel_size}
+    return Draw(family, seed, {"haadf": _image_modality(image, pixel_size)}, truth, params)
 
 
 def _multimodal_family(seed: int, rng: np.random.Generator, family: str) -> Draw:
