@@ -73,7 +73,8 @@ def segment(
     stride: Optional[str] = typer.Option(None, help="Chip step: pixels or length [default: half the chip]."),
     refine: Optional[str] = typer.Option(
         None, help="Place boundaries every stride/N pixels by embedding the chips on them again: auto (2 where "
-                   "the stride allows), 1 = off, 2, 4 ... [default: auto]."),
+                   "the stride allows and the encoders are lightweight, e.g. fourier), 1 = off, 2, 4 ... "
+                   "[default: auto]."),
     encoder: Optional[str] = typer.Option(None, help="auto | fourier | resnet50 | image-cnn | a plugin's name [default: auto]."),
     weights: Optional[str] = typer.Option(
         None, help="micronet | micronet-v1.0 | imagenet-micronet | imagenet | random | FILE; a checkpoint "
@@ -159,7 +160,7 @@ def demo(
                                     help="Segment the HAADF image phantom alone instead."),
     size: int = typer.Option(512, help="Image phantom edge length in pixels (with --image-only)."),
     refine: Optional[str] = typer.Option(
-        None, help="Boundary refinement, as for segment: auto (2 where the stride allows), 1 = off, 4 ... "
+        None, help="Boundary refinement, as for segment: auto (2 with lightweight encoders), 1 = off, 4 ... "
                    "[default: auto]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
 ) -> None:

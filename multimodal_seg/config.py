@@ -36,15 +36,16 @@ class ChipConfig(_Section):
     32 px; ``stride=None`` uses half the chip size (50 % overlap), which halves
     the boundary error of the painted regions at four times the chips.
     ``refine="auto"`` (default) places boundaries to half a stride by embedding only
-    the chips that lie on them again, where the stride allows; ``refine=4`` to a
-    quarter stride, ``refine=1`` turns it off (see :mod:`multimodal_seg.chips.refine`).
+    the chips that lie on them again, where the stride allows and the encoders are
+    lightweight (no neural network); ``refine=4`` to a quarter stride, ``refine=1`` turns
+    it off (see :mod:`multimodal_seg.chips.refine`).
     """
 
     size: int | str = "auto"
     stride: int | str | None = None
     #: Boundary refinement (multimodal_seg.chips.refine): boundaries are placed on a grid of
-    #: step ``stride // refine``; 1 = off; "auto" = 2 where the stride is at least 2 px, else
-    #: off.  Costs the chips on boundaries, embedded again.
+    #: step ``stride // refine``; 1 = off; "auto" = 2 where the stride is at least 2 px and
+    #: every encoder is lightweight, else off.  Costs the chips on boundaries, embedded again.
     refine: int | Literal["auto"] = "auto"
 
     @field_validator("size", "stride")

@@ -43,15 +43,17 @@ def test_fine_grid_keeps_the_chip_size_and_divides_the_stride():
         assert fine_grid(ChipGrid((100, 80), 16, 1), 4) is None
 
 
-def test_auto_refines_to_half_a_stride_where_the_stride_allows():
-    assert refine_factor(ChipGrid((100, 80), 16, 8), "auto") == 2
-    assert refine_factor(ChipGrid((100, 80), 4, 2), "auto") == 2
-    assert refine_factor(ChipGrid((100, 80), 16, 8), 4) == 4
+def test_auto_refines_to_half_a_stride_where_the_stride_and_the_encoder_allow():
+    assert refine_factor(ChipGrid((100, 80), 16, 8), "auto", lightweight=True) == 2
+    assert refine_factor(ChipGrid((100, 80), 4, 2), "auto", lightweight=True) == 2
+    assert refine_factor(ChipGrid((100, 80), 16, 8), "auto", lightweight=False) == 1
+    assert refine_factor(ChipGrid((100, 80), 16, 8), 4, lightweight=False) == 4
     # chips already start every pixel: auto means off, without the warning an explicit factor gets
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert refine_factor(ChipGrid((40, 40), 1, 1), "auto") == 1
-        assert fine_grid(ChipGrid((40, 40), 1, 1), refine_factor(ChipGrid((40, 40), 1, 1), "auto")) is None
+        one_px = ChipGrid((40, 40), 1, 1)
+        assert refine_factor(one_px, "auto", lightweight=True) == 1
+        assert fine_grid(one_px, refine_factor(one_px, "auto", lightweight=True)) is None
 
 
 def test_votes_follow_the_nearest_chips_and_unlabelled_chips_do_not_vote():
@@ -152,3 +154,29 @@ def test_refinement_of_a_partition_without_boundaries_embeds_nothing():
     assert seg.n_communities == 1
     assert seg.provenance["refined"]["boundary_chips"] == {"image": 0}
     assert (seg.pixel_labels == 0).all()
+
+
+def test_auto_refinement_is_off_with_a_neural_network_encoder(small_phantom):
+    # ResNet50 would embed the boundary chips again at about the cost of the run
+    cnn = _seg(small_phantom, encoder="resnet50", weights="random", chip_size=128, stride=64)
+    assert cnn.provenance["refined"] is None
+    assert cnn.provenance["config"]["chips"]["refine"] == 1
+    asked = _seg(small_phantom, encoder="resnet50", weights="random", chip_size=128, stride=64, refine=2)
+    assert asked.provenance["refined"]["fine_grid"]["stride"] == 32
+    # the weight-free encoder is lightweight: refined by default
+    assert _seg(small_phantom).provenance["refined"] is not None
+
+
+def test_a_study_that_did_not_record_lightweight_asks_its_encoder(small_phantom):
+    study = Study.open(None)
+    image = (small_phantom.image, {"pixel_size": small_phantom.pixel_size, "units": small_phantom.units})
+    from multimodal_seg import stages
+
+    stages.add_modalities(study, {"image": image})
+    stages.lay_chips(study)
+    stages.embed(study, encoder="fourier", progress=False)
+    stages.build_graphs(study)
+    stages.find_communities(study)
+    del study.group["embeddings/image"].attrs["lightweight"]  # as written before it was recorded
+    stages.refine(study, progress=False)
+    assert study.stage_params["refine"]["factor"] == 2  # fourier, rebuilt from the study, is lightweight

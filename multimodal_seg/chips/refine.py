@@ -18,8 +18,8 @@ are higher in its space.
 
 Measured on the HAADF phantom (512 px, 32 px chips, stride 16, ``refine=4``): pixel
 ARI 0.940 -> 0.966, for 2,777 extra chips embedded (about 2 s with ``fourier``).  The
-default, ``refine="auto"``, is a factor of 2 wherever the stride is at least 2 px
-(:func:`refine_factor`); see docs/design.md for what it does on the phantom families
+default, ``refine="auto"``, is a factor of 2 wherever the stride is at least 2 px and the
+encoders are lightweight (:func:`refine_factor`); see docs/design.md for what it does on the phantom families
 and docs/user-guide.md for its cost.
 """
 
@@ -43,14 +43,18 @@ MIN_VOTE = 1e-3
 AUTO_FACTOR = 2
 
 
-def refine_factor(grid: ChipGrid, refine: int | str) -> int:
+def refine_factor(grid: ChipGrid, refine: int | str, *, lightweight: bool) -> int:
     """The refinement factor ``refine`` stands for on ``grid``.
 
-    ``"auto"`` is :data:`AUTO_FACTOR` where the stride is at least 2 px and 1 (off, with no
-    warning) where chips already start every pixel; a number stands for itself.
+    ``"auto"`` is :data:`AUTO_FACTOR` where the stride is at least 2 px and every encoder is
+    ``lightweight`` (:attr:`multimodal_seg.encoders.base.Encoder.lightweight`), else 1 (off,
+    with no warning): chips already start every pixel, or embedding the boundary chips again
+    with a neural network would cost about as much as the run (ResNet50 on a CPU: the
+    pipeline's overhead over the forward pass rose from 11 % to 64 %).  A number stands for
+    itself.
     """
     if refine == "auto":
-        return AUTO_FACTOR if grid.stride >= 2 else 1
+        return AUTO_FACTOR if grid.stride >= 2 and lightweight else 1
     return refine  # type: ignore[return-value]  # checked by fine_grid
 
 

@@ -39,6 +39,10 @@ class Encoder(ABC):
     #: encoder puts its batch size and device type in :meth:`fingerprint`, and the
     #: embedding stage adds how many chips it passes per call.
     batch_dependent: bool = False
+    #: True when embedding a chip costs little beside the rest of a run (no neural network):
+    #: boundary refinement's default (``refine="auto"``) embeds the boundary chips again only
+    #: with such encoders.  Unknown (plugin) encoders are taken as costly unless they say so.
+    lightweight: bool = False
 
     def set_signal_axes(self, axes: Sequence[Axis]) -> None:
         """Receive the calibrated signal axes of the modality this encoder embeds.

@@ -217,6 +217,7 @@ class DiffractionProfilesEncoder(Encoder):
     """
 
     name = "diffraction-profiles"
+    lightweight = True  # a few array operations per chip
     kind = "diffraction"
     pools_positions = True
 

@@ -61,6 +61,7 @@ class FourierEncoder(Encoder):
     """
 
     name = "fourier"
+    lightweight = True  # a few array operations per chip
 
     def __init__(self, *, n_radial: int = 12, n_angular: int = 12) -> None:
         if n_radial < 1 or n_angular < 1:

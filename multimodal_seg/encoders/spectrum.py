@@ -115,6 +115,7 @@ class SpectrumPCAEncoder(Encoder):
     """
 
     name = "spectrum-pca"
+    lightweight = True  # a few array operations per chip
     kind = "spectrum"
     # Not standardised: the scores' variances tell signal components from noise ones, and
     # scaling every component to unit variance lifted 14 noise components to the level of

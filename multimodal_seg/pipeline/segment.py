@@ -103,13 +103,14 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
     # checks only: the chips stage warns, once, when it lays the grid
     size, stride = chip_geometry(config.chips, modalities)
     grid = shared_grid(modalities, chip_size=size, stride=stride, warn=False)
-    fine_grid(grid.grid, refine_factor(grid.grid, config.chips.refine), warn=False)
     com = config.communities
     joint_layers = len(names) if config.fusion.method == "multiplex" else 1
     check_options(method=com.method, resolution=com.resolution, n_restarts=com.n_restarts,
                   consensus=com.consensus, merge=com.merge, n_layers=joint_layers, decide=com.decide, alpha=com.alpha)
     check_layer_weights(names, config.fusion.layer_weights)
     encoders = choose_encoders(config.encoder, modalities, config.modality_encoders)
+    lightweight = all(encoder.lightweight for encoder, _ in encoders.values())
+    fine_grid(grid.grid, refine_factor(grid.grid, config.chips.refine, lightweight=lightweight), warn=False)
     return Plan(config=config, modalities=modalities, encoders=encoders)
 
 
@@ -200,7 +201,8 @@ def segment(
         every ``stride // refine`` pixels and boundaries move to the community their
         nearest chips vote for (:mod:`multimodal_seg.chips.refine`).  Sharper regions, at
         the cost of those chips.  Default ``"auto"``: 2 where the stride is at least
-        2 px; 1 turns it off, 4 places boundaries to a quarter stride.
+        2 px and every encoder is lightweight (no neural network); 1 turns it off, 4 places
+        boundaries to a quarter stride.
     encoder
         Image encoder: ``"auto"`` (default: MicroNet ResNet50 if its weights are at
         hand, else ``"fourier"``), ``"fourier"``, ``"resnet50"`` or a plugin's name.

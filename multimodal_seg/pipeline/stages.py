@@ -212,7 +212,7 @@ def embed(
         study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
         study.write_array(key, embeddings, fingerprint=fp, encoder=enc.fingerprint(),
                           intensity_scale=list(intensity) if modality.kind == "image" else None,
-                          standardise=enc.standardise, seed=seed)
+                          standardise=enc.standardise, lightweight=enc.lightweight, seed=seed)
         study.fitted_encoders[name] = (fp, enc)
     study.record_stage("embed", {"encoder": config.model_dump(), "modality_encoders": dict(modality_encoders or {}),
                                  "seed": seed, "batch_chips": batch_chips,
@@ -394,6 +394,16 @@ def _fitted_encoder(study: Study, name: str, modality: ModalityData, chips: Moda
     return encoder
 
 
+def _lightweight(study: Study, name: str, modality: ModalityData, chips: ModalityChips,
+                 given: Mapping[str, Encoder]) -> bool:
+    """Whether the encoder that made ``embeddings/<name>`` is lightweight (a study written
+    before this was recorded rebuilds the encoder to ask it)."""
+    recorded = study.attrs_of(f"embeddings/{name}").get("lightweight")
+    if recorded is not None:
+        return bool(recorded)
+    return _fitted_encoder(study, name, modality, chips, given).lightweight
+
+
 def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, Encoder] | None = None,
            progress: bool = True) -> None:
     """Move every partition's boundaries onto a finer grid: ``refined/<partition>``.
@@ -408,8 +418,9 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
     ----------
     factor
         Boundaries are placed on a grid of step ``stride // factor``; ``"auto"`` (default)
-        is 2 where the stride is at least 2 px, else 1
-        (:func:`multimodal_seg.chips.refine.refine_factor`).  The factor used is recorded.
+        is 2 where the stride is at least 2 px and every encoder is lightweight (no neural
+        network), else 1 (:func:`multimodal_seg.chips.refine.refine_factor`).  The factor
+        used is recorded.
     encoders
         The encoders used by :func:`embed`, where they cannot be rebuilt from the
         options it recorded (encoders passed to it by hand).
@@ -418,12 +429,15 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
     """
     validated(ChipConfig, "refine", refine=factor)
     grid = study.grid()
-    factor = refine_factor(grid.grid, factor)
+    modalities = study.modalities()
+    if factor == "auto":
+        lightweight = all(_lightweight(study, name, modalities[name], grid.per_modality[name], encoders or {})
+                          for name in modalities)
+        factor = refine_factor(grid.grid, factor, lightweight=lightweight)
     study.record_stage("refine", {"factor": factor})
     target = fine_grid(grid.grid, factor)
     if target is None:
         return
-    modalities = study.modalities()
     # a partial overlap was already reported for the grid
     fine = shared_grid(modalities, chip_size=target.size, stride=target.stride, warn=False)
     graph = study.stage_params["graphs"]
