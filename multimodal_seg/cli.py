@@ -22,6 +22,12 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _number(value: str | None) -> int | str | None:
+    """A command-line value as an int where it is a whole number (``"32"``), else as given
+    (``"2 nm"``, ``"auto"``, a signal's title)."""
+    return int(value) if value is not None and value.strip().isdigit() else value
+
+
 def _fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -104,13 +110,13 @@ def segment(
         _fail(exc)
     stem = path.stem if path is not None else "multimodal"
     out = out or Path(f"{stem}-mmseg")
-    to_int = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
     try:
         seg = run_segment(
-            source, out=out, fusion=fusion, config=config, chip_size=to_int(chip_size), stride=to_int(stride), refine=to_int(refine),
+            source, out=out, fusion=fusion, config=config, chip_size=_number(chip_size), stride=_number(stride),
+            refine=_number(refine),
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
             resolution=resolution, method=method, merge=merge, consensus=consensus, decide=decide, alpha=alpha, seed=seed,
-            device=device, signal=to_int(signal), progress=not quiet,
+            device=device, signal=_number(signal), progress=not quiet,
         )
     except MMSegError as exc:
         _fail(exc)
@@ -168,13 +174,12 @@ def demo(
     second phase, an amorphous front) seen by HAADF, EELS and 4D-STEM, and score it."""
     from .demo import run_demo, run_multimodal_demo
 
-    refine_factor = int(refine) if refine is not None and refine.strip().isdigit() else refine
     try:
         if image_only:
-            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet, refine=refine_factor)
+            seg, scores = run_demo(out, size=size, seed=seed, progress=not quiet, refine=_number(refine))
         else:
             seg, all_scores = run_multimodal_demo(out, scan=scan, seed=seed, progress=not quiet,
-                                                  refine=refine_factor)
+                                                  refine=_number(refine))
             for name, sc in all_scores.items():
                 console.print(f"{name:>12}: adjusted Rand index {sc['ari']:.3f} with the truth "
                               f"({sc['n_pred']} communities)")
@@ -226,8 +231,7 @@ def _with_frame_options(command):
 
 def _frame_options(options: dict) -> dict:
     """The shared options as ``segment_series`` / ``watch`` keywords (lengths in pixels become ints)."""
-    size = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
-    return {**options, "chip_size": size(options["chip_size"]), "stride": size(options["stride"])}
+    return {**options, "chip_size": _number(options["chip_size"]), "stride": _number(options["stride"])}
 
 
 @app.command()
@@ -248,7 +252,7 @@ def series(
     try:
         result = segment_series(
             [str(f) for f in frames] if len(frames) > 1 else str(frames[0]), out=out, config=config,
-            signal=int(signal) if signal is not None and signal.isdigit() else signal, progress=not quiet,
+            signal=_number(signal), progress=not quiet,
             **_frame_options(options))
     except MMSegError as exc:
         _fail(exc)
@@ -367,7 +371,6 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train an encoder self-supervised (VICReg) on unlabelled data; use the checkpoint with --weights."""
-    to_int = lambda v: int(v) if v is not None and v.strip().isdigit() else v  # noqa: E731
     try:
         from .training import train_encoder
     except ImportError as exc:
@@ -376,8 +379,8 @@ def train(
         result = train_encoder(
             [str(p) for p in data], modality=modality, out=out, config=config, work_dir=work_dir,
             resume=resume, progress=not quiet, encoder=encoder, weights=weights, max_epochs=epochs,
-            batch_size=batch_size, items_per_epoch=items_per_epoch, chip_size=to_int(chip_size), seed=seed,
-            accelerator=accelerator, devices=to_int(devices))
+            batch_size=batch_size, items_per_epoch=items_per_epoch, chip_size=_number(chip_size), seed=seed,
+            accelerator=accelerator, devices=_number(devices))
     except MMSegError as exc:
         _fail(exc)
     record = result.info.training

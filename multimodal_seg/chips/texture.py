@@ -38,18 +38,23 @@ MIN_PERIOD = 2.0
 LATTICE_EXCESS = 10.0
 
 
+def window_edge(shape: tuple[int, ...]) -> int:
+    """Edge (px) of the central square window analysed in an image of ``shape``."""
+    return min(min(shape), WINDOW)
+
+
 def radial_power(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum of a square, Hann-windowed crop.
+    """Radially averaged power spectrum of the central square window (edge
+    :func:`window_edge`), Hann-windowed; only that window is read from a Dask array.
 
     Returns
     -------
     ``(power, counts)``, both ``(n // 2 + 1,)`` over integer radii ``r`` (cycles per
-    ``n`` pixels, ``n`` the crop's edge): mean periodogram value and number of values.
+    ``n`` pixels, ``n`` the window's edge): mean periodogram value and number of values.
     """
-    img = np.asarray(image, dtype=np.float64)
-    n = min(img.shape)
-    top, left = (img.shape[0] - n) // 2, (img.shape[1] - n) // 2
-    img = img[top : top + n, left : left + n]
+    n = window_edge(image.shape)
+    top, left = (image.shape[0] - n) // 2, (image.shape[1] - n) // 2
+    img = np.asarray(image[top : top + n, left : left + n], dtype=np.float64)
     img = img - img.mean()
     hann = np.hanning(n)
     spectrum = np.abs(np.fft.fft2(img * np.outer(hann, hann))) ** 2
@@ -76,9 +81,8 @@ def lattice_period(image: np.ndarray, *, max_period: float | None = None, level:
     """
     if len(image.shape) != 2 or min(image.shape) < 16:
         return None
-    n = min(min(image.shape), WINDOW)
-    top, left = (image.shape[0] - n) // 2, (image.shape[1] - n) // 2
-    power, counts = radial_power(np.asarray(image[top : top + n, left : left + n]))  # reads only the window
+    n = window_edge(image.shape)
+    power, counts = radial_power(image)
     longest = n / 4 if max_period is None else min(float(max_period), n / 4)
     radii = np.arange(power.size)
     searched = (radii >= max(2, int(np.ceil(n / longest)))) & (radii <= n / MIN_PERIOD)

@@ -20,7 +20,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..chips.refine import fine_grid, refine_factor
 from ..chips.shared import shared_grid
 from ..chips.sizing import chip_geometry
 from ..compute.schedulers import open_scheduler
@@ -109,8 +108,6 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
                   consensus=com.consensus, merge=com.merge, n_layers=joint_layers, decide=com.decide, alpha=com.alpha)
     check_layer_weights(names, config.fusion.layer_weights)
     encoders = choose_encoders(config.encoder, modalities, config.modality_encoders)
-    lightweight = all(encoder.lightweight for encoder, _ in encoders.values())
-    fine_grid(grid.grid, refine_factor(grid.grid, config.chips.refine, lightweight=lightweight), warn=False)
     return Plan(config=config, modalities=modalities, encoders=encoders)
 
 

@@ -284,32 +284,25 @@ def _render(truth: np.ndarray, materials: list, rng: np.random.Generator, *, dos
 def _image_family(seed: int, rng: np.random.Generator, family: str) -> Draw:
     size = IMAGE_SIZE
     pixel_size = PIXEL_SIZE
+    # (the order of the random draws is kept: it makes each seed's specimen)
     if family == "magnification":
         low, high = np.log(MAGNIFIED_PERIODS)
         pixel_size = _LATTICE_A / float(np.exp(rng.uniform(low, high)))
         kind = str(rng.choice(["2x2", "nested", "layers", "islands", "grains"]))
+    elif family == "orientation":
+        kind = "grains"
     else:
-        kind = "grains" if family == "orientation" else None
-    if kind == "grains":
-        truth = layout("grains", size, size, rng)
-        n = int(truth.max()) + 1
+        kind = str(rng.choice(["2x2", "nested", "layers", "thin_layers", "islands"] if family == "layouts"
+                              else ["layers", "nested"]))
+    truth = layout(kind, size, size, rng)
+    if family == "gradient":
+        truth = np.minimum(truth, 2).astype(np.int16)  # 2-3 regions
+    n = int(truth.max()) + 1
+    if kind == "grains":  # grains of one phase that differ only by orientation
         materials = [Crystal(_LATTICE_A, a) for a in _distinct_angles(rng, n, 90.0)]
-        gradient = float(rng.uniform(0.0, 0.3))
-    elif kind is not None:
-        truth = layout(kind, size, size, rng)
-        n = int(truth.max()) + 1
-        materials = _material_palette(rng, n)
-        gradient = float(rng.uniform(0.0, 0.3))
     else:
-        kind = (str(rng.choice(["2x2", "nested", "layers", "thin_layers", "islands"])) if family == "layouts"
-                else str(rng.choice(["layers", "nested"])))
-        truth = layout(kind, size, size, rng)
-        n = int(truth.max()) + 1
-        if family == "gradient":
-            truth = np.minimum(truth, 2).astype(np.int16)  # 2-3 regions
-            n = int(truth.max()) + 1
         materials = _material_palette(rng, n)
-        gradient = float(rng.uniform(0.0, 0.3) if family == "layouts" else rng.uniform(0.4, 0.6))
+    gradient = float(rng.uniform(0.4, 0.6) if family == "gradient" else rng.uniform(0.0, 0.3))
     dose = float(rng.uniform(80.0, 400.0))
     image = _render(truth, materials, rng, dose=dose, gradient=gradient, pixel_size=pixel_size)
     params = {"layout": kind, "materials": [repr(m) for m in materials], "gradient": gradient, "dose": dose,
