@@ -15,6 +15,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from multimodal_seg.graphs.communities import (
     Partition,
+    aggregate,
+    group_chips,
+    igraph_edges,
     medoid_labels,
     order_by_size,
     partition_graph,
@@ -315,6 +318,78 @@ def test_edges_handed_to_igraph_in_chunks_make_the_same_graph(planted, monkeypat
     labels = partition_graph(graph, seed=0).labels.tolist()
     assert chunked.modularity(labels, weights=chunked_weights) == pytest.approx(
         to_igraph(graph).modularity(labels, weights="weight"), abs=1e-12)
+
+
+def test_a_diagonal_becomes_loops_that_keep_every_degree():
+    # igraph counts a loop twice in a degree: a loop of half the diagonal keeps the row sums
+    a = sp.csr_matrix(np.array([[2.0, 1.0, 0.0], [1.0, 0.0, 0.5], [0.0, 0.5, 3.0]]))
+    g, weights = igraph_edges(a)
+    assert sorted(map(tuple, g.get_edgelist())) == [(0, 0), (0, 1), (1, 2), (2, 2)]
+    np.testing.assert_allclose(g.strength(weights=weights), np.asarray(a.sum(axis=1)).ravel())
+    labels = [0, 0, 1]
+    assert g.modularity(labels, weights=weights) == pytest.approx(_modularity(a, np.array(labels)), abs=1e-12)
+
+
+def test_the_graph_of_groups_keeps_the_modularity_of_their_chips(planted):
+    graph, _ = planted
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, graph.shape[0])
+    coarse = aggregate(graph, groups)
+    assert coarse.shape == (40, 40) and abs(coarse - coarse.T).max() < 1e-12
+    assert coarse.sum() == pytest.approx(graph.sum())
+    g, weights = igraph_edges(coarse)
+    for resolution in (1.0, 0.5):
+        group_labels = rng.integers(0, 4, 40)
+        assert g.modularity(group_labels.tolist(), weights=weights, resolution=resolution) == pytest.approx(
+            _modularity(graph, group_labels[groups], resolution), abs=1e-9)
+
+
+def test_groups_of_chips_are_pure_and_every_id_is_used():
+    x, truth = _blobs([300, 200, 100], dim=8, spread=0.1, seed=4)
+    groups = group_chips({"a": x[:, :4], "b": x[:, 4:]}, 50, seed=0)
+    assert groups.shape == truth.shape and set(np.unique(groups)) == set(range(groups.max() + 1))
+    assert 40 <= groups.max() + 1 <= 50
+    # a group of similar chips lies within one blob
+    assert all(np.unique(truth[groups == g]).size == 1 for g in range(groups.max() + 1))
+    np.testing.assert_array_equal(groups, group_chips({"a": x[:, :4], "b": x[:, 4:]}, 50, seed=0))
+
+
+def test_a_large_consensus_runs_on_groups_then_places_every_chip():
+    x, truth = _blobs([600, 400, 300, 200], dim=10, spread=0.15, seed=2)
+    graph = knn_graph(x, k=10)
+    features = {"chips": reduce_features(x, n_pcs=10)}
+    part = partition_graph(graph, seed=0, consensus=30, features=features, consensus_vertices=300)
+    assert 250 <= part.params["groups"] <= 300
+    assert adjusted_rand_score(truth, part.labels) > 0.95
+    assert part.modularity == pytest.approx(_modularity(graph, part.labels), abs=1e-9)
+    again = partition_graph(graph, seed=0, consensus=30, features=features, consensus_vertices=300)
+    np.testing.assert_array_equal(part.labels, again.labels)
+    # the chips themselves where they are few enough, for Louvain, and without features
+    assert partition_graph(graph, seed=0, consensus=30, features=features).params["groups"] is None
+    assert partition_graph(graph, seed=0, consensus=30, method="louvain", features=features,
+                           consensus_vertices=300).params["groups"] is None
+    assert partition_graph(graph, seed=0, consensus=30, consensus_vertices=300).params["groups"] is None
+    # several layers (multiplex Leiden) group the chips in every modality's space side by side
+    layers = {"a": knn_graph(x[:, :5], k=10), "b": knn_graph(x[:, 5:], k=10)}
+    spaces = {"a": reduce_features(x[:, :5], n_pcs=5), "b": reduce_features(x[:, 5:], n_pcs=5)}
+    joint = partition_graph(layers, seed=0, consensus=30, features=spaces, consensus_vertices=300)
+    assert joint.params["groups"] > 250 and adjusted_rand_score(truth, joint.labels) > 0.95
+
+
+def test_a_consensus_on_groups_is_as_good_and_as_steady_as_on_chips():
+    # Overlapping blobs: single runs differ from seed to seed, so the consensus matters here.
+    x, truth = _blobs([300] * 5, dim=6, spread=0.6, seed=10)
+    graph = knn_graph(x, k=15)
+    features = {"chips": reduce_features(x, n_pcs=6)}
+    seeds = range(4)
+    chips = [partition_graph(graph, seed=s, consensus=30).labels for s in seeds]
+    grouped = [partition_graph(graph, seed=s, consensus=30, features=features, consensus_vertices=300).labels
+               for s in seeds]
+    pairs = lambda runs: [adjusted_rand_score(a, b) for i, a in enumerate(runs) for b in runs[i + 1:]]  # noqa: E731
+    truth_ari = lambda runs: [adjusted_rand_score(truth, r) for r in runs]  # noqa: E731
+    assert np.mean(truth_ari(grouped)) >= np.mean(truth_ari(chips)) - 0.03
+    assert min(truth_ari(grouped)) >= min(truth_ari(chips)) - 0.05
+    assert min(pairs(grouped)) >= min(pairs(chips)) - 0.05
 
 
 def test_partition_rejects_bad_parameters(planted):

@@ -66,6 +66,13 @@ class Partition:
         return int(self.labels.max()) + 1 if self.labels.size else 0
 
 
+#: A consensus of Leiden runs works on chip graphs of up to this many chips as they are.  A
+#: larger graph is first cut into this many groups of similar chips, the runs work on the graph
+#: of the groups, and one Leiden pass on the chip graph, started from their medoid, places every
+#: chip (:func:`group_chips`).  Why (docs/design.md, "Consensus on groups of chips"): one Leiden
+#: run takes about 30 s on 10^6 chips here, so a consensus of 9-30 runs took 5-15 minutes.
+CONSENSUS_VERTICES = 4096
+
 #: Edges handed to igraph per call.  python-igraph converts an edge list through Python
 #: objects: 12 million edges at once took 2.2 GiB for a moment (10^6 chips), in chunks of
 #: this size 0.6 GiB, in the same time (12.6 s against 12.2 s).
@@ -75,17 +82,25 @@ EDGE_CHUNK = 4_000_000
 def igraph_edges(graph: sp.csr_matrix) -> tuple[ig.Graph, np.ndarray]:
     """Undirected igraph graph of a symmetric sparse matrix, and its edge weights.
 
+    A non-zero diagonal entry ``A[i, i]`` becomes a self-loop of half its weight: igraph
+    counts a loop twice in a vertex's degree, so every degree stays the matrix's row sum
+    (an aggregated graph keeps the modularity of its chips: :func:`aggregate`).
+
     Returns
     -------
-    The graph (one edge per pair of the upper triangle, no attributes) and ``(n_edges,)``
-    float64 weights in igraph's edge order: pass them as ``weights=`` to igraph's methods,
-    which costs no Python float per edge as an edge attribute does (0.36 GiB at 10^6 chips).
+    The graph (one edge per pair of the upper triangle, then the loops; no attributes) and
+    ``(n_edges,)`` float64 weights in igraph's edge order: pass them as ``weights=`` to
+    igraph's methods, which costs no Python float per edge as an edge attribute does
+    (0.36 GiB at 10^6 chips).
     """
     upper = sp.triu(graph, k=1).tocoo()
     g = ig.Graph(n=graph.shape[0], directed=False)
     for start in range(0, upper.nnz, EDGE_CHUNK):
         g.add_edges(np.column_stack([upper.row[start:start + EDGE_CHUNK], upper.col[start:start + EDGE_CHUNK]]))
-    return g, upper.data.astype(np.float64)
+    diagonal = graph.diagonal()
+    loops = np.flatnonzero(diagonal)
+    g.add_edges(np.column_stack([loops, loops]))
+    return g, np.concatenate([upper.data, diagonal[loops] / 2]).astype(np.float64)
 
 
 def to_igraph(graph: sp.csr_matrix) -> ig.Graph:
@@ -93,6 +108,44 @@ def to_igraph(graph: sp.csr_matrix) -> ig.Graph:
     g, weights = igraph_edges(graph)
     g.es["weight"] = weights
     return g
+
+
+def group_chips(features: Mapping[str, np.ndarray], n_groups: int, *, seed: int = 0) -> np.ndarray:
+    """Groups of similar chips: mini-batch k-means in the chips' feature spaces side by side.
+
+    Parameters
+    ----------
+    features
+        ``{modality: (n_chips, d)}``, each the space its graph was built in (standardised PCA).
+    n_groups
+        Number of groups (k-means centres); fewer come back if some centres stay empty.
+
+    Returns
+    -------
+    ``(n_chips,)`` int64 group ids ``0 .. n - 1``, every id used.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    points = np.hstack([np.asarray(f, dtype=np.float32) for f in features.values()])
+    kmeans = MiniBatchKMeans(n_clusters=n_groups, batch_size=8192, n_init=1, random_state=seed,
+                             max_no_improvement=5)
+    return np.unique(kmeans.fit_predict(points), return_inverse=True)[1].ravel()
+
+
+def aggregate(graph: sp.csr_matrix, groups: np.ndarray) -> sp.csr_matrix:
+    """The graph of the groups: ``A'[a, b]`` is the total weight between groups ``a`` and ``b``.
+
+    The diagonal holds each group's inner weight (twice its edges' weights, as a symmetric
+    matrix counts them), so a group's degree is the sum of its chips' degrees and a labelling
+    of the groups has the modularity of the same labelling of their chips.
+
+    Returns
+    -------
+    ``(n_groups, n_groups)`` symmetric CSR.
+    """
+    member = sp.csr_matrix((np.ones(groups.size), (np.arange(groups.size), groups)),
+                           shape=(groups.size, int(groups.max()) + 1))
+    return (member.T @ graph @ member).tocsr()
 
 
 @contextmanager
@@ -200,19 +253,21 @@ class _Layers:
         self.weights, self.method = weights, method
         self.resolution, self.n_iterations = resolution, n_iterations
 
-    def run(self, seed: int) -> np.ndarray:
-        """Labels of one seeded run, ordered by size."""
+    def run(self, seed: int, initial: np.ndarray | None = None) -> np.ndarray:
+        """Labels of one seeded run, ordered by size; Leiden starts from ``initial`` labels if given."""
+        start = None if initial is None else initial.tolist()
         if len(self.graphs) > 1:
             membership, _ = leidenalg.find_partition_multiplex(
                 self.graphs, leidenalg.RBConfigurationVertexPartition, layer_weights=self.weights,
                 n_iterations=self.n_iterations, seed=seed, weights="weight",
-                resolution_parameter=self.resolution)
+                resolution_parameter=self.resolution, initial_membership=start)
             return order_by_size(np.asarray(membership))
         g, edge_weights = self.graphs[0], self.edge_weights[0]
         with seeded_igraph(seed):
             if self.method == "leiden":
                 clusters = g.community_leiden(objective_function="modularity", weights=edge_weights,
-                                              resolution=self.resolution, n_iterations=self.n_iterations)
+                                              resolution=self.resolution, n_iterations=self.n_iterations,
+                                              initial_membership=start)
             else:
                 clusters = g.community_multilevel(weights=edge_weights, resolution=self.resolution)
         return order_by_size(np.asarray(clusters.membership))
@@ -239,6 +294,7 @@ def partition_graph(
     alpha: float = 0.01,
     features: Mapping[str, np.ndarray] | None = None,
     grid_shape: tuple[int, ...] | None = None,
+    consensus_vertices: int = CONSENSUS_VERTICES,
 ) -> Partition:
     """Split a weighted graph, or several graphs on the same vertices, into communities by modularity.
 
@@ -283,6 +339,12 @@ def partition_graph(
         ``decide="dip"``, communities without an interior chip (seams of mixed chips along
         boundaries) are then dissolved into the communities their chips are most connected
         to (:func:`multimodal_seg.graphs.decide.dissolve_rims`).
+    consensus_vertices
+        A Leiden consensus on a graph of more chips than this, with ``features`` given, runs
+        on the graph of this many groups of similar chips (:func:`group_chips`,
+        :func:`aggregate`), and one Leiden pass on the chip graph started from the groups'
+        medoid places every chip; ``params["groups"]`` records how many groups there were.
+        Louvain, and a graph without ``features``, always run on the chips.
 
     Returns
     -------
@@ -304,9 +366,22 @@ def partition_graph(
     if len(layers) > 1:
         params["layer_weights"] = dict(zip(layers, weights))
     runner = _Layers(layers, weights, method, resolution, n_iterations)
+    n_chips = next(iter(layers.values())).shape[0]
+    grouped = consensus > 1 and method == "leiden" and bool(features) and n_chips > consensus_vertices
+    params["groups"] = None
     if consensus > 1:
         run_seeds = np.random.SeedSequence(seed).generate_state(consensus).tolist()
-        labels, runs = medoid_labels((runner.run(int(s)) for s in run_seeds), planned=consensus)
+        if grouped:
+            groups = group_chips(features, consensus_vertices, seed=seed)
+            params["groups"] = int(groups.max()) + 1
+            coarse = _Layers({name: aggregate(g, groups) for name, g in layers.items()}, weights, method,
+                             resolution, n_iterations)
+            chip_runs = (order_by_size(coarse.run(int(s))[groups]) for s in run_seeds)
+        else:
+            chip_runs = (runner.run(int(s)) for s in run_seeds)
+        labels, runs = medoid_labels(chip_runs, planned=consensus)
+        if grouped:  # the groups' medoid, with every chip then free to move on its own graph
+            labels = runner.run(seed, initial=labels)
     else:
         runs = n_restarts
         # Several runs from seeds derived from `seed`, keeping the best modularity: the
