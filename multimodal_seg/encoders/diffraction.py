@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import ParameterError
 from ..modalities.diffraction import centre_of_mass, scale_patterns
@@ -145,6 +146,11 @@ def _polar_maps(images: np.ndarray, cy: np.ndarray, cx: np.ndarray, dy: np.ndarr
                 dx: np.ndarray) -> np.ndarray:
     """Bilinear samples of each image on a polar grid around its centre, Friedel-averaged.
 
+    Sampled by scipy's ``map_coordinates`` (order 1, edge pixels extended), one pattern at a
+    time: 0.40 ms per 128 x 128 pattern here against 0.80 ms for the same gather written in
+    numpy, and it releases the interpreter lock, so threads sample patterns side by side
+    (docs/design.md).
+
     Parameters
     ----------
     images
@@ -159,21 +165,10 @@ def _polar_maps(images: np.ndarray, cy: np.ndarray, cx: np.ndarray, dy: np.ndarr
     ``(m, R, T)`` float32: mean of the samples at angle ``t`` and ``t + 180``
     deg.  Samples beyond the detector take the nearest edge pixel's value.
     """
-    m, qy, qx = images.shape
-    y = (cy[:, None].astype(np.float32) + dy.reshape(1, -1)).clip(0, qy - 1)
-    x = (cx[:, None].astype(np.float32) + dx.reshape(1, -1)).clip(0, qx - 1)
-    y0 = np.minimum(y.astype(np.int64), max(qy - 2, 0))
-    x0 = np.minimum(x.astype(np.int64), max(qx - 2, 0))
-    fy, fx = y - y0, x - x0
-    flat = images.reshape(-1)
-    base = (np.arange(m, dtype=np.int64) * (qy * qx))[:, None] + y0 * qx + x0
-    step_y = qx if qy > 1 else 0
-    step_x = 1 if qx > 1 else 0
-    top = flat[base] * (1 - fx) + flat[base + step_x] * fx
-    bottom = flat[base + step_y] * (1 - fx) + flat[base + step_y + step_x] * fx
-    samples = top * (1 - fy) + bottom * fy
-    n_r, _, n_t = dy.shape
-    return samples.reshape(m, n_r, 2, n_t).mean(axis=2)
+    samples = np.empty((len(images), *dy.shape), dtype=np.float32)
+    for image, y, x, out in zip(images, cy, cx, samples):
+        ndimage.map_coordinates(image, (y + dy, x + dx), output=out, order=1, mode="nearest")
+    return samples.mean(axis=2)
 
 
 class DiffractionProfilesEncoder(Encoder):
