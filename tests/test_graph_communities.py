@@ -369,6 +369,8 @@ def test_a_large_consensus_runs_on_groups_then_places_every_chip():
     assert partition_graph(graph, seed=0, consensus=30, method="louvain", features=features,
                            consensus_vertices=300).params["groups"] is None
     assert partition_graph(graph, seed=0, consensus=30, consensus_vertices=300).params["groups"] is None
+    with pytest.raises(ParameterError, match="consensus_vertices"):
+        partition_graph(graph, seed=0, consensus=30, features=features, consensus_vertices=1)
     # several layers (multiplex Leiden) group the chips in every modality's space side by side
     layers = {"a": knn_graph(x[:, :5], k=10), "b": knn_graph(x[:, 5:], k=10)}
     spaces = {"a": reduce_features(x[:, :5], n_pcs=5), "b": reduce_features(x[:, 5:], n_pcs=5)}

@@ -258,3 +258,21 @@ def test_consensus_runs_are_recorded_and_resume_only_the_partition(small_phantom
     assert steady.agreement(small_phantom.truth)["ari"] > 0.8
     with pytest.raises(ParameterError, match="consensus"):
         mms.segment(small_phantom.image, progress=False, consensus=-1)
+
+
+def test_a_dense_chip_grid_runs_its_consensus_on_groups_and_says_so(small_phantom, tmp_path):
+    # 32 px chips every 3 px: 76 x 76 = 5776 chips, above the 4096 the consensus runs on
+    # as they are (graphs/communities.CONSENSUS_VERTICES); coarser grids stay on the chips.
+    out = tmp_path / "dense"
+    seg = _seg(small_phantom, chip_size=32, stride=3, out=out)
+    assert seg.grid.n_chips == 76 * 76
+    params = json.loads((out / "provenance.json").read_text())["partitions"]["image"]["params"]
+    assert 3000 < params["groups"] <= 4096  # k-means may leave a centre empty
+    # This dense grid over-splits the phantom into 9 communities, as a consensus on the chips
+    # does too (9-14 communities, chip ARI 0.57-0.68 for seeds 0-2; grouped 6-14, 0.57-0.80).
+    assert seg.agreement(small_phantom.truth)["ari"] > 0.65
+    again = _seg(small_phantom, chip_size=32, stride=3)
+    np.testing.assert_array_equal(seg.chip_labels, again.chip_labels)
+    coarse = tmp_path / "coarse"
+    _seg(small_phantom, chip_size=32, stride=16, out=coarse)
+    assert json.loads((coarse / "provenance.json").read_text())["partitions"]["image"]["params"]["groups"] is None

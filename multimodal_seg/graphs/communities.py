@@ -366,6 +366,9 @@ def partition_graph(
     if len(layers) > 1:
         params["layer_weights"] = dict(zip(layers, weights))
     runner = _Layers(layers, weights, method, resolution, n_iterations)
+    if consensus_vertices < 2:
+        raise ParameterError(f"consensus_vertices={consensus_vertices} leaves no graph to run a consensus on",
+                             fix=f"use at least 2 (default {CONSENSUS_VERTICES})", where="consensus_vertices")
     n_chips = next(iter(layers.values())).shape[0]
     grouped = consensus > 1 and method == "leiden" and bool(features) and n_chips > consensus_vertices
     params["groups"] = None

@@ -12,7 +12,9 @@ neighbours, so it keeps its community; chips of a region that changes move to th
 community of what they became.
 
 Cost: the graph holds ``n_frames x n_chips`` chips (exact kNN up to 20,000 chips,
-pynndescent above); Leiden's consensus costs its number of runs on that graph.
+pynndescent above); Leiden's consensus costs its number of runs on that graph, or above
+4096 chips on the graph of 4096 groups of similar chips
+(:data:`multimodal_seg.graphs.communities.CONSENSUS_VERTICES`).
 """
 
 from __future__ import annotations
