@@ -205,6 +205,15 @@ def figure(rows: list[dict], lat: dict | None, out: Path) -> None:
         fig.savefig(tmp, dpi=110, format="png")
 
 
+def quality_load(results: dict) -> str:
+    """The 1-minute load average before and after the quality runs, as a phrase."""
+    load = results.get("quality_load_average")
+    if not load or "after" not in load:
+        return "load average not recorded for the quality runs"
+    return (f"1-minute load average {load['before'][0]:.1f} before the quality runs and "
+            f"{load['after'][0]:.1f} after (2 cores: above 2, other processes were running)")
+
+
 def report(results: dict) -> str:
     a = results["args"]
     lines = ["# Time-series benchmark (simulated microscope feed)", "",
@@ -213,10 +222,9 @@ def report(results: dict) -> str:
              "auto chips, k = 15, Leiden consensus of 30; live: window 8, re-optimised every 10 frames). "
              "Damaged fraction found from the data (no matching: each community's area times the share of its "
              "crystallinity windows below 0.5); the per-frame baseline is matched to the truth by an oracle.", "",
-             f"Machine: {results['machine']['processor']} ({results['machine']['cpus']} CPUs), shared with other "
-             "sessions: its load average stayed between 7 and 13 through these runs, so wall times are 2-3 times "
-             "the CPU times (both are given for the live latency, the speed measurement; the seconds in the "
-             "quality tables are wall times on the loaded machine, for orientation only).", "",
+             f"Machine: {results['machine']['processor']} ({results['machine']['cpus']} CPUs), which may be shared "
+             f"with other work: {quality_load(results)}. The seconds in the quality tables are wall times, for "
+             "orientation only; the live latency (the speed measurement) gives CPU times beside them.", "",
              "The per-frame baseline matches each frame's communities to the truth with an oracle, which is why "
              "its area error is the smallest; without matching its ids are arbitrary from frame to frame (the "
              "ids-kept column).", ""]
@@ -298,10 +306,16 @@ def main() -> None:
             results["latency"] = latency(args.latency_frames, args.interval, args.poll, work)
             print("latency", {k: results["latency"][k] for k in ("median", "max", "within_1s")}, flush=True)
             write_text_atomic(args.out / "results.json", to_json(results))
+        if "quality" in parts:
+            results["quality_load_average"] = {"before": os.getloadavg()}
+        elif "quality_load_average" in previous:
+            results["quality_load_average"] = previous["quality_load_average"]
         for group, seeds in (("tune", args.tune), ("held_out", args.held_out)) if "quality" in parts else ():
             for seed in seeds:
                 results[group].append(quality(seed, args.size, args.frames, work))
                 write_text_atomic(args.out / "results.json", to_json(results))
+        if "quality" in parts:
+            results["quality_load_average"]["after"] = os.getloadavg()
     write_text_atomic(args.out / "results.json", to_json(results))
     if results["tune"] or results["held_out"]:
         figure(results["tune"] or results["held_out"], results.get("latency"), args.out)

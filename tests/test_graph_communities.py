@@ -346,12 +346,12 @@ def test_the_graph_of_groups_keeps_the_modularity_of_their_chips(planted):
 
 def test_groups_of_chips_are_pure_and_every_id_is_used():
     x, truth = _blobs([300, 200, 100], dim=8, spread=0.1, seed=4)
-    groups = group_chips({"a": x[:, :4], "b": x[:, 4:]}, 50, seed=0)
+    groups = group_chips({"a": x[:, :4], "b": x[:, 4:]}, 50)
     assert groups.shape == truth.shape and set(np.unique(groups)) == set(range(groups.max() + 1))
     assert 40 <= groups.max() + 1 <= 50
     # a group of similar chips lies within one blob
     assert all(np.unique(truth[groups == g]).size == 1 for g in range(groups.max() + 1))
-    np.testing.assert_array_equal(groups, group_chips({"a": x[:, :4], "b": x[:, 4:]}, 50, seed=0))
+    np.testing.assert_array_equal(groups, group_chips({"a": x[:, :4], "b": x[:, 4:]}, 50))
 
 
 def test_a_large_consensus_runs_on_groups_then_places_every_chip():
@@ -391,7 +391,8 @@ def test_a_consensus_on_groups_is_as_good_and_as_steady_as_on_chips():
     truth_ari = lambda runs: [adjusted_rand_score(truth, r) for r in runs]  # noqa: E731
     assert np.mean(truth_ari(grouped)) >= np.mean(truth_ari(chips)) - 0.03
     assert min(truth_ari(grouped)) >= min(truth_ari(chips)) - 0.05
-    assert min(pairs(grouped)) >= min(pairs(chips)) - 0.05
+    # the groups are the data's, the same for every seed: seeds differ only by their runs
+    assert min(pairs(grouped)) >= min(pairs(chips))
 
 
 def test_partition_rejects_bad_parameters(planted):

@@ -72,6 +72,8 @@ class Partition:
 #: chip (:func:`group_chips`).  Why (docs/design.md, "Consensus on groups of chips"): one Leiden
 #: run takes about 30 s on 10^6 chips here, so a consensus of 9-30 runs took 5-15 minutes.
 CONSENSUS_VERTICES = 4096
+#: Seed of the k-means that groups chips (:func:`group_chips`): the same for every partition seed.
+GROUPING_SEED = 0
 
 #: Edges handed to igraph per call.  python-igraph converts an edge list through Python
 #: objects: 12 million edges at once took 2.2 GiB for a moment (10^6 chips), in chunks of
@@ -110,8 +112,14 @@ def to_igraph(graph: sp.csr_matrix) -> ig.Graph:
     return g
 
 
-def group_chips(features: Mapping[str, np.ndarray], n_groups: int, *, seed: int = 0) -> np.ndarray:
+def group_chips(features: Mapping[str, np.ndarray], n_groups: int) -> np.ndarray:
     """Groups of similar chips: mini-batch k-means in the chips' feature spaces side by side.
+
+    The groups are a function of the chips alone (k-means is seeded with
+    ``GROUPING_SEED`` whatever the partition's seed), so two seeds of a consensus differ
+    only by their Leiden runs: on 1500 chips of five overlapping blobs in 300 groups, the
+    worst agreement between six seeds rose from 0.64 (groups drawn with each seed) to 0.83
+    (0.68 for the consensus on the chips).
 
     Parameters
     ----------
@@ -127,7 +135,7 @@ def group_chips(features: Mapping[str, np.ndarray], n_groups: int, *, seed: int 
     from sklearn.cluster import MiniBatchKMeans
 
     points = np.hstack([np.asarray(f, dtype=np.float32) for f in features.values()])
-    kmeans = MiniBatchKMeans(n_clusters=n_groups, batch_size=8192, n_init=1, random_state=seed,
+    kmeans = MiniBatchKMeans(n_clusters=n_groups, batch_size=8192, n_init=1, random_state=GROUPING_SEED,
                              max_no_improvement=5)
     return np.unique(kmeans.fit_predict(points), return_inverse=True)[1].ravel()
 
@@ -375,7 +383,7 @@ def partition_graph(
     if consensus > 1:
         run_seeds = np.random.SeedSequence(seed).generate_state(consensus).tolist()
         if grouped:
-            groups = group_chips(features, consensus_vertices, seed=seed)
+            groups = group_chips(features, consensus_vertices)
             params["groups"] = int(groups.max()) + 1
             coarse = _Layers({name: aggregate(g, groups) for name, g in layers.items()}, weights, method,
                              resolution, n_iterations)
