@@ -11,7 +11,13 @@ import multimodal_seg as mms
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.communities import partition_graph
-from multimodal_seg.graphs.decide import MIN_TEST_CHIPS, decide_communities, merge_indistinct, unimodality_pvalue
+from multimodal_seg.graphs.decide import (
+    MIN_TEST_CHIPS,
+    decide_communities,
+    merge_indistinct,
+    spaced_chips,
+    unimodality_pvalue,
+)
 from multimodal_seg.graphs.knn import knn_graph
 
 
@@ -87,6 +93,32 @@ def test_communities_too_small_to_test_join_their_most_connected_neighbour():
     assert decision.labels.max() == 1
     assert decision.merges[0]["reason"] == "too small to test" and decision.merges[0]["p"] is None
     assert (decision.labels[-len(stray):] == decision.labels[0]).all()  # joined a, where they sit
+
+
+def test_spaced_chips_lie_on_every_step_th_row_and_column_of_each_frame():
+    keep = spaced_chips((2, 5, 7), 3).reshape(2, 5, 7)
+    expected = np.zeros((5, 7), bool)
+    expected[np.ix_([0, 3], [0, 3, 6])] = True
+    assert (keep == expected).all()  # both frames alike
+    assert spaced_chips((4, 4), 1).all()
+
+
+def test_only_spaced_chips_count_and_too_few_of_them_cannot_keep_a_community_apart():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(200, 6))
+    b = rng.normal(size=(40, 6)) + np.r_[8.0, np.zeros(5)]  # clearly another population
+    chips = np.concatenate([a, b])
+    labels = np.r_[np.zeros(200, int), np.ones(40, int)]
+    graph = knn_graph(chips, k=10, seed=0)
+    assert merge_indistinct({"image": chips}, labels, graph, seed=0).labels.max() == 1  # all tested: apart
+    tested = np.ones(240, bool)
+    tested[200 + MIN_TEST_CHIPS - 1:] = False  # b keeps too few tested chips to be told apart
+    decision = merge_indistinct({"image": chips}, labels, graph, seed=0, tested=tested)
+    assert decision.labels.max() == 0
+    (merge,) = decision.merges
+    assert merge["reason"] == "too small to test" and sorted(merge["sizes"]) == [40, 200]
+    tested[200:] = True  # enough of b again: apart
+    assert merge_indistinct({"image": chips}, labels, graph, seed=0, tested=tested).labels.max() == 1
 
 
 def test_the_decision_is_reproducible_and_ordered_by_size():

@@ -101,6 +101,18 @@ class ChipGrid:
         return r * c
 
     @property
+    def half_chip_steps(self) -> int:
+        """Grid steps in half a chip (rounded down, at least 1).
+
+        Chips this many rows or columns apart share at most half their pixels, as
+        neighbours do at the default stride of half a chip.  The decision on the number of
+        communities tests chips at this spacing only (:func:`multimodal_seg.graphs.decide.
+        spaced_chips`), so that a denser grid, whose neighbours are near-copies of each other,
+        does not make its tests see more independent chips than there are.
+        """
+        return max(1, self.size // (2 * self.stride))
+
+    @property
     def origins(self) -> np.ndarray:
         """Top-left pixel of every chip in row-major order, shape ``(n_chips, 2)``."""
         rr, cc = np.meshgrid(self.row_starts, self.col_starts, indexing="ij")

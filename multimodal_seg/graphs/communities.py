@@ -302,6 +302,7 @@ def partition_graph(
     alpha: float = 0.01,
     features: Mapping[str, np.ndarray] | None = None,
     grid_shape: tuple[int, ...] | None = None,
+    grid_step: int = 1,
     consensus_vertices: int = CONSENSUS_VERTICES,
 ) -> Partition:
     """Split a weighted graph, or several graphs on the same vertices, into communities by modularity.
@@ -347,6 +348,11 @@ def partition_graph(
         ``decide="dip"``, communities without an interior chip (seams of mixed chips along
         boundaries) are then dissolved into the communities their chips are most connected
         to (:func:`multimodal_seg.graphs.decide.dissolve_rims`).
+    grid_step
+        With ``decide="dip"`` and ``grid_shape``: only chips on every ``grid_step``-th row and
+        column enter the dip tests (:func:`multimodal_seg.graphs.decide.spaced_chips`); the
+        pipeline passes half a chip in grid steps
+        (:attr:`multimodal_seg.chips.grid.ChipGrid.half_chip_steps`), 1 at the default stride.
     consensus_vertices
         A Leiden consensus on a graph of more chips than this, with ``features`` given, runs
         on the graph of this many groups of similar chips (:func:`group_chips`,
@@ -374,6 +380,9 @@ def partition_graph(
     if len(layers) > 1:
         params["layer_weights"] = dict(zip(layers, weights))
     runner = _Layers(layers, weights, method, resolution, n_iterations)
+    if grid_step < 1:
+        raise ParameterError(f"grid_step={grid_step} must be a whole number of grid steps, at least 1",
+                             fix="use 1 (every chip is tested) or more", where="grid_step")
     if consensus_vertices < 2:
         raise ParameterError(f"consensus_vertices={consensus_vertices} leaves no graph to run a consensus on",
                              fix=f"use at least 2 (default {CONSENSUS_VERTICES})", where="consensus_vertices")
@@ -415,7 +424,8 @@ def partition_graph(
     if decide is not None:
         from .decide import decide_communities
 
-        result = decide_communities(features, labels, summed, alpha=alpha, seed=seed, grid_shape=grid_shape)
+        result = decide_communities(features, labels, summed, alpha=alpha, seed=seed, grid_shape=grid_shape,
+                                    grid_step=grid_step)
         labels, decision = result.labels, result.to_dict()
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
                      runs=runs)

@@ -258,8 +258,10 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
     the number of communities is decided in the feature spaces of ``modalities``."""
     deciding = options.get("decide") not in (None, "none")
     features = {n: graph_features(study, n) for n in modalities} if deciding else None
-    grid_shape = tuple(study.grid().grid.grid_shape) if deciding else None
-    part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape, **options)
+    grid = study.grid().grid
+    grid_shape = tuple(grid.grid_shape) if deciding else None
+    part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape,
+                           grid_step=grid.half_chip_steps, **options)
     study.write_array(key, part.labels, fingerprint=fp, params=part.params, modularity=part.modularity,
                       n_communities=part.n_communities, decision=part.decision, runs=part.runs, **attrs)
 

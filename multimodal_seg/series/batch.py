@@ -215,7 +215,8 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
                                   standardise=embedder.encoder.standardise).fit_transform(np.vstack(embeddings))
     graph = knn.knn_graph(features, k=cfg.graph.k, seed=cfg.seed)
     partition = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed, features={"frames": features},
-                                grid_shape=(len(frames), *embedder.grid.grid_shape))
+                                grid_shape=(len(frames), *embedder.grid.grid_shape),
+                                grid_step=embedder.grid.half_chip_steps)
     labels = partition.labels.astype(np.int64)
     sure = confidence(graph, labels, np.arange(labels.size))
     axis = SeriesAxis.of(frames[0])
