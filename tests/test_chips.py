@@ -133,10 +133,11 @@ def test_non_divisible_grid_adds_one_edge_chip():
     assert grid.col_starts.tolist() == [0, 16, 32, 48]
 
 
-@pytest.mark.parametrize("size,stride,steps", [(32, 16, 1), (32, 32, 1), (32, 11, 1), (32, 8, 2), (32, 3, 5),
-                                               (64, 8, 4), (3, 1, 1), (1, 1, 1)])
+@pytest.mark.parametrize("size,stride,steps", [(32, 16, 1), (32, 32, 1), (43, 21, 1), (5, 2, 1), (32, 11, 1),
+                                               (32, 8, 2), (32, 3, 5), (64, 8, 4), (3, 1, 2), (3, 3, 1), (1, 1, 1)])
 def test_half_a_chip_in_grid_steps(size, stride, steps):
-    # 1 at the default stride of half a chip (and any coarser one): the decision tests every chip
+    # 1 at the default stride of half a chip (and any coarser one), whatever the chip's size,
+    # but for 3 px chips every pixel (neighbours share two thirds): the decision tests every chip
     assert ChipGrid((128, 128), size, stride).half_chip_steps == steps
 
 

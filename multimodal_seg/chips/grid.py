@@ -102,15 +102,17 @@ class ChipGrid:
 
     @property
     def half_chip_steps(self) -> int:
-        """Grid steps in half a chip (rounded down, at least 1).
+        """Half a chip in grid steps, to the nearest whole step (at least 1).
 
-        Chips this many rows or columns apart share at most half their pixels, as
-        neighbours do at the default stride of half a chip.  The decision on the number of
-        communities tests chips at this spacing only (:func:`multimodal_seg.graphs.decide.
-        spaced_chips`), so that a denser grid, whose neighbours are near-copies of each other,
-        does not make its tests see more independent chips than there are.
+        Chips this many rows or columns apart share about half their pixels, as neighbours
+        do at the default stride of half a chip (where this is 1, except for 3 px chips,
+        whose default stride of 1 px leaves neighbours sharing two thirds: 2).  The decision
+        on the number of communities tests chips at this spacing only
+        (:func:`multimodal_seg.graphs.decide.spaced_chips`), so that a denser grid, whose
+        neighbours are near-copies of each other, does not make its tests see more
+        independent chips than there are.
         """
-        return max(1, self.size // (2 * self.stride))
+        return max(1, int(self.size / (2 * self.stride) + 0.5))
 
     @property
     def origins(self) -> np.ndarray:
