@@ -384,7 +384,18 @@ def test_cpu_path_uses_float32_without_autocast():
     cpu = pick_device("cpu")
     assert cpu == torch.device("cpu")
     assert amp_dtype(cpu) is None
-    assert memory_format(cpu) == torch.contiguous_format
+    # channels-last on CPUs too (oneDNN's convolutions are faster so), with the same results
+    assert memory_format(cpu) == torch.channels_last
+    from multimodal_seg.encoders.convnet import small_convnet
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = small_convnet(2, kernels=(5, 3, 3, 3), pooled=4, embedding_dim=8).eval()
+        x = torch.rand(4, 1, 32, 32)
+    with torch.inference_mode():
+        plain = net(x)
+        last = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(last, plain, rtol=1e-5, atol=1e-5)
     with autocast_context(cpu):
         assert not torch.is_autocast_enabled("cpu")
     info = describe_device("cpu")

@@ -203,7 +203,7 @@ class ConvChipEncoder(Encoder):
         self.checkpoint: CheckpointInfo | None = checkpoint_for(self, self.weights.path)
         from .device import memory_format
 
-        #: Memory format of the network and its input (channels-last for 2D inputs on CUDA).
+        #: Memory format of the network and its input (channels-last for 2D inputs on CUDA and CPUs).
         self.memory_format = memory_format(self.device) if self.two_dimensional else torch.contiguous_format
         key = (self.name, tuple(sorted(self.architecture_options().items())), self.weights.name,
                self.weights.sha256, str(self.device))

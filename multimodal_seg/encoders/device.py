@@ -113,8 +113,15 @@ def autocast_context(device: torch.device) -> AbstractContextManager[Any]:
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """``channels_last`` on CUDA (faster convolutions with tensor cores), else contiguous."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    """``channels_last`` on CUDA (faster convolutions with tensor cores) and on CPUs, else
+    contiguous.
+
+    On the CPU, oneDNN's convolutions run faster on channels-last tensors: measured here (2
+    cores, eval mode, same run) ResNet50 on 32 chips of 128^2 px 1.55 -> 0.99 s, the
+    ``diffraction-cnn`` network on 256 patterns of 64^2 px 0.47 -> 0.35 s.  MPS stays
+    contiguous (not measured there).
+    """
+    return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
 
 
 def describe_device(device: torch.device | str | None = None) -> dict[str, Any]:
