@@ -15,7 +15,6 @@ from sklearn.metrics import adjusted_rand_score
 
 from multimodal_seg.graphs.communities import (
     Partition,
-    aggregate,
     group_chips,
     igraph_edges,
     medoid_labels,
@@ -28,6 +27,7 @@ from multimodal_seg.graphs.communities import (
 from multimodal_seg.bench.speed import planted_mixture
 from multimodal_seg.errors import InputError, ParameterError
 from multimodal_seg.graphs.knn import MIN_WEIGHT, knn_graph, reduce_features
+from multimodal_seg.graphs.labels import aggregate
 
 
 def _blobs(n_per: list[int], dim: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

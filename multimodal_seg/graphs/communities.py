@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ParameterError
-from .labels import community_weights, order_by_size
+from .labels import aggregate, community_weights, order_by_size
 
 Method = Literal["leiden", "louvain"]
 METHODS = ("leiden", "louvain")
@@ -86,7 +86,8 @@ def igraph_edges(graph: sp.csr_matrix) -> tuple[ig.Graph, np.ndarray]:
 
     A non-zero diagonal entry ``A[i, i]`` becomes a self-loop of half its weight: igraph
     counts a loop twice in a vertex's degree, so every degree stays the matrix's row sum
-    (an aggregated graph keeps the modularity of its chips: :func:`aggregate`).
+    (an aggregated graph keeps the modularity of its chips:
+    :func:`multimodal_seg.graphs.labels.aggregate`).
 
     Returns
     -------
@@ -138,22 +139,6 @@ def group_chips(features: Mapping[str, np.ndarray], n_groups: int) -> np.ndarray
     kmeans = MiniBatchKMeans(n_clusters=n_groups, batch_size=8192, n_init=1, random_state=GROUPING_SEED,
                              max_no_improvement=5)
     return np.unique(kmeans.fit_predict(points), return_inverse=True)[1].ravel()
-
-
-def aggregate(graph: sp.csr_matrix, groups: np.ndarray) -> sp.csr_matrix:
-    """The graph of the groups: ``A'[a, b]`` is the total weight between groups ``a`` and ``b``.
-
-    The diagonal holds each group's inner weight (twice its edges' weights, as a symmetric
-    matrix counts them), so a group's degree is the sum of its chips' degrees and a labelling
-    of the groups has the modularity of the same labelling of their chips.
-
-    Returns
-    -------
-    ``(n_groups, n_groups)`` symmetric CSR.
-    """
-    member = sp.csr_matrix((np.ones(groups.size), (np.arange(groups.size), groups)),
-                           shape=(groups.size, int(groups.max()) + 1))
-    return (member.T @ graph @ member).tocsr()
 
 
 @contextmanager
@@ -356,7 +341,7 @@ def partition_graph(
     consensus_vertices
         A Leiden consensus on a graph of more chips than this, with ``features`` given, runs
         on the graph of this many groups of similar chips (:func:`group_chips`,
-        :func:`aggregate`), and one Leiden pass on the chip graph started from the groups'
+        :func:`multimodal_seg.graphs.labels.aggregate`), and one Leiden pass on the chip graph started from the groups'
         medoid places every chip; ``params["groups"]`` records how many groups there were.
         Louvain, and a graph without ``features``, always run on the chips.
 

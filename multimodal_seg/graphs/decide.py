@@ -233,7 +233,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     Decision
         Every merge of both rules in order; ``n_before`` is Leiden's count.
     """
-    tested = spaced_chips(grid_shape, grid_step) if grid_shape is not None and grid_step > 1 else None
+    tested = spaced_chips(grid_shape, grid_step) if grid_shape is not None else None
     result = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
     merges, labels = list(result.merges), result.labels
     while grid_shape is not None:
@@ -246,7 +246,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
         if not again.merges:
             break
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=result.n_before,
-                    grid_step=grid_step if tested is not None else 1)
+                    grid_step=grid_step if grid_shape is not None else 1)
 
 
 def interior_chips(labels: np.ndarray) -> np.ndarray:

@@ -16,14 +16,37 @@ def order_by_size(labels: np.ndarray) -> np.ndarray:
     return new_id[labels].astype(np.int32)
 
 
+def aggregate(graph: sp.spmatrix, groups: np.ndarray) -> sp.csr_matrix:
+    """The graph of the groups: ``A'[a, b]`` is the total weight between groups ``a`` and ``b``.
+
+    The diagonal holds each group's inner weight (twice its edges' weights, as a symmetric
+    matrix counts them), so a group's degree is the sum of its members' degrees and a
+    labelling of the groups has the modularity of the same labelling of their members
+    (:func:`multimodal_seg.graphs.communities.igraph_edges` turns the diagonal into loops).
+
+    Parameters
+    ----------
+    graph
+        ``(n, n)`` sparse adjacency.
+    groups
+        ``(n,)`` group of each vertex, ``0 .. n_groups - 1``.
+
+    Returns
+    -------
+    ``(n_groups, n_groups)`` CSR, symmetric for a symmetric graph.
+    """
+    groups = np.asarray(groups).ravel()
+    member = sp.csr_matrix((np.ones(groups.size), (np.arange(groups.size), groups)),
+                           shape=(groups.size, int(groups.max()) + 1))
+    return (member.T @ graph @ member).tocsr()
+
+
 def community_weights(graph: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     """Total edge weight of ``graph`` within (diagonal) and between every pair of communities.
 
     Returns
     -------
-    ``(n_communities, n_communities)`` dense, symmetric for a symmetric graph.
+    ``(n_communities, n_communities)`` dense, symmetric for a symmetric graph (the dense
+    form of :func:`aggregate`).
     """
-    labels = np.asarray(labels).ravel()
-    n = int(labels.max()) + 1
-    member = sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(n, labels.size))
-    return (member @ graph @ member.T).toarray()
+    return aggregate(graph, labels).toarray()

@@ -9,8 +9,9 @@ every chip free (:func:`reoptimise`, with igraph's faster Leiden); communities t
 largest overlap with the old ones (:func:`match_ids`), the others get new ids.
 
 Fixed chips are collapsed first: each fixed community becomes one node whose
-self-loop carries its internal weight (igraph counts a loop twice, so half the
-diagonal of ``P A P^T``) and whose edges carry its weight to every other node.  The
+self-loop carries its internal weight (:func:`multimodal_seg.graphs.labels.aggregate`;
+igraph counts a loop twice, so the loop is half the diagonal of ``P A P^T``) and whose
+edges carry its weight to every other node.  The
 gain of moving a free chip into a community depends only on its weight to that
 community and the community's total degree, both kept, so the optimisation is the
 same as on the full graph (checked: equal RB-configuration quality) and costs a graph
@@ -29,14 +30,7 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
 from ..graphs.communities import seeded_igraph, to_igraph
-
-
-def _graph_with_loops(matrix: sp.csr_matrix) -> ig.Graph:
-    """Undirected weighted igraph graph of a symmetric matrix, diagonal entries as self-loops."""
-    upper = sp.triu(matrix, k=0).tocoo()
-    g = ig.Graph(n=matrix.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
-    g.es["weight"] = upper.data
-    return g
+from ..graphs.labels import aggregate
 
 
 def _optimise(graph: ig.Graph, initial: np.ndarray, fixed: np.ndarray, *, resolution: float,
@@ -90,12 +84,8 @@ def join(graph: sp.csr_matrix, labels: np.ndarray, free: np.ndarray, *, next_id:
     node = np.empty(n, dtype=np.int64)
     node[~free] = np.searchsorted(fixed_ids, labels[~free])
     node[free] = n_fixed + np.arange(n_free)
-    collapse = sp.csr_matrix((np.ones(n), (node, np.arange(n))), shape=(n_fixed + n_free, n))
-    aggregated = (collapse @ graph @ collapse.T).tocsr()
-    aggregated.setdiag(aggregated.diagonal() / 2.0)  # a loop counts twice in a node's degree
-    aggregated.eliminate_zeros()
     fixed = np.arange(n_fixed + n_free) < n_fixed
-    membership = _optimise(_graph_with_loops(aggregated), np.arange(n_fixed + n_free), fixed,
+    membership = _optimise(to_igraph(aggregate(graph, node)), np.arange(n_fixed + n_free), fixed,
                            resolution=resolution, seed=seed, n_iterations=n_iterations)
     out = labels.copy()
     # A community holding a fixed node is that node's community; the others are new.
