@@ -10,7 +10,7 @@ from multimodal_seg.chips.grid import ChipGrid, iter_chips
 from multimodal_seg.analysis.descriptors import chip_statistics
 from multimodal_seg.encoders import get_encoder
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
-from multimodal_seg.encoders.pooling import pooled_position_embeddings
+from multimodal_seg.encoders.pooling import position_map
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_pooled_embeddings_equal_chip_by_chip_encoding(scan, size, stride):
     grid = ChipGrid(scan.shape[:2], size, stride)
     chips = np.concatenate([c for _, c in iter_chips(scan, grid.origins, size)])
     with dask.config.set({"array.chunk-size": 5 * 16 * 32 * 32 * 4}):  # 5-row bands, one task each
-        embeddings, stats = pooled_position_embeddings(scan, grid.origins, size, encoder)
+        embeddings, stats = position_map(scan, encoder).pool(grid.origins, size)
     np.testing.assert_allclose(embeddings, encoder.encode(chips), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats, chip_statistics(chips), rtol=1e-4)
 

@@ -165,6 +165,31 @@ def test_refine_rebuilds_and_refits_the_encoder_of_a_resumed_study(specimen, tmp
     assert adjusted_rand(again.scan_labels["joint"], first.scan_labels["joint"]) > 0.8
 
 
+def test_refinement_pools_diffraction_chips_from_the_stored_position_features(specimen, tmp_path, monkeypatch):
+    from multimodal_seg.pipeline import embedding
+
+    out = tmp_path / "run"
+    scan = {"diffraction": specimen.modalities()["diffraction"]}
+    mms.segment(scan, out=out, chip_size=4, stride=2, refine=1, progress=False)
+    study = mms.Study.open(out / "study.zarr")
+    stored = study.positions("diffraction", fingerprint=study.fingerprint_of("embeddings/diffraction"))
+    assert stored.features.shape == (*specimen.diffraction.shape[:2], 35)
+    assert study.positions("diffraction", fingerprint="another run's") is None
+
+    def encode_again(*args, **kwargs):
+        raise AssertionError("the scan was read and encoded again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(embedding, "position_map", encode_again)
+        stages.refine(study, factor=2, progress=False)
+    from_stored = study.read_array("refined/diffraction")
+    assert study.attrs_of("refined/diffraction")["boundary_chips"] > 0
+    # Without the stored features every position is encoded again: the same labels.
+    del study.group["positions"], study.group["refined"]
+    stages.refine(study, factor=2, progress=False)
+    np.testing.assert_array_equal(study.read_array("refined/diffraction"), from_stored)
+
+
 def test_stale_refined_labels_are_not_used(small_phantom, tmp_path):
     out = tmp_path / "run"
     mms.segment(small_phantom.image, out=out, refine=2, progress=False)

@@ -6,12 +6,16 @@ several chips (four at the default stride of half a chip), so encoding chip by
 chip repeats the work.  Here the features of every position are computed once,
 in bands of scan rows, each band one Dask task on the current scheduler (every
 core, or a cluster's workers; memory holds a band per running task), and each
-chip's embedding is the mean over its window, read off a summed-area table.  The
-chip statistics (mean and standard deviation of the raw values) are pooled the
-same way from per-position sums.
+chip's embedding is the mean over its window, read off a summed-area table
+(:class:`PositionMap`).  The chip statistics (mean and standard deviation of the
+raw values) are pooled the same way from per-position sums.  The embed stage keeps
+the map in the study, so that refinement pools its finer chips from it without
+reading or encoding the modality again.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -79,35 +83,59 @@ def _summed_area(values: np.ndarray) -> np.ndarray:
     return table
 
 
-def pooled_position_embeddings(data, origins: np.ndarray, size: int, encoder: Encoder, *,
-                               progress: bool = False, desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and raw statistics of every chip, each position encoded once.
+@dataclass
+class PositionMap:
+    """Per-position features of a whole scan, from which any chip's embedding is pooled.
+
+    Attributes
+    ----------
+    features
+        ``(rows, cols, dim)`` float32: the encoder's features of each scan position's signal.
+    moments
+        ``(rows, cols, 2)`` float64: sum of each position's raw values and of their squares.
+    signal_size
+        Values per position (channels, or detector pixels).
+    """
+
+    features: np.ndarray
+    moments: np.ndarray
+    signal_size: int
+
+    def pool(self, origins: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``(n_chips, dim)`` and raw mean and standard deviation ``(n_chips, 2)``
+        (float32) of the ``size x size`` chips at ``origins`` ``(n_chips, 2)``: means over
+        each chip's window, read off summed-area tables."""
+        origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
+        positions = size * size
+        embeddings = _window_sums(_summed_area(self.features), origins, size) / positions
+        sums = _window_sums(_summed_area(self.moments), origins, size)
+        count = positions * max(1, self.signal_size)
+        mean = sums[:, 0] / count
+        std = np.sqrt(np.maximum(sums[:, 1] / count - mean ** 2, 0.0))
+        return embeddings.astype(np.float32), np.column_stack([mean, std]).astype(np.float32)
+
+
+def position_map(data, encoder: Encoder, *, progress: bool = False, desc: str = "embedding") -> PositionMap:
+    """Encode every scan position of a ``(rows, cols, *signal)`` (lazy) modality once.
+
+    Bands of scan rows are Dask tasks on the current scheduler; memory holds a band per
+    running task, and the map, never the modality.
 
     Parameters
     ----------
     data
-        ``(rows, cols, *signal)`` (lazy) modality array, raw counts.
-    origins
-        ``(n_chips, 2)`` top-left scan position of each chip.
-    size
-        Chip edge in scan positions.
+        ``(rows, cols, *signal)`` raw counts.
     encoder
         An encoder with ``pools_positions`` true: its chip embedding is the mean of its
         ``position_features`` over the chip.
-
-    Returns
-    -------
-    ``(n_chips, encoder.dim)`` float32 embeddings and ``(n_chips, 2)`` float32 mean and
-    standard deviation of each chip's raw values.
     """
     import dask
 
     from ..compute.tasks import SyncReader, chunk_bytes, run_tasks, scheduler_threads
 
     rows, cols = int(data.shape[0]), int(data.shape[1])
-    signal = tuple(int(n) for n in data.shape[2:])
     features = np.empty((rows, cols, encoder.dim), dtype=np.float32)
-    moments = np.empty((rows, cols, 2), dtype=np.float64)  # sum and sum of squares of the values
+    moments = np.empty((rows, cols, 2), dtype=np.float64)
     bands = row_bands(data.shape, band_bytes=chunk_bytes(), tasks=2 * scheduler_threads())
     # One key each for the encoder and the reader: a cluster ships them once per worker.
     shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(data), pure=False)
@@ -120,11 +148,4 @@ def pooled_position_embeddings(data, origins: np.ndarray, size: int, encoder: En
 
     with tqdm(total=rows * cols, desc=desc, unit="position", disable=not progress, leave=False) as bar:
         run_tasks(tasks, on_result=store)
-    origins = np.asarray(origins, dtype=np.int64)
-    positions = size * size
-    embeddings = _window_sums(_summed_area(features), origins, size) / positions
-    sums = _window_sums(_summed_area(moments), origins, size)
-    count = positions * max(1, int(np.prod(signal)))
-    mean = sums[:, 0] / count
-    std = np.sqrt(np.maximum(sums[:, 1] / count - mean ** 2, 0.0))
-    return embeddings.astype(np.float32), np.column_stack([mean, std]).astype(np.float32)
+    return PositionMap(features, moments, int(np.prod(data.shape[2:], dtype=np.int64)))

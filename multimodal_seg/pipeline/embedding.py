@@ -17,7 +17,7 @@ from ..analysis.descriptors import CHIP_STATS, chip_statistics
 from ..chips.grid import iter_chips
 from ..chips.shared import ModalityChips
 from ..encoders.base import Encoder
-from ..encoders.pooling import pooled_position_embeddings
+from ..encoders.pooling import PositionMap, position_map
 from ..modalities.base import ModalityData
 
 #: Pixels sampled to find the intensity scale (percentiles) of an image.
@@ -94,9 +94,22 @@ def _encode_span(reader, origins: np.ndarray, size: int, encoder: Encoder, scale
     return embeddings, stats
 
 
+def pools_positions(modality: ModalityData, encoder: Encoder) -> bool:
+    """Whether chips of this modality are embedded as means of per-position features
+    (``Encoder.pools_positions``; images are always seen chip by chip)."""
+    return encoder.pools_positions and modality.kind != "image"
+
+
+def embed_positions(modality: ModalityData, encoder: Encoder, *, progress: bool = True,
+                    desc: str = "embedding") -> PositionMap:
+    """Every scan position's features (:func:`multimodal_seg.encoders.pooling.position_map`),
+    for an encoder that pools positions (:func:`pools_positions`)."""
+    return position_map(modality.data, encoder, progress=progress, desc=f"{desc} {modality.name} ({encoder.name})")
+
+
 def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
                  intensity: tuple[float, float], batch_chips: int = 256, progress: bool = True,
-                 desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
+                 desc: str = "embedding", positions: PositionMap | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings ``(n_chips, encoder.dim)`` and raw statistics ``(n_chips, 2)`` of some chips.
 
     The chips are split into spans (:func:`chip_spans`), each one Dask task that
@@ -105,18 +118,20 @@ def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder,
     scheduler (:mod:`multimodal_seg.compute`): Dask's threads by default, so every
     core works, or the workers of a cluster; memory holds about one span per
     running task, never the modality.  Encoders that pool per-position features
-    (``Encoder.pools_positions``) encode each scan position once instead
-    (:mod:`multimodal_seg.encoders.pooling`).  ``intensity`` is the image's
-    (low, high) range mapped to [0, 1] (ignored for spectra and patterns).
+    (:func:`pools_positions`) encode each scan position once instead
+    (:mod:`multimodal_seg.encoders.pooling`), or pool the ``positions`` already
+    encoded (:func:`embed_positions`).  ``intensity`` is the image's (low, high)
+    range mapped to [0, 1] (ignored for spectra and patterns).
     """
     import dask
 
     from ..compute.tasks import SyncReader, run_tasks, scheduler_threads
 
+    if pools_positions(modality, encoder):
+        if positions is None:
+            positions = embed_positions(modality, encoder, progress=progress, desc=desc)
+        return positions.pool(chips.origins, chips.size)
     desc = f"{desc} {modality.name} ({encoder.name})"
-    if encoder.pools_positions and modality.kind != "image":
-        return pooled_position_embeddings(modality.data, chips.origins, chips.size, encoder,
-                                          progress=progress, desc=desc)
     scale = scaler(modality, intensity)
     origins = np.asarray(chips.origins)
     n_chips = len(origins)

@@ -50,7 +50,7 @@ from ..modalities.base import Axis, ModalityData
 from ..modalities.sources import modality_identity, read_modalities
 from ..provenance import fingerprint, run_record
 from ..result import Segmentation
-from .embedding import encode_chips, fit_encoder, modality_intensity
+from .embedding import embed_positions, encode_chips, fit_encoder, modality_intensity, pools_positions
 from .study import JOINT, Study
 
 #: Community options checked before any partition is computed.
@@ -176,7 +176,10 @@ def embed(
 
     The modality is streamed from the store one band of chip rows at a time, never
     whole.  Image chips are scaled to [0, 1] by the image's robust intensity range;
-    spectra and patterns reach their encoders as raw counts.
+    spectra and patterns reach their encoders as raw counts.  Encoders that pool scan
+    positions (``diffraction-profiles``) encode each position once and keep every
+    position's features (``positions/<name>``), from which :func:`refine` pools its
+    finer chips.
 
     Returns
     -------
@@ -207,8 +210,14 @@ def embed(
             continue
         intensity = modality_intensity(modality)
         fit_encoder(modality, grid.per_modality[name], enc, intensity=intensity, seed=seed)
+        # encoders that pool scan positions keep every position's features: refinement
+        # pools its finer chips from them instead of reading the modality again
+        positions = embed_positions(modality, enc, progress=progress) if pools_positions(modality, enc) else None
         embeddings, stats = encode_chips(modality, grid.per_modality[name], enc, intensity=intensity,
-                                         batch_chips=batch_chips, progress=progress, desc="embedding")
+                                         batch_chips=batch_chips, progress=progress, desc="embedding",
+                                         positions=positions)
+        if positions is not None:
+            study.write_positions(name, positions, fingerprint=fp)
         study.write_array(stats_key, stats, fingerprint=fp, columns=list(CHIP_STATS))
         study.write_array(key, embeddings, fingerprint=fp, encoder=enc.fingerprint(),
                           intensity_scale=list(intensity) if modality.kind == "image" else None,
@@ -411,7 +420,8 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
     """Move every partition's boundaries onto a finer grid: ``refined/<partition>``.
 
     Chips of the grid's size are laid every ``stride // factor`` pixels; those on a
-    boundary of any partition are embedded again (each modality once) and take the
+    boundary of any partition are embedded again (each modality once; pooled from the
+    stored per-position features where the encoder pools positions) and take the
     community their nearest chips vote for (:mod:`multimodal_seg.chips.refine`).
     Each modality's own partition is refined by its votes alone; the joint one by
     every modality's, weighted as its layers.  ``factor=1`` does nothing.
@@ -469,7 +479,8 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
         to_embed = ModalityChips(origins=fine.per_modality[name].origins[needed], size=fine.per_modality[name].size)
         new, _ = encode_chips(modalities[name], to_embed, encoder,
                               intensity=tuple(attrs["intensity_scale"] or (0.0, 1.0)), progress=progress,
-                              desc="refining boundaries of")
+                              desc="refining boundaries of",
+                              positions=study.positions(name, fingerprint=study.fingerprint_of(f"embeddings/{name}")))
         features[name] = (partitioned, reducer.transform(new))
     for name, weights in partitions.items():
         labels = study.read_array(f"partitions/{name}")

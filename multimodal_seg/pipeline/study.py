@@ -11,6 +11,10 @@ Layout (version ``LAYOUT_VERSION``; see docs/design.md)::
     chips/modalities/<name>        (n_chips, 2) the same chips in the modality's pixels
     chips/stats/<name>             (n_chips, 2) raw mean and std of each chip
     embeddings/<name>              (n_chips, dim) float32; attrs: encoder, encoder_spec
+    positions/<name>/features      encoders that pool scan positions only: (rows, cols, dim)
+                                   float32 features of every position, and beside them
+    positions/<name>/moments       (rows, cols, 2) float64 sums of raw values and squares;
+                                   the embeddings' fingerprint (refinement pools from them)
     graphs/<name>                  CSR adjacency {indptr, indices, data}; attrs: params
     graphs/joint                   fusion "concat" only: the graph of the joint features
     partitions/<name>              (n_chips,) int32; attrs: params, modularity, n_communities
@@ -36,6 +40,7 @@ import zarr
 
 from ..chips.shared import ModalityChips, SharedGrid
 from ..encoders.base import Encoder
+from ..encoders.pooling import PositionMap
 from ..errors import InputError
 from ..modalities.base import Axis, ModalityData
 
@@ -151,6 +156,27 @@ class Study:
         node = self.group[key]
         parts = [np.asarray(node[name][...]) for name in ("data", "indices", "indptr")]
         return sp.csr_matrix(tuple(parts), shape=tuple(node.attrs["shape"]))
+
+    def write_positions(self, name: str, positions: PositionMap, *, fingerprint: str) -> None:
+        """Store a modality's per-position features: ``positions/<name>``."""
+        node = self.group.require_group(f"positions/{name}")
+        node.attrs.pop("fingerprint", None)
+        for part in ("features", "moments"):
+            values = getattr(positions, part)
+            arr = node.create_array(part, shape=values.shape, dtype=values.dtype,
+                                    chunks=_chunks_for(values.shape), overwrite=True)
+            arr[...] = values
+        self._finish(node, fingerprint, {"signal_size": positions.signal_size})
+
+    def positions(self, name: str, *, fingerprint: str | None) -> PositionMap | None:
+        """A modality's stored per-position features if they carry ``fingerprint``
+        (that of the embeddings they were pooled into), else ``None``."""
+        key = f"positions/{name}"
+        if fingerprint is None or not self.is_current(key, fingerprint):
+            return None
+        node = self.group[key]
+        return PositionMap(np.asarray(node["features"][...]), np.asarray(node["moments"][...]),
+                           int(node.attrs["signal_size"]))
 
     # -- modalities -------------------------------------------------------------
     def write_modality(self, modality: ModalityData, *, fingerprint: str) -> None:
