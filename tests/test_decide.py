@@ -200,6 +200,28 @@ def test_seams_of_mixed_chips_without_an_interior_are_dissolved():
         dissolve_rims(labels.ravel(), graph, (5, 5))
 
 
+def test_on_a_dense_grid_a_seam_is_measured_in_half_chips():
+    # Chips every third of a chip straddle a boundary over three grid steps: a seam three
+    # steps wide has interior chips at one step of reach, none at half a chip (2 steps).
+    from multimodal_seg.graphs.decide import dissolve_rims, interior_chips
+
+    grid = (15, 15)
+    labels = np.zeros(grid, int)
+    labels[:, 9:] = 1
+    labels[:, 6:9] = 2  # the seam of chips that straddle the boundary
+    assert interior_chips(labels)[labels == 2].any()
+    assert not interior_chips(labels, 2)[labels == 2].any() and interior_chips(labels, 2)[labels == 1].any()
+    graph = _grid_graph(*grid)
+    kept, none = dissolve_rims(labels.ravel(), graph, grid)
+    assert kept.max() == 2 and none == []
+    dissolved, records = dissolve_rims(labels.ravel(), graph, grid, reach=2)
+    assert dissolved.max() == 1 and records[0]["sizes"] == [45]
+    # a region five steps wide (2.5 chips) keeps its interior at that reach
+    wide = labels.copy()
+    wide[:, 4:9] = 2
+    assert dissolve_rims(wide.ravel(), graph, grid, reach=2)[1] == []
+
+
 def test_frames_of_one_grid_have_interiors_of_their_own():
     # A series: two frames of a 6 x 6 grid, stacked.  Community 2 is a seam one chip wide in
     # frame 0 and a thick region in frame 1 (a growing phase): it has an interior, so it stays.

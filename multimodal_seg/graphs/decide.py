@@ -221,12 +221,17 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     (p < 0.01) and are one population once it is dissolved (p = 0.05).
 
     Parameters are those of :func:`merge_indistinct`; ``grid_shape`` as in
-    :func:`dissolve_rims` (``None``: no rims are dissolved).  ``grid_step``: on a grid, only
-    the chips on every ``grid_step``-th row and column enter the dip tests
-    (:func:`spaced_chips`; the pipeline passes half a chip in grid steps, 1 at the default
-    stride).  Neighbouring chips of a dense grid are near-copies: tested all together they
-    made the test see distinct populations in one region (the 256 px test phantom with 32 px
-    chips every 3 px: 9-14 communities for its 4 regions, 4 when tested every 5th chip).
+    :func:`dissolve_rims` (``None``: no rims are dissolved).  ``grid_step``: half a chip in
+    grid steps (what the pipeline passes; 1 at the default stride).  On a grid, only the
+    chips on every ``grid_step``-th row and column enter the dip tests
+    (:func:`spaced_chips`), and a community needs chips ``grid_step`` steps deep inside it
+    not to be dissolved as a seam (``reach`` of :func:`dissolve_rims`).  Neighbouring chips
+    of a dense grid are near-copies: tested all together they made the test see distinct
+    populations in one region (the 256 px test phantom with 32 px chips every 3 px: 9-14
+    communities for its 4 regions, 4 when tested every 5th chip); and a seam of mixed chips
+    is as many grid steps wide as a chip straddles a boundary, so at one grid step it kept
+    interior chips (a 4D-STEM phantom with 3-position chips every position: 5 seam
+    communities along its boundaries).
 
     Returns
     -------
@@ -237,7 +242,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     result = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
     merges, labels = list(result.merges), result.labels
     while grid_shape is not None:
-        labels, rims = dissolve_rims(labels, graph, grid_shape)
+        labels, rims = dissolve_rims(labels, graph, grid_shape, reach=grid_step)
         if not rims:
             break
         again = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
@@ -249,30 +254,34 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
                     grid_step=grid_step if grid_shape is not None else 1)
 
 
-def interior_chips(labels: np.ndarray) -> np.ndarray:
-    """Bool of ``labels``' shape: chips whose grid neighbours (up, down, left, right, those
-    that exist) all carry their own label.
+def interior_chips(labels: np.ndarray, reach: int = 1) -> np.ndarray:
+    """Bool of ``labels``' shape: chips whose grid neighbours up to ``reach`` steps up, down,
+    left and right (those that exist) all carry their own label.
 
     ``labels`` is ``(rows, cols)``, or ``(frames, rows, cols)`` for frames of one chip grid:
     neighbours are then taken within each frame.
     """
     labels = np.asarray(labels)
     inside = np.ones(labels.shape, dtype=bool)
-    inside[..., 1:, :] &= labels[..., 1:, :] == labels[..., :-1, :]
-    inside[..., :-1, :] &= labels[..., :-1, :] == labels[..., 1:, :]
-    inside[..., :, 1:] &= labels[..., :, 1:] == labels[..., :, :-1]
-    inside[..., :, :-1] &= labels[..., :, :-1] == labels[..., :, 1:]
+    for d in range(1, int(reach) + 1):
+        inside[..., d:, :] &= labels[..., d:, :] == labels[..., :-d, :]
+        inside[..., :-d, :] &= labels[..., :-d, :] == labels[..., d:, :]
+        inside[..., :, d:] &= labels[..., :, d:] == labels[..., :, :-d]
+        inside[..., :, :-d] &= labels[..., :, :-d] == labels[..., :, d:]
     return inside
 
 
-def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[int, ...]) -> tuple[np.ndarray, list[dict]]:
+def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[int, ...], *,
+                  reach: int = 1) -> tuple[np.ndarray, list[dict]]:
     """Dissolve communities that have no interior chip: mixed chips along boundaries.
 
     A chip that straddles two regions embeds as neither, and such chips can form a
     community of their own that the dip test keeps apart (a mixture is distinct from both
-    sides).  A community in which *every* chip touches another community on the chip grid
-    is nowhere three grid steps thick (1.5 chips at the default stride of half a chip): it
-    cannot be told from a seam of mixed chips at this chip size.  Each of its chips joins
+    sides).  A community in which *every* chip has a chip of another community within
+    ``reach`` grid steps is nowhere ``2 reach + 1`` grid steps thick; with ``reach`` half a
+    chip in grid steps (what the pipeline passes: 1 at the default stride of half a chip),
+    that is nowhere 1.5 chips thick, and it cannot be told from a seam of mixed chips at
+    this chip size.  Each of its chips joins
     the community (with an interior) it is most strongly connected to in ``graph``; chips
     with no edge to one take, in turn, the label their neighbours in the graph now carry
     most (the largest community if none ever does).
@@ -287,6 +296,9 @@ def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[in
         ``(rows, cols)`` of the chip grid, ``rows * cols == n_chips``; or ``(frames, rows,
         cols)`` for the chips of several frames of one grid, frame after frame (a series):
         a community needs an interior chip in some frame.
+    reach
+        Grid steps a chip's own community must extend in every direction for the chip to
+        be interior (:func:`interior_chips`).
 
     Returns
     -------
@@ -296,7 +308,7 @@ def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[in
     if labels.size != int(np.prod(grid_shape)):
         raise ValueError(f"{labels.size} labels for a chip grid of {grid_shape}")
     n = int(labels.max()) + 1 if labels.size else 0
-    inside = interior_chips(labels.reshape(grid_shape)).ravel()
+    inside = interior_chips(labels.reshape(grid_shape), reach).ravel()
     rims = [c for c in range(n) if not inside[labels == c].any()]
     if not rims or len(rims) == n:
         return labels, []
