@@ -203,6 +203,33 @@ def test_profiles_are_dose_invariant(data, encoder, embedded):
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["grain0", "amorphous"])
+def test_profiles_ignore_thickness_beyond_the_direct_beam(kind):
+    # Single scattering: what the specimen scatters (spots, rings, background) grows with its
+    # thickness t and is taken out of the direct beam: beam (1 - 0.3 t), scattered t.
+    beam_only = pattern(None, kind="amorphous") - pattern(None, kind="amorphous", dose=0.0)
+    r = np.hypot(*np.mgrid[0:Q, 0:Q] - (Q - 1) / 2)
+    beam = np.where(r <= BEAM_RADIUS + 2, beam_only, 0.0)
+    scattered = pattern(None, **PHASES[kind]) - beam
+
+    def at(t: float) -> np.ndarray:
+        return ((1 - 0.3 * t) * beam + t * scattered).astype(np.float32)[None, None, None]
+
+    def change(enc: DiffractionProfilesEncoder) -> float:
+        thin, thick = enc.encode(at(0.8)), enc.encode(at(1.2))
+        return float(np.abs(thin - thick).max())
+
+    scattered_norm = DiffractionProfilesEncoder()  # normalise="scattered"
+    assert scattered_norm.normalise == "scattered"
+    # Scaled by the total counts, every scattered radius moves with the thickness; scaled by
+    # the scattered counts, only through the estimated beam size (a pixel more or less).
+    total = change(DiffractionProfilesEncoder(normalise="total"))
+    assert total > 0.1 and change(scattered_norm) < min(0.02, 0.1 * total)
+    # the grains still differ by orientation
+    e0, e30 = (scattered_norm.encode(pattern(None, **PHASES[k])[None, None, None]) for k in ("grain0", "grain30"))
+    assert np.abs(e0 - e30).max() > 0.1
+
+
 def test_profiles_pool_over_positions(data, encoder, embedded):
     singles = data["wide"].reshape(-1, 1, 1, Q, Q)
     per_position = encoder.encode(singles).reshape(6, 4, -1)

@@ -48,8 +48,9 @@ from .convnet import ConvChipEncoder, small_convnet
 from .options import check_bool, check_choice, check_int
 from .positions import as_chips, mean_over_positions, position_signals
 
-#: Pattern normalisations before ``log1p``: ``total`` (mean 1 per pixel), ``none`` (counts).
-PATTERN_NORMALISATIONS = ("total", "none")
+#: Pattern normalisations before ``log1p``: ``scattered`` (mean 1 per pixel outside the
+#: direct beam), ``total`` (mean 1 per pixel), ``none`` (counts).
+PATTERN_NORMALISATIONS = ("scattered", "total", "none")
 
 #: Bilinear polar samples per block of patterns (bounds the memory of one block).
 _SAMPLES_PER_BLOCK = 1_000_000
@@ -105,15 +106,37 @@ def _bin_patterns(patterns: np.ndarray, factor: int) -> np.ndarray:
     return cropped.reshape(m, ny, factor, nx, factor).sum(axis=(2, 4), dtype=np.float32)
 
 
-def _log_scale(patterns: np.ndarray, normalise: str) -> np.ndarray:
-    """``log1p`` of each pattern (negative counts clipped), after scaling it to mean 1
-    per pixel (``total``); see :func:`multimodal_seg.modalities.diffraction.scale_patterns`."""
+def _inverse(mean: np.ndarray) -> np.ndarray:
+    mean = mean.astype(np.float32)
+    return np.divide(1.0, mean, out=np.zeros_like(mean), where=mean > 0)
+
+
+def _log_scale(patterns: np.ndarray, normalise: str, outside: np.ndarray | None = None) -> np.ndarray:
+    """``log1p`` of each pattern (negative counts clipped) after scaling; see
+    :func:`multimodal_seg.modalities.diffraction.scale_patterns`.
+
+    ``total``: each pattern to mean 1 per pixel.  ``scattered``: the pixels of
+    ``outside`` (``(m, qy, qx)`` bool, those beyond the direct beam) to mean 1 per pixel
+    over those pixels, and the others (the direct beam) by the pattern's mean over all
+    pixels.  ``none``: counts as they are.
+    """
+    if normalise == "none":
+        return scale_patterns(patterns, "log")
+    x = np.maximum(patterns, 0.0, dtype=np.float32)
+    flat = x.reshape(len(x), -1)
+    total = _inverse(flat.mean(axis=1, dtype=np.float64))
     if normalise == "total":
-        x = np.maximum(patterns, 0.0, dtype=np.float32)
-        mean = x.reshape(len(x), -1).mean(axis=1, dtype=np.float64).astype(np.float32)
-        inverse = np.divide(1.0, mean, out=np.zeros_like(mean), where=mean > 0)
-        patterns = x * inverse[:, None, None]
-    return scale_patterns(patterns, "log")
+        return scale_patterns(x * total[:, None, None], "log")
+    where = outside.reshape(len(x), -1)
+    scattered = _inverse(np.einsum("ij,ij->i", flat, where, dtype=np.float64) / np.maximum(where.sum(axis=1), 1))
+    return scale_patterns(x * np.where(outside, scattered[:, None, None], total[:, None, None]), "log")
+
+
+def _beyond_beam(shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """``(m, qy, qx)`` bool: the pixels farther than ``radius`` ``(m,)`` from each centre."""
+    y = np.arange(shape[0], dtype=np.float32)[None, :, None] - cy.astype(np.float32)[:, None, None]
+    x = np.arange(shape[1], dtype=np.float32)[None, None, :] - cx.astype(np.float32)[:, None, None]
+    return y * y + x * x >= (radius.astype(np.float32) ** 2)[:, None, None]
 
 
 # ---------------------------------------------------------------- polar grid
@@ -222,7 +245,7 @@ class DiffractionProfilesEncoder(Encoder):
         n_radial: int = 16,
         n_angular: int = 18,
         centre: bool = True,
-        normalise: str = "total",
+        normalise: str = "scattered",
         r_max: float = 0.9,
         max_size: int = 128,
     ) -> None:
@@ -287,11 +310,21 @@ class DiffractionProfilesEncoder(Encoder):
         if not self.centre:
             cy = np.full(m, (qy - 1) / 2)
             cx = np.full(m, (qx - 1) / 2)
-        polar = _polar_maps(_log_scale(patterns, self.normalise), cy, cx, dy, dx)  # (m, R, T)
+        inner = 1.5 * beam + 2.0  # the annulus beyond the direct beam starts here (px)
+        outside = _beyond_beam((qy, qx), cy, cx, inner) if self.normalise == "scattered" else None
+        polar = _polar_maps(_log_scale(patterns, self.normalise, outside), cy, cx, dy, dx)  # (m, R, T)
         n_r, n_t = polar.shape[1:]
-        radial = polar.mean(axis=2).reshape(m, self.n_radial, n_r // self.n_radial).mean(axis=2)
+        annulus = radii[None, :] >= inner[:, None]  # (m, R)
+        radial = polar.mean(axis=2)
+        if self.normalise == "scattered":
+            # the profile beyond the direct beam only: radii inside the annulus take the
+            # value of its first radius (the scattering just outside the beam), so bins
+            # change smoothly as the estimated beam size moves the annulus's start
+            first = annulus.argmax(axis=1)  # 0 where the beam fills the detector
+            edge = np.take_along_axis(radial, first[:, None], axis=1)
+            radial = np.where(annulus, radial, edge)
+        radial = radial.reshape(m, self.n_radial, n_r // self.n_radial).mean(axis=2)
         excess = polar - np.median(polar, axis=2, keepdims=True)
-        annulus = radii[None, :] >= (1.5 * beam + 2.0)[:, None]  # (m, R)
         n_ring = annulus.sum(axis=1)
         weights = annulus / np.maximum(n_ring, 1)[:, None]
         angular = np.einsum("mr,mrt->mt", weights, excess)
