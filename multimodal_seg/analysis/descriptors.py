@@ -229,7 +229,9 @@ def community_mean_signals(data: da.Array, chips, labels: np.ndarray) -> np.ndar
             weights[label, r : r + size, c : c + size] += 1
     sums = np.zeros((n, int(np.prod(data.shape[2:], dtype=np.int64))))
     for top, block in iter_row_bands(data):
-        w = weights[:, top : top + len(block)].reshape(n, -1)
-        sums += w @ block.reshape(w.shape[1], -1).astype(np.float64)
+        # one float32 product per band (a few thousand positions; no float64 copy of the
+        # band), summed over bands in float64
+        w = weights[:, top : top + len(block)].reshape(n, -1).astype(np.float32)
+        sums += w @ block.reshape(w.shape[1], -1)
     totals = weights.reshape(n, -1).sum(axis=1)
     return (sums / np.maximum(totals, 1)[:, None]).reshape(n, *data.shape[2:])
