@@ -82,6 +82,28 @@ def test_training_leaves_the_processes_shared_random_network_alone(eels, tmp_pat
     np.testing.assert_array_equal(get_encoder("spectrum-cnn", **options).encode(chips), before)
 
 
+def test_the_trained_encoder_embeds_with_its_trained_network(eels, tmp_path, monkeypatch):
+    # Training swaps a private copy of the shared network into the encoder; its runner must
+    # run that copy, or the encoder would go on embedding with the untrained weights.
+    from multimodal_seg.training import train as train_module
+
+    built = []
+    original = train_module.trainable_encoder
+
+    def keep(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(train_module, "trainable_encoder", keep)
+    result = train_encoder([eels], modality="spectrum", out=tmp_path / "x.ckpt", progress=False,
+                           **{**TINY, "max_epochs": 1})
+    encoder = built[0][0]
+    assert encoder.runner.network is encoder.network
+    chips = _chips(eels)[:20]
+    reloaded = load_encoder(result.checkpoint, device="cpu")
+    np.testing.assert_allclose(encoder.encode(chips), reloaded.encode(chips), rtol=1e-5, atol=1e-6)
+
+
 def test_checkpoint_round_trips_through_the_weights_path(trained, eels):
     path = trained.checkpoint
     enc = get_encoder("spectrum-cnn", weights=str(path), length=128, embedding_dim=16, device="cpu")

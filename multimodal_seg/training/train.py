@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ..encoders.base import Encoder
 from ..encoders.checkpoint import CheckpointInfo, options_from_checkpoint, save_checkpoint
 from ..encoders.registry import encoder_options, get_encoder
+from ..encoders.runtime import NetworkRunner
 from ..encoders.weights import find_weights
 from ..errors import OutputError, ParameterError
 from ..modalities.sources import modality_identity
@@ -295,6 +296,10 @@ def train_encoder(
     owned = {name: getattr(encoder, name) for name in ("model", "network") if hasattr(encoder, name)}
     for name, copied in copy.deepcopy(owned).items():
         setattr(encoder, name, copied)
+    # and it runs the copy: the runner built with the shared network would embed with the
+    # untrained weights (eager: a compiled module is cached per key, and the copy has none)
+    encoder.runner = NetworkRunner(encoder.network, key=("trained", id(encoder.network)), compile=False,
+                                   batch_size=encoder.runner.batch_size)
     # encoders keep their network in eval mode; Lightning keeps the modes it finds
     module = SelfSupervisedModule(encoder.network.train(), encoder.dim, cfg)
     datamodule = ChipDataModule(sources, encoder, modality, cfg)
