@@ -6,12 +6,15 @@ chip's positions.
 
 ``diffraction-profiles`` (weight-free, the default for diffraction)
     What a microscopist reads off a pattern.  Each pattern is centred on its
-    direct beam (centre of mass of the central disc), scaled by ``log1p`` and
-    resampled on a polar grid around that centre, folded to [0, 180) deg by
-    Friedel symmetry.  Features:
+    direct beam (centre of mass of the central disc), scaled (by default the
+    pixels beyond the direct beam to mean 1 over them, so that the features do
+    not change with the specimen's thickness, which scales what is scattered
+    against the beam), ``log1p``, and resampled on a polar grid around that
+    centre, folded to [0, 180) deg by Friedel symmetry.  Features:
 
     * radial profile (``n_radial`` bins): mean log intensity against scattering
-      radius, rotation-invariant: lattice spacings, amorphous rings, diffuse
+      radius beyond the direct beam (radii inside it take the value just
+      outside), rotation-invariant: lattice spacings, amorphous rings, diffuse
       background;
     * angular profile (``n_angular`` bins over [0, 180) deg): intensity above
       each radius's angular median, averaged over the annulus outside the direct
@@ -217,8 +220,13 @@ class DiffractionProfilesEncoder(Encoder):
         Centre each pattern on its direct beam; otherwise the detector centre is
         used (for patterns already centred, or without a direct beam).
     normalise
+        ``"scattered"`` (default): scale the pixels beyond ``1.5 r + 2`` px of the
+        beam's centre to mean 1 over those pixels and the beam by the pattern's
+        mean, and read the radial profile beyond the beam only (embeddings
+        independent of dose, and of thickness in single scattering);
         ``"total"``: scale each pattern to mean 1 per pixel before ``log1p``
-        (embeddings independent of dose); ``"none"``: ``log1p`` of the counts.
+        (independent of dose; the profile keeps the beam's share, which changes
+        with thickness); ``"none"``: ``log1p`` of the counts.
     r_max
         Outer radius as a fraction of half the detector's smaller side
         (0 < r_max <= 1).
