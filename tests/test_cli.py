@@ -85,6 +85,22 @@ def test_unknown_extension(tmp_path):
     assert result.exit_code == 2 and ".xyz" in result.output
 
 
+def test_a_4dstem_file_given_as_the_image_names_the_command_that_reads_it(tmp_path):
+    from .conftest import shared_file
+
+    scan = shared_file("fourd/merlin_4x2/001_4x2_6bit.mib")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["segment", str(scan), "--out", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and not out.exists()
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "'.mib' files hold diffraction data, not an image" in text
+    assert "-m diffraction=" in text
+    # the command it names segments the scan
+    again = runner.invoke(app, ["segment", "-m", f"diffraction={scan}", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert (out / "provenance.json").exists()
+
+
 def test_demo_is_multimodal_and_reports_every_modality(tmp_path):
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out), "--scan", "32", "--quiet"])

@@ -17,7 +17,10 @@ from typing import Any
 
 from ..errors import InputError, ParameterError
 from .base import ModalityData, check_real_values
+from .diffraction import SUPPORTED_DIFFRACTION_EXTENSIONS
+from .image import SUPPORTED_IMAGE_EXTENSIONS
 from .registry import get_reader
+from .spectrum import SUPPORTED_SPECTRUM_EXTENSIONS
 
 #: Modality kind guessed from a modality's name (``name:kind`` overrides).
 KIND_BY_NAME = {
@@ -27,6 +30,36 @@ KIND_BY_NAME = {
 }
 #: Array dimensions of each built-in modality kind (scan axes first).
 NDIM_BY_KIND = {"image": 2, "spectrum": 3, "diffraction": 4}
+#: File extensions the built-in readers take, by kind.
+EXTENSIONS_BY_KIND = {"image": SUPPORTED_IMAGE_EXTENSIONS, "spectrum": SUPPORTED_SPECTRUM_EXTENSIONS,
+                      "diffraction": SUPPORTED_DIFFRACTION_EXTENSIONS}
+
+
+def check_file_kind(path: Any, name: str, kind: str) -> None:
+    """Refuse a file that only another built-in kind reads, saying how to give it as that kind.
+
+    ``mmseg segment scan.mib`` reads its one file as an image; a 4D-STEM or spectrum-image
+    format is then named as such, with the command that segments it.
+
+    Raises
+    ------
+    InputError
+        The file's extension is not one ``kind`` reads, and other built-in kinds read it.
+    """
+    if kind not in EXTENSIONS_BY_KIND or not isinstance(path, (str, Path)):
+        return
+    suffix = Path(path).suffix.lower()
+    if suffix in EXTENSIONS_BY_KIND[kind] or not Path(path).exists():  # the reader says what is missing
+        return
+    others = [k for k, extensions in EXTENSIONS_BY_KIND.items() if k != kind and suffix in extensions]
+    if others:
+        other = others[0]
+        raise InputError(
+            f"{suffix!r} files hold {other} data, not {'an' if kind[0] in 'aeiou' else 'a'} {kind} "
+            f"(given as the modality {name!r})",
+            fix=f"give it as the {other} modality: mmseg segment -m {other}={path} "
+                f"(Python: segment({{{other!r}: {str(path)!r}}}))",
+            where=str(path))
 
 
 def modality_kind(label: str) -> tuple[str, str]:
@@ -122,6 +155,7 @@ def read_modalities(sources: Mapping[str, Any]) -> dict[str, ModalityData]:
                     f"modality {label!r} is given as a tuple that is not (source, {{reader options}})",
                     fix=f"write {{{label!r}: (path, {{'option': value}})}}", where=label)
             source, options = source[0], dict(source[1])
+        check_file_kind(source, name, kind)
         modality = get_reader(kind)(source, name=name, **options)
         if modality.kind != kind:
             raise InputError(f"read as {modality.kind}, expected {kind}",
