@@ -205,6 +205,22 @@ def test_split_seeds_keep_tuning_and_held_out_apart():
         families.check_families(["layout"])
 
 
+def test_the_thickness_family_is_a_4dstem_scan_under_a_random_wedge():
+    from multimodal_seg.synthetic.families import FAMILIES, draw
+
+    assert FAMILIES[-1] == "thickness"  # appended: the other families' draws keep their seeds
+    a, b = draw("thickness", 4), draw("thickness", 4)
+    assert a.params == b.params and list(a.modalities) == ["diffraction"]
+    np.testing.assert_array_equal(np.asarray(a.modalities["diffraction"].data),
+                                  np.asarray(b.modalities["diffraction"].data))
+    params = [draw("thickness", s).params for s in range(6)]
+    assert all(0 <= p["thickness_wedge"] < 0.6 and p["pattern_size"] in (32, 48, 64) for p in params)
+    assert len({round(p["thickness_wedge"], 3) for p in params}) == 6
+    scan = a.modalities["diffraction"].data
+    assert scan.shape == (48, 48, a.params["pattern_size"], a.params["pattern_size"])
+    assert a.truth.shape == (48, 48) and set(np.unique(a.truth)) == {0, 1, 2, 3}
+
+
 def test_a_two_modality_draw_scores_joint_modalities_and_peers(two_modalities):
     record = families.run_draw(two_modalities, seed=0, cutoffs=(0.3, 0.9))
     truth = two_modalities.truth

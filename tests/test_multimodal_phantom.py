@@ -549,3 +549,41 @@ def test_bad_parameters_raise(kwargs, where) -> None:
         multimodal_phantom(**kwargs)
     assert err.value.where == where
     assert err.value.fix
+
+
+def test_thickness_wedge_and_undulations_are_parameters():
+    default = multimodal_phantom((16, 16), seed=5, pattern_size=16, noise=False)
+    same = multimodal_phantom((16, 16), seed=5, pattern_size=16, noise=False, thickness_wedge=0.2,
+                              thickness_wiggle=0.03)
+    np.testing.assert_array_equal(default.diffraction, same.diffraction)
+    flat = multimodal_phantom((16, 16), seed=5, pattern_size=16, noise=False, thickness_wedge=0.0,
+                              thickness_wiggle=0.0)
+    np.testing.assert_allclose(flat.thickness, 1.0, atol=1e-6)
+    steep = multimodal_phantom((16, 16), seed=5, pattern_size=16, noise=False, thickness_wedge=0.6)
+    assert np.ptp(steep.thickness) > 2 * np.ptp(default.thickness)
+    with pytest.raises(ParameterError, match="thickness_wedge"):
+        multimodal_phantom((16, 16), thickness_wedge=1.0)
+    with pytest.raises(ParameterError, match="thickness_wiggle"):
+        multimodal_phantom((16, 16), thickness_wiggle=-0.1)
+
+
+def test_diffraction_features_move_less_with_thickness_than_between_regions():
+    # Noise-free patterns under a 50 % thickness wedge: inside each region (two positions
+    # from its edge) the default features spread less, against the distance between
+    # regions, than features of patterns scaled by their total counts.
+    from multimodal_seg.encoders.diffraction import DiffractionProfilesEncoder
+
+    ph = multimodal_phantom((24, 24), pattern_size=32, seed=1, noise=False, thickness_wedge=0.5,
+                            thickness_wiggle=0.0)
+    patterns = np.asarray(ph.diffraction, np.float32).reshape(-1, 32, 32)
+    inside = np.any([ndimage.binary_erosion(ph.truth == r, iterations=2) for r in range(4)], axis=0).ravel()
+    truth = ph.truth.ravel()
+
+    def spread(normalise: str) -> float:
+        f = DiffractionProfilesEncoder(normalise=normalise).pattern_features(patterns)
+        centres = np.array([f[(truth == r) & inside].mean(axis=0) for r in range(4)])
+        between = min(np.linalg.norm(centres[i] - centres[j]) for i in range(4) for j in range(i))
+        within = np.mean([np.linalg.norm(f[(truth == r) & inside] - centres[r], axis=1).mean() for r in range(4)])
+        return within / between
+
+    assert spread("scattered") < 0.75 * spread("total")

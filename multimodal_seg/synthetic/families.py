@@ -37,6 +37,13 @@ Families
 ``noisy``
     Image + EELS; both see the regions, but one of them (chosen at random) at a
     very low dose.
+``thickness``
+    4D-STEM alone: the specimen of :func:`multimodal_seg.synthetic.multimodal.multimodal_phantom`
+    (two grains of one phase at 0 and 35 deg, a second phase, an amorphous front; new
+    shapes each draw) on a 48 x 48 scan, under a thickness wedge of random strength
+    (0-60 % peak to peak) and undulations (0-8 % rms), with a random detector size
+    (32, 48 or 64 px) and dose (5e3-5e4 electrons per pattern): what a thin specimen
+    scatters grows with its thickness, and regions must not be cut along it.
 
 The EELS model: a power-law background ``A E^-3`` (A scales with density) plus
 C K, Ti L2,3 and O K edges (saw-tooth or delayed onsets with ``E^-3`` tails)
@@ -57,6 +64,7 @@ from scipy import ndimage
 
 from ..errors import ParameterError
 from ..modalities.base import Axis, ModalityData
+from .multimodal import multimodal_phantom
 from .phantoms import Amorphous, Crystal, render_haadf
 
 #: Image pixel size (nm) and size of image-only draws (px).
@@ -77,7 +85,7 @@ MAGNIFIED_PERIODS = (6.0, 30.0)
 
 # New families go at the end: a family's index seeds its draws.
 FAMILIES = ("layouts", "orientation", "gradient", "complementary", "redundant", "blind_eels", "noisy",
-            "magnification")
+            "magnification", "thickness")
 IMAGE_FAMILIES = ("layouts", "orientation", "gradient", "magnification")
 
 
@@ -353,9 +361,17 @@ def _multimodal_family(seed: int, rng: np.random.Generator, family: str) -> Draw
     return Draw(family, seed, modalities, truth_scan, params)
 
 
+def _diffraction_family(seed: int, rng: np.random.Generator, family: str) -> Draw:
+    params = {"thickness_wedge": float(rng.uniform(0.0, 0.6)), "thickness_wiggle": float(rng.uniform(0.0, 0.08)),
+              "pattern_size": int(rng.choice([32, 48, 64])), "dose_diffraction": float(10 ** rng.uniform(3.7, 4.7))}
+    phantom = multimodal_phantom((SCAN, SCAN), seed=seed, **params)
+    return Draw(family, seed, {"diffraction": phantom.modalities()["diffraction"]}, phantom.truth, params)
+
+
 _DRAWERS: dict[str, Callable[[int, np.random.Generator, str], Draw]] = {
     **dict.fromkeys(IMAGE_FAMILIES, _image_family),
     **dict.fromkeys(("complementary", "redundant", "blind_eels", "noisy"), _multimodal_family),
+    "thickness": _diffraction_family,
 }
 
 

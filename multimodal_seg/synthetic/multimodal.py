@@ -248,6 +248,15 @@ def _int(value: Any, name: str, lo: int, fix: str, hi: int | None = None) -> int
     return v
 
 
+def _fraction(value: Any, name: str, below: float, example: str) -> float:
+    """A real number in ``[0, below)``, or a :class:`ParameterError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= float(value) < below:
+        raise ParameterError(f"{name} must be a number in [0, {below:g}), got {value!r}", fix=f"use {example}",
+                             where=name)
+    return float(value)
+
+
 def _validate(
     scan_shape: Any,
     seed: Any,
@@ -400,7 +409,8 @@ def _cell_fractions(
     return frac
 
 
-def _maps(seed: int, rows: int, cols: int, os_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _maps(seed: int, rows: int, cols: int, os_: int, wedge: float = _THICKNESS_RAMP,
+          wiggle: float = _THICKNESS_WIGGLE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Specimen thickness and descan error.
 
     Returns the relative thickness on the HAADF grid ``(rows * os_, cols * os_)``
@@ -415,9 +425,9 @@ def _maps(seed: int, rows: int, cols: int, os_: int) -> tuple[np.ndarray, np.nda
     # (drawn on the scan grid, spline-upsampled to the image grid).
     phi = rng.uniform(0, 2 * np.pi)
     ramp = math.sin(phi) * yy[:, None] + math.cos(phi) * xx[None, :]
-    ramp *= _THICKNESS_RAMP / (ramp.max() - ramp.min())
+    ramp *= wedge / (ramp.max() - ramp.min())
     wig = ndimage.gaussian_filter(rng.standard_normal((rows, cols)), max(rows, cols) / 8, mode="wrap")
-    wig *= _THICKNESS_WIGGLE / (wig.std() + 1e-12)
+    wig *= wiggle / (wig.std() + 1e-12)
     if os_ > 1:
         wig = ndimage.zoom(wig, os_, order=3, mode="grid-wrap", grid_mode=True)
     fine = 1.0 + ramp + wig
@@ -728,6 +738,8 @@ def multimodal_phantom(
     dispersion: float = 1.0,
     noise: bool = True,
     overwrite: bool = False,
+    thickness_wedge: float = _THICKNESS_RAMP,
+    thickness_wiggle: float = _THICKNESS_WIGGLE,
 ) -> MultimodalPhantom:
     """Render one specimen as HAADF image, EELS spectrum image and 4D-STEM data.
 
@@ -769,6 +781,10 @@ def multimodal_phantom(
         If False, return noiseless expected counts (same geometry as with noise).
     overwrite
         Replace an existing zarr group at ``out``.
+    thickness_wedge, thickness_wiggle
+        The specimen's relative thickness (mean 1): peak-to-peak change of its linear
+        wedge across the field (in [0, 1)) and rms of its smooth undulations (in
+        [0, 0.25)); every modality's signal scales with it.
 
     Returns
     -------
@@ -815,7 +831,9 @@ def multimodal_phantom(
     )
     truth_image = ph.truth.astype(np.int16)
     scan_step = os_ * p["ps"]
-    thick_image, thickness, descan = _maps(seed, rows, cols, os_)
+    wedge = _fraction(thickness_wedge, "thickness_wedge", 1.0, "e.g. thickness_wedge=0.2 (20 % across the field)")
+    wiggle = _fraction(thickness_wiggle, "thickness_wiggle", 0.25, "e.g. thickness_wiggle=0.03")
+    thick_image, thickness, descan = _maps(seed, rows, cols, os_, wedge, wiggle)
     # Incoherent (thin-specimen) HAADF signal is proportional to thickness.
     haadf = ph.image * thick_image
     if noise:
@@ -902,6 +920,8 @@ def multimodal_phantom(
         "composition_ti_o_c": _COMPOSITION.tolist(),
         "dose_eels": p["dose_eels"],
         "dose_diffraction": p["dose_diffraction"],
+        "thickness_wedge": wedge,
+        "thickness_wiggle": wiggle,
         "noise": bool(noise),
     }
     description = (
