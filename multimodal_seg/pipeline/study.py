@@ -126,6 +126,18 @@ class Study:
         # The fingerprint goes last: its presence means the data are complete.
         node.attrs.update({**attrs, "fingerprint": fingerprint})
 
+    def _write_parts(self, key: str, parts: dict[str, np.ndarray], fingerprint: str,
+                     attrs: dict[str, Any]) -> None:
+        """Store several dense arrays as one group ``key``, finished with one fingerprint."""
+        node = self.group.require_group(key)
+        node.attrs.pop("fingerprint", None)
+        for name, values in parts.items():
+            values = np.asarray(values)
+            arr = node.create_array(name, shape=values.shape, dtype=values.dtype,
+                                    chunks=_chunks_for(values.shape), overwrite=True)
+            arr[...] = values
+        self._finish(node, fingerprint, attrs)
+
     def write_array(self, key: str, array: np.ndarray, *, fingerprint: str, **attrs: Any) -> None:
         """Store a dense in-memory array under ``key`` with its attributes."""
         array = np.asarray(array)
@@ -142,14 +154,8 @@ class Study:
     def write_sparse(self, key: str, matrix: sp.csr_matrix, *, fingerprint: str, **attrs: Any) -> None:
         """Store a square sparse matrix as CSR arrays ``indptr``, ``indices``, ``data``."""
         matrix = sp.csr_matrix(matrix)
-        node = self.group.require_group(key)
-        node.attrs.pop("fingerprint", None)
-        for name in ("indptr", "indices", "data"):
-            part = np.asarray(getattr(matrix, name))
-            arr = node.create_array(name, shape=part.shape, dtype=part.dtype,
-                                    chunks=_chunks_for(part.shape), overwrite=True)
-            arr[...] = part
-        self._finish(node, fingerprint, {**attrs, "shape": list(matrix.shape)})
+        self._write_parts(key, {name: getattr(matrix, name) for name in ("indptr", "indices", "data")},
+                          fingerprint, {**attrs, "shape": list(matrix.shape)})
 
     def read_sparse(self, key: str) -> sp.csr_matrix:
         """A stored sparse matrix (CSR)."""
@@ -159,14 +165,8 @@ class Study:
 
     def write_positions(self, name: str, positions: PositionMap, *, fingerprint: str) -> None:
         """Store a modality's per-position features: ``positions/<name>``."""
-        node = self.group.require_group(f"positions/{name}")
-        node.attrs.pop("fingerprint", None)
-        for part in ("features", "moments"):
-            values = getattr(positions, part)
-            arr = node.create_array(part, shape=values.shape, dtype=values.dtype,
-                                    chunks=_chunks_for(values.shape), overwrite=True)
-            arr[...] = values
-        self._finish(node, fingerprint, {"signal_size": positions.signal_size})
+        self._write_parts(f"positions/{name}", {"features": positions.features, "moments": positions.moments},
+                          fingerprint, {"signal_size": positions.signal_size})
 
     def positions(self, name: str, *, fingerprint: str | None) -> PositionMap | None:
         """A modality's stored per-position features if they carry ``fingerprint``
