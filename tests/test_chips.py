@@ -361,3 +361,27 @@ def test_iter_chips_reads_narrow_bands_for_scattered_chips():
     recorder.reads.clear()
     list(iter_chips(recorder, grid.origins, 8, batch=256))
     assert len(recorder.reads) <= 2 * grid.grid_shape[0]
+
+
+def test_counts_per_position_reads_a_few_whole_rows_of_a_large_scan():
+    import dask.array as da
+
+    from multimodal_seg.chips.sizing import counts_per_position
+    from multimodal_seg.modalities.base import Axis, ModalityData
+
+    rows, cols = 300, 200
+    # counts rise along the rows (a thickness wedge) and vary along the columns
+    mean = np.add.outer(np.linspace(50, 150, rows), 20 * np.sin(np.arange(cols) / 7))
+    counts = np.random.default_rng(0).poisson(mean[..., None] / 4, size=(rows, cols, 4)).astype(np.float32)
+    read = []
+
+    def record(block, block_info=None):
+        read.append(block_info[0]["chunk-location"][0])
+        return block
+
+    data = da.from_array(counts, chunks=(2, cols, 4)).map_blocks(record, dtype=np.float32)
+    axes = [Axis("y", rows, 1.0, 0.0, "nm"), Axis("x", cols, 1.0, 0.0, "nm"), Axis("E", 4, 1.0, 0.0, "eV")]
+    modality = ModalityData(name="eds", kind="spectrum", data=data, axes=axes, source="<array>", metadata={})
+    estimate = counts_per_position(modality, sample=4096)
+    assert abs(estimate - counts.sum(axis=2).mean()) < 0.01 * counts.sum(axis=2).mean()
+    assert len(set(read)) <= -(-4096 // cols)  # 21 rows of 300: at most 21 of the 150 chunks

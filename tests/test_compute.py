@@ -79,6 +79,20 @@ def test_spans_are_whole_batches_bounded_by_memory_and_spread_over_threads():
     assert row_bands((8, 10, 4), band_bytes=2**30, tasks=4) == [(0, 2), (2, 4), (4, 6), (6, 8)]
 
 
+def test_bands_are_whole_chunks_so_no_chunk_is_read_twice():
+    row = 10 * 32 * 32 * 4
+    # chunks of 2 rows, room for 7 rows: bands of 3 whole chunks, the last one short
+    bands = row_bands((100, 10, 32, 32), band_bytes=7 * row, row_chunks=(2,) * 50)
+    assert bands[0] == (0, 6) and bands[-1] == (96, 100)
+    assert all(a % 2 == 0 and b - a <= 7 for a, b in bands) and len(bands) == 17
+    assert [b for _, b in bands[:-1]] == [a for a, _ in bands[1:]]  # contiguous, complete
+    # uneven chunks (Dask allows them) stay whole too
+    assert row_bands((10, 4, 4), band_bytes=5 * 4 * 4 * 4, row_chunks=(3, 1, 4, 2)) == [(0, 4), (4, 8), (8, 10)]
+    # a chunk taller than a band cannot stay whole in memory: even bands as without chunks
+    assert row_bands((100, 10, 32, 32), band_bytes=7 * row, row_chunks=(10,) * 10) == row_bands(
+        (100, 10, 32, 32), band_bytes=7 * row)
+
+
 def test_embeddings_do_not_depend_on_the_task_size(small_phantom):
     from multimodal_seg.chips.shared import shared_grid
     from multimodal_seg.encoders import get_encoder

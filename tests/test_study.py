@@ -23,7 +23,7 @@ from multimodal_seg.provenance import (
     write_text_atomic,
 )
 from multimodal_seg.chips.shared import ModalityChips
-from multimodal_seg.pipeline.study import Study
+from multimodal_seg.pipeline.study import LAYOUT_VERSION, Study
 
 
 @pytest.fixture(params=["memory", "disk"])
@@ -119,6 +119,73 @@ def test_several_modalities_and_missing_one(study):
         study.modality("eels")
 
 
+def _zarr_cube(path: Path, shape=(12, 10, 8, 8), chunks=(3, 10, 8, 8)):
+    import zarr
+
+    values = np.random.default_rng(8).poisson(3.0, size=shape).astype(np.float32)
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("scan/cube", data=values, chunks=chunks)
+    return values, group["scan/cube"]
+
+
+def _scan(data: da.Array) -> ModalityData:
+    return ModalityData(name="diffraction", kind="diffraction", data=data,
+                        axes=[Axis("y", data.shape[0], 1.0, 0.0, "nm"), Axis("x", data.shape[1], 1.0, 0.0, "nm"),
+                              Axis("qy", data.shape[2], 0.1, 0.0, "1/nm"), Axis("qx", data.shape[3], 0.1, 0.0, "1/nm")],
+                        source="scan.zarr/scan/cube", metadata={})
+
+
+@pytest.mark.parametrize("opened", ["array", "path"])
+def test_a_zarr_array_on_disk_is_read_in_place_not_copied(study, tmp_path, opened):
+    values, array = _zarr_cube(tmp_path / "scan.zarr")
+    data = da.from_zarr(array) if opened == "array" else da.from_zarr(str(tmp_path / "scan.zarr"), component="scan/cube")
+    study.write_modality(_scan(data), fingerprint="m")
+    attrs = study.attrs_of("modalities/diffraction")
+    assert attrs["in_place"]["store"] == str((tmp_path / "scan.zarr").resolve())
+    assert attrs["in_place"]["path"] == "scan/cube"
+    assert "data" not in study.group["modalities/diffraction"]  # nothing copied
+    back = study.modality("diffraction")
+    assert back.data.chunks == data.chunks
+    np.testing.assert_array_equal(back.data.compute(), values)
+    # reading never writes to the input
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "scan.zarr").rglob("*")}
+    back.data.sum().compute()
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "scan.zarr").rglob("*")} == before
+
+
+def test_computed_or_in_memory_arrays_are_copied(study, tmp_path):
+    import zarr
+
+    values, array = _zarr_cube(tmp_path / "scan.zarr")
+    # something computed on top of the store, and an array in a memory store: copied
+    for data in (da.from_zarr(array) * 2, da.from_zarr(zarr.array(values, chunks=(3, 10, 8, 8)))):
+        study.write_modality(_scan(data), fingerprint="m")
+        assert "in_place" not in study.attrs_of("modalities/diffraction")
+        np.testing.assert_array_equal(study.modality("diffraction").data.compute(), data.compute())
+    # and a copy made earlier is dropped when the same name is later read in place
+    study.write_modality(_scan(da.from_zarr(array)), fingerprint="n")
+    assert "data" not in study.group["modalities/diffraction"]
+
+
+def test_a_store_read_in_place_that_moved_or_changed_is_named(tmp_path):
+    import shutil
+
+    import zarr
+
+    values, array = _zarr_cube(tmp_path / "scan.zarr")
+    study = Study.open(tmp_path / "study.zarr")
+    study.write_modality(_scan(da.from_zarr(array)), fingerprint="m")
+    group = zarr.open_group(str(tmp_path / "scan.zarr"), mode="a")
+    group.create_array("scan/cube", data=values[:6], chunks=(3, 10, 8, 8), overwrite=True)
+    with pytest.raises(InputError, match=r"\[6, 10, 8, 8\] float32 array instead of the \[12, 10, 8, 8\]") as info:
+        Study.open(tmp_path / "study.zarr").modality("diffraction")
+    assert "scan.zarr" in str(info.value) and "new --out" in info.value.fix
+    shutil.rmtree(tmp_path / "scan.zarr")
+    with pytest.raises(InputError, match="cannot be opened") as info:
+        Study.open(tmp_path / "study.zarr").modality("diffraction")
+    assert "put the store back" in info.value.fix
+
+
 # --- fingerprints and resuming ------------------------------------------------------
 
 
@@ -202,7 +269,7 @@ def test_a_store_of_another_layout_is_refused(tmp_path):
     with pytest.raises(InputError, match="layout version 1") as info:
         Study.open(old)
     assert "delete the old study.zarr" in info.value.fix
-    assert Study.open(tmp_path / "new.zarr").group.attrs["layout_version"] == 2
+    assert Study.open(tmp_path / "new.zarr").group.attrs["layout_version"] == LAYOUT_VERSION
 
 
 # --- persistence ----------------------------------------------------------------------

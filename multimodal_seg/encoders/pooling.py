@@ -23,14 +23,28 @@ from tqdm.auto import tqdm
 from .base import Encoder
 
 
-def row_bands(shape: tuple[int, ...], *, band_bytes: int, tasks: int = 1) -> list[tuple[int, int]]:
+def row_bands(shape: tuple[int, ...], *, band_bytes: int, tasks: int = 1,
+              row_chunks: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
     """``[(top, stop), ...]``: bands of whole scan rows of a ``(rows, cols, *signal)`` array,
     each about ``band_bytes`` as float32 or less (at least one row), and at least
-    ``tasks`` bands where there are that many rows, so every thread or worker gets work."""
+    ``tasks`` bands where there are that many rows, so every thread or worker gets work.
+
+    ``row_chunks`` (the array's chunk heights along the scan rows, e.g. a Dask array's
+    ``chunks[0]``): where every chunk fits in a band, bands are made of whole chunks, so
+    no chunk is read (and decompressed) by two bands.
+    """
     rows, cols = int(shape[0]), int(shape[1])
     per_row = cols * int(np.prod(shape[2:], dtype=np.int64)) * 4
     band = max(1, min(band_bytes // max(1, per_row), -(-rows // max(1, tasks))))
-    return [(top, min(top + band, rows)) for top in range(0, rows, band)]
+    if row_chunks is None or max(row_chunks, default=0) > band:
+        return [(top, min(top + band, rows)) for top in range(0, rows, band)]
+    bands, top, stop = [], 0, 0
+    for height in row_chunks:
+        if stop + height - top > band:
+            bands.append((top, stop))
+            top = stop
+        stop += height
+    return [*bands, (top, stop)] if stop > top else bands
 
 
 def iter_row_bands(data, band_bytes: int | None = None):
@@ -44,7 +58,8 @@ def iter_row_bands(data, band_bytes: int | None = None):
     from ..compute.tasks import SyncReader, chunk_bytes
 
     reader = SyncReader(data)
-    bands = row_bands(data.shape, band_bytes=chunk_bytes() if band_bytes is None else band_bytes)
+    bands = row_bands(data.shape, band_bytes=chunk_bytes() if band_bytes is None else band_bytes,
+                      row_chunks=_row_chunks(data))
 
     def read(band: tuple[int, int]) -> np.ndarray:
         return np.asarray(reader[band[0] : band[1]], dtype=np.float32)
@@ -55,6 +70,17 @@ def iter_row_bands(data, band_bytes: int | None = None):
             block = pending.result()
             pending = ahead.submit(read, bands[i + 1]) if i + 1 < len(bands) else None
             yield top, block
+
+
+def _row_chunks(data) -> tuple[int, ...] | None:
+    """Chunk heights along the scan rows of a Dask or zarr array, ``None`` for others."""
+    chunks = getattr(data, "chunks", None)
+    if chunks is None or not len(chunks):
+        return None
+    first = chunks[0]
+    if isinstance(first, (int, np.integer)):  # zarr: one chunk shape
+        return tuple(min(int(first), int(data.shape[0]) - top) for top in range(0, int(data.shape[0]), int(first)))
+    return tuple(int(h) for h in first)
 
 
 def _band_features(reader, top: int, stop: int, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +162,8 @@ def position_map(data, encoder: Encoder, *, progress: bool = False, desc: str = 
     rows, cols = int(data.shape[0]), int(data.shape[1])
     features = np.empty((rows, cols, encoder.dim), dtype=np.float32)
     moments = np.empty((rows, cols, 2), dtype=np.float64)
-    bands = row_bands(data.shape, band_bytes=chunk_bytes(), tasks=2 * scheduler_threads())
+    bands = row_bands(data.shape, band_bytes=chunk_bytes(), tasks=2 * scheduler_threads(),
+                      row_chunks=_row_chunks(data))
     # One key each for the encoder and the reader: a cluster ships them once per worker.
     shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(data), pure=False)
     tasks = [dask.delayed(_band_features, pure=False)(reader, top, stop, shared_encoder) for top, stop in bands]

@@ -5,7 +5,9 @@ Layout (version ``LAYOUT_VERSION``; see docs/design.md)::
     attrs                          layout_version, modalities (names, in order),
                                    stages (each stage's parameters), provenance
     modalities/<name>/data         chunked array; group attrs: kind, axes, source,
-                                   metadata (reader options ...), fingerprint
+                                   metadata (reader options ...), fingerprint; a
+                                   modality read in place (a zarr array on disk) has
+                                   no data but attrs in_place: where it is
     chips/origins                  (n_chips, 2) top-left reference pixel of each chip;
                                    attrs: grid, shared (the shared grid), modalities
     chips/modalities/<name>        (n_chips, 2) the same chips in the modality's pixels
@@ -45,7 +47,7 @@ from ..errors import InputError
 from ..modalities.base import Axis, ModalityData
 
 #: Version of the key layout above; bumped whenever a key or its meaning changes.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 #: Name of the fused partition (several modalities).
 JOINT = "joint"
 
@@ -180,33 +182,56 @@ class Study:
 
     # -- modalities -------------------------------------------------------------
     def write_modality(self, modality: ModalityData, *, fingerprint: str) -> None:
-        """Stream a modality's lazy array into ``modalities/<name>/data`` (a new name joins
-        :meth:`modality_names`)."""
+        """Store a modality (a new name joins :meth:`modality_names`).
+
+        A modality whose data are a whole zarr array on local disk (``da.from_zarr``) is read
+        in place: the study records where it is (``modalities/<name>`` attrs ``in_place``:
+        the store's folder, the array's path, its shape, dtype and Dask chunks) instead of
+        copying it, since it already has what the copy would give (chunked, parallel reads).
+        Any other modality is streamed into ``modalities/<name>/data``.
+        """
         key = f"modalities/{modality.name}"
         node = self.group.require_group(key)
         node.attrs.pop("fingerprint", None)
-        data = modality.data.rechunk(_chunks_for(modality.data.shape, target=1024))
-        da.to_zarr(data, self.group.store, component=f"{key}/data", overwrite=True,
-                   zarr_format=self.group.metadata.zarr_format)
+        location = _zarr_location(modality.data)
+        if location is None:
+            data = modality.data.rechunk(_chunks_for(modality.data.shape, target=1024))
+            da.to_zarr(data, self.group.store, component=f"{key}/data", overwrite=True,
+                       zarr_format=self.group.metadata.zarr_format)
+        elif "data" in node:
+            del node["data"]  # a copy from an earlier run of this name
+        node.attrs.pop("in_place", None)
         self._finish(node, fingerprint, {
             "kind": modality.kind,
             "axes": [axis.to_dict() for axis in modality.axes],
             "source": modality.source,
             "metadata": modality.metadata,
+            **({} if location is None else {"in_place": location}),
         })
         if modality.name not in self.modality_names():
             self.set_modality_names([*self.modality_names(), modality.name])
 
     def modality(self, name: str) -> ModalityData:
-        """A stored modality, its data as a Dask array over the zarr store."""
+        """A stored modality, its data as a Dask array over the zarr store (the study's, or
+        the one it reads in place).
+
+        Raises
+        ------
+        InputError
+            A modality read in place whose store is gone or no longer holds the same array.
+        """
         key = f"modalities/{name}"
         if key not in self.group:
             raise KeyError(f"no modality {name!r} in the study; have {self.modality_names()}")
         attrs = self.attrs_of(key)
+        if "in_place" in attrs:
+            data = _open_in_place(name, attrs["in_place"])
+        else:
+            data = da.from_zarr(self.group[f"{key}/data"])
         return ModalityData(
             name=name,
             kind=attrs["kind"],
-            data=da.from_zarr(self.group[f"{key}/data"]),
+            data=data,
             axes=[Axis(**axis) for axis in attrs["axes"]],
             source=attrs["source"],
             metadata=attrs.get("metadata", {}),
@@ -257,6 +282,51 @@ class Study:
     def __repr__(self) -> str:
         where = self.path or "<memory>"
         return f"Study({where}, modalities={self.modality_names()})"
+
+
+def _zarr_location(data: da.Array) -> dict[str, Any] | None:
+    """Where ``data`` lies when it is exactly one whole zarr array in a folder on this machine
+    (``da.from_zarr`` of it, nothing computed on top), else ``None``.
+
+    Returns ``{"store": folder, "path": array path in the store, "shape", "dtype", "chunks"}``
+    (``chunks``: the Dask chunks, so reopening reads the same blocks).
+    """
+    layers = data.dask.layers
+    arrays = [value for layer in layers.values() if len(layer) == 1
+              for value in dict(layer).values() if isinstance(value, zarr.Array)]
+    if len(layers) != 2 or len(arrays) != 1:
+        return None
+    array = arrays[0]
+    root = getattr(array.store, "root", None)  # LocalStore
+    if root is None:  # a path opened through fsspec's local file system
+        fs, path = getattr(array.store, "fs", None), getattr(array.store, "path", None)
+        local = fs is not None and "file" in (getattr(getattr(fs, "sync_fs", fs), "protocol", ()) or ())
+        root = path if local else None
+    if (root is None or not Path(root).is_dir() or tuple(array.shape) != tuple(data.shape)
+            or np.dtype(array.dtype) != data.dtype):
+        return None
+    return {"store": str(Path(root).resolve()), "path": array.path, "shape": list(data.shape),
+            "dtype": str(data.dtype), "chunks": [list(c) for c in data.chunks]}
+
+
+def _open_in_place(name: str, location: dict[str, Any]) -> da.Array:
+    """The Dask array over a zarr array the study reads in place; see :func:`_zarr_location`."""
+    store = Path(location["store"])
+    try:
+        array = zarr.open_array(store=zarr.storage.LocalStore(store, read_only=True),
+                                path=location["path"], mode="r")
+    except Exception as exc:  # zarr raises several types for a missing or foreign store
+        raise InputError(
+            f"modality {name!r} is read in place from this zarr store, and it cannot be opened "
+            f"({exc})", fix="put the store back where it was, or run again into a new --out",
+            where=store) from exc
+    if list(array.shape) != location["shape"] or str(array.dtype) != location["dtype"]:
+        raise InputError(
+            f"modality {name!r} is read in place from this zarr store, which now holds a "
+            f"{list(array.shape)} {array.dtype} array instead of the {location['shape']} "
+            f"{location['dtype']} one the study was made from",
+            fix="put the original array back, or run again into a new --out", where=store)
+    return da.from_zarr(array, chunks=tuple(tuple(c) for c in location["chunks"]))
 
 
 def _chunks_for(shape: tuple[int, ...], target: int = 65536) -> tuple[int, ...]:
