@@ -199,17 +199,21 @@ class ChipGrid:
         votes = np.zeros(shape, dtype=np.int32)
         nearest = np.full(shape, np.inf)  # distance to the nearest chip centre of each label
         half = self.size / 2
-        for i, r0 in enumerate(self.row_starts):
-            rsel = (row_edges[:-1] >= r0) & (row_edges[1:] <= r0 + self.size)
-            for j, c0 in enumerate(self.col_starts):
+        # Chips every k-th along an axis do not overlap, so each such class of chips paints
+        # its blocks in one vectorised step (each block at most once per class): the same
+        # votes and distances as chip by chip (2.4 s for 131 000 chips in a Python loop).
+        row_classes = _disjoint_classes(self.row_starts, self.size, row_edges)
+        col_classes = _disjoint_classes(self.col_starts, self.size, col_edges)
+        for row_owner in row_classes:
+            for col_owner in col_classes:
+                rr, cc = np.nonzero((row_owner >= 0)[:, None] & (col_owner >= 0)[None, :])
+                i, j = row_owner[rr], col_owner[cc]
                 label = chip_labels[i, j]
-                if label < 0:
-                    continue
-                csel = (col_edges[:-1] >= c0) & (col_edges[1:] <= c0 + self.size)
-                block = np.ix_(rsel, csel)
-                votes[label][block] += 1
-                dist = np.hypot(block_r[rsel, None] - r0 - half, block_c[None, csel] - c0 - half)
-                nearest[label][block] = np.minimum(nearest[label][block], dist)
+                keep = label >= 0
+                rr, cc, i, j, label = rr[keep], cc[keep], i[keep], j[keep], label[keep]
+                votes[label, rr, cc] += 1
+                dist = np.hypot(block_r[rr] - self.row_starts[i] - half, block_c[cc] - self.col_starts[j] - half)
+                nearest[label, rr, cc] = np.minimum(nearest[label, rr, cc], dist)
         top = votes.max(axis=0)
         # Among the labels with the most votes, the one with the nearest chip centre wins.
         contenders = np.where(votes == top, nearest, np.inf)
@@ -217,6 +221,23 @@ class ChipGrid:
         return np.repeat(
             np.repeat(block_labels, np.diff(row_edges), axis=0), np.diff(col_edges), axis=1
         )
+
+
+def _disjoint_classes(starts: np.ndarray, size: int, edges: np.ndarray) -> list[np.ndarray]:
+    """Chips along one axis split into classes whose windows do not overlap (every k-th chip,
+    k as small as the starts allow); for each class, ``(n_blocks,)`` the chip index covering
+    each block between consecutive ``edges`` (-1 for none)."""
+    n = len(starts)
+    k = next(k for k in range(1, n + 1) if k == n or np.all(starts[k:] >= starts[:-k] + size))
+    first = np.searchsorted(edges, starts)  # the block each chip starts on
+    last = np.searchsorted(edges, starts + size)  # and the block after its end
+    classes = []
+    for offset in range(min(k, n)):
+        owner = np.full(len(edges) - 1, -1, dtype=np.int64)
+        for chip in range(offset, n, k):
+            owner[first[chip] : last[chip]] = chip
+        classes.append(owner)
+    return classes
 
 
 def _centre_cuts(starts: np.ndarray, size: int) -> list[np.ndarray]:
