@@ -49,3 +49,33 @@ def test_community_mean_signals_average_every_chips_positions(scan):
     for community in (0, 1):
         expected = chips[labels == community].reshape(-1, *scan.shape[2:]).mean(axis=0)
         np.testing.assert_allclose(means[community], expected, rtol=1e-5)
+
+
+def test_the_scan_picture_is_the_total_counts_kept_by_the_embed_stage(scan):
+    # a 4D-STEM scan alone is painted on its total counts per position: with a pooling
+    # encoder they come from the study's per-position sums (the scan is not read for them),
+    # otherwise they are summed once; either way in memory, so figures read nothing
+    import dask.array as da
+
+    from multimodal_seg import stages
+    from multimodal_seg.modalities.base import Axis, ModalityData
+    from multimodal_seg.pipeline.study import Study
+
+    axes = [Axis("y", 16, 1.0, 0.0, "nm"), Axis("x", 16, 1.0, 0.0, "nm"),
+            Axis("qy", 32, 0.1, 0.0, "1/nm"), Axis("qx", 32, 0.1, 0.0, "1/nm")]
+    data = da.from_array(scan, chunks=(4, 16, 32, 32))
+    study = Study.open(None)
+    stages.add_modalities(study, {"diffraction": ModalityData("diffraction", "diffraction", data, axes, "<array>", {})})
+    stages.lay_chips(study, chip_size=4)
+    stages.embed(study, progress=False)
+    stages.build_graphs(study)
+    stages.find_communities(study)
+    kept = study.positions("diffraction", fingerprint=study.fingerprint_of("embeddings/diffraction"))
+    np.testing.assert_allclose(kept.moments[..., 0], scan.sum(axis=(2, 3)), rtol=1e-6)
+    seg = stages.collect(study)
+    assert isinstance(seg.image, np.ndarray)
+    np.testing.assert_allclose(seg.image, scan.sum(axis=(2, 3)), rtol=1e-6)
+    del study.group["positions/diffraction"]
+    again = stages.collect(study)
+    assert isinstance(again.image, np.ndarray)
+    np.testing.assert_allclose(again.image, scan.sum(axis=(2, 3)), rtol=1e-6)
