@@ -276,12 +276,17 @@ class DiffractionProfilesEncoder(Encoder):
             edge = np.take_along_axis(radial, first[:, None], axis=1)
             radial = np.where(annulus, radial, edge)
         radial = radial.reshape(m, self.n_radial, n_r // self.n_radial).mean(axis=2)
-        excess = polar - np.median(polar, axis=2, keepdims=True)
-        n_ring = annulus.sum(axis=1)
-        weights = annulus / np.maximum(n_ring, 1)[:, None]
+        # angles and spots are read on the annulus only: its rings' medians suffice (the
+        # medians are the encoder's largest cost after the resampling)
+        start = int(np.argmax(annulus.any(axis=0))) if annulus.any() else n_r
+        rings = polar[:, start:]
+        excess = rings - np.median(rings, axis=2, keepdims=True)
+        annulus = annulus[:, start:]
+        weights = annulus / np.maximum(annulus.sum(axis=1), 1)[:, None]
         angular = np.einsum("mr,mrt->mt", weights, excess)
         angular = angular.reshape(m, self.n_angular, n_t // self.n_angular).mean(axis=2)
-        spottiness = np.where(annulus, excess.max(axis=2), 0.0).max(axis=1)
+        # every excess is >= 0 (a ring's maximum is at least its median): 0 without an annulus
+        spottiness = np.where(annulus, excess.max(axis=2, initial=0.0), 0.0).max(axis=1, initial=0.0)
         return np.column_stack([radial, angular, spottiness]).astype(np.float32)
 
 
