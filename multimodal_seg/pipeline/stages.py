@@ -526,8 +526,8 @@ def _display(study: Study, modalities: dict[str, ModalityData], grid: SharedGrid
     c0, c1 = (int(round((v - frame.origin[1]) / frame.step[1])) for v in (x0, x1))
     data = mod.data[r0:r1, c0:c1]
     if mod.kind != "image":
-        stored = study.positions(name, fingerprint=study.fingerprint_of(f"embeddings/{name}"))
-        data = (stored.moments[r0:r1, c0:c1, 0] if stored is not None
+        totals = study.position_totals(name, fingerprint=study.fingerprint_of(f"embeddings/{name}"))
+        data = (totals[r0:r1, c0:c1] if totals is not None
                 else np.asarray(data.sum(axis=tuple(range(2, data.ndim)), dtype=np.float64)))
     axes = [Axis(a.name, n, a.scale, a.offset + start * a.scale, a.units)
             for a, n, start in zip(mod.axes[:2], data.shape, (r0, c0))]

@@ -173,12 +173,24 @@ class Study:
     def positions(self, name: str, *, fingerprint: str | None) -> PositionMap | None:
         """A modality's stored per-position features if they carry ``fingerprint``
         (that of the embeddings they were pooled into), else ``None``."""
+        node = self._current_positions(name, fingerprint)
+        if node is None:
+            return None
+        return PositionMap(np.asarray(node["features"][...]), np.asarray(node["moments"][...]),
+                           int(node.attrs["signal_size"]))
+
+    def position_totals(self, name: str, *, fingerprint: str | None) -> np.ndarray | None:
+        """``(rows, cols)`` float64 sum of each scan position's raw values, from the stored
+        per-position moments if they carry ``fingerprint``, else ``None`` (the features,
+        ``dim`` times larger, are not read)."""
+        node = self._current_positions(name, fingerprint)
+        return None if node is None else np.asarray(node["moments"][..., 0])
+
+    def _current_positions(self, name: str, fingerprint: str | None) -> zarr.Group | None:
         key = f"positions/{name}"
         if fingerprint is None or not self.is_current(key, fingerprint):
             return None
-        node = self.group[key]
-        return PositionMap(np.asarray(node["features"][...]), np.asarray(node["moments"][...]),
-                           int(node.attrs["signal_size"]))
+        return self.group[key]
 
     # -- modalities -------------------------------------------------------------
     def write_modality(self, modality: ModalityData, *, fingerprint: str) -> None:
