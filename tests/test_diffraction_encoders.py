@@ -134,6 +134,22 @@ def test_beam_centres_recover_subpixel_shifts():
         np.testing.assert_allclose(radius, BEAM_RADIUS, atol=0.75)
 
 
+@pytest.mark.parametrize("kind", ["grain0", "amorphous"])
+def test_profiles_move_smoothly_as_the_beam_moves_by_a_fraction_of_a_pixel(kind):
+    # Descan moves every pattern by a fraction of a pixel.  A beam radius counted in whole
+    # pixels above half the maximum jumped as the beam crossed pixel edges, and one region
+    # split into two populations of patterns (one per radius).  Over a 1 px sweep in 1/40 px
+    # steps, no step may move the features by more than a small part of what the whole
+    # sweep does (a hard cut made single steps of 0.30-0.37, more than the whole sweep).
+    enc = DiffractionProfilesEncoder()
+    shifts = np.linspace(0.0, 1.0, 41)
+    features = np.stack([enc.encode(pattern(None, **PHASES[kind], shift=(0.3 * s, s))[None, None, None])[0]
+                         for s in shifts])
+    steps = np.abs(np.diff(features, axis=0)).max(axis=1)
+    assert steps.max() < 0.05
+    assert steps.max() < 0.3 * np.abs(features - features[0]).max()
+
+
 def test_polar_sampler_matches_scipy_bilinear_with_extended_edges():
     # the compiled sampler against scipy's map_coordinates (order 1, edge pixels extended),
     # with centres near every edge so that the grid runs off the detector

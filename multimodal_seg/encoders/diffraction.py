@@ -27,9 +27,11 @@ chip's positions.
     A small 2D convnet over the centred, log-scaled pattern, resized to a fixed
     size, so any detector size works.
 
-Beam centring and scaling use the diffraction modality's helpers
-(:func:`multimodal_seg.modalities.diffraction.centre_of_mass` with a half-maximum
-threshold, and :func:`~multimodal_seg.modalities.diffraction.scale_patterns`).
+The direct beam is found per pattern as the pixels around half its maximum, each
+weighed by a ramp of its value (centre of mass and area of those weights), and the
+annulus beyond it starts with a 1 px ramp too: hard cuts there made features jump as
+descan moved the beam by a fraction of a pixel, splitting one region into two
+populations.  Scaling uses :func:`~multimodal_seg.modalities.diffraction.scale_patterns`.
 The profiles encoder does not shift the patterns: it samples its polar grid
 around each pattern's own centre, which is exact and cheaper; the convnet
 shifts them on its device (``grid_sample``), in the batch.
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..modalities.diffraction import centre_of_mass, scale_patterns
+from ..modalities.diffraction import scale_patterns
 from .base import Encoder
 from .convnet import ConvChipEncoder, small_convnet
 from .options import check_bool, check_choice, check_int
@@ -61,18 +63,27 @@ _SAMPLES_PER_BLOCK = 1_000_000
 # ---------------------------------------------------------------- beam centring
 
 
-#: Pixels at or above this fraction of a pattern's maximum make up the direct beam.
+#: The direct beam: a pixel's weight in it rises linearly from 0 at ``BEAM_THRESHOLD`` of the
+#: pattern's maximum to 1 at ``BEAM_THRESHOLD + BEAM_EDGE`` (nothing below half the maximum
+#: counts, so diffuse scattering around the beam, which grows with thickness, stays out).
 BEAM_THRESHOLD = 0.5
+BEAM_EDGE = 0.2
 
 
 def _beam_centres(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Direct-beam centre and radius of each pattern, in pixels.
 
-    The centre is the centre of mass of the pixels at or above half the
-    pattern's maximum (:func:`multimodal_seg.modalities.diffraction.centre_of_mass`
-    with ``threshold=0.5``): the direct beam, without the diffuse scattering and
-    the (weaker) Bragg spots.  The radius is that area's equivalent radius,
-    between 1 px and a quarter of the detector.
+    Each pixel weighs in the beam by a ramp of its value from half the
+    pattern's maximum to 0.7 of it (``BEAM_THRESHOLD``, ``BEAM_EDGE``): the direct beam,
+    without the diffuse scattering and the (weaker) Bragg spots.  The centre is
+    the centre of mass of the counts times those weights; the radius is the
+    equivalent radius of the weights' sum (the beam's area), between 1 px and a
+    quarter of the detector.
+
+    Why a ramp and not a cut at half the maximum: pixel values change smoothly
+    as the beam moves by a fraction of a pixel (descan), but the number of
+    pixels above a cut jumps, and a radius that jumps between two values splits
+    one region into two populations of patterns.
 
     Parameters
     ----------
@@ -85,12 +96,19 @@ def _beam_centres(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     counts get the detector centre.
     """
     m, qy, qx = patterns.shape
-    centres = centre_of_mass(patterns, threshold=BEAM_THRESHOLD)
-    flat = patterns.reshape(m, -1)
+    flat = np.maximum(patterns.reshape(m, -1), 0.0)
     top = flat.max(axis=1)
-    area = ((flat >= (BEAM_THRESHOLD * top)[:, None]) & (top > 0)[:, None]).sum(axis=1)
+    level = flat / np.where(top > 0, top, 1.0)[:, None]
+    weight = np.clip((level - BEAM_THRESHOLD) / BEAM_EDGE, 0.0, 1.0)
+    area = weight.sum(axis=1, dtype=np.float64)
+    mass = (flat * weight).reshape(m, qy, qx)
+    total = mass.sum(axis=(1, 2), dtype=np.float64)
+    ok = total > 0
+    safe = np.where(ok, total, 1.0)
+    cy = np.where(ok, mass.sum(axis=2, dtype=np.float64) @ np.arange(qy) / safe, (qy - 1) / 2)
+    cx = np.where(ok, mass.sum(axis=1, dtype=np.float64) @ np.arange(qx) / safe, (qx - 1) / 2)
     radius = np.sqrt(area / np.pi).clip(1.0, max(min(qy, qx) / 4, 1.0))
-    return centres[:, 0], centres[:, 1], radius
+    return cy, cx, radius
 
 
 def _bin_patterns(patterns: np.ndarray, factor: int) -> np.ndarray:
@@ -117,10 +135,12 @@ def _log_scale(patterns: np.ndarray, normalise: str, outside: np.ndarray | None 
     """``log1p`` of each pattern (negative counts clipped) after scaling; see
     :func:`multimodal_seg.modalities.diffraction.scale_patterns`.
 
-    ``total``: each pattern to mean 1 per pixel.  ``scattered``: the pixels of
-    ``outside`` (``(m, qy, qx)`` bool, those beyond the direct beam) to mean 1 per pixel
-    over those pixels, and the others (the direct beam) by the pattern's mean over all
-    pixels.  ``none``: counts as they are.
+    ``total``: each pattern to mean 1 per pixel.  ``scattered``: the pixels beyond the
+    direct beam (``outside``, ``(m, qy, qx)`` weights in [0, 1], 1 beyond it) to mean 1 per
+    pixel over them, the beam by the pattern's mean over all pixels, and the pixels on the
+    edge between the two by the blend of both scales that their weight gives (a hard edge
+    would make the scaled values jump as the beam moves by a fraction of a pixel).
+    ``none``: counts as they are.
     """
     if normalise == "none":
         return scale_patterns(patterns, "log")
@@ -130,15 +150,26 @@ def _log_scale(patterns: np.ndarray, normalise: str, outside: np.ndarray | None 
     if normalise == "total":
         return scale_patterns(x * total[:, None, None], "log")
     where = outside.reshape(len(x), -1)
-    scattered = _inverse(np.einsum("ij,ij->i", flat, where, dtype=np.float64) / np.maximum(where.sum(axis=1), 1))
-    return scale_patterns(x * np.where(outside, scattered[:, None, None], total[:, None, None]), "log")
+    scattered = _inverse(np.einsum("ij,ij->i", flat, where, dtype=np.float64)
+                         / np.maximum(where.sum(axis=1, dtype=np.float64), 1.0))
+    scale = total[:, None, None] + outside * (scattered - total)[:, None, None]
+    return scale_patterns(x * scale.astype(np.float32), "log")
 
 
 def _beyond_beam(shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, radius: np.ndarray) -> np.ndarray:
-    """``(m, qy, qx)`` bool: the pixels farther than ``radius`` ``(m,)`` from each centre."""
+    """``(m, qy, qx)`` float32 weights of the pixels beyond ``radius`` ``(m,)`` from each
+    centre: 0 inside, 1 outside, rising linearly over the pixel across the circle (see
+    :func:`_ring_weights`)."""
     y = np.arange(shape[0], dtype=np.float32)[None, :, None] - cy.astype(np.float32)[:, None, None]
     x = np.arange(shape[1], dtype=np.float32)[None, None, :] - cx.astype(np.float32)[:, None, None]
-    return y * y + x * x >= (radius.astype(np.float32) ** 2)[:, None, None]
+    return _ring_weights(np.sqrt(y * y + x * x), radius.astype(np.float32)[:, None, None])
+
+
+def _ring_weights(distance: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """How far each distance (px) lies beyond ``radius``, as a weight in [0, 1]: 0 up to
+    ``radius``, 1 from ``radius + 1``, linear between.  A smooth edge, so that features do
+    not jump when the beam's centre or radius moves by a fraction of a pixel."""
+    return np.clip(distance - radius, 0.0, 1.0).astype(np.float32)
 
 
 class DiffractionProfilesEncoder(Encoder):
@@ -228,7 +259,7 @@ class DiffractionProfilesEncoder(Encoder):
             "normalise": self.normalise,
             "r_max": self.r_max,
             "max_size": self.max_size,
-            "version": 1,
+            "version": 2,  # 2: smooth beam edge and annulus (descan no longer splits regions)
         }
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
@@ -266,15 +297,21 @@ class DiffractionProfilesEncoder(Encoder):
         outside = _beyond_beam((qy, qx), cy, cx, inner) if self.normalise == "scattered" else None
         polar = polar_maps(_log_scale(patterns, self.normalise, outside), cy, cx, dy, dx)  # (m, R, T)
         n_r, n_t = polar.shape[1:]
-        annulus = radii[None, :] >= inner[:, None]  # (m, R)
+        annulus = _ring_weights(radii[None, :], inner[:, None])  # (m, R): 1 on the annulus
         radial = polar.mean(axis=2)
         if self.normalise == "scattered":
             # the profile beyond the direct beam only: radii inside the annulus take the
-            # value of its first radius (the scattering just outside the beam), so bins
-            # change smoothly as the estimated beam size moves the annulus's start
-            first = annulus.argmax(axis=1)  # 0 where the beam fills the detector
-            edge = np.take_along_axis(radial, first[:, None], axis=1)
-            radial = np.where(annulus, radial, edge)
+            # profile's value 1 px into it (the scattering just outside the beam, interpolated
+            # between the two rings there, both on the annulus since rings are at most 1 px
+            # apart), so bins change smoothly as the estimated beam size moves
+            step = radii[1] - radii[0] if len(radii) > 1 else 1.0
+            at = np.clip((inner + 1.0 - radii[0]) / step, 0.0, n_r - 1.0)
+            below = np.minimum(at.astype(np.int64), n_r - 2) if n_r > 1 else np.zeros(m, dtype=np.int64)
+            frac = (at - below)[:, None] if n_r > 1 else np.zeros((m, 1))
+            lo = np.take_along_axis(radial, below[:, None], axis=1)
+            hi = np.take_along_axis(radial, np.minimum(below + 1, n_r - 1)[:, None], axis=1)
+            edge = lo + frac * (hi - lo)
+            radial = annulus * radial + (1.0 - annulus) * edge
         radial = radial.reshape(m, self.n_radial, n_r // self.n_radial).mean(axis=2)
         # angles and spots are read on the annulus only: its rings' medians suffice (the
         # medians are the encoder's largest cost after the resampling)
@@ -282,11 +319,12 @@ class DiffractionProfilesEncoder(Encoder):
         rings = polar[:, start:]
         excess = rings - np.median(rings, axis=2, keepdims=True)
         annulus = annulus[:, start:]
-        weights = annulus / np.maximum(annulus.sum(axis=1), 1)[:, None]
+        weights = annulus / np.maximum(annulus.sum(axis=1), 1e-6)[:, None]
         angular = np.einsum("mr,mrt->mt", weights, excess)
         angular = angular.reshape(m, self.n_angular, n_t // self.n_angular).mean(axis=2)
-        # every excess is >= 0 (a ring's maximum is at least its median): 0 without an annulus
-        spottiness = np.where(annulus, excess.max(axis=2, initial=0.0), 0.0).max(axis=1, initial=0.0)
+        # every excess is >= 0 (a ring's maximum is at least its median): 0 without an annulus;
+        # a ring on the annulus's edge counts by its weight
+        spottiness = (annulus * excess.max(axis=2, initial=0.0)).max(axis=1, initial=0.0)
         return np.column_stack([radial, angular, spottiness]).astype(np.float32)
 
 
