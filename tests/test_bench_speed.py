@@ -105,6 +105,10 @@ def test_resnet50_flops_match_layer_by_layer_count(resnet):
             h.remove()
     assert len(shapes) == 53  # ResNet50: stem + 16 bottlenecks x 3 + 4 downsamples
     expected = sum(conv_flops(m, s[2], s[3]) for m, s in shapes)
+    # global average pooling (BinAverage) is two small matrix products per channel:
+    # (1, h) @ (h, w), then (1, w) @ (w, 1)
+    channels, h, w = shapes[-1][1][1:]
+    expected += channels * (2 * h * w + 2 * w)
     assert encoder_flops_per_chip(resnet, (64, 64)) == expected
     # torchvision's published 4.09 GMAC at 224 px (its fc layer, 2 MFLOP, is not in the trunk)
     assert encoder_flops_per_chip(resnet, (224, 224)) == pytest.approx(2 * 4.09e9, rel=0.005)
@@ -289,3 +293,19 @@ def test_peak_rss_reset_and_rise():
         assert int(view[:: 4096].sum()) == size // 4096
         del view
     assert speed.peak_rss_mib() - baseline > 48
+
+
+def test_an_encoder_is_measured_against_the_peak_of_its_own_device():
+    # a GPU encoder against the CPU's peak read 1539 % "of measured peak" on an H200 machine
+    from multimodal_seg.bench.speed import peak_for
+
+    class OnCPU:
+        device = "cpu"
+
+    class OnMeta:
+        device = "meta"  # neither a CPU nor a CUDA GPU: no peak, fractions None
+
+    cpu_peak = {"measured_flops": 1.0, "device": "cpu"}
+    peaks = {"cpu": cpu_peak}
+    assert peak_for(OnCPU(), peaks) is cpu_peak and peak_for(object(), peaks) is cpu_peak
+    assert peak_for(OnMeta(), peaks) == {} and set(peaks) == {"cpu", "meta"}

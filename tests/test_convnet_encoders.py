@@ -158,3 +158,44 @@ def test_weights_file_problems(name, tmp_path):
     broken.write_bytes(b"not a torch file")
     with pytest.raises(WeightsError):
         _cnn(name, weights=broken)
+
+
+# ---------------------------------------------------------------- deterministic pooling
+
+
+@pytest.mark.parametrize(("shape", "size"), [((2, 3, 37), 4), ((2, 3, 32), 8), ((2, 5, 9, 13), 4), ((1, 2, 7, 7), 1)])
+def test_bin_average_is_adaptive_average_pooling_with_the_same_gradients(shape, size):
+    from torch import nn
+
+    from multimodal_seg.encoders.binpool import BinAverage
+
+    ndim = len(shape) - 2
+    reference = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}[ndim](size)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    y = torch.randn(*shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ours, theirs = BinAverage(size, ndim)(x), reference(y)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    weights = torch.randn(theirs.shape, generator=torch.Generator().manual_seed(1))
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_convnets_train_with_deterministic_algorithms_on_cuda():
+    # adaptive_avg_pool2d_backward_cuda has no deterministic implementation: `mmseg train`
+    # (deterministic by default) failed on GPUs before the pooling became BinAverage
+    from multimodal_seg.encoders.convnet import small_convnet
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        grads = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            net = small_convnet(2, (5, 3, 3, 3), 4, 16).cuda()
+            x = torch.randn(4, 1, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+            net(x).square().sum().backward()
+            grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+        torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+    finally:
+        torch.use_deterministic_algorithms(False)

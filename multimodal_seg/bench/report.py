@@ -177,6 +177,9 @@ def speed_section(sp: dict) -> list[str]:
              f"Peak float32 rate: measured {_gflops(peak.get('measured_flops'))} GFLOP/s "
              f"({peak.get('measured_method', '')}); nominal {_gflops(peak.get('nominal_flops'))} GFLOP/s "
              f"({peak.get('nominal_method', '')}).", "",
+             *[f"Peak {p.get('dtype')} rate of {device} (encoders there are measured against it): measured "
+               f"{_gflops(p.get('measured_flops'))} GFLOP/s ({p.get('measured_method', '')}).\n"
+               for device, p in sp.get("device_peaks", {}).items() if p],
              f"Encoders on the chips of a {sp['image_shape'][0]}² HAADF phantom (forward pass = "
              "`encoder.encode` on all chips, median; pipeline = `segment()` end to end on the same image, "
              "run twice: the second run, which redoes every stage, is the one timed (the first, which "

@@ -520,6 +520,33 @@ def encoder_flops_per_chip(encoder: Any, chip_shape: tuple[int, ...]) -> float |
 # --------------------------------------------------------------------------- encoder throughput
 
 
+def peak_for(encoder: Any, peaks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The :func:`peak_flops` of the device ``encoder`` runs on, measured once per device.
+
+    ``peaks`` maps a device name (``"cpu"``, ``"cuda:0"`` ...) to its measured peak and
+    is filled in as new devices come: a GPU encoder is measured against its GPU's
+    product rate in the precision it computes in (bfloat16 or float16 under CUDA
+    autocast), never against the CPU's.  Devices other than CPUs and CUDA GPUs get ``{}``
+    (no peak, fractions None).
+    """
+    import torch
+
+    from ..encoders.device import amp_dtype
+
+    device = torch.device(str(getattr(encoder, "device", None) or "cpu"))
+    key = str(device)
+    if key not in peaks:
+        if device.type == "cuda":
+            low = amp_dtype(device)
+            dtype = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(low, "float32")
+            peaks[key] = peak_flops(device=device, dtype=dtype)
+        elif device.type == "cpu":
+            peaks[key] = peak_flops()
+        else:
+            peaks[key] = {}
+    return peaks[key]
+
+
 def encoder_throughput(
     encoder: Any,
     chips: np.ndarray,

@@ -109,10 +109,9 @@ def small_convnet(signal_ndim: int, kernels: tuple[int, int, int, int], pooled: 
     """
     from torch import nn
 
-    conv, norm, pool = {
-        1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d),
-        2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d),
-    }[signal_ndim]
+    from .binpool import BinAverage
+
+    conv, norm = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d)}[signal_ndim]
     layers: list[nn.Module] = []
     c_in = 1
     for c_out, k, stride in zip(channels, kernels, BLOCK_STRIDES, strict=True):
@@ -124,7 +123,7 @@ def small_convnet(signal_ndim: int, kernels: tuple[int, int, int, int], pooled: 
         c_in = c_out
     return nn.Sequential(
         *layers,
-        pool(pooled),
+        BinAverage(pooled, signal_ndim),  # adaptive average pooling, deterministic on CUDA too
         nn.Flatten(),
         nn.Linear(c_in * pooled**signal_ndim, embedding_dim),
     )

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .device import autocast_context, memory_format, pick_device
 from ..errors import InputError, ParameterError
 from .base import Encoder
+from .binpool import BinAverage
 from .runtime import NetworkRunner, shared_network
 from .checkpoint import CheckpointInfo, checkpoint_for
 from .weights import ResolvedWeights, check_layout, load_state_dict, resolve_weights
@@ -119,7 +120,7 @@ def _trunk(model: nn.Module, layer: str) -> nn.Sequential:
     return nn.Sequential(
         model.conv1, model.bn1, model.relu, model.maxpool,
         *(getattr(model, s) for s in stages),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        BinAverage(1, 2), nn.Flatten(),  # global average pooling, deterministic on CUDA too
     )
 
 

@@ -1,0 +1,50 @@
+"""Adaptive average pooling whose backward pass is deterministic on CUDA.
+
+``torch.nn.AdaptiveAvgPool{1,2}d`` has no deterministic CUDA backward
+(``adaptive_avg_pool2d_backward_cuda``), so training a network that uses it on a GPU
+with deterministic algorithms (``mmseg train``'s default, for reproducible weights)
+fails.  :class:`BinAverage` computes the same bins, ``[floor(i L / p), ceil((i + 1) L / p))``
+along each pooled axis of length ``L`` into ``p`` outputs, as products with small
+bin-averaging matrices, whose gradients are matrix products too.  It has no parameters or
+buffers, so it replaces the torch module in a network without changing its state dict.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def bin_matrix(length: int, bins: int, *, device: torch.device | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(length, bins)`` matrix whose column ``i`` averages the inputs of adaptive bin ``i``."""
+    matrix = torch.zeros(length, bins, device=device, dtype=torch.float32)
+    for i in range(bins):
+        start, stop = (i * length) // bins, -((-(i + 1) * length) // bins)
+        matrix[start:stop, i] = 1.0 / (stop - start)
+    return matrix.to(dtype)
+
+
+class BinAverage(nn.Module):
+    """Adaptive average pooling of the last ``ndim`` axes to ``size`` bins each.
+
+    ``(n, c, L)`` -> ``(n, c, size)`` for ``ndim=1``; ``(n, c, h, w)`` -> ``(n, c, size,
+    size)`` for ``ndim=2``: equal to ``nn.AdaptiveAvgPool{ndim}d(size)`` (to float
+    rounding), with a deterministic backward pass.
+    """
+
+    def __init__(self, size: int, ndim: int) -> None:
+        super().__init__()
+        if ndim not in (1, 2):
+            raise ValueError(f"ndim must be 1 or 2, not {ndim}")
+        self.size, self.ndim = int(size), int(ndim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ndim == 1:
+            return x @ bin_matrix(x.shape[-1], self.size, device=x.device, dtype=x.dtype)
+        rows = bin_matrix(x.shape[-2], self.size, device=x.device, dtype=x.dtype)
+        cols = bin_matrix(x.shape[-1], self.size, device=x.device, dtype=x.dtype)
+        return rows.transpose(0, 1) @ x @ cols
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, ndim={self.ndim}"
