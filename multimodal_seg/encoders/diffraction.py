@@ -27,7 +27,7 @@ chip's positions.
     A small 2D convnet over the centred, log-scaled pattern, resized to a fixed
     size, so any detector size works.
 
-The direct beam is found per pattern as the pixels around half its maximum, each
+The direct beam is found per pattern as the pixels from half its maximum up, each
 weighed by a ramp of its value (centre of mass and area of those weights), and the
 annulus beyond it starts with a 1 px ramp too: hard cuts there made features jump as
 descan moved the beam by a fraction of a pixel, splitting one region into two
