@@ -67,7 +67,16 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     assert spectral["spectrum-pca"]["n_forward"] == spectral["spectrum-pca"]["n_chips"]
     assert spectral["diffraction-cnn"]["forward"]["flops_per_chip"] > 0  # counted for convnets
     assert speed["graph"]["rows"][0]["n_chips"] == 300
+    # every encoder is measured against the peak of its own device: on a GPU machine the
+    # convnets run on CUDA and their GPU's peak is measured and reported beside the CPU's
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    assert bool(speed["device_peaks"]) == on_gpu
+    assert all(r["forward"]["device"].startswith("cuda") == (on_gpu and r["encoder"] == "resnet50")
+               for r in speed["encoders"])
     report = (out / "report.md").read_text()
+    assert ("rate of cuda" in report) == on_gpu
     for heading in ("## Quality", "## Stability", "## Cross-modal consistency", "## Speed", "diffraction-cnn",
                     "default beats every peer", "Machine:", "Reproduce:"):
         assert heading in report, heading

@@ -46,16 +46,26 @@ from dataclasses import dataclass, field
 import diptest
 import numpy as np
 import scipy.sparse as sp
+from scipy.stats import levene
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from .labels import community_weights, order_by_size
 
+#: The rules' version, part of every partition's fingerprint, so that a study made by
+#: earlier rules decides again: 1 dip test and rims; 2 also mixtures of two neighbours.
+RULES_VERSION = 2
 #: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
 MIN_TEST_CHIPS = 6
 #: Random halves per test; the median p-value is kept.
 REPEATS = 5
 #: At most this many chips per community enter one test (bounds time on huge partitions).
 MAX_TEST_CHIPS = 2000
+#: A community is a mixture of two neighbours A and B only if its mean lies between
+#: theirs: its projection on the line through their means falls in the middle half of
+#: the segment, and it lies off that line by less than a third of the segment's length
+#: (:func:`dissolve_mixtures`).
+MIXTURE_MIDDLE = (0.25, 0.75)
+MIXTURE_OFFSET = 1.0 / 3.0
 
 
 @dataclass
@@ -84,7 +94,8 @@ class Decision:
 
     def to_dict(self) -> dict:
         """JSON-able record for provenance."""
-        return {"method": "dip-test", "alpha": self.alpha, "merges": self.merges, "grid_step": int(self.grid_step),
+        return {"method": "dip-test", "rules_version": RULES_VERSION, "alpha": self.alpha, "merges": self.merges,
+                "grid_step": int(self.grid_step),
                 "n_before": int(self.n_before), "n_after": int(self.labels.max()) + 1 if self.labels.size else 0}
 
 
@@ -243,6 +254,8 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     merges, labels = list(result.merges), result.labels
     while grid_shape is not None:
         labels, rims = dissolve_rims(labels, graph, grid_shape, reach=grid_step)
+        labels, mixed = dissolve_mixtures(features, labels, grid_shape, alpha=alpha)
+        rims += mixed
         if not rims:
             break
         again = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
@@ -252,6 +265,119 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
             break
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=result.n_before,
                     grid_step=grid_step if grid_shape is not None else 1)
+
+
+def grid_neighbours(labels: np.ndarray) -> np.ndarray:
+    """``(n, n)`` bool: which communities touch on the chip grid (up, down, left, right).
+
+    ``labels`` is ``(rows, cols)`` or ``(frames, rows, cols)`` (neighbours within each
+    frame), with ``n = labels.max() + 1``.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1 if labels.size else 0
+    touch = np.zeros((n, n), dtype=bool)
+    for a, b in ((labels[..., 1:, :], labels[..., :-1, :]), (labels[..., :, 1:], labels[..., :, :-1])):
+        differ = a != b
+        touch[a[differ], b[differ]] = True
+        touch[b[differ], a[differ]] = True
+    return touch
+
+
+def _mixture_of(x: np.ndarray, labels: np.ndarray, c: int, touch: np.ndarray, alpha: float) -> dict | None:
+    """The pair of grid neighbours community ``c`` is a mixture of, or ``None`` (see
+    :func:`dissolve_mixtures`); ``x`` are all chips' features ``(n_chips, d)``."""
+    members = labels == c
+    means = {k: x[labels == k].mean(axis=0) for k in np.flatnonzero(touch[c])}
+    mean_c = x[members].mean(axis=0)
+    best = None
+    for a in means:
+        for b in means:
+            size_a, size_b = int((labels == a).sum()), int((labels == b).sum())
+            if b <= a or int(members.sum()) >= max(size_a, size_b):
+                continue
+            line = means[b] - means[a]
+            length2 = float(line @ line)
+            if length2 <= 0:
+                continue
+            t = float((mean_c - means[a]) @ line / length2)
+            offset = float(np.linalg.norm(mean_c - means[a] - t * line) / np.sqrt(length2))
+            if not (MIXTURE_MIDDLE[0] < t < MIXTURE_MIDDLE[1] and offset < MIXTURE_OFFSET):
+                continue
+            # spread along the line: a continuum of mixtures, not one population between them
+            unit = line / np.sqrt(length2)
+            along_c = (x[members] - means[a]) @ unit
+            along_ends = np.concatenate([(x[labels == a] - means[a]) @ unit, (x[labels == b] - means[b]) @ unit])
+            p = float(levene(along_c, along_ends, center="median").pvalue)
+            if along_c.var() <= along_ends.var() or p >= alpha:
+                continue
+            if best is None or offset < best["offset"]:
+                best = {"a": int(a), "b": int(b), "t": t, "offset": offset, "p": p,
+                        "fraction": (x[members] - means[a]) @ line / length2}
+    return best
+
+
+def dissolve_mixtures(features: Mapping[str, np.ndarray] | None, labels: np.ndarray,
+                      grid_shape: tuple[int, ...], *, alpha: float = 0.01) -> tuple[np.ndarray, list[dict]]:
+    """Dissolve communities of chips that are mixtures of two neighbouring communities.
+
+    Where the probe or the chip covers two regions, the signal is a mixture of theirs,
+    and such chips can form a community of their own that the dip test rightly keeps
+    apart (a mixture is distinct from both sides); :func:`dissolve_rims` removes it when it
+    is thinner than a chip, but a probe wider than the scan step makes seams several
+    positions wide (4D-STEM at one position per chip: 3-4 seams along the boundaries of
+    every draw of the ``thickness`` phantom family).  A community C is a mixture of A and B
+    when all of these hold:
+
+    * C touches both on the chip grid and is smaller than the larger of them;
+    * C's mean lies between theirs: on the line through their means, in the middle half of
+      the segment (``MIXTURE_MIDDLE``), and off that line by less than a third of its
+      length (``MIXTURE_OFFSET``) in the modalities' concatenated graph features;
+    * C's chips spread along that line more than A's and B's do around their own means
+      (Brown-Forsythe test at ``alpha``): a continuum of mixing fractions, not a
+      population of its own that happens to lie between (a layer of intermediate
+      composition spreads no more than its neighbours and is kept).
+
+    Each chip of C joins A or B, whichever its own mixing fraction (its projection on the
+    line) is nearer.  All mixtures of a partition go at once (nearest their lines first; one
+    whose ends go in the same pass waits for the next), then the partition is examined
+    again, until none is left.
+
+    Returns
+    -------
+    The labels (ordered by size) and one record per dissolved community.
+    """
+    if not features:
+        return np.asarray(labels), []
+    x = np.concatenate([np.asarray(f, dtype=np.float64) for f in features.values()], axis=1)
+    labels = np.asarray(labels)
+    records: list[dict] = []
+    while True:
+        n = int(labels.max()) + 1 if labels.size else 0
+        if n < 3:
+            break
+        touch = grid_neighbours(labels.reshape(grid_shape))
+        found = [(c, m) for c in range(n) if (m := _mixture_of(x, labels, c, touch, alpha)) is not None]
+        if not found:
+            break
+        # every mixture of this partition at once (nearest its line first), except one whose
+        # ends are dissolved in this pass or that is an end of another: seams between
+        # different pairs are independent, but each one absorbed widens its ends
+        dissolved: set[int] = set()
+        ends: set[int] = set()
+        out = labels.copy()
+        for c, mix in sorted(found, key=lambda item: item[1]["offset"]):
+            if c in ends or {mix["a"], mix["b"]} & dissolved:
+                continue
+            dissolved.add(c)
+            ends |= {mix["a"], mix["b"]}
+            records.append({"communities": [int(c), mix["a"], mix["b"]],
+                            "sizes": [int((labels == k).sum()) for k in (c, mix["a"], mix["b"])], "p": mix["p"],
+                            "reason": f"mixture of its neighbours {mix['a']} and {mix['b']} (mean at "
+                                      f"{mix['t']:.2f} of the way between theirs, {mix['offset']:.2f} off "
+                                      "their line; spread along it): each chip joins the nearer"})
+            out[labels == c] = np.where(mix["fraction"] < 0.5, mix["a"], mix["b"])
+        labels = order_by_size(out)
+    return labels, records
 
 
 def interior_chips(labels: np.ndarray, reach: int = 1) -> np.ndarray:

@@ -45,6 +45,7 @@ from ..encoders.choice import choose_encoders
 from ..errors import ParameterError
 from ..graphs import knn
 from ..graphs.communities import check_layer_weights, check_options, partition_graph, weighted_sum
+from ..graphs.decide import RULES_VERSION
 from ..graphs.fusion import concatenated_features
 from ..modalities.base import Axis, ModalityData
 from ..modalities.sources import modality_identity, read_modalities
@@ -275,6 +276,12 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
                       n_communities=part.n_communities, decision=part.decision, runs=part.runs, **attrs)
 
 
+def _rules(options: Mapping[str, Any]) -> dict[str, int]:
+    """What a partition's fingerprint takes from the decision rules' code: their version
+    when they run (a study made by earlier rules decides again), nothing otherwise."""
+    return {"decision_rules": RULES_VERSION} if options.get("decide") not in (None, "none") else {}
+
+
 def find_communities(
     study: Study, *, method: str = "leiden", resolution: float = 1.0, n_iterations: int = -1,
     n_restarts: int = 1, consensus: int = 30, merge: float | None = None, decide: str = "dip",
@@ -296,7 +303,7 @@ def find_communities(
     options = {**com.model_dump(), "seed": seed}
     check_options(**{k: options[k] for k in _CHECKED})
     for name in study.modality_names():
-        fp = fingerprint("partition", options, _needs(study, f"graphs/{name}", "build_graphs"))
+        fp = fingerprint("partition", options, _rules(options), _needs(study, f"graphs/{name}", "build_graphs"))
         if not study.is_current(f"partitions/{name}", fp):
             _write_partition(study, f"partitions/{name}", {name: study.read_sparse(f"graphs/{name}")},
                              options, fp, modalities=[name], attrs={"graph": name})
@@ -364,7 +371,7 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
         upstream = [_needs(study, f"graphs/{n}", "build_graphs") for n in used]
         layers = {n: study.read_sparse(f"graphs/{n}") for n in used}
         layer_weights_used = {n: weights[n] for n in used}
-    fp = fingerprint("joint-partition", options, fusion.method, weights, upstream, own)
+    fp = fingerprint("joint-partition", options, _rules(options), fusion.method, weights, upstream, own)
     if not study.is_current(f"partitions/{JOINT}", fp):
         _write_partition(study, f"partitions/{JOINT}", layers, options, fp, modalities=used,
                          layer_weights=layer_weights_used,
