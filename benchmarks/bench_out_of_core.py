@@ -180,6 +180,8 @@ def main() -> None:
         steps[step] = run_child(step, args)
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "steps": steps, "versions": package_versions(),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
+    if "render" not in steps and (args.work / "render.json").is_file():  # a cube kept from an earlier run
+        record["cube"] = json.loads((args.work / "render.json").read_text())
     write_text_atomic(args.out / "out_of_core.json", to_json(record))
     write_text_atomic(args.out / "out_of_core.md", report(record))
     if not args.keep:
@@ -188,12 +190,14 @@ def main() -> None:
 
 def report(record: dict) -> str:
     steps = record["steps"]
-    render = steps.get("render", {})
+    render = steps.get("render") or record.get("cube", {})
     gb = render.get("diffraction_bytes_on_disk", 0) / 1e9
     lines = ["# A 4D-STEM cube out of core, against HyperSpy", "",
              f"Phantom scan {record['args']['scan']}^2, {record['args']['pattern']}^2 float32 patterns: "
              f"{gb:.2f} GB on disk, uncompressed ({render.get('diffraction_shape')}). Each step in its own "
-             "process; peak RSS = that process's ru_maxrss.", "",
+             "process; peak RSS = that process's ru_maxrss."
+             + (" The cube was rendered by an earlier run (`--keep`) and read again." if "cube" in record else ""),
+             "",
              "| step | s | peak RSS (MiB) | CPU s | load before / after | ARI | many-to-one |",
              "|---|---:|---:|---:|---|---:|---:|"]
     for name, st in sorted(steps.items(), key=lambda item: ("render", "mmseg", "hyperspy").index(item[0])):
