@@ -18,7 +18,9 @@ Each step runs in its own process; its wall time and peak resident memory (``ru_
 that process, from ``os.wait4``) are recorded, with the 1-minute load average before and after
 (the machine may be shared).  Both labellings are scored against the phantom's truth (ARI).
 Writes ``out_of_core.json`` and ``out_of_core.md`` in ``--out``; WORK_DIR is deleted unless
-``--keep``.
+``--keep``.  ``--steps mmseg,hyperspy`` on a WORK_DIR kept from an earlier run compares the two
+again on its cube without rendering it (the report takes the cube's size from its render
+record).
 """
 
 from __future__ import annotations
