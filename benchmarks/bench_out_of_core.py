@@ -92,6 +92,7 @@ def step_mmseg(work: Path, seed: int) -> dict:
     from multimodal_seg.pipeline.segment import segment
 
     modality, truth = _cube(work)
+    shutil.rmtree(work / "mmseg", ignore_errors=True)  # a study kept from an earlier run would skip stages
     start = time.perf_counter()
     seg = segment({"diffraction": modality}, seed=seed, out=work / "mmseg", progress=False)
     seconds = time.perf_counter() - start
