@@ -345,3 +345,17 @@ def test_seams_of_a_4d_stem_phantom_are_dissolved_and_recorded():
     assert any("mixture of its neighbours" in m["reason"] for m in merges)
     assert seg.n_communities <= 5
     assert adjusted_rand(specimen.truth, seg.scan_labels["diffraction"]) >= 0.85
+
+
+def test_seams_are_dissolved_in_every_frame_of_a_series():
+    # a series' chips are frame after frame on one grid: communities touch within a frame only
+    from multimodal_seg.graphs.decide import dissolve_mixtures
+
+    def mixed(w, rng, a, b):
+        return (1 - w) * a + w * b + rng.normal(0, 0.5, (30, a.size))
+
+    frames = [_layered(mixed, seed=seed) for seed in (0, 1)]
+    labels = np.stack([f[0] for f in frames])
+    features = {"m": np.concatenate([f[1]["m"] for f in frames])}
+    out, records = dissolve_mixtures(features, labels.ravel(), (2, 30, 40))
+    assert len(records) == 1 and np.unique(out).size == 2
