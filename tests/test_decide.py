@@ -359,3 +359,43 @@ def test_seams_are_dissolved_in_every_frame_of_a_series():
     features = {"m": np.concatenate([f[1]["m"] for f in frames])}
     out, records = dissolve_mixtures(features, labels.ravel(), (2, 30, 40))
     assert len(records) == 1 and np.unique(out).size == 2
+
+
+def test_seams_found_as_mixtures_set_how_thin_a_community_can_be_resolved():
+    # A | seam of A-B mixtures (4 columns) | B | T (4 columns, a population of its own) | C.
+    # The mixture seam shows that mixing reaches 2 grid steps deep in these data, so T, no
+    # deeper, is below what they resolve and is dissolved as a seam too; without the mixture
+    # seam (mixing not shown to reach that deep) the same T is kept.
+    rng = np.random.default_rng(0)
+    rows, dim = 30, 8
+    mean = {"A": np.zeros(dim), "B": np.r_[6.0, np.zeros(dim - 1)], "C": np.r_[0.0, 6.0, np.zeros(dim - 2)],
+            "T": np.r_[3.0, 3.0, 5.0, np.zeros(dim - 3)]}
+
+    def specimen(with_seam: bool):
+        parts = [("A", 16), ("S", 4 if with_seam else 0), ("B", 16), ("T", 4), ("C", 16)]
+        labels, columns = [], []
+        for k, (name, width) in enumerate(parts):
+            for j in range(width):
+                if name == "S":  # mixing fractions 0.35 ... 0.65 across the seam (a wide probe)
+                    w = 0.3 + 0.4 * (j + 0.5) / width
+                    centre = (1 - w) * mean["A"] + w * mean["B"]
+                else:
+                    centre = mean[name]
+                columns.append(centre + rng.normal(0, 0.5, (rows, dim)))
+                labels.append(k)
+        x = np.stack(columns, axis=1)  # (rows, cols, dim)
+        grid = (rows, x.shape[1])
+        return np.tile(np.asarray(labels), (rows, 1)).ravel(), x.reshape(-1, dim), grid
+
+    for with_seam in (True, False):
+        labels, x, grid = specimen(with_seam)
+        graph = knn_graph(x, k=10)
+        result = decide_communities({"m": x}, labels, graph, grid_shape=grid)
+        reasons = [m["reason"] for m in result.merges]
+        kept = np.unique(result.labels).size
+        if with_seam:
+            assert any("mixture" in r for r in reasons) and any("interior" in r for r in reasons)
+            assert kept == 3  # A, B, C
+        else:
+            assert not any("mixture" in r for r in reasons)
+            assert kept == 4  # A, B, T, C
