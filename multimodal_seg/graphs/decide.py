@@ -35,7 +35,8 @@ The dip test's null hypothesis is the least favourable unimodal distribution (th
 uniform), so a plateau from a gradient is rejected at rate ``alpha`` only.  A mixture of
 two regions is distinct from both, so chips straddling a boundary can stay a community of
 their own; on a chip grid :func:`dissolve_rims` then dissolves communities without an
-interior chip (docs/design.md, "How many communities").
+interior chip, and :func:`dissolve_mixtures` wider seams whose chips are mixtures of the two
+communities they lie between (docs/design.md, "How many communities").
 """
 
 from __future__ import annotations
