@@ -294,36 +294,35 @@ def grid_neighbours(labels: np.ndarray) -> np.ndarray:
     return touch
 
 
-def _mixture_of(x: np.ndarray, labels: np.ndarray, c: int, touch: np.ndarray, alpha: float) -> dict | None:
+def _mixture_of(chips: list[np.ndarray], means: list[np.ndarray], c: int, touch: np.ndarray,
+                alpha: float) -> dict | None:
     """The pair of grid neighbours community ``c`` is a mixture of, or ``None`` (see
-    :func:`dissolve_mixtures`); ``x`` are all chips' features ``(n_chips, d)``."""
-    members = labels == c
-    means = {k: x[labels == k].mean(axis=0) for k in np.flatnonzero(touch[c])}
-    mean_c = x[members].mean(axis=0)
+    :func:`dissolve_mixtures`); ``chips[k]`` are community ``k``'s chips' features
+    ``(n_k, d)`` and ``means[k]`` their mean."""
+    own = chips[c]
     best = None
-    for a in means:
-        for b in means:
-            size_a, size_b = int((labels == a).sum()), int((labels == b).sum())
-            if b <= a or int(members.sum()) >= max(size_a, size_b):
+    for a in np.flatnonzero(touch[c]):
+        for b in np.flatnonzero(touch[c]):
+            if b <= a or len(own) >= max(len(chips[a]), len(chips[b])):
                 continue
             line = means[b] - means[a]
             length2 = float(line @ line)
             if length2 <= 0:
                 continue
-            t = float((mean_c - means[a]) @ line / length2)
-            offset = float(np.linalg.norm(mean_c - means[a] - t * line) / np.sqrt(length2))
+            t = float((means[c] - means[a]) @ line / length2)
+            offset = float(np.linalg.norm(means[c] - means[a] - t * line) / np.sqrt(length2))
             if not (MIXTURE_MIDDLE[0] < t < MIXTURE_MIDDLE[1] and offset < MIXTURE_OFFSET):
                 continue
             # spread along the line: a continuum of mixtures, not one population between them
             unit = line / np.sqrt(length2)
-            along_c = (x[members] - means[a]) @ unit
-            along_ends = np.concatenate([(x[labels == a] - means[a]) @ unit, (x[labels == b] - means[b]) @ unit])
+            along_c = (own - means[a]) @ unit
+            along_ends = np.concatenate([(chips[a] - means[a]) @ unit, (chips[b] - means[b]) @ unit])
             p = float(levene(along_c, along_ends, center="median").pvalue)
             if along_c.var() <= along_ends.var() or p >= alpha:
                 continue
             if best is None or offset < best["offset"]:
                 best = {"a": int(a), "b": int(b), "t": t, "offset": offset, "p": p,
-                        "fraction": (x[members] - means[a]) @ line / length2}
+                        "fraction": (own - means[a]) @ line / length2}
     return best
 
 
@@ -378,7 +377,9 @@ def dissolve_mixtures(features: Mapping[str, np.ndarray] | None, labels: np.ndar
         if n < 3:
             break
         touch = grid_neighbours(labels.reshape(grid_shape))
-        found = [(c, m) for c in range(n) if (m := _mixture_of(x, labels, c, touch, alpha)) is not None]
+        chips = [x[labels == k] for k in range(n)]  # once per pass: every test reads them
+        means = [group.mean(axis=0) for group in chips]
+        found = [(c, m) for c in range(n) if (m := _mixture_of(chips, means, c, touch, alpha)) is not None]
         if not found:
             break
         # every mixture of this partition at once (nearest its line first), except one whose
