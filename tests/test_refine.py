@@ -13,7 +13,8 @@ from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.knn import FeatureReducer, reduce_features
 from multimodal_seg.metrics import adjusted_rand
-from multimodal_seg.chips.refine import boundary_chips, fine_grid, neighbour_votes, refine_factor, refined_chip_labels
+from multimodal_seg.chips.refine import (boundary_chips, fine_grid, neighbour_votes, refine_factor, refined_chip_labels,
+                                         window_labels)
 from multimodal_seg.pipeline.study import Study
 
 
@@ -30,6 +31,21 @@ def test_boundary_chips_are_the_chips_whose_window_holds_two_labels():
     expected = [len(np.unique(painted[r : r + 8, c : c + 8])) > 1 for r, c in grid.origins]
     np.testing.assert_array_equal(boundary_chips(painted, grid), expected)
     assert 0 < sum(expected) < grid.n_chips
+
+
+@pytest.mark.parametrize("blocky", [True, False])
+def test_window_labels_are_the_labels_under_each_window(blocky):
+    # a map painted from chips (blocks), and one with pixel-level noise (every row a cut)
+    rng = np.random.default_rng(3)
+    painted = np.kron(rng.integers(-1, 4, size=(9, 7)), np.ones((7, 9), dtype=np.int64))[:61, :58]
+    if not blocky:
+        flip = rng.random(painted.shape) < 0.05
+        painted[flip] = rng.integers(-1, 4, size=flip.sum())
+    grid = ChipGrid(painted.shape, 10, 3)  # the last row and column end on the edge, off the stride
+    values, present = window_labels(painted, grid)
+    np.testing.assert_array_equal(values, np.unique(painted))
+    for i, (r, c) in enumerate(grid.origins):
+        np.testing.assert_array_equal(values[present[i]], np.unique(painted[r : r + 10, c : c + 10]))
 
 
 def test_fine_grid_keeps_the_chip_size_and_divides_the_stride():

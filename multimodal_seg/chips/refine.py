@@ -28,7 +28,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import ndimage
 
 from .grid import ChipGrid
 from ..errors import ParameterError
@@ -79,6 +78,42 @@ def fine_grid(grid: ChipGrid, factor: int, *, warn: bool = True) -> ChipGrid | N
     return ChipGrid(grid.shape, grid.size, max(1, grid.stride // int(factor)))
 
 
+def window_labels(painted: np.ndarray, grid: ChipGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Which labels of ``painted`` lie under each chip window of ``grid``.
+
+    Parameters
+    ----------
+    painted
+        Pixel labels of shape ``grid.shape`` (``-1``: unlabelled).
+    grid
+        The (fine) chip grid.
+
+    Returns
+    -------
+    ``values`` (the sorted labels found in ``painted``, shape ``(n_values,)``) and
+    ``present``, boolean ``(grid.n_chips, n_values)``: whether ``values[j]`` occurs in
+    chip ``i``'s window (chips row-major like ``grid.origins``).
+    """
+    # Painted maps are piecewise constant: cut them where any row (column) differs from
+    # the one before, so each block of the cut is one label.  Per-label summed-area
+    # tables over those blocks count a window's labels in O(1); exact, and far cheaper
+    # than a pass over every pixel of every window.
+    painted = np.asarray(painted)
+    rows = np.concatenate([[0], np.flatnonzero((painted[1:] != painted[:-1]).any(axis=1)) + 1])
+    cols = np.concatenate([[0], np.flatnonzero((painted[:, 1:] != painted[:, :-1]).any(axis=0)) + 1])
+    values, index = np.unique(painted[np.ix_(rows, cols)], return_inverse=True)
+    index = index.reshape(len(rows), len(cols))
+    table = np.zeros((len(values), len(rows) + 1, len(cols) + 1), np.int32)
+    table[:, 1:, 1:] = (index[None] == np.arange(len(values))[:, None, None]).cumsum(1).cumsum(2)
+    origins, last = grid.origins, grid.size - 1
+    r0 = np.searchsorted(rows, origins[:, 0], side="right") - 1
+    r1 = np.searchsorted(rows, origins[:, 0] + last, side="right")
+    c0 = np.searchsorted(cols, origins[:, 1], side="right") - 1
+    c1 = np.searchsorted(cols, origins[:, 1] + last, side="right")
+    counts = table[:, r1, c1] - table[:, r0, c1] - table[:, r1, c0] + table[:, r0, c0]
+    return values, (counts > 0).T
+
+
 def boundary_chips(painted: np.ndarray, grid: ChipGrid) -> np.ndarray:
     """Which chips of ``grid`` cover more than one label of ``painted``.
 
@@ -93,13 +128,7 @@ def boundary_chips(painted: np.ndarray, grid: ChipGrid) -> np.ndarray:
     -------
     Boolean array ``(grid.n_chips,)``, row-major like ``grid.origins``.
     """
-    # Sliding minimum and maximum over chip-sized windows (separable, O(pixels x size)).
-    # A window of ``size`` centred (as ndimage centres it) on pixel ``o + size // 2``
-    # covers exactly the chip starting at ``o``.
-    low = ndimage.minimum_filter(painted, size=grid.size, mode="nearest")
-    high = ndimage.maximum_filter(painted, size=grid.size, mode="nearest")
-    centre = grid.origins + grid.size // 2
-    return low[centre[:, 0], centre[:, 1]] != high[centre[:, 0], centre[:, 1]]
+    return window_labels(painted, grid)[1].sum(axis=1) > 1
 
 
 def neighbour_votes(partition_features: np.ndarray, labels: np.ndarray, features: np.ndarray, *,
@@ -155,12 +184,13 @@ def refined_chip_labels(painted: np.ndarray, grid: ChipGrid, boundary: np.ndarra
     ``grid.grid_shape`` int32 labels: a chip off the boundaries keeps the one label under
     it; a boundary chip takes its best-voted label among those under its window.
     """
-    origins, size = grid.origins, grid.size
+    origins = grid.origins
     labels = painted[origins[:, 0], origins[:, 1]].astype(np.int32)
-    for row, i in enumerate(np.flatnonzero(boundary)):
-        r, c = origins[i]
-        present = np.unique(painted[r : r + size, c : c + size])
-        present = present[(present >= 0) & (present < votes.shape[1])]
-        if len(present):
-            labels[i] = present[np.argmax(votes[row, present])]
+    values, present = window_labels(painted, grid)
+    usable = (values >= 0) & (values < votes.shape[1])
+    values, present = values[usable], present[np.flatnonzero(boundary)][:, usable]
+    # the best-voted label among those under each window (ties: the lowest label)
+    best = np.argmax(np.where(present, votes[:, values], -np.inf), axis=1)
+    placed = present.any(axis=1)
+    labels[np.flatnonzero(boundary)[placed]] = values[best[placed]]
     return labels.reshape(grid.grid_shape)
