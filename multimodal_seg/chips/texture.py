@@ -24,6 +24,7 @@ value in between decides these alike; ``LATTICE_EXCESS`` sits in the gap.
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
 from scipy import ndimage, stats
 
 #: Edge (px) of the central window whose spectrum is analysed.
@@ -57,12 +58,20 @@ def radial_power(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     img = np.asarray(image[top : top + n, left : left + n], dtype=np.float64)
     img = img - img.mean()
     hann = np.hanning(n)
-    spectrum = np.abs(np.fft.fft2(img * np.outer(hann, hann))) ** 2
+    # Half the spectrum (a real image's is symmetric): every column but the first and, for
+    # even n, the last stands for itself and its mirror image, so it counts twice.
+    spectrum = np.abs(scipy.fft.rfft2(img * np.outer(hann, hann))) ** 2
     freq = np.fft.fftfreq(n) * n
-    radius = np.rint(np.hypot(freq[:, None], freq[None, :])).astype(np.int64).ravel()
+    radius = np.rint(np.hypot(freq[:, None], np.fft.rfftfreq(n)[None, :] * n)).astype(np.int64)
+    twice = np.full(radius.shape[1], 2.0)
+    twice[0] = 1.0
+    if n % 2 == 0:
+        twice[-1] = 1.0
+    weight = np.broadcast_to(twice, radius.shape).ravel()
+    radius = radius.ravel()
     keep = radius <= n // 2
-    counts = np.bincount(radius[keep], minlength=n // 2 + 1)
-    power = np.bincount(radius[keep], weights=spectrum.ravel()[keep], minlength=n // 2 + 1)
+    counts = np.bincount(radius[keep], weights=weight[keep], minlength=n // 2 + 1).astype(np.int64)
+    power = np.bincount(radius[keep], weights=(spectrum.ravel() * weight)[keep], minlength=n // 2 + 1)
     return power / np.maximum(counts, 1), counts
 
 

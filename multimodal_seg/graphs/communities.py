@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal
 
@@ -433,6 +434,11 @@ def stop_boundary(planned: int, level: float = STOP_LEVEL) -> np.ndarray:
     ``(planned,)`` int: entry ``m - 1`` is the count needed after ``m`` runs (``m + 1``
     where stopping is impossible).
     """
+    return _stop_boundary(int(planned), float(level)).copy()
+
+
+@lru_cache(maxsize=64)  # a pure function of two numbers, asked again by every consensus
+def _stop_boundary(planned: int, level: float) -> np.ndarray:
     from scipy.stats import binom
 
     looks = np.arange(1, planned + 1)

@@ -239,7 +239,10 @@ class Study:
         if "in_place" in attrs:
             data = _open_in_place(name, attrs["in_place"])
         else:
-            data = da.from_zarr(self.group[f"{key}/data"])
+            # Named by the modality's fingerprint: Dask would otherwise hash every byte of an
+            # in-memory store to name it, each time the modality is opened.
+            done = attrs.get("fingerprint")
+            data = da.from_zarr(self.group[f"{key}/data"], name=f"mmseg-{name}-{done}" if done else None)
         return ModalityData(
             name=name,
             kind=attrs["kind"],
