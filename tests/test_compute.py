@@ -74,6 +74,11 @@ def test_spans_are_whole_batches_bounded_by_memory_and_spread_over_threads():
         spans = chip_spans(10_000, batch_chips=64, chip_bytes=4096, tasks=4)
         assert {b - a for a, b in spans[:-1]} == {256}  # 1 MiB: 4 batches by memory
         assert chip_spans(10, batch_chips=64, chip_bytes=2**30, tasks=4) == [(0, 10)]  # at least one batch
+        # chips of an encoder that does not depend on its batches are shared evenly
+        assert chip_spans(625, batch_chips=256, chip_bytes=4096, tasks=4, whole_batches=False) == [
+            (0, 157), (157, 314), (314, 471), (471, 625)]
+        assert {b - a for a, b in chip_spans(10_000, batch_chips=64, chip_bytes=4096, tasks=4,
+                                             whole_batches=False)[:-1]} == {256}  # still bounded by memory
     bands = row_bands((100, 10, 32, 32), band_bytes=10 * 32 * 32 * 4 * 7, tasks=4)
     assert bands[0] == (0, 7) and bands[-1][1] == 100 and all(b - a <= 7 for a, b in bands)
     assert row_bands((8, 10, 4), band_bytes=2**30, tasks=4) == [(0, 2), (2, 4), (4, 6), (6, 8)]

@@ -65,20 +65,26 @@ def fit_encoder(modality: ModalityData, chips: ModalityChips, encoder: Encoder, 
         encoder.fit(scaler(modality, intensity)(fit_sample(modality.data, chips, seed=seed)))
 
 
-def chip_spans(n_chips: int, *, batch_chips: int, chip_bytes: int, tasks: int) -> list[tuple[int, int]]:
+def chip_spans(n_chips: int, *, batch_chips: int, chip_bytes: int, tasks: int,
+               whole_batches: bool = True) -> list[tuple[int, int]]:
     """``[(first, stop), ...]``: the chips of each embedding task, in order.
 
-    A span is a whole number of ``batch_chips`` batches (so an encoder sees the
-    same batches whatever the spans, and embeddings do not depend on the
-    scheduler), reads at most about Dask's ``array.chunk-size`` of chips (at
-    least one batch), and there are about ``tasks`` spans or more, so every
-    thread or worker gets work.
+    A span reads at most about Dask's ``array.chunk-size`` of chips (at least one
+    batch), and there are about ``tasks`` spans or more, so every thread or worker
+    gets work.  With ``whole_batches`` a span is a whole number of ``batch_chips``
+    batches, so an encoder whose results depend on its batches
+    (``Encoder.batch_dependent``) sees the same batches whatever the spans and
+    embeddings do not depend on the scheduler; without it the chips are shared
+    evenly, so that, say, three batches' worth of chips keep two threads busy to the end.
     """
     from ..compute.tasks import chunk_bytes
 
     by_memory = max(1, chunk_bytes() // max(1, chip_bytes * batch_chips))
-    by_tasks = max(1, -(-n_chips // (batch_chips * max(1, tasks))))
-    step = batch_chips * min(by_memory, by_tasks)
+    if whole_batches:
+        by_tasks = max(1, -(-n_chips // (batch_chips * max(1, tasks))))
+        step = batch_chips * min(by_memory, by_tasks)
+    else:
+        step = max(1, min(batch_chips * by_memory, -(-n_chips // max(1, tasks))))
     return [(first, min(first + step, n_chips)) for first in range(0, n_chips, step)]
 
 
@@ -140,7 +146,7 @@ def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder,
     # spans run one at a time here, in parallel only on a cluster's workers.
     serial = hasattr(encoder, "runner")
     spans = chip_spans(n_chips, batch_chips=batch_chips, chip_bytes=chip_bytes,
-                       tasks=1 if serial else 2 * scheduler_threads())
+                       tasks=1 if serial else 2 * scheduler_threads(), whole_batches=encoder.batch_dependent)
     # One key each for the encoder and the reader: a cluster ships them once per worker.
     shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(modality.data), pure=False)
     tasks = [dask.delayed(_encode_span, pure=False)(reader, origins[a:b], chips.size, shared_encoder, scale,
