@@ -59,12 +59,20 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     assert speed["peak"]["measured_flops"] > 0
     assert {r["encoder"] for r in speed["encoders"]} == {"fourier", "resnet50"}
     assert all("error" not in r and r["segment_seconds"] > 0 for r in speed["encoders"])
+    # refinement embeds boundary chips again with the lightweight encoder only (ResNet50: off),
+    # and the overhead over every forward pass counts them
+    image_rows = {r["encoder"]: r for r in speed["encoders"]}
+    assert image_rows["fourier"]["n_encoded"] > image_rows["fourier"]["n_chips"]
+    assert image_rows["resnet50"]["n_encoded"] == image_rows["resnet50"]["n_chips"]
+    assert image_rows["fourier"]["overhead_all"] < image_rows["fourier"]["overhead"]
     spectral = {r["encoder"]: r for r in speed["modality_encoders"]}
     assert set(spectral) == {"spectrum-pca", "spectrum-cnn", "diffraction-profiles", "diffraction-cnn"}
     assert all("error" not in r and r["forward"]["chips_per_s"] > 0 for r in spectral.values())
     # The pooled encoder is timed on every scan position once; the others on the chips.
     assert spectral["diffraction-profiles"]["n_forward"] == 16 * 16
     assert spectral["spectrum-pca"]["n_forward"] == spectral["spectrum-pca"]["n_chips"]
+    # a pooled encoder refines from the positions it has encoded: nothing more to encode
+    assert spectral["diffraction-profiles"]["n_encoded"] == 16 * 16
     assert spectral["diffraction-cnn"]["forward"]["flops_per_chip"] > 0  # counted for convnets
     assert speed["graph"]["rows"][0]["n_chips"] == 300
     # every encoder is measured against the peak of its own device: on a GPU machine the
