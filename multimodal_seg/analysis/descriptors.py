@@ -171,8 +171,9 @@ def community_table(
         ``(n_communities,)`` from :func:`community_crystallinity`.
     """
     chip_labels = np.asarray(chip_labels).ravel()
-    labelled_pixels = max(int((pixel_labels >= 0).sum()), 1)
-    areas = np.bincount(pixel_labels[pixel_labels >= 0].ravel(), minlength=chip_labels.max() + 1)
+    counts = np.bincount(np.asarray(pixel_labels).ravel() + 1, minlength=int(chip_labels.max()) + 2)  # -1 first
+    areas = counts[1:]
+    labelled_pixels = max(int(areas.sum()), 1)
     rows = []
     for community in range(int(chip_labels.max()) + 1):
         sel = chip_labels == community

@@ -111,7 +111,8 @@ def labels_on(axes: Sequence[Axis], grid: SharedGrid, labels: np.ndarray,
 
     Returns
     -------
-    ``(axes[0].size, axes[1].size)`` labels.
+    ``(axes[0].size, axes[1].size)`` labels: ``labels`` itself where the pixels are the
+    reference's own.
     """
     index = []
     for d_axis, r_axis, start, n in zip(axes, reference_axes, grid.offset, labels.shape):
@@ -121,7 +122,14 @@ def labels_on(axes: Sequence[Axis], grid: SharedGrid, labels: np.ndarray,
         r_off = to_units(r_axis.offset, r_axis.units, grid.units)
         r_step = to_units(r_axis.scale, r_axis.units, grid.units)
         index.append(np.clip(np.floor((positions - r_off) / r_step).astype(int) - start, 0, n - 1))
-    return labels[np.ix_(*index)]
+    rows, cols = index
+    # one axis at a time (two contiguous gathers, not one 2-D fancy index), and none where
+    # the pixels are the reference's own
+    if not np.array_equal(rows, np.arange(labels.shape[0])):
+        labels = np.take(labels, rows, axis=0)
+    if not np.array_equal(cols, np.arange(labels.shape[1])):
+        labels = np.take(labels, cols, axis=1)
+    return labels
 
 
 @dataclass(frozen=True)
