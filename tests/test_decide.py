@@ -399,3 +399,109 @@ def test_seams_found_as_mixtures_set_how_thin_a_community_can_be_resolved():
         else:
             assert not any("mixture" in r for r in reasons)
             assert kept == 4  # A, B, T, C
+
+
+def _ring_under_a_ramp(jump: float, *, seed: int = 0, n: int = 40):
+    """A grid of chips: a ring region around a core of another material, under a slow ramp
+    across the columns (a thickness wedge), cut in two down the middle (labels 0 and 1; the
+    core is 2).  The ring's two sides sit at two heights of the ramp, so its chips have two
+    modes along it although the ring is one material.  ``jump`` is added to the right side
+    (0: one material; > 0: two materials whose edge lies where the cut is)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n, n), dtype=int)
+    labels[:, n // 2:] = 1
+    core = np.zeros((n, n), dtype=bool)
+    core[5:n - 5, n // 4:3 * n // 4] = True
+    labels[core] = 2
+    along = np.tile(np.linspace(-3.0, 3.0, n), (n, 1)) + jump * (labels == 1)
+    features = np.column_stack([along.ravel(), rng.normal(0, 0.3, (n * n, 3))])
+    features[:, 0] += rng.normal(0, 0.3, n * n)
+    features[core.ravel(), 1] += 10.0
+    return labels.ravel(), {"m": features}, (n, n)
+
+
+def test_a_ring_cut_along_its_ramp_is_one_region_again():
+    from multimodal_seg.graphs.decide import (jump_share, merge_continuous, neighbour_pairs, step_ratio,
+                                              unimodality_pvalue)
+
+    labels, features, grid = _ring_under_a_ramp(0.0)
+    f = features["m"]
+    # the dip test sees the ring's two sides as two populations (two heights of the ramp)
+    assert unimodality_pvalue(f[labels == 0], f[labels == 1], np.random.default_rng(0)) < 0.01
+    out, records = merge_continuous(features, labels, grid, seed=0)
+    (record,) = records
+    assert sorted(record["sizes"]) == [500, 500] and np.unique(out).size == 2  # the core stays
+    assert "continuous across their boundary" in record["reason"] and record["step_ratio"] <= 2.0
+    # the statistics themselves: steps across about those of noise straddling a cut, and the
+    # trend through both sides explains their difference
+    ramp = f[:, 0]
+    bound = step_ratio(ramp, labels, neighbour_pairs(grid), 0, 1, np.random.default_rng(0), level=0.01)
+    rows, cols = np.unravel_index(np.arange(labels.size), grid)
+    assert 0.5 < bound < 2.0 and jump_share(ramp, labels, rows, cols, 0, 1) < 0.2
+
+
+@pytest.mark.parametrize("jump", [1.5, 3.0])
+def test_two_materials_under_one_ramp_stay_apart(jump):
+    # the same ring with an edge where the cut is: the features jump across it (a jump of
+    # 1.5 is a quarter of the ramp's range and 5 times the noise)
+    from multimodal_seg.graphs.decide import merge_continuous
+
+    labels, features, grid = _ring_under_a_ramp(jump)
+    out, records = merge_continuous(features, labels, grid, seed=0)
+    assert records == [] and np.unique(out).size == 3
+
+
+def test_a_short_contact_is_no_evidence_of_continuity():
+    # one field under a ramp across the columns, cut into two blocks that touch along 3 chips
+    # only: too few steps across to judge, so the rule does not merge them
+    from multimodal_seg.graphs.decide import MIN_TEST_CHIPS, merge_continuous, neighbour_pairs, step_ratio
+
+    def field(labels):
+        rng = np.random.default_rng(0)
+        ramp = np.tile(np.linspace(-3.0, 3.0, 20), (20, 1)).ravel()
+        features = np.column_stack([ramp, rng.normal(0, 0.3, (400, 3))])
+        features[:, 0] += rng.normal(0, 0.3, 400)
+        features[labels.ravel() == 2, 1] += 20.0  # the rest is another material: it merges with neither
+        return {"m": features}
+
+    labels = np.full((20, 20), 2)
+    labels[:10, :10] = 0
+    labels[7:17, 10:] = 1
+    ends = labels.ravel()[neighbour_pairs((20, 20))]
+    assert int((np.sort(ends, axis=1) == [0, 1]).all(axis=1).sum()) == 3 < MIN_TEST_CHIPS
+    features = field(labels)
+    out, records = merge_continuous(features, labels.ravel(), (20, 20), seed=0)
+    assert records == [] and np.unique(out).size == 3
+    assert step_ratio(features["m"][:, 0], labels.ravel(), neighbour_pairs((20, 20)), 0, 1,
+                      np.random.default_rng(0), level=0.01) is None
+
+
+def test_a_weak_edge_between_two_flat_regions_is_no_ramp():
+    # two flat materials whose difference is about the noise: locally the boundary steps
+    # little more than noise does, but nothing trends through either side, so the whole
+    # difference is the edge and they stay apart
+    from multimodal_seg.graphs.decide import jump_share, merge_continuous
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((30, 40), dtype=int)
+    labels[:, 20:] = 1
+    features = rng.normal(0, 1.0, (1200, 4))
+    features[labels.ravel() == 1, 0] += 1.0
+    out, records = merge_continuous({"m": features}, labels.ravel(), (30, 40), seed=0)
+    assert records == [] and np.unique(out).size == 2
+    rows, cols = np.unravel_index(np.arange(1200), (30, 40))
+    assert jump_share(features[:, 0], labels.ravel(), rows, cols, 0, 1) > 0.8
+
+
+def test_a_gradient_phantom_cut_along_its_ramp_is_one_region_again():
+    # gradient-family draw 5 (a tuning draw): its outer region, under a ramp of 0.48 of the
+    # mean thickness, was cut in two along it (4 communities for 3 regions, ARI 0.55)
+    from multimodal_seg.bench.methods import run_project
+    from multimodal_seg.synthetic.families import draw
+
+    specimen = draw("gradient", 5)
+    seg, _ = run_project(specimen.modalities, seed=0)
+    merges = seg.provenance["partitions"]["haadf"]["decision"]["merges"]
+    assert any("continuous across their boundary" in m["reason"] for m in merges)
+    assert seg.n_communities == 3
+    assert adjusted_rand(specimen.truth, seg.pixel_labels) >= 0.9
