@@ -115,19 +115,8 @@ def window_labels(painted: np.ndarray, grid: ChipGrid) -> tuple[np.ndarray, np.n
 
 
 def boundary_chips(painted: np.ndarray, grid: ChipGrid) -> np.ndarray:
-    """Which chips of ``grid`` cover more than one label of ``painted``.
-
-    Parameters
-    ----------
-    painted
-        Pixel labels of shape ``grid.shape`` (``-1``: unlabelled).
-    grid
-        The (fine) chip grid.
-
-    Returns
-    -------
-    Boolean array ``(grid.n_chips,)``, row-major like ``grid.origins``.
-    """
+    """Which chips of ``grid`` cover more than one label of ``painted`` (arguments as in
+    :func:`window_labels`): boolean ``(grid.n_chips,)``, row-major like ``grid.origins``."""
     return window_labels(painted, grid)[1].sum(axis=1) > 1
 
 
