@@ -466,8 +466,8 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
     noise.
 
     The most continuous pair goes first, one at a time.  Measured on the phantom families
-    (docs/design.md): the two halves of regions cut along a ramp bound at 1.46-1.94 with
-    shares 0.29-0.48; pairs of different regions that passed the first condition had
+    (docs/design.md): the two halves of regions cut along a ramp bound at 0.76-1.94 with
+    shares 0.20-0.48; pairs of different regions that passed the first condition had
     shares 0.76-1.0.  Too few pairs across a boundary (a corner contact) is no evidence of
     continuity, and the pair stays apart.
 
@@ -492,7 +492,7 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
     tested = spaced_chips(grid_shape, step)
     level = alpha / max(len(features), 1)
     records: list[dict] = []
-    cache: dict[tuple[bytes, bytes], float | None] = {}
+    cache: dict[tuple[bytes, bytes], tuple[float, float] | None] = {}
     while labels.size and labels.max() > 0:
         touch = grid_neighbours(labels.reshape(grid_shape))
         best = None
