@@ -304,6 +304,15 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
                     grid_step=grid_step if grid_shape is not None else 1)
 
 
+def neighbour_pairs(grid_shape: tuple[int, ...], step: int = 1) -> np.ndarray:
+    """``(n_pairs, 2)`` chips ``step`` grid steps apart along a row or a column (row-major
+    indices; ``grid_shape`` ``(rows, cols)`` or ``(frames, rows, cols)``, pairs within frames)."""
+    index = np.arange(int(np.prod(grid_shape))).reshape(grid_shape)
+    down = np.stack([index[..., :-step, :].ravel(), index[..., step:, :].ravel()], axis=1)
+    right = np.stack([index[..., :, :-step].ravel(), index[..., :, step:].ravel()], axis=1)
+    return np.concatenate([down, right])
+
+
 def grid_neighbours(labels: np.ndarray) -> np.ndarray:
     """``(n, n)`` bool: which communities touch on the chip grid (up, down, left, right).
 
@@ -313,10 +322,10 @@ def grid_neighbours(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     n = int(labels.max()) + 1 if labels.size else 0
     touch = np.zeros((n, n), dtype=bool)
-    for a, b in ((labels[..., 1:, :], labels[..., :-1, :]), (labels[..., :, 1:], labels[..., :, :-1])):
-        differ = a != b
-        touch[a[differ], b[differ]] = True
-        touch[b[differ], a[differ]] = True
+    ends = labels.ravel()[neighbour_pairs(labels.shape)]
+    ends = ends[ends[:, 0] != ends[:, 1]]
+    touch[ends[:, 0], ends[:, 1]] = True
+    touch[ends[:, 1], ends[:, 0]] = True
     return touch
 
 
@@ -350,15 +359,6 @@ def _mixture_of(chips: list[np.ndarray], means: list[np.ndarray], c: int, touch:
                 best = {"a": int(a), "b": int(b), "t": t, "offset": offset, "p": p,
                         "fraction": (own - means[a]) @ line / length2}
     return best
-
-
-def neighbour_pairs(grid_shape: tuple[int, ...], step: int = 1) -> np.ndarray:
-    """``(n_pairs, 2)`` chips ``step`` grid steps apart along a row or a column (row-major
-    indices; ``grid_shape`` ``(rows, cols)`` or ``(frames, rows, cols)``, pairs within frames)."""
-    index = np.arange(int(np.prod(grid_shape))).reshape(grid_shape)
-    down = np.stack([index[..., :-step, :].ravel(), index[..., step:, :].ravel()], axis=1)
-    right = np.stack([index[..., :, :-step].ravel(), index[..., :, step:].ravel()], axis=1)
-    return np.concatenate([down, right])
 
 
 def _size_biased_median(steps: np.ndarray) -> np.ndarray:
