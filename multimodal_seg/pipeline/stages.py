@@ -36,7 +36,8 @@ from ..analysis.consistency import consistency_matrices, disagreement
 from ..analysis.descriptors import CHIP_STATS, community_crystallinity, community_mean_signals, community_table
 from ..analysis.spectral_lines import feature_intensities
 from ..chips.grid import ChipGrid
-from ..chips.refine import boundary_chips, fine_grid, neighbour_votes, refine_factor, refined_chip_labels
+from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_grid, neighbour_votes, pooled_votes, refine_factor,
+                            refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
 from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
@@ -462,6 +463,7 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
     graph = study.stage_params["graphs"]
     partitions = _partitions_to_refine(study)
     params = {"fine": fine.grid.to_dict(), "k": graph["k"], "n_pcs": graph["n_pcs"], "seed": graph["seed"],
+              "votes": VOTE_RULES,
               "partitions": partitions}
     fp = fingerprint("refine", params, {n: _needs(study, f"partitions/{n}", "find_communities") for n in partitions})
     if all(study.is_current(f"refined/{name}", fp) for name in partitions):
@@ -491,9 +493,15 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
         features[name] = (partitioned, reducer.transform(new))
     for name, weights in partitions.items():
         labels = study.read_array(f"partitions/{name}")
+        voters = window_voters(labels, painted[name], grid.grid, k=graph["k"])
         boundary = on_boundary[name]
-        votes = sum(weight * neighbour_votes(features[m][0], labels, features[m][1][rows[m][boundary]], k=graph["k"])
-                    for m, weight in weights.items()) / sum(weights.values())
+        n_communities = int(labels.max()) + 1
+        # each modality votes only among the communities its own partition tells apart (for a
+        # modality's own partition: all of them)
+        votes = sum(weight * pooled_votes(
+            neighbour_votes(features[m][0], voters, features[m][1][rows[m][boundary]], k=graph["k"]),
+            community_groups(labels, study.read_array(f"partitions/{m}"), n_communities))
+            for m, weight in weights.items()) / sum(weights.values())
         refined = refined_chip_labels(painted[name], fine.grid, boundary, votes)
         study.write_array(f"refined/{name}", refined, fingerprint=fp, fine=fine.grid.to_dict(),
                           boundary_chips=int(boundary.sum()),
