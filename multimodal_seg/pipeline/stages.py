@@ -36,8 +36,8 @@ from ..analysis.consistency import consistency_matrices, disagreement
 from ..analysis.descriptors import CHIP_STATS, community_crystallinity, community_mean_signals, community_table
 from ..analysis.spectral_lines import feature_intensities
 from ..chips.grid import ChipGrid
-from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_grid, neighbour_votes, pooled_votes, refine_factor,
-                            refined_chip_labels, window_voters)
+from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_grid, neighbour_votes, pooled_votes,
+                            refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
 from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
