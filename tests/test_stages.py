@@ -165,6 +165,29 @@ def test_refine_rebuilds_and_refits_the_encoder_of_a_resumed_study(specimen, tmp
     assert adjusted_rand(again.scan_labels["joint"], first.scan_labels["joint"]) > 0.8
 
 
+def test_each_graph_space_is_fitted_once_and_again_when_its_embeddings_change(small_phantom, monkeypatch):
+    from multimodal_seg.graphs import knn
+
+    fits = []
+    fit = knn.FeatureReducer.fit_transform
+    monkeypatch.setattr(knn.FeatureReducer, "fit_transform", lambda self, x: fits.append(x.shape) or fit(self, x))
+    study = mms.Study.open(None)
+    stages.add_modalities(study, {"image": small_phantom.image})
+    stages.lay_chips(study)
+    stages.embed(study, progress=False)
+    stages.build_graphs(study)
+    stages.find_communities(study)  # decides the number of communities in the graph's space
+    stages.refine(study, factor=2, progress=False)  # projects new chips into it
+    assert len(fits) == 1
+    space = stages.graph_features(study, "image")
+    assert not space.flags.writeable  # shared by the stages: nobody may change it in place
+    # new embeddings (another encoder option): a new space, and the graph built in it
+    stages.embed(study, encoder_options={"n_radial": 8}, progress=False)
+    stages.build_graphs(study)
+    assert len(fits) == 2 and stages.graph_features(study, "image").shape[0] == space.shape[0]
+    assert not np.shares_memory(stages.graph_features(study, "image"), space)
+
+
 def test_refinement_pools_diffraction_chips_from_the_stored_position_features(specimen, tmp_path, monkeypatch):
     from multimodal_seg.pipeline import embedding
 

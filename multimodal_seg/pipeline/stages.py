@@ -245,21 +245,35 @@ def build_graphs(study: Study, *, k: int = 15, n_pcs: int | None = 30, seed: int
         fp = fingerprint("graph", params, _needs(study, key_in, "embed"))
         if study.is_current(f"graphs/{name}", fp):
             continue
-        features = knn.reduce_features(study.read_array(key_in), n_pcs=graph.n_pcs, seed=seed,
-                                       standardise=study.attrs_of(key_in).get("standardise", True))
+        _, features = _graph_space(study, name, n_pcs=graph.n_pcs, seed=seed)
         adjacency = knn.knn_graph(features, k=graph.k, seed=seed)
         study.write_sparse(f"graphs/{name}", adjacency, fingerprint=fp, params=params,
                            search="exact" if adjacency.shape[0] <= knn.EXACT_MAX else "pynndescent")
     study.record_stage("graphs", {"k": graph.k, "n_pcs": graph.n_pcs, "seed": seed})
 
 
+def _graph_space(study: Study, name: str, *, n_pcs: int | None, seed: int) -> tuple[knn.FeatureReducer, np.ndarray]:
+    """The reducer fitted to ``embeddings/<name>`` and the chips in its space ``(n_chips, d)``,
+    fitted once per session (:attr:`Study.graph_spaces`); the features are read-only."""
+    key_in = f"embeddings/{name}"
+    standardise = study.attrs_of(key_in).get("standardise", True)
+    key = fingerprint("graph space", {"n_pcs": n_pcs, "seed": seed, "standardise": standardise},
+                      study.fingerprint_of(key_in))
+    cached = study.graph_spaces.get(name)
+    if cached is None or cached[0] != key:
+        reducer = knn.FeatureReducer(n_pcs=n_pcs, seed=seed, standardise=standardise)
+        features = reducer.fit_transform(study.read_array(key_in))
+        features.setflags(write=False)
+        cached = study.graph_spaces[name] = (key, reducer, features)
+    return cached[1], cached[2]
+
+
 def graph_features(study: Study, name: str) -> np.ndarray:
-    """A modality's chips in its graph's space ``(n_chips, d)``: the embeddings standardised and
-    reduced as :func:`build_graphs` did (the space the number of communities is decided in)."""
+    """A modality's chips in its graph's space ``(n_chips, d)``, read-only: the embeddings
+    standardised and reduced as :func:`build_graphs` did (the space the number of communities
+    is decided in)."""
     graph = study.stage_params["graphs"]
-    attrs = study.attrs_of(f"embeddings/{name}")
-    return knn.reduce_features(study.read_array(f"embeddings/{name}"), n_pcs=graph["n_pcs"], seed=graph["seed"],
-                               standardise=attrs.get("standardise", True))
+    return _graph_space(study, name, n_pcs=graph["n_pcs"], seed=graph["seed"])[1]
 
 
 def _write_partition(study: Study, key: str, layers: dict[str, Any], options: dict[str, Any], fp: str, *,
@@ -478,9 +492,7 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
         needed = np.logical_or.reduce([on_boundary[p] for p, w in partitions.items() if name in w])
         rows[name] = np.cumsum(needed) - 1  # row of each needed fine chip in the new embeddings
         attrs = study.attrs_of(f"embeddings/{name}")
-        reducer = knn.FeatureReducer(n_pcs=graph["n_pcs"], seed=graph["seed"],
-                                     standardise=attrs.get("standardise", True))
-        partitioned = reducer.fit_transform(study.read_array(f"embeddings/{name}"))
+        reducer, partitioned = _graph_space(study, name, n_pcs=graph["n_pcs"], seed=graph["seed"])
         if not needed.any():  # no boundary in the partitions this modality votes in
             features[name] = (partitioned, partitioned[:0])
             continue
