@@ -433,9 +433,11 @@ def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: n
                 unimodality_pvalue(f[picks[0]], f[picks[1]], rng) > level:
             continue  # one population in this modality: it sees no edge here
         projection = f @ _discriminant(f[labels == a], f[labels == b])
-        bound = step_ratio(projection, labels, pairs, a, b, rng, level=level)
         share = jump_share(projection, labels, rows, cols, a, b)
-        if bound is None or bound > CONTINUITY_MARGIN or share > JUMP_SHARE:
+        if share > JUMP_SHARE:  # an edge: no need for the bootstrap (the pair's own rng, so
+            return None          # skipping it changes no other test)
+        bound = step_ratio(projection, labels, pairs, a, b, rng, level=level)
+        if bound is None or bound > CONTINUITY_MARGIN:
             return None
         judged.append((bound, share))
     return (max(x[0] for x in judged), max(x[1] for x in judged)) if judged else None
