@@ -47,6 +47,9 @@ from . import chip_scale, datasets, families, methods, quality, stability
 
 PARTS = ("quality", "stability", "consistency", "speed", "families", "chip_scale")
 
+#: Pairs of a forward pass and a ``segment()`` run timed one right after the other (speed part).
+PAIRS = 5
+
 #: Run sizes: (full, quick).
 SIZES = {
     "phantom_seeds": ([0, 1, 2], [0]),
@@ -311,7 +314,7 @@ def run_speed(quick: bool, echo=None) -> dict:
                 kwargs |= {"weights": "random",
                            "config": {"encoder": {"options": {"resize": None, "layer": "layer4"}}}}
             timed = _time_pipeline(lambda: segment(image, seed=0, progress=False, **kwargs),
-                                   repeats=1 if quick else 3)
+                                   lambda: encoder.encode(chips), repeats=1 if quick else PAIRS)
             return {"forward": forward, "n_chips": grid.n_chips, "chip": grid.size, "stride": grid.stride,
                     **timed, **_overheads(timed, forward, grid.n_chips, grid.n_chips + timed["refined_chips"])}
 
@@ -323,16 +326,21 @@ def run_speed(quick: bool, echo=None) -> dict:
     return out
 
 
-def _time_pipeline(run: Callable[[], Any], *, repeats: int = 3) -> dict:
-    """Wall time of ``run()`` (a ``segment()`` call): once, then ``repeats`` times.
+def _time_pipeline(run: Callable[[], Any], forward: Callable[[], Any], *, repeats: int = PAIRS) -> dict:
+    """Wall time of ``run()`` (a ``segment()`` call) against the forward pass ``forward()``.
 
-    The first run pays one-off costs of a fresh process (imports such as exSpy's
-    element database, thread pools, caches): ``segment_first_seconds``.  The others,
-    which redo every stage (an in-memory study starts empty), are the steady state a
-    batch of images sees: their median is ``segment_seconds``, the one the overhead
-    uses (every run in ``segment_seconds_all``), with the peak RSS over them.
-    ``refined_chips`` counts the boundary chips refinement embedded again (all
-    modalities), which the forward pass on the grid's chips does not include.
+    ``run()`` once first: it pays one-off costs of a fresh process (imports such as exSpy's
+    element database, thread pools, caches): ``segment_first_seconds``.  Then ``repeats``
+    pairs, each ``forward()`` and right after it ``run()`` (which redoes every stage: an
+    in-memory study starts empty), the steady state a batch of images sees.  The overhead
+    is taken pair by pair (``segment_over_forward``: each pair's ratio), since on a shared
+    host the speed of both drifts by tens of per cent within a minute and two blocks of runs
+    timed one after the other measure the drift (:func:`_overheads` gives both figures);
+    ``segment_seconds`` is the median of
+    the runs (every run in ``segment_seconds_all``, the paired forward passes in
+    ``paired_forward_seconds_all``), with the peak RSS over them.  ``refined_chips`` counts
+    the boundary chips refinement embedded again (all modalities), which the forward pass on
+    the grid's chips does not include.
     """
     from . import speed
 
@@ -340,23 +348,41 @@ def _time_pipeline(run: Callable[[], Any], *, repeats: int = 3) -> dict:
     run()
     first = time.perf_counter() - start
     speed.reset_peak_rss()
-    times = []
+    times, forwards = [], []
     for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        forward()
+        forwards.append(time.perf_counter() - start)
         start = time.perf_counter()
         result = run()
         times.append(time.perf_counter() - start)
     refined = ((getattr(result, "provenance", None) or {}).get("refined") or {}).get("boundary_chips", {})
     return {"segment_first_seconds": first, "segment_seconds": statistics.median(times),
-            "segment_seconds_all": times, "refined_chips": int(sum(refined.values())),
-            "peak_rss_mib": speed.peak_rss_mib()}
+            "segment_seconds_all": times, "paired_forward_seconds_all": forwards,
+            "segment_over_forward": [t / f for t, f in zip(times, forwards)],
+            "refined_chips": int(sum(refined.values())), "peak_rss_mib": speed.peak_rss_mib()}
 
 
 def _overheads(timed: dict, forward: dict, n_units: int, n_encoded: int) -> dict:
-    """The pipeline's overhead over the forward pass on the grid's ``n_units`` (the goal's
-    measure), and over the forward passes of every unit it encodes (``n_encoded``: with the
-    boundary chips refinement embeds again), at the forward pass's rate."""
-    every = forward["seconds"] * n_encoded / n_units
+    """The pipeline's overhead over the forward pass on the grid's ``n_units``, and over the
+    forward passes of every unit it encodes (``n_encoded``: with the boundary chips
+    refinement embeds again), at the forward pass's rate.
+
+    ``overhead`` (the goal's measure): the median ``segment()`` over the median of the
+    forward passes timed in a row, minus 1.  ``overhead_paired``: the median over the pairs
+    of ``segment()`` over the forward pass timed just before it, minus 1
+    (``overhead_paired_range``: the pairs' lowest and highest).  The two differ in what they
+    let in: the first, the host's drift between the two blocks of runs; the second, a forward
+    pass slowed by the run before it (its arrays allocated afresh, not from memory the
+    previous forward pass just freed: the ``fourier`` pass takes 0.26-0.30 s in a row and
+    0.27-0.61 s after a ``segment()``).  The goal is met when both are.
+    """
+    ratios = timed["segment_over_forward"]
+    share = n_encoded / n_units
+    every = forward["seconds"] * share
     return {"overhead": timed["segment_seconds"] / forward["seconds"] - 1.0,
+            "overhead_paired": statistics.median(ratios) - 1.0,
+            "overhead_paired_range": [min(ratios) - 1.0, max(ratios) - 1.0],
             "n_encoded": n_encoded, "forward_all_seconds": every,
             "overhead_all": timed["segment_seconds"] / every - 1.0}
 
@@ -404,7 +430,8 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
             timed = _time_pipeline(lambda: segment(
                 {modality_name: modality}, chip_size=size, stride=stride, seed=0, progress=False,
                 config={"modality_encoders": {modality_name: encoder_name}},
-                encoder_options={modality_name: options}), repeats=1 if quick else 3)
+                encoder_options={modality_name: options}), lambda: encoder.encode(units),
+                repeats=1 if quick else PAIRS)
             # encoders that pool positions refine from the positions already encoded
             encoded = len(units) + (0 if encoder.pools_positions else timed["refined_chips"])
             return {"forward": forward, "n_chips": chips.grid.n_chips, "chip": size, "stride": stride,
