@@ -65,6 +65,11 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     assert image_rows["fourier"]["n_encoded"] > image_rows["fourier"]["n_chips"]
     assert image_rows["resnet50"]["n_encoded"] == image_rows["resnet50"]["n_chips"]
     assert image_rows["fourier"]["overhead_all"] < image_rows["fourier"]["overhead"]
+    # the overhead is also timed in pairs: each segment() run over the forward pass just before it
+    for row in image_rows.values():
+        ratios = [t / f for t, f in zip(row["segment_seconds_all"], row["paired_forward_seconds_all"])]
+        assert len(ratios) == 1 and row["segment_over_forward"] == pytest.approx(ratios)
+        assert row["overhead_paired"] == pytest.approx(ratios[0] - 1) == row["overhead_paired_range"][0]
     spectral = {r["encoder"]: r for r in speed["modality_encoders"]}
     assert set(spectral) == {"spectrum-pca", "spectrum-cnn", "diffraction-profiles", "diffraction-cnn"}
     assert all("error" not in r and r["forward"]["chips_per_s"] > 0 for r in spectral.values())
