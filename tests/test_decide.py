@@ -12,6 +12,7 @@ from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.communities import partition_graph
 from multimodal_seg.graphs.decide import (
+    discriminant_axis,
     MIN_TEST_CHIPS,
     decide_communities,
     merge_indistinct,
@@ -505,3 +506,20 @@ def test_a_gradient_phantom_cut_along_its_ramp_is_one_region_again():
     assert any("continuous across their boundary" in m["reason"] for m in merges)
     assert seg.n_communities == 3
     assert adjusted_rand(specimen.truth, seg.pixel_labels) >= 0.9
+
+
+def test_the_discriminant_axis_is_scikit_learns_shrinkage_lda():
+    # written out from its parts for speed; it must stay the estimator's axis
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    rng = np.random.default_rng(3)
+    for n_a, n_b, d in [(80, 50, 30), (12, 200, 8), (5, 6, 20)]:
+        a = rng.normal(size=(n_a, d)) * rng.uniform(0.1, 3, d)
+        b = rng.normal(size=(n_b, d)) * rng.uniform(0.1, 3, d) + rng.normal(0, 0.5, d)
+        a[:, 0] = b[:, 0] = 1.0  # a constant feature
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        coef = lda.fit(np.concatenate([a, b]), np.r_[np.zeros(n_a), np.ones(n_b)]).coef_.ravel()
+        np.testing.assert_allclose(discriminant_axis(a, b), coef / np.linalg.norm(coef), atol=1e-10)
+    # too few chips to estimate a covariance: the mean difference
+    axis = discriminant_axis(np.zeros((2, 3)), np.array([[0.0, 3.0, 4.0]]))
+    np.testing.assert_allclose(axis, [0.0, -0.6, -0.8])

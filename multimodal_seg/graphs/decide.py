@@ -48,9 +48,10 @@ from dataclasses import dataclass, field
 
 import diptest
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from scipy.stats import levene
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.covariance import ledoit_wolf
 
 from .labels import community_weights, order_by_size
 
@@ -121,7 +122,7 @@ def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *
     projections on a shrinkage-LDA axis separating them (see the module docstring).  Both
     need at least ``MIN_TEST_CHIPS`` chips.
     """
-    axis = _discriminant(a, b)
+    axis = discriminant_axis(a, b)
     pa, pb = a @ axis, b @ axis
     n = min(len(pa), len(pb))
     values = []
@@ -131,16 +132,33 @@ def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *
     return float(np.median(values))
 
 
-def _discriminant(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def discriminant_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Unit axis separating ``a`` from ``b``: shrinkage LDA (Ledoit-Wolf), or the mean difference
-    where the covariance cannot be estimated (fewer than three chips a side)."""
+    where the covariance cannot be estimated (fewer than three chips a side).
+
+    The LDA is scikit-learn's ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")``
+    for two classes, written out from its parts (each class's Ledoit-Wolf covariance of
+    standardised features, pooled by class shares; the axis solves it against the mean
+    difference): the same axis to rounding, without the estimator's input checks, which
+    took most of the decision's time (a fit: 5 ms in a run, 0.7 ms written out).
+    """
     if min(len(a), len(b)) < 3:
         axis = a.mean(axis=0) - b.mean(axis=0)
     else:
-        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
-        axis = lda.fit(np.concatenate([a, b]), np.r_[np.zeros(len(a)), np.ones(len(b))]).coef_.ravel()
+        n = len(a) + len(b)
+        pooled = (len(a) / n) * _shrunk_covariance(a) + (len(b) / n) * _shrunk_covariance(b)
+        axis = scipy.linalg.lstsq(pooled, b.mean(axis=0) - a.mean(axis=0))[0]
     norm = np.linalg.norm(axis)
     return axis / norm if norm > 0 else axis
+
+
+def _shrunk_covariance(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf covariance of ``x`` ``(n, d)`` estimated on standardised features and
+    scaled back (as scikit-learn's shrinkage LDA does; constant features keep scale 1)."""
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    shrunk = ledoit_wolf((x - x.mean(axis=0)) / scale)[0]
+    return scale[:, None] * shrunk * scale[None, :]
 
 
 def _between(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
@@ -432,7 +450,7 @@ def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: n
         if min(len(x) for x in picks) >= MIN_TEST_CHIPS and \
                 unimodality_pvalue(f[picks[0]], f[picks[1]], rng) > level:
             continue  # one population in this modality: it sees no edge here
-        projection = f @ _discriminant(f[labels == a], f[labels == b])
+        projection = f @ discriminant_axis(f[labels == a], f[labels == b])
         share = jump_share(projection, labels, rows, cols, a, b)
         if share > JUMP_SHARE:  # an edge: no need for the bootstrap (the pair's own rng, so
             return None          # skipping it changes no other test)
