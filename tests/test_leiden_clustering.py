@@ -64,7 +64,8 @@ def test_agrees_with_segment_on_the_same_features(phantom):
     stages.fuse(study)
     seg = stages.collect(study)
     standardise = study.attrs_of("embeddings/eels").get("standardise", True)
-    est = LeidenClustering(**options, standardise=standardise, resolution=0.8, consensus=5)
+    est = LeidenClustering(**options, standardise=standardise, resolution=0.8, consensus=5,
+                           grid_shape=seg.chip_labels.shape)
     np.testing.assert_array_equal(est.fit(seg.embeddings).labels_, seg.chip_labels.ravel())
     # The same through HyperSpy: the chip features as a signal, clustered by cluster_analysis.
     rows, cols = seg.chip_labels.shape
@@ -111,3 +112,10 @@ def test_bad_options_are_refused(params, needle):
     with pytest.raises(ParameterError, match="LeidenClustering") as info:
         LeidenClustering(**params).fit(x)
     assert needle in str(info.value)
+
+
+def test_a_grid_that_does_not_hold_the_samples_is_refused():
+    x = np.random.default_rng(0).normal(size=(30, 5))
+    with pytest.raises(InputError, match="grid_shape") as info:
+        LeidenClustering(grid_shape=(4, 4)).fit(x)
+    assert "30 samples" in str(info.value) and "navigation_shape" in str(info.value)

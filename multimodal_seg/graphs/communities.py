@@ -289,6 +289,7 @@ def partition_graph(
     decide: str | None = None,
     alpha: float = 0.01,
     features: Mapping[str, np.ndarray] | None = None,
+    feature_weights: Mapping[str, float] | None = None,
     grid_shape: tuple[int, ...] | None = None,
     grid_step: int = 1,
     consensus_vertices: int = CONSENSUS_VERTICES,
@@ -330,12 +331,18 @@ def partition_graph(
         population, by a dip test at level ``alpha`` in each modality's feature space
         ``features`` (``{modality: (n, d)}``, the graph's standardised PCA space)
         (:func:`multimodal_seg.graphs.decide.merge_indistinct`).  The pipeline's default.
+    feature_weights
+        ``{modality: weight}`` of ``features`` side by side where chips are placed by their
+        distance to community means (default 1 each; see ``grid_shape``).
     grid_shape
         ``(rows, cols)`` of the chip grid the vertices lie on, row-major (``(frames, rows,
         cols)`` for the frames of a series on one grid).  With
         ``decide="dip"``, communities without an interior chip (seams of mixed chips along
         boundaries) are then dissolved into the communities their chips are most connected
-        to (:func:`multimodal_seg.graphs.decide.dissolve_rims`).
+        to (:func:`multimodal_seg.graphs.decide.dissolve_rims`), and once the number of
+        communities is decided, each chip on a boundary goes to the adjacent community whose
+        mean it is nearest (:func:`multimodal_seg.graphs.reassign.reassign_boundary_chips`;
+        ``decision["boundary_chips_moved"]`` counts them).
     grid_step
         With ``decide="dip"`` and ``grid_shape``: only chips on every ``grid_step``-th row and
         column enter the dip tests (:func:`multimodal_seg.graphs.decide.spaced_chips`); the
@@ -415,6 +422,11 @@ def partition_graph(
         result = decide_communities(features, labels, summed, alpha=alpha, seed=seed, grid_shape=grid_shape,
                                     grid_step=grid_step)
         labels, decision = result.labels, result.to_dict()
+        if grid_shape is not None:
+            from .reassign import reassign_boundary_chips
+
+            labels, moved = reassign_boundary_chips(features, labels, grid_shape, weights=feature_weights)
+            decision |= {"boundary_chips_moved": moved, "n_after": int(labels.max()) + 1 if labels.size else 0}
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
                      runs=runs)
 

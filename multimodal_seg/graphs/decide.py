@@ -58,8 +58,9 @@ from .labels import community_weights, order_by_size
 #: The rules' version, part of every partition's fingerprint, so that a study made by
 #: earlier rules decides again: 1 dip test and rims; 2 also mixtures of two neighbours; 3 the
 #: mixtures found set how deep a rim can be; 4 also neighbours continuous across their
-#: boundary (:func:`merge_continuous`).
-RULES_VERSION = 4
+#: boundary (:func:`merge_continuous`); 5 then boundary chips to the nearest adjacent
+#: community mean (:mod:`multimodal_seg.graphs.reassign`, run by ``partition_graph``).
+RULES_VERSION = 5
 #: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
 MIN_TEST_CHIPS = 6
 #: Random halves per test; the median p-value is kept.

@@ -6,8 +6,8 @@ Two ways, chosen by ``fusion.method``:
     Each modality's embeddings are standardised and reduced by PCA
     (:func:`multimodal_seg.graphs.knn.reduce_features`), each block is scaled to unit
     total variance (times the square root of its layer weight) so that no modality
-    dominates by having more dimensions, the blocks are concatenated
-    (:func:`concatenated_features`), and one cosine kNN graph (``graphs/joint``) is
+    dominates by having more dimensions (:func:`multimodal_seg.graphs.knn.balanced_blocks`),
+    the blocks are concatenated (:func:`concatenated_features`), and one cosine kNN graph (``graphs/joint``) is
     built on them and partitioned like any other graph.
 ``multiplex``
     One kNN graph per modality; the community step
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .communities import check_layer_weights
-from .knn import reduce_features
+from .knn import balanced_blocks, reduce_features
 
 FUSION_METHODS = ("concat", "multiplex")
 
@@ -46,12 +46,7 @@ def concatenated_features(embeddings: Mapping[str, np.ndarray], *, n_pcs: int | 
     ``(n_chips, sum of kept components)`` float32.
     """
     names = list(embeddings)
-    weights = check_layer_weights(names, layer_weights)
-    blocks = []
-    for name, weight in zip(names, weights):
-        block = reduce_features(embeddings[name], n_pcs=n_pcs, seed=seed,
-                                standardise=(standardise or {}).get(name, True)).astype(np.float64)
-        block -= block.mean(axis=0)
-        total = np.sqrt((block ** 2).sum(axis=1).mean())
-        blocks.append(block * (np.sqrt(weight) / total if total > 0 else 0.0))
-    return np.hstack(blocks).astype(np.float32)
+    weights = dict(zip(names, check_layer_weights(names, layer_weights)))
+    blocks = {name: reduce_features(embeddings[name], n_pcs=n_pcs, seed=seed,
+                                    standardise=(standardise or {}).get(name, True)) for name in names}
+    return balanced_blocks(blocks, weights).astype(np.float32)

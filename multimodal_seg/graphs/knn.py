@@ -12,6 +12,8 @@ dense ``n x n`` matrix is ever formed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import scipy.sparse as sp
 import sklearn
@@ -123,6 +125,27 @@ def reduce_features(
     Array ``(n_chips, n_pcs)`` float32.
     """
     return FeatureReducer(n_pcs=n_pcs, seed=seed, standardise=standardise).fit_transform(embeddings)
+
+
+def balanced_blocks(blocks: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Several modalities' features of the same chips side by side, none dominating.
+
+    Each block ``(n_chips, d_m)`` is centred and scaled to unit total variance (mean squared
+    norm 1), times the square root of its weight (default 1), so that a modality weighs the
+    same whatever its number of dimensions.
+
+    Returns
+    -------
+    ``(n_chips, sum of d_m)`` float64.
+    """
+    out = []
+    for name, block in blocks.items():
+        x = np.asarray(block, dtype=np.float64)
+        x = x - x.mean(axis=0)
+        total = np.sqrt((x ** 2).sum(axis=1).mean())
+        weight = 1.0 if weights is None else float(weights.get(name, 1.0))
+        out.append(x * (np.sqrt(weight) / total if total > 0 else 0.0))
+    return np.hstack(out)
 
 
 def cosine_neighbours(reference: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

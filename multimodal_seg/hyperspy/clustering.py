@@ -65,6 +65,13 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         ``"none"`` keeps Leiden's communities.
     seed
         Random seed: the same features and seed give the same labels.
+    grid_shape
+        ``(rows, cols)`` when the samples are the positions of a scan in row-major order
+        (HyperSpy's navigation: ``s.axes_manager.navigation_shape[::-1]``).  With
+        ``decide="dip"`` the decision then uses the grid as ``segment()`` does: seams of
+        mixed samples along boundaries are dissolved and boundary samples go to the
+        adjacent community whose mean is nearest (:mod:`multimodal_seg.graphs.reassign`).
+        ``None`` (default): the samples are taken without positions.
 
     Attributes
     ----------
@@ -82,7 +89,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
                  resolution: float = _COMMUNITIES.resolution, method: str = _COMMUNITIES.method,
                  consensus: int = _COMMUNITIES.consensus, merge: float | None = _COMMUNITIES.merge,
                  decide: str = _COMMUNITIES.decide, alpha: float = _COMMUNITIES.alpha,
-                 seed: int = 0) -> None:
+                 seed: int = 0, grid_shape: tuple[int, int] | None = None) -> None:
         self.k = k
         self.n_pcs = n_pcs
         self.standardise = standardise
@@ -93,6 +100,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         self.decide = decide
         self.alpha = alpha
         self.seed = seed
+        self.grid_shape = grid_shape
 
     def fit(self, X: Any, y: Any = None) -> "LeidenClustering":
         """Find the communities of the samples (rows) of ``X``.
@@ -119,6 +127,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
                       consensus=community.consensus, merge=community.merge, decide=community.decide,
                       alpha=community.alpha)
         features = _features(X)
+        grid_shape = _grid_shape(self.grid_shape, len(features))
         reduced = reduce_features(features, n_pcs=graph_options.n_pcs, seed=self.seed,
                                   standardise=bool(self.standardise))
         graph: sp.csr_matrix = knn_graph(reduced, k=graph_options.k, seed=self.seed)
@@ -126,12 +135,25 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
                                     seed=self.seed, n_iterations=community.n_iterations,
                                     n_restarts=community.n_restarts, consensus=community.consensus,
                                     merge=community.merge, decide=community.decide, alpha=community.alpha,
-                                    features={"X": reduced})
+                                    features={"X": reduced}, grid_shape=grid_shape)
         self.labels_ = partition.labels.astype(np.intp)
         self.n_clusters_ = partition.n_communities
         self.modularity_ = partition.modularity
         self.graph_ = graph
         return self
+
+
+def _grid_shape(grid_shape: Any, n_samples: int) -> tuple[int, int] | None:
+    """``grid_shape`` checked against the number of samples."""
+    if grid_shape is None:
+        return None
+    shape = tuple(int(n) for n in grid_shape)
+    if len(shape) != 2 or min(shape) < 1 or shape[0] * shape[1] != n_samples:
+        raise InputError(f"grid_shape={tuple(grid_shape)} does not hold the {n_samples} samples",
+                         fix="pass the scan's (rows, cols) in row-major order, e.g. "
+                             "s.axes_manager.navigation_shape[::-1], or grid_shape=None",
+                         where="LeidenClustering(grid_shape=...)")
+    return shape
 
 
 def _features(X: Any) -> np.ndarray:

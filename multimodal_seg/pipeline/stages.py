@@ -286,7 +286,7 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
     grid = study.grid().grid
     grid_shape = tuple(grid.grid_shape) if deciding else None
     part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape,
-                           grid_step=grid.half_chip_steps, **options)
+                           grid_step=grid.half_chip_steps, feature_weights=attrs.get("layer_weights"), **options)
     study.write_array(key, part.labels, fingerprint=fp, params=part.params, modularity=part.modularity,
                       n_communities=part.n_communities, decision=part.decision, runs=part.runs, **attrs)
 
