@@ -116,6 +116,7 @@ def test_bad_options_are_refused(params, needle):
 
 def test_a_grid_that_does_not_hold_the_samples_is_refused():
     x = np.random.default_rng(0).normal(size=(30, 5))
-    with pytest.raises(InputError, match="grid_shape") as info:
-        LeidenClustering(grid_shape=(4, 4)).fit(x)
-    assert "30 samples" in str(info.value) and "navigation_shape" in str(info.value)
+    for bad in [(4, 4), (30,), "5x6", (5, None)]:
+        with pytest.raises(InputError, match="grid_shape") as info:
+            LeidenClustering(grid_shape=bad).fit(x)
+        assert "30 samples" in str(info.value) and "navigation_shape" in str(info.value)

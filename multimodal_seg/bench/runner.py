@@ -336,11 +336,10 @@ def _time_pipeline(run: Callable[[], Any], forward: Callable[[], Any], *, repeat
     is taken pair by pair (``segment_over_forward``: each pair's ratio), since on a shared
     host the speed of both drifts by tens of per cent within a minute and two blocks of runs
     timed one after the other measure the drift (:func:`_overheads` gives both figures);
-    ``segment_seconds`` is the median of
-    the runs (every run in ``segment_seconds_all``, the paired forward passes in
-    ``paired_forward_seconds_all``), with the peak RSS over them.  ``refined_chips`` counts
-    the boundary chips refinement embedded again (all modalities), which the forward pass on
-    the grid's chips does not include.
+    ``segment_seconds`` is the median of the runs (every run in ``segment_seconds_all``, the
+    paired forward passes in ``paired_forward_seconds_all``), with the peak RSS over them.
+    ``refined_chips`` counts the boundary chips refinement embedded again (all modalities),
+    which the forward pass on the grid's chips does not include.
     """
     from . import speed
 
@@ -368,14 +367,14 @@ def _overheads(timed: dict, forward: dict, n_units: int, n_encoded: int) -> dict
     forward passes of every unit it encodes (``n_encoded``: with the boundary chips
     refinement embeds again), at the forward pass's rate.
 
-    ``overhead`` (the goal's measure): the median ``segment()`` over the median of the
-    forward passes timed in a row, minus 1.  ``overhead_paired``: the median over the pairs
+    ``overhead``: the median ``segment()`` over the median of the forward passes timed in a
+    row, minus 1.  ``overhead_paired``: the median over the pairs
     of ``segment()`` over the forward pass timed just before it, minus 1
     (``overhead_paired_range``: the pairs' lowest and highest).  The two differ in what they
     let in: the first, the host's drift between the two blocks of runs; the second, a forward
     pass slowed by the run before it (its arrays allocated afresh, not from memory the
     previous forward pass just freed: the ``fourier`` pass takes 0.26-0.30 s in a row and
-    0.27-0.61 s after a ``segment()``).  The goal is met when both are.
+    0.27-0.61 s after a ``segment()``).  The goal (issue 11's 15 %) is met when both are.
     """
     ratios = timed["segment_over_forward"]
     share = n_encoded / n_units

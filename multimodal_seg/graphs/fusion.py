@@ -7,8 +7,8 @@ Two ways, chosen by ``fusion.method``:
     (:func:`multimodal_seg.graphs.knn.reduce_features`), each block is scaled to unit
     total variance (times the square root of its layer weight) so that no modality
     dominates by having more dimensions (:func:`multimodal_seg.graphs.knn.balanced_blocks`),
-    the blocks are concatenated (:func:`concatenated_features`), and one cosine kNN graph (``graphs/joint``) is
-    built on them and partitioned like any other graph.
+    the blocks are concatenated (:func:`concatenated_features`), and one cosine kNN graph
+    (``graphs/joint``) is built on them and partitioned like any other graph.
 ``multiplex``
     One kNN graph per modality; the community step
     (:func:`multimodal_seg.graphs.communities.partition_graph` given every graph)

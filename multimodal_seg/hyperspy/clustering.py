@@ -147,9 +147,12 @@ def _grid_shape(grid_shape: Any, n_samples: int) -> tuple[int, int] | None:
     """``grid_shape`` checked against the number of samples."""
     if grid_shape is None:
         return None
-    shape = tuple(int(n) for n in grid_shape)
+    try:
+        shape = tuple(int(n) for n in grid_shape)
+    except (TypeError, ValueError):
+        shape = ()
     if len(shape) != 2 or min(shape) < 1 or shape[0] * shape[1] != n_samples:
-        raise InputError(f"grid_shape={tuple(grid_shape)} does not hold the {n_samples} samples",
+        raise InputError(f"grid_shape={grid_shape!r} does not hold the {n_samples} samples",
                          fix="pass the scan's (rows, cols) in row-major order, e.g. "
                              "s.axes_manager.navigation_shape[::-1], or grid_shape=None",
                          where="LeidenClustering(grid_shape=...)")
