@@ -77,6 +77,25 @@ def test_modalities_side_by_side_weigh_alike_unless_weighted():
 def test_one_community_is_left_as_it_is():
     labels, moved = reassign_boundary_chips({"m": np.ones((16, 2))}, np.zeros(16, dtype=int), (4, 4))
     assert moved == 0 and labels.max() == 0
+    # two communities in two frames never touch: nothing to move
+    labels, moved = reassign_boundary_chips({"m": np.arange(32.0)[:, None]}, np.repeat([0, 1], 16), (2, 4, 4))
+    assert moved == 0 and set(labels) == {0, 1}
+
+
+def test_a_seam_as_deep_as_the_mixing_moves_in_as_many_steps():
+    # mixing two positions deep on each side of the boundary (a probe wider than the scan step):
+    # columns 4 and 5 lie nearer region 1 (70/30 and 90/10) but the graph put both on side 0
+    x, truth = two_regions(10, 10, boundary=4)
+    x = x.reshape(10, 10, 3)
+    rng = np.random.default_rng(2)
+    x[:, 4] = 0.7 * np.array([4.0, 0, 0]) + rng.normal(0, 0.1, (10, 3))
+    x[:, 5] = 0.9 * np.array([4.0, 0, 0]) + rng.normal(0, 0.1, (10, 3))
+    start = truth.reshape(10, 10).copy()
+    start[:, 4:6] = 0
+    one, _ = reassign_boundary_chips({"m": x.reshape(-1, 3)}, start.ravel(), (10, 10), steps=1)
+    two, moved = reassign_boundary_chips({"m": x.reshape(-1, 3)}, start.ravel(), (10, 10), steps=2)
+    assert adjusted_rand(one, truth) < 1.0  # one step moves the strip next to region 1 only
+    assert adjusted_rand(two, truth) == 1.0 and moved == 20
 
 
 def test_the_decision_records_the_chips_moved():

@@ -425,7 +425,8 @@ def partition_graph(
         if grid_shape is not None:
             from .reassign import reassign_boundary_chips
 
-            labels, moved = reassign_boundary_chips(features, labels, grid_shape, weights=feature_weights)
+            labels, moved = reassign_boundary_chips(features, labels, grid_shape, weights=feature_weights,
+                                                    steps=result.reach)
             decision |= {"boundary_chips_moved": moved, "n_after": int(labels.max()) + 1 if labels.size else 0}
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
                      runs=runs)

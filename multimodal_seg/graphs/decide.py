@@ -108,11 +108,14 @@ class Decision:
     n_before: int = 0
     #: Grid steps between the chips that entered the tests (1: every chip; :func:`spaced_chips`).
     grid_step: int = 1
+    #: How deep mixing reaches from a boundary, in grid steps: half a chip, or the deepest seam
+    #: of mixtures found (:func:`depth`); 1 off a grid.
+    reach: int = 1
 
     def to_dict(self) -> dict:
         """JSON-able record for provenance."""
         return {"method": "dip-test", "rules_version": RULES_VERSION, "alpha": self.alpha, "merges": self.merges,
-                "grid_step": int(self.grid_step),
+                "grid_step": int(self.grid_step), "reach": int(self.reach),
                 "n_before": int(self.n_before), "n_after": int(self.labels.max()) + 1 if self.labels.size else 0}
 
 
@@ -320,7 +323,8 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
         merges += continuous + again.merges
         labels = again.labels
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=result.n_before,
-                    grid_step=grid_step if grid_shape is not None else 1)
+                    grid_step=grid_step if grid_shape is not None else 1,
+                    reach=reach if grid_shape is not None else 1)
 
 
 def neighbour_pairs(grid_shape: tuple[int, ...], step: int = 1) -> np.ndarray:

@@ -11,10 +11,13 @@ So, once the number of communities is decided, every chip with a grid neighbour 
 community is moved to whichever of its own and its neighbours' communities has the nearest
 mean in feature space (squared Euclidean distance in the graph's standardised PCA space;
 several modalities side by side, each balanced to unit total variance as the ``concat``
-fusion balances them). It is one step, not iterated: a boundary moves by at most one grid
-step, and chips inside a community (all neighbours alike) never move, so that a community
-whose chips vary widely (pores in a coating) is not cut by a nearest-mean rule that knows
-nothing of that spread (docs/design.md, "Boundary chips to the nearest mean").
+fusion balances them). It runs as many rounds as mixing reaches deep (the decision's
+``reach``: one grid step at the default stride of half a chip, two or three where a probe
+wider than the scan step mixed seams that deep), so a boundary moves by at most that many
+grid steps, and chips inside a community (all neighbours alike) are only reached that far
+from a boundary, so that a community whose chips vary widely (pores in a coating) is not
+cut by a nearest-mean rule that knows nothing of that spread (docs/design.md, "Boundary
+chips to the nearest mean").
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ def community_means(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def reassign_boundary_chips(features: Mapping[str, np.ndarray], labels: np.ndarray,
-                            grid_shape: tuple[int, ...], *,
-                            weights: Mapping[str, float] | None = None) -> tuple[np.ndarray, int]:
-    """Move each boundary chip to the adjacent community with the nearest mean (one step).
+                            grid_shape: tuple[int, ...], *, weights: Mapping[str, float] | None = None,
+                            steps: int = 1) -> tuple[np.ndarray, int]:
+    """Move each boundary chip to the adjacent community with the nearest mean, ``steps`` times.
 
     Parameters
     ----------
@@ -55,10 +58,14 @@ def reassign_boundary_chips(features: Mapping[str, np.ndarray], labels: np.ndarr
         taken within each frame).
     weights
         ``{modality: weight}`` of the blocks side by side (default 1 each).
+    steps
+        At most this many rounds (each with the means of the labels it starts from), so that
+        a boundary moves by at most ``steps`` grid steps: how deep mixing reaches from a
+        boundary (the decision's ``reach``).  Stops early once no chip moves.
 
     Returns
     -------
-    The labels, ordered by size (``int32``), and the number of chips that moved.  A chip
+    The labels, ordered by size (``int32``), and the number of moves made.  A chip
     moves only to a strictly nearer mean; a community can lose every chip, and then it is
     gone from the labels.
     """
@@ -66,10 +73,23 @@ def reassign_boundary_chips(features: Mapping[str, np.ndarray], labels: np.ndarr
     if labels.size == 0 or labels.max() < 1:
         return order_by_size(labels) if labels.size else labels.astype(np.int32), 0
     x = balanced_blocks(features, weights)
-    means = community_means(x, labels)
     pairs = neighbour_pairs(grid_shape)
+    total = 0
+    for _ in range(max(1, int(steps))):
+        labels, moved = _one_round(x, labels, pairs)
+        total += moved
+        if not moved:
+            break
+    return order_by_size(labels), total
+
+
+def _one_round(x: np.ndarray, labels: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, int]:
+    """One round of :func:`reassign_boundary_chips` on balanced features ``x``."""
+    means = community_means(x, labels)
     across = labels[pairs[:, 0]] != labels[pairs[:, 1]]
     a, b = pairs[across, 0], pairs[across, 1]
+    if a.size == 0:  # no two communities touch on the grid
+        return labels, 0
     # each boundary chip's candidate communities: its neighbours' (its own is the default)
     options = np.unique(np.stack([np.r_[a, b], np.r_[labels[b], labels[a]]], axis=1), axis=0)
     chips, candidates = options[:, 0], options[:, 1]
@@ -80,4 +100,4 @@ def reassign_boundary_chips(features: Mapping[str, np.ndarray], labels: np.ndarr
     move = distance[first] < own[first]
     new = labels.copy()
     new[chips[first][move]] = candidates[first][move]
-    return order_by_size(new), int(move.sum())
+    return new, int(move.sum())
