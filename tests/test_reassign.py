@@ -102,7 +102,7 @@ def test_the_decision_records_the_chips_moved():
     x, truth = two_regions(16, 16, boundary=8)
     graph = knn_graph(x.astype(np.float32), k=10, seed=0)
     part = partition_graph(graph, consensus=1, decide="dip", features={"m": x}, grid_shape=(16, 16))
-    assert part.decision["boundary_chips_moved"] >= 0
+    assert part.decision["boundary_chips_moved"] >= 0 and part.decision["reach"] == 1  # no mixtures here
     assert part.decision["n_after"] == part.n_communities == 2
     assert adjusted_rand(part.labels, truth) >= 0.95
 
