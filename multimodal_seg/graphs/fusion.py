@@ -23,30 +23,29 @@ from collections.abc import Mapping
 import numpy as np
 
 from .communities import check_layer_weights
-from .knn import balanced_blocks, reduce_features
+from .knn import balanced_blocks
 
 FUSION_METHODS = ("concat", "multiplex")
 
 
-def concatenated_features(embeddings: Mapping[str, np.ndarray], *, n_pcs: int | None = 30,
-                          layer_weights: Mapping[str, float] | None = None, seed: int = 0,
-                          standardise: Mapping[str, bool] | None = None) -> np.ndarray:
-    """Per-modality standardised, PCA-reduced, variance-balanced features side by side.
+def concatenated_features(reduced: Mapping[str, np.ndarray], *,
+                          layer_weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Each modality's chips in its graph's space, variance-balanced, side by side.
 
     Parameters
     ----------
-    embeddings
-        ``(n_chips, dim_m)`` per modality, same chips in the same order.
-    standardise
-        Per modality, whether to scale features to unit variance before PCA
-        (default True; see :func:`multimodal_seg.graphs.knn.reduce_features`).
+    reduced
+        ``(n_chips, d_m)`` per modality, same chips in the same order: the embeddings already
+        standardised and reduced as each modality's own graph was built
+        (:func:`multimodal_seg.graphs.knn.reduce_features`; the pipeline keeps them from that
+        stage, so the joint graph reuses them instead of reducing them again).
+    layer_weights
+        ``{modality: weight}`` (default 1 each).
 
     Returns
     -------
-    ``(n_chips, sum of kept components)`` float32.
+    ``(n_chips, sum of d_m)`` float32.
     """
-    names = list(embeddings)
+    names = list(reduced)
     weights = dict(zip(names, check_layer_weights(names, layer_weights)))
-    blocks = {name: reduce_features(embeddings[name], n_pcs=n_pcs, seed=seed,
-                                    standardise=(standardise or {}).get(name, True)) for name in names}
-    return balanced_blocks(blocks, weights).astype(np.float32)
+    return balanced_blocks(reduced, weights).astype(np.float32)

@@ -375,10 +375,8 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
                   "modalities": used, "layer_weights": weights, "fusion": "concat"}
         fp_graph = fingerprint("joint-graph", params, [_needs(study, f"embeddings/{n}", "embed") for n in used])
         if not study.is_current("graphs/joint", fp_graph):
-            features = concatenated_features(
-                {n: study.read_array(f"embeddings/{n}") for n in used}, n_pcs=graph["n_pcs"],
-                layer_weights={n: weights[n] for n in used}, seed=graph["seed"],
-                standardise={n: study.attrs_of(f"embeddings/{n}").get("standardise", True) for n in used})
+            features = concatenated_features({n: graph_features(study, n) for n in used},
+                                             layer_weights={n: weights[n] for n in used})
             study.write_sparse("graphs/joint", knn.knn_graph(features, k=graph["k"], seed=graph["seed"]),
                                fingerprint=fp_graph, params=params)
         layers, upstream, layer_weights_used = {JOINT: study.read_sparse("graphs/joint")}, [fp_graph], None
