@@ -81,6 +81,10 @@ def segment(
         None, help="Place boundaries every stride/N pixels by embedding the chips on them again: auto (2 where "
                    "the stride allows and the encoders are lightweight, e.g. fourier), 1 = off, 2, 4 ... "
                    "[default: auto]."),
+    place_positions: Optional[bool] = typer.Option(
+        None, "--place-positions/--no-place-positions",
+        help="Let each scan position near a boundary of a spectrum image or 4D-STEM scan weigh its own signal "
+             "against the painted map [default: on]."),
     encoder: Optional[str] = typer.Option(None, help="auto | fourier | resnet50 | image-cnn | a plugin's name [default: auto]."),
     weights: Optional[str] = typer.Option(
         None, help="micronet | micronet-v1.0 | imagenet-micronet | imagenet | random | FILE; a checkpoint "
@@ -113,7 +117,7 @@ def segment(
     try:
         seg = run_segment(
             source, out=out, fusion=fusion, config=config, chip_size=_number(chip_size), stride=_number(stride),
-            refine=_number(refine),
+            refine=_number(refine), place_positions=place_positions,
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
             resolution=resolution, method=method, merge=merge, consensus=consensus, decide=decide, alpha=alpha, seed=seed,
             device=device, signal=_number(signal), progress=not quiet,

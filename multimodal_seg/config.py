@@ -3,7 +3,7 @@
 Unknown keys and bad values are errors that name them (pydantic, ``extra="forbid"``).
 A YAML file mirrors the sections::
 
-    chips:       {size: 32, stride: 16, refine: auto}
+    chips:       {size: 32, stride: 16, refine: auto, place_positions: true}
     encoder:     {name: auto, weights: null, allow_download: false}
     graph:       {k: 15, n_pcs: 30}
     communities: {method: leiden, resolution: 1.0}
@@ -38,7 +38,9 @@ class ChipConfig(_Section):
     ``refine="auto"`` (default) places boundaries to half a stride by embedding only
     the chips that lie on them again, where the stride allows and the encoders are
     lightweight (no neural network); ``refine=4`` to a quarter stride, ``refine=1`` turns
-    it off (see :mod:`multimodal_seg.chips.refine`).
+    it off (see :mod:`multimodal_seg.chips.refine`).  ``place_positions`` (default on) then
+    lets every scan position near a boundary of a spectrum image or 4D-STEM scan weigh its
+    own signal against the painted map (:mod:`multimodal_seg.chips.placement`).
     """
 
     size: int | str = "auto"
@@ -47,6 +49,10 @@ class ChipConfig(_Section):
     #: step ``stride // refine``; 1 = off; "auto" = 2 where the stride is at least 2 px and
     #: every encoder is lightweight, else off.  Costs the chips on boundaries, embedded again.
     refine: int | Literal["auto"] = "auto"
+    #: Boundary positions placed by their own signals (multimodal_seg.chips.placement): scan
+    #: positions near a boundary, in modalities measured position by position (spectra,
+    #: diffraction), take the community their signal and the painted map make most probable.
+    place_positions: bool = True
 
     @field_validator("size", "stride")
     @classmethod
@@ -185,6 +191,7 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
     "chip_size": ("chips", "size"),
     "stride": ("chips", "stride"),
     "refine": ("chips", "refine"),
+    "place_positions": ("chips", "place_positions"),
     "encoder": ("encoder", "name"),
     "encoder_options": ("encoder", "options"),
     "weights": ("encoder", "weights"),

@@ -115,9 +115,12 @@ def test_refinement_refines_every_partition_with_a_fitted_encoder(specimen, tmp_
     # spectrum-pca learns its basis from the data (Encoder.fit): the boundary chips must be
     # embedded in the same basis as the partitioned ones, also when a resumed run skips
     # the embedding stage (and so never fitted this run's encoder).
+    # Positions are not placed by their spectra here (place_positions=False): that step would
+    # put the coarse and the refined maps' boundaries in the same places, and this is
+    # refinement's test (tests/test_placement.py is the other's).
     _, truth, image, eels = specimen
-    coarse = mms.segment({"haadf": image, "eels": eels}, refine=1, progress=False)
-    fine = mms.segment({"haadf": image, "eels": eels}, progress=False)  # refine="auto": 2
+    coarse = mms.segment({"haadf": image, "eels": eels}, refine=1, place_positions=False, progress=False)
+    fine = mms.segment({"haadf": image, "eels": eels}, place_positions=False, progress=False)  # refine="auto": 2
     np.testing.assert_array_equal(fine.chip_labels, coarse.chip_labels)
     assert list(fine.scan_labels) == ["joint", "haadf", "eels"]
     for name, labels in fine.scan_labels.items():
@@ -132,8 +135,9 @@ def test_refinement_refines_every_partition_with_a_fitted_encoder(specimen, tmp_
     assert gains["joint"] > 0 and sum(gains.values()) > 0, gains
     assert set(fine.provenance["refined"]["boundary_chips"]) == {"joint", "haadf", "eels"}
     assert coarse.provenance["refined"] is None
-    mms.segment({"haadf": image, "eels": eels}, refine=1, progress=False, out=tmp_path / "run")
-    resumed = mms.segment({"haadf": image, "eels": eels}, refine=2, progress=False, out=tmp_path / "run")
+    mms.segment({"haadf": image, "eels": eels}, refine=1, place_positions=False, progress=False, out=tmp_path / "run")
+    resumed = mms.segment({"haadf": image, "eels": eels}, refine=2, place_positions=False, progress=False,
+                          out=tmp_path / "run")
     for name, labels in fine.scan_labels.items():
         np.testing.assert_array_equal(resumed.scan_labels[name], labels)
 

@@ -31,6 +31,7 @@ def _step_by_step(sources, *, out=None, refine="auto", fusion="concat", **commun
     stages.find_communities(study, **community)
     stages.fuse(study, method=fusion)
     stages.refine(study, factor=refine, progress=False)
+    stages.place_positions(study, progress=False)
     return stages.collect(study, out=out)
 
 

@@ -129,6 +129,8 @@ def run(plan: Plan, study: Study, *, progress: bool = True) -> None:
                 skip_structureless=cfg.fusion.skip_structureless)
     stages.refine(study, factor=cfg.chips.refine, encoders={n: e for n, (e, _) in plan.encoders.items()},
                   progress=progress)
+    stages.place_positions(study, enabled=cfg.chips.place_positions,
+                           encoders={n: e for n, (e, _) in plan.encoders.items()}, progress=progress)
 
 
 def check_output(out: str | Path | None) -> Path | None:
@@ -154,6 +156,7 @@ def segment(
     chip_size: int | str | None = None,
     stride: int | str | None = None,
     refine: int | str | None = None,
+    place_positions: bool | None = None,
     encoder: str | None = None,
     encoder_options: dict[str, Any] | None = None,
     weights: str | Path | None = None,
@@ -200,6 +203,13 @@ def segment(
         the cost of those chips.  Default ``"auto"``: 2 where the stride is at least
         2 px and every encoder is lightweight (no neural network); 1 turns it off, 4 places
         boundaries to a quarter stride.
+    place_positions
+        Default on: where a modality is measured position by position on the grid's own
+        scan (a spectrum image, a 4D-STEM scan), each position near a boundary weighs its
+        own spectrum or pattern against the painted map and takes the community the two
+        make most probable (:mod:`multimodal_seg.chips.placement`; the map's error rate is
+        estimated from the data).  Boundaries move by at most the painted grid's stride.
+        ``False`` paints the chips' labels as they are.
     encoder
         Image encoder: ``"auto"`` (default: MicroNet ResNet50 if its weights are at
         hand, else ``"fourier"``), ``"fourier"``, ``"resnet50"`` or a plugin's name.
@@ -263,6 +273,7 @@ def segment(
         Before any file is written, for everything that can be checked up front.
     """
     cfg = with_overrides(load_config(config), chip_size=chip_size, stride=stride, refine=refine,
+                         place_positions=place_positions,
                          encoder=encoder, encoder_options=encoder_options, weights=weights, k=k,
                          resolution=resolution, method=method, merge=merge, consensus=consensus,
                          decide=decide, alpha=alpha, seed=seed, allow_download=allow_download, n_pcs=n_pcs, device=device,

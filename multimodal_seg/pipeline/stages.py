@@ -13,6 +13,7 @@
     stages.find_communities(study, resolution=1.0)    # every modality's own partition
     stages.fuse(study, method="concat")               # the joint one (nothing for one modality)
     stages.refine(study)                              # sharper boundaries (factor "auto": 2)
+    stages.place_positions(study)                     # scan positions placed by their own signals
     seg = stages.collect(study, out="run/")           # the Segmentation, files written
 
 Every stage takes the study first and keyword-only options, writes its outputs
@@ -36,6 +37,7 @@ from ..analysis.consistency import consistency_matrices, disagreement
 from ..analysis.descriptors import CHIP_STATS, community_crystallinity, community_mean_signals, community_table
 from ..analysis.spectral_lines import feature_intensities
 from ..chips.grid import ChipGrid
+from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
 from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_grid, neighbour_votes, pooled_votes,
                             refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
@@ -518,6 +520,89 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
                           partition=study.fingerprint_of(f"partitions/{name}"))
 
 
+def _painted(study: Study, grid: SharedGrid, names: list[str]) -> tuple[dict[str, np.ndarray], ChipGrid | None]:
+    """Each partition painted on the grid's pixels (from its refined labels where refinement
+    ran on its current labels), and the fine grid they were painted from (``None``: the chips')."""
+    fine = _refined_grid(study, grid, names)
+    if fine is None:
+        shape = grid.grid.grid_shape
+        return {n: grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{n}").reshape(shape))
+                for n in names}, None
+    return {n: fine.chip_labels_to_pixels(study.read_array(f"refined/{n}")) for n in names}, fine
+
+
+def _painted_source(study: Study, name: str, fine: ChipGrid | None) -> str:
+    """The fingerprint of what partition ``name`` is painted from."""
+    return study.fingerprint_of(f"refined/{name}" if fine is not None else f"partitions/{name}")
+
+
+def _position_offset(grid: SharedGrid, name: str) -> tuple[int, int] | None:
+    """Where the grid's pixel (0, 0) lies in modality ``name``'s scan, when the modality's
+    positions are the grid's pixels (same chip size, chips shifted by one offset); else ``None``."""
+    chips = grid.per_modality[name]
+    if chips.size != grid.grid.size or chips.origins.shape != grid.grid.origins.shape:
+        return None
+    shift = chips.origins - grid.grid.origins
+    if len(shift) == 0 or np.any(shift != shift[0]):
+        return None
+    return int(shift[0, 0]), int(shift[0, 1])
+
+
+def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str, Encoder] | None = None,
+                    progress: bool = True) -> None:
+    """Place the scan positions near every partition's boundaries by their own signals:
+    ``placed/<partition>`` (:mod:`multimodal_seg.chips.placement`).
+
+    Modalities measured position by position on the grid's own pixels (spectrum images and
+    4D-STEM scans whose positions are the grid's; never images, whose pixels say nothing
+    alone) take part: each position is encoded alone (a one-position chip; pooled from the
+    stored per-position features where the encoder pools positions).  Each modality's own
+    partition is placed by its own features; the joint one by those of every taking modality
+    it was made from, each saying nothing about communities its own partition does not tell
+    apart.  Positions within the painted grid's stride of a boundary may move (the refined
+    grid's where refinement ran).  Nothing is written for a partition no modality takes part
+    in (an image's); ``enabled=False`` writes nothing, and the maps are painted as they are.
+    """
+    study.record_stage("place", {"enabled": bool(enabled)})
+    if not enabled:
+        return
+    grid = study.grid()
+    modalities = study.modalities()
+    partitions = _partitions_to_refine(study)
+    offsets = {n: _position_offset(grid, n) for n, m in modalities.items() if m.kind != "image"}
+    offsets = {n: o for n, o in offsets.items() if o is not None}
+    takers = {p: sorted(m for m, w in weights.items() if w > 0 and m in offsets) for p, weights in partitions.items()}
+    takers = {p: ms for p, ms in takers.items() if ms}
+    if not takers:
+        return
+    painted, fine = _painted(study, grid, list(partitions))
+    radius = (fine or grid.grid).stride
+    fp = fingerprint("place", {"radius": radius, "rules": PLACEMENT_RULES, "takers": takers},
+                     {n: _painted_source(study, n, fine) for n in partitions})
+    if all(study.is_current(f"placed/{n}", fp) for n in takers):
+        return
+    rows, cols = grid.grid.shape
+    features = {}
+    for name in sorted({m for ms in takers.values() for m in ms}):
+        attrs = study.attrs_of(f"embeddings/{name}")
+        encoder = _fitted_encoder(study, name, modalities[name], grid.per_modality[name], encoders or {})
+        r0, c0 = offsets[name]
+        origins = np.stack(np.meshgrid(np.arange(rows) + r0, np.arange(cols) + c0, indexing="ij"), -1).reshape(-1, 2)
+        values, _ = encode_chips(modalities[name], ModalityChips(origins=origins, size=1), encoder,
+                                 intensity=tuple(attrs["intensity_scale"] or (0.0, 1.0)), progress=progress,
+                                 desc="placing boundary positions of",
+                                 positions=study.positions(name, fingerprint=study.fingerprint_of(f"embeddings/{name}")))
+        features[name] = values.reshape(rows, cols, -1)
+    for name, ms in takers.items():
+        labels = painted[name]
+        n_communities = int(labels.max()) + 1
+        groups = {m: community_groups(labels.ravel(), painted[m].ravel(), n_communities)
+                  for m in ms if m != name}
+        placement = place_boundary_positions(labels, {m: features[m] for m in ms}, groups=groups, radius=radius)
+        study.write_array(f"placed/{name}", placement.labels, fingerprint=fp, modalities=ms, radius=radius,
+                          source=_painted_source(study, name, fine), **placement.record())
+
+
 # --------------------------------------------------------------------------- collect
 
 
@@ -576,7 +661,8 @@ def _config_of(study: Study) -> SegmentConfig:
     communities = dict(stage["communities"])
     seed = communities.pop("seed")
     return SegmentConfig.model_validate({
-        "chips": {**stage["chips"], "refine": stage.get("refine", {}).get("factor", 1)},
+        "chips": {**stage["chips"], "refine": stage.get("refine", {}).get("factor", 1),
+                  "place_positions": stage.get("place", {}).get("enabled", False)},
         "encoder": stage["embed"]["encoder"],
         "modality_encoders": stage["embed"]["modality_encoders"],
         "graph": {"k": stage["graphs"]["k"], "n_pcs": stage["graphs"]["n_pcs"]},
@@ -605,12 +691,12 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
     partitions = {n: study.read_array(f"partitions/{n}") for n in names}
     joint = study.read_array(f"partitions/{main}")
     to_paint = [JOINT, *names] if main == JOINT else names
-    fine = _refined_grid(study, grid, to_paint)
-    if fine is None:
-        scan_labels = {n: grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{n}").reshape(shape))
-                       for n in to_paint}
-    else:
-        scan_labels = {n: fine.chip_labels_to_pixels(study.read_array(f"refined/{n}")) for n in to_paint}
+    scan_labels, fine = _painted(study, grid, to_paint)
+    placed = {n: study.attrs_of(f"placed/{n}") for n in to_paint
+              if study.stage_params.get("place", {}).get("enabled") and f"placed/{n}" in study.group
+              and study.fingerprint_of(f"placed/{n}")
+              and study.attrs_of(f"placed/{n}").get("source") == _painted_source(study, n, fine)}
+    scan_labels.update({n: study.read_array(f"placed/{n}") for n in placed})
     consistency = None
     if main == JOINT:
         matrices = consistency_matrices({**partitions, JOINT: joint})
@@ -638,6 +724,8 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
         "partitions": {n: {key: study.attrs_of(f"partitions/{n}").get(key)
                            for key in ("n_communities", "modularity", "params", "runs", "decision", "left_out")}
                        for n in to_paint},
+        "placed": {n: {key: attrs[key] for key in ("modalities", "radius", "moved", "band", "map_error")}
+                   for n, attrs in placed.items()} or None,
         "refined": None if fine is None else {
             "fine_grid": fine.to_dict(),
             "boundary_chips": {n: study.attrs_of(f"refined/{n}")["boundary_chips"] for n in to_paint}},

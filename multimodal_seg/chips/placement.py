@@ -1,0 +1,200 @@
+"""Boundary positions placed by their own signals: the last step of painting a partition.
+
+A partition painted from chips places its boundaries to within a chip's reach, even after
+refinement: a chip straddling a boundary mixes both sides.  A spectrum image or a 4D-STEM
+scan measures every scan position on its own, so near a boundary each position can be
+asked directly which side its own spectrum (or pattern) belongs to.  A single position is
+noisy, so its signal does not simply overrule the painted map; the two are weighed:
+
+* **the signal's evidence**: every community is modelled by its positions away from any
+  boundary, as a Gaussian with the community's mean and a variance per feature pooled
+  over the communities (diagonal: features with no spread are left out).  A position's
+  evidence for a community is its log-likelihood under that model, summed over the
+  modalities that take part (independent measurements of one position);
+* **the map's evidence**: the painted label is right with probability ``1 - m``, the
+  other communities within ``radius`` positions share ``m``.  ``m``, the map's error rate
+  near boundaries, is not a knob: it is estimated from the data by expectation-maximisation
+  (the mean posterior that a boundary position belongs elsewhere, iterated to its fixed
+  point from ``m = 0.5``).
+
+Each position within ``radius`` of a boundary then takes the community with the highest
+posterior among those within ``radius`` of it, if its signal prefers that community to
+the painted one.  A clean signal (a high-dose EELS scan)
+places the boundary where its positions change; a noisy one moves only positions whose
+signal is clear, since its likelihoods are flat; and a modality says nothing about
+communities its own partition does not tell apart (``groups``: their means are pooled, so
+its likelihoods there are equal and the map decides).  Communities with fewer than two
+positions away from boundaries are not modelled: their positions stay, and no position
+moves into them.  Positions deeper than ``radius`` inside a community never move, so a
+boundary moves at most ``radius`` positions.
+
+Measured on the phantom families (docs/design.md, "Boundary positions placed by their
+own signals").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: Version of the rules, part of the place stage's fingerprint: studies placed under older
+#: rules are placed again.
+RULES = 1
+#: Expectation-maximisation of the map's error rate: stop when it moves less than this.
+TOLERANCE = 1e-6
+#: and after at most this many rounds.
+MAX_ROUNDS = 200
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What :func:`place_boundary_positions` did.
+
+    Attributes
+    ----------
+    labels
+        ``(rows, cols)`` int32: the placed map.
+    moved
+        Positions whose community changed.
+    band
+        Positions within ``radius`` of a boundary (the ones that could move).
+    map_error
+        The estimated probability that the painted map is wrong at a boundary position (``m``);
+        ``None`` where no position could move (nothing to estimate it from).
+    """
+
+    labels: np.ndarray
+    moved: int
+    band: int
+    map_error: float | None
+
+    def record(self) -> dict:
+        """JSON-able summary for provenance."""
+        return {"moved": self.moved, "band": self.band,
+                "map_error": None if self.map_error is None else round(self.map_error, 6)}
+
+
+def boundary_band(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Boolean ``labels.shape``: labelled positions with another label (``>= 0``) within
+    ``radius`` positions (a square window)."""
+    labels = np.asarray(labels)
+    window = np.ones((2 * radius + 1, 2 * radius + 1), bool)
+    band = np.zeros(labels.shape, bool)
+    for value in np.unique(labels[labels >= 0]):
+        inside = labels == value
+        band |= ndimage.binary_dilation(inside, window) & ~inside
+    return band & (labels >= 0)
+
+
+def _log_likelihoods(features: np.ndarray, labels: np.ndarray, interior: np.ndarray,
+                     modelled: np.ndarray, groups: np.ndarray | None, at: np.ndarray) -> np.ndarray:
+    """``(len(at), n_communities)`` Gaussian log-likelihoods of the positions ``at`` (flat
+    indices), up to a constant per position; ``-inf`` for communities not modelled."""
+    n = len(modelled)
+    flat = features.reshape(-1, features.shape[-1])
+    lab, inner = labels.ravel(), np.flatnonzero(interior.ravel())
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    means = np.zeros((n, flat.shape[1]))
+    residuals = []
+    for group in np.unique(groups[modelled]):
+        members = np.flatnonzero((groups == group) & modelled)
+        rows = flat[inner[np.isin(lab[inner], members)]].astype(np.float64)
+        means[members] = rows.mean(axis=0)
+        residuals.append(rows - means[members[0]])
+    variance = np.concatenate(residuals).var(axis=0)
+    keep = variance > 1e-12 * max(float(variance.max(initial=0.0)), np.finfo(float).tiny)
+    scale = np.sqrt(variance[keep])
+    scaled, centres = flat[at][:, keep].astype(np.float64) / scale, means[:, keep] / scale
+    # -|x - mu|^2 / 2 = x.mu - |mu|^2 / 2 - |x|^2 / 2; the last term is the same for every community
+    out = scaled @ centres.T - 0.5 * (centres ** 2).sum(axis=1)
+    out[:, ~modelled] = -np.inf
+    return out
+
+
+def place_boundary_positions(labels: np.ndarray, features: Mapping[str, np.ndarray], *,
+                             groups: Mapping[str, np.ndarray] | None = None,
+                             radius: int = 1) -> Placement:
+    """Move the positions near boundaries of a painted map to the community their signals
+    and the map, weighed together, make most probable (module docstring).
+
+    Parameters
+    ----------
+    labels
+        ``(rows, cols)`` int: the painted map, one label per scan position (``-1``: none).
+    features
+        ``{modality: (rows, cols, d)}``: each taking modality's features of every position
+        (one position per chip), on the same positions as ``labels``.
+    groups
+        ``{modality: (n_communities,)}``: which communities the modality tells apart
+        (:func:`multimodal_seg.chips.refine.community_groups`); communities of one group share
+        a mean.  Missing: all apart.
+    radius
+        Positions within this many of another community (square window) may move, to a
+        community within the same distance.
+
+    Returns
+    -------
+    :class:`Placement`.
+    """
+    labels = np.asarray(labels)
+    if radius < 1 or not features:
+        return Placement(labels.astype(np.int32), 0, 0, None)
+    for name, values in features.items():
+        if values.shape[:2] != labels.shape:
+            raise ValueError(f"features of {name!r} have shape {values.shape}, expected {labels.shape} + (d,)")
+    n = int(labels.max()) + 1
+    band = boundary_band(labels, radius)
+    interior = ~band & (labels >= 0)
+    modelled = np.bincount(labels[interior], minlength=n) >= 2
+    positions = np.argwhere(band)
+    if not len(positions) or modelled.sum() < 2:
+        return Placement(labels.astype(np.int32), 0, int(band.sum()), None)
+    at = np.ravel_multi_index(positions.T, labels.shape)
+    evidence = sum(_log_likelihoods(values, labels, interior, modelled, (groups or {}).get(name), at)
+                   for name, values in features.items())
+    # the communities within `radius` of each band position: its candidates
+    padded = np.pad(labels, radius, constant_values=-1)
+    candidate = np.zeros((len(positions), n), bool)
+    for dr in range(2 * radius + 1):
+        for dc in range(2 * radius + 1):
+            near = padded[positions[:, 0] + dr, positions[:, 1] + dc]
+            ok = near >= 0
+            candidate[np.flatnonzero(ok), near[ok]] = True
+    candidate &= modelled
+    current = labels[positions[:, 0], positions[:, 1]]
+    # only positions of a modelled community with another modelled one near them can move
+    movable = modelled[current] & (candidate.sum(axis=1) - candidate[np.arange(len(positions)), current] > 0)
+    positions, current, candidate = positions[movable], current[movable], candidate[movable]
+    evidence = np.where(candidate, evidence[movable], -np.inf)
+    index = np.arange(len(positions))
+    own = np.zeros(candidate.shape, bool)
+    own[index, current] = True
+    others = candidate.sum(axis=1) - 1
+    error = None
+    best = current
+    if len(positions):
+        error = 0.5
+        for _ in range(MAX_ROUNDS):
+            # the map's prior: its own label 1 - m, the other candidates m between them
+            share = np.clip(error, np.finfo(float).eps, 1.0 - np.finfo(float).eps)
+            prior = np.where(own, 1.0 - share, share / np.maximum(others, 1)[:, None])
+            log_post = np.where(candidate, evidence + np.log(prior), -np.inf)
+            log_post -= log_post.max(axis=1, keepdims=True)
+            post = np.exp(log_post)
+            post /= post.sum(axis=1, keepdims=True)
+            new_error = float(1.0 - post[own].mean())
+            converged = abs(new_error - error) < TOLERANCE
+            error = new_error
+            if converged:
+                break
+        best = post.argmax(axis=1)
+        # a position moves only where its signal prefers the new community: where the map's error
+        # rate comes out at one half or more, the prior alone would otherwise move positions the
+        # signal says nothing about
+        best = np.where(evidence[index, best] > evidence[index, current], best, current)
+    placed = labels.astype(np.int32).copy()
+    placed[positions[:, 0], positions[:, 1]] = best
+    return Placement(placed, int((best != current).sum()), int(band.sum()), error)
