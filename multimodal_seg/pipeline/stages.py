@@ -536,6 +536,15 @@ def _painted_source(study: Study, name: str, fine: ChipGrid | None) -> str:
     return study.fingerprint_of(f"refined/{name}" if fine is not None else f"partitions/{name}")
 
 
+def _placed_is_current(study: Study, name: str, fine: ChipGrid | None) -> bool:
+    """Whether ``placed/<name>`` is complete, placing is on, and it was placed from what the
+    partition is painted from now."""
+    key = f"placed/{name}"
+    return (bool(study.stage_params.get("place", {}).get("enabled")) and key in study.group
+            and bool(study.fingerprint_of(key))
+            and study.attrs_of(key).get("source") == _painted_source(study, name, fine))
+
+
 def _position_offset(grid: SharedGrid, name: str) -> tuple[int, int] | None:
     """Where the grid's pixel (0, 0) lies in modality ``name``'s scan, when the modality's
     positions are the grid's pixels (same chip size, chips shifted by one offset); else ``None``."""
@@ -692,10 +701,7 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
     joint = study.read_array(f"partitions/{main}")
     to_paint = [JOINT, *names] if main == JOINT else names
     scan_labels, fine = _painted(study, grid, to_paint)
-    placed = {n: study.attrs_of(f"placed/{n}") for n in to_paint
-              if study.stage_params.get("place", {}).get("enabled") and f"placed/{n}" in study.group
-              and study.fingerprint_of(f"placed/{n}")
-              and study.attrs_of(f"placed/{n}").get("source") == _painted_source(study, n, fine)}
+    placed = {n: study.attrs_of(f"placed/{n}") for n in to_paint if _placed_is_current(study, n, fine)}
     scan_labels.update({n: study.read_array(f"placed/{n}") for n in placed})
     consistency = None
     if main == JOINT:
