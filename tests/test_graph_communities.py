@@ -26,7 +26,7 @@ from multimodal_seg.graphs.communities import (
 )
 from multimodal_seg.bench.speed import planted_mixture
 from multimodal_seg.errors import InputError, ParameterError
-from multimodal_seg.graphs.knn import MIN_WEIGHT, knn_graph, reduce_features
+from multimodal_seg.graphs.knn import MIN_WEIGHT, FeatureReducer, knn_graph, principal_axes, reduce_features
 from multimodal_seg.graphs.labels import aggregate
 
 
@@ -85,6 +85,37 @@ def test_reduce_features_pca_is_centred_and_ordered_by_variance():
     # PCA keeps distances of the standardised data (it is a rotation + truncation).
     z = (x - x.mean(axis=0)) / x.std(axis=0)
     np.testing.assert_allclose(cdist(out[:20], out[:20]), cdist(z[:20], z[:20]), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("n,dim", [(256, 2048), (40, 300), (500, 60)])
+def test_principal_axes_are_those_of_a_full_svd(n, dim):
+    # few chips with wide features (a ResNet's 2048) go through the small Gram matrix, many
+    # chips with few features through the covariance: both must give the exact PCA axes
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(n, 6)) * np.array([9.0, 7, 5, 3, 2, 1]) @ rng.normal(size=(6, dim))
+    x += 0.1 * rng.normal(size=(n, dim))
+    centre, axes = principal_axes(x, 10)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(centre, x.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(np.abs(axes @ vt[:10].T), np.eye(10), atol=1e-6)
+    # sklearn's sign convention: each axis's largest loading is positive
+    assert (axes[np.arange(10), np.abs(axes).argmax(axis=1)] > 0).all()
+
+
+def test_principal_axes_of_rank_deficient_chips_are_zero_not_noise():
+    # 5 distinct chips, each 4 times: centred, they span 4 directions; the rest are left at zero
+    x = np.repeat(np.random.default_rng(5).normal(size=(5, 100)), 4, axis=0)
+    _, axes = principal_axes(x, 10)
+    np.testing.assert_allclose(np.linalg.norm(axes, axis=1), [1, 1, 1, 1, 0, 0, 0, 0, 0, 0], atol=1e-9)
+
+
+def test_feature_reducer_transform_places_new_chips_like_the_fitted_ones():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(64, 512)) @ np.diag(np.linspace(3, 0.1, 512))
+    reducer = FeatureReducer(n_pcs=20)
+    fitted = reducer.fit_transform(x)
+    np.testing.assert_allclose(reducer.transform(x[:7]), fitted[:7], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("n,dim,n_pcs", [(10, 50, 30), (100, 5, 30), (6, 6, 30), (100, 40, 7), (3, 20, 30)])
