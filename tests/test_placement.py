@@ -197,14 +197,27 @@ def test_the_user_guides_example_runs_and_prints_what_it_says(capsys):
     assert "map_error" in printed[2]
 
 
+def test_a_strip_too_thin_for_interior_positions_is_put_back():
+    """A strip two positions wide has no position away from its boundaries: it is modelled by
+    all its positions, so a strip painted one position off is put back."""
+    truth = np.zeros((16, 16), np.int32)
+    truth[:, 8:] = 1
+    truth[:, 6:8] = 2
+    painted = np.zeros((16, 16), np.int32)
+    painted[:, 8:] = 1
+    painted[:, 7:9] = 2  # one position to the right
+    placed = place_boundary_positions(painted, {"eds": _signal(truth, 4.0)}, radius=1)
+    assert (painted != truth).sum() == 32
+    assert (placed.labels != truth).sum() <= 3 and placed.map_error is not None
+
+
 def test_nothing_to_estimate_from_is_recorded_as_such():
-    """A thin strip between two regions has no positions away from boundaries: it is not
-    modelled, and positions beside it have no other modelled community to go to."""
+    """A community of one position is not modelled, and nothing else is near the other
+    community's positions: no position can move."""
     labels = np.zeros((16, 16), np.int32)
-    labels[:, 8:] = 1
-    labels[:, 7:9] = 2  # a strip two positions wide
+    labels[8, 8] = 1
     placed = place_boundary_positions(labels, {"eds": _signal(labels, 4.0)}, radius=1)
-    assert placed.band == 16 * 4 and placed.moved == 0 and placed.map_error is None
+    assert placed.band == 9 and placed.moved == 0 and placed.map_error is None
     assert placed.record()["map_error"] is None
 
 

@@ -7,8 +7,9 @@ asked directly which side its own spectrum (or pattern) belongs to.  A single po
 noisy, so its signal does not simply overrule the painted map; the two are weighed:
 
 * **the signal's evidence**: every community is modelled by its positions away from any
-  boundary, as a Gaussian with the community's mean and a variance per feature pooled
-  over the communities (diagonal: features with no spread are left out).  A position's
+  boundary (a community too thin to have two such positions, a strip a few positions wide,
+  by all its positions), as a Gaussian with the community's mean and a variance per feature
+  pooled over the communities (diagonal: features with no spread are left out).  A position's
   evidence for a community is its log-likelihood under that model, summed over the
   modalities that take part (independent measurements of one position);
 * **the map's evidence**: the painted label is right with probability ``1 - m``, the
@@ -23,9 +24,8 @@ the painted one.  A clean signal (a high-dose EELS scan)
 places the boundary where its positions change; a noisy one moves only positions whose
 signal is clear, since its likelihoods are flat; and a modality says nothing about
 communities its own partition does not tell apart (``groups``: their means are pooled, so
-its likelihoods there are equal and the map decides).  Communities with fewer than two
-positions away from boundaries are not modelled: their positions stay, and no position
-moves into them.  Positions deeper than ``radius`` inside a community never move, so a
+its likelihoods there are equal and the map decides).  A community of a single position
+is not modelled: it stays, and no position moves into it.  Positions deeper than ``radius`` inside a community never move, so a
 boundary moves at most ``radius`` positions.
 
 Measured on the phantom families (docs/design.md, "Boundary positions placed by their
@@ -41,8 +41,9 @@ import numpy as np
 from scipy import ndimage
 
 #: Version of the rules, part of the place stage's fingerprint: studies placed under older
-#: rules are placed again.
-RULES = 1
+#: rules are placed again.  2: communities without two interior positions are modelled by
+#: all their positions (1: not modelled).
+RULES = 2
 #: Expectation-maximisation of the map's error rate: stop when it moves less than this.
 TOLERANCE = 1e-6
 #: and after at most this many rounds.
@@ -89,13 +90,14 @@ def boundary_band(labels: np.ndarray, radius: int) -> np.ndarray:
     return band & (labels >= 0)
 
 
-def _log_likelihoods(features: np.ndarray, labels: np.ndarray, interior: np.ndarray,
+def _log_likelihoods(features: np.ndarray, labels: np.ndarray, basis: np.ndarray,
                      modelled: np.ndarray, groups: np.ndarray | None, at: np.ndarray) -> np.ndarray:
     """``(len(at), n_communities)`` Gaussian log-likelihoods of the positions ``at`` (flat
-    indices), up to a constant per position; ``-inf`` for communities not modelled."""
+    indices), up to a constant per position, under models fitted on the positions ``basis``;
+    ``-inf`` for communities not modelled."""
     n = len(modelled)
     flat = features.reshape(-1, features.shape[-1])
-    lab, inner = labels.ravel(), np.flatnonzero(interior.ravel())
+    lab, inner = labels.ravel(), np.flatnonzero(basis.ravel())
     groups = np.arange(n) if groups is None else np.asarray(groups)
     means = np.zeros((n, flat.shape[1]))
     residuals = []
@@ -148,12 +150,17 @@ def place_boundary_positions(labels: np.ndarray, features: Mapping[str, np.ndarr
     n = int(labels.max()) + 1
     band = boundary_band(labels, radius)
     interior = ~band & (labels >= 0)
-    modelled = np.bincount(labels[interior], minlength=n) >= 2
+    # a community too thin for two interior positions is modelled by all its positions: a
+    # boundary shifted onto a strip two positions wide is otherwise never put back (measured
+    # on the Phenom Al/Cu map 3, docs/design.md)
+    thin = np.bincount(labels[interior], minlength=n) < 2
+    basis = interior | (thin[np.maximum(labels, 0)] & (labels >= 0))
+    modelled = np.bincount(labels[basis], minlength=n) >= 2
     positions = np.argwhere(band)
     if not len(positions) or modelled.sum() < 2:
         return Placement(labels.astype(np.int32), 0, int(band.sum()), None)
     at = np.ravel_multi_index(positions.T, labels.shape)
-    evidence = sum(_log_likelihoods(values, labels, interior, modelled, (groups or {}).get(name), at)
+    evidence = sum(_log_likelihoods(values, labels, basis, modelled, (groups or {}).get(name), at)
                    for name, values in features.items())
     # the communities within `radius` of each band position: its candidates
     padded = np.pad(labels, radius, constant_values=-1)
