@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -38,8 +39,10 @@ def _communities_table(seg) -> Table:
     for column in ("community", "chips", "area %", "mean intensity", "crystallinity"):
         table.add_column(column, justify="right")
     for row in seg.communities:
+        # crystallinity is an image's (lattice peaks in its windows): none without an image
+        crystallinity = f"{row.crystallinity:.2f}" if math.isfinite(row.crystallinity) else "-"
         table.add_row(str(row.community), str(row.n_chips), f"{100 * row.area_fraction:.1f}",
-                      f"{row.mean_intensity:.4g}", f"{row.crystallinity:.2f}")
+                      f"{row.mean_intensity:.4g}", crystallinity)
     return table
 
 
