@@ -12,7 +12,8 @@ from scipy import ndimage
 
 import multimodal_seg as mms
 from multimodal_seg.chips.sizing import AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry
-from multimodal_seg.chips.texture import lattice_period
+from multimodal_seg.chips.texture import (MAX_FREQUENCIES, lattice_amplitudes, lattice_features, lattice_frequencies,
+                                           lattice_period)
 from multimodal_seg.config import ChipConfig
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.synthetic.families import draw
@@ -86,3 +87,64 @@ def test_grains_of_a_coarse_lattice_are_found_with_the_automatic_chips():
     coarse = draw("magnification", 16)
     seg = mms.segment(coarse.modalities, progress=False)
     assert adjusted_rand(seg.scan_labels["haadf"], coarse.truth) > 0.8
+
+
+# --- lattice reflections and their local amplitudes ---------------------------------------
+
+
+def _two_grains(period: float = 10.0, angles: tuple[float, float] = (17.0, 52.0), size: int = 256) -> tuple:
+    """Two grains of the square phase side by side (left, right), at two orientations."""
+    truth = np.zeros((size, size), dtype=np.int16)
+    truth[:, size // 2:] = 1
+    rng = np.random.default_rng(3)
+    geo, noise = rng.spawn(2)
+    image = render_haadf(truth, [Crystal(LATTICE_NM, a) for a in angles], geo, noise, pixel_size=LATTICE_NM / period,
+                         dose=150.0, reference_spacing=LATTICE_NM)
+    return image, truth
+
+
+def test_the_reflections_of_grains_at_two_orientations_are_found():
+    image, _ = _two_grains()
+    found = lattice_frequencies(image)
+    assert 4 <= len(found) <= MAX_FREQUENCIES
+    periods = 1.0 / np.hypot(found[:, 0], found[:, 1])
+    angles = np.degrees(np.arctan2(found[:, 0], found[:, 1])) % 90.0
+    # the strongest are the first-order reflections of both grains: a 10 px period at each
+    # grain's orientation (a square lattice repeats every 90 degrees)
+    first = periods[:4]
+    assert np.all(np.abs(first - 10.0) < 0.6), first
+    # two orientations among them, 35 degrees apart as the grains are
+    distinct = np.unique(np.round(angles[:4]))
+    assert len(distinct) == 2 and abs(abs(distinct[1] - distinct[0]) - 35.0) < 3, angles[:4]
+    # one of each +/- pair
+    assert not any(np.allclose(f, -g, atol=1e-9) for f in found for g in found)
+    rng = np.random.default_rng(1)
+    assert len(lattice_frequencies(rng.poisson(100.0, (256, 256)).astype(np.float32))) == 0
+
+
+def test_a_grains_amplitude_is_full_inside_none_outside_and_half_at_its_edge():
+    image, truth = _two_grains()
+    found = lattice_frequencies(image)
+    rows = cols = np.arange(256.0)
+    amplitude = lattice_amplitudes(image, found, 10.0, rows, cols)
+    assert amplitude.shape == (256, 256, 1 + len(found)) and amplitude.dtype == np.float32
+    # zero frequency: the local mean intensity
+    np.testing.assert_allclose(amplitude[100:156, 40:80, 0].mean(), image[100:156, 20:100].mean(), rtol=0.02)
+    # a reflection of the left grain: strong on the left, nothing on the right, half at the boundary
+    left = int(np.argmax(amplitude[:, 40:80, 1:].mean(axis=(0, 1)) / amplitude[:, 176:216, 1:].mean(axis=(0, 1)))) + 1
+    inside, outside = amplitude[64:192, 40:80, left].mean(), amplitude[64:192, 176:216, left].mean()
+    edge = amplitude[64:192, 127:129, left].mean()
+    assert outside < 0.1 * inside
+    assert abs(edge - 0.5 * (inside + outside)) < 0.12 * inside, (inside, edge, outside)
+    # features of a grid of positions: the same values where the grids meet
+    coarse = lattice_amplitudes(image, found, 10.0, rows[::4], cols[::4])
+    np.testing.assert_allclose(coarse, amplitude[::4, ::4], rtol=1e-3, atol=1e-3 * amplitude.max())
+
+
+def test_lattice_features_are_none_without_a_lattice():
+    rng = np.random.default_rng(4)
+    blobs = ndimage.gaussian_filter(rng.normal(size=(256, 256)), 12) > 0
+    assert lattice_features(rng.poisson(80 + 60 * blobs).astype(np.float32), np.arange(8.0), np.arange(8.0)) is None
+    image, _ = _two_grains()
+    features = lattice_features(image, np.arange(0.0, 256, 8), np.arange(0.0, 256, 8))
+    assert features.shape[:2] == (32, 32) and features.shape[2] == 1 + len(lattice_frequencies(image))

@@ -3,8 +3,11 @@
 A partition painted from chips places its boundaries to within a chip's reach, even after
 refinement: a chip straddling a boundary mixes both sides.  A spectrum image or a 4D-STEM
 scan measures every scan position on its own, so near a boundary each position can be
-asked directly which side its own spectrum (or pattern) belongs to.  A single position is
-noisy, so its signal does not simply overrule the painted map; the two are weighed:
+asked directly which side its own spectrum (or pattern) belongs to; an image with a crystal
+lattice can be asked how strong each of its lattice reflections is around each pixel, over
+one lattice period (:func:`multimodal_seg.chips.texture.lattice_features`).  Whatever the
+features, a single position is noisy, so its signal does not simply overrule the painted
+map; the two are weighed:
 
 * **the signal's evidence**: every community is modelled by its positions away from any
   boundary (a community too thin to have two such positions, a strip a few positions wide,
@@ -25,8 +28,8 @@ places the boundary where its positions change; a noisy one moves only positions
 signal is clear, since its likelihoods are flat; and a modality says nothing about
 communities its own partition does not tell apart (``groups``: their means are pooled, so
 its likelihoods there are equal and the map decides).  A community of a single position
-is not modelled: it stays, and no position moves into it.  Positions deeper than ``radius`` inside a community never move, so a
-boundary moves at most ``radius`` positions.
+is not modelled: it stays, and no position moves into it.  Positions deeper than ``radius``
+inside a community never move, so a boundary moves at most ``radius`` positions.
 
 Measured on the phantom families (docs/design.md, "Boundary positions placed by their
 own signals").
@@ -42,8 +45,11 @@ from scipy import ndimage
 
 #: Version of the rules, part of the place stage's fingerprint: studies placed under older
 #: rules are placed again.  2: communities without two interior positions are modelled by
-#: all their positions (1: not modelled).
-RULES = 2
+#: all their positions (1: not modelled).  3: images with a lattice take part (their lattice
+#: amplitudes), models on at most ``MODEL_POSITIONS`` positions, large grids sampled.
+RULES = 3
+#: Each community (or group) is modelled on an even sample of at most this many of its positions.
+MODEL_POSITIONS = 10_000
 #: Expectation-maximisation of the map's error rate: stop when it moves less than this.
 TOLERANCE = 1e-6
 #: and after at most this many rounds.
@@ -78,16 +84,23 @@ class Placement:
                 "map_error": None if self.map_error is None else round(self.map_error, 6)}
 
 
+def within_reach(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Boolean ``labels.shape + (n_communities,)``: whether community ``c`` (labels ``>= 0``)
+    lies within ``radius`` positions (a square window) of each position."""
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1 if (labels >= 0).any() else 0
+    near = np.zeros(labels.shape + (n,), bool)
+    for value in range(n):  # a square window's maximum is separable: cheap at any radius
+        near[..., value] = ndimage.maximum_filter(labels == value, size=2 * radius + 1, mode="constant")
+    return near
+
+
 def boundary_band(labels: np.ndarray, radius: int) -> np.ndarray:
     """Boolean ``labels.shape``: labelled positions with another label (``>= 0``) within
     ``radius`` positions (a square window)."""
     labels = np.asarray(labels)
-    window = np.ones((2 * radius + 1, 2 * radius + 1), bool)
-    band = np.zeros(labels.shape, bool)
-    for value in np.unique(labels[labels >= 0]):
-        inside = labels == value
-        band |= ndimage.binary_dilation(inside, window) & ~inside
-    return band & (labels >= 0)
+    near = within_reach(labels, radius)
+    return (labels >= 0) & (near.sum(axis=-1) > 1)
 
 
 def _log_likelihoods(features: np.ndarray, labels: np.ndarray, basis: np.ndarray,
@@ -103,7 +116,9 @@ def _log_likelihoods(features: np.ndarray, labels: np.ndarray, basis: np.ndarray
     residuals = []
     for group in np.unique(groups[modelled]):
         members = np.flatnonzero((groups == group) & modelled)
-        rows = flat[inner[np.isin(lab[inner], members)]].astype(np.float64)
+        where = inner[np.isin(lab[inner], members)]
+        # an even sample of at most MODEL_POSITIONS: a mean to 1 % of the spread, whatever the map's size
+        rows = flat[where[:: max(1, len(where) // MODEL_POSITIONS)]].astype(np.float64)
         means[members] = rows.mean(axis=0)
         residuals.append(rows - means[members[0]])
     variance = np.concatenate(residuals).var(axis=0)
@@ -148,7 +163,8 @@ def place_boundary_positions(labels: np.ndarray, features: Mapping[str, np.ndarr
         if values.shape[:2] != labels.shape:
             raise ValueError(f"features of {name!r} have shape {values.shape}, expected {labels.shape} + (d,)")
     n = int(labels.max()) + 1
-    band = boundary_band(labels, radius)
+    near = within_reach(labels, radius)
+    band = (labels >= 0) & (near.sum(axis=-1) > 1)
     interior = ~band & (labels >= 0)
     # a community too thin for two interior positions is modelled by all its positions: a
     # boundary shifted onto a strip two positions wide is otherwise never put back (measured
@@ -163,14 +179,7 @@ def place_boundary_positions(labels: np.ndarray, features: Mapping[str, np.ndarr
     evidence = sum(_log_likelihoods(values, labels, basis, modelled, (groups or {}).get(name), at)
                    for name, values in features.items())
     # the communities within `radius` of each band position: its candidates
-    padded = np.pad(labels, radius, constant_values=-1)
-    candidate = np.zeros((len(positions), n), bool)
-    for dr in range(2 * radius + 1):
-        for dc in range(2 * radius + 1):
-            near = padded[positions[:, 0] + dr, positions[:, 1] + dc]
-            ok = near >= 0
-            candidate[np.flatnonzero(ok), near[ok]] = True
-    candidate &= modelled
+    candidate = near[positions[:, 0], positions[:, 1]] & modelled
     current = labels[positions[:, 0], positions[:, 1]]
     # only positions of a modelled community with another modelled one near them can move
     movable = modelled[current] & (candidate.sum(axis=1) - candidate[np.arange(len(positions)), current] > 0)

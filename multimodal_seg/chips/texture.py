@@ -37,6 +37,9 @@ CORRELATED = 16
 MIN_PERIOD = 2.0
 #: A lattice peak holds at least this many times its trend's power (see the module docstring).
 LATTICE_EXCESS = 10.0
+#: At most this many lattice reflections (one of each +/- pair) are followed by
+#: :func:`lattice_amplitudes` (cost: one small inverse FFT each).
+MAX_FREQUENCIES = 12
 
 
 def window_edge(shape: tuple[int, ...]) -> int:
@@ -75,6 +78,19 @@ def radial_power(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return power / np.maximum(counts, 1), counts
 
 
+def radial_trend(power: np.ndarray) -> np.ndarray:
+    """The smooth trend of a radially averaged spectrum ``(n // 2 + 1,)``: at each radius the
+    median of the log power over radii within a factor of ``TREND_SPAN``, exponentiated (the
+    value at radius 0 is the power there)."""
+    log_power = np.log(np.maximum(power[1:], np.finfo(float).tiny))
+    trend = np.empty_like(log_power)
+    r = np.arange(1, power.size)
+    for i, radius in enumerate(r):  # running median over [r / span, r * span]
+        inside = (r >= radius / TREND_SPAN) & (r <= radius * TREND_SPAN)
+        trend[i] = np.median(log_power[inside])
+    return np.concatenate([power[:1], np.exp(trend)])
+
+
 def lattice_period(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3) -> float | None:
     """The image's lattice period in pixels, or ``None`` where it shows no lattice.
 
@@ -97,15 +113,100 @@ def lattice_period(image: np.ndarray, *, max_period: float | None = None, level:
     searched = (radii >= max(2, int(np.ceil(n / longest)))) & (radii <= n / MIN_PERIOD)
     if not searched.any() or not (power[1:] > 0).all():
         return None
-    log_power = np.log(power[1:])
-    trend = np.empty_like(log_power)
-    r = radii[1:]
-    for i, radius in enumerate(r):  # running median over [r / span, r * span]
-        inside = (r >= radius / TREND_SPAN) & (r <= radius * TREND_SPAN)
-        trend[i] = np.median(log_power[inside])
-    excess = np.concatenate([[0.0], np.exp(log_power - trend) - 1.0])
+    excess = power / radial_trend(power) - 1.0
+    excess[0] = 0.0
     z = excess * np.sqrt(counts / CORRELATED)
     critical = stats.norm.isf(level / int(searched.sum()))
     local_max = excess >= ndimage.maximum_filter1d(excess, size=3)
     peaks = np.flatnonzero(searched & local_max & (z > critical) & (excess + 1.0 >= LATTICE_EXCESS))
     return None if peaks.size == 0 else float(n / peaks[0])
+
+
+def lattice_frequencies(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3,
+                        most: int = MAX_FREQUENCIES) -> np.ndarray:
+    """The spatial frequencies of the image's lattice reflections: ``(k, 2)`` (rows, cols) in
+    cycles per pixel, one of each +/- pair, strongest (most power) first, at most ``most``.
+
+    Every bin of the 2-D periodogram of the central window (Hann-windowed, as
+    :func:`radial_power`) is compared with the radial trend of the spectrum
+    (:func:`radial_trend`) at its radius.  Without a reflection a bin is exponentially
+    distributed about the trend, so it is a reflection when it exceeds the trend by more than
+    ``log(bins searched / level)`` times (the Bonferroni-corrected tail at ``level``) and is a
+    local maximum; radii as :func:`lattice_period` searches.  Grains of one phase at several
+    orientations each give their own pairs, phases of other spacings theirs.  None: ``(0, 2)``.
+    """
+    if len(image.shape) != 2 or min(image.shape) < 16:
+        return np.empty((0, 2))
+    n = window_edge(image.shape)
+    top, left = (image.shape[0] - n) // 2, (image.shape[1] - n) // 2
+    img = np.asarray(image[top : top + n, left : left + n], dtype=np.float64)
+    hann = np.hanning(n)
+    spectrum = np.abs(scipy.fft.fft2((img - img.mean()) * np.outer(hann, hann))) ** 2
+    freq = np.fft.fftfreq(n) * n
+    radius = np.hypot(freq[:, None], freq[None, :])
+    power, _ = radial_power(image)
+    trend = radial_trend(power)[np.minimum(np.rint(radius).astype(np.int64), n // 2)]
+    longest = n / 4 if max_period is None else min(float(max_period), n / 4)
+    # one of each +/- pair: the upper half-plane (and the positive half of its edge row)
+    half = (freq[:, None] > 0) | ((freq[:, None] == 0) & (freq[None, :] > 0))
+    searched = half & (radius >= max(2, int(np.ceil(n / longest)))) & (radius <= n / MIN_PERIOD)
+    if not searched.any():
+        return np.empty((0, 2))
+    ratio = spectrum / np.maximum(trend, np.finfo(float).tiny)
+    local_max = ratio >= ndimage.maximum_filter(ratio, size=3, mode="wrap")
+    peaks = np.flatnonzero(searched & local_max & (ratio > np.log(searched.sum() / level)))
+    # strongest first: a lattice's first-order reflections before its weaker higher orders
+    peaks = peaks[np.argsort(spectrum.ravel()[peaks])[::-1][:most]]
+    rows, cols = np.unravel_index(peaks, spectrum.shape)
+    return np.stack([freq[rows], freq[cols]], axis=1) / n
+
+
+def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
+                       rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Local amplitude of the image at zero frequency and at each of ``frequencies``
+    (``(k, 2)``, cycles/px), on the pixel grid ``rows x cols`` (1-D float arrays of pixel
+    coordinates): ``(len(rows), len(cols), 1 + k)`` float32.
+
+    Each is the modulus of the image filtered by a Gaussian envelope of ``sigma`` px about
+    that frequency (a Gabor filter): at zero frequency the local mean intensity, at a lattice
+    reflection the local strength of that lattice.  An amplitude, not a power, so that a window
+    half over a lattice reads half of it: it grows linearly with the share of the window a
+    region fills, and a boundary is where it is halfway.  Computed in the Fourier domain from
+    the box of the spectrum each envelope covers (4 standard deviations), evaluated exactly at
+    the grid's coordinates as a Fourier sum (two small matrix products per frequency); the image
+    is padded by reflection, not wrapped.
+    """
+    pad = int(np.ceil(3 * sigma))
+    img = np.pad(np.asarray(image, dtype=np.float32), pad, mode="reflect")
+    shape = np.array(img.shape)
+    spectrum = scipy.fft.fft2(img)
+    width = 1.0 / (2.0 * np.pi * sigma)  # the envelope's standard deviation, cycles/px
+    half = np.minimum(np.ceil(4.0 * width * shape).astype(int), (shape - 1) // 2)
+    k0, k1 = (np.arange(-h, h + 1) for h in half)
+    envelope = np.exp(-0.5 * ((k0[:, None] / shape[0]) ** 2 + (k1[None, :] / shape[1]) ** 2) / width ** 2)
+    # the Fourier sum's factors at the grid's rows and columns (a response's carrier has modulus 1)
+    at_rows = np.exp(2j * np.pi * np.outer(np.asarray(rows, float) + pad, k0) / shape[0]).astype(np.complex64)
+    at_cols = np.exp(2j * np.pi * np.outer(np.asarray(cols, float) + pad, k1) / shape[1]).astype(np.complex64)
+    out = np.empty((len(at_rows), len(at_cols), 1 + len(frequencies)), np.float32)
+    for i, f in enumerate(np.concatenate([[[0.0, 0.0]], np.reshape(frequencies, (-1, 2))])):
+        centre = np.rint(np.asarray(f) * shape).astype(int)
+        box = spectrum[np.ix_((centre[0] + k0) % shape[0], (centre[1] + k1) % shape[1])] * envelope
+        response = at_rows @ (box.astype(np.complex64) / np.float32(img.size)) @ at_cols.T
+        out[..., i] = np.abs(response)
+    return out
+
+
+def lattice_features(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, *,
+                     period: float | None = None) -> np.ndarray | None:
+    """Per-position texture features of an image with a lattice, on the pixel grid
+    ``rows x cols`` (1-D pixel coordinates): ``(len(rows), len(cols), 1 + k)`` float32, the
+    local amplitudes (:func:`lattice_amplitudes`) at zero frequency and at the image's lattice
+    reflections (:func:`lattice_frequencies`), over a Gaussian envelope of one lattice period
+    (``period`` px, measured by :func:`lattice_period` when not given): the scale at which a
+    lattice is seen at all.  ``None`` for an image without a lattice (grey levels and shapes:
+    no scale to read them at).
+    """
+    period = lattice_period(image) if period is None else period
+    if period is None:
+        return None
+    return lattice_amplitudes(np.asarray(image), lattice_frequencies(image), period, rows, cols)

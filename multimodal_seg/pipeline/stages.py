@@ -42,6 +42,7 @@ from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_g
                             refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
+from ..chips.texture import lattice_features, lattice_period
 from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
 from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
@@ -57,6 +58,9 @@ from ..result import Segmentation
 from .embedding import embed_positions, encode_chips, fit_encoder, modality_intensity, pools_positions
 from .study import JOINT, Study
 
+#: Grids of more than this many positions a side are placed on every ``step``-th position
+#: (:func:`place_positions`): memory and time bounded whatever the image's size.
+MAX_PLACED_EDGE = 512
 #: Community options checked before any partition is computed.
 _CHECKED = ("method", "resolution", "n_restarts", "consensus", "merge", "decide", "alpha")
 #: Stage names in the order they run (keys of ``Study.stage_params``).
@@ -557,20 +561,55 @@ def _position_offset(grid: SharedGrid, name: str) -> tuple[int, int] | None:
     return int(shift[0, 0]), int(shift[0, 1])
 
 
+def _image_coordinates(grid: SharedGrid, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The pixel coordinates in modality ``name`` of the centre of each of the grid's rows and
+    columns: ``(rows,)`` and ``(cols,)`` (a modality's chips are the grid's, scaled and shifted)."""
+    chips = grid.per_modality[name]
+    scale = chips.size / grid.grid.size
+    shift = np.median(chips.origins - scale * grid.grid.origins, axis=0)
+    rows, cols = grid.grid.shape
+    return (shift[0] + (np.arange(rows) + 0.5) * scale - 0.5, shift[1] + (np.arange(cols) + 0.5) * scale - 0.5)
+
+
+def _position_features(study: Study, grid: SharedGrid, name: str, modality: ModalityData, step: int,
+                       encoders: Mapping[str, Encoder], progress: bool, *, period: float | None = None) -> np.ndarray:
+    """Features of modality ``name`` at every ``step``-th position of the grid (starting half a
+    step in): ``(rows, cols, d)``; an image's are its lattice's (``period``: its lattice period)."""
+    first = step // 2
+    if modality.kind == "image":
+        rows, cols = _image_coordinates(grid, name)
+        return lattice_features(modality.data, rows[first::step], cols[first::step], period=period)
+    attrs = study.attrs_of(f"embeddings/{name}")
+    encoder = _fitted_encoder(study, name, modality, grid.per_modality[name], encoders)
+    r0, c0 = _position_offset(grid, name)
+    rows, cols = grid.grid.shape
+    at_rows, at_cols = np.arange(first, rows, step) + r0, np.arange(first, cols, step) + c0
+    origins = np.stack(np.meshgrid(at_rows, at_cols, indexing="ij"), -1).reshape(-1, 2)
+    values, _ = encode_chips(modality, ModalityChips(origins=origins, size=1), encoder,
+                             intensity=tuple(attrs["intensity_scale"] or (0.0, 1.0)), progress=progress,
+                             desc="placing boundary positions of",
+                             positions=study.positions(name, fingerprint=study.fingerprint_of(f"embeddings/{name}")))
+    return values.reshape(len(at_rows), len(at_cols), -1)
+
+
 def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str, Encoder] | None = None,
                     progress: bool = True) -> None:
     """Place the scan positions near every partition's boundaries by their own signals:
     ``placed/<partition>`` (:mod:`multimodal_seg.chips.placement`).
 
-    Modalities measured position by position on the grid's own pixels (spectrum images and
-    4D-STEM scans whose positions are the grid's; never images, whose pixels say nothing
-    alone) take part: each position is encoded alone (a one-position chip; pooled from the
-    stored per-position features where the encoder pools positions).  Each modality's own
-    partition is placed by its own features; the joint one by those of every taking modality
-    it was made from, each saying nothing about communities its own partition does not tell
-    apart.  Positions within the painted grid's stride of a boundary may move (the refined
-    grid's where refinement ran).  Nothing is written for a partition no modality takes part
-    in (an image's); ``enabled=False`` writes nothing, and the maps are painted as they are.
+    Modalities with a signal of their own at each position of the grid take part: spectrum
+    images and 4D-STEM scans whose positions are the grid's (each position encoded alone, a
+    one-position chip, or pooled from the stored per-position features where the encoder pools
+    positions), and images with a lattice (the local amplitudes of their lattice reflections
+    and mean intensity over one lattice period, :func:`multimodal_seg.chips.texture.lattice_features`;
+    an image without a lattice has no scale to read its pixels at and does not take part).
+    Each modality's own partition is placed by its own features; the joint one by those of
+    every taking modality it was made from, each saying nothing about communities its own
+    partition does not tell apart.  Positions within the painted grid's stride of a boundary may
+    move (the refined grid's where refinement ran).  A grid of more than
+    ``MAX_PLACED_EDGE`` positions a side is placed on every ``step``-th position, each standing
+    for its ``step x step`` block.  Nothing is written for a partition no modality takes part
+    in; ``enabled=False`` writes nothing, and the maps are painted as they are.
     """
     study.record_stage("place", {"enabled": bool(enabled)})
     if not enabled:
@@ -578,37 +617,43 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     grid = study.grid()
     modalities = study.modalities()
     partitions = _partitions_to_refine(study)
-    offsets = {n: _position_offset(grid, n) for n, m in modalities.items() if m.kind != "image"}
-    offsets = {n: o for n, o in offsets.items() if o is not None}
-    takers = {p: sorted(m for m, w in weights.items() if w > 0 and m in offsets) for p, weights in partitions.items()}
-    takers = {p: ms for p, ms in takers.items() if ms}
+    periods = {n: lattice_period(m.data) for n, m in modalities.items() if m.kind == "image"}
+    taking = {n for n, m in modalities.items()
+              if (periods[n] is not None if m.kind == "image" else _position_offset(grid, n) is not None)}
+    takers = {}
+    for partition, weights in partitions.items():
+        ms = [m for m, w in weights.items() if w > 0 and m in taking]
+        # an image's lattice is read over a lattice period, a spectrum at each position: where a
+        # modality measured position by position takes part it places the boundary more sharply,
+        # and the image's blurred evidence would only pull it (docs/design.md)
+        measured = [m for m in ms if modalities[m].kind != "image"]
+        if ms:
+            takers[partition] = sorted(measured or ms)
     if not takers:
         return
     painted, fine = _painted(study, grid, list(partitions))
-    radius = (fine or grid.grid).stride
-    fp = fingerprint("place", {"radius": radius, "rules": PLACEMENT_RULES, "takers": takers},
+    step = max(1, -(-max(grid.grid.shape) // MAX_PLACED_EDGE))
+    radius = max(1, round((fine or grid.grid).stride / step))
+    fp = fingerprint("place", {"radius": radius, "step": step, "rules": PLACEMENT_RULES, "takers": takers},
                      {n: _painted_source(study, n, fine) for n in partitions})
     if all(study.is_current(f"placed/{n}", fp) for n in takers):
         return
-    rows, cols = grid.grid.shape
-    features = {}
-    for name in sorted({m for ms in takers.values() for m in ms}):
-        attrs = study.attrs_of(f"embeddings/{name}")
-        encoder = _fitted_encoder(study, name, modalities[name], grid.per_modality[name], encoders or {})
-        r0, c0 = offsets[name]
-        origins = np.stack(np.meshgrid(np.arange(rows) + r0, np.arange(cols) + c0, indexing="ij"), -1).reshape(-1, 2)
-        values, _ = encode_chips(modalities[name], ModalityChips(origins=origins, size=1), encoder,
-                                 intensity=tuple(attrs["intensity_scale"] or (0.0, 1.0)), progress=progress,
-                                 desc="placing boundary positions of",
-                                 positions=study.positions(name, fingerprint=study.fingerprint_of(f"embeddings/{name}")))
-        features[name] = values.reshape(rows, cols, -1)
+    features = {name: _position_features(study, grid, name, modalities[name], step, encoders or {}, progress,
+                                         period=periods.get(name))
+                for name in sorted({m for ms in takers.values() for m in ms})}
+    first = step // 2
     for name, ms in takers.items():
-        labels = painted[name]
+        labels = painted[name][first::step, first::step]
         n_communities = int(labels.max()) + 1
-        groups = {m: community_groups(labels.ravel(), painted[m].ravel(), n_communities)
+        groups = {m: community_groups(labels.ravel(), painted[m][first::step, first::step].ravel(), n_communities)
                   for m in ms if m != name}
         placement = place_boundary_positions(labels, {m: features[m] for m in ms}, groups=groups, radius=radius)
-        study.write_array(f"placed/{name}", placement.labels, fingerprint=fp, modalities=ms, radius=radius,
+        placed = painted[name].copy()
+        # each placed position stands for its step x step block: blocks whose label moved take it
+        moved = np.kron(placement.labels != labels, np.ones((step, step), bool))[: placed.shape[0], : placed.shape[1]]
+        placed[moved] = np.kron(placement.labels, np.ones((step, step), np.int32))[: placed.shape[0],
+                                                                                   : placed.shape[1]][moved]
+        study.write_array(f"placed/{name}", placed, fingerprint=fp, modalities=ms, radius=radius, step=step,
                           source=_painted_source(study, name, fine), **placement.record())
 
 
@@ -730,7 +775,8 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
         "partitions": {n: {key: study.attrs_of(f"partitions/{n}").get(key)
                            for key in ("n_communities", "modularity", "params", "runs", "decision", "left_out")}
                        for n in to_paint},
-        "placed": {n: {key: attrs[key] for key in ("modalities", "radius", "moved", "band", "map_error")}
+        "placed": {n: {**{key: attrs[key] for key in ("modalities", "radius", "moved", "band", "map_error")},
+                       "step": attrs.get("step", 1)}
                    for n, attrs in placed.items()} or None,
         "refined": None if fine is None else {
             "fine_grid": fine.to_dict(),
