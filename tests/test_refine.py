@@ -163,9 +163,11 @@ def test_feature_reducer_projects_new_chips_into_the_graph_space():
 
 
 def test_refinement_sharpens_the_phantom_and_changes_only_boundaries(small_phantom):
-    coarse = _seg(small_phantom, refine=1)
-    default = _seg(small_phantom)  # refine="auto": half the stride
-    fine = _seg(small_phantom, refine=4)
+    # refinement alone: placing pixels by the lattice afterwards puts coarse and refined
+    # boundaries in nearly the same places (test_placement.py)
+    coarse = _seg(small_phantom, refine=1, place_positions=False)
+    default = _seg(small_phantom, place_positions=False)  # refine="auto": half the stride
+    fine = _seg(small_phantom, refine=4, place_positions=False)
     # Same partition of the chips: refinement moves boundaries, never communities.
     np.testing.assert_array_equal(fine.chip_labels, coarse.chip_labels)
     np.testing.assert_array_equal(default.chip_labels, coarse.chip_labels)
