@@ -649,10 +649,12 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
                   for m in ms if m != name}
         placement = place_boundary_positions(labels, {m: features[m] for m in ms}, groups=groups, radius=radius)
         placed = painted[name].copy()
-        # each placed position stands for its step x step block: blocks whose label moved take it
-        moved = np.kron(placement.labels != labels, np.ones((step, step), bool))[: placed.shape[0], : placed.shape[1]]
-        placed[moved] = np.kron(placement.labels, np.ones((step, step), np.int32))[: placed.shape[0],
-                                                                                   : placed.shape[1]][moved]
+        # each placed position stands for its step x step block (the last ones for what is left):
+        # blocks whose label moved take it
+        block_rows = np.minimum(np.arange(placed.shape[0]) // step, labels.shape[0] - 1)
+        block_cols = np.minimum(np.arange(placed.shape[1]) // step, labels.shape[1] - 1)
+        moved = (placement.labels != labels)[np.ix_(block_rows, block_cols)]
+        placed[moved] = placement.labels[np.ix_(block_rows, block_cols)][moved]
         study.write_array(f"placed/{name}", placed, fingerprint=fp, modalities=ms, radius=radius, step=step,
                           source=_painted_source(study, name, fine), **placement.record())
 
