@@ -99,7 +99,11 @@ def boundary_band(labels: np.ndarray, radius: int) -> np.ndarray:
     """Boolean ``labels.shape``: labelled positions with another label (``>= 0``) within
     ``radius`` positions (a square window)."""
     labels = np.asarray(labels)
-    near = within_reach(labels, radius)
+    return _band(labels, within_reach(labels, radius))
+
+
+def _band(labels: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Labelled positions with more than one community within reach (``near``: :func:`within_reach`)."""
     return (labels >= 0) & (near.sum(axis=-1) > 1)
 
 
@@ -164,7 +168,7 @@ def place_boundary_positions(labels: np.ndarray, features: Mapping[str, np.ndarr
             raise ValueError(f"features of {name!r} have shape {values.shape}, expected {labels.shape} + (d,)")
     n = int(labels.max()) + 1
     near = within_reach(labels, radius)
-    band = (labels >= 0) & (near.sum(axis=-1) > 1)
+    band = _band(labels, near)
     interior = ~band & (labels >= 0)
     # a community too thin for two interior positions is modelled by all its positions: a
     # boundary shifted onto a strip two positions wide is otherwise never put back (measured

@@ -144,8 +144,12 @@ def lattice_frequencies(image: np.ndarray, *, max_period: float | None = None, l
     spectrum = np.abs(scipy.fft.fft2((img - img.mean()) * np.outer(hann, hann))) ** 2
     freq = np.fft.fftfreq(n) * n
     radius = np.hypot(freq[:, None], freq[None, :])
-    power, _ = radial_power(image)
-    trend = radial_trend(power)[np.minimum(np.rint(radius).astype(np.int64), n // 2)]
+    ring = np.rint(radius).astype(np.int64)
+    # the radial average :func:`radial_power` takes, from this full spectrum (no second FFT)
+    inside = ring <= n // 2
+    power = (np.bincount(ring[inside], weights=spectrum[inside], minlength=n // 2 + 1)
+             / np.maximum(np.bincount(ring[inside], minlength=n // 2 + 1), 1))
+    trend = radial_trend(power)[np.minimum(ring, n // 2)]
     longest = n / 4 if max_period is None else min(float(max_period), n / 4)
     # one of each +/- pair: the upper half-plane (and the positive half of its edge row)
     half = (freq[:, None] > 0) | ((freq[:, None] == 0) & (freq[None, :] > 0))
