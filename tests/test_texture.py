@@ -12,7 +12,7 @@ from scipy import ndimage
 
 import multimodal_seg as mms
 from multimodal_seg.chips.sizing import AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry
-from multimodal_seg.chips.texture import (MAX_FREQUENCIES, lattice_amplitudes, lattice_features, lattice_frequencies,
+from multimodal_seg.chips.texture import (MAX_FREQUENCIES, image_lattice, lattice_amplitudes, lattice_features,
                                            lattice_period)
 from multimodal_seg.config import ChipConfig
 from multimodal_seg.metrics import adjusted_rand
@@ -35,8 +35,11 @@ def _crystal(period: float, seed: int = 0, size: int = 384) -> np.ndarray:
 
 @pytest.mark.parametrize("period", [5.0, 10.0, 24.0])
 def test_the_period_of_a_rendered_lattice_is_found(period):
-    found = lattice_period(_crystal(period))
+    image = _crystal(period)
+    found = lattice_period(image)
     assert found is not None and abs(found - period) / period < 0.06, found
+    # the period image_lattice takes from its full periodogram is the same
+    assert image_lattice(image).period == found
 
 
 def test_no_lattice_in_noise_or_in_shapes_without_one():
@@ -105,7 +108,10 @@ def _two_grains(period: float = 10.0, angles: tuple[float, float] = (17.0, 52.0)
 
 def test_the_reflections_of_grains_at_two_orientations_are_found():
     image, _ = _two_grains()
-    found = lattice_frequencies(image)
+    lattice = image_lattice(image)
+    found = lattice.frequencies
+    # the period from the same periodogram is the one the chip size is chosen from
+    assert lattice.period == lattice_period(image) == pytest.approx(10.0, abs=0.6)
     assert 4 <= len(found) <= MAX_FREQUENCIES
     periods = 1.0 / np.hypot(found[:, 0], found[:, 1])
     angles = np.degrees(np.arctan2(found[:, 0], found[:, 1])) % 90.0
@@ -119,12 +125,13 @@ def test_the_reflections_of_grains_at_two_orientations_are_found():
     # one of each +/- pair
     assert not any(np.allclose(f, -g, atol=1e-9) for f in found for g in found)
     rng = np.random.default_rng(1)
-    assert len(lattice_frequencies(rng.poisson(100.0, (256, 256)).astype(np.float32))) == 0
+    noise = image_lattice(rng.poisson(100.0, (256, 256)).astype(np.float32))
+    assert noise.period is None and noise.frequencies.shape == (0, 2)
 
 
 def test_a_grains_amplitude_is_full_inside_none_outside_and_half_at_its_edge():
     image, truth = _two_grains()
-    found = lattice_frequencies(image)
+    found = image_lattice(image).frequencies
     rows = cols = np.arange(256.0)
     amplitude = lattice_amplitudes(image, found, 10.0, rows, cols)
     assert amplitude.shape == (256, 256, 1 + len(found)) and amplitude.dtype == np.float32
@@ -147,4 +154,4 @@ def test_lattice_features_are_none_without_a_lattice():
     assert lattice_features(rng.poisson(80 + 60 * blobs).astype(np.float32), np.arange(8.0), np.arange(8.0)) is None
     image, _ = _two_grains()
     features = lattice_features(image, np.arange(0.0, 256, 8), np.arange(0.0, 256, 8))
-    assert features.shape[:2] == (32, 32) and features.shape[2] == 1 + len(lattice_frequencies(image))
+    assert features.shape[:2] == (32, 32) and features.shape[2] == 1 + len(image_lattice(image).frequencies)

@@ -23,6 +23,8 @@ value in between decides these alike; ``LATTICE_EXCESS`` sits in the gap.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.fft
 from scipy import ndimage, stats
@@ -106,11 +108,23 @@ def lattice_period(image: np.ndarray, *, max_period: float | None = None, level:
     """
     if len(image.shape) != 2 or min(image.shape) < 16:
         return None
-    n = window_edge(image.shape)
     power, counts = radial_power(image)
+    return _first_peak(power, counts, window_edge(image.shape), max_period, level)
+
+
+def _searched_radii(n: int, max_period: float | None) -> tuple[int, float]:
+    """The radii searched for reflections in a window of edge ``n``: ``[lowest, highest]``."""
     longest = n / 4 if max_period is None else min(float(max_period), n / 4)
+    return max(2, int(np.ceil(n / longest))), n / MIN_PERIOD
+
+
+def _first_peak(power: np.ndarray, counts: np.ndarray, n: int, max_period: float | None,
+                level: float) -> float | None:
+    """The period (px) of the lowest-frequency significant peak of a radially averaged spectrum
+    ``(n // 2 + 1,)`` of a window of edge ``n`` (module docstring), or ``None``."""
     radii = np.arange(power.size)
-    searched = (radii >= max(2, int(np.ceil(n / longest)))) & (radii <= n / MIN_PERIOD)
+    lowest, highest = _searched_radii(n, max_period)
+    searched = (radii >= lowest) & (radii <= highest)
     if not searched.any() or not (power[1:] > 0).all():
         return None
     excess = power / radial_trend(power) - 1.0
@@ -122,21 +136,40 @@ def lattice_period(image: np.ndarray, *, max_period: float | None = None, level:
     return None if peaks.size == 0 else float(n / peaks[0])
 
 
-def lattice_frequencies(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3,
-                        most: int = MAX_FREQUENCIES) -> np.ndarray:
-    """The spatial frequencies of the image's lattice reflections: ``(k, 2)`` (rows, cols) in
-    cycles per pixel, one of each +/- pair, strongest (most power) first, at most ``most``.
+@dataclass(frozen=True)
+class Lattice:
+    """An image's lattice, from one periodogram (:func:`image_lattice`).
 
-    Every bin of the 2-D periodogram of the central window (Hann-windowed, as
+    Attributes
+    ----------
+    period
+        The lattice period (px), as :func:`lattice_period` measures it; ``None``: no lattice.
+    frequencies
+        ``(k, 2)`` (rows, cols) cycles per pixel: the lattice reflections, one of each +/- pair,
+        strongest (most power) first; ``(0, 2)`` for none.
+    """
+
+    period: float | None
+    frequencies: np.ndarray
+
+
+def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3,
+                  most: int = MAX_FREQUENCIES) -> Lattice:
+    """The image's lattice period and its (at most ``most``) reflections, from one read of the
+    central window and one periodogram.
+
+    The period is :func:`lattice_period`'s (the same radial average, taken from the full
+    spectrum).  For the reflections every bin of the 2-D periodogram (Hann-windowed, as
     :func:`radial_power`) is compared with the radial trend of the spectrum
     (:func:`radial_trend`) at its radius.  Without a reflection a bin is exponentially
     distributed about the trend, so it is a reflection when it exceeds the trend by more than
     ``log(bins searched / level)`` times (the Bonferroni-corrected tail at ``level``) and is a
     local maximum; radii as :func:`lattice_period` searches.  Grains of one phase at several
-    orientations each give their own pairs, phases of other spacings theirs.  None: ``(0, 2)``.
+    orientations each give their own pairs, phases of other spacings theirs.
     """
+    none = np.empty((0, 2))
     if len(image.shape) != 2 or min(image.shape) < 16:
-        return np.empty((0, 2))
+        return Lattice(None, none)
     n = window_edge(image.shape)
     top, left = (image.shape[0] - n) // 2, (image.shape[1] - n) // 2
     img = np.asarray(image[top : top + n, left : left + n], dtype=np.float64)
@@ -147,22 +180,23 @@ def lattice_frequencies(image: np.ndarray, *, max_period: float | None = None, l
     ring = np.rint(radius).astype(np.int64)
     # the radial average :func:`radial_power` takes, from this full spectrum (no second FFT)
     inside = ring <= n // 2
-    power = (np.bincount(ring[inside], weights=spectrum[inside], minlength=n // 2 + 1)
-             / np.maximum(np.bincount(ring[inside], minlength=n // 2 + 1), 1))
-    trend = radial_trend(power)[np.minimum(ring, n // 2)]
-    longest = n / 4 if max_period is None else min(float(max_period), n / 4)
+    counts = np.bincount(ring[inside], minlength=n // 2 + 1)
+    power = np.bincount(ring[inside], weights=spectrum[inside], minlength=n // 2 + 1) / np.maximum(counts, 1)
+    period = _first_peak(power, counts, n, max_period, level)
+    lowest, highest = _searched_radii(n, max_period)
     # one of each +/- pair: the upper half-plane (and the positive half of its edge row)
     half = (freq[:, None] > 0) | ((freq[:, None] == 0) & (freq[None, :] > 0))
-    searched = half & (radius >= max(2, int(np.ceil(n / longest)))) & (radius <= n / MIN_PERIOD)
+    searched = half & (radius >= lowest) & (radius <= highest)
     if not searched.any():
-        return np.empty((0, 2))
+        return Lattice(period, none)
+    trend = radial_trend(power)[np.minimum(ring, n // 2)]
     ratio = spectrum / np.maximum(trend, np.finfo(float).tiny)
     local_max = ratio >= ndimage.maximum_filter(ratio, size=3, mode="wrap")
     peaks = np.flatnonzero(searched & local_max & (ratio > np.log(searched.sum() / level)))
     # strongest first: a lattice's first-order reflections before its weaker higher orders
     peaks = peaks[np.argsort(spectrum.ravel()[peaks])[::-1][:most]]
     rows, cols = np.unravel_index(peaks, spectrum.shape)
-    return np.stack([freq[rows], freq[cols]], axis=1) / n
+    return Lattice(period, np.stack([freq[rows], freq[cols]], axis=1) / n)
 
 
 def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
@@ -201,16 +235,15 @@ def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
 
 
 def lattice_features(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, *,
-                     period: float | None = None) -> np.ndarray | None:
+                     lattice: Lattice | None = None) -> np.ndarray | None:
     """Per-position texture features of an image with a lattice, on the pixel grid
     ``rows x cols`` (1-D pixel coordinates): ``(len(rows), len(cols), 1 + k)`` float32, the
     local amplitudes (:func:`lattice_amplitudes`) at zero frequency and at the image's lattice
-    reflections (:func:`lattice_frequencies`), over a Gaussian envelope of one lattice period
-    (``period`` px, measured by :func:`lattice_period` when not given): the scale at which a
-    lattice is seen at all.  ``None`` for an image without a lattice (grey levels and shapes:
-    no scale to read them at).
+    reflections, over a Gaussian envelope of one lattice period: the scale at which a lattice
+    is seen at all.  ``lattice``: the image's (:func:`image_lattice`), measured when not given.
+    ``None`` for an image without a lattice (grey levels and shapes: no scale to read them at).
     """
-    period = lattice_period(image) if period is None else period
-    if period is None:
+    lattice = image_lattice(image) if lattice is None else lattice
+    if lattice.period is None:
         return None
-    return lattice_amplitudes(np.asarray(image), lattice_frequencies(image), period, rows, cols)
+    return lattice_amplitudes(np.asarray(image), lattice.frequencies, lattice.period, rows, cols)

@@ -42,7 +42,7 @@ from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_g
                             refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
-from ..chips.texture import lattice_features, lattice_period
+from ..chips.texture import Lattice, image_lattice, lattice_features
 from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
 from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
@@ -572,13 +572,13 @@ def _image_coordinates(grid: SharedGrid, name: str) -> tuple[np.ndarray, np.ndar
 
 
 def _position_features(study: Study, grid: SharedGrid, name: str, modality: ModalityData, step: int,
-                       encoders: Mapping[str, Encoder], progress: bool, *, period: float | None = None) -> np.ndarray:
+                       encoders: Mapping[str, Encoder], progress: bool, *, lattice: Lattice | None = None) -> np.ndarray:
     """Features of modality ``name`` at every ``step``-th position of the grid (starting half a
-    step in): ``(rows, cols, d)``; an image's are its lattice's (``period``: its lattice period)."""
+    step in): ``(rows, cols, d)``; an image's are its lattice's (``lattice``: the image's)."""
     first = step // 2
     if modality.kind == "image":
         rows, cols = _image_coordinates(grid, name)
-        return lattice_features(modality.data, rows[first::step], cols[first::step], period=period)
+        return lattice_features(modality.data, rows[first::step], cols[first::step], lattice=lattice)
     attrs = study.attrs_of(f"embeddings/{name}")
     encoder = _fitted_encoder(study, name, modality, grid.per_modality[name], encoders)
     r0, c0 = _position_offset(grid, name)
@@ -617,9 +617,9 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     grid = study.grid()
     modalities = study.modalities()
     partitions = _partitions_to_refine(study)
-    periods = {n: lattice_period(m.data) for n, m in modalities.items() if m.kind == "image"}
+    lattices = {n: image_lattice(m.data) for n, m in modalities.items() if m.kind == "image"}
     taking = {n for n, m in modalities.items()
-              if (periods[n] is not None if m.kind == "image" else _position_offset(grid, n) is not None)}
+              if (lattices[n].period is not None if m.kind == "image" else _position_offset(grid, n) is not None)}
     takers = {}
     for partition, weights in partitions.items():
         ms = [m for m, w in weights.items() if w > 0 and m in taking]
@@ -639,7 +639,7 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     if all(study.is_current(f"placed/{n}", fp) for n in takers):
         return
     features = {name: _position_features(study, grid, name, modalities[name], step, encoders or {}, progress,
-                                         period=periods.get(name))
+                                         lattice=lattices.get(name))
                 for name in sorted({m for ms in takers.values() for m in ms})}
     first = step // 2
     for name, ms in takers.items():
