@@ -70,6 +70,9 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
         ratios = [t / f for t, f in zip(row["segment_seconds_all"], row["paired_forward_seconds_all"])]
         assert len(ratios) == 1 and row["segment_over_forward"] == pytest.approx(ratios)
         assert row["overhead_paired"] == pytest.approx(ratios[0] - 1) == row["overhead_paired_range"][0]
+        # where the time went: every step of the run, none longer than the run
+        assert {"embed", "graphs", "communities", "place"} <= set(row["step_seconds"])
+        assert sum(row["step_seconds"].values()) <= row["segment_seconds_all"][0]
     spectral = {r["encoder"]: r for r in speed["modality_encoders"]}
     assert set(spectral) == {"spectrum-pca", "spectrum-cnn", "diffraction-profiles", "diffraction-cnn"}
     assert all("error" not in r and r["forward"]["chips_per_s"] > 0 for r in spectral.values())
@@ -91,7 +94,7 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     report = (out / "report.md").read_text()
     assert ("rate of cuda" in report) == on_gpu
     for heading in ("## Quality", "## Stability", "## Cross-modal consistency", "## Speed", "diffraction-cnn",
-                    "default beats every peer", "Machine:", "Reproduce:"):
+                    "default beats every peer", "Machine:", "Reproduce:", "Where `segment()` spends its time"):
         assert heading in report, heading
     assert (out / "quality.png").stat().st_size > 0 and (out / "graph_scaling.png").stat().st_size > 0
 

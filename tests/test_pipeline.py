@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -66,7 +67,9 @@ def test_chip_size_in_calibrated_units(small_phantom):
 
 def test_outputs_written_with_provenance(small_phantom, tmp_path):
     out = tmp_path / "run"
+    start = time.perf_counter()
     seg = _seg(small_phantom, out=out, seed=2)
+    wall = time.perf_counter() - start
     for name in OUTPUT_FILES:
         assert (out / name).exists(), name
     assert (out / "study.zarr").is_dir()
@@ -76,6 +79,11 @@ def test_outputs_written_with_provenance(small_phantom, tmp_path):
     assert prov["encoders"] == {"image": seg.provenance["encoders"]["image"]}
     assert prov["encoders"]["image"]["name"] == "fourier"
     assert "MicroNet weights not found" in prov["encoder_choice"]
+    # where the run's time went: every step, in order, within the call's own wall time
+    assert list(seg.provenance["seconds"]) == ["plan", "modalities", "chips", "embed", "graphs", "communities",
+                                               "fusion", "refine", "place", "collect"]
+    assert all(value >= 0 for value in prov["seconds"].values()) and sum(prov["seconds"].values()) <= wall
+    assert prov["seconds"] == seg.provenance["seconds"]
     labels = zarr.open_group(str(out / "labels.zarr"), mode="r")
     np.testing.assert_array_equal(labels["pixel_labels"][...], seg.pixel_labels)
     csv_rows = (out / "communities.csv").read_text().strip().splitlines()

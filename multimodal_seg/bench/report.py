@@ -183,6 +183,24 @@ def _paired(r: dict) -> str:
     return f"{r['overhead_paired']:+.0%} ({spread[0]:+.0%} to {spread[1]:+.0%})"
 
 
+def _step_table(sp: dict) -> list[str]:
+    """The median seconds of each step of the timed ``segment()`` runs, one row per encoder."""
+    rows = [r for r in [*sp["encoders"], *sp.get("modality_encoders", [])] if r.get("step_seconds")]
+    if not rows:
+        return []
+    steps = list(dict.fromkeys(name for r in rows for name in r["step_seconds"]))
+    lines = ["", "Where `segment()` spends its time: the median seconds of each step over the timed runs "
+             "(`provenance.json`'s `seconds`; *embed* holds the forward pass, *refine* the boundary chips "
+             "it embeds again):", "",
+             "| encoder | " + " | ".join(steps) + " | segment() s | forward s |",
+             "|---|" + "---:|" * (len(steps) + 2)]
+    for r in rows:
+        name = r["encoder"] + (f" ({r['modality']})" if "modality" in r else "")
+        lines.append(f"| {name} | " + " | ".join(f"{r['step_seconds'].get(s, 0.0):.2f}" for s in steps)
+                     + f" | {r['segment_seconds']:.2f} | {r['forward']['seconds']:.2f} |")
+    return lines
+
+
 def speed_section(sp: dict) -> list[str]:
     peak = sp["peak"]
     lines = ["## Speed", "",
@@ -232,6 +250,7 @@ def speed_section(sp: dict) -> list[str]:
                 continue
             lines.append(f"| {r['encoder']} | {r['modality']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | "
                          f"{r['n_forward']} {r['forward_on']} | " + _speed_cells(r))
+    lines += _step_table(sp)
     rows = sp["graph"].get("rows", [])
     if rows:
         keys = [k for k in ("knn_search", "knn_recall", "graph_seconds", "leiden_seconds", "n_communities", "ari",

@@ -339,7 +339,8 @@ def _time_pipeline(run: Callable[[], Any], forward: Callable[[], Any], *, repeat
     ``segment_seconds`` is the median of the runs (every run in ``segment_seconds_all``, the
     paired forward passes in ``paired_forward_seconds_all``), with the peak RSS over them.
     ``refined_chips`` counts the boundary chips refinement embedded again (all modalities),
-    which the forward pass on the grid's chips does not include.
+    which the forward pass on the grid's chips does not include.  ``step_seconds``: the median
+    time of each step of the runs (their provenance's ``seconds``): where the overhead goes.
     """
     from . import speed
 
@@ -347,7 +348,7 @@ def _time_pipeline(run: Callable[[], Any], forward: Callable[[], Any], *, repeat
     run()
     first = time.perf_counter() - start
     speed.reset_peak_rss()
-    times, forwards = [], []
+    times, forwards, steps = [], [], []
     for _ in range(max(1, repeats)):
         start = time.perf_counter()
         forward()
@@ -355,8 +356,10 @@ def _time_pipeline(run: Callable[[], Any], forward: Callable[[], Any], *, repeat
         start = time.perf_counter()
         result = run()
         times.append(time.perf_counter() - start)
+        steps.append((getattr(result, "provenance", None) or {}).get("seconds", {}))
     refined = ((getattr(result, "provenance", None) or {}).get("refined") or {}).get("boundary_chips", {})
     return {"segment_first_seconds": first, "segment_seconds": statistics.median(times),
+            "step_seconds": {name: statistics.median(s.get(name, 0.0) for s in steps) for name in steps[-1]},
             "segment_seconds_all": times, "paired_forward_seconds_all": forwards,
             "segment_over_forward": [t / f for t, f in zip(times, forwards)],
             "refined_chips": int(sum(refined.values())), "peak_rss_mib": speed.peak_rss_mib()}

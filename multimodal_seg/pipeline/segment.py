@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,26 +114,52 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
     return Plan(config=config, modalities=modalities, encoders=encoders)
 
 
-def run(plan: Plan, study: Study, *, progress: bool = True) -> None:
-    """Run every stage of a checked plan over ``study`` (finished stages are skipped)."""
+@contextmanager
+def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time (s) of the block to ``seconds[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def run(plan: Plan, study: Study, *, progress: bool = True) -> dict[str, float]:
+    """Run every stage of a checked plan over ``study`` (finished stages are skipped).
+
+    Returns
+    -------
+    The wall time (s) of each stage, by the name it records its parameters under (a stage
+    found current counts the time it took to find so).
+    """
     cfg = plan.config
-    stages.add_modalities(study, plan.modalities)
-    stages.lay_chips(study, chip_size=cfg.chips.size, stride=cfg.chips.stride)
+    seconds: dict[str, float] = {}
+    encoders = {n: e for n, (e, _) in plan.encoders.items()}
+    with timed(seconds, "modalities"):
+        stages.add_modalities(study, plan.modalities)
+    with timed(seconds, "chips"):
+        stages.lay_chips(study, chip_size=cfg.chips.size, stride=cfg.chips.stride)
     encoder = cfg.encoder
-    stages.embed(study, encoder=encoder.name, weights=encoder.weights, encoder_options=encoder.options,
-                 modality_encoders=cfg.modality_encoders, batch_size=encoder.batch_size, device=encoder.device,
-                 allow_download=encoder.allow_download, encoders=plan.encoders, seed=cfg.seed, progress=progress)
-    stages.build_graphs(study, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs, seed=cfg.seed)
+    with timed(seconds, "embed"):
+        stages.embed(study, encoder=encoder.name, weights=encoder.weights, encoder_options=encoder.options,
+                     modality_encoders=cfg.modality_encoders, batch_size=encoder.batch_size, device=encoder.device,
+                     allow_download=encoder.allow_download, encoders=plan.encoders, seed=cfg.seed,
+                     progress=progress)
+    with timed(seconds, "graphs"):
+        stages.build_graphs(study, k=cfg.graph.k, n_pcs=cfg.graph.n_pcs, seed=cfg.seed)
     com = cfg.communities
-    stages.find_communities(study, method=com.method, resolution=com.resolution, n_iterations=com.n_iterations,
-                            n_restarts=com.n_restarts, consensus=com.consensus, merge=com.merge,
-                            decide=com.decide, alpha=com.alpha, seed=cfg.seed)
-    stages.fuse(study, method=cfg.fusion.method, layer_weights=cfg.fusion.layer_weights,
-                skip_structureless=cfg.fusion.skip_structureless)
-    stages.refine(study, factor=cfg.chips.refine, encoders={n: e for n, (e, _) in plan.encoders.items()},
-                  progress=progress)
-    stages.place_positions(study, enabled=cfg.chips.place_positions,
-                           encoders={n: e for n, (e, _) in plan.encoders.items()}, progress=progress)
+    with timed(seconds, "communities"):
+        stages.find_communities(study, method=com.method, resolution=com.resolution,
+                                n_iterations=com.n_iterations, n_restarts=com.n_restarts, consensus=com.consensus,
+                                merge=com.merge, decide=com.decide, alpha=com.alpha, seed=cfg.seed)
+    with timed(seconds, "fusion"):
+        stages.fuse(study, method=cfg.fusion.method, layer_weights=cfg.fusion.layer_weights,
+                    skip_structureless=cfg.fusion.skip_structureless)
+    with timed(seconds, "refine"):
+        stages.refine(study, factor=cfg.chips.refine, encoders=encoders, progress=progress)
+    with timed(seconds, "place"):
+        stages.place_positions(study, enabled=cfg.chips.place_positions, encoders=encoders, progress=progress)
+    return seconds
 
 
 def check_output(out: str | Path | None) -> Path | None:
@@ -283,15 +312,20 @@ def segment(
         raise ParameterError(f"compute.scheduler {cfg.compute.scheduler!r} needs the study on disk, where "
                              "its workers can read it; this run keeps it in memory",
                              fix="give out=FOLDER, or use compute.scheduler: threads", where="compute.scheduler")
-    checked = plan(source, cfg, signal=signal, pixel_size=pixel_size, units=units)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "plan"):
+        checked = plan(source, cfg, signal=signal, pixel_size=pixel_size, units=units)
     created = out_dir is not None and not out_dir.exists()
     try:
         study = Study.open(out_dir / "study.zarr" if out_dir else None)
         with RunWarnings() as caught, open_scheduler(cfg.compute):
-            run(checked, study, progress=progress)
-            seg = stages.collect(study)
+            seconds |= run(checked, study, progress=progress)
+            with timed(seconds, "collect"):
+                seg = stages.collect(study)
         seg.provenance["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
-        study.record(warnings=seg.provenance["warnings"])
+        # how long each step took (s): where a run's time goes, not part of its result
+        seg.provenance["seconds"] = {name: round(value, 4) for name, value in seconds.items()}
+        study.record(warnings=seg.provenance["warnings"], seconds=seg.provenance["seconds"])
         if out_dir is not None:
             seg.save(out_dir)
     except MMSegError:
