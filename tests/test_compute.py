@@ -108,10 +108,22 @@ def test_embeddings_do_not_depend_on_the_task_size(small_phantom):
     grid = shared_grid({"image": modality}, chip_size=32, stride=16)
     encoder = get_encoder("fourier")
     intensity = modality_intensity(modality)
-    results = []
+    batches = []
+    encode = encoder.encode
+
+    def counted(chips):
+        batches.append(len(chips))
+        return encode(chips)
+
+    encoder.encode = counted
+    results, largest = [], []
     for chunk, threads in (("64KiB", 1), ("128MiB", 2)):  # one batch per task on one thread; few tasks on two
+        batches.clear()
         with dask.config.set({"array.chunk-size": chunk}, scheduler="threads", num_workers=threads):
             results.append(encode_chips(modality, grid.per_modality["image"], encoder, intensity=intensity,
                                         batch_chips=32, progress=False))
+        largest.append(max(batches))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+    # a batch holds no more than a task's share of memory: 64 KiB is 16 chips of 32 x 32 float32
+    assert largest == [16, 32]

@@ -65,6 +65,20 @@ def fit_encoder(modality: ModalityData, chips: ModalityChips, encoder: Encoder, 
         encoder.fit(scaler(modality, intensity)(fit_sample(modality.data, chips, seed=seed)))
 
 
+def chip_nbytes(modality: ModalityData, size: int) -> int:
+    """Bytes of one ``size``-position chip of ``modality`` as an encoder receives it (float32)."""
+    return size ** 2 * int(np.prod(modality.data.shape[2:], dtype=np.int64)) * 4
+
+
+def chip_batch(batch_chips: int, nbytes: int) -> int:
+    """Chips passed to an encoder per call: ``batch_chips``, fewer where that many chips of
+    ``nbytes`` each would hold more than one task's share of memory (Dask's
+    ``array.chunk-size``): the large chips of a large image."""
+    from ..compute.tasks import chunk_bytes
+
+    return max(1, min(int(batch_chips), chunk_bytes() // max(1, int(nbytes))))
+
+
 def chip_spans(n_chips: int, *, batch_chips: int, chip_bytes: int, tasks: int,
                whole_batches: bool = True) -> list[tuple[int, int]]:
     """``[(first, stop), ...]``: the chips of each embedding task, in order.
@@ -141,11 +155,14 @@ def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder,
     scale = scaler(modality, intensity)
     origins = np.asarray(chips.origins)
     n_chips = len(origins)
-    chip_bytes = chips.size ** 2 * int(np.prod(modality.data.shape[2:], dtype=np.int64)) * 4
+    nbytes = chip_nbytes(modality, chips.size)
+    # an encoder's intermediates are several times its input: a batch of a large image's
+    # chips (256 of 512 px) held 2.3 GB on two threads
+    batch_chips = chip_batch(batch_chips, nbytes)
     # A torch network (encoders with a runner) uses every core, or the GPU, by itself: its
     # spans run one at a time here, in parallel only on a cluster's workers.
     serial = hasattr(encoder, "runner")
-    spans = chip_spans(n_chips, batch_chips=batch_chips, chip_bytes=chip_bytes,
+    spans = chip_spans(n_chips, batch_chips=batch_chips, chip_bytes=nbytes,
                        tasks=1 if serial else 2 * scheduler_threads(), whole_batches=encoder.batch_dependent)
     # One key each for the encoder and the reader: a cluster ships them once per worker.
     shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(modality.data), pure=False)

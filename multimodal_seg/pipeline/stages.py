@@ -55,7 +55,8 @@ from ..modalities.base import Axis, ModalityData
 from ..modalities.sources import modality_identity, read_modalities
 from ..provenance import fingerprint, run_record
 from ..result import Segmentation
-from .embedding import embed_positions, encode_chips, fit_encoder, modality_intensity, pools_positions
+from .embedding import (chip_batch, chip_nbytes, embed_positions, encode_chips, fit_encoder, modality_intensity,
+                        pools_positions)
 from .study import JOINT, Study
 
 #: Grids of more than this many positions a side are placed on every ``step``-th position
@@ -212,7 +213,8 @@ def embed(
         enc = chosen[name][0]
         # Torch encoders may round differently with another batching: it counts then.
         fp = fingerprint("embeddings", enc.fingerprint(), fp_chips, seed,
-                         batch_chips if enc.batch_dependent else None)
+                         chip_batch(batch_chips, chip_nbytes(modality, grid.per_modality[name].size))
+                         if enc.batch_dependent else None)
         key, stats_key = f"embeddings/{name}", f"chips/stats/{name}"
         if study.is_current(key, fp) and study.is_current(stats_key, fp):
             continue
