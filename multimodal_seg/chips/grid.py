@@ -177,7 +177,7 @@ class ChipGrid:
 
         Returns
         -------
-        Integer labels of shape ``shape`` (pixels); ``-1`` where no labelled chip covers a pixel.
+        int32 labels of shape ``shape`` (pixels); ``-1`` where no labelled chip covers a pixel.
         """
         chip_labels = np.asarray(chip_labels)
         if chip_labels.shape != self.grid_shape:
@@ -217,7 +217,8 @@ class ChipGrid:
         top = votes.max(axis=0)
         # Among the labels with the most votes, the one with the nearest chip centre wins.
         contenders = np.where(votes == top, nearest, np.inf)
-        block_labels = np.where(top > 0, contenders.argmin(axis=0), -1)
+        # int32: an image's map is as large as the image (an 8192² one is 256 MiB, not 512)
+        block_labels = np.where(top > 0, contenders.argmin(axis=0), -1).astype(np.int32)
         return np.repeat(
             np.repeat(block_labels, np.diff(row_edges), axis=0), np.diff(col_edges), axis=1
         )
