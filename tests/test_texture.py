@@ -12,6 +12,7 @@ from scipy import ndimage
 
 import multimodal_seg as mms
 from multimodal_seg.chips.sizing import AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry
+from multimodal_seg.chips import texture
 from multimodal_seg.chips.texture import (MAX_FREQUENCIES, image_lattice, lattice_amplitudes, lattice_features,
                                            lattice_period)
 from multimodal_seg.config import ChipConfig
@@ -146,6 +147,33 @@ def test_a_grains_amplitude_is_full_inside_none_outside_and_half_at_its_edge():
     # features of a grid of positions: the same values where the grids meet
     coarse = lattice_amplitudes(image, found, 10.0, rows[::4], cols[::4])
     np.testing.assert_allclose(coarse, amplitude[::4, ::4], rtol=1e-3, atol=1e-3 * amplitude.max())
+
+
+class _ReadCounter:
+    """An image that records the shape of every region read from it."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image, self.shape, self.reads = image, image.shape, []
+
+    def __getitem__(self, key):
+        region = self.image[key]
+        self.reads.append(region.shape)
+        return region
+
+
+def test_a_large_image_is_filtered_in_tiles_with_the_same_amplitudes(monkeypatch):
+    image, _ = _two_grains()
+    found = image_lattice(image).frequencies
+    at = np.arange(0.0, 256, 2)
+    whole = lattice_amplitudes(image, found, 10.0, at, at)
+    monkeypatch.setattr(texture, "AMPLITUDE_TILE", 96)
+    counter = _ReadCounter(image)
+    tiled = lattice_amplitudes(counter, found, 10.0, at, at)
+    # 3 x 3 tiles, each read with 40 px (4 envelope widths) of its neighbours around it
+    assert len(counter.reads) == 9 and max(max(r) for r in counter.reads) == 96 + 2 * 40
+    # the filters are centred on the reflections themselves, not on the nearest frequency of
+    # each tile's FFT grid, so tiles and the whole image agree (to 1 % of each feature's range)
+    assert np.all(np.abs(tiled - whole).max(axis=(0, 1)) < 0.01 * whole.max(axis=(0, 1)))
 
 
 def test_lattice_features_are_none_without_a_lattice():

@@ -42,6 +42,11 @@ LATTICE_EXCESS = 10.0
 #: At most this many lattice reflections (one of each +/- pair) are followed by
 #: :func:`lattice_amplitudes` (cost: one small inverse FFT each).
 MAX_FREQUENCIES = 12
+#: :func:`lattice_amplitudes` filters an image in tiles of this edge (px): memory is set by the
+#: tile (about 60 MiB), not the image.
+AMPLITUDE_TILE = 2048
+#: ... each read with this many envelope widths (sigma) of its neighbours' pixels around it.
+TILE_MARGIN = 4.0
 
 
 def window_edge(shape: tuple[int, ...]) -> int:
@@ -209,13 +214,43 @@ def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
     that frequency (a Gabor filter): at zero frequency the local mean intensity, at a lattice
     reflection the local strength of that lattice.  An amplitude, not a power, so that a window
     half over a lattice reads half of it: it grows linearly with the share of the window a
-    region fills, and a boundary is where it is halfway.  Computed in the Fourier domain from
-    the box of the spectrum each envelope covers (4 standard deviations), evaluated exactly at
-    the grid's coordinates as a Fourier sum (two small matrix products per frequency); the image
-    is padded by reflection, not wrapped.
+    region fills, and a boundary is where it is halfway.
+
+    ``image`` (NumPy or Dask) is read and filtered in tiles of ``AMPLITUDE_TILE`` px, each with
+    ``TILE_MARGIN`` envelope widths of its neighbours' pixels around it (where the envelope
+    weighs 3e-4 of its peak), so memory is set by the tile, not the image; an image no larger
+    than a tile is filtered whole (:func:`_tile_amplitudes`).
     """
+    shape = image.shape[:2]
+    rows, cols = np.asarray(rows, float), np.asarray(cols, float)
+    out = np.empty((len(rows), len(cols), 1 + len(np.reshape(frequencies, (-1, 2)))), np.float32)
+    margin = int(np.ceil(TILE_MARGIN * sigma))
+    row_tiles, col_tiles = (_tiles(at, n) for at, n in ((rows, shape[0]), (cols, shape[1])))
+    for top, bottom, in_rows in row_tiles:
+        for left, right, in_cols in col_tiles:
+            r0, r1 = max(0, top - margin), min(shape[0], bottom + margin)
+            c0, c1 = max(0, left - margin), min(shape[1], right + margin)
+            region = np.asarray(image[r0:r1, c0:c1], dtype=np.float32)
+            out[np.ix_(in_rows, in_cols)] = _tile_amplitudes(region, frequencies, sigma,
+                                                             rows[in_rows] - r0, cols[in_cols] - c0)
+    return out
+
+
+def _tiles(at: np.ndarray, length: int) -> list[tuple[int, int, np.ndarray]]:
+    """The tiles of ``AMPLITUDE_TILE`` px along an axis of ``length`` px that hold some of the
+    coordinates ``at``: ``[(start, stop, indices of those coordinates), ...]``."""
+    tile = np.clip(np.floor(at), 0, length - 1).astype(np.int64) // AMPLITUDE_TILE
+    return [(int(t) * AMPLITUDE_TILE, min(length, (int(t) + 1) * AMPLITUDE_TILE), np.flatnonzero(tile == t))
+            for t in np.unique(tile)]
+
+
+def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
+                     rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """:func:`lattice_amplitudes` of one tile, in memory.  Computed in the Fourier domain from the
+    box of the spectrum each envelope covers (4 standard deviations), evaluated exactly at the
+    grid's coordinates as a Fourier sum (two small matrix products per frequency); the tile is
+    padded by reflection, not wrapped."""
     pad = int(np.ceil(3 * sigma))
-    image = np.asarray(image, dtype=np.float32)
     # at least 3 sigma on every side, and on to lengths the FFT is fast at (a 2110 px edge,
     # 2 x 5 x 211, took twice as long as 2112)
     extra = [scipy.fft.next_fast_len(n + 2 * pad, real=True) - n - 2 * pad for n in image.shape]
@@ -225,13 +260,16 @@ def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
     width = 1.0 / (2.0 * np.pi * sigma)  # the envelope's standard deviation, cycles/px
     half = np.minimum(np.ceil(4.0 * width * shape).astype(int), (shape - 1) // 2)
     k0, k1 = (np.arange(-h, h + 1) for h in half)
-    envelope = np.exp(-0.5 * ((k0[:, None] / shape[0]) ** 2 + (k1[None, :] / shape[1]) ** 2) / width ** 2)
     # the Fourier sum's factors at the grid's rows and columns (a response's carrier has modulus 1)
-    at_rows = np.exp(2j * np.pi * np.outer(np.asarray(rows, float) + pad, k0) / shape[0]).astype(np.complex64)
-    at_cols = np.exp(2j * np.pi * np.outer(np.asarray(cols, float) + pad, k1) / shape[1]).astype(np.complex64)
-    out = np.empty((len(at_rows), len(at_cols), 1 + len(frequencies)), np.float32)
+    at_rows = np.exp(2j * np.pi * np.outer(rows + pad, k0) / shape[0]).astype(np.complex64)
+    at_cols = np.exp(2j * np.pi * np.outer(cols + pad, k1) / shape[1]).astype(np.complex64)
+    out = np.empty((len(at_rows), len(at_cols), 1 + len(np.reshape(frequencies, (-1, 2)))), np.float32)
     for i, f in enumerate(np.concatenate([[[0.0, 0.0]], np.reshape(frequencies, (-1, 2))])):
         centre = np.rint(np.asarray(f) * shape).astype(int)
+        # the envelope about f itself, not the nearest frequency of this FFT's grid: the same
+        # filter whatever the image's (or tile's) size
+        offset = [(c + k) / n - fi for c, k, n, fi in zip(centre, (k0, k1), shape, f)]
+        envelope = np.exp(-0.5 * (offset[0][:, None] ** 2 + offset[1][None, :] ** 2) / width ** 2)
         box = spectrum[np.ix_((centre[0] + k0) % shape[0], (centre[1] + k1) % shape[1])] * envelope
         response = at_rows @ (box.astype(np.complex64) / np.float32(img.size)) @ at_cols.T
         out[..., i] = np.abs(response)
@@ -250,4 +288,4 @@ def lattice_features(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, *,
     lattice = image_lattice(image) if lattice is None else lattice
     if lattice.period is None:
         return None
-    return lattice_amplitudes(np.asarray(image), lattice.frequencies, lattice.period, rows, cols)
+    return lattice_amplitudes(image, lattice.frequencies, lattice.period, rows, cols)
