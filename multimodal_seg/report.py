@@ -199,7 +199,7 @@ def _settings(provenance: Mapping[str, Any]) -> str:
 def _provenance(provenance: Mapping[str, Any]) -> str:
     pairs = _flatten({key: provenance.get(key) for key in
                       ("created", "versions", "machine", "sources", "reader_options", "grid", "n_chips",
-                       "n_communities", "modularity", "study")})
+                       "n_communities", "modularity", "study", "seconds")})
     return (_key_values(pairs) + "\n<details><summary>the whole record (provenance.json)</summary>"
             f"<pre>{html.escape(to_json(dict(provenance)))}</pre></details>")
 

@@ -63,6 +63,8 @@ def test_report_is_written_with_every_section_and_no_outside_reference(runs, run
     for row in seg.communities:
         assert f"<td>{row.n_chips}</td>" in page
     assert f"seed {seg.provenance['seed']}" in page
+    # where the run's time went, step by step, in the provenance section
+    assert "seconds.embed" in page and "seconds.place" in page
 
 
 def test_multimodal_report_shows_consistency_signals_and_warnings(runs):
