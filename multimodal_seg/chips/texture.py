@@ -40,7 +40,7 @@ MIN_PERIOD = 2.0
 #: A lattice peak holds at least this many times its trend's power (see the module docstring).
 LATTICE_EXCESS = 10.0
 #: At most this many lattice reflections (one of each +/- pair) are followed by
-#: :func:`lattice_amplitudes` (cost: one small inverse FFT each).
+#: :func:`lattice_amplitudes` (cost: two small matrix products each per tile).
 MAX_FREQUENCIES = 12
 #: :func:`lattice_amplitudes` filters an image in tiles of this edge (px): memory is set by the
 #: tile (about 60 MiB), not the image.
@@ -223,7 +223,8 @@ def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
     """
     shape = image.shape[:2]
     rows, cols = np.asarray(rows, float), np.asarray(cols, float)
-    out = np.empty((len(rows), len(cols), 1 + len(np.reshape(frequencies, (-1, 2)))), np.float32)
+    frequencies = np.reshape(np.asarray(frequencies, float), (-1, 2))
+    out = np.empty((len(rows), len(cols), 1 + len(frequencies)), np.float32)
     margin = int(np.ceil(TILE_MARGIN * sigma))
     row_tiles, col_tiles = (_tiles(at, n) for at, n in ((rows, shape[0]), (cols, shape[1])))
     for top, bottom, in_rows in row_tiles:
@@ -263,8 +264,8 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
     # the Fourier sum's factors at the grid's rows and columns (a response's carrier has modulus 1)
     at_rows = np.exp(2j * np.pi * np.outer(rows + pad, k0) / shape[0]).astype(np.complex64)
     at_cols = np.exp(2j * np.pi * np.outer(cols + pad, k1) / shape[1]).astype(np.complex64)
-    out = np.empty((len(at_rows), len(at_cols), 1 + len(np.reshape(frequencies, (-1, 2)))), np.float32)
-    for i, f in enumerate(np.concatenate([[[0.0, 0.0]], np.reshape(frequencies, (-1, 2))])):
+    out = np.empty((len(at_rows), len(at_cols), 1 + len(frequencies)), np.float32)
+    for i, f in enumerate(np.concatenate([[[0.0, 0.0]], frequencies])):
         centre = np.rint(np.asarray(f) * shape).astype(int)
         # the envelope about f itself, not the nearest frequency of this FFT's grid: the same
         # filter whatever the image's (or tile's) size
