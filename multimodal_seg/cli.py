@@ -130,7 +130,15 @@ def segment(
     if not quiet:
         Console().print(_communities_table(seg))
         console.print(f"encoder: {seg.provenance['encoder_choice']}")
+        console.print(_time_spent(seg.provenance["seconds"]))
     console.print(f"results written to {out}/")
+
+
+def _time_spent(seconds: dict[str, float], *, most: int = 3) -> str:
+    """One line: a run's wall time and the steps that took most of it."""
+    slowest = sorted(seconds.items(), key=lambda item: -item[1])[:most]
+    return (f"time: {sum(seconds.values()):.1f} s, most in "
+            + ", ".join(f"{name} {value:.1f} s" for name, value in slowest) + " (provenance.json: seconds)")
 
 
 @app.command()
