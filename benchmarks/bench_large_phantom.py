@@ -66,6 +66,7 @@ def main() -> None:
               "shapes": {"haadf": list(phantom.haadf.shape), "eels": list(phantom.eels.shape),
                          "diffraction": list(phantom.diffraction.shape)},
               "diffraction_gib_in_memory": cube_gib, "grid": seg.provenance["grid"],
+              "segment_step_seconds": seg.provenance["seconds"],
               "versions": package_versions(),
               "machine": {"platform": platform.platform(), "processor": platform.processor()}}
     write_text_atomic(args.out / "results.json", to_json(result))
@@ -79,6 +80,8 @@ def main() -> None:
     for name, st in steps.items():
         rss = "n/a" if st["peak_rss_mib"] is None else f"{st['peak_rss_mib']:.0f}"
         lines.append(f"| {name} | {st['seconds']:.1f} | {rss} | {st['disk_mib']:.0f} |")
+    lines += ["", "Where `segment()` spent its time (s; `provenance.json`'s `seconds`): "
+              + ", ".join(f"{name} {value:.1f}" for name, value in seg.provenance["seconds"].items()) + "."]
     lines += ["", "| partition | ARI | many-to-one | communities |", "|---|---:|---:|---:|"]
     lines += [f"| {n} | {s['ari']:.3f} | {s['many_to_one']:.3f} | {s['n_pred']} |" for n, s in scores.items()]
     lines += ["", f"Reproduce: `python benchmarks/bench_large_phantom.py WORK --out DIR --scan {args.scan} "
