@@ -13,8 +13,8 @@ from scipy import ndimage
 import multimodal_seg as mms
 from multimodal_seg.chips.sizing import AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry
 from multimodal_seg.chips import texture
-from multimodal_seg.chips.texture import (MAX_FREQUENCIES, image_lattice, lattice_amplitudes, lattice_features,
-                                           lattice_period)
+from multimodal_seg.chips.texture import (MAX_FREQUENCIES, TREND_SPAN, image_lattice, lattice_amplitudes,
+                                           lattice_features, lattice_period, radial_trend)
 from multimodal_seg.config import ChipConfig
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.synthetic.families import draw
@@ -41,6 +41,17 @@ def test_the_period_of_a_rendered_lattice_is_found(period):
     assert found is not None and abs(found - period) / period < 0.06, found
     # the period image_lattice takes from its full periodogram is the same
     assert image_lattice(image).period == found
+
+
+def test_the_trend_is_the_running_median_of_the_log_power_over_a_factor_in_radius():
+    rng = np.random.default_rng(5)
+    power = rng.exponential(size=300) * np.arange(1, 301) ** -2.0
+    trend = radial_trend(power)
+    assert trend[0] == power[0]
+    r = np.arange(1, 300)
+    for radius in (1, 2, 7, 50, 299):  # by its definition, window by window
+        inside = (r >= radius / TREND_SPAN) & (r <= radius * TREND_SPAN)
+        assert trend[radius] == pytest.approx(np.exp(np.median(np.log(power[1:][inside]))), rel=1e-12)
 
 
 def test_no_lattice_in_noise_or_in_shapes_without_one():

@@ -90,12 +90,13 @@ def radial_trend(power: np.ndarray) -> np.ndarray:
     median of the log power over radii within a factor of ``TREND_SPAN``, exponentiated (the
     value at radius 0 is the power there)."""
     log_power = np.log(np.maximum(power[1:], np.finfo(float).tiny))
-    trend = np.empty_like(log_power)
     r = np.arange(1, power.size)
-    for i, radius in enumerate(r):  # running median over [r / span, r * span]
-        inside = (r >= radius / TREND_SPAN) & (r <= radius * TREND_SPAN)
-        trend[i] = np.median(log_power[inside])
-    return np.concatenate([power[:1], np.exp(trend)])
+    # running median over [r / span, r * span]: every window at once, one row each, padded with NaN
+    first = np.searchsorted(r, r / TREND_SPAN, side="left")
+    stop = np.searchsorted(r, r * TREND_SPAN, side="right")
+    at = first[:, None] + np.arange(int((stop - first).max(initial=0)))[None, :]
+    windows = np.where(at < stop[:, None], log_power[np.minimum(at, r.size - 1)], np.nan)
+    return np.concatenate([power[:1], np.exp(np.nanmedian(windows, axis=1))])
 
 
 def lattice_period(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3) -> float | None:
