@@ -197,8 +197,13 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
         return Lattice(period, none)
     trend = radial_trend(power)[np.minimum(ring, n // 2)]
     ratio = spectrum / np.maximum(trend, np.finfo(float).tiny)
-    local_max = ratio >= ndimage.maximum_filter(ratio, size=3, mode="wrap")
-    peaks = np.flatnonzero(searched & local_max & (ratio > np.log(searched.sum() / level)))
+    rows, cols = np.nonzero(searched & (ratio > np.log(searched.sum() / level)))
+    # local maxima among those few (the 3 x 3 neighbourhood, wrapping round as the spectrum does)
+    local_max = np.ones(rows.size, bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            local_max &= ratio[rows, cols] >= ratio[(rows + dr) % n, (cols + dc) % n]
+    peaks = np.ravel_multi_index((rows[local_max], cols[local_max]), spectrum.shape)
     # strongest first: a lattice's first-order reflections before its weaker higher orders
     peaks = peaks[np.argsort(spectrum.ravel()[peaks])[::-1][:most]]
     rows, cols = np.unravel_index(peaks, spectrum.shape)
