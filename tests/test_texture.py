@@ -11,8 +11,8 @@ import pytest
 from scipy import ndimage
 
 import multimodal_seg as mms
-from multimodal_seg.chips.sizing import AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry
 from multimodal_seg.chips import texture
+from multimodal_seg.chips.sizing import AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry
 from multimodal_seg.chips.texture import (MAX_FREQUENCIES, TREND_SPAN, image_lattice, lattice_amplitudes,
                                            lattice_features, lattice_period, radial_trend)
 from multimodal_seg.config import ChipConfig
