@@ -54,6 +54,16 @@ def window_edge(shape: tuple[int, ...]) -> int:
     return min(min(shape), WINDOW)
 
 
+def _central_window(image: np.ndarray) -> np.ndarray:
+    """The central square window (edge :func:`window_edge`) of ``image``, float64, its mean
+    removed and Hann-windowed against edge leakage; only that window is read from a Dask array."""
+    n = window_edge(image.shape)
+    top, left = (image.shape[0] - n) // 2, (image.shape[1] - n) // 2
+    img = np.asarray(image[top : top + n, left : left + n], dtype=np.float64)
+    hann = np.hanning(n)
+    return (img - img.mean()) * np.outer(hann, hann)
+
+
 def radial_power(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Radially averaged power spectrum of the central square window (edge
     :func:`window_edge`), Hann-windowed; only that window is read from a Dask array.
@@ -64,13 +74,9 @@ def radial_power(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``n`` pixels, ``n`` the window's edge): mean periodogram value and number of values.
     """
     n = window_edge(image.shape)
-    top, left = (image.shape[0] - n) // 2, (image.shape[1] - n) // 2
-    img = np.asarray(image[top : top + n, left : left + n], dtype=np.float64)
-    img = img - img.mean()
-    hann = np.hanning(n)
     # Half the spectrum (a real image's is symmetric): every column but the first and, for
     # even n, the last stands for itself and its mirror image, so it counts twice.
-    spectrum = np.abs(scipy.fft.rfft2(img * np.outer(hann, hann))) ** 2
+    spectrum = np.abs(scipy.fft.rfft2(_central_window(image))) ** 2
     freq = np.fft.fftfreq(n) * n
     radius = np.rint(np.hypot(freq[:, None], np.fft.rfftfreq(n)[None, :] * n)).astype(np.int64)
     twice = np.full(radius.shape[1], 2.0)
@@ -177,10 +183,7 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
     if len(image.shape) != 2 or min(image.shape) < 16:
         return Lattice(None, none)
     n = window_edge(image.shape)
-    top, left = (image.shape[0] - n) // 2, (image.shape[1] - n) // 2
-    img = np.asarray(image[top : top + n, left : left + n], dtype=np.float64)
-    hann = np.hanning(n)
-    spectrum = np.abs(scipy.fft.fft2((img - img.mean()) * np.outer(hann, hann))) ** 2
+    spectrum = np.abs(scipy.fft.fft2(_central_window(image))) ** 2
     freq = np.fft.fftfreq(n) * n
     radius = np.hypot(freq[:, None], freq[None, :])
     ring = np.rint(radius).astype(np.int64)
