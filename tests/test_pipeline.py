@@ -57,6 +57,31 @@ def test_amorphous_community_is_the_least_crystalline(small_phantom):
     assert crystallinity[community] < 0.2
 
 
+def test_the_image_lattice_is_measured_once_per_run(small_phantom, monkeypatch):
+    """Chip sizing and placement both read the image's lattice; a run measures it once."""
+    import importlib
+
+    from multimodal_seg.chips import sizing, texture
+
+    # the modules by path: the package exports a function named `segment`
+    segment_module = importlib.import_module("multimodal_seg.pipeline.segment")
+    study_module = importlib.import_module("multimodal_seg.pipeline.study")
+
+    measured = []
+
+    def counting(image, **kw):
+        measured.append(image.shape)
+        return texture.image_lattice(image, **kw)
+
+    for module in (segment_module, study_module, sizing):
+        monkeypatch.setattr(module, "image_lattice", counting)
+    seg = _seg(small_phantom)
+    assert measured == [small_phantom.image.shape]
+    # the lattice was there to be used: placement took part and the chips hold its periods
+    assert seg.provenance["placed"]["image"]["modalities"] == ["image"]
+    assert seg.grid.size >= sizing.texture_pixels(texture.image_lattice(small_phantom.image).period)
+
+
 def test_chip_size_in_calibrated_units(small_phantom):
     # 1.28 nm at 0.04 nm/px is 32 px; also accepted in pm.
     seg = _seg(small_phantom, chip_size="1.28 nm", stride="640 pm")

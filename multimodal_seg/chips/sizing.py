@@ -6,7 +6,7 @@ Chip sizes are in pixels of the reference modality (the coarsest scan,
 - **images only** (one image, or several images of one specimen): chips must hold
   texture, so about ``AUTO_CHIPS_ACROSS`` chips across the shorter side and at
   least ``AUTO_MIN_IMAGE_CHIP`` pixels, and where the image shows a crystal lattice
-  (:func:`multimodal_seg.chips.texture.lattice_period`) at least ``LATTICE_PERIODS``
+  (:func:`multimodal_seg.chips.texture.image_lattice`) at least ``LATTICE_PERIODS``
   periods of it (capped by the image);
 - **a spectrum image or 4D-STEM scan with an image of finer pixels**: about
   ``AUTO_CHIPS_ACROSS`` chips across the scan, and enough scan positions that the
@@ -34,7 +34,7 @@ from ..config import ChipConfig
 from ..errors import ParameterError
 from ..modalities.base import Axis, ModalityData
 from .shared import SharedGrid, reference_modality, to_units
-from .texture import lattice_period
+from .texture import Lattice, image_lattice
 
 #: ``chip_size="auto"``: chips across the reference's shorter side.
 AUTO_CHIPS_ACROSS = 16
@@ -123,17 +123,28 @@ def auto_image_chip(shape: tuple[int, int], period: float | None = None) -> int:
     return min(max(texture_pixels(period), int(round(short / AUTO_CHIPS_ACROSS))), short)
 
 
-def _texture_chip(modalities: Mapping[str, ModalityData], reference: ModalityData) -> int:
+def _period(modality: ModalityData, lattices: Mapping[str, Lattice] | None) -> float | None:
+    """An image's lattice period (px): from ``lattices`` where measured there, else measured."""
+    lattice = (lattices or {}).get(modality.name)
+    return (lattice if lattice is not None else image_lattice(modality.data)).period
+
+
+def _texture_chip(modalities: Mapping[str, ModalityData], reference: ModalityData,
+                  lattices: Mapping[str, Lattice] | None) -> int:
     """Scan positions a chip needs for the finest image to see :func:`texture_pixels` of its pixels."""
     images = [m for m in modalities.values() if m.kind == "image"]
     ratios = [to_units(reference.axes[1].scale, reference.axes[1].units, m.axes[1].units) / m.axes[1].scale
               for m in images]
     finest = images[int(np.argmax(ratios))]
-    return int(np.ceil(texture_pixels(lattice_period(finest.data)) / max(ratios) - 1e-9))
+    return int(np.ceil(texture_pixels(_period(finest, lattices)) / max(ratios) - 1e-9))
 
 
-def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData]) -> tuple[int, int]:
+def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData], *,
+                  lattices: Mapping[str, Lattice] | None = None) -> tuple[int, int]:
     """Chip size and stride, in pixels of the reference modality (see the module docstring).
+
+    ``lattices``: images' lattices already measured (:func:`~multimodal_seg.chips.texture.image_lattice`),
+    by modality name; an image's not there is measured (about 0.1 s at 1024 px and more).
 
     Raises
     ------
@@ -151,8 +162,8 @@ def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData]) -> 
     if chips.size != "auto":
         size = length_in_pixels(chips.size, axis, "chip_size")
     elif images_only:
-        size = auto_image_chip(scan_shape, lattice_period(reference.data))
-    elif "image" in kinds and (texture := _texture_chip(modalities, reference)) <= min(scan_shape) // 4:
+        size = auto_image_chip(scan_shape, _period(reference, lattices))
+    elif "image" in kinds and (texture := _texture_chip(modalities, reference, lattices)) <= min(scan_shape) // 4:
         size = max(texture, int(round(min(scan_shape) / AUTO_CHIPS_ACROSS)))
     else:
         size = max(1, int(round(min(scan_shape) / AUTO_SPECTRAL_ACROSS)))

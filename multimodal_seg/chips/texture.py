@@ -64,6 +64,38 @@ def _central_window(image: np.ndarray) -> np.ndarray:
     return (img - img.mean()) * np.outer(hann, hann)
 
 
+def _half_periodogram(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The periodogram of the central square window (edge ``n``: :func:`window_edge`),
+    Hann-windowed, over half the frequency plane (a real image's spectrum is symmetric); only
+    that window is read from a Dask array.
+
+    Returns
+    -------
+    ``(spectrum, rows, cols, weight)``: ``(n, n // 2 + 1)`` power; the row and column
+    frequencies (cycles per ``n`` pixels, ``(n,)`` and ``(n // 2 + 1,)``); and ``(n // 2 + 1,)``
+    how many values of the full plane each column stands for: 2 (itself and its mirror image)
+    but for the first and, for even ``n``, the last, which hold their own mirror images.
+    """
+    n = window_edge(image.shape)
+    spectrum = np.abs(scipy.fft.rfft2(_central_window(image))) ** 2
+    weight = np.full(n // 2 + 1, 2.0)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    return spectrum, np.fft.fftfreq(n) * n, np.fft.rfftfreq(n) * n, weight
+
+
+def _radial_average(spectrum: np.ndarray, ring: np.ndarray, weight: np.ndarray,
+                    n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean periodogram value ``(n // 2 + 1,)`` over each integer radius ``ring`` of the full
+    plane, and the number of values there, from the half plane (:func:`_half_periodogram`)."""
+    weight = np.broadcast_to(weight, ring.shape)
+    inside = ring <= n // 2
+    counts = np.bincount(ring[inside], weights=weight[inside], minlength=n // 2 + 1).astype(np.int64)
+    power = np.bincount(ring[inside], weights=(spectrum * weight)[inside], minlength=n // 2 + 1)
+    return power / np.maximum(counts, 1), counts
+
+
 def radial_power(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Radially averaged power spectrum of the central square window (edge
     :func:`window_edge`), Hann-windowed; only that window is read from a Dask array.
@@ -73,22 +105,9 @@ def radial_power(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``(power, counts)``, both ``(n // 2 + 1,)`` over integer radii ``r`` (cycles per
     ``n`` pixels, ``n`` the window's edge): mean periodogram value and number of values.
     """
-    n = window_edge(image.shape)
-    # Half the spectrum (a real image's is symmetric): every column but the first and, for
-    # even n, the last stands for itself and its mirror image, so it counts twice.
-    spectrum = np.abs(scipy.fft.rfft2(_central_window(image))) ** 2
-    freq = np.fft.fftfreq(n) * n
-    radius = np.rint(np.hypot(freq[:, None], np.fft.rfftfreq(n)[None, :] * n)).astype(np.int64)
-    twice = np.full(radius.shape[1], 2.0)
-    twice[0] = 1.0
-    if n % 2 == 0:
-        twice[-1] = 1.0
-    weight = np.broadcast_to(twice, radius.shape).ravel()
-    radius = radius.ravel()
-    keep = radius <= n // 2
-    counts = np.bincount(radius[keep], weights=weight[keep], minlength=n // 2 + 1).astype(np.int64)
-    power = np.bincount(radius[keep], weights=(spectrum.ravel() * weight)[keep], minlength=n // 2 + 1)
-    return power / np.maximum(counts, 1), counts
+    spectrum, rows, cols, weight = _half_periodogram(image)
+    ring = np.rint(np.hypot(rows[:, None], cols[None, :])).astype(np.int64)
+    return _radial_average(spectrum, ring, weight, rows.size)
 
 
 def radial_trend(power: np.ndarray) -> np.ndarray:
@@ -170,8 +189,8 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
     """The image's lattice period and its (at most ``most``) reflections, from one read of the
     central window and one periodogram.
 
-    The period is :func:`lattice_period`'s (the same radial average, taken from the full
-    spectrum).  For the reflections every bin of the 2-D periodogram (Hann-windowed, as
+    The period is :func:`lattice_period`'s (the same radial average of the same periodogram).
+    For the reflections every bin of the 2-D periodogram's half plane (Hann-windowed, as
     :func:`radial_power`) is compared with the radial trend of the spectrum
     (:func:`radial_trend`) at its radius.  Without a reflection a bin is exponentially
     distributed about the trend, so it is a reflection when it exceeds the trend by more than
@@ -182,35 +201,36 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
     none = np.empty((0, 2))
     if len(image.shape) != 2 or min(image.shape) < 16:
         return Lattice(None, none)
-    n = window_edge(image.shape)
-    spectrum = np.abs(scipy.fft.fft2(_central_window(image))) ** 2
-    freq = np.fft.fftfreq(n) * n
-    radius = np.hypot(freq[:, None], freq[None, :])
+    spectrum, freq_rows, freq_cols, weight = _half_periodogram(image)
+    n = freq_rows.size
+    radius = np.hypot(freq_rows[:, None], freq_cols[None, :])
     ring = np.rint(radius).astype(np.int64)
-    # the radial average :func:`radial_power` takes, from this full spectrum (no second FFT)
-    inside = ring <= n // 2
-    counts = np.bincount(ring[inside], minlength=n // 2 + 1)
-    power = np.bincount(ring[inside], weights=spectrum[inside], minlength=n // 2 + 1) / np.maximum(counts, 1)
+    power, counts = _radial_average(spectrum, ring, weight, n)
     period = _first_peak(power, counts, n, max_period, level)
     lowest, highest = _searched_radii(n, max_period)
-    # one of each +/- pair: the upper half-plane (and the positive half of its edge row)
-    half = (freq[:, None] > 0) | ((freq[:, None] == 0) & (freq[None, :] > 0))
+    # one of each +/- pair: the half plane of positive columns (and the positive half of column 0)
+    half = (freq_cols[None, :] > 0) | ((freq_cols[None, :] == 0) & (freq_rows[:, None] > 0))
     searched = half & (radius >= lowest) & (radius <= highest)
     if not searched.any():
         return Lattice(period, none)
     trend = radial_trend(power)[np.minimum(ring, n // 2)]
     ratio = spectrum / np.maximum(trend, np.finfo(float).tiny)
     rows, cols = np.nonzero(searched & (ratio > np.log(searched.sum() / level)))
-    # local maxima among those few (the 3 x 3 neighbourhood, wrapping round as the spectrum does)
+    # local maxima among those few (the 3 x 3 neighbourhood, wrapping round as the spectrum does;
+    # a neighbour off the half plane is read at its mirror image)
     local_max = np.ones(rows.size, bool)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
-            local_max &= ratio[rows, cols] >= ratio[(rows + dr) % n, (cols + dc) % n]
+            at_rows, at_cols = (rows + dr) % n, cols + dc
+            mirrored = (at_cols < 0) | (at_cols > n // 2)
+            at_rows = np.where(mirrored, -at_rows % n, at_rows)
+            at_cols = np.where(at_cols < 0, -at_cols, np.where(at_cols > n // 2, n - at_cols, at_cols))
+            local_max &= ratio[rows, cols] >= ratio[at_rows, at_cols]
     peaks = np.ravel_multi_index((rows[local_max], cols[local_max]), spectrum.shape)
     # strongest first: a lattice's first-order reflections before its weaker higher orders
-    peaks = peaks[np.argsort(spectrum.ravel()[peaks])[::-1][:most]]
+    peaks = peaks[np.argsort(spectrum.ravel()[peaks], kind="stable")[::-1][:most]]
     rows, cols = np.unravel_index(peaks, spectrum.shape)
-    return Lattice(period, np.stack([freq[rows], freq[cols]], axis=1) / n)
+    return Lattice(period, np.stack([freq_rows[rows], freq_cols[cols]], axis=1) / n)
 
 
 def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,

@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from ..chips.shared import shared_grid
 from ..chips.sizing import chip_geometry
+from ..chips.texture import Lattice, image_lattice
 from ..compute.schedulers import open_scheduler
 from ..config import SegmentConfig, load_config, with_overrides
 from ..encoders.base import Encoder
@@ -54,11 +55,15 @@ class Plan:
         Every modality, read (lazily) and checked, in order.
     encoders
         ``{name: (encoder, reason)}``, built and given their modality's axes.
+    lattices
+        The images' lattices, by name, where the chip size was chosen from them
+        (``chip_size="auto"``); the run's study keeps them.
     """
 
     config: SegmentConfig
     modalities: dict[str, ModalityData]
     encoders: dict[str, tuple[Encoder, str]]
+    lattices: dict[str, Lattice] = field(default_factory=dict)
 
 
 def as_sources(source: Any, *, signal: int | str | None = None, pixel_size: float | None = None,
@@ -103,7 +108,9 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
     modalities = read_modalities(as_sources(source, signal=signal, pixel_size=pixel_size, units=units))
     names = list(modalities)
     # checks only: the chips stage warns, once, when it lays the grid
-    size, stride = chip_geometry(config.chips, modalities)
+    lattices = ({n: image_lattice(m.data) for n, m in modalities.items() if m.kind == "image"}
+                if config.chips.size == "auto" else {})
+    size, stride = chip_geometry(config.chips, modalities, lattices=lattices)
     grid = shared_grid(modalities, chip_size=size, stride=stride, warn=False)
     com = config.communities
     joint_layers = len(names) if config.fusion.method == "multiplex" else 1
@@ -111,7 +118,7 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
                   consensus=com.consensus, merge=com.merge, n_layers=joint_layers, decide=com.decide, alpha=com.alpha)
     check_layer_weights(names, config.fusion.layer_weights)
     encoders = choose_encoders(config.encoder, modalities, config.modality_encoders)
-    return Plan(config=config, modalities=modalities, encoders=encoders)
+    return Plan(config=config, modalities=modalities, encoders=encoders, lattices=lattices)
 
 
 @contextmanager
@@ -136,7 +143,7 @@ def run(plan: Plan, study: Study, *, progress: bool = True) -> dict[str, float]:
     seconds: dict[str, float] = {}
     encoders = {n: e for n, (e, _) in plan.encoders.items()}
     with timed(seconds, "modalities"):
-        stages.add_modalities(study, plan.modalities)
+        stages.add_modalities(study, plan.modalities, lattices=plan.lattices)
     with timed(seconds, "chips"):
         stages.lay_chips(study, chip_size=cfg.chips.size, stride=cfg.chips.stride)
     encoder = cfg.encoder

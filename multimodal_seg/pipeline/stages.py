@@ -42,7 +42,7 @@ from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_g
                             refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
-from ..chips.texture import Lattice, image_lattice, lattice_features
+from ..chips.texture import Lattice, lattice_features
 from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
 from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
@@ -87,7 +87,8 @@ def main_partition(study: Study) -> str:
 # --------------------------------------------------------------------------- stages
 
 
-def add_modalities(study: Study, sources: Mapping[str, Any]) -> list[str]:
+def add_modalities(study: Study, sources: Mapping[str, Any], *,
+                   lattices: Mapping[str, Lattice] | None = None) -> list[str]:
     """Read modalities and store them: ``modalities/<name>``.
 
     Parameters
@@ -97,6 +98,10 @@ def add_modalities(study: Study, sources: Mapping[str, Any]) -> list[str]:
         or ``(source, {reader options})``; a name is a modality name whose kind can be
         guessed (``haadf``, ``eels``, ``4dstem`` ...) or ``"name:kind"``
         (:func:`multimodal_seg.modalities.sources.read_modalities`).
+    lattices
+        Image modalities' lattices, by name, where already measured on these very data
+        (:func:`multimodal_seg.pipeline.segment.plan` measures them to size the chips); the
+        study keeps them (:meth:`Study.lattice`) instead of measuring them again.
 
     A modality already stored from the same source, reader options and calibration
     is not written again.  The study's modalities become these, in this order.
@@ -110,6 +115,8 @@ def add_modalities(study: Study, sources: Mapping[str, Any]) -> list[str]:
         fp = fingerprint("modality", modality_identity(modality))
         if not study.is_current(f"modalities/{name}", fp):
             study.write_modality(modality, fingerprint=fp)
+        if lattices is not None and name in lattices:
+            study.lattices[name] = (fp, lattices[name])
     study.set_modality_names(list(modalities))
     study.record_stage("modalities", {"sources": {n: m.source for n, m in modalities.items()},
                                       "reader_options": {n: m.metadata.get("reader_options", {})
@@ -133,7 +140,9 @@ def lay_chips(study: Study, *, chip_size: int | str = "auto", stride: int | str 
     """
     chips = validated(ChipConfig, "lay_chips", size=chip_size, stride=stride)
     modalities = study.modalities()
-    size, step = chip_geometry(chips, modalities)
+    lattices = ({n: study.lattice(n) for n, m in modalities.items() if m.kind == "image"}
+                if chips.size == "auto" else None)
+    size, step = chip_geometry(chips, modalities, lattices=lattices)
     grid = shared_grid(modalities, chip_size=size, stride=step)
     warn_small_image_chips(modalities, grid)
     layout = {name: {"size": c.size, "origins": fingerprint(c.origins)} for name, c in grid.per_modality.items()}
@@ -619,7 +628,7 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     grid = study.grid()
     modalities = study.modalities()
     partitions = _partitions_to_refine(study)
-    lattices = {n: image_lattice(m.data) for n, m in modalities.items() if m.kind == "image"}
+    lattices = {n: study.lattice(n) for n, m in modalities.items() if m.kind == "image"}
     taking = {n for n, m in modalities.items()
               if (lattices[n].period is not None if m.kind == "image" else _position_offset(grid, n) is not None)}
     takers = {}
