@@ -339,28 +339,38 @@ class _RecordingArray:
 
     def __init__(self, data):
         self.data, self.reads = data, []
+        self.shape, self.dtype = data.shape, data.dtype
 
     def __getitem__(self, key):
         self.reads.append(key)
         return self.data[key]
 
 
-def test_iter_chips_reads_narrow_bands_for_scattered_chips():
+def test_iter_chips_reads_narrow_bands_for_scattered_chips_of_a_large_array():
     from multimodal_seg.chips.grid import iter_chips
 
     data = np.arange(64 * 64 * 3, dtype=np.float32).reshape(64, 64, 3)
     grid = ChipGrid((64, 64), 8, 4)
     picked = np.sort(np.random.default_rng(0).choice(grid.n_chips, 20, replace=False))
-    recorder = _RecordingArray(data)
-    batches = list(iter_chips(recorder, grid.origins[picked], 8, batch=256))
-    chips = np.concatenate([b for _, b in batches])
     expected = np.stack([data[r : r + 8, c : c + 8] for r, c in grid.origins[picked]])
+    row_bytes = 64 * 3 * 4
+    # an array "large" for the band budget (4 rows' worth): bands of two chip heights at most
+    recorder = _RecordingArray(data)
+    chips = np.concatenate([b for _, b in iter_chips(recorder, grid.origins[picked], 8, batch=256,
+                                                     band_bytes=4 * row_bytes)])
     np.testing.assert_array_equal(chips, expected)
+    assert len(recorder.reads) > 1
     assert all(rows.stop - rows.start <= 16 for rows, _ in recorder.reads)
     # A full grid in row-major order is still read in few, wide bands.
     recorder.reads.clear()
-    list(iter_chips(recorder, grid.origins, 8, batch=256))
+    list(iter_chips(recorder, grid.origins, 8, batch=256, band_bytes=4 * row_bytes))
     assert len(recorder.reads) <= 2 * grid.grid_shape[0]
+    # within the budget, the same chips come from one read
+    recorder.reads.clear()
+    chips = np.concatenate([b for _, b in iter_chips(recorder, grid.origins[picked], 8, batch=256,
+                                                     band_bytes=64 * row_bytes)])
+    np.testing.assert_array_equal(chips, expected)
+    assert len(recorder.reads) == 1
 
 
 def test_counts_per_position_reads_a_few_whole_rows_of_a_large_scan():

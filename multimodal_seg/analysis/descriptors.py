@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import dask.array as da
 import numpy as np
+import scipy.fft
 
 from ..chips.grid import ChipGrid
 from ..chips.shared import ModalityChips
@@ -56,7 +57,8 @@ def crystallinity(windows: np.ndarray) -> np.ndarray:
     n, size, _ = windows.shape
     taper = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
     centred = (windows - windows.mean(axis=(1, 2), keepdims=True)) * taper
-    power = np.abs(np.fft.rfft2(centred)).reshape(n, -1) ** 2
+    # scipy's FFT keeps float32 (NumPy's works in float64: 4x slower on 150 windows of 128 px)
+    power = np.abs(scipy.fft.rfft2(centred)).reshape(n, -1) ** 2
     radius = np.hypot(np.fft.fftfreq(size)[:, None] * size, np.fft.rfftfreq(size)[None, :] * size).ravel()
     use = (radius >= MIN_RADIUS) & (radius <= size / 2)
     power, radius = power[:, use], radius[use]
@@ -91,7 +93,7 @@ def sampled_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | Modalit
     ``owner`` ``(n,)``, the community of each sampled window, and ``index`` ``(n,)`` float32,
     its crystallinity.
     """
-    from ..chips.grid import iter_chips
+    from ..chips.grid import BAND_BYTES, iter_chips
 
     labels = np.asarray(chip_labels).ravel()
     shape = np.array(image.shape[:2])
@@ -109,7 +111,9 @@ def sampled_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | Modalit
     starts = np.clip(centres - size // 2, 0, shape - size)
     order = np.lexsort((starts[:, 1], starts[:, 0]))  # row-major: one band read per batch
     index = np.empty(len(order), dtype=np.float32)
-    for first, windows in iter_chips(image, starts[order], size, batch=64):
+    # batches of a band's bytes: windows scattered over a small image come from one read
+    batch = max(64, BAND_BYTES // (size * size * np.dtype(image.dtype).itemsize))
+    for first, windows in iter_chips(image, starts[order], size, batch=batch):
         index[order[first : first + len(windows)]] = crystallinity(windows)
     return owner, index
 
