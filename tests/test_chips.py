@@ -334,6 +334,16 @@ def test_chip_majority_round_trip_is_the_chip_level_ceiling():
     assert wrong.any() and not wrong[:, :27].any() and not wrong[:, 35:].any()
 
 
+@pytest.mark.parametrize("shape, size, stride", [((300, 257), 32, 16), ((101, 90), 10, 7)])
+def test_chip_labels_painted_on_some_pixels_are_the_whole_map_there(shape, size, stride):
+    grid = ChipGrid(shape, size, stride)
+    labels = np.random.default_rng(0).integers(-1, 5, grid.grid_shape)
+    whole = grid.chip_labels_to_pixels(labels)
+    rows, cols = np.arange(2, shape[0], 4), np.arange(1, shape[1], 3)
+    np.testing.assert_array_equal(grid.chip_labels_to_pixels(labels, rows=rows, cols=cols), whole[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(grid.chip_labels_to_pixels(labels, rows=rows), whole[rows])
+
+
 class _RecordingArray:
     """An array that remembers which rows each read asked for."""
 

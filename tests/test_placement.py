@@ -186,13 +186,17 @@ def test_an_image_without_a_lattice_has_nothing_to_place_by():
     assert seg.provenance["config"]["chips"]["place_positions"] is True
 
 
-def test_a_large_image_is_placed_on_every_step_th_pixel(small_phantom):
+def test_a_large_image_is_placed_on_every_step_th_pixel(small_phantom, tmp_path):
     from multimodal_seg.pipeline import stages
 
     image = np.tile(small_phantom.image, (3, 3))[:767, :769]  # above MAX_PLACED_EDGE, odd sizes
-    seg = mms.segment(image, progress=False)
+    seg = mms.segment(image, progress=False, out=tmp_path / "run")
     record = seg.provenance["placed"]["image"]
     assert record["step"] == -(-769 // stages.MAX_PLACED_EDGE) == 2
+    # the study keeps the placed positions' labels only, which the painted map holds there
+    placed = mms.Study.open(tmp_path / "run" / "study.zarr").read_array("placed/image")
+    assert placed.shape == (383, 384)
+    np.testing.assert_array_equal(seg.pixel_labels[1::2, 1::2], placed)
     painted = mms.segment(image, place_positions=False, progress=False)
     changed = seg.pixel_labels != painted.pixel_labels
     assert changed.shape == image.shape

@@ -174,17 +174,22 @@ class ChipGrid:
                     out[i, j] = np.bincount(chip, minlength=n_labels).argmax()
         return out
 
-    def chip_labels_to_pixels(self, chip_labels: np.ndarray) -> np.ndarray:
+    def chip_labels_to_pixels(self, chip_labels: np.ndarray, *, rows: np.ndarray | None = None,
+                              cols: np.ndarray | None = None) -> np.ndarray:
         """Paint chip labels back onto the image by majority vote.
 
         Parameters
         ----------
         chip_labels
             Integer labels of shape ``grid_shape``; ``-1`` marks chips without a label.
+        rows, cols
+            Paint only these pixel rows and columns (1-D integer arrays; default all): the
+            whole map's labels there, without painting the rest.
 
         Returns
         -------
-        int32 labels of shape ``shape`` (pixels); ``-1`` where no labelled chip covers a pixel.
+        int32 labels of shape ``shape`` (pixels), or ``(len(rows), len(cols))``; ``-1`` where no
+        labelled chip covers a pixel.
         """
         chip_labels = np.asarray(chip_labels)
         if chip_labels.shape != self.grid_shape:
@@ -226,6 +231,11 @@ class ChipGrid:
         contenders = np.where(votes == top, nearest, np.inf)
         # int32: an image's map is as large as the image (an 8192² one is 256 MiB, not 512)
         block_labels = np.where(top > 0, contenders.argmin(axis=0), -1).astype(np.int32)
+        if rows is not None or cols is not None:
+            at_rows, at_cols = (np.arange(length) if at is None else np.asarray(at)
+                                for at, length in ((rows, self.shape[0]), (cols, self.shape[1])))
+            return block_labels[np.ix_(np.searchsorted(row_edges, at_rows, side="right") - 1,
+                                       np.searchsorted(col_edges, at_cols, side="right") - 1)]
         return np.repeat(
             np.repeat(block_labels, np.diff(row_edges), axis=0), np.diff(col_edges), axis=1
         )

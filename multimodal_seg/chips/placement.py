@@ -47,8 +47,10 @@ from scipy import ndimage
 #: rules are placed again.  2: communities without two interior positions are modelled by
 #: all their positions (1: not modelled).  3: images with a lattice take part (their lattice
 #: amplitudes), models on at most ``MODEL_POSITIONS`` positions, large grids sampled.  4: the
-#: lattice filters centred on each reflection's own frequency (images filtered in tiles).
-RULES = 4
+#: lattice filters centred on each reflection's own frequency (images filtered in tiles).  5: a
+#: study stores the placed positions' labels only (every ``step``-th position of a large grid),
+#: not the whole painted map.
+RULES = 5
 #: Each community (or group) is modelled on an even sample of at most this many of its positions.
 MODEL_POSITIONS = 10_000
 #: Expectation-maximisation of the map's error rate: stop when it moves less than this.

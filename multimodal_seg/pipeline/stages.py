@@ -535,15 +535,33 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
                           partition=study.fingerprint_of(f"partitions/{name}"))
 
 
-def _painted(study: Study, grid: SharedGrid, names: list[str]) -> tuple[dict[str, np.ndarray], ChipGrid | None]:
+def _painted(study: Study, grid: SharedGrid, names: list[str], *,
+             step: int = 1) -> tuple[dict[str, np.ndarray], ChipGrid | None]:
     """Each partition painted on the grid's pixels (from its refined labels where refinement
-    ran on its current labels), and the fine grid they were painted from (``None``: the chips')."""
+    ran on its current labels), and the fine grid they were painted from (``None``: the chips').
+    ``step`` > 1: on every ``step``-th pixel only, starting half a step in (the positions
+    placement reads)."""
     fine = _refined_grid(study, grid, names)
+    rows, cols = (np.arange(step // 2, n, step) for n in grid.grid.shape)
+    at = {} if step == 1 else {"rows": rows, "cols": cols}
     if fine is None:
         shape = grid.grid.grid_shape
-        return {n: grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{n}").reshape(shape))
+        return {n: grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{n}").reshape(shape), **at)
                 for n in names}, None
-    return {n: fine.chip_labels_to_pixels(study.read_array(f"refined/{n}")) for n in names}, fine
+    return {n: fine.chip_labels_to_pixels(study.read_array(f"refined/{n}"), **at) for n in names}, fine
+
+
+def _with_placed(painted: np.ndarray, placed: np.ndarray, step: int) -> np.ndarray:
+    """A painted map ``(rows, cols)`` with the moves of the placed positions ``placed`` (every
+    ``step``-th position, starting half a step in: :func:`place_positions`), each standing for
+    its ``step x step`` block (the last ones for what is left); ``painted`` is changed in place."""
+    first = step // 2
+    block_rows = np.minimum(np.arange(painted.shape[0]) // step, placed.shape[0] - 1)
+    block_cols = np.minimum(np.arange(painted.shape[1]) // step, placed.shape[1] - 1)
+    blocks = np.ix_(block_rows, block_cols)
+    moved = (placed != painted[first::step, first::step])[blocks]
+    painted[moved] = placed[blocks][moved]
+    return painted
 
 
 def _painted_source(study: Study, name: str, fine: ChipGrid | None) -> str:
@@ -555,9 +573,12 @@ def _placed_is_current(study: Study, name: str, fine: ChipGrid | None) -> bool:
     """Whether ``placed/<name>`` is complete, placing is on, and it was placed from what the
     partition is painted from now."""
     key = f"placed/{name}"
-    return (bool(study.stage_params.get("place", {}).get("enabled")) and key in study.group
-            and bool(study.fingerprint_of(key))
-            and study.attrs_of(key).get("source") == _painted_source(study, name, fine))
+    if not (bool(study.stage_params.get("place", {}).get("enabled")) and key in study.group
+            and bool(study.fingerprint_of(key))):
+        return False
+    attrs = study.attrs_of(key)
+    # a map placed under other rules is stored otherwise (rules 5: the placed positions only)
+    return attrs.get("source") == _painted_source(study, name, fine) and attrs.get("rules") == PLACEMENT_RULES
 
 
 def _position_offset(grid: SharedGrid, name: str) -> tuple[int, int] | None:
@@ -618,9 +639,12 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     every taking modality it was made from, each saying nothing about communities its own
     partition does not tell apart.  Positions within the painted grid's stride of a boundary may
     move (the refined grid's where refinement ran).  A grid of more than
-    ``MAX_PLACED_EDGE`` positions a side is placed on every ``step``-th position, each standing
-    for its ``step x step`` block.  Nothing is written for a partition no modality takes part
-    in; ``enabled=False`` writes nothing, and the maps are painted as they are.
+    ``MAX_PLACED_EDGE`` positions a side is placed on every ``step``-th position (starting half
+    a step in), each standing for its ``step x step`` block.  ``placed/<partition>`` holds the
+    labels of the placed positions, ``(rows, cols)`` of the grid's or ``step`` times fewer each
+    way (attrs: ``step``); :func:`collect` paints the whole map.  Nothing is written for a
+    partition no modality takes part in; ``enabled=False`` writes nothing, and the maps are
+    painted as they are.
     """
     study.record_stage("place", {"enabled": bool(enabled)})
     if not enabled:
@@ -642,8 +666,9 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
             takers[partition] = sorted(measured or ms)
     if not takers:
         return
-    painted, fine = _painted(study, grid, list(partitions))
     step = max(1, -(-max(grid.grid.shape) // MAX_PLACED_EDGE))
+    # painted on the placed positions only: the whole map is painted once, when collected
+    painted, fine = _painted(study, grid, list(partitions), step=step)
     radius = max(1, round((fine or grid.grid).stride / step))
     fp = fingerprint("place", {"radius": radius, "step": step, "rules": PLACEMENT_RULES, "takers": takers},
                      {n: _painted_source(study, n, fine) for n in partitions})
@@ -652,22 +677,14 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     features = {name: _position_features(study, grid, name, modalities[name], step, encoders or {}, progress,
                                          lattice=lattices.get(name))
                 for name in sorted({m for ms in takers.values() for m in ms})}
-    first = step // 2
     for name, ms in takers.items():
-        labels = painted[name][first::step, first::step]
+        labels = painted[name]
         n_communities = int(labels.max()) + 1
-        groups = {m: community_groups(labels.ravel(), painted[m][first::step, first::step].ravel(), n_communities)
-                  for m in ms if m != name}
+        groups = {m: community_groups(labels.ravel(), painted[m].ravel(), n_communities) for m in ms if m != name}
         placement = place_boundary_positions(labels, {m: features[m] for m in ms}, groups=groups, radius=radius)
-        placed = painted[name].copy()
-        # each placed position stands for its step x step block (the last ones for what is left):
-        # blocks whose label moved take it
-        block_rows = np.minimum(np.arange(placed.shape[0]) // step, labels.shape[0] - 1)
-        block_cols = np.minimum(np.arange(placed.shape[1]) // step, labels.shape[1] - 1)
-        moved = (placement.labels != labels)[np.ix_(block_rows, block_cols)]
-        placed[moved] = placement.labels[np.ix_(block_rows, block_cols)][moved]
-        study.write_array(f"placed/{name}", placed, fingerprint=fp, modalities=ms, radius=radius, step=step,
-                          source=_painted_source(study, name, fine), **placement.record())
+        study.write_array(f"placed/{name}", placement.labels, fingerprint=fp, modalities=ms, radius=radius,
+                          step=step, rules=PLACEMENT_RULES, source=_painted_source(study, name, fine),
+                          **placement.record())
 
 
 # --------------------------------------------------------------------------- collect
@@ -760,7 +777,8 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
     to_paint = [JOINT, *names] if main == JOINT else names
     scan_labels, fine = _painted(study, grid, to_paint)
     placed = {n: study.attrs_of(f"placed/{n}") for n in to_paint if _placed_is_current(study, n, fine)}
-    scan_labels.update({n: study.read_array(f"placed/{n}") for n in placed})
+    scan_labels.update({n: _with_placed(scan_labels[n], study.read_array(f"placed/{n}"), attrs.get("step", 1))
+                        for n, attrs in placed.items()})
     consistency = None
     if main == JOINT:
         matrices = consistency_matrices({**partitions, JOINT: joint})

@@ -22,9 +22,11 @@ Layout (version ``LAYOUT_VERSION``; see docs/design.md)::
     partitions/<name>              (n_chips,) int32; attrs: params, modularity, n_communities
     partitions/joint               several modalities only: the fused partition
     refined/<partition>            labels on the fine grid (boundary refinement)
-    placed/<partition>             (rows, cols) int32 labels on the grid's pixels after
-                                   boundary positions were placed by their own signals;
-                                   attrs: source (what was painted), moved, map_error
+    placed/<partition>             (rows, cols) int32 labels of the placed positions after
+                                   boundary positions were placed by their own signals:
+                                   the grid's pixels, or every step-th of a large grid;
+                                   attrs: step, rules, source (what was painted), moved,
+                                   map_error
 
 Each stage output carries a ``fingerprint`` attribute (a hash of its parameters
 and of its inputs' fingerprints), written *after* the data.  A stage whose stored
