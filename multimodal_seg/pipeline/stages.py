@@ -556,11 +556,11 @@ def _with_placed(painted: np.ndarray, placed: np.ndarray, step: int) -> np.ndarr
     ``step``-th position, starting half a step in: :func:`place_positions`), each standing for
     its ``step x step`` block (the last ones for what is left); ``painted`` is changed in place."""
     first = step // 2
-    block_rows = np.minimum(np.arange(painted.shape[0]) // step, placed.shape[0] - 1)
-    block_cols = np.minimum(np.arange(painted.shape[1]) // step, placed.shape[1] - 1)
-    blocks = np.ix_(block_rows, block_cols)
-    moved = (placed != painted[first::step, first::step])[blocks]
-    painted[moved] = placed[blocks][moved]
+    # the blocks' edges: step pixels each, the last whatever is left
+    edges = [np.r_[np.full(n - 1, step), length - (n - 1) * step] for n, length in zip(placed.shape, painted.shape)]
+    moved = placed != painted[first::step, first::step]
+    np.copyto(painted, np.repeat(np.repeat(placed, edges[0], axis=0), edges[1], axis=1),
+              where=np.repeat(np.repeat(moved, edges[0], axis=0), edges[1], axis=1))
     return painted
 
 
