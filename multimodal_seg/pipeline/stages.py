@@ -542,8 +542,7 @@ def _painted(study: Study, grid: SharedGrid, names: list[str], *,
     ``step`` > 1: on every ``step``-th pixel only, starting half a step in (the positions
     placement reads)."""
     fine = _refined_grid(study, grid, names)
-    rows, cols = (np.arange(step // 2, n, step) for n in grid.grid.shape)
-    at = {} if step == 1 else {"rows": rows, "cols": cols}
+    at = {} if step == 1 else dict(zip(("rows", "cols"), (np.arange(step // 2, n, step) for n in grid.grid.shape)))
     if fine is None:
         shape = grid.grid.grid_shape
         return {n: grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{n}").reshape(shape), **at)
@@ -777,7 +776,7 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
     to_paint = [JOINT, *names] if main == JOINT else names
     scan_labels, fine = _painted(study, grid, to_paint)
     placed = {n: study.attrs_of(f"placed/{n}") for n in to_paint if _placed_is_current(study, n, fine)}
-    scan_labels.update({n: _with_placed(scan_labels[n], study.read_array(f"placed/{n}"), attrs.get("step", 1))
+    scan_labels.update({n: _with_placed(scan_labels[n], study.read_array(f"placed/{n}"), attrs["step"])
                         for n, attrs in placed.items()})
     consistency = None
     if main == JOINT:
