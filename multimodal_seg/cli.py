@@ -334,7 +334,7 @@ def bench(
                                     "multimodal/); leave out for phantoms only."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (report.md, results.json, figures)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer images, seeds and sizes (minutes)."),
-    parts: str = typer.Option("quality,stability,consistency,speed,families,chip_scale",
+    parts: str = typer.Option("quality,stability,consistency,speed,families,chip_scale,separability",
                               help="Comma-separated parts to run."),
     methods: str = typer.Option(None, help="Comma-separated methods for the quality part (default: all)."),
     images: int = typer.Option(None, min=1, help="Images per labelled set, spread over it (default: all)."),

@@ -454,10 +454,21 @@ def felzenszwalb_kmeans(
     InputError
         For an image with NaN/inf values.
     """
-    from skimage.segmentation import felzenszwalb
-
     n_clusters = _check_n_clusters(n_clusters)
     seed = _check_seed(seed)
+    unit, segments = felzenszwalb_segments(image, scale=scale, sigma=sigma, min_size=min_size)
+    return _cluster_superpixels(unit, segments, n_clusters, seed)
+
+
+def felzenszwalb_segments(image: np.ndarray, *, scale: float = 100.0, sigma: float = 1.0,
+                          min_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The segments :func:`felzenszwalb_kmeans` clusters (same parameters).
+
+    Returns the image scaled to ``[0, 1]`` (:func:`robust_unit_scale`) and the ``(rows, cols)``
+    integer segment map.
+    """
+    from skimage.segmentation import felzenszwalb
+
     img = _check_image(image)
     scale = _check_positive(scale, "scale", "use a positive scale, e.g. 100 (larger: larger segments)")
     sigma = _check_positive(sigma, "sigma", "use a smoothing width >= 0 px, e.g. 1", zero_ok=True)
@@ -467,8 +478,7 @@ def felzenszwalb_kmeans(
                                "pass the smallest segment in pixels, or None for a quarter chip",
                                integer=True)
     unit = robust_unit_scale(img)
-    segments = felzenszwalb(unit, scale=scale, sigma=sigma, min_size=min_size, channel_axis=None)
-    return _cluster_superpixels(unit, segments, n_clusters, seed)
+    return unit, felzenszwalb(unit, scale=scale, sigma=sigma, min_size=min_size, channel_axis=None)
 
 
 # --------------------------------------------------------------------------- HyperSpy peers

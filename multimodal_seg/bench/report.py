@@ -537,6 +537,95 @@ def chip_scale_figure(results: dict, out: Path) -> str | None:
     return _save(fig, out, "chip_scale.png")
 
 
+# --------------------------------------------------------------------------- separability
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3f}"
+
+
+def separability_section(rows: list[dict]) -> list[str]:
+    from .separability import ALPHA, PURE
+
+    lines = ["## Are the classes two populations?", "",
+             "The project keeps two communities apart only where its chips form two modes along the "
+             "discriminant axis between them (dip test, alpha = "
+             f"{ALPHA}). Here that test is put to the truth: the chips lying at least {PURE:.0%} in each of "
+             "the image's two largest classes, in the run's own features, on the axis fitted to those "
+             "classes (the most favourable there is). *p*: its p-value; p >= alpha means one population, "
+             "which no partition that decides its number of regions from modes can split. *pure*: chips of "
+             "each class; *ceiling*: pixel ARI of the truth's chip majorities painted back. *segments*: the same "
+             "test on the felzenszwalb-kmeans peer's segments and features.", "",
+             "| set | image | chip px | pure chips | p | ceiling ARI | segments pure | segments p |",
+             "|---|---|---|---|---|---|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['group']} | {r['image']} | error: {r['error']} ||||||")
+            continue
+        chips = r["chips"]
+        seg = r["segments"]
+        lines.append(" | ".join([
+            f"| {r['group']}", r["image"],
+            ", ".join(f"{c['chip']}{'*' if c['auto'] else ''}" for c in chips),
+            ", ".join(f"{c['pure'][0]}/{c['pure'][1]}" for c in chips),
+            ", ".join(_p(c["p"]) for c in chips),
+            ", ".join(f"{c['ceiling_ari']:.2f}" for c in chips),
+            f"{seg['pure'][0]}/{seg['pure'][1]}", _p(seg["p"]) + " |"]))
+    lines += ["", "Per set: images whose two largest classes are two populations (p < alpha) / images tested.", "",
+              "| set | images | at the automatic chip | at half of it | on segments | ceiling ARI at the automatic chip |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for group, counts in separability_counts(rows).items():
+        lines.append(f"| {group} | {counts['images']} | {counts['auto']} | {counts['half']} | {counts['segments']} "
+                     f"| {counts['ceiling']:.3f} |")
+    return lines + ["", "* the automatic chip size.", ""]
+
+
+def separability_counts(rows: list[dict]) -> dict[str, dict]:
+    """Per set: images, and ``"k/n"`` images with two populations (of those tested) at the automatic
+    chip, at the smaller chip and on segments; the mean ceiling ARI at the automatic chip."""
+    def tally(tests: list[dict]) -> str:
+        tested = [t for t in tests if t["p"] is not None]
+        return f"{sum(t['two_populations'] for t in tested)}/{len(tested)}"
+
+    out = {}
+    for group in dict.fromkeys(r["group"] for r in rows if "chips" in r):
+        ok = [r for r in rows if r["group"] == group and "chips" in r]
+        auto = [next(c for c in r["chips"] if c["auto"]) for r in ok]
+        half = [c for r in ok for c in r["chips"] if not c["auto"]]
+        out[group] = {"images": len(ok), "auto": tally(auto), "half": tally(half),
+                      "segments": tally([r["segments"] for r in ok]),
+                      "ceiling": float(np.mean([c["ceiling_ari"] for c in auto]))}
+    return out
+
+
+def separability_figure(results: dict, out: Path) -> str | None:
+    import matplotlib.pyplot as plt
+
+    from .separability import ALPHA
+
+    rows = [r for r in results.get("separability", []) if "chips" in r]
+    if not rows:
+        return None
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    kinds = (("automatic chip", lambda r: next(c for c in r["chips"] if c["auto"])),
+             ("half chip", lambda r: next((c for c in r["chips"] if not c["auto"]), None)),
+             ("segments", lambda r: r["segments"]))
+    width = 0.8 / len(kinds)
+    for k, (label, pick) in enumerate(kinds):
+        for g, group in enumerate(groups):
+            ps = [t["p"] for r in rows if r["group"] == group and (t := pick(r)) is not None and t["p"] is not None]
+            x = g + (k - (len(kinds) - 1) / 2) * width + np.linspace(-0.3, 0.3, max(len(ps), 1))[: len(ps)] * width
+            ax.scatter(x, np.maximum(ps, 1e-4), s=10, color=f"C{k}", label=label if g == 0 else None)
+    ax.axhline(ALPHA, color="k", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("dip-test p of the two largest classes")
+    ax.set_title(f"Below the dashed line (alpha = {ALPHA}) the classes are two populations", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out, "separability.png")
+
+
 def _methods_option(results: dict) -> str:
     from .methods import METHODS, QUICK_METHODS
 
@@ -592,6 +681,9 @@ def write_report(results: dict, out: Path) -> None:
     if "chip_scale" in results:
         lines += chip_scale_section(results["chip_scale"])
         figures.append(chip_scale_figure(results, out))
+    if "separability" in results:
+        lines += separability_section(results["separability"])
+        figures.append(separability_figure(results, out))
     lines += [f"![{f}]({f})" for f in figures if f]
     if results.get("part_seconds"):
         lines += ["", "Time per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in results["part_seconds"].items()), ""]

@@ -23,6 +23,10 @@ Parts (each can be run alone with ``parts=``):
 ``chip_scale``
     ARI against chip size, from half to twice the automatic size, on draws of the
     image families and on labelled images (:mod:`multimodal_seg.bench.chip_scale`).
+``separability``
+    Whether each labelled image's two largest classes are two populations at all, by the
+    project's own test of the number of communities, on its chips and on image-shaped
+    segments, with the chip-level ceiling (:mod:`multimodal_seg.bench.separability`).
 
 Results are written after every part (``results.json``, then ``report.md`` and the
 figures), atomically, so a long run can be read while it goes.  A failing case is
@@ -43,9 +47,9 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from ..provenance import package_versions, to_json, write_text_atomic
-from . import chip_scale, datasets, families, methods, quality, stability
+from . import chip_scale, datasets, families, methods, quality, separability, stability
 
-PARTS = ("quality", "stability", "consistency", "speed", "families", "chip_scale")
+PARTS = ("quality", "stability", "consistency", "speed", "families", "chip_scale", "separability")
 
 #: Pairs of a forward pass and a ``segment()`` run timed one right after the other (speed part).
 PAIRS = 5
@@ -268,6 +272,17 @@ def run_chip_scale(items: list, quick: bool, echo=None) -> list[dict]:
             return chip_scale.chip_sweep(image, truth, factors=SIZES["chip_factors"][pick])
 
         rows.append(_guard({"group": group, "image": name}, case, echo))
+    return rows
+
+
+def run_separability(items: list, echo=None) -> list[dict]:
+    """The one-population test of the two largest classes on every labelled image (and phantom)."""
+    rows = []
+    for item in items:
+        _log(f"separability: {item.dataset}/{item.name}", echo)
+        rows.append(_guard({"group": item.dataset, "image": item.name},
+                           lambda item=item: separability.separability(item.image, item.truth, item.n_classes),
+                           echo))
     return rows
 
 
@@ -541,6 +556,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
             results["families"] = families.run_families(family_names, n_draws, echo=echo, checkpoint=partial)
         elif part == "chip_scale":
             results["chip_scale"] = run_chip_scale(items, quick, echo)
+        elif part == "separability":
+            results["separability"] = run_separability(items, echo)
         results.setdefault("part_seconds", {})[part] = time.perf_counter() - start
         checkpoint()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
