@@ -7,8 +7,8 @@ import pytest
 
 from multimodal_seg.bench import report, runner
 from multimodal_seg.bench.datasets import LabelledImage
-from multimodal_seg.bench.separability import (ALPHA, PURE, largest_classes, populations_test, separability,
-                                               window_fractions)
+from multimodal_seg.bench.separability import (ALPHA, PURE, SCALES, largest_classes, populations_test,
+                                               separability, told_intensity, window_means)
 from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.graphs.decide import MIN_TEST_CHIPS
 from multimodal_seg.synthetic.phantoms import haadf_phantom
@@ -21,13 +21,25 @@ def haadf():
     return haadf_phantom((192, 192), seed=0)
 
 
-def test_window_fractions_are_each_chips_share_of_the_mask():
+def test_window_means_are_each_chips_mean_and_share_of_a_mask():
     rng = np.random.default_rng(0)
-    mask = rng.random((37, 45)) < 0.3
-    grid = ChipGrid(shape=mask.shape, size=8, stride=3)
-    shares = window_fractions(mask, grid)
-    direct = [mask[r:r + 8, c:c + 8].mean() for r, c in grid.origins]
-    np.testing.assert_allclose(shares, direct)
+    values = rng.normal(size=(37, 45))
+    grid = ChipGrid(shape=values.shape, size=8, stride=3)
+    np.testing.assert_allclose(window_means(values, grid), [values[r:r + 8, c:c + 8].mean() for r, c in grid.origins])
+    mask = values > 0.5
+    np.testing.assert_allclose(window_means(mask, grid), [mask[r:r + 8, c:c + 8].mean() for r, c in grid.origins])
+
+
+def test_grey_level_told_the_classes_finds_two_phases_of_different_brightness_only():
+    rng = np.random.default_rng(4)
+    truth = np.zeros((96, 96), int)
+    truth[:, 48:] = 1
+    bright = rng.normal(100.0, 5.0, truth.shape) + 30.0 * truth  # the right half 6 noise sd brighter
+    found = told_intensity(bright, truth, 2, 8)
+    assert found["chip"] == 8 and found["ceiling_ari"] > 0.9  # only chips astride the boundary miss
+    assert found["intensity_kmeans_ari"] > 0.9
+    flat = told_intensity(rng.normal(100.0, 5.0, truth.shape), truth, 2, 8)  # no contrast between the halves
+    assert flat["intensity_kmeans_ari"] < 0.2
 
 
 def test_largest_classes_ignore_unlabelled_pixels():
@@ -67,6 +79,9 @@ def test_the_phantoms_regions_are_populations_and_a_meaningless_truth_is_not(haa
     assert auto["two_populations"] is True and auto["ceiling_ari"] > 0.8
     assert real["chips"][0]["ceiling_ari"] > auto["ceiling_ari"]  # finer chips follow the truth closer
     assert real["segments"]["segments"] > 1
+    assert [x["chip"] for x in real["scales"]] == list(SCALES)
+    ceilings = [x["ceiling_ari"] for x in real["scales"]]
+    assert ceilings == sorted(ceilings, reverse=True)  # the ceiling falls as chips grow
 
     # The same image under a truth that follows no contrast in it (left against right half of a
     # region-free noise image): the classes are one population on the chips.
@@ -84,6 +99,7 @@ def test_the_part_reports_every_image_and_counts_per_set(haadf, tmp_path):
     text = "\n".join(report.separability_section(rows))
     assert "## Are the classes two populations?" in text and "32*" in text
     counts = report.separability_counts(rows)["phantom"]
-    assert counts["images"] == 1 and counts["auto"] == "1/1"
+    assert counts["images"] == 1 and counts["auto"] == "1/1" and sorted(counts["scales"]) == list(SCALES)
+    assert "told-k intensity k-means" in text
     assert report.separability_figure({"separability": rows}, tmp_path) == "separability.png"
     assert (tmp_path / "separability.png").stat().st_size > 0

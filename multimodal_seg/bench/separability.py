@@ -18,7 +18,9 @@ puts the project's own question to the *truth*:
   segments follow the image's edges rather than a grid;
 * the chip-level ceiling: the pixel ARI of the truth's own chip majorities painted back
   (:func:`multimodal_seg.bench.quality.chip_ceiling`), the best any partition of those chips can
-  score before boundary refinement.
+  score before boundary refinement, at the run's chip sizes and at :data:`SCALES`;
+* at :data:`SCALES`, what the chips' grey level alone gives a method *told* the number of
+  classes: k-means of the chips' mean intensities, painted back (:func:`told_intensity`).
 
 Why classes a peer separates can be one population: two equally weighted normal populations of
 equal spread form one mode unless their means lie more than two standard deviations apart.  A
@@ -35,8 +37,10 @@ from typing import Any
 import numpy as np
 
 from ..chips.grid import ChipGrid
+from ..config import SegmentConfig
 from ..graphs.decide import MIN_TEST_CHIPS, unimodality_pvalue
 from ..graphs.knn import FeatureReducer
+from ..metrics import adjusted_rand
 from .chip_scale import chip_sizes
 from .quality import chip_ceiling
 
@@ -45,16 +49,16 @@ PURE = 0.9
 #: Chip sizes asked about besides the automatic one, as multiples of it (the smallest of the
 #: ``chip_scale`` part's range: finer chips hold more pure chips of a small class).
 CHIP_FACTORS = (0.5,)
+#: Chip sizes (px, stride half a chip) of the ceiling and of :func:`told_intensity`, which need no run.
+SCALES = (8, 16, 32, 64)
 #: Level at which two classes count as two populations: the default decision's ``alpha``.
-ALPHA = 0.01
+ALPHA = SegmentConfig().communities.alpha
 
 
-def window_fractions(mask: np.ndarray, grid: ChipGrid) -> np.ndarray:
-    """Share of each chip's pixels where ``mask`` is true: ``(n_chips,)`` in ``[0, 1]``, row-major.
-
-    ``mask``: ``(rows, cols)`` boolean map on the grid's image.
-    """
-    total = np.pad(np.asarray(mask, dtype=np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+def window_means(values: np.ndarray, grid: ChipGrid) -> np.ndarray:
+    """Mean of ``values`` (``(rows, cols)`` on the grid's image) over each chip: ``(n_chips,)``
+    float64, row-major.  Of a boolean mask: each chip's share of pixels where it is true."""
+    total = np.pad(np.asarray(values, dtype=np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     r, c = grid.origins[:, 0], grid.origins[:, 1]
     s = grid.size
     return (total[r + s, c + s] - total[r, c + s] - total[r + s, c] + total[r, c]) / float(s * s)
@@ -107,12 +111,27 @@ def chip_separability(image: np.ndarray, truth: np.ndarray, n_classes: int, *, c
     seg = segment(image, chip_size=chip, decide="none", refine=1, place_positions=False, seed=seed,
                   progress=False)
     grid = seg.grid
-    features = FeatureReducer(seed=seed).fit_transform(np.asarray(seg.embeddings))
+    # the graph's space: image encoders' features are standardised, then the default PCA
+    features = FeatureReducer(n_pcs=SegmentConfig().graph.n_pcs, seed=seed).fit_transform(np.asarray(seg.embeddings))
     classes = largest_classes(truth)
-    shares = [window_fractions(truth == c, grid) for c in classes]
+    shares = [window_means(truth == c, grid) for c in classes]
     ceiling = chip_ceiling(truth, n_classes, grid)["pixel"]["ari"]
     return {"chip": grid.size, "stride": grid.stride, "classes": classes, "ceiling_ari": float(ceiling),
             **populations_test(features, shares, seed=seed)}
+
+
+def told_intensity(image: np.ndarray, truth: np.ndarray, n_classes: int, chip: int, *,
+                   seed: int = 0) -> dict[str, Any]:
+    """On a grid of ``chip`` px chips (stride half a chip): the ceiling's pixel ``ceiling_ari``, and
+    the pixel ARI of k-means told ``n_classes`` on the chips' mean intensities, painted back
+    (``intensity_kmeans_ari``): what grey level at that scale gives a method told the number."""
+    from sklearn.cluster import KMeans
+
+    grid = ChipGrid(shape=truth.shape, size=chip, stride=max(1, chip // 2))
+    means = window_means(image, grid)[:, None]
+    labels = KMeans(n_clusters=n_classes, n_init=10, random_state=seed).fit_predict(means)
+    return {"chip": chip, "ceiling_ari": float(chip_ceiling(truth, n_classes, grid)["pixel"]["ari"]),
+            "intensity_kmeans_ari": adjusted_rand(grid.chip_labels_to_pixels(labels.reshape(grid.grid_shape)), truth)}
 
 
 def segment_separability(image: np.ndarray, truth: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
@@ -150,7 +169,8 @@ def separability(image: np.ndarray, truth: np.ndarray, n_classes: int, *,
     -------
     dict
         ``chips``: one :func:`chip_separability` row per chip size, ascending, the automatic
-        one marked ``auto``; ``segments``: :func:`segment_separability`.
+        one marked ``auto``; ``segments``: :func:`segment_separability`; ``scales``:
+        :func:`told_intensity` at each of :data:`SCALES` that fits in the image.
     """
     image = np.asarray(image, dtype=np.float32)
     truth = np.asarray(truth)
@@ -158,4 +178,5 @@ def separability(image: np.ndarray, truth: np.ndarray, n_classes: int, *,
     sizes = chip_sizes(auto["chip"], factors, min(image.shape))
     rows = [auto] + [chip_separability(image, truth, n_classes, chip=s, seed=seed) | {"auto": False}
                      for s in sizes if s != auto["chip"]]
-    return {"chips": sorted(rows, key=lambda r: r["chip"]), "segments": segment_separability(image, truth, seed=seed)}
+    return {"chips": sorted(rows, key=lambda r: r["chip"]), "segments": segment_separability(image, truth, seed=seed),
+            "scales": [told_intensity(image, truth, n_classes, s, seed=seed) for s in SCALES if s <= min(image.shape)]}
