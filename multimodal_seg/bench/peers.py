@@ -462,10 +462,11 @@ def felzenszwalb_kmeans(
 
 def felzenszwalb_segments(image: np.ndarray, *, scale: float = 100.0, sigma: float = 1.0,
                           min_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The segments :func:`felzenszwalb_kmeans` clusters (same parameters).
+    """The segments :func:`felzenszwalb_kmeans` clusters (its parameters, checked the same way).
 
     Returns the image scaled to ``[0, 1]`` (:func:`robust_unit_scale`) and the ``(rows, cols)``
-    integer segment map.
+    integer segment map.  Raises :class:`ParameterError` or :class:`InputError` as
+    :func:`felzenszwalb_kmeans` does.
     """
     from skimage.segmentation import felzenszwalb
 
