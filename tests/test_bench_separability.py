@@ -101,5 +101,9 @@ def test_the_part_reports_every_image_and_counts_per_set(haadf, tmp_path):
     counts = report.separability_counts(rows)["phantom"]
     assert counts["images"] == 1 and counts["auto"] == "1/1" and sorted(counts["scales"]) == list(SCALES)
     assert "told-k intensity k-means" in text
+    failed = report.separability_section(rows + [{"group": "ebc", "image": "broken", "error": "InputError: x"}])
+    (row,) = [line for line in failed if "broken" in line]
+    assert "error: InputError: x" in row and row.count("|") == 9  # a full row of 8 cells
+    assert report.separability_counts(rows + [{"group": "ebc", "image": "broken", "error": "x"}]).keys() == {"phantom"}
     assert report.separability_figure({"separability": rows}, tmp_path) == "separability.png"
     assert (tmp_path / "separability.png").stat().st_size > 0

@@ -491,6 +491,11 @@ def families_figure(results: dict, out: Path) -> str | None:
 # --------------------------------------------------------------------------- chip scale
 
 
+def _error_row(row: dict, columns: int) -> str:
+    """A table row of ``columns`` cells for an image whose case failed: set, image, the error."""
+    return f"| {row['group']} | {row['image']} | error: {row['error']} |" + " |" * (columns - 3)
+
+
 def chip_scale_section(rows: list[dict]) -> list[str]:
     lines = ["## ARI against chip size", "",
              "`segment()` with every default but the chip size, from about half to twice the automatic size "
@@ -499,7 +504,7 @@ def chip_scale_section(rows: list[dict]) -> list[str]:
              "|---|---|---:|---|---:|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['group']} | {r['image']} | error: {r['error']} |||| ")
+            lines.append(_error_row(r, 6))
             continue
         cells = ", ".join(f"{x['chip']}{'*' if x['chip'] == r['auto_chip'] else ''}: {x['ari']:.2f}" for x in r["rows"])
         counts = [x["n_communities"] for x in r["rows"]]
@@ -560,7 +565,7 @@ def separability_section(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['group']} | {r['image']} | error: {r['error']} ||||||")
+            lines.append(_error_row(r, 8))
             continue
         chips = r["chips"]
         seg = r["segments"]
