@@ -607,15 +607,15 @@ def separability_counts(rows: list[dict]) -> dict[str, dict]:
         ok = [r for r in rows if r["group"] == group and "chips" in r]
         auto = [next(c for c in r["chips"] if c["auto"]) for r in ok]
         half = [c for r in ok for c in r["chips"] if not c["auto"]]
-        scales = [x for r in ok for x in r.get("scales", [])]
+        by_chip: dict[int, list[dict]] = {}
+        for x in sorted((x for r in ok for x in r["scales"]), key=lambda x: x["chip"]):
+            by_chip.setdefault(x["chip"], []).append(x)
+        told = {chip: [x["intensity_kmeans_ari"] for x in at] for chip, at in by_chip.items()}
         out[group] = {"images": len(ok), "auto": tally(auto), "half": tally(half),
                       "segments": tally([r["segments"] for r in ok]),
                       "ceiling": float(np.mean([c["ceiling_ari"] for c in auto])),
-                      "scales": {chip: (float(np.mean([x["ceiling_ari"] for x in at])),
-                                        float(np.mean([x["intensity_kmeans_ari"] for x in at])),
-                                        float(min(x["intensity_kmeans_ari"] for x in at)))
-                                 for chip in sorted({x["chip"] for x in scales})
-                                 for at in [[x for x in scales if x["chip"] == chip]]}}
+                      "scales": {chip: (float(np.mean([x["ceiling_ari"] for x in at])), float(np.mean(told[chip])),
+                                        float(min(told[chip]))) for chip, at in by_chip.items()}}
     return out
 
 
