@@ -13,6 +13,7 @@ from multimodal_seg.bench.quality import score
 from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.cli import app
 from multimodal_seg.bench.quality import CHIP_CEILING
+from multimodal_seg.bench.report import speed_section
 from multimodal_seg.errors import InputError, ParameterError
 
 from .conftest import DATA
@@ -97,6 +98,33 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
                     "default beats every peer", "Machine:", "Reproduce:", "Where `segment()` spends its time"):
         assert heading in report, heading
     assert (out / "quality.png").stat().st_size > 0 and (out / "graph_scaling.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_full_speed_runs_time_compiled_networks_and_their_cache_across_processes(small_sizes, monkeypatch):
+    # a small image convnet stands in for ResNet50, whose compilation takes minutes
+    small = {"name": "image-cnn", "weights": "random", "options": {"size": 32, "batch_size": 8}}
+    monkeypatch.setattr(runner, "SPEED_IMAGE_ENCODERS",
+                        ((small, "chip"), ({**small, "options": {**small["options"], "compile": True}}, "chip")))
+    monkeypatch.setattr(runner, "SPEED_MODALITY_ENCODERS", ())
+    monkeypatch.setattr(runner, "PAIRS", 1)
+    assert [r["compiled"] for r in runner.run_speed(True)["encoders"]] == [False]  # quick: eager only
+    out = runner.run_speed(False)
+    eager, compiled = out["encoders"]
+    assert (eager["compiled"], compiled["compiled"]) == (False, True)
+    assert "error" not in compiled and compiled["segment_seconds"] > 0 and compiled["n_chips"] == eager["n_chips"]
+    # the same arithmetic per chip: a compiled batch's padding is not counted
+    assert compiled["forward"]["flops_per_chip"] == pytest.approx(eager["forward"]["flops_per_chip"], rel=1e-6)
+    processes = compiled["compile_processes"]
+    cold, warm = processes["cold"], processes["warm"]
+    assert cold["fallback"] is None and warm["fallback"] is None
+    assert processes["chips_shape"][0] == 8  # one batch
+    # the first process compiles (cache misses, no hits); the second loads what it left
+    assert cold["cache"]["fxgraph_cache_miss"] + cold["cache"]["autograd_cache_miss"] > 0
+    assert cold["cache"]["fxgraph_cache_hit"] + cold["cache"]["autograd_cache_hit"] == 0
+    assert warm["cache"]["fxgraph_cache_hit"] + warm["cache"]["autograd_cache_hit"] > 0
+    section = "\n".join(speed_section(out))
+    assert "| image-cnn, compiled |" in section and "Compilation across processes" in section
 
 
 @pytest.mark.realdata

@@ -309,3 +309,14 @@ def test_an_encoder_is_measured_against_the_peak_of_its_own_device():
     peaks = {"cpu": cpu_peak}
     assert peak_for(OnCPU(), peaks) is cpu_peak and peak_for(object(), peaks) is cpu_peak
     assert peak_for(OnMeta(), peaks) == {} and set(peaks) == {"cpu", "meta"}
+
+
+def test_compilation_across_processes_says_why_it_cannot_run(tmp_path):
+    with pytest.raises(ValueError, match="compile=True"):
+        speed.compilation_across_processes("spectrum-cnn", {"weights": "random"}, (4, 2, 2, 48))
+    (tmp_path / "left-over").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        speed.compilation_across_processes("spectrum-cnn", {"compile": True}, (4, 2, 2, 48), cache_dir=tmp_path)
+    # the fresh process's own error comes back with its last lines
+    with pytest.raises(RuntimeError, match="(?s)cold-cache process failed.*no_such_option"):
+        speed.compilation_across_processes("spectrum-cnn", {"compile": True, "no_such_option": 1}, (4, 2, 2, 48))

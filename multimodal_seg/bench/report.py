@@ -183,6 +183,43 @@ def _paired(r: dict) -> str:
     return f"{r['overhead_paired']:+.0%} ({spread[0]:+.0%} to {spread[1]:+.0%})"
 
 
+def _encoder_label(r: dict) -> str:
+    """The encoder's name, marked when its network ran through ``torch.compile``."""
+    return r["encoder"] + (", compiled" if r.get("compiled") else "")
+
+
+def _compile_table(sp: dict) -> list[str]:
+    """First calls of each compiled encoder in fresh processes, inductor's cache cold and warm."""
+    rows = [r for r in [*sp["encoders"], *sp.get("modality_encoders", [])] if r.get("compile_processes")]
+    if not rows:
+        return []
+    lines = ["", "Compilation across processes: " + rows[0]["compile_processes"]["method"] + ". *Warm-up in "
+             "run*: the forward pass's untimed first call in the benchmark's own process (inductor's cache "
+             "as this machine had it).", "",
+             "| encoder | batch | start and build s | first call, cache empty s | first call, cache warm s | "
+             "second call s | warm-up in run s | cache hits / misses, empty | warm |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cp = r["compile_processes"]
+        cold, warm = cp["cold"], cp["warm"]
+        fallback = cold.get("fallback") or warm.get("fallback")
+        lines.append(f"| {_encoder_label(r)} | {' x '.join(map(str, cp['chips_shape']))} | "
+                     f"{warm['build_seconds']:.1f} | {cold['first_call_seconds']:.1f} | "
+                     f"{warm['first_call_seconds']:.1f} | {warm['second_call_seconds']:.2f} | "
+                     f"{r['forward']['warmup_seconds']:.1f} | {_cache_counts(cold)} | {_cache_counts(warm)} |"
+                     + (f" fell back to eager: {fallback}" if fallback else ""))
+    return lines
+
+
+def _cache_counts(run: dict) -> str:
+    """Inductor's cache hits / misses in one process (AOTAutograd and FX graph caches together)."""
+    cache = run.get("cache") or {}
+    hits = cache.get("autograd_cache_hit", 0) + cache.get("fxgraph_cache_hit", 0)
+    misses = cache.get("autograd_cache_miss", 0) + cache.get("fxgraph_cache_miss", 0)
+    return f"{hits} / {misses}" if cache else ""
+
+
+
 def _step_table(sp: dict) -> list[str]:
     """The median seconds of each step of the timed ``segment()`` runs, one row per encoder."""
     rows = [r for r in [*sp["encoders"], *sp.get("modality_encoders", [])] if r.get("step_seconds")]
@@ -195,7 +232,7 @@ def _step_table(sp: dict) -> list[str]:
              "| encoder | " + " | ".join(steps) + " | segment() s | forward s |",
              "|---|" + "---:|" * (len(steps) + 2)]
     for r in rows:
-        name = r["encoder"] + (f" ({r['modality']})" if "modality" in r else "")
+        name = _encoder_label(r) + (f" ({r['modality']})" if "modality" in r else "")
         lines.append(f"| {name} | " + " | ".join(f"{r['step_seconds'].get(s, 0.0):.2f}" for s in steps)
                      + f" | {r['segment_seconds']:.2f} | {r['forward']['seconds']:.2f} |")
     return lines
@@ -224,15 +261,17 @@ def speed_section(sp: dict) -> list[str]:
              "the boundary chips of a finer grid again, which the forward pass on the grid's chips does "
              "not count: *encoded* is every chip `segment()` embeds, *forward, all* the forward pass's "
              "time for that many at its measured rate, and *over all* the pipeline's time over that "
-             "(what is left is the pipeline's own work).", "",
+             "(what is left is the pipeline's own work). Rows marked *compiled* run the network through "
+             "`torch.compile` (the encoder option `compile: true`); full runs only, since compiling takes "
+             "minutes on a CPU.", "",
              "| encoder | chips (size, stride) | chips/s | GFLOP/chip | GFLOP/s | of measured peak | "
              "segment() s | forward s | overhead | paired | encoded | forward, all s | over all | peak RSS MiB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sp["encoders"]:
         if "error" in r:
-            lines.append(f"| {r['encoder']} | error: {r['error']} |||||||||||||")
+            lines.append(f"| {_encoder_label(r)} | error: {r['error']} |||||||||||||")
             continue
-        lines.append(f"| {r['encoder']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | " + _speed_cells(r))
+        lines.append(f"| {_encoder_label(r)} | {r['n_chips']} ({r['chip']}, {r['stride']}) | " + _speed_cells(r))
     if sp.get("modality_encoders"):
         scan = sp["speed_scan"][0]
         lines += ["", f"Spectrum and diffraction encoders on the {scan}x{scan} multimodal phantom (chips of the "
@@ -246,10 +285,11 @@ def speed_section(sp: dict) -> list[str]:
                   "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sp["modality_encoders"]:
             if "error" in r:
-                lines.append(f"| {r['encoder']} | {r['modality']} | error: {r['error']} ||||||||||||||")
+                lines.append(f"| {_encoder_label(r)} | {r['modality']} | error: {r['error']} ||||||||||||||")
                 continue
-            lines.append(f"| {r['encoder']} | {r['modality']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | "
+            lines.append(f"| {_encoder_label(r)} | {r['modality']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | "
                          f"{r['n_forward']} {r['forward_on']} | " + _speed_cells(r))
+    lines += _compile_table(sp)
     lines += _step_table(sp)
     rows = sp["graph"].get("rows", [])
     if rows:

@@ -70,11 +70,22 @@ SIZES = {
     "chip_scale_images": (2, 1),  # labelled images per set in the chip-scale part
     "chip_factors": (chip_scale.FACTORS, (0.5, 1.0, 2.0)),
 }
+_RESNET = {"name": "resnet50", "weights": "random", "options": {"resize": None, "layer": "layer4"}}
+#: Image encoders timed in the speed part: (encoder config, stride), stride ``"chip"`` for
+#: chips side by side (the convnet) or ``None`` for the default grid's.  ResNet50 runs on
+#: the chips at their size (no resizing to 224 px) to its last block, with seeded random
+#: weights (the same network and cost as trained ones).  Compiled networks (option
+#: ``"compile": True``) are timed in full runs only: compilation takes minutes on a CPU.
+SPEED_IMAGE_ENCODERS = (({"name": "fourier"}, None), (_RESNET, "chip"),
+                        ({**_RESNET, "options": {**_RESNET["options"], "compile": True}}, "chip"))
 #: Spectrum and diffraction encoders timed in the speed part: (modality, encoder, options).
 #: The convnets have no trained weights yet: seeded random ones time the same network.
+#: Compiled convnets (``"compile": True``) are timed in full runs only: compilation takes minutes.
 SPEED_MODALITY_ENCODERS = (("eels", "spectrum-pca", {}), ("eels", "spectrum-cnn", {"weights": "random"}),
+                           ("eels", "spectrum-cnn", {"weights": "random", "compile": True}),
                            ("diffraction", "diffraction-profiles", {}),
-                           ("diffraction", "diffraction-cnn", {"weights": "random"}))
+                           ("diffraction", "diffraction-cnn", {"weights": "random"}),
+                           ("diffraction", "diffraction-cnn", {"weights": "random", "compile": True}))
 
 #: Real spectrum images with a survey image in the same file (under DATA_DIR/multimodal):
 #: name -> (file, image modality name, spectrum reader options).
@@ -309,13 +320,15 @@ def run_speed(quick: bool, echo=None) -> dict:
     low, high = np.percentile(image, [1, 99])
     scaled = np.clip((image - low) / (high - low), 0, 1).astype(np.float32)
     out["encoders"] = []
-    resnet = {"name": "resnet50", "weights": "random", "options": {"resize": None, "layer": "layer4"}}
-    cases = [("fourier", {"name": "fourier"}, None), ("resnet50", resnet, "chip")]
-    for name, encoder_config, stride in cases:
-        _log(f"speed: {name}", echo)
-        record: dict[str, Any] = {"encoder": name}
+    for encoder_config, stride in SPEED_IMAGE_ENCODERS:
+        name = encoder_config["name"]
+        compiled = bool(encoder_config.get("options", {}).get("compile"))
+        if compiled and quick:
+            continue
+        _log(f"speed: {name}{', compiled' if compiled else ''}", echo)
+        record: dict[str, Any] = {"encoder": name, "compiled": compiled}
 
-        def case(name=name, encoder_config=encoder_config, stride=stride) -> dict:
+        def case(encoder_config=encoder_config, stride=stride, compiled=compiled) -> dict:
             grid = methods.default_grid(image)
             if stride == "chip":
                 grid = ChipGrid(image.shape, grid.size, grid.size)
@@ -324,14 +337,15 @@ def run_speed(quick: bool, echo=None) -> dict:
             encoder.fit(chips[: min(len(chips), 512)])
             forward = speed.encoder_throughput(encoder, chips, repeats=1 if quick else 3,
                                                peak=speed.peak_for(encoder, peaks))
-            kwargs: dict[str, Any] = {"encoder": name, "stride": grid.stride}
-            if name == "resnet50":
-                kwargs |= {"weights": "random",
-                           "config": {"encoder": {"options": {"resize": None, "layer": "layer4"}}}}
-            timed = _time_pipeline(lambda: segment(image, seed=0, progress=False, **kwargs),
+            timed = _time_pipeline(lambda: segment(image, seed=0, progress=False, stride=grid.stride,
+                                                   config={"encoder": encoder_config}),
                                    lambda: encoder.encode(chips), repeats=1 if quick else PAIRS)
+            processes = {"compile_processes": speed.compilation_across_processes(
+                name, {"weights": encoder_config.get("weights"), **encoder_config["options"]},
+                (encoder.batch_size, *chips.shape[1:]))} if compiled else {}
             return {"forward": forward, "n_chips": grid.n_chips, "chip": grid.size, "stride": grid.stride,
-                    **timed, **_overheads(timed, forward, grid.n_chips, grid.n_chips + timed["refined_chips"])}
+                    **timed, **_overheads(timed, forward, grid.n_chips, grid.n_chips + timed["refined_chips"]),
+                    **processes}
 
         out["encoders"].append(_guard(record, case, echo))
     out.update(_modality_encoder_speed(SIZES["speed_scan"][pick], quick, peaks, echo))
@@ -428,7 +442,11 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
     size, stride = chip_geometry(ChipConfig(), modalities)
     rows = []
     for modality_name, encoder_name, options in SPEED_MODALITY_ENCODERS:
-        record: dict[str, Any] = {"encoder": encoder_name, "modality": modality_name, "options": options}
+        compiled = bool(options.get("compile"))
+        if compiled and quick:
+            continue
+        record: dict[str, Any] = {"encoder": encoder_name, "modality": modality_name, "options": options,
+                                  "compiled": compiled}
 
         def case(modality_name=modality_name, encoder_name=encoder_name, options=options) -> dict:
             modality = modalities[modality_name]
@@ -451,9 +469,12 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
                 repeats=1 if quick else PAIRS)
             # encoders that pool positions refine from the positions already encoded
             encoded = len(units) + (0 if encoder.pools_positions else timed["refined_chips"])
+            processes = {"compile_processes": speed.compilation_across_processes(
+                encoder_name, options, (encoder.batch_size, *units.shape[1:]))} if compiled else {}
             return {"forward": forward, "n_chips": chips.grid.n_chips, "chip": size, "stride": stride,
                     "forward_on": "positions" if encoder.pools_positions else "chips",
-                    "n_forward": len(units), **timed, **_overheads(timed, forward, len(units), encoded)}
+                    "n_forward": len(units), **timed, **_overheads(timed, forward, len(units), encoded),
+                    **processes}
 
         rows.append(_guard(record, case, echo))
     return {"modality_encoders": rows, "speed_scan": [scan, scan]}

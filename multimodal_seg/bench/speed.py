@@ -12,6 +12,8 @@ obtained, so that a report can quote the method next to the number.
   encoder.
 * :func:`encoder_throughput`: chips per second of ``encoder.encode`` and the
   fraction of peak it reaches.
+* :func:`compilation_across_processes`: a compiled encoder's first call in a fresh
+  process, with inductor's on-disk cache empty and then warm from the first.
 * :func:`graph_scaling`: seconds of PCA + kNN graph and of Leiden against the
   number of chips, on a planted Gaussian mixture (the recovered partition is
   scored, so a fast but wrong graph stage shows).
@@ -25,12 +27,15 @@ is counted (see each function).  Nothing here prints.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import shutil
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "compilation_across_processes",
     "current_rss_mib",
     "encoder_flops_per_chip",
     "encoder_throughput",
@@ -482,6 +488,8 @@ def encoder_flops_per_chip(encoder: Any, chip_shape: tuple[int, ...]) -> float |
     ResNet50's resize to 224 px).  Element-wise operations, normalisation and
     pooling are not counted, as is usual for network FLOPs.  A chip of
     ``h x w`` positions (spectra, patterns) is counted whole: all its positions.
+    A compiled network (``compile=True``) is counted as it runs eagerly: the same
+    arithmetic, without the zeros its batches are padded with.
 
     Numpy encoders: the Fourier encoder has an analytic count
     (:func:`fourier_flops_per_chip`); for the others (``spectrum-pca``,
@@ -504,8 +512,18 @@ def encoder_flops_per_chip(encoder: Any, chip_shape: tuple[int, ...]) -> float |
         from torch.utils.flop_counter import FlopCounterMode
 
         chip = _example_chips(shape)
-        with FlopCounterMode(display=False) as counter:
-            encoder.encode(chip)
+        # A compiled network is counted eagerly: the same arithmetic, without the padding
+        # of the batch to its fixed size (and without compiling under the counter's hooks).
+        runner = getattr(encoder, "runner", None)
+        compiled = bool(getattr(runner, "compile", False))
+        try:
+            if compiled:
+                runner.compile = False
+            with FlopCounterMode(display=False) as counter:
+                encoder.encode(chip)
+        finally:
+            if compiled:
+                runner.compile = True
         total = counter.get_total_flops()
         return float(total) if total > 0 else None
     from ..encoders.fourier import FourierEncoder
@@ -655,6 +673,83 @@ def encoder_throughput(
         if flops_per_chip and peak.get("measured_cpu_flops") and cpu_seconds > 0 else None,
         "fraction_of_nominal_peak": rate / nominal_peak if rate and nominal_peak else None,
     }
+
+
+#: Run in a fresh interpreter by :func:`compilation_across_processes`: builds the encoder,
+#: then times its first ``encode`` (compilation, or a load from inductor's cache) and a second.
+_FIRST_CALL_SCRIPT = """
+import json, sys, time
+start = time.perf_counter()
+import numpy as np
+from multimodal_seg.encoders import get_encoder
+name, options, shape = json.loads(sys.argv[1])
+encoder = get_encoder(name, **options)
+chips = np.random.default_rng(0).random(shape, dtype=np.float32)
+encoder.fit(chips)
+built = time.perf_counter()
+encoder.encode(chips)
+first = time.perf_counter()
+encoder.encode(chips)
+second = time.perf_counter()
+from torch._dynamo.utils import counters  # what inductor found in its cache, and what it compiled
+caches = {key: int(counters[group][key]) for group, key in
+          [("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"),
+           ("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss")]}
+print(json.dumps({"build_seconds": built - start, "first_call_seconds": first - built,
+                  "second_call_seconds": second - first, "cache": caches,
+                  "fallback": getattr(getattr(encoder, "runner", None), "fallback", None)}))
+"""
+
+
+def compilation_across_processes(encoder_name: str, options: dict[str, Any], chips_shape: tuple[int, ...],
+                                 *, cache_dir: str | Path | None = None, timeout: float = 900.0) -> dict[str, Any]:
+    """How long a compiled encoder's first call takes in a fresh process, cache cold and warm.
+
+    Two fresh interpreters in turn build ``get_encoder(encoder_name, **options)``
+    (``options`` with ``compile=True``) and call ``encode`` twice on random chips of
+    ``chips_shape`` (``(n, *chip_shape)``; ``n`` one batch), both with
+    ``TORCHINDUCTOR_CACHE_DIR`` set to one new, empty temporary folder (or to
+    ``cache_dir``, which must be empty, and is kept): the first process compiles from
+    nothing, the second finds what the first left on disk, as every later process of
+    a batch, a Dask worker or a rerun does.
+
+    Returns
+    -------
+    dict with ``cold`` and ``warm`` (each ``build_seconds``: interpreter start,
+    imports and building the encoder, s; ``first_call_seconds``: the first ``encode``,
+    compilation included, s; ``second_call_seconds``: the next, s; ``cache``: torch's
+    counts of AOTAutograd and FX graph cache hits and misses in that process,
+    ``autograd_cache_hit``, ``autograd_cache_miss``, ``fxgraph_cache_hit``,
+    ``fxgraph_cache_miss``; ``fallback``: why compilation was given up, or None),
+    ``chips_shape`` and ``method`` (a sentence).
+
+    Raises
+    ------
+    RuntimeError
+        If a process fails or runs past ``timeout`` seconds (its last output lines).
+    """
+    if not options.get("compile"):
+        raise ValueError(f"options {options!r} do not compile the network; pass compile=True")
+    argument = json.dumps([encoder_name, options, [int(s) for s in chips_shape]])
+    if cache_dir is not None and any(Path(cache_dir).iterdir()):
+        raise ValueError(f"cache_dir {cache_dir} is not empty; the first process must start from no cache")
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="mmseg-inductor-") as scratch:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir or scratch)}
+        for name in ("cold", "warm"):
+            try:
+                done = subprocess.run([sys.executable, "-c", _FIRST_CALL_SCRIPT, argument], env=env,
+                                      capture_output=True, text=True, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired as error:
+                raise RuntimeError(f"the {name}-cache process ran past {timeout:.0f} s") from error
+            if done.returncode != 0:
+                tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+                raise RuntimeError(f"the {name}-cache process failed (exit {done.returncode}):\n{tail}")
+            runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**runs, "chips_shape": [int(s) for s in chips_shape],
+            "method": ("two fresh Python processes one after the other, sharing one new, empty "
+                       "TORCHINDUCTOR_CACHE_DIR: each builds the encoder and times its first encode "
+                       "(compilation, or a load from the cache the first process left) and a second")}
 
 
 # --------------------------------------------------------------------------- graph and Leiden
