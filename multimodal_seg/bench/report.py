@@ -166,7 +166,8 @@ def _speed_cells(r: dict) -> str:
     fw = r["forward"]
     fpc = fw.get("flops_per_chip")
     return (f"{fw['chips_per_s']:.0f} | {_f(None if fpc is None else fpc / 1e9)} | "
-            f"{_gflops(fw.get('flop_rate'))} | {_f(fw.get('fraction_of_measured_peak'), 3)} | "
+            f"{_gflops(fw.get('flop_rate'))} | {_gflops(fw.get('peak_measured_flops'))} | "
+            f"{_f(fw.get('fraction_of_measured_peak'), 3)} | "
             f"{r['segment_seconds']:.2f} | {fw['seconds']:.2f} | {r['overhead']:+.0%} | {_paired(r)} | "
             f"{r.get('n_encoded', '')} | {_f(r.get('forward_all_seconds'))} | "
             f"{'' if r.get('overhead_all') is None else format(r['overhead_all'], '+.0%')} | "
@@ -263,13 +264,15 @@ def speed_section(sp: dict) -> list[str]:
              "time for that many at its measured rate, and *over all* the pipeline's time over that "
              "(what is left is the pipeline's own work). Rows marked *compiled* run the network through "
              "`torch.compile` (the encoder option `compile: true`); full runs only, since compiling takes "
-             "minutes on a CPU.", "",
-             "| encoder | chips (size, stride) | chips/s | GFLOP/chip | GFLOP/s | of measured peak | "
+             "minutes on a CPU. *Peak GFLOP/s*: the float32 peak measured again right before the "
+             "encoder's forward pass (the same way as above), which its share is taken against: a shared "
+             "host's speed drifts by tens of per cent within minutes.", "",
+             "| encoder | chips (size, stride) | chips/s | GFLOP/chip | GFLOP/s | peak GFLOP/s | of measured peak | "
              "segment() s | forward s | overhead | paired | encoded | forward, all s | over all | peak RSS MiB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sp["encoders"]:
         if "error" in r:
-            lines.append(f"| {_encoder_label(r)} | error: {r['error']} |||||||||||||")
+            lines.append(f"| {_encoder_label(r)} | error: {r['error']} ||||||||||||||")
             continue
         lines.append(f"| {_encoder_label(r)} | {r['n_chips']} ({r['chip']}, {r['stride']}) | " + _speed_cells(r))
     if sp.get("modality_encoders"):
@@ -280,12 +283,12 @@ def speed_section(sp: dict) -> list[str]:
                   "so their forward pass is timed on the positions. FLOPs are counted for the torch "
                   "convnets only.", "",
                   "| encoder | modality | chips (size, stride) | forward on | units/s | GFLOP/unit | GFLOP/s | "
-                  "of measured peak | segment() s | forward s | overhead | paired | encoded | forward, all s | "
-                  "over all | peak RSS MiB |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "peak GFLOP/s | of measured peak | segment() s | forward s | overhead | paired | encoded | "
+                  "forward, all s | over all | peak RSS MiB |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sp["modality_encoders"]:
             if "error" in r:
-                lines.append(f"| {_encoder_label(r)} | {r['modality']} | error: {r['error']} ||||||||||||||")
+                lines.append(f"| {_encoder_label(r)} | {r['modality']} | error: {r['error']} |||||||||||||||")
                 continue
             lines.append(f"| {_encoder_label(r)} | {r['modality']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | "
                          f"{r['n_forward']} {r['forward_on']} | " + _speed_cells(r))

@@ -336,7 +336,7 @@ def run_speed(quick: bool, echo=None) -> dict:
             encoder, _ = image_encoder(EncoderConfig(**encoder_config))
             encoder.fit(chips[: min(len(chips), 512)])
             forward = speed.encoder_throughput(encoder, chips, repeats=1 if quick else 3,
-                                               peak=speed.peak_for(encoder, peaks))
+                                               peak=_peak_now(encoder, peaks))
             timed = _time_pipeline(lambda: segment(image, seed=0, progress=False, stride=grid.stride,
                                                    config={"encoder": encoder_config}),
                                    lambda: encoder.encode(chips), repeats=1 if quick else PAIRS)
@@ -353,6 +353,23 @@ def run_speed(quick: bool, echo=None) -> dict:
     _log("speed: graph and Leiden against the number of chips", echo)
     out["graph"] = _guard({}, lambda: {"rows": speed.graph_scaling(SIZES["graph_chips"][pick])}, echo)
     return out
+
+
+def _peak_now(encoder: Any, peaks: dict) -> dict:
+    """The peak of ``encoder``'s device measured now, right before its forward pass.
+
+    A shared host's speed drifts by tens of per cent within minutes (one run measured 162
+    GFLOP/s at its start and 245 a few minutes later), so each encoder's share of peak is
+    taken against a peak measured under the same conditions.  The first peak of each device
+    is kept in ``peaks`` (the report's header).
+    """
+    from . import speed
+
+    now: dict = {}
+    peak = speed.peak_for(encoder, now)
+    for device, measured in now.items():
+        peaks.setdefault(device, measured)
+    return peak
 
 
 def _time_pipeline(run: Callable[[], Any], forward: Callable[[], Any], *, repeats: int = PAIRS) -> dict:
@@ -461,7 +478,7 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
             else:
                 units = np.concatenate([c for _, c in iter_chips(data, view.origins, view.size)])
             forward = speed.encoder_throughput(encoder, units, repeats=1 if quick else 3,
-                                               peak=speed.peak_for(encoder, peaks))
+                                               peak=_peak_now(encoder, peaks))
             timed = _time_pipeline(lambda: segment(
                 {modality_name: modality}, chip_size=size, stride=stride, seed=0, progress=False,
                 config={"modality_encoders": {modality_name: encoder_name}},
