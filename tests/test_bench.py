@@ -60,6 +60,11 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     assert speed["peak"]["measured_flops"] > 0
     assert {r["encoder"] for r in speed["encoders"]} == {"fourier", "resnet50"}
     assert all("error" not in r and r["segment_seconds"] > 0 for r in speed["encoders"])
+    # each share of peak is against the higher of the peaks measured just before and after
+    for row in speed["encoders"]:
+        forward = row["forward"]
+        assert len(forward["peaks_around"]) == 2 and forward["peak_measured_flops"] == max(forward["peaks_around"])
+        assert forward["fraction_of_measured_peak"] == pytest.approx(forward["flop_rate"] / max(forward["peaks_around"]))
     # refinement embeds boundary chips again with the lightweight encoder only (ResNet50: off),
     # and the overhead over every forward pass counts them
     image_rows = {r["encoder"]: r for r in speed["encoders"]}

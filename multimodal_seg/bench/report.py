@@ -264,9 +264,9 @@ def speed_section(sp: dict) -> list[str]:
              "time for that many at its measured rate, and *over all* the pipeline's time over that "
              "(what is left is the pipeline's own work). Rows marked *compiled* run the network through "
              "`torch.compile` (the encoder option `compile: true`); full runs only, since compiling takes "
-             "minutes on a CPU. *Peak GFLOP/s*: the float32 peak measured again right before the "
-             "encoder's forward pass (the same way as above), which its share is taken against: a shared "
-             "host's speed drifts by tens of per cent within minutes.", "",
+             "minutes on a CPU. *Peak GFLOP/s*: the float32 peak measured again (the same way as above) "
+             "right before and right after the encoder's forward pass, the higher of the two, which its "
+             "share is taken against: a shared host's speed drifts by tens of per cent within minutes.", "",
              "| encoder | chips (size, stride) | chips/s | GFLOP/chip | GFLOP/s | peak GFLOP/s | of measured peak | "
              "segment() s | forward s | overhead | paired | encoded | forward, all s | over all | peak RSS MiB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -335,8 +335,7 @@ def run_speed(quick: bool, echo=None) -> dict:
             chips = np.concatenate([c for _, c in iter_chips(scaled, grid.origins, grid.size)])
             encoder, _ = image_encoder(EncoderConfig(**encoder_config))
             encoder.fit(chips[: min(len(chips), 512)])
-            forward = speed.encoder_throughput(encoder, chips, repeats=1 if quick else 3,
-                                               peak=_peak_now(encoder, peaks))
+            forward = _forward_pass(encoder, chips, repeats=1 if quick else 3, peaks=peaks)
             timed = _time_pipeline(lambda: segment(image, seed=0, progress=False, stride=grid.stride,
                                                    config={"encoder": encoder_config}),
                                    lambda: encoder.encode(chips), repeats=1 if quick else PAIRS)
@@ -355,21 +354,33 @@ def run_speed(quick: bool, echo=None) -> dict:
     return out
 
 
-def _peak_now(encoder: Any, peaks: dict) -> dict:
-    """The peak of ``encoder``'s device measured now, right before its forward pass.
+def _forward_pass(encoder: Any, units: np.ndarray, *, repeats: int, peaks: dict) -> dict:
+    """:func:`speed.encoder_throughput` of ``encoder`` on ``units``, against the peak of its
+    device measured right before and right after it, whichever is higher.
 
     A shared host's speed drifts by tens of per cent within minutes (one run measured 162
-    GFLOP/s at its start and 245 a few minutes later), so each encoder's share of peak is
-    taken against a peak measured under the same conditions.  The first peak of each device
-    is kept in ``peaks`` (the report's header).
+    GFLOP/s at its start and 245 a few minutes later; another 199-328 across its rows), so
+    each encoder's share of peak is taken against peaks measured under the same conditions,
+    and against the higher of the two so that a slow moment cannot flatter it
+    (``peaks_around``: both, FLOP/s).  The first peak of each device is kept in ``peaks``
+    (the report's header).
     """
     from . import speed
 
-    now: dict = {}
-    peak = speed.peak_for(encoder, now)
-    for device, measured in now.items():
-        peaks.setdefault(device, measured)
-    return peak
+    def measure() -> dict:
+        now: dict = {}
+        peak = speed.peak_for(encoder, now)
+        for device, measured in now.items():
+            peaks.setdefault(device, measured)
+        return peak
+
+    before = measure()
+    forward = speed.encoder_throughput(encoder, units, repeats=repeats, peak=before)
+    after = measure()
+    around = [p.get("measured_flops") for p in (before, after)]
+    if (after.get("measured_flops") or 0) > (before.get("measured_flops") or 0):
+        forward.update(speed.against_peak(forward, after))
+    return {**forward, "peaks_around": around}
 
 
 def _time_pipeline(run: Callable[[], Any], forward: Callable[[], Any], *, repeats: int = PAIRS) -> dict:
@@ -477,8 +488,7 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
                 units = data.reshape(-1, 1, 1, *data.shape[2:])  # every position once
             else:
                 units = np.concatenate([c for _, c in iter_chips(data, view.origins, view.size)])
-            forward = speed.encoder_throughput(encoder, units, repeats=1 if quick else 3,
-                                               peak=_peak_now(encoder, peaks))
+            forward = _forward_pass(encoder, units, repeats=1 if quick else 3, peaks=peaks)
             timed = _time_pipeline(lambda: segment(
                 {modality_name: modality}, chip_size=size, stride=stride, seed=0, progress=False,
                 config={"modality_encoders": {modality_name: encoder_name}},

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "against_peak",
     "compilation_across_processes",
     "current_rss_mib",
     "encoder_flops_per_chip",
@@ -644,11 +645,8 @@ def encoder_throughput(
     seconds = statistics.median(times)
     cpu_seconds = statistics.median(cpu_times)
     chips_per_s = n / seconds
-    rate = flops_per_chip * chips_per_s if flops_per_chip is not None else None
-    measured_peak = peak.get("measured_flops")
-    nominal_peak = peak.get("nominal_flops")
     describe = encoder.describe() if hasattr(encoder, "describe") else type(encoder).__name__
-    return {
+    record = {
         "encoder": describe,
         "device": device,
         "threads": torch.get_num_threads(),
@@ -662,16 +660,31 @@ def encoder_throughput(
         "chips_per_s": chips_per_s,
         "seconds_per_chip": seconds / n,
         "flops_per_chip": flops_per_chip,
-        "flop_rate": rate,
-        "peak_measured_flops": measured_peak,
-        "peak_nominal_flops": nominal_peak,
-        "fraction_of_measured_peak": rate / measured_peak if rate and measured_peak else None,
+        "flop_rate": flops_per_chip * chips_per_s if flops_per_chip is not None else None,
         "cpu_seconds": cpu_seconds,
-        # the same per CPU-second (times torch's threads) against the peak's: steadier on a busy machine
-        "fraction_of_measured_cpu_peak": (flops_per_chip * n * torch.get_num_threads() / cpu_seconds
-                                          / peak["measured_cpu_flops"])
-        if flops_per_chip and peak.get("measured_cpu_flops") and cpu_seconds > 0 else None,
-        "fraction_of_nominal_peak": rate / nominal_peak if rate and nominal_peak else None,
+    }
+    return {**record, **against_peak(record, peak)}
+
+
+def against_peak(record: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]:
+    """The peak fields of an :func:`encoder_throughput` record, taken against ``peak``.
+
+    Returns ``peak_measured_flops``, ``peak_nominal_flops`` (FLOP/s, or None),
+    ``fraction_of_measured_peak``, ``fraction_of_nominal_peak`` (the record's
+    ``flop_rate`` over them) and ``fraction_of_measured_cpu_peak`` (FLOP per CPU-second
+    times torch's threads, over the peak's ``measured_cpu_flops``: steadier than the
+    wall-time fraction when other work shares the machine); fractions are None where a
+    figure is missing.
+    """
+    rate, measured, nominal = record.get("flop_rate"), peak.get("measured_flops"), peak.get("nominal_flops")
+    work = (record["flops_per_chip"] or 0) * record["n_chips"] * record["threads"]
+    return {
+        "peak_measured_flops": measured,
+        "peak_nominal_flops": nominal,
+        "fraction_of_measured_peak": rate / measured if rate and measured else None,
+        "fraction_of_measured_cpu_peak": work / record["cpu_seconds"] / peak["measured_cpu_flops"]
+        if work and peak.get("measured_cpu_flops") and record["cpu_seconds"] > 0 else None,
+        "fraction_of_nominal_peak": rate / nominal if rate and nominal else None,
     }
 
 
