@@ -220,7 +220,6 @@ def _cache_counts(run: dict) -> str:
     return f"{hits} / {misses}" if cache else ""
 
 
-
 def _step_table(sp: dict) -> list[str]:
     """The median seconds of each step of the timed ``segment()`` runs, one row per encoder."""
     rows = [r for r in [*sp["encoders"], *sp.get("modality_encoders", [])] if r.get("step_seconds")]

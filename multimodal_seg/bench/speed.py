@@ -704,10 +704,13 @@ encoder.encode(chips)
 first = time.perf_counter()
 encoder.encode(chips)
 second = time.perf_counter()
-from torch._dynamo.utils import counters  # what inductor found in its cache, and what it compiled
-caches = {key: int(counters[group][key]) for group, key in
-          [("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"),
-           ("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss")]}
+try:  # what inductor found in its cache, and what it compiled (torch's own counters, not public API)
+    from torch._dynamo.utils import counters
+    caches = {key: int(counters[group][key]) for group, key in
+              [("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"),
+               ("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss")]}
+except (ImportError, AttributeError, KeyError, TypeError):
+    caches = None
 print(json.dumps({"build_seconds": built - start, "first_call_seconds": first - built,
                   "second_call_seconds": second - first, "cache": caches,
                   "fallback": getattr(getattr(encoder, "runner", None), "fallback", None)}))
@@ -733,7 +736,8 @@ def compilation_across_processes(encoder_name: str, options: dict[str, Any], chi
     compilation included, s; ``second_call_seconds``: the next, s; ``cache``: torch's
     counts of AOTAutograd and FX graph cache hits and misses in that process,
     ``autograd_cache_hit``, ``autograd_cache_miss``, ``fxgraph_cache_hit``,
-    ``fxgraph_cache_miss``; ``fallback``: why compilation was given up, or None),
+    ``fxgraph_cache_miss``, or None where this torch does not keep them; ``fallback``:
+    why compilation was given up, or None),
     ``chips_shape`` and ``method`` (a sentence).
 
     Raises
