@@ -103,6 +103,10 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
                     "default beats every peer", "Machine:", "Reproduce:", "Where `segment()` spends its time"):
         assert heading in report, heading
     assert (out / "quality.png").stat().st_size > 0 and (out / "graph_scaling.png").stat().st_size > 0
+    assert (out / "speed_steps.png").stat().st_size > 0 and "![speed_steps.png]" in report
+    # the steps in the order segment() runs them, also from results.json read back (keys sorted)
+    header = next(line for line in speed_section(results["speed"]) if line.startswith("| encoder | plan"))
+    assert header.startswith("| encoder | plan | modalities | chips | embed | graphs | communities |")
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..pipeline.segment import STEPS
 from ..provenance import atomic_path, write_text_atomic
 from ..synthetic.families import FAMILIES
 from .quality import BOUND_PER_CLASS, CHIP_CEILING
@@ -220,12 +221,19 @@ def _cache_counts(run: dict) -> str:
     return f"{hits} / {misses}" if cache else ""
 
 
+def _step_names(rows: list[dict]) -> list[str]:
+    """The steps timed in ``rows``, in the order ``segment()`` runs them (a results.json read
+    back has its keys sorted), any the pipeline does not name last."""
+    names = set(name for r in rows for name in r["step_seconds"])
+    return [s for s in STEPS if s in names] + sorted(names - set(STEPS))
+
+
 def _step_table(sp: dict) -> list[str]:
     """The median seconds of each step of the timed ``segment()`` runs, one row per encoder."""
     rows = [r for r in [*sp["encoders"], *sp.get("modality_encoders", [])] if r.get("step_seconds")]
     if not rows:
         return []
-    steps = list(dict.fromkeys(name for r in rows for name in r["step_seconds"]))
+    steps = _step_names(rows)
     lines = ["", "Where `segment()` spends its time: the median seconds of each step over the timed runs "
              "(`provenance.json`'s `seconds`; *embed* holds the forward pass, *refine* the boundary chips "
              "it embeds again):", "",
@@ -317,6 +325,37 @@ def _save(fig: Any, out: Path, name: str) -> str:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return name
+
+
+def speed_steps_figure(results: dict, out: Path) -> str | None:
+    """``speed_steps.png``: each encoder's ``segment()`` as a bar of its steps' median seconds,
+    beside its bare forward pass and the goal's 15 % over it."""
+    import matplotlib.pyplot as plt
+
+    sp = results.get("speed", {})
+    rows = [r for r in [*sp.get("encoders", []), *sp.get("modality_encoders", [])] if r.get("step_seconds")]
+    if not rows:
+        return None
+    steps = _step_names(rows)
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(steps)]
+    fig, ax = plt.subplots(figsize=(9.5, 0.45 * len(rows) + 1.4))
+    for i, r in enumerate(rows):
+        left = 0.0
+        for step, colour in zip(steps, colours):
+            width = r["step_seconds"].get(step, 0.0)
+            ax.barh(i, width, left=left, color=colour, label=step if i == 0 else None)
+            left += width
+        forward = r["forward"]["seconds"]
+        ax.plot([forward, forward], [i - 0.4, i + 0.4], "k-", lw=2, label="forward pass" if i == 0 else None)
+        ax.plot([forward * (1 + GOAL_OVERHEAD)] * 2, [i - 0.4, i + 0.4], "k:", lw=1.5,
+                label=f"forward + {GOAL_OVERHEAD:.0%} (goal)" if i == 0 else None)
+    ax.set_yticks(range(len(rows)), [_encoder_label(r) + (f" ({r['modality']})" if "modality" in r else "")
+                                     for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("s (median of the timed runs)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Where segment() spends its time, against the bare forward pass")
+    return _save(fig, out, "speed_steps.png")
 
 
 def quality_figure(results: dict, out: Path) -> str | None:
@@ -737,6 +776,7 @@ def write_report(results: dict, out: Path) -> None:
         lines += consistency_section(results["consistency"])
     if "speed" in results:
         lines += speed_section(results["speed"])
+        figures.append(speed_steps_figure(results, out))
         figures.append(graph_figure(results, out))
     if "families" in results:
         lines += families_section(results["families"])

@@ -41,6 +41,8 @@ from .study import Study
 
 #: Name of the modality when ``segment()`` is given one image rather than a mapping.
 SINGLE_IMAGE = "image"
+#: The steps ``provenance.json``'s ``seconds`` times, in the order they run.
+STEPS = ("plan", "modalities", "chips", "embed", "graphs", "communities", "fusion", "refine", "place", "collect")
 
 
 @dataclass
