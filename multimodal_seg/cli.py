@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .bench.runner import PARTS
 from .errors import MMSegError
 
 app = typer.Typer(
@@ -334,8 +335,7 @@ def bench(
                                     "multimodal/); leave out for phantoms only."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (report.md, results.json, figures)."),
     quick: bool = typer.Option(False, "--quick", help="Fewer images, seeds and sizes (minutes)."),
-    parts: str = typer.Option("quality,stability,consistency,speed,families,chip_scale,separability",
-                              help="Comma-separated parts to run."),
+    parts: str = typer.Option(",".join(PARTS), help="Comma-separated parts to run."),
     methods: str = typer.Option(None, help="Comma-separated methods for the quality part (default: all)."),
     images: int = typer.Option(None, min=1, help="Images per labelled set, spread over it (default: all)."),
     families: str = typer.Option(None, help="Comma-separated phantom families for the families part "
