@@ -44,7 +44,24 @@ def _communities_table(seg) -> Table:
         crystallinity = f"{row.crystallinity:.2f}" if math.isfinite(row.crystallinity) else "-"
         table.add_row(str(row.community), str(row.n_chips), f"{100 * row.area_fraction:.1f}",
                       f"{row.mean_intensity:.4g}", crystallinity)
+    table.caption = _decision_line(seg)
     return table
+
+
+def _decision_line(seg) -> str | None:
+    """How the painted partition's number of communities was decided, with the decision's
+    margin (the p-values either side of alpha): ``None`` where the data did not decide it."""
+    from .graphs.decide import decision_margin
+
+    decision = next(iter((seg.provenance.get("partitions") or {}).values()), {}).get("decision")
+    if not decision:
+        return None
+    margin = decision_margin(decision)
+    line = f"Leiden found {decision['n_before']}; merged by the dip test at alpha {margin['alpha']:g}"
+    parts = [f"{label} p = {margin[key]:.3g}" for key, label in (("last_merged", "last pair merged"),
+                                                                    ("closest_kept", "closest pair kept apart"))
+             if margin[key] is not None]
+    return line + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _sources(path: Path | None, modality: list[str] | None):

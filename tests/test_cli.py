@@ -26,9 +26,14 @@ def _png(path, image):
 def test_segment_png_writes_results(tmp_path):
     src = _png(tmp_path / "haadf.png", haadf_phantom((256, 256), seed=1).image)
     out = tmp_path / "results"
-    result = runner.invoke(app, ["segment", str(src), "--out", str(out), "--quiet", "--seed", "1"])
+    result = runner.invoke(app, ["segment", str(src), "--out", str(out), "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert (out / "overlay.png").stat().st_size > 1000
+    # the table says how the number of communities was decided, with the decision's margin
+    record = json.loads((out / "provenance.json").read_text())["partitions"]["image"]["decision"]
+    shown = " ".join(result.output.split())
+    assert f"Leiden found {record['n_before']}; merged by the dip test at alpha 0.01" in shown
+    assert f"closest pair kept apart p = {record['closest_kept']['p']:.3g}" in shown
     assert (out / "communities.csv").read_text().startswith("community,")
     # --refine reaches the run and is recorded beside the results
     refined = tmp_path / "refined"

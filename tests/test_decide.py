@@ -15,6 +15,7 @@ from multimodal_seg.graphs.decide import (
     discriminant_axis,
     MIN_TEST_CHIPS,
     decide_communities,
+    decision_margin,
     merge_indistinct,
     spaced_chips,
     unimodality_pvalue,
@@ -96,6 +97,32 @@ def test_communities_too_small_to_test_join_their_most_connected_neighbour():
     assert (decision.labels[-len(stray):] == decision.labels[0]).all()  # joined a, where they sit
 
 
+def test_the_decision_records_its_margin_the_p_values_either_side_of_alpha():
+    # Three clouds: two halves of one population (a noise split) and a distinct one beside them.
+    rng = np.random.default_rng(6)
+    one = rng.normal(size=(400, 8))
+    other = rng.normal(size=(200, 8)) + np.r_[5.0, np.zeros(7)]
+    chips = np.concatenate([one, other])
+    labels = np.r_[_split(one, np.eye(8)[1]), np.full(200, 2)]
+    decision = merge_indistinct({"image": chips}, labels, knn_graph(chips, k=15, seed=0), seed=0)
+    assert decision.labels.max() == 1
+    margin = decision.margin()
+    (merge,) = decision.merges
+    assert margin == decision_margin(decision.to_dict())
+    assert margin["alpha"] == 0.01 and margin["last_merged"] == merge["p"] > 0.01
+    kept = decision.to_dict()["closest_kept"]
+    assert kept["p"] == margin["closest_kept"] < 0.01
+    assert sorted(kept["sizes"]) == [200, 400]
+    # nothing left to keep apart, nothing merged by the test: no margin on that side
+    alone = merge_indistinct({"image": one}, _split(one, np.eye(8)[1]), knn_graph(one, k=15, seed=0), seed=0)
+    assert alone.margin()["closest_kept"] is None and alone.margin()["last_merged"] > 0.01
+    apart = merge_indistinct({"image": chips}, np.r_[np.zeros(400, int), np.ones(200, int)],
+                             knn_graph(chips, k=15, seed=0), seed=0)
+    assert apart.margin()["last_merged"] is None and apart.margin()["closest_kept"] < 0.01
+    # a record written before the closest pair was kept
+    assert decision_margin({"alpha": 0.01, "merges": []})["closest_kept"] is None
+
+
 def test_spaced_chips_lie_on_every_step_th_row_and_column_of_each_frame():
     keep = spaced_chips((2, 5, 7), 3).reshape(2, 5, 7)
     expected = np.zeros((5, 7), bool)
@@ -167,6 +194,8 @@ def test_segment_records_what_was_merged_and_decide_none_keeps_leidens(small_pha
     assert record["method"] == "dip-test" and record["n_after"] == decided.n_communities
     assert record["n_before"] == kept.n_communities == record["n_after"] + len(record["merges"])
     assert kept.provenance["partitions"]["image"]["decision"] is None
+    # the pair that came closest to merging was kept apart below alpha
+    assert record["closest_kept"]["p"] < record["alpha"]
     # The phantom has 4 regions: the decision finds 4, Leiden alone one more.
     assert decided.n_communities == 4 and decided.agreement(small_phantom.truth)["ari"] > 0.8
     with pytest.raises(ParameterError, match="decide"):

@@ -111,12 +111,33 @@ class Decision:
     #: How deep mixing reaches from a boundary, in grid steps: half a chip, or the deepest seam
     #: of mixtures found (:func:`depth`); 1 off a grid.
     reach: int = 1
+    #: The tested pair that came closest to merging but was kept apart (ids at that moment,
+    #: sizes in chips, its p-value, below ``alpha``), ``None`` when no tested pair was left.
+    #: With the p-value of the last dip-test merge it is the decision's margin: both near
+    #: ``alpha`` mean another seed or a slightly different image can give another count.
+    closest_kept: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-able record for provenance."""
         return {"method": "dip-test", "rules_version": RULES_VERSION, "alpha": self.alpha, "merges": self.merges,
-                "grid_step": int(self.grid_step), "reach": int(self.reach),
+                "closest_kept": self.closest_kept, "grid_step": int(self.grid_step), "reach": int(self.reach),
                 "n_before": int(self.n_before), "n_after": int(self.labels.max()) + 1 if self.labels.size else 0}
+
+    def margin(self) -> dict[str, float | None]:
+        """The p-values either side of ``alpha`` that decided the count: ``last_merged``, the
+        smallest of the dip-test merges (``None`` without one), and ``closest_kept``, the
+        largest of the pairs kept apart (``None`` without one) (:func:`decision_margin`)."""
+        return decision_margin(self.to_dict())
+
+
+def decision_margin(decision: dict) -> dict[str, float | None]:
+    """The margin of a recorded decision (:meth:`Decision.to_dict`, as provenance keeps it):
+    ``{"alpha", "last_merged", "closest_kept"}``, p-values; ``None`` where there is none
+    (records written before the closest pair was kept give ``None`` for it)."""
+    merged = [m["p"] for m in decision.get("merges", []) if m.get("reason") == "one population (dip test)"]
+    kept = decision.get("closest_kept") or {}
+    return {"alpha": decision.get("alpha"), "last_merged": min(merged) if merged else None,
+            "closest_kept": kept.get("p")}
 
 
 def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *, repeats: int = REPEATS) -> float:
@@ -224,6 +245,7 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     n_before = int(labels.max()) + 1 if labels.size else 0
     rng = np.random.default_rng(seed)
     merges: list[dict] = []
+    closest = None
     cache: dict[tuple[bytes, bytes], float] = {}
 
     def pvalue(a_idx: np.ndarray, b_idx: np.ndarray) -> float:
@@ -246,13 +268,14 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
         if not candidates:
             break
         score, a, b, small = max(candidates)
+        pair = {"communities": [a, b], "sizes": [int((labels == a).sum()), int((labels == b).sum())]}
         if not small and score < alpha:
+            closest = {**pair, "p": round(score, 6)}
             break
-        merges.append({"communities": [a, b], "sizes": [int((labels == a).sum()), int((labels == b).sum())],
-                       "p": None if small else round(score, 6),
+        merges.append({**pair, "p": None if small else round(score, 6),
                        "reason": "too small to test" if small else "one population (dip test)"})
         labels = order_by_size(np.where(labels == b, a, labels))
-    return Decision(labels=labels, merges=merges, alpha=alpha, n_before=n_before)
+    return Decision(labels=labels, merges=merges, alpha=alpha, n_before=n_before, closest_kept=closest)
 
 
 def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
@@ -299,7 +322,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     """
     tested = spaced_chips(grid_shape, grid_step) if grid_shape is not None else None
     result = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
-    merges, labels = list(result.merges), result.labels
+    merges, labels, closest = list(result.merges), result.labels, result.closest_kept
     reach = grid_step  # how deep a seam can be; mixtures found in the data show it deeper
     while grid_shape is not None:
         while True:
@@ -311,7 +334,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
                 break
             again = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
             merges += rims + again.merges
-            labels = again.labels
+            labels, closest = again.labels, again.closest_kept
             if not again.merges and not mixed:  # (a mixture found may have deepened the reach)
                 break
         # seams gone, halves of one region cut along a ramp touch: one continuum
@@ -321,10 +344,10 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
             break
         again = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
         merges += continuous + again.merges
-        labels = again.labels
+        labels, closest = again.labels, again.closest_kept
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=result.n_before,
                     grid_step=grid_step if grid_shape is not None else 1,
-                    reach=reach if grid_shape is not None else 1)
+                    reach=reach if grid_shape is not None else 1, closest_kept=closest)
 
 
 def neighbour_pairs(grid_shape: tuple[int, ...], step: int = 1) -> np.ndarray:
