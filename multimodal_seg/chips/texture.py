@@ -286,7 +286,9 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
     extra = [scipy.fft.next_fast_len(n + 2 * pad, real=True) - n - 2 * pad for n in image.shape]
     img = np.pad(image, [(pad, pad + e) for e in extra], mode="reflect")
     shape = np.array(img.shape)
-    spectrum = scipy.fft.fft2(img)
+    # the half spectrum of a real image (half the time and memory of the whole); a column
+    # beyond it is read at its mirror image, conjugated: S[r, c] = conj(S[-r, -c])
+    spectrum = scipy.fft.rfft2(img)
     width = 1.0 / (2.0 * np.pi * sigma)  # the envelope's standard deviation, cycles/px
     half = np.minimum(np.ceil(4.0 * width * shape).astype(int), (shape - 1) // 2)
     k0, k1 = (np.arange(-h, h + 1) for h in half)
@@ -300,10 +302,19 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
         # filter whatever the image's (or tile's) size
         offset = [(c + k) / n - fi for c, k, n, fi in zip(centre, (k0, k1), shape, f)]
         envelope = np.exp(-0.5 * (offset[0][:, None] ** 2 + offset[1][None, :] ** 2) / width ** 2)
-        box = spectrum[np.ix_((centre[0] + k0) % shape[0], (centre[1] + k1) % shape[1])] * envelope
+        box = _whole_spectrum(spectrum, shape, (centre[0] + k0) % shape[0], (centre[1] + k1) % shape[1]) * envelope
         response = at_rows @ (box.astype(np.complex64) / np.float32(img.size)) @ at_cols.T
         out[..., i] = np.abs(response)
     return out
+
+
+def _whole_spectrum(half: np.ndarray, shape: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The whole 2-D spectrum of a real image of ``shape`` at ``rows x cols`` (1-D indices,
+    ``0 <= cols < shape[1]``), read from its half spectrum ``half`` (``scipy.fft.rfft2``)."""
+    mirrored = cols > shape[1] // 2
+    direct = half[np.ix_(rows, np.where(mirrored, 0, cols))]
+    mirror = np.conj(half[np.ix_(-rows % shape[0], np.where(mirrored, shape[1] - cols, 0))])
+    return np.where(mirrored[None, :], mirror, direct)
 
 
 def lattice_features(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, *,
