@@ -199,21 +199,27 @@ def place_boundary_positions(labels: np.ndarray, features: Mapping[str, np.ndarr
     error = None
     best = current
     if len(positions):
+        # The map's prior: its own label 1 - m, the other candidates m between them.  A
+        # position's posterior of its own label is then 1 / (1 + ratio m / (1 - m)), with
+        # ratio the mean likelihood of its other candidates over its own; each round of the
+        # expectation-maximisation needs only that (one number per position).
+        n_others = np.maximum(others, 1)
+        other = np.where(candidate & ~own, evidence, -np.inf)
+        top = other.max(axis=1)  # finite: a movable position has another candidate
+        log_ratio = top - evidence[index, current] + np.log(np.exp(other - top[:, None]).sum(axis=1) / n_others)
+        with np.errstate(over="ignore"):  # an infinite ratio (own label hopeless) gives posterior 0
+            ratio = np.exp(log_ratio)
         error = 0.5
         for _ in range(MAX_ROUNDS):
-            # the map's prior: its own label 1 - m, the other candidates m between them
             share = np.clip(error, np.finfo(float).eps, 1.0 - np.finfo(float).eps)
-            prior = np.where(own, 1.0 - share, share / np.maximum(others, 1)[:, None])
-            log_post = np.where(candidate, evidence + np.log(prior), -np.inf)
-            log_post -= log_post.max(axis=1, keepdims=True)
-            post = np.exp(log_post)
-            post /= post.sum(axis=1, keepdims=True)
-            new_error = float(1.0 - post[own].mean())
+            new_error = float(1.0 - np.mean(1.0 / (1.0 + ratio * (share / (1.0 - share)))))
             converged = abs(new_error - error) < TOLERANCE
             error = new_error
             if converged:
                 break
-        best = post.argmax(axis=1)
+        # the most probable candidate under the prior of the last round
+        prior = np.where(own, 1.0 - share, share / n_others[:, None])
+        best = np.where(candidate, evidence + np.log(prior), -np.inf).argmax(axis=1)
         # a position moves only where its signal prefers the new community: where the map's error
         # rate comes out at one half or more, the prior alone would otherwise move positions the
         # signal says nothing about
