@@ -50,18 +50,12 @@ def _communities_table(seg) -> Table:
 
 def _decision_line(seg) -> str | None:
     """How the painted partition's number of communities was decided, with the decision's
-    margin (the p-values either side of alpha): ``None`` where the data did not decide it."""
-    from .graphs.decide import decision_margin
+    margin: ``None`` where the data did not decide it."""
+    from .graphs.decide import describe_decision
+    from .provenance import painted_decision
 
-    decision = next(iter((seg.provenance.get("partitions") or {}).values()), {}).get("decision")
-    if not decision:
-        return None
-    margin = decision_margin(decision)
-    line = f"Leiden found {decision['n_before']}; merged by the dip test at alpha {margin['alpha']:g}"
-    parts = [f"{label} p = {margin[key]:.3g}" for key, label in (("last_merged", "last pair merged"),
-                                                                    ("closest_kept", "closest pair kept apart"))
-             if margin[key] is not None]
-    return line + (f" ({', '.join(parts)})" if parts else "")
+    decision = painted_decision(seg.provenance)
+    return describe_decision(decision) if decision else None
 
 
 def _sources(path: Path | None, modality: list[str] | None):

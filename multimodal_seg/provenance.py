@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import numpy as np
@@ -45,6 +46,13 @@ def run_record(config: dict[str, Any], extra: dict[str, Any] | None = None) -> d
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
+
+
+def painted_decision(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The decision on the number of communities of a run's painted partition (the first under
+    ``partitions``: the joint one with several modalities), from its record; ``None`` where the
+    data did not decide it (``decide="none"``)."""
+    return next(iter((record.get("partitions") or {}).values()), {}).get("decision")
 
 
 def _jsonable(obj: Any) -> Any:

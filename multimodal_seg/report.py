@@ -23,8 +23,9 @@ from matplotlib.colors import to_hex
 
 from .analysis.descriptors import CommunityRow
 from .analysis.spectral_lines import strongest
+from .graphs.decide import describe_decision
 from .plot import MARKED_LINES, community_colors
-from .provenance import to_json
+from .provenance import painted_decision, to_json
 
 #: ``(id, heading)`` of every section, in page order.
 SECTIONS = (
@@ -82,7 +83,8 @@ def report_html(*, figures: Mapping[str, bytes], communities: list[CommunityRow]
     body = {
         "overlay": _figures(figures, ("overlay.png", "summary.png"), "no overlay figure was made"),
         "modalities": _modalities(figures),
-        "communities": _community_table(communities, colours) + _figures(figures, ("community_graph.png",), ""),
+        "communities": (_decision(provenance) + _community_table(communities, colours)
+                        + _figures(figures, ("community_graph.png",), "")),
         "consistency": _consistency(consistency, figures),
         "signals": _signals(figures, lines or {}),
         "settings": _settings(provenance),
@@ -138,6 +140,17 @@ def _table(header: list[str], rows: list[list[str]], key_columns: int = 1) -> st
 
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
+
+
+def _decision(provenance: Mapping[str, Any]) -> str:
+    """How the number of communities was decided, with the decision's margin (the p-values
+    either side of alpha: both near it mean another seed can give another count)."""
+    if not provenance.get("partitions"):
+        return ""
+    decision = painted_decision(provenance)
+    if not decision:
+        return _note("The number of communities is Leiden's (decide=\"none\").")
+    return _note(describe_decision(decision) + ".")
 
 
 def _community_table(rows: list[CommunityRow], colours: list[str]) -> str:

@@ -14,7 +14,7 @@ from matplotlib.colors import to_hex, to_rgba
 
 import multimodal_seg as mms
 from multimodal_seg import plot
-from multimodal_seg.report import SECTIONS
+from multimodal_seg.report import SECTIONS, report_html
 from multimodal_seg.result import OUTPUT_FILES
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
 
@@ -63,6 +63,12 @@ def test_report_is_written_with_every_section_and_no_outside_reference(runs, run
     for row in seg.communities:
         assert f"<td>{row.n_chips}</td>" in page
     assert f"seed {seg.provenance['seed']}" in page
+    # how the painted partition's number of communities was decided, with the decision's margin
+    painted = "joint" if run == "multimodal" else "image"
+    decision = seg.provenance["partitions"][painted]["decision"]
+    assert f"Leiden found {decision['n_before']}; merged by the dip test at alpha 0.01" in page
+    if decision["closest_kept"] is not None:
+        assert f"closest pair kept apart p = {decision['closest_kept']['p']:.3g}" in page
     # where the run's time went, step by step, in the provenance section
     assert "seconds.embed" in page and "seconds.place" in page
 
@@ -87,6 +93,12 @@ def test_image_report_says_why_sections_are_empty(runs):
     assert "One modality: there is no other partition to compare it with." in page
     assert "No spectrum image or diffraction scan in this run" in page
     assert "The run raised no warning." in page
+
+
+def test_report_says_when_leiden_alone_set_the_number_of_communities():
+    page = report_html(figures={}, communities=[], provenance={"partitions": {"image": {"decision": None}}})
+    assert "The number of communities is Leiden&#x27;s (decide=&quot;none&quot;)." in page
+    assert "Leiden found" not in page
 
 
 def test_one_colour_source_for_figures_table_and_legend(runs):

@@ -140,6 +140,18 @@ def decision_margin(decision: dict) -> dict[str, float | None]:
             "closest_kept": kept.get("p")}
 
 
+def describe_decision(decision: dict) -> str:
+    """One line for people on a recorded decision (:meth:`Decision.to_dict`): Leiden's count,
+    the test and its margin, e.g. "Leiden found 7; merged by the dip test at alpha 0.01 (last
+    pair merged p = 0.0415, closest pair kept apart p = 0.00468)"."""
+    margin = decision_margin(decision)
+    line = f"Leiden found {decision['n_before']}; merged by the dip test at alpha {margin['alpha']:g}"
+    parts = [f"{label} p = {margin[key]:.3g}" for key, label in (("last_merged", "last pair merged"),
+                                                                    ("closest_kept", "closest pair kept apart"))
+             if margin[key] is not None]
+    return line + (f" ({', '.join(parts)})" if parts else "")
+
+
 def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *, repeats: int = REPEATS) -> float:
     """p-value that chips ``a`` ``(n_a, d)`` and ``b`` ``(n_b, d)`` form one unimodal population.
 
