@@ -52,6 +52,10 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     assert phantom["slic-kmeans"]["pixel"]["ari"]["mean"] > 0.2
     stab = results["stability"][0]
     assert stab["seeds"]["min"] > 0.8 and 0 < stab["noise_ari"] <= 1 and 0 < stab["shift_ari"] <= 1
+    # each seed's count and its decision's margin: the phantom's regions are clearly apart
+    assert len(stab["seeds"]["n_communities"]) == len(stab["seeds"]["margins"]) == 2
+    assert all(m["alpha"] == 0.01 and m["closest_kept"] < 0.01 for m in stab["seeds"]["margins"])
+    assert "closest kept apart, p" in (out / "report.md").read_text()
     cons = results["consistency"]["phantom"][0]
     assert cons["consistency"]["names"][-1] == "joint" and cons["truth_scores"]["joint"]["ari"] > 0.5
     assert 0 < cons["peer_scores"]["hyperspy-kmeans (eels)"]["ari"] <= 1

@@ -112,17 +112,34 @@ def stability_section(rows: list[dict]) -> list[str]:
     lines = ["## Stability", "",
              "Pixel ARI between segmentations of the same image: every pair of seeds; clean against "
              "added Gaussian noise (sigma = 5% of the 1st-99th percentile range); unshifted against "
-             f"shifted by half a chip (common area). Goal: seeds agree at ARI ≥ {GOAL_SEED_ARI}.", "",
-             "| set | image | setting | seeds: min ARI | seeds: mean ARI | noise ARI | half-chip shift ARI | goal met |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
+             f"shifted by half a chip (common area). Goal: seeds agree at ARI ≥ {GOAL_SEED_ARI}. "
+             "*Communities*: each seed's count. *Margin*: the p-values either side of alpha that "
+             "decided each seed's count (the dip test's closest pair kept apart and its last merge, "
+             "lowest-highest over the seeds; - where there was none): both near alpha mean the count "
+             "is a close call.", "",
+             "| set | image | setting | seeds: min ARI | seeds: mean ARI | noise ARI | half-chip shift ARI | goal met "
+             "| communities | closest kept apart, p | last merge, p |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | error: {r['error']} ||||| ")
+            lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | error: {r['error']} |||||||| ")
             continue
+        margins = [m for m in r["seeds"].get("margins", []) if m]
         lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | {r['seeds']['min']:.3f} | {r['seeds']['mean']:.3f} | "
                      f"{r['noise_ari']:.3f} | {r['shift_ari']:.3f} | "
-                     f"{'yes' if r['seeds']['min'] >= GOAL_SEED_ARI else 'no'} |")
+                     f"{'yes' if r['seeds']['min'] >= GOAL_SEED_ARI else 'no'} | "
+                     f"{', '.join(str(n) for n in r['seeds'].get('n_communities', [])) or '-'} | "
+                     f"{_p_range(m['closest_kept'] for m in margins)} | {_p_range(m['last_merged'] for m in margins)} |")
     return lines + [""]
+
+
+def _p_range(values) -> str:
+    """``lowest-highest`` of the p-values that are not ``None``, ``-`` for none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{low:.2g}" if low == high else f"{low:.2g}-{high:.2g}"
 
 
 def _matrix(cons: dict, key: str = "ari") -> list[str]:

@@ -187,11 +187,20 @@ def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
 STABILITY_SETTINGS = {"mmseg-default": {}, "mmseg-single-run": {"consensus": 0}}
 
 
-def _labeller(options: dict) -> Callable[[np.ndarray, int], np.ndarray]:
+def _labeller(options: dict, margins: list | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``segment()`` with ``options`` as ``(image, seed) -> pixel labels``; each run's decision
+    margin (:func:`multimodal_seg.graphs.decide.decision_margin`, ``None`` without a decision)
+    is appended to ``margins`` when given."""
     def labels(image: np.ndarray, seed: int) -> np.ndarray:
+        from ..graphs.decide import decision_margin
         from ..pipeline.segment import segment
+        from ..provenance import painted_decision
 
-        return segment(image, seed=seed, progress=False, **options).pixel_labels
+        seg = segment(image, seed=seed, progress=False, **options)
+        if margins is not None:
+            decision = painted_decision(seg.provenance)
+            margins.append(decision_margin(decision) if decision else None)
+        return seg.pixel_labels
     return labels
 
 
@@ -206,9 +215,12 @@ def run_stability(items: list, quick: bool, echo=None) -> list[dict]:
         for name, options in STABILITY_SETTINGS.items():
             _log(f"stability: {item.dataset}/{item.name}: {name}", echo)
 
-            def case(item=item, chip=chip, run=_labeller(options)) -> dict:
-                return {"seeds": stability.seed_agreement(run, item.image, SIZES["stability_seeds"][pick]),
-                        **stability.perturbation_agreement(run, item.image, chip)}
+            def case(item=item, chip=chip, options=options) -> dict:
+                margins: list = []  # the decision's margin in each seed's run
+                seeds = stability.seed_agreement(_labeller(options, margins), item.image,
+                                                 SIZES["stability_seeds"][pick])
+                return {"seeds": {**seeds, "margins": margins},
+                        **stability.perturbation_agreement(_labeller(options), item.image, chip)}
 
             rows.append(_guard({"dataset": item.dataset, "image": item.name, "method": name}, case, echo))
     return rows

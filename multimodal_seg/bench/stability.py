@@ -29,13 +29,14 @@ def seed_agreement(segment: Callable[[np.ndarray, int], np.ndarray], image: np.n
     """Pairwise ARI between segmentations of ``image`` with each seed.
 
     ``segment(image, seed)`` returns ``(rows, cols)`` labels.  Returns the pairs, their
-    minimum and mean.
+    minimum and mean, and each seed's number of communities (labels ``>= 0``).
     """
     labels = {s: segment(image, s) for s in seeds}
     pairs = [{"seeds": [a, b], "ari": adjusted_rand(labels[a], labels[b])}
              for a, b in combinations(seeds, 2)]
     values = [p["ari"] for p in pairs]
-    return {"pairs": pairs, "min": float(min(values)), "mean": float(np.mean(values))}
+    return {"pairs": pairs, "min": float(min(values)), "mean": float(np.mean(values)),
+            "n_communities": [int(np.unique(labels[s][labels[s] >= 0]).size) for s in seeds]}
 
 
 def perturbation_agreement(segment: Callable[[np.ndarray, int], np.ndarray], image: np.ndarray,
