@@ -16,6 +16,7 @@ from multimodal_seg.graphs.decide import (
     MIN_TEST_CHIPS,
     decide_communities,
     decision_margin,
+    describe_decision,
     merge_indistinct,
     spaced_chips,
     unimodality_pvalue,
@@ -121,6 +122,10 @@ def test_the_decision_records_its_margin_the_p_values_either_side_of_alpha():
     assert apart.margin()["last_merged"] is None and apart.margin()["closest_kept"] < 0.01
     # a record written before the closest pair was kept
     assert decision_margin({"alpha": 0.01, "merges": []})["closest_kept"] is None
+    # one line for people; a p-value below the record's six decimals is not shown as 0
+    line = describe_decision({**decision.to_dict(), "closest_kept": {"p": 0.0}})
+    assert line == (f"Leiden found 3; merged by the dip test at alpha 0.01 (last pair merged "
+                    f"p = {merge['p']:.3g}, closest pair kept apart p < 1e-06)")
 
 
 def test_spaced_chips_lie_on_every_step_th_row_and_column_of_each_frame():

@@ -146,8 +146,9 @@ def describe_decision(decision: dict) -> str:
     pair merged p = 0.0415, closest pair kept apart p = 0.00468)"."""
     margin = decision_margin(decision)
     line = f"Leiden found {decision['n_before']}; merged by the dip test at alpha {margin['alpha']:g}"
-    parts = [f"{label} p = {margin[key]:.3g}" for key, label in (("last_merged", "last pair merged"),
-                                                                    ("closest_kept", "closest pair kept apart"))
+    # records keep six decimals: a p-value below them reads 0
+    parts = [f"{label} p {'< 1e-06' if margin[key] < 1e-6 else f'= {margin[key]:.3g}'}"
+             for key, label in (("last_merged", "last pair merged"), ("closest_kept", "closest pair kept apart"))
              if margin[key] is not None]
     return line + (f" ({', '.join(parts)})" if parts else "")
 
