@@ -16,6 +16,7 @@ from multimodal_seg.graphs.decide import (
     MIN_TEST_CHIPS,
     decide_communities,
     decision_margin,
+    format_pvalue,
     describe_decision,
     merge_indistinct,
     spaced_chips,
@@ -107,25 +108,34 @@ def test_the_decision_records_its_margin_the_p_values_either_side_of_alpha():
     labels = np.r_[_split(one, np.eye(8)[1]), np.full(200, 2)]
     decision = merge_indistinct({"image": chips}, labels, knn_graph(chips, k=15, seed=0), seed=0)
     assert decision.labels.max() == 1
-    margin = decision.margin()
+    margin = decision_margin(decision.to_dict())
     (merge,) = decision.merges
-    assert margin == decision_margin(decision.to_dict())
     assert margin["alpha"] == 0.01 and margin["last_merged"] == merge["p"] > 0.01
     kept = decision.to_dict()["closest_kept"]
     assert kept["p"] == margin["closest_kept"] < 0.01
     assert sorted(kept["sizes"]) == [200, 400]
     # nothing left to keep apart, nothing merged by the test: no margin on that side
     alone = merge_indistinct({"image": one}, _split(one, np.eye(8)[1]), knn_graph(one, k=15, seed=0), seed=0)
-    assert alone.margin()["closest_kept"] is None and alone.margin()["last_merged"] > 0.01
+    alone = decision_margin(alone.to_dict())
+    assert alone["closest_kept"] is None and alone["last_merged"] > 0.01
     apart = merge_indistinct({"image": chips}, np.r_[np.zeros(400, int), np.ones(200, int)],
                              knn_graph(chips, k=15, seed=0), seed=0)
-    assert apart.margin()["last_merged"] is None and apart.margin()["closest_kept"] < 0.01
+    apart = decision_margin(apart.to_dict())
+    assert apart["last_merged"] is None and apart["closest_kept"] < 0.01
     # a record written before the closest pair was kept
     assert decision_margin({"alpha": 0.01, "merges": []})["closest_kept"] is None
     # one line for people; a p-value below the record's six decimals is not shown as 0
     line = describe_decision({**decision.to_dict(), "closest_kept": {"p": 0.0}})
     assert line == (f"Leiden found 3; merged by the dip test at alpha 0.01 (last pair merged "
                     f"p = {merge['p']:.3g}, closest pair kept apart p < 1e-06)")
+
+
+
+def test_a_p_value_below_the_records_decimals_reads_as_a_bound_not_zero():
+    assert format_pvalue(0.0) == format_pvalue(4e-7, digits=2) == "< 1e-06"
+    assert format_pvalue(0.004683, digits=2) == "0.0047"
+    assert format_pvalue(0.0415, relation=True) == "= 0.0415"
+    assert format_pvalue(1e-6) == "1e-06"
 
 
 def test_spaced_chips_lie_on_every_step_th_row_and_column_of_each_frame():

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..graphs.decide import format_pvalue
 from ..pipeline.segment import STEPS
 from ..provenance import atomic_path, write_text_atomic
 from ..synthetic.families import FAMILIES
@@ -134,12 +135,12 @@ def stability_section(rows: list[dict]) -> list[str]:
 
 
 def _p_range(values) -> str:
-    """``lowest-highest`` of the p-values that are not ``None``, ``-`` for none."""
+    """``lowest to highest`` of the p-values that are not ``None`` (:func:`format_pvalue`), ``-`` for none."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    low, high = min(values), max(values)
-    return f"{low:.2g}" if low == high else f"{low:.2g}-{high:.2g}"
+    low, high = (format_pvalue(v, digits=2) for v in (min(values), max(values)))
+    return low if low == high else f"{low} to {high}"
 
 
 def _matrix(cons: dict, key: str = "ari") -> list[str]:

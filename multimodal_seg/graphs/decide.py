@@ -123,12 +123,6 @@ class Decision:
                 "closest_kept": self.closest_kept, "grid_step": int(self.grid_step), "reach": int(self.reach),
                 "n_before": int(self.n_before), "n_after": int(self.labels.max()) + 1 if self.labels.size else 0}
 
-    def margin(self) -> dict[str, float | None]:
-        """The p-values either side of ``alpha`` that decided the count: ``last_merged``, the
-        smallest of the dip-test merges (``None`` without one), and ``closest_kept``, the
-        largest of the pairs kept apart (``None`` without one) (:func:`decision_margin`)."""
-        return decision_margin(self.to_dict())
-
 
 def decision_margin(decision: dict) -> dict[str, float | None]:
     """The margin of a recorded decision (:meth:`Decision.to_dict`, as provenance keeps it):
@@ -146,11 +140,19 @@ def describe_decision(decision: dict) -> str:
     pair merged p = 0.0415, closest pair kept apart p = 0.00468)"."""
     margin = decision_margin(decision)
     line = f"Leiden found {decision['n_before']}; merged by the dip test at alpha {margin['alpha']:g}"
-    # records keep six decimals: a p-value below them reads 0
-    parts = [f"{label} p {'< 1e-06' if margin[key] < 1e-6 else f'= {margin[key]:.3g}'}"
+    parts = [f"{label} p {format_pvalue(margin[key], relation=True)}"
              for key, label in (("last_merged", "last pair merged"), ("closest_kept", "closest pair kept apart"))
              if margin[key] is not None]
     return line + (f" ({', '.join(parts)})" if parts else "")
+
+
+def format_pvalue(p: float, *, digits: int = 3, relation: bool = False) -> str:
+    """A recorded p-value for people: ``digits`` significant digits, or ``< 1e-06`` below the
+    six decimals records keep (where it would read 0); ``relation=True`` prefixes ``= `` to
+    a value, so that "p " + the result reads either way."""
+    if p < 1e-6:
+        return "< 1e-06"
+    return f"{'= ' if relation else ''}{p:.{digits}g}"
 
 
 def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *, repeats: int = REPEATS) -> float:
