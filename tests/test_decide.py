@@ -13,6 +13,9 @@ from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.communities import partition_graph
 from multimodal_seg.graphs.decide import (
     discriminant_axis,
+    effective_size,
+    even_quantiles,
+    evenly_spread,
     MIN_TEST_CHIPS,
     decide_communities,
     decision_margin,
@@ -36,7 +39,7 @@ def test_a_noise_split_of_one_population_is_merged():
     rng = np.random.default_rng(0)
     cloud = rng.normal(size=(600, 10))  # one homogeneous region: one Gaussian cloud of chips
     labels = _split(cloud, np.eye(10)[0])
-    decision = merge_indistinct({"image": cloud}, labels, knn_graph(cloud, k=15, seed=0), seed=0)
+    decision = merge_indistinct({"image": cloud}, labels, knn_graph(cloud, k=15, seed=0))
     assert decision.labels.max() == 0
     assert decision.n_before == 2 and decision.to_dict()["n_after"] == 1
     (merge,) = decision.merges
@@ -49,7 +52,7 @@ def test_a_slow_gradient_cut_in_two_is_merged():
     rng = np.random.default_rng(1)
     ramp = np.column_stack([rng.uniform(-3, 3, 800), rng.normal(scale=0.3, size=(800, 5))])
     labels = _split(ramp, np.eye(6)[0])
-    decision = merge_indistinct({"image": ramp}, labels, knn_graph(ramp, k=15, seed=0), seed=0)
+    decision = merge_indistinct({"image": ramp}, labels, knn_graph(ramp, k=15, seed=0))
     assert decision.labels.max() == 0
 
 
@@ -57,7 +60,7 @@ def test_a_slow_gradient_cut_in_two_is_merged():
 # the small one): 3 sd apart, 0.0 / 0.0 / 0.0 / 0.8 for 20 / 60 / 150 / 600 chips; 4 sd,
 # 0.3 / 0.9 / 1.0 / 1.0; 5 sd, 0.8 / 1.0 / 1.0 / 1.0; 6 sd, 0.9 / 1.0 / 1.0 / 1.0.  A small
 # region is kept only when it is far from its neighbour (docs/design.md, "How many communities").
-@pytest.mark.parametrize("n_small,distance", [(20, 7.0), (60, 5.0), (150, 4.0)])
+@pytest.mark.parametrize("n_small,distance", [(20, 5.0), (20, 7.0), (60, 5.0), (150, 4.0)])
 def test_two_populations_stay_apart_even_when_one_is_rare(n_small, distance):
     rng = np.random.default_rng(2)
     shift = np.zeros(10)
@@ -65,11 +68,35 @@ def test_two_populations_stay_apart_even_when_one_is_rare(n_small, distance):
     chips = np.concatenate([rng.normal(size=(600, 10)), rng.normal(size=(n_small, 10)) + shift])
     truth = np.r_[np.zeros(600, int), np.ones(n_small, int)]
     graph = knn_graph(chips, k=15, seed=0)
-    decision = merge_indistinct({"image": chips}, truth, graph, seed=0)
+    decision = merge_indistinct({"image": chips}, truth, graph)
     assert decision.labels.max() == 1 and not decision.merges
     assert adjusted_rand(decision.labels, truth) == 1.0
-    rng2 = np.random.default_rng(3)
-    assert unimodality_pvalue(chips[truth == 0], chips[truth == 1], rng2) < 0.01
+    assert unimodality_pvalue(chips[truth == 0], chips[truth == 1]) < 0.01
+
+
+
+def test_the_larger_side_is_represented_by_its_quantiles_and_spread_chips():
+    values = np.random.default_rng(0).permutation(100).astype(float)
+    np.testing.assert_array_equal(even_quantiles(values, 10), np.arange(5, 100, 10))
+    np.testing.assert_array_equal(even_quantiles(values, 100), np.arange(100))  # all, sorted
+    np.testing.assert_array_equal(evenly_spread(np.arange(10), 4), [0, 3, 6, 9])
+    np.testing.assert_array_equal(evenly_spread(np.arange(3), 4), [0, 1, 2])
+    assert effective_size(50, 50) == 100 and effective_size(50, 10**9) == pytest.approx(200)
+
+
+def test_the_test_is_a_function_of_the_chips_alone_not_of_their_order_or_a_seed():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(500, 6)), rng.normal(size=(40, 6)) + np.r_[3.0, np.zeros(5)]
+    p = unimodality_pvalue(a, b)
+    assert unimodality_pvalue(a[rng.permutation(500)], b[rng.permutation(40)]) == pytest.approx(p, rel=1e-9)
+
+
+def test_the_balanced_union_rejects_one_population_at_about_its_level():
+    # Uniform (the dip test's least favourable null) on both sides, one side 10 times larger:
+    # at the effective size the level holds; judged as 2 n chips it would almost never reject.
+    rng = np.random.default_rng(5)
+    p = np.array([unimodality_pvalue(rng.uniform(size=(600, 1)), rng.uniform(size=(60, 1))) for _ in range(400)])
+    assert 0.02 <= np.mean(p < 0.05) <= 0.10
 
 
 def test_a_difference_one_modality_sees_keeps_the_pair_apart():
@@ -80,8 +107,8 @@ def test_a_difference_one_modality_sees_keeps_the_pair_apart():
     spectra = rng.normal(size=(600, 8))
     spectra[truth == 1, 0] += 4.0
     graph = knn_graph(np.hstack([image, spectra]), k=15, seed=0)
-    alone = merge_indistinct({"image": image}, truth, graph, seed=0)
-    both = merge_indistinct({"image": image, "eels": spectra}, truth, graph, seed=0)
+    alone = merge_indistinct({"image": image}, truth, graph)
+    both = merge_indistinct({"image": image, "eels": spectra}, truth, graph)
     assert alone.labels.max() == 0  # the image alone sees one population
     assert both.labels.max() == 1 and adjusted_rand(both.labels, truth) == 1.0
 
@@ -93,7 +120,7 @@ def test_communities_too_small_to_test_join_their_most_connected_neighbour():
     stray = a[:MIN_TEST_CHIPS - 1] + 0.01  # a few chips inside a's cloud, a community of their own
     chips = np.concatenate([a, b, stray])
     labels = np.r_[np.zeros(200, int), np.ones(200, int), np.full(len(stray), 2)]
-    decision = merge_indistinct({"image": chips}, labels, knn_graph(chips, k=10, seed=0), seed=0)
+    decision = merge_indistinct({"image": chips}, labels, knn_graph(chips, k=10, seed=0))
     assert decision.labels.max() == 1
     assert decision.merges[0]["reason"] == "too small to test" and decision.merges[0]["p"] is None
     assert (decision.labels[-len(stray):] == decision.labels[0]).all()  # joined a, where they sit
@@ -106,7 +133,7 @@ def test_the_decision_records_its_margin_the_p_values_either_side_of_alpha():
     other = rng.normal(size=(200, 8)) + np.r_[5.0, np.zeros(7)]
     chips = np.concatenate([one, other])
     labels = np.r_[_split(one, np.eye(8)[1]), np.full(200, 2)]
-    decision = merge_indistinct({"image": chips}, labels, knn_graph(chips, k=15, seed=0), seed=0)
+    decision = merge_indistinct({"image": chips}, labels, knn_graph(chips, k=15, seed=0))
     assert decision.labels.max() == 1
     margin = decision_margin(decision.to_dict())
     (merge,) = decision.merges
@@ -115,11 +142,11 @@ def test_the_decision_records_its_margin_the_p_values_either_side_of_alpha():
     assert kept["p"] == margin["closest_kept"] < 0.01
     assert sorted(kept["sizes"]) == [200, 400]
     # nothing left to keep apart, nothing merged by the test: no margin on that side
-    alone = merge_indistinct({"image": one}, _split(one, np.eye(8)[1]), knn_graph(one, k=15, seed=0), seed=0)
+    alone = merge_indistinct({"image": one}, _split(one, np.eye(8)[1]), knn_graph(one, k=15, seed=0))
     alone = decision_margin(alone.to_dict())
     assert alone["closest_kept"] is None and alone["last_merged"] > 0.01
     apart = merge_indistinct({"image": chips}, np.r_[np.zeros(400, int), np.ones(200, int)],
-                             knn_graph(chips, k=15, seed=0), seed=0)
+                             knn_graph(chips, k=15, seed=0))
     apart = decision_margin(apart.to_dict())
     assert apart["last_merged"] is None and apart["closest_kept"] < 0.01
     # a record written before the closest pair was kept
@@ -153,15 +180,15 @@ def test_only_spaced_chips_count_and_too_few_of_them_cannot_keep_a_community_apa
     chips = np.concatenate([a, b])
     labels = np.r_[np.zeros(200, int), np.ones(40, int)]
     graph = knn_graph(chips, k=10, seed=0)
-    assert merge_indistinct({"image": chips}, labels, graph, seed=0).labels.max() == 1  # all tested: apart
+    assert merge_indistinct({"image": chips}, labels, graph).labels.max() == 1  # all tested: apart
     tested = np.ones(240, bool)
     tested[200 + MIN_TEST_CHIPS - 1:] = False  # b keeps too few tested chips to be told apart
-    decision = merge_indistinct({"image": chips}, labels, graph, seed=0, tested=tested)
+    decision = merge_indistinct({"image": chips}, labels, graph, tested=tested)
     assert decision.labels.max() == 0
     (merge,) = decision.merges
     assert merge["reason"] == "too small to test" and sorted(merge["sizes"]) == [40, 200]
     tested[200:] = True  # enough of b again: apart
-    assert merge_indistinct({"image": chips}, labels, graph, seed=0, tested=tested).labels.max() == 1
+    assert merge_indistinct({"image": chips}, labels, graph, tested=tested).labels.max() == 1
 
 
 def test_the_decision_is_reproducible_and_ordered_by_size():
@@ -169,8 +196,8 @@ def test_the_decision_is_reproducible_and_ordered_by_size():
     chips = np.concatenate([rng.normal(size=(300, 6)), rng.normal(size=(100, 6)) + 5.0])
     labels = np.r_[_split(chips[:300], np.eye(6)[1]) + 1, np.zeros(100, int)]  # 3 communities, 2 of them noise
     graph = knn_graph(chips, k=15, seed=0)
-    first = merge_indistinct({"x": chips}, labels, graph, seed=3)
-    again = merge_indistinct({"x": chips}, labels, graph, seed=3)
+    first = merge_indistinct({"x": chips}, labels, graph)
+    again = merge_indistinct({"x": chips}, labels, graph)
     np.testing.assert_array_equal(first.labels, again.labels)
     assert first.merges == again.merges
     assert np.bincount(first.labels).tolist() == [300, 100]
@@ -312,7 +339,7 @@ def test_halves_parted_by_a_seam_are_tested_again_once_it_is_dissolved(gap):
     labels = np.where(seam, 2, (column >= cols // 2).astype(int))
     graph = _grid_graph(rows, cols)
     # a single pass would stop here: the seam dissolved, the halves apart
-    merged = merge_indistinct({"image": features}, labels, graph, seed=0)
+    merged = merge_indistinct({"image": features}, labels, graph)
     assert merged.labels.max() == 2 and not merged.merges
     decision = decide_communities({"image": features}, labels, graph, grid_shape=(rows, cols))
     reasons = [m["reason"].split(" (")[0] for m in decision.merges]
@@ -472,7 +499,7 @@ def test_a_ring_cut_along_its_ramp_is_one_region_again():
     labels, features, grid = _ring_under_a_ramp(0.0)
     f = features["m"]
     # the dip test sees the ring's two sides as two populations (two heights of the ramp)
-    assert unimodality_pvalue(f[labels == 0], f[labels == 1], np.random.default_rng(0)) < 0.01
+    assert unimodality_pvalue(f[labels == 0], f[labels == 1]) < 0.01
     out, records = merge_continuous(features, labels, grid, seed=0)
     (record,) = records
     assert sorted(record["sizes"]) == [500, 500] and np.unique(out).size == 2  # the core stays

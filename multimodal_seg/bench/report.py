@@ -116,7 +116,7 @@ def stability_section(rows: list[dict]) -> list[str]:
              f"shifted by half a chip (common area). Goal: seeds agree at ARI ≥ {GOAL_SEED_ARI}. "
              "*Communities*: each seed's count. *Margin*: the p-values either side of alpha that "
              "decided each seed's count (the dip test's closest pair kept apart and its last merge, "
-             "lowest-highest over the seeds; - where there was none): both near alpha mean the count "
+             "lowest to highest over the seeds; - where there was none): both near alpha mean the count "
              "is a close call.", "",
              "| set | image | setting | seeds: min ARI | seeds: mean ARI | noise ARI | half-chip shift ARI | goal met "
              "| communities | closest kept apart, p | last merge, p |",

@@ -71,7 +71,7 @@ def largest_classes(truth: np.ndarray, n: int = 2) -> list[int]:
     return [int(c) for c in np.argsort(-counts, kind="stable")[:n] if counts[c] > 0]
 
 
-def populations_test(features: np.ndarray, shares: Sequence[np.ndarray], *, seed: int = 0) -> dict[str, Any]:
+def populations_test(features: np.ndarray, shares: Sequence[np.ndarray]) -> dict[str, Any]:
     """The project's one-population test between the items pure in each of two classes.
 
     Parameters
@@ -93,7 +93,7 @@ def populations_test(features: np.ndarray, shares: Sequence[np.ndarray], *, seed
     counts = [int(p.sum()) for p in pure]
     if min(counts) < MIN_TEST_CHIPS:
         return {"pure": counts, "p": None, "two_populations": None}
-    p = unimodality_pvalue(features[pure[0]], features[pure[1]], np.random.default_rng(seed))
+    p = unimodality_pvalue(features[pure[0]], features[pure[1]])
     return {"pure": counts, "p": float(p), "two_populations": bool(p < ALPHA)}
 
 
@@ -117,7 +117,7 @@ def chip_separability(image: np.ndarray, truth: np.ndarray, n_classes: int, *, c
     shares = [window_means(truth == c, grid) for c in classes]
     ceiling = chip_ceiling(truth, n_classes, grid)["pixel"]["ari"]
     return {"chip": grid.size, "stride": grid.stride, "classes": classes, "ceiling_ari": float(ceiling),
-            **populations_test(features, shares, seed=seed)}
+            **populations_test(features, shares)}
 
 
 def told_intensity(image: np.ndarray, truth: np.ndarray, n_classes: int, chip: int, *,
@@ -146,7 +146,7 @@ def segment_separability(image: np.ndarray, truth: np.ndarray, *, seed: int = 0)
     classes = largest_classes(truth)
     size = np.bincount(index.ravel(), minlength=n)
     shares = [np.bincount(index.ravel(), (truth == c).ravel(), n) / size for c in classes]
-    return {"segments": n, "classes": classes, **populations_test(features, shares, seed=seed)}
+    return {"segments": n, "classes": classes, **populations_test(features, shares)}
 
 
 def separability(image: np.ndarray, truth: np.ndarray, n_classes: int, *,

@@ -11,10 +11,17 @@ The test, for every pair of communities joined by edges of the graph:
 
 1. a shrinkage linear discriminant (LDA) axis separating the two is fitted on their chips,
    and the chips are projected on it;
-2. the larger community is subsampled to the size of the smaller, so that a small
-   community weighs as much as a large one (a rare region is not drowned);
-3. Hartigan's dip test asks whether the projected union is unimodal; the p-value is the
-   median over a few random subsamples.
+2. the larger community is represented by as many of its projections as the smaller has,
+   evenly spaced in rank (its quantiles, :func:`even_quantiles`), so that a small community
+   weighs as much as a large one (a rare region is not drowned);
+3. Hartigan's dip test asks whether the projected union is unimodal, at the union's
+   effective number of independent chips (:func:`effective_size`: the quantiles carry less
+   noise than as many chips drawn at random).
+
+Nothing in the test is random: the same partition gets the same p-values whatever the seed.
+Random subsamples (the median p over five, before rules version 6) added noise of their own
+near ``alpha``: with one Leiden partition of a NASA EBC image held fixed, five seeds of the
+subsamples decided 2, 3 or 4 communities (docs/design.md).
 
 The axis is fitted on the chips it judges.  A cut through one cloud projects back onto one
 Gaussian or plateau whatever the axis, so this costs no false splits on noise cuts and tail
@@ -47,6 +54,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import diptest
+from diptest.consts import Consts
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
@@ -59,13 +67,13 @@ from .labels import community_weights, order_by_size
 #: earlier rules decides again: 1 dip test and rims; 2 also mixtures of two neighbours; 3 the
 #: mixtures found set how deep a rim can be; 4 also neighbours continuous across their
 #: boundary (:func:`merge_continuous`); 5 then boundary chips to the nearest adjacent
-#: community mean (:mod:`multimodal_seg.graphs.reassign`, run by ``partition_graph``).
-RULES_VERSION = 5
+#: community mean (:mod:`multimodal_seg.graphs.reassign`, run by ``partition_graph``); 6 the
+#: dip test on the larger community's quantiles and evenly spread chips, not random subsamples.
+RULES_VERSION = 6
 #: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
 MIN_TEST_CHIPS = 6
-#: Random halves per test; the median p-value is kept.
-REPEATS = 5
-#: At most this many chips per community enter one test (bounds time on huge partitions).
+#: At most this many chips per community enter one test, evenly spread over its chips in
+#: grid order (bounds time on huge partitions; :func:`evenly_spread`).
 MAX_TEST_CHIPS = 2000
 #: A community is a mixture of two neighbours A and B only if its mean lies between
 #: theirs: its projection on the line through their means falls in the middle half of
@@ -155,21 +163,55 @@ def format_pvalue(p: float, *, digits: int = 3, relation: bool = False) -> str:
     return f"{'= ' if relation else ''}{p:.{digits}g}"
 
 
-def unimodality_pvalue(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *, repeats: int = REPEATS) -> float:
+def unimodality_pvalue(a: np.ndarray, b: np.ndarray) -> float:
     """p-value that chips ``a`` ``(n_a, d)`` and ``b`` ``(n_b, d)`` form one unimodal population.
 
-    Median over ``repeats`` random balanced subsamples of the dip-test p-value of their
-    projections on a shrinkage-LDA axis separating them (see the module docstring).  Both
-    need at least ``MIN_TEST_CHIPS`` chips.
+    The dip test of their projections on a shrinkage-LDA axis separating them, the larger
+    side represented by as many of its quantiles as the smaller has chips (:func:`even_quantiles`;
+    see the module docstring), judged at the sample's effective size (:func:`effective_size`).
+    Deterministic.  Both need at least ``MIN_TEST_CHIPS`` chips.
     """
     axis = discriminant_axis(a, b)
     pa, pb = a @ axis, b @ axis
     n = min(len(pa), len(pb))
-    values = []
-    for _ in range(repeats):
-        union = np.concatenate([pa[rng.permutation(len(pa))[:n]], pb[rng.permutation(len(pb))[:n]]])
-        values.append(float(diptest.diptest(union)[1]))
-    return float(np.median(values))
+    dip = diptest.dipstat(np.concatenate([even_quantiles(pa, n), even_quantiles(pb, n)]))
+    return float(Consts.compute_pval_interpolation(effective_size(len(pa), len(pb)), dip))
+
+
+def effective_size(n_a: int, n_b: int) -> float:
+    """The number of independent chips whose empirical distribution is as noisy as that of the
+    balanced union :func:`unimodality_pvalue` tests: ``4 n_a n_b / (n_a + n_b)``.
+
+    The union's empirical distribution function is the mean of the two sides', each as noisy
+    as its own chips make it (the larger side's quantiles keep its empirical distribution),
+    so its variance is ``F (1 - F) (1 / n_a + 1 / n_b) / 4``; ``N`` independent chips give
+    ``F (1 - F) / N``.  Equal sides: ``2 n``, the union itself; a side many times larger:
+    ``4 n``, twice the chips, since half the union is then nearly free of noise.  The dip
+    test's tabulated p-values at ``2 n`` instead would be far too high: under its least
+    favourable null (uniform; 1000 draws each, 20-500 chips beside 2-40 times as many) the
+    union rejected at the level 0.01 in 0.000-0.002 of draws where the other side was
+    twice as large or more, against 0.006-0.023 at the effective size.
+    """
+    return 4.0 * n_a * n_b / (n_a + n_b)
+
+
+def even_quantiles(values: np.ndarray, n: int) -> np.ndarray:
+    """``n`` of ``values`` (1-D), evenly spaced in rank: the order statistics at the middle of
+    ``n`` equal shares of the sorted values (all of them, sorted, when ``n`` is their number).
+
+    A subsample with the shape of the whole: unlike a random one it adds no noise of its own
+    to a test on it (the dip test's p-value on a random subsample of 50 of 600 chips of one
+    draw varies by a factor of several between subsamples).
+    """
+    ordered = np.sort(np.asarray(values))
+    return ordered[((np.arange(n) + 0.5) * len(ordered) / n).astype(np.intp)]
+
+
+def evenly_spread(indices: np.ndarray, at_most: int) -> np.ndarray:
+    """At most ``at_most`` of ``indices``, every k-th in their order (all when they are fewer):
+    chips in grid order are then spread over the whole community."""
+    indices = np.asarray(indices)
+    return indices[:: -(-len(indices) // at_most)] if len(indices) > at_most else indices
 
 
 def discriminant_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -229,7 +271,7 @@ def spaced_chips(grid_shape: tuple[int, ...], step: int) -> np.ndarray:
 
 
 def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
-                     alpha: float = 0.01, seed: int = 0, tested: np.ndarray | None = None) -> Decision:
+                     alpha: float = 0.01, tested: np.ndarray | None = None) -> Decision:
     """Merge communities until every pair joined by the graph is two populations.
 
     Parameters
@@ -245,8 +287,6 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     alpha
         Significance level of the dip test, in (0, 1): a pair stays apart when any modality
         rejects unimodality at ``alpha / n_modalities``.
-    seed
-        Seed of the random halves and subsamples.
     tested
         ``(n_chips,)`` bool: the chips that enter the tests (default all; :func:`spaced_chips`).
         A community with fewer than ``MIN_TEST_CHIPS`` of them is too small to test.
@@ -258,7 +298,6 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     labels = order_by_size(np.asarray(labels))
     tested = np.ones(labels.size, dtype=bool) if tested is None else np.asarray(tested, dtype=bool)
     n_before = int(labels.max()) + 1 if labels.size else 0
-    rng = np.random.default_rng(seed)
     merges: list[dict] = []
     closest = None
     cache: dict[tuple[bytes, bytes], float] = {}
@@ -266,8 +305,8 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     def pvalue(a_idx: np.ndarray, b_idx: np.ndarray) -> float:
         key = (a_idx.tobytes(), b_idx.tobytes())
         if key not in cache:
-            pick = [rng.permutation(idx)[:MAX_TEST_CHIPS] for idx in (a_idx, b_idx)]
-            cache[key] = min(unimodality_pvalue(f[pick[0]], f[pick[1]], rng) for f in features.values()) \
+            pick = [evenly_spread(idx, MAX_TEST_CHIPS) for idx in (a_idx, b_idx)]
+            cache[key] = min(unimodality_pvalue(f[pick[0]], f[pick[1]]) for f in features.values()) \
                 * len(features)
         return min(cache[key], 1.0)
 
@@ -336,7 +375,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
         Every merge of the rules in order; ``n_before`` is Leiden's count.
     """
     tested = spaced_chips(grid_shape, grid_step) if grid_shape is not None else None
-    result = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
+    result = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested)
     merges, labels, closest = list(result.merges), result.labels, result.closest_kept
     reach = grid_step  # how deep a seam can be; mixtures found in the data show it deeper
     while grid_shape is not None:
@@ -347,7 +386,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
             rims += mixed
             if not rims:
                 break
-            again = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
+            again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested)
             merges += rims + again.merges
             labels, closest = again.labels, again.closest_kept
             if not again.merges and not mixed:  # (a mixture found may have deepened the reach)
@@ -357,7 +396,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
                                               step=grid_step)
         if not continuous:
             break
-        again = merge_indistinct(features, labels, graph, alpha=alpha, seed=seed, tested=tested)
+        again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested)
         merges += continuous + again.merges
         labels, closest = again.labels, again.closest_kept
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=result.n_before,
@@ -489,9 +528,9 @@ def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: n
     see two populations in it, when every one of them sees continuity; else ``None``."""
     judged = []
     for f in features.values():
-        picks = [rng.permutation(np.flatnonzero((labels == c) & tested))[:MAX_TEST_CHIPS] for c in (a, b)]
+        picks = [evenly_spread(np.flatnonzero((labels == c) & tested), MAX_TEST_CHIPS) for c in (a, b)]
         if min(len(x) for x in picks) >= MIN_TEST_CHIPS and \
-                unimodality_pvalue(f[picks[0]], f[picks[1]], rng) > level:
+                unimodality_pvalue(f[picks[0]], f[picks[1]]) > level:
             continue  # one population in this modality: it sees no edge here
         projection = f @ discriminant_axis(f[labels == a], f[labels == b])
         share = jump_share(projection, labels, rows, cols, a, b)
