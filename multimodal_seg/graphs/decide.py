@@ -200,8 +200,8 @@ def even_quantiles(values: np.ndarray, n: int) -> np.ndarray:
     ``n`` equal shares of the sorted values (all of them, sorted, when ``n`` is their number).
 
     A subsample with the shape of the whole: unlike a random one it adds no noise of its own
-    to a test on it (the dip test's p-value on a random subsample of 50 of 600 chips of one
-    draw varies by a factor of several between subsamples).
+    to a test on it (the dip test's p-value for 50 chips 4 sd beside 600, 10-D, with 50 of
+    the 600 drawn at random: 6e-5 to 0.06 between the 5th and 95th percentiles of draws).
     """
     ordered = np.sort(np.asarray(values))
     return ordered[((np.arange(n) + 0.5) * len(ordered) / n).astype(np.intp)]
