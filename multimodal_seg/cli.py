@@ -353,6 +353,8 @@ def bench(
                                  "(default: all)."),
     draws: int = typer.Option(None, help="Draws per phantom family: half (at most 10) from the tuning "
                               "seeds 0-9, the rest held out from seed 10 (default 30; 2 with --quick)."),
+    stability_images: int = typer.Option(None, min=1, help="Labelled images per set in the stability part, "
+                                         "the first of those read (default 3; 1 with --quick)."),
 ) -> None:
     """Benchmark the project against its peers on the same data: quality, stability,
     cross-modal consistency, speed, phantom families and chip scale, written as JSON and
@@ -364,7 +366,8 @@ def bench(
 
     try:
         run_bench(data_dir, out, quick=quick, parts=listed(parts), method_names=listed(methods), n_images=images,
-                  family_names=listed(families), draws=draws, echo=lambda msg: console.print(msg, highlight=False))
+                  family_names=listed(families), draws=draws, stability_images=stability_images,
+                  echo=lambda msg: console.print(msg, highlight=False))
     except MMSegError as exc:
         _fail(exc)
     console.print(f"report written to {out}/report.md")

@@ -162,6 +162,22 @@ def test_chip_level_scores_use_chip_majorities():
     assert scores["pixel"]["ari"] < 1.0 and scores["chip"]["ari"] == pytest.approx(1.0)
 
 
+def test_the_stability_part_reads_the_phantom_and_as_many_of_each_set_as_asked(tmp_path):
+    from multimodal_seg.bench.datasets import LabelledImage
+
+    blank = np.zeros((8, 8), np.float32)
+    items = [LabelledImage(dataset, f"{dataset}{k}", blank, blank.astype(np.int64), 2)
+             for dataset, n in (("phantom", 3), ("ebc", 5), ("super", 2)) for k in range(n)]
+    names = [i.name for i in runner.stability_items(items, 3)]
+    assert names == ["phantom0", "ebc0", "ebc1", "ebc2", "super0", "super1"]
+    with pytest.raises(ParameterError, match="stability part") as info:
+        runner.run_bench(None, tmp_path, parts=["speed"], stability_images=5)
+    assert info.value.where == "stability_images"
+    with pytest.raises(ParameterError, match="positive integer"):
+        runner.run_bench(None, tmp_path, parts=["stability"], stability_images=0)
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_bench_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="not a folder"):
         runner.run_bench(tmp_path / "missing", tmp_path / "out")

@@ -783,7 +783,9 @@ def write_report(results: dict, out: Path) -> None:
               + f" --parts {','.join(results['parts'])}"
               + (f" --families {','.join(families)}" if families and "families" in results["parts"]
                  and len(families) < len(FAMILIES) else "")
-              + (f" --draws {results['draws']}" if results.get("draws") else "") + "`", ""]
+              + (f" --draws {results['draws']}" if results.get("draws") else "")
+              + (f" --stability-images {results['stability_images']}" if results.get("stability_images") else "")
+              + "`", ""]
     figures = []
     if "quality" in results:
         lines += quality_section(results)

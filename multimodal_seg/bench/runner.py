@@ -204,13 +204,19 @@ def _labeller(options: dict, margins: list | None = None) -> Callable[[np.ndarra
     return labels
 
 
-def run_stability(items: list, quick: bool, echo=None) -> list[dict]:
-    pick = 1 if quick else 0
+def stability_items(items: list, per_set: int) -> list:
+    """The images the stability part reads: the first phantom and the first ``per_set`` of each
+    labelled set (in the order read: sorted, or spread over the set with ``n_images``)."""
     chosen = [i for i in items if i.dataset == "phantom"][:1]
     for name in datasets.LABELLED_SETS:
-        chosen += [i for i in items if i.dataset == name][: SIZES["stability_images"][pick]]
+        chosen += [i for i in items if i.dataset == name][:per_set]
+    return chosen
+
+
+def run_stability(items: list, quick: bool, echo=None, *, per_set: int | None = None) -> list[dict]:
+    pick = 1 if quick else 0
     rows = []
-    for item in chosen:
+    for item in stability_items(items, per_set or SIZES["stability_images"][pick]):
         chip = methods.default_grid(item.image).size
         for name, options in STABILITY_SETTINGS.items():
             _log(f"stability: {item.dataset}/{item.name}: {name}", echo)
@@ -525,7 +531,7 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
 def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] | None = None,
               quick: bool = False, method_names: list[str] | None = None, phantom_size: int = 512,
               n_images: int | None = None, family_names: list[str] | None = None, draws: int | None = None,
-              echo: Callable[[str], None] | None = None) -> dict:
+              stability_images: int | None = None, echo: Callable[[str], None] | None = None) -> dict:
     """Run the benchmark parts and write ``results.json``, ``report.md`` and figures to ``out``.
 
     Parameters
@@ -546,6 +552,9 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     draws
         Draws per phantom family (default 30: seeds 0-9 tune, 10-29 held out; 2 when
         quick); see :func:`multimodal_seg.bench.families.split_seeds`.
+    stability_images
+        Labelled images per set in the stability part, the first of those read (default 3;
+        1 when quick; :func:`stability_items`).
 
     Raises
     ------
@@ -570,6 +579,13 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
         raise ParameterError("phantom families and draws apply to the families part, which is not run",
                              fix="add families to the parts, or leave the families and draws options out",
                              where="families" if family_names is not None else "draws")
+    if stability_images is not None and "stability" not in parts:
+        raise ParameterError("stability_images applies to the stability part, which is not run",
+                             fix="add stability to the parts, or leave stability_images out",
+                             where="stability_images")
+    if stability_images is not None and (isinstance(stability_images, bool) or stability_images < 1):
+        raise ParameterError(f"stability_images must be a positive integer, got {stability_images!r}",
+                             fix="e.g. stability_images=10", where="stability_images")
     family_names = families.check_families(family_names)
     n_draws = SIZES["family_draws"][1 if quick else 0] if draws is None else draws
     families.split_seeds(n_draws)  # checks draws before any work
@@ -583,6 +599,7 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data_dir": str(data_dir) if data_dir else None,
         "quick": quick, "n_images": n_images, "parts": parts, "family_names": family_names, "draws": draws,
+        "stability_images": stability_images,
         "methods": {n: methods.METHODS[n][0] for n in names},
         "project_methods": [n for n in names if methods.METHODS[n][2]],
         "machine": machine(), "versions": package_versions(),
@@ -603,7 +620,7 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
             records = run_quality(items, names, echo)
             results["quality"] = {"records": records, "summary": quality.summarise(records)}
         elif part == "stability":
-            results["stability"] = run_stability(items, quick, echo)
+            results["stability"] = run_stability(items, quick, echo, per_set=stability_images)
         elif part == "consistency":
             results["consistency"] = run_consistency(data_dir, quick, echo)
         elif part == "speed":
