@@ -345,7 +345,8 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     of a region cut along its ramp were kept apart while their seam lay between them
     (p < 0.01) and are one population once it is dissolved (p = 0.05).
 
-    Parameters are those of :func:`merge_indistinct`; ``grid_shape`` as in
+    Parameters are those of :func:`merge_indistinct`; ``seed``: of the bootstrap of
+    :func:`merge_continuous` (the only random step of the decision); ``grid_shape`` as in
     :func:`dissolve_rims` (``None``: no rims are dissolved).  ``grid_step``: half a chip in
     grid steps (what the pipeline passes; 1 at the default stride).  On a grid, only the
     chips on every ``grid_step``-th row and column enter the dip tests
@@ -575,8 +576,10 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
 
     Parameters
     ----------
-    features, alpha, seed
+    features, alpha
         As in :func:`merge_indistinct`.
+    seed
+        Seed of the bootstrap of :func:`step_ratio` (drawn per pair from ``[seed, a, b]``).
     labels
         ``(n_chips,)`` in the grid's row-major order.
     grid_shape
