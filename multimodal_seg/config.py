@@ -99,7 +99,8 @@ class CommunityConfig(_Section):
     n_restarts: int = Field(1, ge=1, le=1000)
     #: If > 1: the most representative of up to this many runs (communities.medoid_labels),
     #: which stop early once most runs are shown to agree (a sequential sign test at 0.01:
-    #: 9 of 30 when all agree); steadier across seeds.  0 or 1: a single run.
+    #: 9 of 30 when all agree); steadier across seeds.  Each run is merged and decided
+    #: before the medoid is taken.  0 or 1: a single run.
     consensus: int = Field(30, ge=0, le=1000)
     #: Merge communities whose connectivity (observed / expected edge weight) exceeds this;
     #: ``None`` keeps Leiden's partition (see communities.merge_connected).

@@ -28,7 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ParameterError
+from .decide import decide_communities
 from .labels import aggregate, community_weights, order_by_size
+from .reassign import reassign_boundary_chips
 
 Method = Literal["leiden", "louvain"]
 METHODS = ("leiden", "louvain")
@@ -320,7 +322,10 @@ def partition_graph(
         (:func:`medoid_labels`) instead of one run; runs stop early once most of them
         are shown to agree (``Partition.runs`` says how many were made).  0 or 1 is one
         run (the function's default; the pipeline's default is 30).  Cannot be combined
-        with ``n_restarts``.
+        with ``n_restarts``.  With ``merge`` or ``decide``, each run is merged, decided and
+        its boundary chips placed before the medoid is taken: the consensus is of what
+        the user gets, since runs that Leiden finds nearly alike can be merged differently
+        (docs/design.md, "Decide every consensus run").  Runs that repeat are finished once.
     merge
         If given, in (0, 1]: communities are then merged while their connectivity
         exceeds it (:func:`merge_connected`, on the layer-weighted sum of the graphs).
@@ -353,7 +358,8 @@ def partition_graph(
         on the graph of this many groups of similar chips (:func:`group_chips`,
         :func:`multimodal_seg.graphs.labels.aggregate`), and one Leiden pass on the chip graph started from the groups'
         medoid places every chip; ``params["groups"]`` records how many groups there were.
-        Louvain, and a graph without ``features``, always run on the chips.
+        Louvain, and a graph without ``features``, always run on the chips.  Only the
+        medoid then has a partition of the chips themselves, so it alone is merged and decided.
 
     Returns
     -------
@@ -384,6 +390,30 @@ def partition_graph(
     n_chips = next(iter(layers.values())).shape[0]
     grouped = consensus > 1 and method == "leiden" and bool(features) and n_chips > consensus_vertices
     params["groups"] = None
+    summed = weighted_sum(layers, dict(zip(layers, weights))) if merge is not None or decide else None
+    # one entry per distinct run (Leiden runs often repeat): its labels and their decision
+    finished: dict[bytes, tuple[np.ndarray, dict | None]] = {}
+    memo: dict = {}  # the dip tests' p-values, shared by the runs' decisions
+
+    def finish(run: np.ndarray) -> np.ndarray:
+        """One run's partition after the steps that follow Leiden: merged, decided, its
+        boundary chips placed."""
+        key = run.tobytes()
+        if key not in finished:
+            labels = merge_connected(summed, run, merge) if merge is not None else run
+            decision = None
+            if decide is not None:
+                result = decide_communities(features, labels, summed, alpha=alpha, seed=seed, grid_shape=grid_shape,
+                                            grid_step=grid_step, memo=memo)
+                labels, decision = result.labels, result.to_dict()
+                if grid_shape is not None:
+                    labels, moved = reassign_boundary_chips(features, labels, grid_shape, weights=feature_weights,
+                                                            steps=result.reach)
+                    decision |= {"boundary_chips_moved": moved,
+                                 "n_after": int(labels.max()) + 1 if labels.size else 0}
+            finished[key] = (labels, decision)
+        return finished[key][0]
+
     if consensus > 1:
         run_seeds = np.random.SeedSequence(seed).generate_state(consensus).tolist()
         if grouped:
@@ -392,11 +422,14 @@ def partition_graph(
             coarse = _Layers({name: aggregate(g, groups) for name, g in layers.items()}, weights, method,
                              resolution, n_iterations)
             chip_runs = (order_by_size(coarse.run(int(s))[groups]) for s in run_seeds)
+            # the groups' medoid, with every chip then free to move on its own graph; finished
+            # once, since only the medoid has a partition of the chips themselves
+            medoid, runs = medoid_labels(chip_runs, planned=consensus)
+            labels = finish(runner.run(seed, initial=medoid))
         else:
-            chip_runs = (runner.run(int(s)) for s in run_seeds)
-        labels, runs = medoid_labels(chip_runs, planned=consensus)
-        if grouped:  # the groups' medoid, with every chip then free to move on its own graph
-            labels = runner.run(seed, initial=labels)
+            # the medoid of the finished runs: of what the user gets, not of Leiden's raw
+            # partitions, whose small differences the decision's merges can amplify
+            labels, runs = medoid_labels((finish(runner.run(int(s))) for s in run_seeds), planned=consensus)
     else:
         runs = n_restarts
         # Several runs from seeds derived from `seed`, keeping the best modularity: the
@@ -406,28 +439,15 @@ def partition_graph(
         # ten runs found a split with ARI 0.80 where one run scored > 0.95), so one run
         # is the default.  The first run uses `seed` itself.
         run_seeds = [seed, *np.random.SeedSequence(seed).generate_state(n_restarts - 1).tolist()]
-        labels, best = None, -np.inf
+        best_run, best = None, -np.inf
         for run_seed in run_seeds:
             candidate = runner.run(int(run_seed))
             quality = runner.quality(candidate)
             if quality > best:
-                labels, best = candidate, quality
-    summed = weighted_sum(layers, dict(zip(layers, weights))) if merge is not None or decide else None
-    if merge is not None:
-        labels = merge_connected(summed, labels, merge)
-    decision = None
-    if decide is not None:
-        from .decide import decide_communities
-
-        result = decide_communities(features, labels, summed, alpha=alpha, seed=seed, grid_shape=grid_shape,
-                                    grid_step=grid_step)
-        labels, decision = result.labels, result.to_dict()
-        if grid_shape is not None:
-            from .reassign import reassign_boundary_chips
-
-            labels, moved = reassign_boundary_chips(features, labels, grid_shape, weights=feature_weights,
-                                                    steps=result.reach)
-            decision |= {"boundary_chips_moved": moved, "n_after": int(labels.max()) + 1 if labels.size else 0}
+                best_run, best = candidate, quality
+        labels = finish(best_run)
+    # the decision of the run kept (the first drawn of those finishing alike)
+    decision = next(record for kept, record in finished.values() if kept is labels)
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
                      runs=runs)
 

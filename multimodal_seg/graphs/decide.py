@@ -68,8 +68,9 @@ from .labels import community_weights, order_by_size
 #: mixtures found set how deep a rim can be; 4 also neighbours continuous across their
 #: boundary (:func:`merge_continuous`); 5 then boundary chips to the nearest adjacent
 #: community mean (:mod:`multimodal_seg.graphs.reassign`, run by ``partition_graph``); 6 the
-#: dip test on the larger community's quantiles and evenly spread chips, not random subsamples.
-RULES_VERSION = 6
+#: dip test on the larger community's quantiles and evenly spread chips, not random subsamples;
+#: 7 a consensus keeps the medoid of its runs once each is decided (``partition_graph``).
+RULES_VERSION = 7
 #: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
 MIN_TEST_CHIPS = 6
 #: At most this many chips per community enter one test, evenly spread over its chips in
@@ -271,7 +272,8 @@ def spaced_chips(grid_shape: tuple[int, ...], step: int) -> np.ndarray:
 
 
 def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
-                     alpha: float = 0.01, tested: np.ndarray | None = None) -> Decision:
+                     alpha: float = 0.01, tested: np.ndarray | None = None,
+                     memo: dict | None = None) -> Decision:
     """Merge communities until every pair joined by the graph is two populations.
 
     Parameters
@@ -290,6 +292,10 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     tested
         ``(n_chips,)`` bool: the chips that enter the tests (default all; :func:`spaced_chips`).
         A community with fewer than ``MIN_TEST_CHIPS`` of them is too small to test.
+    memo
+        p-values already found, by the tested chips of the two communities, for the same
+        ``features`` and ``tested``: updated in place.  The runs of a consensus share one
+        (:func:`multimodal_seg.graphs.communities.partition_graph`): their communities recur.
 
     Returns
     -------
@@ -300,7 +306,7 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     n_before = int(labels.max()) + 1 if labels.size else 0
     merges: list[dict] = []
     closest = None
-    cache: dict[tuple[bytes, bytes], float] = {}
+    cache: dict[tuple[bytes, bytes], float] = {} if memo is None else memo
 
     def pvalue(a_idx: np.ndarray, b_idx: np.ndarray) -> float:
         key = (a_idx.tobytes(), b_idx.tobytes())
@@ -334,7 +340,7 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
 
 def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
                        alpha: float = 0.01, seed: int = 0, grid_shape: tuple[int, ...] | None = None,
-                       grid_step: int = 1) -> Decision:
+                       grid_step: int = 1, memo: dict | None = None) -> Decision:
     """The number of communities decided from the data: both rules, until neither changes anything.
 
     :func:`merge_indistinct` merges neighbouring communities that are one population; on a
@@ -345,8 +351,9 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     of a region cut along its ramp were kept apart while their seam lay between them
     (p < 0.01) and are one population once it is dissolved (p = 0.05).
 
-    Parameters are those of :func:`merge_indistinct`; ``seed``: of the bootstrap of
-    :func:`merge_continuous` (the only random step of the decision); ``grid_shape`` as in
+    Parameters are those of :func:`merge_indistinct` (``memo`` serves its every call);
+    ``seed``: of the bootstrap of :func:`merge_continuous` (the only random step of the
+    decision); ``grid_shape`` as in
     :func:`dissolve_rims` (``None``: no rims are dissolved).  ``grid_step``: half a chip in
     grid steps (what the pipeline passes; 1 at the default stride).  On a grid, only the
     chips on every ``grid_step``-th row and column enter the dip tests
@@ -376,7 +383,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
         Every merge of the rules in order; ``n_before`` is Leiden's count.
     """
     tested = spaced_chips(grid_shape, grid_step) if grid_shape is not None else None
-    result = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested)
+    result = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested, memo=memo)
     merges, labels, closest = list(result.merges), result.labels, result.closest_kept
     reach = grid_step  # how deep a seam can be; mixtures found in the data show it deeper
     while grid_shape is not None:
@@ -387,7 +394,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
             rims += mixed
             if not rims:
                 break
-            again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested)
+            again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested, memo=memo)
             merges += rims + again.merges
             labels, closest = again.labels, again.closest_kept
             if not again.merges and not mixed:  # (a mixture found may have deepened the reach)
@@ -397,7 +404,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
                                               step=grid_step)
         if not continuous:
             break
-        again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested)
+        again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested, memo=memo)
         merges += continuous + again.merges
         labels, closest = again.labels, again.closest_kept
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=result.n_before,
