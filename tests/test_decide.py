@@ -594,3 +594,28 @@ def test_the_discriminant_axis_is_scikit_learns_shrinkage_lda():
     # too few chips to estimate a covariance: the mean difference
     axis = discriminant_axis(np.zeros((2, 3)), np.array([[0.0, 3.0, 4.0]]))
     np.testing.assert_allclose(axis, [0.0, -0.6, -0.8])
+
+
+def test_a_memo_shared_by_decisions_changes_no_decision_and_estimates_each_covariance_once(monkeypatch):
+    import multimodal_seg.graphs.decide as decide
+
+    labels, features, grid = _ring_under_a_ramp(0.0)
+    graph = _grid_graph(*grid)
+    alone = decide.decide_communities(features, labels, graph, grid_shape=grid)
+    estimated, original = [], decide.shrunk_covariance
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        estimated.append(len(x))
+        return original(x)
+
+    monkeypatch.setattr(decide, "shrunk_covariance", counted)
+    memo = decide.Memo()
+    first = decide.decide_communities(features, labels, graph, grid_shape=grid, memo=memo)
+    after_first = len(estimated)
+    second = decide.decide_communities(features, labels, graph, grid_shape=grid, memo=memo)
+    for shared in (first, second):
+        np.testing.assert_array_equal(shared.labels, alone.labels)
+        assert shared.merges == alone.merges
+    assert after_first == len(memo.covariances) > 0  # each distinct set of chips once ...
+    assert len(estimated) == after_first  # ... and none again for a decision already made
+    assert memo.pvalues

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ParameterError
-from .decide import decide_communities
+from .decide import Memo, decide_communities
 from .labels import aggregate, community_weights, order_by_size
 from .reassign import reassign_boundary_chips
 
@@ -393,7 +393,7 @@ def partition_graph(
     summed = weighted_sum(layers, dict(zip(layers, weights))) if merge is not None or decide else None
     # one entry per distinct run (Leiden runs often repeat): its labels and their decision
     finished: dict[bytes, tuple[np.ndarray, dict | None]] = {}
-    memo: dict = {}  # the dip tests' p-values, shared by the runs' decisions
+    memo = Memo()  # what the runs' decisions share
 
     def finish(run: np.ndarray) -> np.ndarray:
         """One run's partition after the steps that follow Leiden: merged, decided, its

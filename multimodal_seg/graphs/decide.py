@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+import hashlib
 
 import diptest
 from diptest.consts import Consts
@@ -133,6 +134,29 @@ class Decision:
                 "n_before": int(self.n_before), "n_after": int(self.labels.max()) + 1 if self.labels.size else 0}
 
 
+@dataclass
+class Memo:
+    """What decisions on the same chips' features share, so that none is computed twice: the
+    runs of a consensus (:func:`multimodal_seg.graphs.communities.partition_graph`), whose
+    communities recur from run to run.  Measured on a NASA EBC image (961 chips, 30 runs):
+    1784 Ledoit-Wolf covariances asked for, 265 of them distinct.
+    """
+
+    #: The dip test's p-value (times the modalities), by the tested chips of the two
+    #: communities (:func:`merge_indistinct`): valid for one set of features only.
+    pvalues: dict[tuple[bytes, bytes], float] = field(default_factory=dict)
+    #: Ledoit-Wolf covariances (:func:`shrunk_covariance`), by a digest of the chips' values.
+    covariances: dict[bytes, np.ndarray] = field(default_factory=dict)
+
+    def covariance(self, x: np.ndarray) -> np.ndarray:
+        """:func:`shrunk_covariance` of ``x``, computed once per distinct ``x``."""
+        x = np.ascontiguousarray(x)
+        key = hashlib.blake2b(x.view(np.uint8), digest_size=16).digest() + repr((x.shape, x.dtype.str)).encode()
+        if key not in self.covariances:
+            self.covariances[key] = shrunk_covariance(x)
+        return self.covariances[key]
+
+
 def decision_margin(decision: dict) -> dict[str, float | None]:
     """The margin of a recorded decision (:meth:`Decision.to_dict`, as provenance keeps it):
     ``{"alpha", "last_merged", "closest_kept"}``, p-values; ``None`` where there is none
@@ -164,15 +188,16 @@ def format_pvalue(p: float, *, digits: int = 3, relation: bool = False) -> str:
     return f"{'= ' if relation else ''}{p:.{digits}g}"
 
 
-def unimodality_pvalue(a: np.ndarray, b: np.ndarray) -> float:
+def unimodality_pvalue(a: np.ndarray, b: np.ndarray, *, memo: Memo | None = None) -> float:
     """p-value that chips ``a`` ``(n_a, d)`` and ``b`` ``(n_b, d)`` form one unimodal population.
 
     The dip test of their projections on a shrinkage-LDA axis separating them, the larger
     side represented by as many of its quantiles as the smaller has chips (:func:`even_quantiles`;
     see the module docstring), judged at the sample's effective size (:func:`effective_size`).
-    Deterministic.  Both need at least ``MIN_TEST_CHIPS`` chips.
+    Deterministic.  Both need at least ``MIN_TEST_CHIPS`` chips.  ``memo``: covariances
+    already estimated (:class:`Memo`).
     """
-    axis = discriminant_axis(a, b)
+    axis = discriminant_axis(a, b, memo=memo)
     pa, pb = a @ axis, b @ axis
     n = min(len(pa), len(pb))
     dip = diptest.dipstat(np.concatenate([even_quantiles(pa, n), even_quantiles(pb, n)]))
@@ -215,7 +240,7 @@ def evenly_spread(indices: np.ndarray, at_most: int) -> np.ndarray:
     return indices[:: -(-len(indices) // at_most)] if len(indices) > at_most else indices
 
 
-def discriminant_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def discriminant_axis(a: np.ndarray, b: np.ndarray, *, memo: Memo | None = None) -> np.ndarray:
     """Unit axis separating ``a`` from ``b``: shrinkage LDA (Ledoit-Wolf), or the mean difference
     where the covariance cannot be estimated (fewer than three chips a side).
 
@@ -223,19 +248,21 @@ def discriminant_axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for two classes, written out from its parts (each class's Ledoit-Wolf covariance of
     standardised features, pooled by class shares; the axis solves it against the mean
     difference): the same axis to rounding, without the estimator's input checks, which
-    took most of the decision's time (a fit: 5 ms in a run, 0.7 ms written out).
+    took most of the decision's time (a fit: 5 ms in a run, 0.7 ms written out).  ``memo``:
+    covariances already estimated (:class:`Memo`).
     """
     if min(len(a), len(b)) < 3:
         axis = a.mean(axis=0) - b.mean(axis=0)
     else:
         n = len(a) + len(b)
-        pooled = (len(a) / n) * _shrunk_covariance(a) + (len(b) / n) * _shrunk_covariance(b)
+        covariance = shrunk_covariance if memo is None else memo.covariance
+        pooled = (len(a) / n) * covariance(a) + (len(b) / n) * covariance(b)
         axis = scipy.linalg.lstsq(pooled, b.mean(axis=0) - a.mean(axis=0))[0]
     norm = np.linalg.norm(axis)
     return axis / norm if norm > 0 else axis
 
 
-def _shrunk_covariance(x: np.ndarray) -> np.ndarray:
+def shrunk_covariance(x: np.ndarray) -> np.ndarray:
     """Ledoit-Wolf covariance of ``x`` ``(n, d)`` estimated on standardised features and
     scaled back (as scikit-learn's shrinkage LDA does; constant features keep scale 1)."""
     scale = x.std(axis=0)
@@ -273,7 +300,7 @@ def spaced_chips(grid_shape: tuple[int, ...], step: int) -> np.ndarray:
 
 def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
                      alpha: float = 0.01, tested: np.ndarray | None = None,
-                     memo: dict | None = None) -> Decision:
+                     memo: Memo | None = None) -> Decision:
     """Merge communities until every pair joined by the graph is two populations.
 
     Parameters
@@ -293,9 +320,8 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
         ``(n_chips,)`` bool: the chips that enter the tests (default all; :func:`spaced_chips`).
         A community with fewer than ``MIN_TEST_CHIPS`` of them is too small to test.
     memo
-        p-values already found, by the tested chips of the two communities, for the same
-        ``features`` and ``tested``: updated in place.  The runs of a consensus share one
-        (:func:`multimodal_seg.graphs.communities.partition_graph`): their communities recur.
+        What earlier decisions on the same ``features`` and ``tested`` found (:class:`Memo`),
+        updated in place: the runs of a consensus share one.
 
     Returns
     -------
@@ -306,13 +332,14 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     n_before = int(labels.max()) + 1 if labels.size else 0
     merges: list[dict] = []
     closest = None
-    cache: dict[tuple[bytes, bytes], float] = {} if memo is None else memo
+    memo = Memo() if memo is None else memo
+    cache = memo.pvalues
 
     def pvalue(a_idx: np.ndarray, b_idx: np.ndarray) -> float:
         key = (a_idx.tobytes(), b_idx.tobytes())
         if key not in cache:
             pick = [evenly_spread(idx, MAX_TEST_CHIPS) for idx in (a_idx, b_idx)]
-            cache[key] = min(unimodality_pvalue(f[pick[0]], f[pick[1]]) for f in features.values()) \
+            cache[key] = min(unimodality_pvalue(f[pick[0]], f[pick[1]], memo=memo) for f in features.values()) \
                 * len(features)
         return min(cache[key], 1.0)
 
@@ -340,7 +367,7 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
 
 def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
                        alpha: float = 0.01, seed: int = 0, grid_shape: tuple[int, ...] | None = None,
-                       grid_step: int = 1, memo: dict | None = None) -> Decision:
+                       grid_step: int = 1, memo: Memo | None = None) -> Decision:
     """The number of communities decided from the data: both rules, until neither changes anything.
 
     :func:`merge_indistinct` merges neighbouring communities that are one population; on a
@@ -351,7 +378,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
     of a region cut along its ramp were kept apart while their seam lay between them
     (p < 0.01) and are one population once it is dissolved (p = 0.05).
 
-    Parameters are those of :func:`merge_indistinct` (``memo`` serves its every call);
+    Parameters are those of :func:`merge_indistinct` (``memo`` serves every rule);
     ``seed``: of the bootstrap of :func:`merge_continuous` (the only random step of the
     decision); ``grid_shape`` as in
     :func:`dissolve_rims` (``None``: no rims are dissolved).  ``grid_step``: half a chip in
@@ -383,6 +410,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
         Every merge of the rules in order; ``n_before`` is Leiden's count.
     """
     tested = spaced_chips(grid_shape, grid_step) if grid_shape is not None else None
+    memo = Memo() if memo is None else memo
     result = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested, memo=memo)
     merges, labels, closest = list(result.merges), result.labels, result.closest_kept
     reach = grid_step  # how deep a seam can be; mixtures found in the data show it deeper
@@ -401,7 +429,7 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
                 break
         # seams gone, halves of one region cut along a ramp touch: one continuum
         labels, continuous = merge_continuous(features, labels, grid_shape, alpha=alpha, seed=seed,
-                                              step=grid_step)
+                                              step=grid_step, memo=memo)
         if not continuous:
             break
         again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested, memo=memo)
@@ -531,16 +559,16 @@ def jump_share(projection: np.ndarray, labels: np.ndarray, rows: np.ndarray, col
 
 def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: np.ndarray, rows: np.ndarray,
                 cols: np.ndarray, tested: np.ndarray, a: int, b: int, rng: np.random.Generator, *,
-                level: float) -> tuple[float, float] | None:
+                level: float, memo: Memo) -> tuple[float, float] | None:
     """``(step ratio bound, jump share)`` of the pair, the largest over the modalities that
     see two populations in it, when every one of them sees continuity; else ``None``."""
     judged = []
     for f in features.values():
         picks = [evenly_spread(np.flatnonzero((labels == c) & tested), MAX_TEST_CHIPS) for c in (a, b)]
         if min(len(x) for x in picks) >= MIN_TEST_CHIPS and \
-                unimodality_pvalue(f[picks[0]], f[picks[1]]) > level:
+                unimodality_pvalue(f[picks[0]], f[picks[1]], memo=memo) > level:
             continue  # one population in this modality: it sees no edge here
-        projection = f @ discriminant_axis(f[labels == a], f[labels == b])
+        projection = f @ discriminant_axis(f[labels == a], f[labels == b], memo=memo)
         share = jump_share(projection, labels, rows, cols, a, b)
         if share > JUMP_SHARE:  # an edge: no need for the bootstrap (the pair's own rng, so
             return None          # skipping it changes no other test)
@@ -552,7 +580,8 @@ def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: n
 
 
 def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, grid_shape: tuple[int, ...], *,
-                     alpha: float = 0.01, seed: int = 0, step: int = 1) -> tuple[np.ndarray, list[dict]]:
+                     alpha: float = 0.01, seed: int = 0, step: int = 1,
+                     memo: Memo | None = None) -> tuple[np.ndarray, list[dict]]:
     """Merge neighbouring communities whose features run on continuously across their boundary.
 
     A slow thickness or intensity ramp across a region makes its chips a plateau in feature
@@ -583,7 +612,7 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
 
     Parameters
     ----------
-    features, alpha
+    features, alpha, memo
         As in :func:`merge_indistinct`.
     seed
         Seed of the bootstrap of :func:`step_ratio` (drawn per pair from ``[seed, a, b]``).
@@ -603,6 +632,7 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
     rows, cols = np.unravel_index(np.arange(labels.size), grid_shape)[-2:]
     tested = spaced_chips(grid_shape, step)
     level = alpha / max(len(features), 1)
+    memo = Memo() if memo is None else memo
     records: list[dict] = []
     cache: dict[tuple[bytes, bytes], tuple[float, float] | None] = {}
     while labels.size and labels.max() > 0:
@@ -612,7 +642,8 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
             key = ((labels == a).tobytes(), (labels == b).tobytes())
             if key not in cache:
                 cache[key] = _continuity(features, labels, pairs, rows, cols, tested, int(a), int(b),
-                                         np.random.default_rng([seed, int(a), int(b)]), level=level)
+                                         np.random.default_rng([seed, int(a), int(b)]), level=level,
+                                         memo=memo)
             if cache[key] is None:
                 continue
             bound, share = cache[key]
