@@ -325,7 +325,7 @@ def partition_graph(
         with ``n_restarts``.  With ``merge`` or ``decide``, each run is merged, decided and
         its boundary chips placed before the medoid is taken: the consensus is of what
         the user gets, since runs that Leiden finds nearly alike can be merged differently
-        (docs/design.md, "Decide every consensus run").  Runs that repeat are finished once.
+        (docs/design.md, "The consensus of decided runs").  Runs that repeat are finished once.
     merge
         If given, in (0, 1]: communities are then merged while their connectivity
         exceeds it (:func:`merge_connected`, on the layer-weighted sum of the graphs).
