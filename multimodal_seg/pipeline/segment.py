@@ -273,8 +273,9 @@ def segment(
         If > 1, each partition is the most representative of up to this many Leiden
         runs (:func:`multimodal_seg.graphs.communities.medoid_labels`; the runs stop
         early once most of them are shown to agree, 9 of 30 at the least), each run
-        merged and decided first: steadier across seeds; default 30 (0 or 1: a single run).  Applies to every partition,
-        the joint one included; the runs made are recorded (``runs``).
+        merged and decided first: steadier across seeds; default 30 (0 or 1: a single
+        run).  Applies to every partition, the joint one included; the runs made are
+        recorded (``runs``).
     decide, alpha
         How many communities: ``"dip"`` (default) merges neighbouring communities whose
         chips form one population in embedding space (Hartigan's dip test at level
