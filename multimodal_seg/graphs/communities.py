@@ -391,8 +391,11 @@ def partition_graph(
     grouped = consensus > 1 and method == "leiden" and bool(features) and n_chips > consensus_vertices
     params["groups"] = None
     summed = weighted_sum(layers, dict(zip(layers, weights))) if merge is not None or decide else None
-    # one entry per distinct run (Leiden runs often repeat): its labels and their decision
-    finished: dict[bytes, tuple[np.ndarray, dict | None]] = {}
+    # each distinct run (Leiden runs often repeat) finished once: raw labels -> finished labels
+    finished: dict[bytes, np.ndarray] = {}
+    # the decision behind each distinct finished partition (of the first run drawn that
+    # finished so): the consensus keeps a partition, and this says how it was decided
+    decisions: dict[bytes, dict | None] = {}
     memo = Memo()  # what the runs' decisions share
 
     def finish(run: np.ndarray) -> np.ndarray:
@@ -411,8 +414,9 @@ def partition_graph(
                                                             steps=result.reach)
                     decision |= {"boundary_chips_moved": moved,
                                  "n_after": int(labels.max()) + 1 if labels.size else 0}
-            finished[key] = (labels, decision)
-        return finished[key][0]
+            finished[key] = labels
+            decisions.setdefault(labels.tobytes(), decision)
+        return finished[key]
 
     if consensus > 1:
         run_seeds = np.random.SeedSequence(seed).generate_state(consensus).tolist()
@@ -446,8 +450,7 @@ def partition_graph(
             if quality > best:
                 best_run, best = candidate, quality
         labels = finish(best_run)
-    # the decision of the run kept (the first drawn of those finishing alike)
-    decision = next(record for kept, record in finished.values() if kept is labels)
+    decision = decisions[labels.tobytes()]
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
                      runs=runs)
 
