@@ -76,9 +76,18 @@ class EncoderConfig(_Section):
     name: str = "auto"
     weights: str | None = None
     allow_download: bool = False
-    batch_size: int = Field(64, gt=0)
+    #: Chips per forward pass of a torch encoder; "auto": each encoder's best for the device
+    #: (smaller on CPUs, where small batches run faster: multimodal_seg.encoders.device.batch_for).
+    batch_size: int | Literal["auto"] = "auto"
     device: str = "auto"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("must be 'auto' or a whole number >= 1")
 
 
 class GraphConfig(_Section):

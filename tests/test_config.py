@@ -23,7 +23,7 @@ def test_defaults():
     assert cfg == SegmentConfig()
     assert (cfg.chips.size, cfg.chips.stride) == ("auto", None)
     assert (cfg.encoder.name, cfg.encoder.weights, cfg.encoder.allow_download) == ("auto", None, False)
-    assert (cfg.encoder.batch_size, cfg.encoder.device, cfg.encoder.options) == (64, "auto", {})
+    assert (cfg.encoder.batch_size, cfg.encoder.device, cfg.encoder.options) == ("auto", "auto", {})
     assert (cfg.graph.k, cfg.graph.n_pcs) == (15, 30)
     assert (cfg.communities.method, cfg.communities.resolution, cfg.communities.n_iterations) == ("leiden", 1.0, -1)
     assert cfg.seed == 0
@@ -106,6 +106,8 @@ def test_unknown_keys_are_named(data, key):
         ({"communities": {"resolution": 0}}, "communities.resolution"),
         ({"communities": {"resolution": "high"}}, "communities.resolution"),
         ({"encoder": {"batch_size": 0}}, "encoder.batch_size"),
+        ({"encoder": {"batch_size": "large"}}, "encoder.batch_size"),
+        ({"encoder": {"batch_size": True}}, "encoder.batch_size"),
         ({"seed": -1}, "seed"),
         ({"graph": {"k": "many"}}, "graph.k"),
     ],

@@ -10,6 +10,8 @@ import torch
 
 from multimodal_seg.encoders import get_encoder
 from multimodal_seg.encoders.runtime import NetworkRunner, clear_networks
+from multimodal_seg.errors import ParameterError
+from multimodal_seg.metrics import adjusted_rand
 
 #: A small spectrum convnet: quick to compile on a CPU.
 SMALL = {"weights": "random", "length": 32, "embedding_dim": 8, "batch_size": 16}
@@ -88,3 +90,40 @@ def test_compile_option_is_checked():
         get_encoder("resnet50", weights="random", compile="yes")
     with pytest.raises(ParameterError, match="compile"):
         get_encoder("spectrum-cnn", **SMALL, compile="yes")
+
+
+def test_auto_batches_are_the_encoders_best_for_the_device():
+    # On CPUs small batches run faster (docs/design.md, "Batches sized for the device"):
+    # "auto" picks each encoder's CPU batch there, its GPU batch on a GPU; a number is kept.
+    from multimodal_seg.encoders.device import batch_for
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert batch_for("auto", cpu, cpu=8, accelerator=64) == 8
+    assert batch_for("AUTO", gpu, cpu=8, accelerator=64) == 64
+    assert batch_for(32, cpu, cpu=8, accelerator=64) == 32
+    assert batch_for(np.int64(5), gpu, cpu=8, accelerator=64) == 5
+    for bad in (0, -3, True, 2.5, "big", None):
+        with pytest.raises(ParameterError) as info:
+            batch_for(bad, cpu, cpu=8, accelerator=64)
+        assert info.value.where == "batch_size" and "'auto'" in info.value.fix
+
+    expected = {"resnet50": 8, "image-cnn": 64, "diffraction-cnn": 64, "spectrum-cnn": 1024}
+    for name, batch in expected.items():
+        enc = get_encoder(name, weights="random", device="cpu")
+        assert enc.batch_size == batch and enc.runner.batch_size == batch
+        assert enc.fingerprint()["batch_size"] == batch  # the batch that ran, not "auto"
+        assert get_encoder(name, weights="random", device="cpu", batch_size=16).batch_size == 16
+
+
+def test_a_pipeline_run_records_the_batch_its_encoder_ran():
+    import multimodal_seg as mms
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
+
+    image = haadf_phantom((128, 128), seed=0).image
+    options = {"name": "image-cnn", "weights": "random", "options": {"size": 16}}
+    auto = mms.segment(image, config={"encoder": options}, progress=False)
+    assert auto.provenance["encoders"]["image"]["batch_size"] == 64
+    fixed = mms.segment(image, config={"encoder": {**options, "batch_size": 7}}, progress=False)
+    assert fixed.provenance["encoders"]["image"]["batch_size"] == 7
+    # the same embeddings to float rounding, so the same communities
+    assert adjusted_rand(auto.pixel_labels, fixed.pixel_labels) == 1.0

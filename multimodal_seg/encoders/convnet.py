@@ -158,7 +158,10 @@ class ConvChipEncoder(Encoder):
     embedding_dim
         Length of the embedding (the last linear layer's output).
     batch_size
-        Signals (scan positions) per forward pass.
+        Signals (scan positions, or chips of an image) per forward pass: ``"auto"``
+        (default) is the encoder's :attr:`cpu_batch` on a CPU, where smaller batches run
+        faster (:func:`~multimodal_seg.encoders.device.batch_for`), and its
+        :attr:`accelerator_batch` on a GPU.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     compile
@@ -182,21 +185,24 @@ class ConvChipEncoder(Encoder):
     #: Whether the network's input is 2D (patterns, images): it then runs channels-last on CUDA.
     two_dimensional: bool = False
     batch_dependent = True
+    #: Items per forward pass with ``batch_size="auto"`` on a CPU and on a GPU.
+    cpu_batch: int = 64
+    accelerator_batch: int = 256
 
     def _setup(
-        self, *, weights: Any, embedding_dim: int, batch_size: int, device: str, progress: bool,
+        self, *, weights: Any, embedding_dim: int, batch_size: int | str, device: str, progress: bool,
         compile: bool = False,
     ) -> None:
         import torch
 
-        from .device import pick_device
+        from .device import batch_for, pick_device
         from .runtime import NetworkRunner, shared_network
 
         self.embedding_dim = check_int(embedding_dim, "embedding_dim", minimum=1, example="64")
-        self.batch_size = check_int(batch_size, "batch_size", minimum=1, example="256")
         self.progress = check_bool(progress, "progress")
         self.compile = check_bool(compile, "compile")
         self.device = pick_device(device)
+        self.batch_size = batch_for(batch_size, self.device, cpu=self.cpu_batch, accelerator=self.accelerator_batch)
         self.weights = resolve_trainable_weights(weights, self.name)
         #: The checkpoint's description when the weights file is a trained checkpoint.
         self.checkpoint: CheckpointInfo | None = checkpoint_for(self, self.weights.path)

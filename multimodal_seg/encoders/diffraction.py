@@ -367,7 +367,7 @@ class DiffractionCNNEncoder(ConvChipEncoder):
         size: int | None = 64,
         embedding_dim: int = 64,
         centre: bool = True,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         device: str = "auto",
         compile: bool = False,
         progress: bool = False,

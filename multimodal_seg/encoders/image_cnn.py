@@ -53,7 +53,7 @@ class ImageCNNEncoder(ConvChipEncoder):
         weights: str | Path | None = None,
         size: int | None = 64,
         embedding_dim: int = 64,
-        batch_size: int = 256,
+        batch_size: int | str = "auto",
         device: str = "auto",
         compile: bool = False,
         progress: bool = False,

@@ -351,6 +351,10 @@ class SpectrumCNNEncoder(ConvChipEncoder):
     name = "spectrum-cnn"
     kind = "spectrum"
     architecture = "spectrum-cnn 1D convnet"
+    # the whole encoder ran 0.43 s in batches of 256 and 0.39 s in batches of 1024 on a CPU
+    # (961 chips of 16 spectra; the bare network alone was faster in batches of 256)
+    cpu_batch = 1024
+    accelerator_batch = 1024
 
     def __init__(
         self,
@@ -359,7 +363,7 @@ class SpectrumCNNEncoder(ConvChipEncoder):
         length: int = 256,
         embedding_dim: int = 64,
         log: bool = True,
-        batch_size: int = 1024,
+        batch_size: int | str = "auto",
         device: str = "auto",
         compile: bool = False,
         progress: bool = False,

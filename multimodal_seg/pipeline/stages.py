@@ -168,7 +168,7 @@ def _encoder_config(**values: Any) -> EncoderConfig:
 def embed(
     study: Study, *, encoder: str = "auto", weights: str | Path | None = None,
     encoder_options: Mapping[str, Any] | None = None, modality_encoders: Mapping[str, str] | None = None,
-    batch_size: int = 64, device: str = "auto", allow_download: bool = False,
+    batch_size: int | str = "auto", device: str = "auto", allow_download: bool = False,
     encoders: Mapping[str, Encoder | tuple[Encoder, str]] | None = None, seed: int = 0,
     batch_chips: int = 256, progress: bool = True,
 ) -> dict[str, Encoder]:
