@@ -563,10 +563,10 @@ def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: n
     """``(step ratio bound, jump share)`` of the pair, the largest over the modalities that
     see two populations in it, when every one of them sees continuity; else ``None``."""
     judged = []
+    picks = [evenly_spread(np.flatnonzero((labels == c) & tested), MAX_TEST_CHIPS) for c in (a, b)]
+    testable = min(len(x) for x in picks) >= MIN_TEST_CHIPS
     for f in features.values():
-        picks = [evenly_spread(np.flatnonzero((labels == c) & tested), MAX_TEST_CHIPS) for c in (a, b)]
-        if min(len(x) for x in picks) >= MIN_TEST_CHIPS and \
-                unimodality_pvalue(f[picks[0]], f[picks[1]], memo=memo) > level:
+        if testable and unimodality_pvalue(f[picks[0]], f[picks[1]], memo=memo) > level:
             continue  # one population in this modality: it sees no edge here
         projection = f @ discriminant_axis(f[labels == a], f[labels == b], memo=memo)
         share = jump_share(projection, labels, rows, cols, a, b)
