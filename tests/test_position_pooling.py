@@ -32,9 +32,50 @@ def test_pooled_embeddings_equal_chip_by_chip_encoding(scan, size, stride):
 
 def test_only_pooling_encoders_take_the_per_position_path():
     assert get_encoder("diffraction-profiles").pools_positions
-    # The PCA encoder pools a standard deviation too, and the image encoder sees chips whole.
+    # the convnets over spectra and patterns embed a chip as its positions' mean too
+    assert get_encoder("diffraction-cnn", weights="random").pools_positions
+    assert get_encoder("spectrum-cnn", weights="random").pools_positions
+    # The PCA encoder pools a standard deviation too, and the image encoders see chips whole.
     assert not get_encoder("spectrum-pca").pools_positions
     assert not get_encoder("fourier").pools_positions
+    assert not get_encoder("image-cnn", weights="random").pools_positions
+
+
+def test_position_spans_cover_the_scan_in_whole_batches():
+    from multimodal_seg.encoders.pooling import position_spans, row_bands
+
+    shape = (37, 23, 8)  # 851 positions of 8 channels: 736 bytes a row as float32
+    for batch in (1, 16, 100, 5000):
+        for band_bytes in (1, 3 * 736, 10**9):
+            spans = position_spans(shape, band_bytes=band_bytes, tasks=4, batch=batch)
+            assert spans[0][0] == 0 and spans[-1][1] == 37 * 23
+            assert all(a < b for a, b in spans)
+            assert all(b == c for (_, b), (c, _) in zip(spans, spans[1:]))  # contiguous
+            assert all(a % batch == 0 for a, _ in spans)  # every task starts a batch
+    # one position per batch: the spans are the bands of rows
+    bands = row_bands(shape, band_bytes=3 * 736, tasks=4)
+    assert position_spans(shape, band_bytes=3 * 736, tasks=4) == [(a * 23, b * 23) for a, b in bands]
+
+
+@pytest.mark.parametrize("name", ["diffraction-cnn", "spectrum-cnn"])
+def test_convnet_position_maps_do_not_depend_on_how_the_work_is_shared(name):
+    # a torch network may round differently in another batch: the map is made of the same
+    # batches of the scan whatever the bands, so it is the same to the bit; and it pools
+    # to the chip-by-chip embeddings
+    phantom = multimodal_phantom((13, 11), pattern_size=32, seed=2)
+    data = np.asarray(phantom.diffraction if name == "diffraction-cnn" else phantom.eels, dtype=np.float32)
+    encoder = get_encoder(name, weights="random", batch_size=16)
+    row = 11 * int(np.prod(data.shape[2:])) * 4
+    maps = []
+    for rows, workers in ((1, 2), (4, 1), (100, 2)):
+        with dask.config.set({"array.chunk-size": rows * row, "num_workers": workers}):
+            maps.append(position_map(data, encoder))
+    for other in maps[1:]:
+        np.testing.assert_array_equal(other.features, maps[0].features)
+    grid = ChipGrid(data.shape[:2], 4, 2)
+    chips = np.concatenate([c for _, c in iter_chips(data, grid.origins, 4)])
+    embeddings, _ = maps[0].pool(grid.origins, 4)
+    np.testing.assert_allclose(embeddings, encoder.encode(chips), rtol=1e-4, atol=1e-5)
 
 
 def test_community_mean_signals_average_every_chips_positions(scan):

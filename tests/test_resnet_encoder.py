@@ -140,6 +140,7 @@ def test_micronet_file_loads_strictly(micronet_file, state_a, chips):
         "resize": None,
         "batch_size": enc.batch_size,
         "device": "cpu",
+        "version": 2,
     }
     emb = enc.encode(chips)
     assert emb.shape == (5, 2048) and emb.dtype == np.float32 and enc.dim == 2048

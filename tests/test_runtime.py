@@ -127,3 +127,69 @@ def test_a_pipeline_run_records_the_batch_its_encoder_ran():
     assert fixed.provenance["encoders"]["image"]["batch_size"] == 7
     # the same embeddings to float rounding, so the same communities
     assert adjusted_rand(auto.pixel_labels, fixed.pixel_labels) == 1.0
+
+
+def _trained_like(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``network`` with batch norms of a trained network's kind: running statistics and
+    affine parameters away from the initial identity, so that folding them changes weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in network.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(0.5 + 2 * torch.rand(m.num_features, generator=g))
+                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.bias.copy_(0.4 * torch.rand(m.num_features, generator=g) - 0.2)
+    return network.eval()
+
+
+@pytest.mark.parametrize(("ndim", "shape"), [(1, (5, 1, 96)), (2, (3, 1, 32, 32))])
+def test_folded_networks_compute_the_same_without_their_norms(ndim, shape):
+    from multimodal_seg.encoders.convnet import small_convnet
+    from multimodal_seg.encoders.runtime import folded
+
+    torch.manual_seed(0)
+    network = _trained_like(small_convnet(ndim, (5, 3, 3, 3), 4, 16))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    copy = folded(network)
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+    assert not any(isinstance(m, norms) for m in copy.modules())  # every norm folded
+    assert all(m.bias is not None for m in copy.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)))
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(copy(x), network(x), rtol=1e-5, atol=1e-5)
+    # the network itself is untouched: weights files and training see its norms
+    assert sum(isinstance(m, norms) for m in network.modules()) == 4
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_encoders_run_their_folded_network_and_embed_as_the_network_does():
+    # what encode() runs has no batch norm left, and embeds as the network with its
+    # norms to float rounding; a runner asked not to fold (training) runs the network
+    from multimodal_seg.encoders.runtime import folded
+
+    clear_networks()
+    enc = get_encoder("spectrum-cnn", **SMALL)
+    _trained_like(enc.network)
+    clear_networks()  # the runner's folded copy is made from the weights as they are now
+    chips = spectra()
+    out = enc.encode(chips)  # makes the copy
+    executed = []
+    hooks = [m.register_forward_hook(lambda m, i, o: executed.append(type(m).__name__))
+             for m in enc.network.modules()]
+    try:
+        np.testing.assert_array_equal(enc.encode(chips), out)
+        assert executed == []  # the copy ran, not the network
+        reference = NetworkRunner(enc.network, key=("reference",), compile=False, batch_size=16, fold=False)
+        items, per_chip = enc.signals(chips)
+        with torch.inference_mode():
+            plain = reference(enc.prepare(items)).numpy()
+        assert "BatchNorm1d" in executed
+        np.testing.assert_allclose(out, plain.reshape(len(chips), per_chip, -1).mean(axis=1), rtol=1e-4, atol=1e-5)
+    finally:
+        for h in hooks:
+            h.remove()
+    resnet = folded(get_encoder("resnet50", weights="random", resize=None).network)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in resnet.modules())
+    clear_networks()

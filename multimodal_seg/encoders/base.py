@@ -39,6 +39,15 @@ class Encoder(ABC):
     #: encoder puts its batch size and device type in :meth:`fingerprint`, and the
     #: embedding stage adds how many chips it passes per call.
     batch_dependent: bool = False
+    #: Items per call of the network, for a ``batch_dependent`` encoder that pools positions:
+    #: its ``position_features`` works through its signals this many at a time from the
+    #: first, and the pipeline hands it whole batches of the scan, so that the features do not
+    #: depend on how the work was shared out (:func:`multimodal_seg.encoders.pooling.position_spans`).
+    batch_size: int = 1
+    #: True when :meth:`encode` keeps every core busy by itself (a torch network): the
+    #: pipeline then runs its embedding tasks one at a time on a local scheduler, in parallel
+    #: only on a cluster's workers.
+    uses_all_cores: bool = False
     #: True when embedding a chip costs little beside the rest of a run (no neural network):
     #: boundary refinement's default (``refine="auto"``) embeds the boundary chips again only
     #: with such encoders.  Unknown (plugin) encoders are taken as costly unless they say so.

@@ -185,6 +185,10 @@ class ConvChipEncoder(Encoder):
     #: Whether the network's input is 2D (patterns, images): it then runs channels-last on CUDA.
     two_dimensional: bool = False
     batch_dependent = True
+    uses_all_cores = True
+    #: Spectra and patterns: a chip's embedding is the mean of its positions' features, so
+    #: the pipeline encodes each scan position once (:mod:`multimodal_seg.encoders.pooling`).
+    pools_positions = True
     #: Items per forward pass with ``batch_size="auto"`` on a CPU and on a GPU.
     cpu_batch: int = 64
     accelerator_batch: int = 256
@@ -296,26 +300,35 @@ class ConvChipEncoder(Encoder):
             "device": self.device.type,
             **self.architecture_options(),
             **({"compile": True} if self.compile else {}),  # eager fingerprints stay as they were
-            "version": 1,
+            "version": 2,  # 2: batch norms folded into the convolutions (runtime.folded)
         }
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
-        """Embed chips: ``(n, h, w, ...)`` raw counts -> ``(n, dim)`` float32."""
+        """Embed chips: ``(n, h, w, ...)`` raw counts -> ``(n, dim)`` float32, the mean of
+        each chip's items' features (:meth:`position_features`)."""
+        items, per_chip = self.signals(chips)
+        return mean_over_positions(self.position_features(items, per_item=1 / per_chip), per_chip)
+
+    def position_features(self, signals: np.ndarray, *, per_item: float = 0.0) -> np.ndarray:
+        """Features of single items ``(m, *signal)`` (spectra, patterns, or image chips) ->
+        ``(m, dim)`` float32, computed :attr:`batch_size` items at a time from the first.
+
+        ``per_item``: chips the progress bar counts per item (``encode``: one over the items
+        per chip; 0 when the pipeline shows its own bar)."""
         import torch
         from tqdm.auto import tqdm
 
         from .device import autocast_context
 
-        items, per_chip = self.signals(chips)
-        n = len(items) // per_chip
-        features = np.empty((len(items), self.dim), dtype=np.float32)
+        features = np.empty((len(signals), self.dim), dtype=np.float32)
         with torch.inference_mode(), tqdm(
-            total=n, unit="chip", desc=self.name, disable=not self.progress
+            total=round(len(signals) * per_item), unit="chip", desc=self.name,
+            disable=not self.progress or not per_item,
         ) as bar:
-            for start in range(0, len(items), self.batch_size):
-                x = self.prepare(items[start : start + self.batch_size])
+            for start in range(0, len(signals), self.batch_size):
+                x = self.prepare(signals[start : start + self.batch_size])
                 with autocast_context(self.device):
                     out = self.runner(x)
                 features[start : start + len(x)] = out.float().cpu().numpy()
-                bar.update((start + len(x)) // per_chip - start // per_chip)
-        return mean_over_positions(features, per_chip)
+                bar.update(round((start + len(x)) * per_item) - round(start * per_item))
+        return features

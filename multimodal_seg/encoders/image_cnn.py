@@ -46,6 +46,7 @@ class ImageCNNEncoder(ConvChipEncoder):
     kind = "image"
     architecture = "image-cnn 2D convnet"
     two_dimensional = True
+    pools_positions = False  # a chip is one item
 
     def __init__(
         self,

@@ -11,6 +11,13 @@ chip's embedding is the mean over its window, read off a summed-area table
 raw values) are pooled the same way from per-position sums.  The embed stage keeps
 the map in the study, so that refinement pools its finer chips from it without
 reading or encoding the modality again.
+
+An encoder whose features may change in their last bits with the batch they are
+computed in (``Encoder.batch_dependent``: the torch convnets) sees the same batches
+whatever the bands: the scan's positions, in row-major order, are cut into batches of
+its ``batch_size`` from the first, and every task encodes whole batches
+(:func:`position_spans`), so the map does not depend on the scheduler, the number of
+threads or Dask's chunk size.
 """
 
 from __future__ import annotations
@@ -45,6 +52,21 @@ def row_bands(shape: tuple[int, ...], *, band_bytes: int, tasks: int = 1,
             top = stop
         stop += height
     return [*bands, (top, stop)] if stop > top else bands
+
+
+def position_spans(shape: tuple[int, ...], *, band_bytes: int, tasks: int = 1,
+                   row_chunks: tuple[int, ...] | None = None, batch: int = 1) -> list[tuple[int, int]]:
+    """``[(first, stop), ...]``: the scan positions of each task, in row-major order, in
+    :func:`row_bands`' bands, each start moved on to the next multiple of ``batch``, so that
+    a task that encodes its positions ``batch`` at a time from its first sees the same
+    batches as one pass over the whole scan.  With ``batch=1`` the spans are the bands."""
+    rows, cols = int(shape[0]), int(shape[1])
+    n = rows * cols
+    batch = max(1, int(batch))
+    starts = {min(n, -(-top * cols // batch) * batch)
+              for top, _ in row_bands(shape, band_bytes=band_bytes, tasks=tasks, row_chunks=row_chunks)}
+    cuts = sorted(starts | {0, n})
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
 def iter_row_bands(data, band_bytes: int | None = None):
@@ -86,17 +108,17 @@ def _row_chunks(data) -> tuple[int, ...] | None:
     return tuple(int(h) for h in first)
 
 
-def _band_features(reader, top: int, stop: int, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
-    """One task: ``(rows, cols, dim)`` features and ``(rows, cols, 2)`` sums of values and of
-    their squares of a band of scan rows, read by the task itself."""
-    block = np.asarray(reader[top:stop], dtype=np.float32)
-    n_rows, cols = block.shape[:2]
-    flat = block.reshape(n_rows * cols, *block.shape[2:])
-    features = encoder.position_features(flat).reshape(n_rows, cols, -1)
+def _span_features(reader, first: int, stop: int, cols: int, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
+    """One task: ``(m, dim)`` features and ``(m, 2)`` sums of values and of their squares of
+    the scan positions ``first:stop`` (row-major), read by the task itself (whole rows)."""
+    top = first // cols
+    block = np.asarray(reader[top : -(-stop // cols)], dtype=np.float32)
+    flat = block.reshape(-1, *block.shape[2:])[first - top * cols : stop - top * cols]
+    features = encoder.position_features(flat)
     values = flat.reshape(len(flat), -1)
     moments = np.stack([values.sum(axis=1, dtype=np.float64),
                         np.einsum("ij,ij->i", values, values, dtype=np.float64)], axis=1)
-    return features.astype(np.float32, copy=False), moments.reshape(n_rows, cols, 2)
+    return features.astype(np.float32, copy=False), moments
 
 
 def _window_sums(table: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
@@ -163,19 +185,23 @@ def position_map(data, encoder: Encoder, *, progress: bool = False, desc: str = 
     from ..compute.tasks import SyncReader, chunk_bytes, run_tasks, scheduler_threads
 
     rows, cols = int(data.shape[0]), int(data.shape[1])
-    features = np.empty((rows, cols, encoder.dim), dtype=np.float32)
-    moments = np.empty((rows, cols, 2), dtype=np.float64)
-    bands = row_bands(data.shape, band_bytes=chunk_bytes(), tasks=2 * scheduler_threads(),
-                      row_chunks=_row_chunks(data))
+    features = np.empty((rows * cols, encoder.dim), dtype=np.float32)
+    moments = np.empty((rows * cols, 2), dtype=np.float64)
+    # an encoder that uses every core by itself (a torch network) runs one task at a time here
+    serial = encoder.uses_all_cores
+    spans = position_spans(data.shape, band_bytes=chunk_bytes(), tasks=1 if serial else 2 * scheduler_threads(),
+                           row_chunks=_row_chunks(data), batch=encoder.batch_size if encoder.batch_dependent else 1)
     # One key each for the encoder and the reader: a cluster ships them once per worker.
     shared_encoder, reader = dask.delayed(encoder, pure=False), dask.delayed(SyncReader(data), pure=False)
-    tasks = [dask.delayed(_band_features, pure=False)(reader, top, stop, shared_encoder) for top, stop in bands]
+    tasks = [dask.delayed(_span_features, pure=False)(reader, first, stop, cols, shared_encoder)
+             for first, stop in spans]
 
     def store(i: int, result: tuple[np.ndarray, np.ndarray]) -> None:
-        top, stop = bands[i]
-        features[top:stop], moments[top:stop] = result
-        bar.update((stop - top) * cols)
+        first, stop = spans[i]
+        features[first:stop], moments[first:stop] = result
+        bar.update(stop - first)
 
     with tqdm(total=rows * cols, desc=desc, unit="position", disable=not progress, leave=False) as bar:
-        run_tasks(tasks, on_result=store)
-    return PositionMap(features, moments, int(np.prod(data.shape[2:], dtype=np.int64)))
+        run_tasks(tasks, on_result=store, local_threads=1 if serial else None)
+    return PositionMap(features.reshape(rows, cols, -1), moments.reshape(rows, cols, 2),
+                       int(np.prod(data.shape[2:], dtype=np.int64)))

@@ -203,6 +203,7 @@ class ResNet50Encoder(Encoder):
 
     name = "resnet50"
     batch_dependent = True
+    uses_all_cores = True
 
     def __init__(
         self,
@@ -303,6 +304,7 @@ class ResNet50Encoder(Encoder):
             "resize": self.resize,
             "batch_size": self.batch_size,
             "device": self.device.type,
+            "version": 2,  # 2: batch norms folded into the convolutions (runtime.folded)
         }
         if self.weights.is_random:
             fp["random_init_seed"] = RANDOM_INIT_SEED

@@ -298,8 +298,9 @@ def train_encoder(
         setattr(encoder, name, copied)
     # and it runs the copy: the runner built with the shared network would embed with the
     # untrained weights (eager: a compiled module is cached per key, and the copy has none)
+    # (and unfolded: a copy with its batch norms folded would keep the weights of its making)
     encoder.runner = NetworkRunner(encoder.network, key=("trained", id(encoder.network)), compile=False,
-                                   batch_size=encoder.runner.batch_size)
+                                   batch_size=encoder.runner.batch_size, fold=False)
     # encoders keep their network in eval mode; Lightning keeps the modes it finds
     module = SelfSupervisedModule(encoder.network.train(), encoder.dim, cfg)
     datamodule = ChipDataModule(sources, encoder, modality, cfg)
