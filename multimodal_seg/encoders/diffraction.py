@@ -404,11 +404,11 @@ class DiffractionCNNEncoder(ConvChipEncoder):
             cy, cx, _ = _beam_centres(items)
             # normalised coordinates (align_corners=False): pixel p -> (2 p + 1) / q - 1,
             # so the offset of the beam from the middle is 2 (c - (q - 1) / 2) / q
-            theta = np.zeros((m, 2, 3), dtype=np.float32)
-            theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-            theta[:, 0, 2] = 2 * (cx - (qx - 1) / 2) / qx
-            theta[:, 1, 2] = 2 * (cy - (qy - 1) / 2) / qy
-            grid = F.affine_grid(torch.from_numpy(theta).to(self.device), list(x.shape),
-                                 align_corners=False)
+            shift = np.stack([2 * (cx - (qx - 1) / 2) / qx, 2 * (cy - (qy - 1) / 2) / qy], axis=1)
+            # a translation: the identity grid moved by each pattern's shift (affine_grid of
+            # [I | shift] for each pattern, whose batched form took a quarter of this method)
+            identity = F.affine_grid(torch.eye(2, 3, device=self.device)[None], [1, *x.shape[1:]],
+                                     align_corners=False)
+            grid = identity + torch.from_numpy(shift.astype(np.float32)).to(self.device)[:, None, None, :]
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return x.contiguous(memory_format=self.memory_format)

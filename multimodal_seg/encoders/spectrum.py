@@ -351,9 +351,10 @@ class SpectrumCNNEncoder(ConvChipEncoder):
     name = "spectrum-cnn"
     kind = "spectrum"
     architecture = "spectrum-cnn 1D convnet"
-    # the whole encoder ran 0.43 s in batches of 256 and 0.39 s in batches of 1024 on a CPU
-    # (961 chips of 16 spectra; the bare network alone was faster in batches of 256)
-    cpu_batch = 1024
+    # on a 2-core CPU the 4096 spectra of the speed benchmark's phantom, position by position
+    # with the batch norms folded: 0.096 s in batches of 256 against 0.12-0.14 s of 1024
+    # (medians of 5, alternated in one process, twice)
+    cpu_batch = 256
     accelerator_batch = 1024
 
     def __init__(
