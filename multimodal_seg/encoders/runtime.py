@@ -8,11 +8,12 @@
 * :func:`folded`: an inference copy of a network with every batch norm folded into
   the convolution before it (one convolution with a bias instead of a convolution and
   a normalisation pass over its output): the same function to float rounding, and on a
-  2-core CPU the 4D-STEM convnet runs in 0.54 of the time, ResNet50 in 0.90.
+  2-core CPU the 4D-STEM convnet's network runs in 0.54 of the time, ResNet50 in 0.90.
 * :class:`NetworkRunner`: calls a network on one batch, eagerly or through
-  ``torch.compile`` (inductor), folded for inference by default.  Compiled batches have one fixed shape (the last, short
-  batch is padded with zeros and its padding dropped), so a run compiles once per chip
-  shape; the compiled module is cached per process like the network, and inductor's
+  ``torch.compile`` (inductor), folded for inference by default.  Compiled batches have
+  one fixed shape (the last, short batch is padded with zeros and its padding dropped),
+  so a run compiles once per chip shape; the compiled module is cached per process like
+  the network, and inductor's
   on-disk caches (its FX graph cache and kernel cache, under ``TORCHINDUCTOR_CACHE_DIR``,
   by default in the temporary folder) make a new process's compilation a cache hit.
   When compilation fails (no C++ compiler, an operator inductor cannot lower), the
