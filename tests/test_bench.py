@@ -86,12 +86,18 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     spectral = {r["encoder"]: r for r in speed["modality_encoders"]}
     assert set(spectral) == {"spectrum-pca", "spectrum-cnn", "diffraction-profiles", "diffraction-cnn"}
     assert all("error" not in r and r["forward"]["chips_per_s"] > 0 for r in spectral.values())
-    # The pooled encoder is timed on every scan position once; the others on the chips.
-    assert spectral["diffraction-profiles"]["n_forward"] == 16 * 16
+    # The pooled encoders (the convnets too) are timed on every scan position once; the
+    # others on the chips.
+    for pooled in ("diffraction-profiles", "diffraction-cnn", "spectrum-cnn"):
+        assert spectral[pooled]["n_forward"] == 16 * 16 and spectral[pooled]["forward_on"] == "positions"
+        # a pooled encoder refines from the positions it has encoded: nothing more to encode
+        assert spectral[pooled]["n_encoded"] == 16 * 16
     assert spectral["spectrum-pca"]["n_forward"] == spectral["spectrum-pca"]["n_chips"]
-    # a pooled encoder refines from the positions it has encoded: nothing more to encode
-    assert spectral["diffraction-profiles"]["n_encoded"] == 16 * 16
     assert spectral["diffraction-cnn"]["forward"]["flops_per_chip"] > 0  # counted for convnets
+    # the torch encoders' forward passes are split into preprocessing and network
+    for row in (spectral["diffraction-cnn"], spectral["spectrum-cnn"], image_rows["resnet50"]):
+        assert row["forward"]["network_seconds"] > 0 and row["forward"]["network_fraction_of_measured_peak"] > 0
+    assert "network_seconds" not in image_rows["fourier"]["forward"]
     assert speed["graph"]["rows"][0]["n_chips"] == 300
     # every encoder is measured against the peak of its own device: on a GPU machine the
     # convnets run on CUDA and their GPU's peak is measured and reported beside the CPU's
@@ -104,7 +110,8 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     report = (out / "report.md").read_text()
     assert ("rate of cuda" in report) == on_gpu
     for heading in ("## Quality", "## Stability", "## Cross-modal consistency", "## Speed", "diffraction-cnn",
-                    "default beats every peer", "Machine:", "Reproduce:", "Where `segment()` spends its time"):
+                    "default beats every peer", "Machine:", "Reproduce:", "Where `segment()` spends its time",
+                    "Where a torch encoder's forward pass goes", "| diffraction-cnn (diffraction) |"):
         assert heading in report, heading
     assert (out / "quality.png").stat().st_size > 0 and (out / "graph_scaling.png").stat().st_size > 0
     assert (out / "speed_steps.png").stat().st_size > 0 and "![speed_steps.png]" in report

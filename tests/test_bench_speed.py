@@ -206,6 +206,26 @@ def test_encoder_throughput_torch_encoder(resnet):
     assert r["flops_per_chip"] == encoder_flops_per_chip(resnet, (32, 32))
     assert r["fraction_of_measured_peak"] == pytest.approx(r["flop_rate"] / 1e11)
     assert r["fraction_of_nominal_peak"] is None
+    # the forward pass split into preprocessing and network, the network's share from its own time
+    assert r["prepare_seconds"] > 0 and r["network_seconds"] > 0
+    assert r["network_fraction_of_measured_peak"] == pytest.approx(
+        r["flops_per_chip"] * 2 / r["network_seconds"] / 1e11)
+
+
+def test_forward_split_times_the_batches_the_encoder_runs():
+    # the split prepares exactly the encoder's batches and runs them through its runner
+    enc = get_encoder("spectrum-cnn", weights="random", length=32, embedding_dim=8, batch_size=5)
+    seen = []
+    prepare = enc.prepare
+    enc.prepare = lambda items: seen.append(len(items)) or prepare(items)
+    chips = np.random.default_rng(0).poisson(20.0, size=(3, 2, 2, 48)).astype(np.float32)
+    split = speed.forward_split(enc, chips, repeats=2)
+    assert seen == [5, 5, 2] * 3  # 12 spectra in batches of 5, an untimed run and two timed
+    assert split["prepare_seconds"] > 0 and split["network_seconds"] > 0
+    # numpy encoders have no network to split off
+    assert speed.forward_split(FourierEncoder(), np.zeros((2, 16, 16), np.float32)) is None
+    assert "network_seconds" not in encoder_throughput(FourierEncoder(), np.zeros((2, 16, 16), np.float32),
+                                                       repeats=1, peak={"measured_flops": 1e10})
 
 
 def test_planted_mixture_is_seeded_and_balanced():

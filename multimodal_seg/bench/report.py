@@ -208,6 +208,29 @@ def _encoder_label(r: dict) -> str:
     return r["encoder"] + (", compiled" if r.get("compiled") else "")
 
 
+def _split_table(sp: dict) -> list[str]:
+    """The torch encoders' forward passes split into their preprocessing and their network."""
+    rows = [r for r in [*sp["encoders"], *sp.get("modality_encoders", [])]
+            if (r.get("forward") or {}).get("network_seconds") is not None]
+    if not rows:
+        return []
+    lines = ["", "Where a torch encoder's forward pass goes (`bench.speed.forward_split`): every batch "
+             "prepared first (the encoder's preprocessing: scaling, resizing, centring), then the network "
+             "on the prepared batches, medians of the same repeats; the network's share of the peak is its "
+             "FLOPs over its own time, against the same peak as the forward pass's.", "",
+             "| encoder | forward s | preprocessing s | network s | network GFLOP/s | network's share of peak "
+             "| forward's share |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        fw = r["forward"]
+        total = (fw.get("flops_per_chip") or 0) * fw["n_chips"]
+        lines.append(f"| {_encoder_label(r)}{' (' + r['modality'] + ')' if r.get('modality') else ''} | "
+                     f"{fw['seconds']:.3f} | {fw['prepare_seconds']:.3f} | {fw['network_seconds']:.3f} | "
+                     f"{_gflops(total / fw['network_seconds'] if total else None)} | "
+                     f"{_f(fw.get('network_fraction_of_measured_peak'), 3)} | "
+                     f"{_f(fw.get('fraction_of_measured_peak'), 3)} |")
+    return lines
+
+
 def _compile_table(sp: dict) -> list[str]:
     """First calls of each compiled encoder in fresh processes, inductor's cache cold and warm."""
     rows = [r for r in [*sp["encoders"], *sp.get("modality_encoders", [])] if r.get("compile_processes")]
@@ -317,6 +340,7 @@ def speed_section(sp: dict) -> list[str]:
                 continue
             lines.append(f"| {_encoder_label(r)} | {r['modality']} | {r['n_chips']} ({r['chip']}, {r['stride']}) | "
                          f"{r['n_forward']} {r['forward_on']} | " + _speed_cells(r))
+    lines += _split_table(sp)
     lines += _compile_table(sp)
     lines += _step_table(sp)
     rows = sp["graph"].get("rows", [])

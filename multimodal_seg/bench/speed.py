@@ -11,7 +11,8 @@ obtained, so that a report can quote the method next to the number.
   by torch's ``FlopCounterMode`` for torch encoders, analytic for the Fourier
   encoder.
 * :func:`encoder_throughput`: chips per second of ``encoder.encode`` and the
-  fraction of peak it reaches.
+  fraction of peak it reaches; for torch encoders also split into preprocessing and
+  network (:func:`forward_split`), and the network's own fraction of peak.
 * :func:`compilation_across_processes`: a compiled encoder's first call in a fresh
   process, with inductor's on-disk cache empty and then warm from the first.
 * :func:`graph_scaling`: seconds of PCA + kNN graph and of Leiden against the
@@ -48,6 +49,7 @@ __all__ = [
     "current_rss_mib",
     "encoder_flops_per_chip",
     "encoder_throughput",
+    "forward_split",
     "fourier_flops_per_chip",
     "graph_scaling",
     "peak_flops",
@@ -607,7 +609,9 @@ def encoder_throughput(
     per ``encode``) and ``fraction_of_measured_cpu_peak`` (FLOP per CPU-second times
     torch's threads, over the peak's ``measured_cpu_flops``: steadier than the wall-time
     fraction when other work shares the machine), ``threads`` (torch intra-op threads),
-    ``load_average`` (1-minute, after the runs, or None) and ``device``.  Numpy
+    ``load_average`` (1-minute, after the runs, or None) and ``device``; torch encoders
+    add ``prepare_seconds`` and ``network_seconds`` (:func:`forward_split`) and
+    ``network_fraction_of_measured_peak``.  Numpy
     encoders may use one core only while the peaks are for all cores.  ``chips_per_s == n_chips / seconds`` and
     ``flop_rate == flops_per_chip * chips_per_s``.
     """
@@ -644,6 +648,7 @@ def encoder_throughput(
         cpu_times.append(time.process_time() - c0)
     seconds = statistics.median(times)
     cpu_seconds = statistics.median(cpu_times)
+    split = forward_split(encoder, chips, repeats=repeats)
     chips_per_s = n / seconds
     describe = encoder.describe() if hasattr(encoder, "describe") else type(encoder).__name__
     record = {
@@ -662,8 +667,49 @@ def encoder_throughput(
         "flops_per_chip": flops_per_chip,
         "flop_rate": flops_per_chip * chips_per_s if flops_per_chip is not None else None,
         "cpu_seconds": cpu_seconds,
+        **(split or {}),
     }
     return {**record, **against_peak(record, peak)}
+
+
+def forward_split(encoder: Any, chips: np.ndarray, *, repeats: int = 3) -> dict[str, Any] | None:
+    """Where a torch encoder's forward pass goes: its preprocessing and its network.
+
+    For an encoder with ``signals``, ``prepare`` and ``runner`` (ResNet50 and the
+    convnets): every batch of ``chips``' items is prepared (``prepare_seconds``: the
+    encoder's own preprocessing, numpy and torch), then the network runs on the prepared
+    batches (``network_seconds``, under the encoder's autocast); medians of ``repeats``
+    runs after an untimed one.  What ``encode`` does besides (averaging a chip's items,
+    copying the features out) is neither.  ``None`` for other encoders.
+    """
+    import torch
+
+    from ..encoders.device import autocast_context
+
+    if not all(hasattr(encoder, name) for name in ("signals", "prepare", "runner")):
+        return None
+    items, _ = encoder.signals(chips)
+    device = getattr(encoder, "device", torch.device("cpu"))
+    batch = int(encoder.batch_size)
+
+    def sync() -> None:
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+
+    prepare, network = [], []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first untimed
+            t0 = time.perf_counter()
+            batches = [encoder.prepare(items[start : start + batch]) for start in range(0, len(items), batch)]
+            sync()
+            t1 = time.perf_counter()
+            for x in batches:
+                with autocast_context(device):
+                    encoder.runner(x)
+            sync()
+            prepare.append(t1 - t0)
+            network.append(time.perf_counter() - t1)
+    return {"prepare_seconds": statistics.median(prepare[1:]), "network_seconds": statistics.median(network[1:])}
 
 
 def against_peak(record: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]:
@@ -673,8 +719,9 @@ def against_peak(record: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]
     ``fraction_of_measured_peak``, ``fraction_of_nominal_peak`` (the record's
     ``flop_rate`` over them) and ``fraction_of_measured_cpu_peak`` (FLOP per CPU-second
     times torch's threads, over the peak's ``measured_cpu_flops``: steadier than the
-    wall-time fraction when other work shares the machine); fractions are None where a
-    figure is missing.
+    wall-time fraction when other work shares the machine), and
+    ``network_fraction_of_measured_peak`` (the network alone, :func:`forward_split`);
+    fractions are None where a figure is missing.
     """
     rate, measured, nominal = record.get("flop_rate"), peak.get("measured_flops"), peak.get("nominal_flops")
     work = (record["flops_per_chip"] or 0) * record["n_chips"] * record["threads"]
@@ -685,6 +732,10 @@ def against_peak(record: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]
         "fraction_of_measured_cpu_peak": work / record["cpu_seconds"] / peak["measured_cpu_flops"]
         if work and peak.get("measured_cpu_flops") and record["cpu_seconds"] > 0 else None,
         "fraction_of_nominal_peak": rate / nominal if rate and nominal else None,
+        # the network alone (forward_split): its FLOPs over its own time
+        "network_fraction_of_measured_peak": (record["flops_per_chip"] * record["n_chips"]
+                                              / record["network_seconds"] / measured)
+        if record.get("network_seconds") and record["flops_per_chip"] and measured else None,
     }
 
 
