@@ -169,7 +169,9 @@ class PositionMap:
 def position_map(data, encoder: Encoder, *, progress: bool = False, desc: str = "embedding") -> PositionMap:
     """Encode every scan position of a ``(rows, cols, *signal)`` (lazy) modality once.
 
-    Bands of scan rows are Dask tasks on the current scheduler; memory holds a band per
+    Spans of positions in bands of scan rows (:func:`position_spans`; whole batches of the
+    scan for a batch-dependent encoder) are Dask tasks on the current scheduler, one at a
+    time locally for an encoder that uses every core itself; memory holds a band per
     running task, and the map, never the modality.
 
     Parameters
