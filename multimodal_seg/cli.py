@@ -50,12 +50,15 @@ def _communities_table(seg) -> Table:
 
 def _decision_line(seg) -> str | None:
     """How the painted partition's number of communities was decided, with the decision's
-    margin: ``None`` where the data did not decide it."""
+    margin, and what the consensus's runs found: ``None`` where neither applies."""
+    from .graphs.communities import describe_runs
     from .graphs.decide import describe_decision
-    from .provenance import painted_decision
+    from .provenance import painted_partition
 
-    decision = painted_decision(seg.provenance)
-    return describe_decision(decision) if decision else None
+    record = painted_partition(seg.provenance)
+    lines = [describe_decision(record["decision"]) if record.get("decision") else None,
+             describe_runs(seg.n_communities, record.get("run_counts"), bool(record.get("close_call")))]
+    return "; ".join(line for line in lines if line) or None
 
 
 def _sources(path: Path | None, modality: list[str] | None):

@@ -48,11 +48,16 @@ def run_record(config: dict[str, Any], extra: dict[str, Any] | None = None) -> d
     }
 
 
+def painted_partition(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of a run's painted partition (the first under ``partitions``: the joint one
+    with several modalities): its ``n_communities``, ``decision``, ``run_counts``, ``close_call``..."""
+    return next(iter((record.get("partitions") or {}).values()), {})
+
+
 def painted_decision(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The decision on the number of communities of a run's painted partition (the first under
-    ``partitions``: the joint one with several modalities), from its record; ``None`` where the
-    data did not decide it (``decide="none"``)."""
-    return next(iter((record.get("partitions") or {}).values()), {}).get("decision")
+    """The decision on the number of communities of a run's painted partition
+    (:func:`painted_partition`); ``None`` where the data did not decide it (``decide="none"``)."""
+    return painted_partition(record).get("decision")
 
 
 def _jsonable(obj: Any) -> Any:

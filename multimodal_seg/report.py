@@ -23,9 +23,10 @@ from matplotlib.colors import to_hex
 
 from .analysis.descriptors import CommunityRow
 from .analysis.spectral_lines import strongest
+from .graphs.communities import describe_runs
 from .graphs.decide import describe_decision
 from .plot import MARKED_LINES, community_colors
-from .provenance import painted_decision, to_json
+from .provenance import painted_partition, to_json
 
 #: ``(id, heading)`` of every section, in page order.
 SECTIONS = (
@@ -147,10 +148,13 @@ def _decision(provenance: Mapping[str, Any]) -> str:
     either side of alpha: both near it mean another seed can give another count)."""
     if not provenance.get("partitions"):
         return ""
-    decision = painted_decision(provenance)
+    record = painted_partition(provenance)
+    decision = record.get("decision")
+    runs = describe_runs(record.get("n_communities", 0), record.get("run_counts"), bool(record.get("close_call")))
+    runs = f" {runs[0].upper()}{runs[1:]}." if runs else ""
     if not decision:
-        return _note("The number of communities is Leiden's (decide=\"none\").")
-    return _note(describe_decision(decision) + ".")
+        return _note("The number of communities is Leiden's (decide=\"none\")." + runs)
+    return _note(describe_decision(decision) + "." + runs)
 
 
 def _community_table(rows: list[CommunityRow], colours: list[str]) -> str:

@@ -55,7 +55,12 @@ def test_bench_runs_the_quality_stability_consistency_and_speed_parts(tmp_path, 
     # each seed's count and its decision's margin: the phantom's regions are clearly apart
     assert len(stab["seeds"]["n_communities"]) == len(stab["seeds"]["margins"]) == 2
     assert all(m["alpha"] == 0.01 and m["closest_kept"] < 0.01 for m in stab["seeds"]["margins"])
-    assert "closest kept apart, p" in (out / "report.md").read_text()
+    # ... and every consensus run ended with the count kept: no close call
+    assert stab["seeds"]["close_calls"] == [False, False]
+    assert all(counts == {str(n): sum(counts.values())}
+               for counts, n in zip(stab["seeds"]["run_counts"], stab["seeds"]["n_communities"]))
+    report = (out / "report.md").read_text()
+    assert "closest kept apart, p" in report and "without, 1 (goal met on 1)" in report
     cons = results["consistency"]["phantom"][0]
     assert cons["consistency"]["names"][-1] == "joint" and cons["truth_scores"]["joint"]["ari"] > 0.5
     assert 0 < cons["peer_scores"]["hyperspy-kmeans (eels)"]["ari"] <= 1

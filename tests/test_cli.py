@@ -35,6 +35,12 @@ def test_segment_png_writes_results(tmp_path):
     assert f"Leiden found {record['n_before']}; merged by the dip test at alpha 0.01" in shown
     kept = record["closest_kept"]["p"]  # kept to six decimals: below them it reads "< 1e-06"
     assert f"closest pair kept apart p {'< 1e-06' if kept < 1e-6 else f'= {kept:.3g}'}" in shown
+    # ... and what the consensus's runs ended with
+    counts = json.loads((out / "provenance.json").read_text())["partitions"]["image"]["run_counts"]
+    if len(counts) == 1:
+        assert f"all {sum(counts.values())} consensus runs ended with {next(iter(counts))} communities" in shown
+    else:
+        assert f"of {sum(counts.values())} consensus runs," in shown
     assert (out / "communities.csv").read_text().startswith("community,")
     # --refine reaches the run and is recorded beside the results
     refined = tmp_path / "refined"

@@ -559,16 +559,19 @@ def test_consensus_stops_when_runs_agree_and_goes_on_when_they_do_not():
             yield labels
 
     a = np.repeat([0, 1, 2], 40)
-    labels, n = medoid_labels(runs([a] * 30), planned=30)
-    np.testing.assert_array_equal(labels, a)
-    assert n == len(drawn) == 9  # 2^-9 < 0.01 even after looking at every run
+    kept = medoid_labels(runs([a] * 30), planned=30)
+    np.testing.assert_array_equal(kept.labels, a)
+    assert kept.drawn == len(drawn) == 9  # 2^-9 < 0.01 even after looking at every run
     # Two answers found equally often: no majority to show, every planned run is made.
     b = np.repeat([0, 1], 60)
     drawn.clear()
-    _, n = medoid_labels(runs([a, b] * 15), planned=30)
-    assert n == len(drawn) == 30
+    split = medoid_labels(runs([a, b] * 15), planned=30)
+    assert split.drawn == len(drawn) == 30
+    # half the runs end with 3 communities, half with 2: a close call on the number
+    assert split.counts == {2: 15, 3: 15} and split.close_call
+    assert kept.counts == {3: 9} and not kept.close_call
     # level=None makes every run
-    assert medoid_labels([a] * 12, level=None)[1] == 12
+    assert medoid_labels([a] * 12, level=None).drawn == 12
 
 
 def _every_run(graph: sp.csr_matrix, seed: int, n: int) -> list[np.ndarray]:
@@ -587,12 +590,15 @@ def test_consensus_stops_early_only_with_the_answer_of_all_its_runs(planted):
     x, truth = planted_mixture(600, dim=16, n_clusters=4, separation=2.0, seed=1)
     clear = knn_graph(reduce_features(x, n_pcs=10), k=15)
     early = partition_graph(clear, seed=0, consensus=30)
-    full, n = medoid_labels(_every_run(clear, 0, 30), level=None)
-    assert early.runs == 9 and n == 30
+    full, n = medoid_labels(_every_run(clear, 0, 30), level=None)[:2]
+    assert early.runs == 9 and early.run_counts == {4: 9} and not early.close_call and n == 30
     assert adjusted_rand_score(full, early.labels) >= 0.95 and adjusted_rand_score(truth, early.labels) > 0.95
     # The planted fixture: 21 of 30 runs find the blobs, 9 split the largest one; that
-    # majority is not shown at level 0.01 before the last run, so all 30 are made.
+    # majority is not shown at level 0.01 before the last run, so all 30 are made, and the
+    # count the consensus keeps is a close call.
     graph, _ = planted
     steady = partition_graph(graph, seed=0, consensus=30)
-    assert steady.runs == 30
+    assert steady.runs == 30 and sum(steady.run_counts.values()) == 30 and steady.close_call
+    assert steady.run_counts[steady.n_communities] == 21
+    assert "21 ended with" in steady.close_call_message("partitions/image")
     np.testing.assert_array_equal(steady.labels, medoid_labels(_every_run(graph, 0, 30), level=None)[0])

@@ -50,7 +50,9 @@ def test_finds_planted_groups_without_being_told_how_many():
     assert adjusted_rand(labels, truth) == 1.0 and est.n_clusters_ == 4
     assert np.bincount(labels).tolist() == [120, 90, 60, 30]  # 0 is the largest
     assert est.graph_.shape == (truth.size, truth.size) and 0 < est.modularity_ < 1
+    assert est.run_counts_ == {4: 5}  # every run ended with the 4 groups
     np.testing.assert_array_equal(LeidenClustering(consensus=5, seed=1).fit(x).labels_, labels)
+    assert LeidenClustering(consensus=0).fit(x).run_counts_ is None  # one run: no consensus
 
 
 def test_agrees_with_segment_on_the_same_features(phantom):

@@ -198,6 +198,23 @@ def test_seeds_agree_on_an_ebc_image_where_a_consensus_decided_after_its_medoid_
     assert adjusted_rand(first.pixel_labels, second.pixel_labels) >= 0.95
 
 
+@pytest.mark.realdata
+def test_a_count_the_seeds_disagree_on_is_called_a_close_call():
+    # Superalloy spot7_0d_5: about half of the consensus runs end with 3 communities and half
+    # with 1, so the seeds' consensus keeps either (seed 0: 3, seed 2: 1); each says so.
+    path = shared_file("labelled/nasa_pmm/Super/spot7_0d_5_image.png")
+    runs = {}
+    for seed in (0, 2):
+        with pytest.warns(UserWarning, match=r"of 30 consensus runs.*a close call, another seed may give") as caught:
+            seg = mms.segment(path, seed=seed, progress=False)
+        record = seg.provenance["partitions"]["image"]
+        assert record["close_call"] and sum(record["run_counts"].values()) == record["runs"] == 30
+        assert record["run_counts"][str(seg.n_communities)] < 23  # the sign test's 23 of 30
+        assert any("close call" in w for w in seg.provenance["warnings"]) and len(caught) >= 1
+        runs[seed] = (seg.n_communities, set(record["run_counts"]))
+    assert runs[0][0] != runs[2][0] and runs[0][1] == runs[2][1] == {"1", "3"}
+
+
 # -- bad input: clear errors, no partial output, input untouched ---------------------------
 
 def _assert_no_output(out):
@@ -298,8 +315,10 @@ def test_consensus_runs_are_recorded_and_resume_only_the_partition(small_phantom
     steady = mms.segment(small_phantom.image, out=out, progress=False, seed=1, consensus=5)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config"]["communities"]["consensus"] == 5
-    # 5 planned runs cannot show a majority at level 0.01 (2^-5 > 0.01): all are made.
-    assert all(part["runs"] == 5 for part in provenance["partitions"].values())
+    # 5 planned runs cannot show a majority at level 0.01 (2^-5 > 0.01): all are made, and
+    # too few to call the count a close call either way.
+    assert all(part["runs"] == 5 == sum(part["run_counts"].values()) and part["close_call"] is False
+               for part in provenance["partitions"].values())
     # Same graph (resumed), a partition of its own that still finds the phantom's regions.
     assert steady.graph.nnz == plain.graph.nnz
     assert steady.agreement(small_phantom.truth)["ari"] > 0.8

@@ -14,6 +14,7 @@ from matplotlib.colors import to_hex, to_rgba
 
 import multimodal_seg as mms
 from multimodal_seg import plot
+from multimodal_seg.graphs.communities import describe_runs
 from multimodal_seg.report import SECTIONS, report_html
 from multimodal_seg.result import OUTPUT_FILES
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
@@ -70,6 +71,10 @@ def test_report_is_written_with_every_section_and_no_outside_reference(runs, run
     if decision["closest_kept"] is not None:
         kept = decision["closest_kept"]["p"]
         assert f"closest pair kept apart p {'&lt; 1e-06' if kept < 1e-6 else f'= {kept:.3g}'}" in page
+    # ... and what the consensus's runs ended with, beside it
+    record = seg.provenance["partitions"][painted]
+    runs = describe_runs(record["n_communities"], record["run_counts"], record["close_call"])
+    assert f"{runs[0].upper()}{runs[1:]}." in page
     # where the run's time went, step by step, in the provenance section
     assert "seconds.embed" in page and "seconds.place" in page
 

@@ -117,20 +117,35 @@ def stability_section(rows: list[dict]) -> list[str]:
              "*Communities*: each seed's count. *Margin*: the p-values either side of alpha that "
              "decided each seed's count (the dip test's closest pair kept apart and its last merge, "
              "lowest to highest over the seeds; - where there was none): both near alpha mean the count "
-             "is a close call.", "",
+             "is a close call. *Close calls*: the seeds whose consensus runs did not show that most of "
+             "them end with the kept number of communities (the run warns; "
+             "`multimodal_seg.graphs.communities.Consensus.close_call`).", "",
              "| set | image | setting | seeds: min ARI | seeds: mean ARI | noise ARI | half-chip shift ARI | goal met "
-             "| communities | closest kept apart, p | last merge, p |",
-             "|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
+             "| communities | closest kept apart, p | last merge, p | close calls |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---|---|---:|"]
+    flagged: dict[str, list[bool]] = {}  # setting -> goal met on each image with a close call
+    clear: dict[str, list[bool]] = {}  # setting -> goal met on each image without one
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | error: {r['error']} |||||||| ")
+            lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | error: {r['error']} ||||||||| ")
             continue
         margins = [m for m in r["seeds"].get("margins", []) if m]
+        calls = r["seeds"].get("close_calls")
+        met = r["seeds"]["min"] >= GOAL_SEED_ARI
+        if calls is not None:
+            (flagged if any(calls) else clear).setdefault(r["method"], []).append(met)
         lines.append(f"| {r['dataset']} | {r['image']} | {r['method']} | {r['seeds']['min']:.3f} | {r['seeds']['mean']:.3f} | "
                      f"{r['noise_ari']:.3f} | {r['shift_ari']:.3f} | "
-                     f"{'yes' if r['seeds']['min'] >= GOAL_SEED_ARI else 'no'} | "
+                     f"{'yes' if met else 'no'} | "
                      f"{', '.join(str(n) for n in r['seeds'].get('n_communities', [])) or '-'} | "
-                     f"{_p_range(m['closest_kept'] for m in margins)} | {_p_range(m['last_merged'] for m in margins)} |")
+                     f"{_p_range(m['closest_kept'] for m in margins)} | {_p_range(m['last_merged'] for m in margins)} | "
+                     f"{'-' if calls is None else f'{sum(calls)} of {len(calls)}'} |")
+    summary = [f"- {method}: images with a close call in some seed, {len(flagged.get(method, []))} (goal met on "
+               f"{sum(flagged.get(method, []))}); without, {len(clear.get(method, []))} (goal met on "
+               f"{sum(clear.get(method, []))})."
+               for method in dict.fromkeys([*flagged, *clear])]
+    if summary:
+        lines += ["", "Does the close-call warning point at the images whose seeds disagree?", "", *summary]
     return lines + [""]
 
 

@@ -187,19 +187,24 @@ def run_quality(items: list, method_names: list[str], echo=None) -> list[dict]:
 STABILITY_SETTINGS = {"mmseg-default": {}, "mmseg-single-run": {"consensus": 0}}
 
 
-def _labeller(options: dict, margins: list | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
-    """``segment()`` with ``options`` as ``(image, seed) -> pixel labels``; each run's decision
-    margin (:func:`multimodal_seg.graphs.decide.decision_margin`, ``None`` without a decision)
-    is appended to ``margins`` when given."""
+def _labeller(options: dict, runs: dict[str, list] | None = None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``segment()`` with ``options`` as ``(image, seed) -> pixel labels``.  With ``runs`` given,
+    each run's painted partition adds to its lists: ``margins``, the decision's margin
+    (:func:`multimodal_seg.graphs.decide.decision_margin`, ``None`` without a decision);
+    ``run_counts``, the consensus runs' numbers of communities; ``close_calls``, whether that
+    number was a close call (:attr:`multimodal_seg.graphs.communities.Consensus.close_call`)."""
     def labels(image: np.ndarray, seed: int) -> np.ndarray:
         from ..graphs.decide import decision_margin
         from ..pipeline.segment import segment
-        from ..provenance import painted_decision
+        from ..provenance import painted_partition
 
         seg = segment(image, seed=seed, progress=False, **options)
-        if margins is not None:
-            decision = painted_decision(seg.provenance)
-            margins.append(decision_margin(decision) if decision else None)
+        if runs is not None:
+            record = painted_partition(seg.provenance)
+            decision = record.get("decision")
+            runs["margins"].append(decision_margin(decision) if decision else None)
+            runs["run_counts"].append(record.get("run_counts"))
+            runs["close_calls"].append(bool(record.get("close_call")))
         return seg.pixel_labels
     return labels
 
@@ -222,10 +227,10 @@ def run_stability(items: list, quick: bool, echo=None, *, per_set: int | None = 
             _log(f"stability: {item.dataset}/{item.name}: {name}", echo)
 
             def case(item=item, chip=chip, options=options) -> dict:
-                margins: list = []  # the decision's margin in each seed's run
-                seeds = stability.seed_agreement(_labeller(options, margins), item.image,
+                runs: dict[str, list] = {"margins": [], "run_counts": [], "close_calls": []}  # each seed's
+                seeds = stability.seed_agreement(_labeller(options, runs), item.image,
                                                  SIZES["stability_seeds"][pick])
-                return {"seeds": {**seeds, "margins": margins},
+                return {"seeds": {**seeds, **runs},
                         **stability.perturbation_agreement(_labeller(options), item.image, chip)}
 
             rows.append(_guard({"dataset": item.dataset, "image": item.name, "method": name}, case, echo))

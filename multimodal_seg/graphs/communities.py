@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import igraph as ig
 import leidenalg
@@ -63,10 +63,49 @@ class Partition:
     decision: dict | None = None
     #: Community runs made (a consensus may stop before ``consensus`` runs: :func:`medoid_labels`).
     runs: int = 1
+    #: Of a consensus: how many of its runs found each number of communities
+    #: (:attr:`Consensus.counts`); ``None`` without one.
+    run_counts: dict[int, int] | None = None
+    #: Of a consensus: its runs split on the number of communities (:attr:`Consensus.close_call`).
+    close_call: bool = False
 
     @property
     def n_communities(self) -> int:
         return int(self.labels.max()) + 1 if self.labels.size else 0
+
+    def record(self) -> dict:
+        """What a store or ``provenance.json`` keeps of the partition besides its labels (JSON-able:
+        ``run_counts`` keyed by strings)."""
+        return {"params": self.params, "modularity": self.modularity, "n_communities": self.n_communities,
+                "runs": self.runs, "run_counts": {str(k): n for k, n in (self.run_counts or {}).items()} or None,
+                "close_call": self.close_call, "decision": self.decision}
+
+    def close_call_message(self, name: str) -> str | None:
+        """The warning for partition ``name`` when it is a :attr:`close_call`, else ``None``."""
+        if not self.close_call:
+            return None
+        return (f"{name} has {self.n_communities} communities, but "
+                f"{describe_runs(self.n_communities, self.run_counts, self.close_call)}. The data hold marginal "
+                "evidence for the communities between those numbers; compare a few seeds (seed=...) before "
+                "reading much into them (provenance: run_counts).")
+
+
+def describe_runs(n_communities: int, run_counts: Mapping[int | str, int] | None, close_call: bool) -> str | None:
+    """One line for people on what a consensus's runs found (:attr:`Partition.run_counts`, keys
+    as numbers or, read back from a record, as strings), e.g. "of 30 consensus runs, 19 ended
+    with 3 communities and 11 with 1: a close call, another seed may give 1" (the last part for
+    a close call; each run is Leiden's, merged and decided);
+    ``None`` without a consensus."""
+    if not run_counts:
+        return None
+    by_count = sorted(((int(k), n) for k, n in run_counts.items()), key=lambda item: (-item[1], item[0]))
+    total = sum(n for _, n in by_count)
+    if len(by_count) == 1:
+        return f"all {total} consensus runs ended with {by_count[0][0]} communities"
+    found = [f"{runs}{' ended' * (i == 0)} with {k}{' communities' * (i == 0)}" for i, (k, runs) in enumerate(by_count)]
+    line = f"of {total} consensus runs, {', '.join(found[:-1])} and {found[-1]}"
+    other = next((k for k, _ in by_count if k != n_communities), None)
+    return line + (f": a close call, another seed may give {other}" if close_call and other is not None else "")
 
 
 #: A consensus of Leiden runs works on chip graphs of up to this many chips as they are.  A
@@ -428,14 +467,16 @@ def partition_graph(
             chip_runs = (order_by_size(coarse.run(int(s))[groups]) for s in run_seeds)
             # the groups' medoid, with every chip then free to move on its own graph; finished
             # once, since only the medoid has a partition of the chips themselves
-            medoid, runs = medoid_labels(chip_runs, planned=consensus)
-            labels = finish(runner.run(seed, initial=medoid))
+            kept = medoid_labels(chip_runs, planned=consensus)
+            labels = finish(runner.run(seed, initial=kept.labels))
         else:
             # the medoid of the finished runs: of what the user gets, not of Leiden's raw
             # partitions, whose small differences the decision's merges can amplify
-            labels, runs = medoid_labels((finish(runner.run(int(s))) for s in run_seeds), planned=consensus)
+            kept = medoid_labels((finish(runner.run(int(s))) for s in run_seeds), planned=consensus)
+            labels = kept.labels
+        runs, run_counts, close_call = kept.drawn, kept.counts, kept.close_call
     else:
-        runs = n_restarts
+        runs, run_counts, close_call = n_restarts, None, False
         # Several runs from seeds derived from `seed`, keeping the best modularity: the
         # result depends less on the seed (worst pairwise ARI between seeds on three NASA
         # EBC images rose from 0.60-0.83 with one run to 0.80-0.89 with ten), but higher
@@ -452,7 +493,7 @@ def partition_graph(
         labels = finish(best_run)
     decision = decisions[labels.tobytes()]
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
-                     runs=runs)
+                     runs=runs, run_counts=run_counts, close_call=close_call)
 
 
 def stop_boundary(planned: int, level: float = STOP_LEVEL) -> np.ndarray:
@@ -503,8 +544,26 @@ def _stop_boundary(planned: int, level: float) -> np.ndarray:
     return boundary(low)
 
 
+class Consensus(NamedTuple):
+    """What :func:`medoid_labels` kept, and how firmly its runs back its number of communities."""
+
+    #: ``(n,)`` labels of the medoid run.
+    labels: np.ndarray
+    #: Runs drawn.
+    drawn: int
+    #: ``{number of communities: runs that found it}`` over the runs drawn.
+    counts: dict[int, int]
+    #: The runs did not show that most of them find the kept number of communities: fewer of
+    #: them found it than the sequential sign test that stops a consensus asks for
+    #: (:func:`stop_boundary`, at the level the consensus used, or ``STOP_LEVEL``).  The data
+    #: sit near the decision between two numbers, and another seed (another sample of runs)
+    #: may keep the other.  Measured on the NASA images (docs/design.md, "Close calls"): the
+    #: images whose seeds disagree on the number of communities are those whose runs split so.
+    close_call: bool
+
+
 def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
-                  level: float | None = STOP_LEVEL) -> tuple[np.ndarray, int]:
+                  level: float | None = STOP_LEVEL) -> Consensus:
     """The most representative of several community detections (the medoid partition).
 
     The run whose mean adjusted Rand index with all the other runs is highest is kept
@@ -537,7 +596,9 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
 
     Returns
     -------
-    ``(n,)`` labels (one of ``runs``) and the number of runs drawn.
+    Consensus
+        The ``(n,)`` labels (one of ``runs``), the number of runs drawn, how many found each
+        number of communities, and whether that number is a close call.
     """
     from ..metrics import adjusted_rand_fast
 
@@ -545,6 +606,7 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
         runs = list(runs)
         planned = len(runs)
     bound = stop_boundary(planned, level) if level is not None and planned else None
+    counts_of_k: dict[int, int] = {}
     distinct: dict[bytes, int] = {}  # partition -> its index in `parts`
     parts: list[np.ndarray] = []
     counts: list[float] = []
@@ -552,6 +614,8 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
     drawn = 0
     for labels in runs:
         drawn += 1
+        n_communities = int(labels.max()) + 1 if labels.size else 0
+        counts_of_k[n_communities] = counts_of_k.get(n_communities, 0) + 1
         key = labels.tobytes()
         if key in distinct:
             counts[distinct[key]] += 1
@@ -567,7 +631,13 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
             agreeing = float(np.array(counts)[agreement[medoid] >= SAME_ANSWER_ARI].sum())
             if agreeing >= bound[drawn - 1]:
                 break
-    return parts[medoid], drawn
+    kept = parts[medoid]
+    looks = bound if bound is not None and drawn <= len(bound) else stop_boundary(drawn, level or STOP_LEVEL)
+    # too few runs to show a majority at all (fewer than 7 at level 0.01): nothing to judge
+    shown = looks[drawn - 1]
+    counts_of_k = dict(sorted(counts_of_k.items()))
+    close_call = bool(counts_of_k[int(kept.max()) + 1 if kept.size else 0] < shown <= drawn)
+    return Consensus(kept, drawn, counts_of_k, close_call)
 
 
 def connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ has nothing to estimate for this one.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,11 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         Number of communities found.
     modularity_
         Modularity of ``labels_`` on ``graph_``.
+    run_counts_
+        With a consensus: ``{number of communities: runs that ended with it}``; where the runs
+        do not show that most of them end with ``n_clusters_``, ``fit`` warns that the number
+        is a close call (:class:`multimodal_seg.graphs.communities.Consensus`).  ``None``
+        without a consensus.
     graph_
         ``(n_samples, n_samples)`` sparse similarity graph.
     """
@@ -139,7 +145,10 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         self.labels_ = partition.labels.astype(np.intp)
         self.n_clusters_ = partition.n_communities
         self.modularity_ = partition.modularity
+        self.run_counts_ = partition.run_counts
         self.graph_ = graph
+        if (message := partition.close_call_message("LeidenClustering")) is not None:
+            warnings.warn(message, UserWarning, stacklevel=2)
         return self
 
 

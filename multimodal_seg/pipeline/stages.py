@@ -27,6 +27,7 @@ exactly these stages, so both paths give the same labels.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -304,8 +305,9 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
     grid_shape = tuple(grid.grid_shape) if deciding else None
     part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape,
                            grid_step=grid.half_chip_steps, feature_weights=attrs.get("layer_weights"), **options)
-    study.write_array(key, part.labels, fingerprint=fp, params=part.params, modularity=part.modularity,
-                      n_communities=part.n_communities, decision=part.decision, runs=part.runs, **attrs)
+    study.write_array(key, part.labels, fingerprint=fp, **part.record(), **attrs)
+    if (message := part.close_call_message(key)) is not None:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _rules(options: Mapping[str, Any]) -> dict[str, int]:
@@ -803,7 +805,8 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
         "n_chips": grid.grid.n_chips,
         "fusion": config.fusion.method if main == JOINT else None,
         "partitions": {n: {key: study.attrs_of(f"partitions/{n}").get(key)
-                           for key in ("n_communities", "modularity", "params", "runs", "decision", "left_out")}
+                           for key in ("n_communities", "modularity", "params", "runs", "run_counts", "close_call",
+                                       "decision", "left_out")}
                        for n in to_paint},
         "placed": {n: {**{key: attrs[key] for key in ("modalities", "radius", "moved", "band", "map_error")},
                        "step": attrs.get("step", 1)}

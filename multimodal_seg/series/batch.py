@@ -20,6 +20,7 @@ pynndescent above); Leiden's consensus costs its number of runs on that graph, o
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,8 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
     partition = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed, features={"frames": features},
                                 grid_shape=(len(frames), *embedder.grid.grid_shape),
                                 grid_step=embedder.grid.half_chip_steps)
+    if (message := partition.close_call_message("the series' partition")) is not None:
+        warnings.warn(message, UserWarning, stacklevel=2)
     labels = partition.labels.astype(np.int64)
     sure = confidence(graph, labels, np.arange(labels.size))
     axis = SeriesAxis.of(frames[0])
@@ -233,9 +236,7 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
         "seed": cfg.seed, "mode": "batch", "sources": [f.label for f in frames], "axis": axis.to_dict(),
         "encoder": embedder.encoder.fingerprint(), "encoder_choice": embedder.choice,
         "grid": embedder.grid.to_dict(), "n_chips": int(labels.size), "intensity": list(embedder.intensity),
-        "partition": {"params": partition.params, "modularity": partition.modularity,
-                      "n_communities": partition.n_communities, "runs": partition.runs,
-                      "decision": partition.decision},
+        "partition": partition.record(),
         "seconds": time.perf_counter() - started})
     result = SeriesResult(config=cfg, axis=axis, reports=reports, frames=frames, grid=embedder.grid,
                           axes=embedder.axes, intensity=embedder.intensity, modularity=partition.modularity,
