@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
 from multimodal_seg.modalities.base import Axis
@@ -57,3 +60,14 @@ def test_aliases_in_one_channel_are_listed_together_and_csv_round_trips():
 
 def test_no_features_for_non_energy_axes():
     assert known_features(Axis("q", 64, 0.1, 0.0, "1/nm")) == ("none", [])
+
+
+def test_reading_the_line_tables_warns_nothing_about_package_versions():
+    # exSpy 0.3 imports HyperSpy 2.5's lazy signals from deprecated paths; in a fresh process
+    # (where exSpy is imported for the first time) no such warning reaches the run.
+    code = ("from multimodal_seg.analysis.spectral_lines import known_features\n"
+            "from multimodal_seg.modalities.base import Axis\n"
+            "print(len(known_features(Axis('E', 2048, 0.01, 0.0, 'keV'))[1]))")
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 10  # the EDS lines of 0-20 keV were read

@@ -15,6 +15,7 @@ the window is listed with the same counts, so read the table with the specimen i
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,12 @@ def known_features(axis: Axis) -> tuple[str, list[SpectralFeature]]:
     -------
     ``("eds" | "eels" | "none", features)``.
     """
-    from exspy.material import elements
+    with warnings.catch_warnings():
+        # exSpy 0.3 imports HyperSpy 2.5's lazy signals from their deprecated paths (HyperSpy's
+        # VisibleDeprecationWarning, a UserWarning): about the two packages' versions, nothing a
+        # user of this run can act on, and it cluttered every run's warnings
+        warnings.filterwarnings("ignore", message="Importing `Lazy")
+        from exspy.material import elements
 
     factor = _unit_factor(axis.units)
     if factor is None:
