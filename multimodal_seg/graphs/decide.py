@@ -62,7 +62,7 @@ import scipy.sparse as sp
 from scipy.stats import levene
 from sklearn.covariance import ledoit_wolf
 
-from .labels import community_weights, order_by_size
+from .labels import community_weights, n_labels, order_by_size
 
 #: The rules' version, part of every partition's fingerprint, so that a study made by
 #: earlier rules decides again: 1 dip test and rims; 2 also mixtures of two neighbours; 3 the
@@ -131,7 +131,7 @@ class Decision:
         """JSON-able record for provenance."""
         return {"method": "dip-test", "rules_version": RULES_VERSION, "alpha": self.alpha, "merges": self.merges,
                 "closest_kept": self.closest_kept, "grid_step": int(self.grid_step), "reach": int(self.reach),
-                "n_before": int(self.n_before), "n_after": int(self.labels.max()) + 1 if self.labels.size else 0}
+                "n_before": int(self.n_before), "n_after": n_labels(self.labels)}
 
 
 @dataclass
@@ -329,7 +329,7 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
     """
     labels = order_by_size(np.asarray(labels))
     tested = np.ones(labels.size, dtype=bool) if tested is None else np.asarray(tested, dtype=bool)
-    n_before = int(labels.max()) + 1 if labels.size else 0
+    n_before = n_labels(labels)
     merges: list[dict] = []
     closest = None
     memo = Memo() if memo is None else memo
@@ -456,7 +456,7 @@ def grid_neighbours(labels: np.ndarray) -> np.ndarray:
     frame), with ``n = labels.max() + 1``.
     """
     labels = np.asarray(labels)
-    n = int(labels.max()) + 1 if labels.size else 0
+    n = n_labels(labels)
     touch = np.zeros((n, n), dtype=bool)
     ends = labels.ravel()[neighbour_pairs(labels.shape)]
     ends = ends[ends[:, 0] != ends[:, 1]]
@@ -708,7 +708,7 @@ def dissolve_mixtures(features: Mapping[str, np.ndarray] | None, labels: np.ndar
     labels = np.asarray(labels)
     records: list[dict] = []
     while True:
-        n = int(labels.max()) + 1 if labels.size else 0
+        n = n_labels(labels)
         if n < 3:
             break
         touch = grid_neighbours(labels.reshape(grid_shape))
@@ -792,7 +792,7 @@ def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[in
     labels = np.asarray(labels)
     if labels.size != int(np.prod(grid_shape)):
         raise ValueError(f"{labels.size} labels for a chip grid of {grid_shape}")
-    n = int(labels.max()) + 1 if labels.size else 0
+    n = n_labels(labels)
     inside = interior_chips(labels.reshape(grid_shape), reach).ravel()
     rims = [c for c in range(n) if not inside[labels == c].any()]
     if not rims or len(rims) == n:

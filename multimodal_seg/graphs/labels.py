@@ -6,6 +6,11 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def n_labels(labels: np.ndarray) -> int:
+    """How many communities labels ``0 .. n - 1`` name (0 for no labels)."""
+    return int(labels.max()) + 1 if labels.size else 0
+
+
 def order_by_size(labels: np.ndarray) -> np.ndarray:
     """Relabel so that 0 is the largest community, 1 the next ... (ties: lower old id first)."""
     labels = np.asarray(labels)
