@@ -574,6 +574,26 @@ def test_consensus_stops_when_runs_agree_and_goes_on_when_they_do_not():
     assert medoid_labels([a] * 12, level=None).drawn == 12
 
 
+def test_runs_that_disagree_settle_the_number_first_then_the_partition():
+    # 30 runs, none a majority: 12 end with 3 communities (7 cut as a, 5 as a2), 9 with 2 and 9
+    # with 4, both of those made from a2's cut.  Over every run a2 is the most representative
+    # (the other numbers' runs pull it there); among the runs of the common number, 3, it is a.
+    a = np.repeat([0, 1, 2], 40)
+    a2 = a.copy()
+    a2[36:44] = 2
+    two, four = np.where(a2 == 2, 1, a2), np.where(np.arange(120) >= 100, 3, a2)
+    runs = [a] * 7 + [a2] * 5 + [two] * 9 + [four] * 9
+    agreement = np.array([[adjusted_rand_score(x, y) for y in runs] for x in runs])
+    assert runs[int(agreement.sum(axis=1).argmax())] is a2  # the medoid of every run
+    kept = medoid_labels(runs, level=None)
+    np.testing.assert_array_equal(kept.labels, a)
+    assert kept.counts == {2: 9, 3: 12, 4: 9} and kept.close_call
+    # a tie between numbers goes to the medoid's own (here a: the first of two alike in weight)
+    tied = medoid_labels([a] * 6 + [two] * 6, level=None)
+    assert tied.counts == {2: 6, 3: 6}
+    np.testing.assert_array_equal(tied.labels, a)
+
+
 def _every_run(graph: sp.csr_matrix, seed: int, n: int) -> list[np.ndarray]:
     """The ``n`` Leiden runs a consensus from ``seed`` would make, all of them."""
     g = to_igraph(graph)

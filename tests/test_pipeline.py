@@ -309,7 +309,7 @@ def test_merge_keeps_particles_apart_from_a_noisy_support():
     assert np.mean(merged.pixel_labels[particles] == brightest) > 0.5
 
 
-def test_consensus_runs_are_recorded_and_resume_only_the_partition(small_phantom, tmp_path):
+def test_consensus_runs_are_recorded_and_resume_only_the_partition(small_phantom, tmp_path, monkeypatch):
     out = tmp_path / "run"
     plain = mms.segment(small_phantom.image, out=out, progress=False, seed=1)
     steady = mms.segment(small_phantom.image, out=out, progress=False, seed=1, consensus=5)
@@ -322,6 +322,13 @@ def test_consensus_runs_are_recorded_and_resume_only_the_partition(small_phantom
     # Same graph (resumed), a partition of its own that still finds the phantom's regions.
     assert steady.graph.nnz == plain.graph.nnz
     assert steady.agreement(small_phantom.truth)["ari"] > 0.8
+    # A study partitioned under earlier consensus rules partitions again; the same rules resume.
+    made = mms.Study.open(out / "study.zarr").fingerprint_of("partitions/image")
+    mms.segment(small_phantom.image, out=out, progress=False, seed=1, consensus=5)
+    assert mms.Study.open(out / "study.zarr").fingerprint_of("partitions/image") == made
+    monkeypatch.setattr(stages, "CONSENSUS_RULES", stages.CONSENSUS_RULES + 1)
+    mms.segment(small_phantom.image, out=out, progress=False, seed=1, consensus=5)
+    assert mms.Study.open(out / "study.zarr").fingerprint_of("partitions/image") != made
     with pytest.raises(ParameterError, match="consensus"):
         mms.segment(small_phantom.image, progress=False, consensus=-1)
 

@@ -40,6 +40,11 @@ METHODS = ("leiden", "louvain")
 SAME_ANSWER_ARI = 0.95
 #: Level of the sequential sign test that ends a consensus early (:func:`stop_boundary`).
 STOP_LEVEL = 0.01
+#: Version of how a consensus picks its partition, part of a stored partition's fingerprint
+#: (a study made by earlier rules partitions again).  Before it (versions of the decision rules
+#: up to 7): the medoid of every run; 1: where the runs do not agree, the medoid of those
+#: ending with the number of communities most runs ended with (:func:`medoid_labels`).
+CONSENSUS_RULES = 1
 
 
 @dataclass
@@ -577,6 +582,12 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
     structured graph 9 runs of 30 are made, on a weakly structured one (where the
     consensus matters) all of them.
 
+    Where they do not stop early (the runs did not agree), the number of communities is
+    settled first: the kept partition is the medoid of the runs that ended with the number
+    most runs ended with (a tie goes to the medoid's number, else to the fewest).  Runs that
+    ended with other numbers are other answers; left in, they pull which partition of the
+    common number is the most representative one way or another with the sample drawn.
+
     Why: one Leiden run on a weakly structured graph lands in one of many
     near-equal partitions, picked by the seed.  Measured (30 runs, seeds 0-3): the
     worst pairwise ARI between seeds on NASA images rose from 0.56-0.83 to
@@ -613,6 +624,7 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
     counts: list[float] = []
     agreement = np.zeros((0, 0))
     drawn = 0
+    stopped = False
     for labels in runs:
         drawn += 1
         n_communities = n_labels(labels)
@@ -631,14 +643,32 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
         if bound is not None and drawn <= len(bound):
             agreeing = float(np.array(counts)[agreement[medoid] >= SAME_ANSWER_ARI].sum())
             if agreeing >= bound[drawn - 1]:
+                stopped = True
                 break
+    counts_of_k = dict(sorted(counts_of_k.items()))
+    if not stopped:
+        medoid = _medoid_of_the_common_count(parts, np.array(counts), agreement, counts_of_k, medoid)
     kept = parts[medoid]
     looks = bound if bound is not None and drawn <= len(bound) else stop_boundary(drawn, level or STOP_LEVEL)
     # too few runs to show a majority at all (fewer than 7 at level 0.01): nothing to judge
     shown = looks[drawn - 1]
-    counts_of_k = dict(sorted(counts_of_k.items()))
     close_call = bool(counts_of_k[n_labels(kept)] < shown <= drawn)
     return Consensus(kept, drawn, counts_of_k, close_call)
+
+
+def _medoid_of_the_common_count(parts: list[np.ndarray], counts: np.ndarray, agreement: np.ndarray,
+                                counts_of_k: dict[int, int], medoid: int) -> int:
+    """Of runs that did not agree: the index in ``parts`` of the most representative partition
+    among those with the number of communities most runs ended with (``counts``: runs per
+    partition; ``agreement``: their pairwise ARI; a tie between numbers goes to the medoid's,
+    else to the fewest).  Runs that ended with another number are other answers, and left in
+    they pull which partition of the common number is the most representative one way or the
+    other with the sample of runs drawn (docs/design.md, "The medoid of the common count")."""
+    top = max(counts_of_k.values())
+    tied = [k for k, n in counts_of_k.items() if n == top]
+    common = n_labels(parts[medoid]) if n_labels(parts[medoid]) in tied else min(tied)
+    members = np.flatnonzero([n_labels(p) == common for p in parts])
+    return int(members[(agreement[np.ix_(members, members)] @ counts[members]).argmax()])
 
 
 def connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
 from ..errors import ParameterError
 from ..graphs import knn
-from ..graphs.communities import check_layer_weights, check_options, partition_graph, weighted_sum
+from ..graphs.communities import CONSENSUS_RULES, check_layer_weights, check_options, partition_graph, weighted_sum
 from ..graphs.decide import RULES_VERSION
 from ..graphs.fusion import concatenated_features
 from ..modalities.base import Axis, ModalityData
@@ -311,9 +311,11 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
 
 
 def _rules(options: Mapping[str, Any]) -> dict[str, int]:
-    """What a partition's fingerprint takes from the decision rules' code: their version
-    when they run (a study made by earlier rules decides again), nothing otherwise."""
-    return {"decision_rules": RULES_VERSION} if options.get("decide") not in (None, "none") else {}
+    """What a partition's fingerprint takes from the rules' code: the decision rules' version
+    when they run, the consensus rules' when a consensus runs (a study made by earlier rules
+    partitions again), nothing otherwise."""
+    rules = {"decision_rules": RULES_VERSION} if options.get("decide") not in (None, "none") else {}
+    return rules | ({"consensus_rules": CONSENSUS_RULES} if (options.get("consensus") or 0) > 1 else {})
 
 
 def find_communities(
