@@ -588,6 +588,10 @@ def test_runs_that_disagree_settle_the_number_first_then_the_partition():
     kept = medoid_labels(runs, level=None)
     np.testing.assert_array_equal(kept.labels, a)
     assert kept.counts == {2: 9, 3: 12, 4: 9} and kept.close_call
+    # runs whose numbers are not yet the answer's (undecided runs of groups): the medoid of all
+    undecided = medoid_labels(runs, level=None, by_count=False)
+    np.testing.assert_array_equal(undecided.labels, a2)
+    assert not undecided.close_call
     # a tie between numbers goes to the medoid's own (here a: the first of two alike in weight)
     tied = medoid_labels([a] * 6 + [two] * 6, level=None)
     assert tied.counts == {2: 6, 3: 6}

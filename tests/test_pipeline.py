@@ -344,6 +344,9 @@ def test_a_dense_chip_grid_runs_its_consensus_on_groups_and_says_so(small_phanto
     # The dip tests see chips half a chip apart (every 5th): tested all together, these
     # near-copies made 8-9 communities for the phantom's 4 regions (seeds 0-1, ARI 0.71-0.74).
     assert partition["decision"]["grid_step"] == 5
+    # the groups' runs are Leiden's, undecided (16-21 communities here): no count to judge
+    assert partition["run_counts"] is None and partition["close_call"] is False
+    assert not any("close call" in w for w in seg.provenance["warnings"])
     assert 4 <= seg.n_communities <= 5
     assert seg.agreement(small_phantom.truth)["ari"] > 0.8
     again = _seg(small_phantom, chip_size=32, stride=3)

@@ -68,8 +68,9 @@ class Partition:
     decision: dict | None = None
     #: Community runs made (a consensus may stop before ``consensus`` runs: :func:`medoid_labels`).
     runs: int = 1
-    #: Of a consensus: how many of its runs found each number of communities
-    #: (:attr:`Consensus.counts`); ``None`` without one.
+    #: Of a consensus: how many of its runs ended with each number of communities
+    #: (:attr:`Consensus.counts`); ``None`` without one, or for a consensus on groups of chips
+    #: (its runs are not decided).
     run_counts: dict[int, int] | None = None
     #: Of a consensus: its runs split on the number of communities (:attr:`Consensus.close_call`).
     close_call: bool = False
@@ -471,15 +472,17 @@ def partition_graph(
                              resolution, n_iterations)
             chip_runs = (order_by_size(coarse.run(int(s))[groups]) for s in run_seeds)
             # the groups' medoid, with every chip then free to move on its own graph; finished
-            # once, since only the medoid has a partition of the chips themselves
-            kept = medoid_labels(chip_runs, planned=consensus)
+            # once, since only the medoid has a partition of the chips themselves.  The runs'
+            # numbers of communities are Leiden's before any decision, not the answer's: neither
+            # settled first nor judged a close call.
+            kept = medoid_labels(chip_runs, planned=consensus, by_count=False)
             labels = finish(runner.run(seed, initial=kept.labels))
         else:
             # the medoid of the finished runs: of what the user gets, not of Leiden's raw
             # partitions, whose small differences the decision's merges can amplify
             kept = medoid_labels((finish(runner.run(int(s))) for s in run_seeds), planned=consensus)
             labels = kept.labels
-        runs, run_counts, close_call = kept.drawn, kept.counts, kept.close_call
+        runs, run_counts, close_call = kept.drawn, kept.counts if not grouped else None, kept.close_call
     else:
         runs, run_counts, close_call = n_restarts, None, False
         # Several runs from seeds derived from `seed`, keeping the best modularity: the
@@ -569,7 +572,7 @@ class Consensus(NamedTuple):
 
 
 def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
-                  level: float | None = STOP_LEVEL) -> Consensus:
+                  level: float | None = STOP_LEVEL, by_count: bool = True) -> Consensus:
     """The most representative of several community detections (the medoid partition).
 
     The run whose mean adjusted Rand index with all the other runs is highest is kept
@@ -605,6 +608,11 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
         The most runs that will be drawn (default: ``len(runs)``).
     level
         Level of the sequential test; ``None`` draws every run.
+    by_count
+        Settle the number of communities first where the runs disagree, and judge whether it is
+        a close call (default).  ``False`` for runs whose numbers are not yet the answer's (a
+        consensus on groups of chips, whose runs are Leiden's before any decision): the medoid of
+        every run, and never a close call.
 
     Returns
     -------
@@ -646,13 +654,13 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
                 stopped = True
                 break
     counts_of_k = dict(sorted(counts_of_k.items()))
-    if not stopped:
+    if by_count and not stopped:
         medoid = _medoid_of_the_common_count(parts, np.array(counts), agreement, counts_of_k, medoid)
     kept = parts[medoid]
     looks = bound if bound is not None and drawn <= len(bound) else stop_boundary(drawn, level or STOP_LEVEL)
     # too few runs to show a majority at all (fewer than 7 at level 0.01): nothing to judge
     shown = looks[drawn - 1]
-    close_call = bool(counts_of_k[n_labels(kept)] < shown <= drawn)
+    close_call = by_count and bool(counts_of_k[n_labels(kept)] < shown <= drawn)
     return Consensus(kept, drawn, counts_of_k, close_call)
 
 
