@@ -626,7 +626,6 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
         runs = list(runs)
         planned = len(runs)
     bound = stop_boundary(planned, level) if level is not None and planned else None
-    counts_of_k: dict[int, int] = {}
     distinct: dict[bytes, int] = {}  # partition -> its index in `parts`
     parts: list[np.ndarray] = []
     counts: list[float] = []
@@ -635,8 +634,6 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
     stopped = False
     for labels in runs:
         drawn += 1
-        n_communities = n_labels(labels)
-        counts_of_k[n_communities] = counts_of_k.get(n_communities, 0) + 1
         key = labels.tobytes()
         if key in distinct:
             counts[distinct[key]] += 1
@@ -653,29 +650,29 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
             if agreeing >= bound[drawn - 1]:
                 stopped = True
                 break
-    counts_of_k = dict(sorted(counts_of_k.items()))
+    numbers = np.array([n_labels(p) for p in parts])  # of communities, each distinct partition's
+    counts_of_k = {int(k): int(np.array(counts)[numbers == k].sum()) for k in np.unique(numbers)}
     if by_count and not stopped:
-        medoid = _medoid_of_the_common_count(parts, np.array(counts), agreement, counts_of_k, medoid)
-    kept = parts[medoid]
+        medoid = _medoid_of_the_common_count(numbers, np.array(counts), agreement, counts_of_k, medoid)
     looks = bound if bound is not None and drawn <= len(bound) else stop_boundary(drawn, level or STOP_LEVEL)
     # too few runs to show a majority at all (fewer than 7 at level 0.01): nothing to judge
     shown = looks[drawn - 1]
-    close_call = by_count and bool(counts_of_k[n_labels(kept)] < shown <= drawn)
-    return Consensus(kept, drawn, counts_of_k, close_call)
+    close_call = by_count and bool(counts_of_k[int(numbers[medoid])] < shown <= drawn)
+    return Consensus(parts[medoid], drawn, counts_of_k, close_call)
 
 
-def _medoid_of_the_common_count(parts: list[np.ndarray], counts: np.ndarray, agreement: np.ndarray,
+def _medoid_of_the_common_count(numbers: np.ndarray, counts: np.ndarray, agreement: np.ndarray,
                                 counts_of_k: dict[int, int], medoid: int) -> int:
-    """Of runs that did not agree: the index in ``parts`` of the most representative partition
-    among those with the number of communities most runs ended with (``counts``: runs per
-    partition; ``agreement``: their pairwise ARI; a tie between numbers goes to the medoid's,
-    else to the fewest).  Runs that ended with another number are other answers, and left in
+    """Of runs that did not agree: the index of the most representative distinct partition
+    among those with the number of communities most runs ended with (``numbers``: each
+    partition's number of communities; ``counts``: runs per partition; ``agreement``: their
+    pairwise ARI; a tie between numbers goes to the medoid's, else to the fewest).  Runs that ended with another number are other answers, and left in
     they pull which partition of the common number is the most representative one way or the
     other with the sample of runs drawn (docs/design.md, "The medoid of the common count")."""
     top = max(counts_of_k.values())
     tied = [k for k, n in counts_of_k.items() if n == top]
-    common = n_labels(parts[medoid]) if n_labels(parts[medoid]) in tied else min(tied)
-    members = np.flatnonzero([n_labels(p) == common for p in parts])
+    common = numbers[medoid] if numbers[medoid] in tied else min(tied)
+    members = np.flatnonzero(numbers == common)
     return int(members[(agreement[np.ix_(members, members)] @ counts[members]).argmax()])
 
 
