@@ -164,6 +164,50 @@ def test_folded_networks_compute_the_same_without_their_norms(ndim, shape):
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("length", [96, 100])  # pooled bins equal (96 -> 12 -> 4) or not (100 -> 13)
+def test_height_one_copy_of_a_1d_convnet_computes_the_same(length):
+    # the 1D convnet's inference copy runs 2D convolutions of height one on channels-last
+    # tensors (faster on CPUs), to float rounding the function of the network with its norms
+    from multimodal_seg.encoders.convnet import small_convnet
+    from multimodal_seg.encoders.heightone import HeightOne, height_one
+    from multimodal_seg.encoders.runtime import folded, inference_copy
+
+    torch.manual_seed(0)
+    network = _trained_like(small_convnet(1, (5, 3, 3, 3), 4, 16))
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    copy = inference_copy(network)
+    assert isinstance(copy, HeightOne)
+    assert not any(isinstance(m, (torch.nn.Conv1d, torch.nn.BatchNorm1d)) for m in copy.modules())
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in copy.modules()) == 4
+    x = torch.randn(6, 1, length, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(copy(x), network(x), rtol=1e-5, atol=1e-5)
+    # the network keeps its 1D layers and norms (weights files, checkpoints and training use it)
+    assert sum(isinstance(m, torch.nn.Conv1d) for m in network.modules()) == 4
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    # what it does not apply to comes back as it is: a network with its norms left (a live
+    # network, still training), a 2D convnet, a module that is not a Sequential
+    assert height_one(network) is network
+    two_d = folded(_trained_like(small_convnet(2, (5, 3, 3, 3), 4, 16)))
+    assert height_one(two_d) is two_d
+    assert type(inference_copy(two_d)) is type(two_d)
+    linear = torch.nn.Linear(3, 2)
+    assert height_one(linear) is linear
+
+
+def test_bin_average_pools_a_1d_signal_given_as_height_one():
+    from multimodal_seg.encoders.binpool import BinAverage
+
+    for length, size in ((64, 8), (37, 4)):
+        x = torch.randn(2, 3, length, generator=torch.Generator().manual_seed(0))
+        flat = BinAverage(size, 1)(x)
+        tall = BinAverage(size, 1)(x.unsqueeze(-2).contiguous(memory_format=torch.channels_last))
+        assert tall.shape == (2, 3, 1, size)
+        torch.testing.assert_close(tall.squeeze(-2), flat, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(flat, torch.nn.AdaptiveAvgPool1d(size)(x), rtol=1e-6, atol=1e-6)
+
+
 def test_encoders_run_their_folded_network_and_embed_as_the_network_does():
     # what encode() runs has no batch norm left, and embeds as the network with its
     # norms to float rounding; a runner asked not to fold (training) runs the network

@@ -300,7 +300,9 @@ class ConvChipEncoder(Encoder):
             "device": self.device.type,
             **self.architecture_options(),
             **({"compile": True} if self.compile else {}),  # eager fingerprints stay as they were
-            "version": 2,  # 2: batch norms folded into the convolutions (runtime.folded)
+            # 2: batch norms folded into the convolutions (runtime.folded); 3: 1D convolutions
+            # run as 2D ones of height one (heightone.py)
+            "version": 3,
         }
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
