@@ -67,6 +67,44 @@ def test_run_tasks_reports_each_result_and_keeps_order():
         run_tasks([dask.delayed(lambda: 1 / 0, pure=False)()])
 
 
+def test_one_task_at_a_time_runs_in_this_thread():
+    # torch called from a pool thread that stays alive gets an OpenMP team of its own, and
+    # torch then ran 1.3-1.7 times slower in every thread: one-at-a-time tasks run here
+    import threading
+
+    here, seen = threading.get_ident(), {}
+    tasks = [dask.delayed(lambda i: (i, threading.get_ident()), pure=False)(i) for i in range(4)]
+    results = run_tasks(tasks, on_result=seen.__setitem__, local_threads=1)
+    assert [i for i, _ in results] == [0, 1, 2, 3] and {t for _, t in results} == {here}
+    assert sorted(seen) == [0, 1, 2, 3]
+    with dask.config.set(scheduler="threads", num_workers=2):  # several at once: the pool's threads
+        assert {t for _, t in run_tasks(tasks, local_threads=2)} != {here}
+
+
+def test_a_torch_encoder_runs_its_network_in_the_calling_thread(small_phantom, monkeypatch):
+    import threading
+
+    import multimodal_seg.encoders.runtime as runtime
+    from multimodal_seg import segment
+
+    runtime.clear_networks()
+    callers = []
+    original = runtime.inference_copy
+
+    def recorded(network):
+        copy = original(network)
+        copy.register_forward_pre_hook(lambda module, args: callers.append(threading.get_ident()))
+        return copy
+
+    monkeypatch.setattr(runtime, "inference_copy", recorded)
+    try:
+        segment({"image": small_phantom.image}, encoder="image-cnn", encoder_options={"weights": "random"},
+                chip_size=32, stride=16, seed=0, progress=False)
+    finally:
+        runtime.clear_networks()  # no recording copy left for other tests
+    assert callers and set(callers) == {threading.get_ident()}
+
+
 def test_spans_are_whole_batches_bounded_by_memory_and_spread_over_threads():
     with dask.config.set({"array.chunk-size": "1MiB"}):
         spans = chip_spans(1000, batch_chips=64, chip_bytes=4096, tasks=4)  # 64 chips = 256 KiB

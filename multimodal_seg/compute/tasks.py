@@ -73,7 +73,11 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
         raised.  Local schedulers always raise a task's exception.
     local_threads
         Local schedulers: run at most this many tasks at once (default: the
-        scheduler's threads), for tasks that use every core by themselves.
+        scheduler's threads), for tasks that use every core by themselves.  1 runs them
+        in this thread, one after the other (Dask's synchronous scheduler): a torch
+        network called from a thread of a pool that stays alive, as a one-thread pool's
+        does, gave that thread an OpenMP team of its own, and torch ran 1.3-1.7 times
+        slower in every thread from then on (docs/design.md, "Torch in one thread").
     """
     tasks = list(tasks)
     client = current_client()
@@ -84,7 +88,8 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
             if key in index and on_result is not None:
                 on_result(index[key], result)
 
-        options = {} if local_threads is None else {"num_workers": local_threads}
+        options = ({} if local_threads is None else {"scheduler": "sync"} if local_threads == 1
+                   else {"num_workers": local_threads})
         with Callback(posttask=posttask):
             return list(dask.compute(*tasks, **options))
     from distributed import as_completed

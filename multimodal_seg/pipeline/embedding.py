@@ -160,7 +160,7 @@ def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder,
     # chips (256 of 512 px) held 2.3 GB on two threads
     batch_chips = chip_batch(batch_chips, nbytes)
     # A torch network uses every core, or the GPU, by itself: its spans run one at a time
-    # here, in parallel only on a cluster's workers.
+    # in this thread (run_tasks, local_threads=1), in parallel only on a cluster's workers.
     serial = encoder.uses_all_cores
     spans = chip_spans(n_chips, batch_chips=batch_chips, chip_bytes=nbytes,
                        tasks=1 if serial else 2 * scheduler_threads(), whole_batches=encoder.batch_dependent)
