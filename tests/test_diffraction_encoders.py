@@ -359,6 +359,21 @@ def test_cnn_any_detector_size(q, size):
     assert not np.allclose(emb[0], emb[1], rtol=1e-3, atol=0)
 
 
+def test_cnn_input_is_the_log_of_patterns_scaled_to_mean_one():
+    # the log is taken in torch (vectorised, on every core), the same values as the numpy
+    # scaling that diffraction-profiles reads, to float rounding; negative counts clipped
+    from multimodal_seg.modalities.diffraction import scale_patterns
+
+    patterns = np.stack([pattern(None, kind=kind) for kind in ("crystal", "amorphous")]).astype(np.float32)
+    patterns[0, 0, :5] = -3.0  # a dark-reference subtraction gone below zero
+    x = _cnn(centre=False).prepare(patterns)
+    clipped = np.maximum(patterns, 0.0)
+    expected = scale_patterns(clipped / clipped.mean(axis=(1, 2), keepdims=True), "log")
+    assert x.shape == (2, 1, *patterns.shape[1:])
+    np.testing.assert_allclose(x[:, 0].numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert float(x.min()) == 0.0  # the clipped counts: log1p(0)
+
+
 def test_cnn_centring_undoes_a_beam_shift():
     centred, fixed = _cnn(), _cnn(centre=False)
     stack = np.stack([pattern(None, kind="crystal"),

@@ -137,8 +137,13 @@ def _inverse(mean: np.ndarray) -> np.ndarray:
 
 
 def _log_scale(patterns: np.ndarray, normalise: str, outside: np.ndarray | None = None) -> np.ndarray:
-    """``log1p`` of each pattern (negative counts clipped) after scaling; see
-    :func:`multimodal_seg.modalities.diffraction.scale_patterns`.
+    """``log1p`` of each pattern (negative counts clipped) after scaling (:func:`_scaled`); see
+    :func:`multimodal_seg.modalities.diffraction.scale_patterns`."""
+    return scale_patterns(_scaled(patterns, normalise, outside), "log")
+
+
+def _scaled(patterns: np.ndarray, normalise: str, outside: np.ndarray | None = None) -> np.ndarray:
+    """Each pattern's counts (negative ones clipped to 0) scaled, float32, a new array.
 
     ``total``: each pattern to mean 1 per pixel.  ``scattered``: the pixels beyond the
     direct beam (``outside``, ``(m, qy, qx)`` weights in [0, 1], 1 beyond it) to mean 1 per
@@ -147,18 +152,20 @@ def _log_scale(patterns: np.ndarray, normalise: str, outside: np.ndarray | None 
     would make the scaled values jump as the beam moves by a fraction of a pixel).
     ``none``: counts as they are.
     """
-    if normalise == "none":
-        return scale_patterns(patterns, "log")
     x = np.maximum(patterns, 0.0, dtype=np.float32)
+    if normalise == "none":
+        return x
     flat = x.reshape(len(x), -1)
     total = _inverse(flat.mean(axis=1, dtype=np.float64))
     if normalise == "total":
-        return scale_patterns(x * total[:, None, None], "log")
+        x *= total[:, None, None]
+        return x
     where = outside.reshape(len(x), -1)
     scattered = _inverse(np.einsum("ij,ij->i", flat, where, dtype=np.float64)
                          / np.maximum(where.sum(axis=1, dtype=np.float64), 1.0))
     scale = total[:, None, None] + outside * (scattered - total)[:, None, None]
-    return scale_patterns(x * scale.astype(np.float32), "log")
+    x *= scale.astype(np.float32)
+    return x
 
 
 def _beyond_beam(shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -401,7 +408,9 @@ class DiffractionCNNEncoder(ConvChipEncoder):
         if self.size is not None:  # integer binning first: cheaper centring, exact area sums
             items = _bin_patterns(items, max(1, min(items.shape[1:]) // self.size))
         m, qy, qx = items.shape
-        x = torch.from_numpy(_log_scale(items, "total")).to(self.device).unsqueeze(1)
+        # log1p in torch: vectorised and on every core (numpy's took 0.18 of this method's
+        # 0.42 s per 4096 patterns of 64 px on a 2-core CPU), or on the GPU
+        x = torch.from_numpy(_scaled(items, "total")).to(self.device).log1p_().unsqueeze(1)
         if self.size is not None and (qy, qx) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               align_corners=False, antialias=True)
