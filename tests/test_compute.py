@@ -69,7 +69,7 @@ def test_run_tasks_reports_each_result_and_keeps_order():
 
 def test_one_task_at_a_time_runs_in_this_thread():
     # torch called from a pool thread that stays alive gets an OpenMP team of its own, and
-    # torch then ran 1.3-1.7 times slower in every thread: one-at-a-time tasks run here
+    # torch then ran 1.1-1.5 times slower in every thread: one-at-a-time tasks run here
     import threading
 
     here, seen = threading.get_ident(), {}

@@ -76,7 +76,7 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
         scheduler's threads), for tasks that use every core by themselves.  1 runs them
         in this thread, one after the other (Dask's synchronous scheduler): a torch
         network called from a thread of a pool that stays alive, as a one-thread pool's
-        does, gave that thread an OpenMP team of its own, and torch ran 1.3-1.7 times
+        does, gave that thread an OpenMP team of its own, and torch ran 1.1-1.5 times
         slower in every thread from then on (docs/design.md, "Torch in one thread").
     """
     tasks = list(tasks)

@@ -36,7 +36,7 @@ class BinAverage(nn.Module):
     size)`` for ``ndim=2``: equal to ``nn.AdaptiveAvgPool{ndim}d(size)`` (to float
     rounding), with a deterministic backward pass.  With ``ndim=1`` a 1D signal may also
     come as a 2D one of height one, ``(n, c, 1, L)`` -> ``(n, c, 1, size)`` (how
-    :func:`multimodal_seg.encoders.runtime.height_one` runs 1D networks).
+    :func:`multimodal_seg.encoders.heightone.height_one` runs 1D networks).
     """
 
     def __init__(self, size: int, ndim: int) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 _LOCK = threading.Lock()
 _NETWORKS: dict[Hashable, Any] = {}
 _COMPILED: dict[Hashable, Any] = {}
-_FOLDED: dict[Hashable, Any] = {}
+_INFERENCE: dict[Hashable, Any] = {}
 #: Keys whose compiled module has run once (compilation happens on the first call).
 _WARM: set[Hashable] = set()
 
@@ -60,7 +60,7 @@ def clear_networks() -> None:
     with _LOCK:
         _NETWORKS.clear()
         _COMPILED.clear()
-        _FOLDED.clear()
+        _INFERENCE.clear()
         _WARM.clear()
 
 
@@ -141,9 +141,9 @@ class NetworkRunner:
         if not self.fold:
             return self.network
         with _LOCK:
-            module = _FOLDED.get(self.key)
+            module = _INFERENCE.get(self.key)
             if module is None:
-                module = _FOLDED[self.key] = inference_copy(self.network)
+                module = _INFERENCE[self.key] = inference_copy(self.network)
             return module
 
     def _compiled(self) -> Any:
