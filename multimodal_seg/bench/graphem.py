@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
+from ..graphs.labels import n_labels
 
 #: Cutoffs swept by the benchmark.
 CUTOFFS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -84,7 +85,7 @@ class GraphemPartition:
 
     @property
     def n_communities(self) -> int:
-        return int(self.chip_labels.max()) + 1 if self.chip_labels.size else 0
+        return n_labels(self.chip_labels)
 
 
 def cosine_similarity(features: np.ndarray) -> np.ndarray:

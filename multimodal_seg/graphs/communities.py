@@ -16,6 +16,7 @@ ordered by size: 0 is the largest.
 from __future__ import annotations
 
 import random
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,6 +95,12 @@ class Partition:
                 f"{describe_runs(self.n_communities, self.run_counts, self.close_call)}. The data hold marginal "
                 "evidence for the communities between those numbers; compare a few seeds (seed=...) before "
                 "reading much into them (provenance: run_counts).")
+
+    def warn_if_close_call(self, name: str, *, stacklevel: int = 1) -> None:
+        """Warn (``UserWarning``, :meth:`close_call_message`) when the partition is a close call;
+        ``stacklevel`` as ``warnings.warn``'s, counted from the caller."""
+        if (message := self.close_call_message(name)) is not None:
+            warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
 
 
 def describe_runs(n_communities: int, run_counts: Mapping[int | str, int] | None, close_call: bool) -> str | None:

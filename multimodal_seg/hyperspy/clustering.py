@@ -18,7 +18,6 @@ has nothing to estimate for this one.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -147,8 +146,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         self.modularity_ = partition.modularity
         self.run_counts_ = partition.run_counts
         self.graph_ = graph
-        if (message := partition.close_call_message("LeidenClustering")) is not None:
-            warnings.warn(message, UserWarning, stacklevel=2)
+        partition.warn_if_close_call("LeidenClustering", stacklevel=2)
         return self
 
 

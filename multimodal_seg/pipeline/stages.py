@@ -27,7 +27,6 @@ exactly these stages, so both paths give the same labels.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -306,8 +305,7 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
     part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape,
                            grid_step=grid.half_chip_steps, feature_weights=attrs.get("layer_weights"), **options)
     study.write_array(key, part.labels, fingerprint=fp, **part.record(), **attrs)
-    if (message := part.close_call_message(key)) is not None:
-        warnings.warn(message, UserWarning, stacklevel=3)
+    part.warn_if_close_call(key, stacklevel=3)
 
 
 def _rules(options: Mapping[str, Any]) -> dict[str, int]:

@@ -20,7 +20,6 @@ pynndescent above); Leiden's consensus costs its number of runs on that graph, o
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,8 +217,7 @@ def segment_series(frames: Any, *, out: str | Path | None = None, config: Any = 
     partition = partition_graph(graph, **cfg.communities.model_dump(), seed=cfg.seed, features={"frames": features},
                                 grid_shape=(len(frames), *embedder.grid.grid_shape),
                                 grid_step=embedder.grid.half_chip_steps)
-    if (message := partition.close_call_message("the series' partition")) is not None:
-        warnings.warn(message, UserWarning, stacklevel=2)
+    partition.warn_if_close_call("the series' partition", stacklevel=2)
     labels = partition.labels.astype(np.int64)
     sure = confidence(graph, labels, np.arange(labels.size))
     axis = SeriesAxis.of(frames[0])
