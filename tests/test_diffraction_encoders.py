@@ -26,6 +26,8 @@ from multimodal_seg.encoders.diffraction import (
     DiffractionCNNEncoder,
     DiffractionProfilesEncoder,
     _beam_centres,
+    _beam_centres_torch,
+    _translated,
 )
 from multimodal_seg.errors import InputError, ParameterError, WeightsError
 
@@ -132,6 +134,26 @@ def test_beam_centres_recover_subpixel_shifts():
         np.testing.assert_allclose(cy, [(Q - 1) / 2 + s[0] for s in shifts], atol=0.15)
         np.testing.assert_allclose(cx, [(Q - 1) / 2 + s[1] for s in shifts], atol=0.15)
         np.testing.assert_allclose(radius, BEAM_RADIUS, atol=0.75)
+
+
+def test_convnet_beam_centres_in_torch_are_the_numpy_ones():
+    # diffraction-cnn finds the beam in torch (float32 sums, on its device); the profiles
+    # encoder in numpy (float64 sums): the same centres to a small fraction of a pixel,
+    # on noisy patterns, a blank one (detector centre) and one with negative counts clipped
+    import torch
+
+    rng = np.random.default_rng(3)
+    stack = np.stack([pattern(rng, kind=kind, shift=shift, dose=dose)
+                      for kind in ("crystal", "amorphous")
+                      for shift, dose in (((0.4, -1.3), 1.0), ((-2.2, 0.6), 0.2))]
+                     + [np.zeros((Q, Q)), pattern(rng, kind="crystal", shift=(1.0, 1.0)) - 0.5])
+    stack = stack.astype(np.float32)
+    cy, cx, _ = _beam_centres(stack)
+    ty, tx = _beam_centres_torch(torch.from_numpy(np.maximum(stack, 0.0)))
+    assert ty.dtype == torch.float32
+    np.testing.assert_allclose(ty.numpy(), cy, atol=1e-4)
+    np.testing.assert_allclose(tx.numpy(), cx, atol=1e-4)
+    assert (cy[4], cx[4]) == ((Q - 1) / 2, (Q - 1) / 2)
 
 
 @pytest.mark.parametrize("kind", ["grain0", "amorphous"])
@@ -360,7 +382,7 @@ def test_cnn_any_detector_size(q, size):
 
 
 def test_cnn_input_is_the_log_of_patterns_scaled_to_mean_one():
-    # the log is taken in torch (vectorised, on every core), the same values as the numpy
+    # scaling and log are taken in torch (vectorised, on every core), the same values as the numpy
     # scaling that diffraction-profiles reads, to float rounding; negative counts clipped
     from multimodal_seg.modalities.diffraction import scale_patterns
 
@@ -381,6 +403,29 @@ def test_cnn_centring_undoes_a_beam_shift():
     moved = np.linalg.norm(np.diff(centred.encode(stack), axis=0))
     moved_fixed = np.linalg.norm(np.diff(fixed.encode(stack), axis=0))
     assert moved < 0.3 * moved_fixed
+
+
+def test_cnn_shift_is_a_bilinear_translation_with_zeros_beyond_the_edges():
+    # each pattern moved by its own sub-pixel shift, as scipy's order-1 shift with zero
+    # padding; the coordinates are bitwise those of affine_grid's identity plus the shift
+    import scipy.ndimage as ndi
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 1, 20, 24), dtype=np.float32)
+    pixels = np.array([[0.3, -1.7], [2.25, 0.5], [0.0, 0.0]])  # (dy, dx) px
+    shift = torch.tensor(np.stack([2 * pixels[:, 1] / 24, 2 * pixels[:, 0] / 20], axis=1),
+                         dtype=torch.float32)
+    out = _translated(torch.from_numpy(x), shift).numpy()
+    for image, moved, (dy, dx) in zip(x[:, 0], out[:, 0], pixels):
+        expected = ndi.shift(image, (-dy, -dx), order=1, mode="grid-constant", cval=0.0)
+        np.testing.assert_allclose(moved, expected, atol=2e-5)
+    np.testing.assert_allclose(out[2], x[2], atol=1e-6)  # no shift: unchanged, to rounding
+    grid = F.affine_grid(torch.eye(2, 3)[None], [1, 1, 20, 24], align_corners=False) + shift[:, None, None]
+    reference = F.grid_sample(torch.from_numpy(x), grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+    assert torch.equal(torch.from_numpy(out), reference)
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,34 @@ def _beam_centres(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return cy, cx, radius
 
 
+def _beam_centres_torch(counts: Any) -> tuple[Any, Any]:
+    """:func:`_beam_centres`' centres for the convnet, computed in torch on the encoder's
+    device: ``counts`` ``(m, qy, qx)`` float32 tensor, non-negative -> ``(cy, cx)``, each
+    ``(m,)`` float32 (px).
+
+    The same weights as :func:`_beam_centres` (a ramp of each pixel's value from
+    ``BEAM_THRESHOLD`` of the pattern's maximum), summed in float32 (every device has it;
+    the centres agree with numpy's float64 sums to about 1e-5 px, tested).  The profiles
+    encoder keeps the numpy form: it runs in several Dask threads at once, where torch would
+    start an OpenMP team per thread (docs/design.md, "Torch in one thread").
+    """
+    import torch
+
+    m, qy, qx = counts.shape
+    flat = counts.reshape(m, -1)
+    top = flat.amax(dim=1, keepdim=True)
+    weight = flat / torch.where(top > 0, top, 1.0)
+    weight.sub_(BEAM_THRESHOLD).div_(BEAM_EDGE).clamp_(0.0, 1.0).mul_(flat)
+    mass = weight.reshape(m, qy, qx)
+    rows, columns = mass.sum(dim=2), mass.sum(dim=1)  # (m, qy), (m, qx)
+    total = rows.sum(dim=1)
+    ok = total > 0
+    safe = torch.where(ok, total, 1.0)
+    cy = torch.where(ok, rows @ torch.arange(qy, dtype=rows.dtype, device=rows.device) / safe, (qy - 1) / 2)
+    cx = torch.where(ok, columns @ torch.arange(qx, dtype=rows.dtype, device=rows.device) / safe, (qx - 1) / 2)
+    return cy, cx
+
+
 def _bin_patterns(patterns: np.ndarray, factor: int) -> np.ndarray:
     """Sum ``factor x factor`` detector pixels (counts are kept), ``(m, qy, qx)``.
 
@@ -137,13 +165,8 @@ def _inverse(mean: np.ndarray) -> np.ndarray:
 
 
 def _log_scale(patterns: np.ndarray, normalise: str, outside: np.ndarray | None = None) -> np.ndarray:
-    """``log1p`` of each pattern (negative counts clipped) after scaling (:func:`_scaled`); see
-    :func:`multimodal_seg.modalities.diffraction.scale_patterns`."""
-    return scale_patterns(_scaled(patterns, normalise, outside), "log")
-
-
-def _scaled(patterns: np.ndarray, normalise: str, outside: np.ndarray | None = None) -> np.ndarray:
-    """Each pattern's counts (negative ones clipped to 0) scaled, float32, a new array.
+    """``log1p`` of each pattern's counts (negative ones clipped to 0) after scaling, float32,
+    a new array (:func:`multimodal_seg.modalities.diffraction.scale_patterns` takes the log).
 
     ``total``: each pattern to mean 1 per pixel.  ``scattered``: the pixels beyond the
     direct beam (``outside``, ``(m, qy, qx)`` weights in [0, 1], 1 beyond it) to mean 1 per
@@ -153,19 +176,18 @@ def _scaled(patterns: np.ndarray, normalise: str, outside: np.ndarray | None = N
     ``none``: counts as they are.
     """
     x = np.maximum(patterns, 0.0, dtype=np.float32)
-    if normalise == "none":
-        return x
-    flat = x.reshape(len(x), -1)
-    total = _inverse(flat.mean(axis=1, dtype=np.float64))
-    if normalise == "total":
-        x *= total[:, None, None]
-        return x
-    where = outside.reshape(len(x), -1)
-    scattered = _inverse(np.einsum("ij,ij->i", flat, where, dtype=np.float64)
-                         / np.maximum(where.sum(axis=1, dtype=np.float64), 1.0))
-    scale = total[:, None, None] + outside * (scattered - total)[:, None, None]
-    x *= scale.astype(np.float32)
-    return x
+    if normalise != "none":
+        flat = x.reshape(len(x), -1)
+        total = _inverse(flat.mean(axis=1, dtype=np.float64))
+        if normalise == "total":
+            x *= total[:, None, None]
+        else:
+            where = outside.reshape(len(x), -1)
+            scattered = _inverse(np.einsum("ij,ij->i", flat, where, dtype=np.float64)
+                                 / np.maximum(where.sum(axis=1, dtype=np.float64), 1.0))
+            scale = total[:, None, None] + outside * (scattered - total)[:, None, None]
+            x *= scale.astype(np.float32)
+    return scale_patterns(x, "log")
 
 
 def _beyond_beam(shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -395,6 +417,10 @@ class DiffractionCNNEncoder(ConvChipEncoder):
     def architecture_options(self) -> dict[str, Any]:
         return {"size": self.size, "embedding_dim": self.embedding_dim, "centre": self.centre}
 
+    def fingerprint(self) -> dict[str, Any]:
+        # centring 2: beam centres summed in float32 in torch (they moved by about 1e-5 px)
+        return {**super().fingerprint(), "centring": 2}
+
     def preprocessing(self) -> str:
         size = "kept at the detector size" if self.size is None else (
             f"binned and resized to {self.size} x {self.size} px")
@@ -408,21 +434,45 @@ class DiffractionCNNEncoder(ConvChipEncoder):
         if self.size is not None:  # integer binning first: cheaper centring, exact area sums
             items = _bin_patterns(items, max(1, min(items.shape[1:]) // self.size))
         m, qy, qx = items.shape
-        # log1p in torch: vectorised and on every core (numpy's took 0.18 of this method's
-        # 0.42 s per 4096 patterns of 64 px on a 2-core CPU), or on the GPU
-        x = torch.from_numpy(_scaled(items, "total")).to(self.device).log1p_().unsqueeze(1)
+        # every step in torch, on every core or on the GPU: numpy's single-core passes (beam
+        # centres, scaling, log) took half of this method's time on a 2-core CPU.
+        # torch.tensor copies, so the caller's array is never modified
+        counts = torch.tensor(items, dtype=torch.float32, device=self.device).clamp_(min=0.0)
+        if self.centre:
+            cy, cx = _beam_centres_torch(counts)
+        mean = counts.mean(dim=(1, 2), keepdim=True)
+        # each pattern to mean 1 per pixel (a blank one stays 0), then log1p
+        x = counts.mul_(torch.where(mean > 0, 1.0 / mean, 0.0)).log1p_().unsqueeze(1)
         if self.size is not None and (qy, qx) != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               align_corners=False, antialias=True)
         if self.centre:
-            cy, cx, _ = _beam_centres(items)
             # normalised coordinates (align_corners=False): pixel p -> (2 p + 1) / q - 1,
             # so the offset of the beam from the middle is 2 (c - (q - 1) / 2) / q
-            shift = np.stack([2 * (cx - (qx - 1) / 2) / qx, 2 * (cy - (qy - 1) / 2) / qy], axis=1)
-            # a translation: the identity grid moved by each pattern's shift (affine_grid of
-            # [I | shift] for each pattern, whose batched form took a quarter of this method)
-            identity = F.affine_grid(torch.eye(2, 3, device=self.device)[None], [1, *x.shape[1:]],
-                                     align_corners=False)
-            grid = identity + torch.from_numpy(shift.astype(np.float32)).to(self.device)[:, None, None, :]
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            x = _translated(x, torch.stack([2 * (cx - (qx - 1) / 2) / qx, 2 * (cy - (qy - 1) / 2) / qy], dim=1))
         return x.contiguous(memory_format=self.memory_format)
+
+
+def _translated(x: Any, shift: Any) -> Any:
+    """Each image of ``x`` ``(m, c, h, w)`` resampled at the identity grid plus its own
+    ``shift`` ``(m, 2)`` (x then y, in ``grid_sample``'s normalised coordinates: 2 is the
+    image's width or height), so what lay at ``+shift`` comes to the middle; bilinear, zeros
+    beyond the edges.
+
+    The grid is built channel-first, ``(m, 2, h, w)``, and handed over as a permuted view:
+    adding an ``(m, 2)`` shift to ``(m, h, w, 2)`` broadcasts over a last axis of 2 and took
+    ten times as long as the sampling itself, and ``grid_sample`` reads the view as fast as a
+    contiguous grid.  The coordinates are bitwise those of ``affine_grid`` (identity) plus
+    the shift.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    m, _, h, w = x.shape
+    identity = torch.eye(2, 3, device=x.device)[None]
+    xs = F.affine_grid(identity, [1, 1, 1, w], align_corners=False)[0, 0, :, 0]  # (w,)
+    ys = F.affine_grid(identity, [1, 1, h, 1], align_corners=False)[0, :, 0, 1]  # (h,)
+    gx = (xs[None, :] + shift[:, 0:1])[:, None, :].expand(m, h, w)
+    gy = (ys[None, :] + shift[:, 1:2])[:, :, None].expand(m, h, w)
+    grid = torch.stack([gx, gy], dim=1).permute(0, 2, 3, 1)  # (m, h, w, 2), a view
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
