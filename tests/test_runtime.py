@@ -107,7 +107,7 @@ def test_auto_batches_are_the_encoders_best_for_the_device():
             batch_for(bad, cpu, cpu=8, accelerator=64)
         assert info.value.where == "batch_size" and "'auto'" in info.value.fix
 
-    expected = {"resnet50": 8, "image-cnn": 64, "diffraction-cnn": 64, "spectrum-cnn": 256}
+    expected = {"resnet50": 8, "image-cnn": 64, "diffraction-cnn": 128, "spectrum-cnn": 256}
     for name, batch in expected.items():
         enc = get_encoder(name, weights="random", device="cpu")
         assert enc.batch_size == batch and enc.runner.batch_size == batch
