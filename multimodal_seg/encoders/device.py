@@ -136,8 +136,8 @@ def batch_for(requested: Any, device: torch.device, *, cpu: int, accelerator: in
     and 0.44 of the measured ``torch.mm`` peak; at 224 px 0.61 against 0.45), ``image-cnn``
     0.21 s per 1024 chips of 128 px in batches of 64 against 0.29 s in batches of 256, and
     ``diffraction-cnn`` 2.34 s per 961 chips of 4 x 4 patterns in batches of 64 against 2.66
-    s in batches of 256 (``docs/design.md``, "Batches sized for the device").  GPUs keep the
-    large batches that fill them.
+    s in batches of 256 (``docs/design.md``, "Batches sized for the device"; since its
+    preprocessing runs in torch, 128 beats both).  GPUs keep the large batches that fill them.
 
     Parameters
     ----------
