@@ -464,8 +464,9 @@ def _translated(x: Any, shift: Any) -> Any:
     beyond the edges.
 
     The grid is built channel-first, ``(m, 2, h, w)``, and handed over as a permuted view:
-    adding an ``(m, 2)`` shift to ``(m, h, w, 2)`` broadcasts over a last axis of 2 and took
-    ten times as long as the sampling itself, and ``grid_sample`` reads the view as fast as a
+    adding an ``(m, 2)`` shift to ``(m, h, w, 2)`` broadcasts over a last axis of 2, which took
+    as long as the sampling itself and twelve times as long as this (0.048 against 0.004 s per
+    4096 grids of 64 x 64 on a 2-core CPU), and ``grid_sample`` reads the view as fast as a
     contiguous grid.  The coordinates are bitwise those of ``affine_grid`` (identity) plus
     the shift.
     """
