@@ -217,6 +217,33 @@ def test_corrupt_chunk_in_a_finished_output_is_recomputed_alone(tmp_path):
     assert events == ["start", "failed", "start", "end"]
 
 
+@pytest.mark.filterwarnings("error")  # zarr warned about each piece of debris while listing the store
+def test_debris_of_a_killed_writer_is_passed_over_without_warnings(tmp_path):
+    """A process killed mid-write leaves zarr's temporary metadata files (``zarr.<hex>.partial``)
+    and folders whose metadata was never written; a resumed batch reads past them."""
+    from multimodal_seg import Study, stages
+
+    write_images(tmp_path / "images", n=1)
+    out = tmp_path / "out"
+    store = out / "img0" / "study.zarr"
+    study = Study.open(store)
+    stages.add_modalities(study, {"image": tmp_path / "images" / "img0.png"})
+    stages.lay_chips(study)
+    stages.embed(study, encoder="fourier", progress=False)
+    clean = finished_outputs(store)
+    assert {"modalities/image", "chips/origins", "embeddings/image"} <= set(clean)
+    (store / "chips" / "zarr.0123456789abcdef0123456789abcdef.partial").write_text('{"zarr_format"')
+    (store / "chips" / "stats" / "image").mkdir(parents=True, exist_ok=True)
+    (store / "graphs").mkdir()  # the stage's group, killed before its metadata was written
+    assert finished_outputs(store) == clean
+
+    kept = stamps(store, clean)
+    result = run_batch([tmp_path / "images"], out=out, config=QUICK, progress=False)
+    assert result.ok and set(clean) <= set(starts(out, "img0")[-1]["resumed_from"])
+    assert stamps(store, kept) == kept
+    assert "graphs/image" in finished_outputs(store)
+
+
 # --------------------------------------------------------------------------- schedulers and killed processes
 
 

@@ -7,14 +7,35 @@ leaves the fingerprint in place, so a resumed run would trust it and fail while
 reading it.  :func:`damaged_outputs` reads every chunk of a store and names the
 outputs that hold unreadable ones; :func:`forget` removes their fingerprints, so
 the next run recomputes those outputs, and only those (the others stay current).
+
+A run killed mid-write leaves debris in the store: zarr's temporary metadata files
+(``zarr.<hex>.partial``) and folders whose metadata was never written.  Neither is a node,
+so stores are walked by their nodes' metadata files (:func:`nodes`), never by listing
+folders, which made zarr warn about each piece of debris on every resumed run.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import zarr
+
+#: The metadata file that makes a folder of a zarr v3 store a node (group or array).
+METADATA = "zarr.json"
+
+
+def nodes(group: zarr.Group, store: Path) -> Iterator[tuple[str, zarr.Group | zarr.Array]]:
+    """Every node below ``group`` (opened from the local store ``store``), as ``(key, node)``
+    in key order: each folder holding a metadata file, opened by its key.  Debris a killed
+    writer left (temporary files, folders without metadata) is not a node and is passed over.
+    """
+    store = Path(store)
+    keys = sorted(meta.parent.relative_to(store).as_posix() for meta in store.rglob(METADATA))
+    for key in keys:
+        if key != ".":
+            yield key, group[key]
 
 
 def finished_outputs(store: Path) -> dict[str, str]:
@@ -26,8 +47,7 @@ def finished_outputs(store: Path) -> dict[str, str]:
         group = zarr.open_group(str(store), mode="r")
     except Exception:  # not (yet) a readable zarr group: nothing finished
         return {}
-    return {key: node.attrs["fingerprint"] for key, node in group.members(max_depth=None)
-            if "fingerprint" in node.attrs}
+    return {key: node.attrs["fingerprint"] for key, node in nodes(group, store) if "fingerprint" in node.attrs}
 
 
 def _owner(key: str, outputs: dict[str, str]) -> str | None:
@@ -51,7 +71,7 @@ def damaged_outputs(store: Path) -> dict[str, str]:
         return {}
     group = zarr.open_group(str(store), mode="r")
     damaged: dict[str, str] = {}
-    for key, node in group.members(max_depth=None):
+    for key, node in nodes(group, store):
         owner = _owner(key, outputs)
         if not isinstance(node, zarr.Array) or owner is None or owner in damaged:
             continue
