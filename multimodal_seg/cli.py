@@ -36,7 +36,9 @@ def _fail(exc: Exception) -> None:
 
 
 def _communities_table(seg) -> Table:
-    table = Table(title=f"{seg.n_communities} communities (modularity {seg.modularity:.3f})")
+    from .graphs.communities import communities_phrase
+
+    table = Table(title=f"{communities_phrase(seg.n_communities)} (modularity {seg.modularity:.3f})")
     for column in ("community", "chips", "area %", "mean intensity", "crystallinity"):
         table.add_column(column, justify="right")
     for row in seg.communities:

@@ -15,6 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from multimodal_seg.graphs.communities import (
     Partition,
+    describe_runs,
     group_chips,
     igraph_edges,
     medoid_labels,
@@ -626,3 +627,15 @@ def test_consensus_stops_early_only_with_the_answer_of_all_its_runs(planted):
     assert steady.run_counts[steady.n_communities] == 21
     assert "21 ended with" in steady.close_call_message("partitions/image")
     np.testing.assert_array_equal(steady.labels, medoid_labels(_every_run(graph, 0, 30), level=None)[0])
+
+
+def test_the_runs_are_described_in_words_with_one_community_singular():
+    # a record read back from provenance.json has its counts keyed by strings
+    assert describe_runs(1, {"1": 19, "3": 11}, True) == (
+        "of 30 consensus runs, 19 ended with 1 community and 11 with 3: a close call, another seed may give 3")
+    assert describe_runs(1, {1: 9}, False) == "all 9 consensus runs ended with 1 community"
+    assert describe_runs(4, {4: 9}, False) == "all 9 consensus runs ended with 4 communities"
+    assert describe_runs(4, None, False) is None
+    close = Partition(labels=np.zeros(50, int), modularity=0.0, params={}, runs=30, run_counts={1: 19, 3: 11},
+                      close_call=True)
+    assert close.close_call_message("partitions/eels").startswith("partitions/eels has 1 community, but of 30")

@@ -91,7 +91,7 @@ class Partition:
         """The warning for partition ``name`` when it is a :attr:`close_call`, else ``None``."""
         if not self.close_call:
             return None
-        return (f"{name} has {self.n_communities} communities, but "
+        return (f"{name} has {communities_phrase(self.n_communities)}, but "
                 f"{describe_runs(self.n_communities, self.run_counts, self.close_call)}. The data hold marginal "
                 "evidence for the communities between those numbers; compare a few seeds (seed=...) before "
                 "reading much into them (provenance: run_counts).")
@@ -101,6 +101,11 @@ class Partition:
         ``stacklevel`` as ``warnings.warn``'s, counted from the caller."""
         if (message := self.close_call_message(name)) is not None:
             warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
+
+
+def communities_phrase(n: int) -> str:
+    """``"1 community"``, ``"3 communities"``: a number of communities in words for people."""
+    return f"{n} {'community' if n == 1 else 'communities'}"
 
 
 def describe_runs(n_communities: int, run_counts: Mapping[int | str, int] | None, close_call: bool) -> str | None:
@@ -114,8 +119,10 @@ def describe_runs(n_communities: int, run_counts: Mapping[int | str, int] | None
     by_count = sorted(((int(k), n) for k, n in run_counts.items()), key=lambda item: (-item[1], item[0]))
     total = sum(n for _, n in by_count)
     if len(by_count) == 1:
-        return f"all {total} consensus runs ended with {by_count[0][0]} communities"
-    found = [f"{runs}{' ended' * (i == 0)} with {k}{' communities' * (i == 0)}" for i, (k, runs) in enumerate(by_count)]
+        return f"all {total} consensus runs ended with {communities_phrase(by_count[0][0])}"
+    # the first count names its noun ("19 ended with 1 community and 11 with 3")
+    found = [f"{runs}{' ended' * (i == 0)} with {communities_phrase(k) if i == 0 else k}"
+             for i, (k, runs) in enumerate(by_count)]
     line = f"of {total} consensus runs, {', '.join(found[:-1])} and {found[-1]}"
     other = next((k for k, _ in by_count if k != n_communities), None)
     return line + (f": a close call, another seed may give {other}" if close_call and other is not None else "")
