@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .bench.runner import PARTS
 from .errors import MMSegError
+from .graphs.labels import communities_phrase
 
 app = typer.Typer(
     help="Unsupervised segmentation of electron-microscopy data (chips -> CNN -> graph -> Leiden).",
@@ -36,8 +37,6 @@ def _fail(exc: Exception) -> None:
 
 
 def _communities_table(seg) -> Table:
-    from .graphs.communities import communities_phrase
-
     table = Table(title=f"{communities_phrase(seg.n_communities)} (modularity {seg.modularity:.3f})")
     for column in ("community", "chips", "area %", "mean intensity", "crystallinity"):
         table.add_column(column, justify="right")
@@ -214,7 +213,7 @@ def demo(
                                                   refine=_number(refine))
             for name, sc in all_scores.items():
                 console.print(f"{name:>12}: adjusted Rand index {sc['ari']:.3f} with the truth "
-                              f"({sc['n_pred']} communities)")
+                              f"({communities_phrase(sc['n_pred'])})")
             scores = all_scores["joint"]
     except MMSegError as exc:
         _fail(exc)
@@ -223,7 +222,7 @@ def demo(
     console.print(
         f"agreement with the phantom's truth: adjusted Rand index {scores['ari']:.3f}, "
         f"many-to-one accuracy {scores['many_to_one']:.3f}, mIoU {scores['miou']:.3f} "
-        f"({scores['n_pred']} communities for {scores['n_truth']} true regions)"
+        f"({communities_phrase(scores['n_pred'])} for {scores['n_truth']} true regions)"
     )
     console.print(f"encoder: {seg.provenance['encoder_choice']}")
     console.print(f"results written to {out}/ (see summary.png)")
@@ -289,7 +288,7 @@ def series(
     except MMSegError as exc:
         _fail(exc)
     if not quiet:
-        table = Table(title=f"{len(result.reports)} frames, {result.n_communities} communities")
+        table = Table(title=f"{len(result.reports)} frames, {communities_phrase(result.n_communities)}")
         for column in ("frame", result.axis.label, "communities", "disordered area %", "first point of interest"):
             table.add_column(column, justify="right")
         for report, damaged in zip(result.reports, result.disordered_fraction()):
@@ -329,7 +328,8 @@ def watch(
         if not quiet:
             first = frame.points[0] if frame.points else None
             where = f"; look at ({first.y:.4g}, {first.x:.4g}) {first.units}: {first.kind}" if first else ""
-            console.print(f"frame {frame.index} ({frame.label}): {len(set(frame.chip_labels.ravel()))} communities"
+            found = communities_phrase(len(set(frame.chip_labels.ravel())))
+            console.print(f"frame {frame.index} ({frame.label}): {found}"
                           f"{', new ' + str(frame.new_communities) if frame.index and frame.new_communities else ''}"
                           f"{where} [{frame.seconds['to_overlay']:.2f} s]", highlight=False)
 

@@ -24,6 +24,7 @@ from matplotlib.colors import to_hex
 from .analysis.descriptors import CommunityRow
 from .analysis.spectral_lines import strongest
 from .graphs.communities import describe_runs
+from .graphs.labels import communities_phrase
 from .graphs.decide import describe_decision
 from .plot import MARKED_LINES, community_colors
 from .provenance import painted_partition, to_json
@@ -99,8 +100,8 @@ def report_html(*, figures: Mapping[str, bytes], communities: list[CommunityRow]
                          for key, title in SECTIONS)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>multimodal_seg report: {n} communities</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"<header><h1>Segmentation report</h1>\n<p>{n} communities"
+        f"<title>multimodal_seg report: {communities_phrase(n)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"<header><h1>Segmentation report</h1>\n<p>{communities_phrase(n)}"
         f"{' from ' + html.escape(names) if names else ''}; "
         f"created {html.escape(str(provenance.get('created', '')))} with multimodal_seg "
         f"{html.escape(str((provenance.get('versions') or {}).get('multimodal-seg', '')))}, "

@@ -17,6 +17,7 @@ from . import plot
 from .chips.grid import ChipGrid
 from .analysis.descriptors import CommunityRow, table_to_csv
 from .errors import OutputError
+from .graphs.labels import communities_phrase
 from .metrics import agreement
 from .modalities.base import Axis
 from .provenance import atomic_path, to_json, write_text_atomic
@@ -191,7 +192,7 @@ class Segmentation:
 
     def __repr__(self) -> str:
         rows, cols = self.grid.grid_shape
-        return (f"Segmentation({self.n_communities} communities over {rows}x{cols} chips of "
+        return (f"Segmentation({communities_phrase(self.n_communities)} over {rows}x{cols} chips of "
                 f"{self.grid.size} px, modularity {self.modularity:.3f})")
 
 

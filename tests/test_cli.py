@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from multimodal_seg.graphs.communities import communities_phrase
+from multimodal_seg.graphs.labels import communities_phrase
 from multimodal_seg.cli import app
 from multimodal_seg.synthetic.phantoms import haadf_phantom
 

@@ -26,6 +26,7 @@ from multimodal_seg.graphs.communities import (
     to_igraph,
 )
 from multimodal_seg.bench.speed import planted_mixture
+from multimodal_seg.graphs.labels import communities_phrase
 from multimodal_seg.errors import InputError, ParameterError
 from multimodal_seg.graphs.knn import MIN_WEIGHT, FeatureReducer, knn_graph, principal_axes, reduce_features
 from multimodal_seg.graphs.labels import aggregate
@@ -636,6 +637,8 @@ def test_the_runs_are_described_in_words_with_one_community_singular():
     assert describe_runs(1, {1: 9}, False) == "all 9 consensus runs ended with 1 community"
     assert describe_runs(4, {4: 9}, False) == "all 9 consensus runs ended with 4 communities"
     assert describe_runs(4, None, False) is None
+    assert (communities_phrase(1), communities_phrase(0), communities_phrase(2)) == (
+        "1 community", "0 communities", "2 communities")
     close = Partition(labels=np.zeros(50, int), modularity=0.0, params={}, runs=30, run_counts={1: 19, 3: 11},
                       close_call=True)
     assert close.close_call_message("partitions/eels").startswith("partitions/eels has 1 community, but of 30")

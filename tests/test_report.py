@@ -15,6 +15,7 @@ from matplotlib.colors import to_hex, to_rgba
 import multimodal_seg as mms
 from multimodal_seg import plot
 from multimodal_seg.graphs.communities import describe_runs
+from multimodal_seg.graphs.labels import communities_phrase
 from multimodal_seg.report import SECTIONS, report_html
 from multimodal_seg.result import OUTPUT_FILES
 from multimodal_seg.synthetic.multimodal import multimodal_phantom
@@ -153,4 +154,4 @@ def test_report_renders_in_headless_chromium(runs, run):
     expected = [tuple(round(255 * v) for v in c[:3]) for c in plot.community_colors(seg.n_communities)]
     shown = [tuple(int(v) for v in re.findall(r"\d+", s)[:3]) for s in state["swatches"]]
     assert shown == expected
-    assert state["title"] == f"multimodal_seg report: {seg.n_communities} communities"
+    assert state["title"] == f"multimodal_seg report: {communities_phrase(seg.n_communities)}"

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from ..errors import ParameterError
 from .decide import Memo, decide_communities
-from .labels import aggregate, community_weights, n_labels, order_by_size
+from .labels import aggregate, communities_phrase, community_weights, n_labels, order_by_size
 from .reassign import reassign_boundary_chips
 
 Method = Literal["leiden", "louvain"]
@@ -101,11 +101,6 @@ class Partition:
         ``stacklevel`` as ``warnings.warn``'s, counted from the caller."""
         if (message := self.close_call_message(name)) is not None:
             warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
-
-
-def communities_phrase(n: int) -> str:
-    """``"1 community"``, ``"3 communities"``: a number of communities in words for people."""
-    return f"{n} {'community' if n == 1 else 'communities'}"
 
 
 def describe_runs(n_communities: int, run_counts: Mapping[int | str, int] | None, close_call: bool) -> str | None:

@@ -6,6 +6,11 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def communities_phrase(n: int) -> str:
+    """``"1 community"``, ``"3 communities"``: a number of communities in words for people."""
+    return f"{n} {'community' if n == 1 else 'communities'}"
+
+
 def n_labels(labels: np.ndarray) -> int:
     """How many communities labels ``0 .. n - 1`` name (0 for no labels)."""
     return int(labels.max()) + 1 if labels.size else 0
