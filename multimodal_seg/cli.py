@@ -115,7 +115,7 @@ def segment(
     merge: Optional[float] = typer.Option(
         None, help="Merge communities more connected than this (0-1; 0.5 is a good start) [default: off]."),
     consensus: Optional[int] = typer.Option(
-        None, help="Keep the most representative of up to this many Leiden runs (fewer once most agree): steadier across seeds; 0 = one run [default: 30]."),
+        None, help="Keep the most representative of this many Leiden runs (fewer once most agree, four times as many where they split on the number of communities): steadier across seeds; 0 = one run [default: 30]."),
     decide: Optional[str] = typer.Option(
         None, help="dip: merge neighbouring communities whose chips are one population (dip test); none: keep Leiden's [default: dip]."),
     alpha: Optional[float] = typer.Option(None, help="Significance level of that test [default: 0.01]."),

@@ -106,10 +106,11 @@ class CommunityConfig(_Section):
     #: Independent runs; the partition of highest modularity is kept (less seed-dependent,
     #: but may split regions more: see communities.partition_graph).
     n_restarts: int = Field(1, ge=1, le=1000)
-    #: If > 1: the most representative of up to this many runs (communities.medoid_labels),
+    #: If > 1: the most representative of this many runs (communities.medoid_labels),
     #: which stop early once most runs are shown to agree (a sequential sign test at 0.01:
-    #: 9 of 30 when all agree); steadier across seeds.  Each run is merged and decided
-    #: before the medoid is taken.  0 or 1: a single run.
+    #: 9 of 30 when all agree), and go on to four times as many where they split on the
+    #: number of communities (a close call); steadier across seeds.  Each run is merged and
+    #: decided before the medoid is taken.  0 or 1: a single run.
     consensus: int = Field(30, ge=0, le=1000)
     #: Merge communities whose connectivity (observed / expected edge weight) exceeds this;
     #: ``None`` keeps Leiden's partition (see communities.merge_connected).

@@ -14,6 +14,7 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
 from multimodal_seg.graphs.communities import (
+    CLOSE_CALL_DRAWS,
     Partition,
     describe_runs,
     group_chips,
@@ -29,7 +30,7 @@ from multimodal_seg.bench.speed import planted_mixture
 from multimodal_seg.graphs.labels import communities_phrase
 from multimodal_seg.errors import InputError, ParameterError
 from multimodal_seg.graphs.knn import MIN_WEIGHT, FeatureReducer, knn_graph, principal_axes, reduce_features
-from multimodal_seg.graphs.labels import aggregate
+from multimodal_seg.graphs.labels import aggregate, n_labels
 
 
 def _blobs(n_per: list[int], dim: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -518,7 +519,7 @@ def test_a_decided_consensus_keeps_the_medoid_of_its_runs_once_decided(monkeypat
 
     monkeypatch.setattr(communities, "decide_communities", counted)
     kept = partition_graph(graph, seed=3, consensus=20, decide="dip", features=features)
-    run_seeds = np.random.SeedSequence(3).generate_state(20)[:kept.runs]
+    run_seeds = np.random.SeedSequence(3).generate_state(20 * communities.CLOSE_CALL_DRAWS)[:kept.runs]
     # runs that repeat are decided once
     assert len(decisions) == len({partition_graph(graph, seed=int(s)).labels.tobytes() for s in run_seeds})
     assert len(decisions) < kept.runs
@@ -576,6 +577,26 @@ def test_consensus_stops_when_runs_agree_and_goes_on_when_they_do_not():
     assert medoid_labels([a] * 12, level=None).drawn == 12
 
 
+def test_a_close_call_draws_more_runs_and_settles_the_number_on_all_of_them():
+    a, b = np.repeat([0, 1, 2], 40), np.repeat([0, 1], 60)
+    # 30 planned runs, 18 with 2 communities and 12 with 3: not shown to be most at level 0.01
+    # (23 of 30 are asked for), a close call.  Of 90 more runs, 66 end with 3: over all 120, 78
+    # with 3 (77 are asked for), so the number is settled on all the runs, and it is 3.
+    first, more = [b, b, b, a, a] * 6, [a, a, b] * 24 + [a] * 18
+    assert sum(run is a for run in more) == 66
+    planned = medoid_labels(iter(first), planned=30)
+    assert planned.close_call and n_labels(planned.labels) == 2
+    kept = medoid_labels(iter(first + more), planned=30, close_call_draws=120)
+    assert kept.drawn == 120 and kept.counts == {2: 42, 3: 78} and not kept.close_call
+    np.testing.assert_array_equal(kept.labels, a)
+    # a split of half and half stays one after every draw, and says so
+    even = medoid_labels(iter([a, b] * 60), planned=30, close_call_draws=120)
+    assert even.drawn == 120 and even.counts == {2: 60, 3: 60} and even.close_call
+    # no more runs than there are, and none where the planned runs agree
+    assert medoid_labels(iter([a, b] * 20), planned=30, close_call_draws=120).drawn == 40
+    assert medoid_labels(iter([a] * 120), planned=30, close_call_draws=120).drawn == 9
+
+
 def test_runs_that_disagree_settle_the_number_first_then_the_partition():
     # 30 runs, none a majority: 12 end with 3 communities (7 cut as a, 5 as a2), 9 with 2 and 9
     # with 4, both of those made from a2's cut.  Over every run a2 is the most representative
@@ -620,14 +641,20 @@ def test_consensus_stops_early_only_with_the_answer_of_all_its_runs(planted):
     assert early.runs == 9 and early.run_counts == {4: 9} and not early.close_call and n == 30
     assert adjusted_rand_score(full, early.labels) >= 0.95 and adjusted_rand_score(truth, early.labels) > 0.95
     # The planted fixture: 21 of 30 runs find the blobs, 9 split the largest one; that
-    # majority is not shown at level 0.01 before the last run, so all 30 are made, and the
-    # count the consensus keeps is a close call.
+    # majority is not shown at level 0.01 before the last run, so the 30 planned runs leave the
+    # count a close call ...
     graph, _ = planted
+    planned = medoid_labels(_every_run(graph, 0, 30), level=None)
+    assert planned.close_call and planned.counts[4] == 21 and sum(planned.counts.values()) == 30
+    assert "21 ended with" in Partition(planned.labels, 0.0, {}, runs=30, run_counts=planned.counts,
+                                        close_call=True).close_call_message("partitions/image")
+    # ... and the consensus draws on to CLOSE_CALL_DRAWS times as many, whose majority for the
+    # blobs is shown: no longer a close call, and the partition kept is the medoid of them all.
     steady = partition_graph(graph, seed=0, consensus=30)
-    assert steady.runs == 30 and sum(steady.run_counts.values()) == 30 and steady.close_call
-    assert steady.run_counts[steady.n_communities] == 21
-    assert "21 ended with" in steady.close_call_message("partitions/image")
-    np.testing.assert_array_equal(steady.labels, medoid_labels(_every_run(graph, 0, 30), level=None)[0])
+    assert steady.runs == 30 * CLOSE_CALL_DRAWS and sum(steady.run_counts.values()) == steady.runs
+    assert steady.n_communities == 4 and not steady.close_call
+    every = _every_run(graph, 0, steady.runs)
+    np.testing.assert_array_equal(steady.labels, medoid_labels(every, level=None)[0])
 
 
 def test_the_runs_are_described_in_words_with_one_community_singular():

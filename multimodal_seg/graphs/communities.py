@@ -15,6 +15,7 @@ ordered by size: 0 is the largest.
 
 from __future__ import annotations
 
+import itertools
 import random
 import warnings
 from contextlib import contextmanager
@@ -44,8 +45,16 @@ STOP_LEVEL = 0.01
 #: Version of how a consensus picks its partition, part of a stored partition's fingerprint
 #: (a study made by earlier rules partitions again).  Before it (versions of the decision rules
 #: up to 7): the medoid of every run; 1: where the runs do not agree, the medoid of those
-#: ending with the number of communities most runs ended with (:func:`medoid_labels`).
-CONSENSUS_RULES = 1
+#: ending with the number of communities most runs ended with (:func:`medoid_labels`); 2: at a
+#: close call, ``CLOSE_CALL_DRAWS`` times as many runs.
+CONSENSUS_RULES = 2
+#: At a close call (the planned runs did not show that most of them end with one number of
+#: communities) a consensus draws this many times as many runs in all, and keeps the number most
+#: of all of them ended with: its share is then estimated with half the standard error, so another
+#: seed, another sample of runs, keeps the same number unless the shares are nearly equal
+#: (docs/design.md, "More runs at a close call").  A budget, not a threshold: the runs cost this
+#: many times as much, only where the runs split.
+CLOSE_CALL_DRAWS = 4
 
 
 @dataclass
@@ -67,7 +76,8 @@ class Partition:
     params: dict
     #: What the data-driven decision merged (:meth:`multimodal_seg.graphs.decide.Decision.to_dict`), if it ran.
     decision: dict | None = None
-    #: Community runs made (a consensus may stop before ``consensus`` runs: :func:`medoid_labels`).
+    #: Community runs made (a consensus may stop before ``consensus`` runs, and makes up to
+    #: ``CLOSE_CALL_DRAWS`` times as many at a close call: :func:`medoid_labels`).
     runs: int = 1
     #: Of a consensus: how many of its runs ended with each number of communities
     #: (:attr:`Consensus.counts`); ``None`` without one, or for a consensus on groups of chips
@@ -372,9 +382,11 @@ def partition_graph(
         but may split a region more; costs ``n_restarts`` times one run (Leiden:
         about 4 s per run on 10^5 chips here).
     consensus
-        If > 1, the partition is the most representative of up to this many runs
+        If > 1, the partition is the most representative of this many runs
         (:func:`medoid_labels`) instead of one run; runs stop early once most of them
-        are shown to agree (``Partition.runs`` says how many were made).  0 or 1 is one
+        are shown to agree, and where they split on the number of communities (a close
+        call) ``CLOSE_CALL_DRAWS`` times as many are made (``Partition.runs`` says how many
+        were).  0 or 1 is one
         run (the function's default; the pipeline's default is 30).  Cannot be combined
         with ``n_restarts``.  With ``merge`` or ``decide``, each run is merged, decided and
         its boundary chips placed before the medoid is taken: the consensus is of what
@@ -473,7 +485,9 @@ def partition_graph(
         return finished[key]
 
     if consensus > 1:
-        run_seeds = np.random.SeedSequence(seed).generate_state(consensus).tolist()
+        # the first `consensus` seeds are the same whatever the number drawn (SeedSequence's
+        # stream): runs that settle within the planned ones are those of a plain consensus
+        run_seeds = np.random.SeedSequence(seed).generate_state(consensus * CLOSE_CALL_DRAWS).tolist()
         if grouped:
             groups = group_chips(features, consensus_vertices)
             params["groups"] = int(groups.max()) + 1
@@ -489,7 +503,8 @@ def partition_graph(
         else:
             # the medoid of the finished runs: of what the user gets, not of Leiden's raw
             # partitions, whose small differences the decision's merges can amplify
-            kept = medoid_labels((finish(runner.run(int(s))) for s in run_seeds), planned=consensus)
+            kept = medoid_labels((finish(runner.run(int(s))) for s in run_seeds), planned=consensus,
+                                 close_call_draws=len(run_seeds))
             labels = kept.labels
         runs, run_counts, close_call = kept.drawn, kept.counts if not grouped else None, kept.close_call
     else:
@@ -581,7 +596,8 @@ class Consensus(NamedTuple):
 
 
 def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
-                  level: float | None = STOP_LEVEL, by_count: bool = True) -> Consensus:
+                  level: float | None = STOP_LEVEL, by_count: bool = True,
+                  close_call_draws: int | None = None) -> Consensus:
     """The most representative of several community detections (the medoid partition).
 
     The run whose mean adjusted Rand index with all the other runs is highest is kept
@@ -599,6 +615,10 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
     most runs ended with (a tie goes to the medoid's number, else to the fewest).  Runs that
     ended with other numbers are other answers; left in, they pull which partition of the
     common number is the most representative one way or another with the sample drawn.
+    Where the planned runs do not show that most of them end with that number (a close call),
+    more runs are drawn, up to ``close_call_draws`` in all, and the number is settled on all
+    of them: a split of 60 to 40 % is a coin toss between samples of 30 runs, not between
+    samples of 120 (docs/design.md, "More runs at a close call").
 
     Why: one Leiden run on a weakly structured graph lands in one of many
     near-equal partitions, picked by the seed.  Measured (30 runs, seeds 0-3): the
@@ -614,44 +634,66 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
     runs
         ``(n,)`` labels of each run, drawn lazily (a generator makes only the runs needed).
     planned
-        The most runs that will be drawn (default: ``len(runs)``).
+        The runs planned (default: ``len(runs)``); more are drawn only at a close call.
     level
-        Level of the sequential test; ``None`` draws every run.
+        Level of the sequential test; ``None`` draws every planned run.
     by_count
         Settle the number of communities first where the runs disagree, and judge whether it is
         a close call (default).  ``False`` for runs whose numbers are not yet the answer's (a
         consensus on groups of chips, whose runs are Leiden's before any decision): the medoid of
         every run, and never a close call.
+    close_call_draws
+        At a close call after the planned runs, draw on to this many runs in all (as many as
+        ``runs`` holds); ``None`` (default) or at most ``planned``: none more.
 
     Returns
     -------
     Consensus
         The ``(n,)`` labels (one of ``runs``), the number of runs drawn, how many found each
-        number of communities, and whether that number is a close call.
+        number of communities, and whether that number is a close call on all the runs drawn.
     """
     from ..metrics import adjusted_rand_fast
 
-    if level is not None and planned is None:
+    if planned is None:
         runs = list(runs)
         planned = len(runs)
+    runs = iter(runs)
     bound = stop_boundary(planned, level) if level is not None and planned else None
     distinct: dict[bytes, int] = {}  # partition -> its index in `parts`
     parts: list[np.ndarray] = []
     counts: list[float] = []
     agreement = np.zeros((0, 0))
-    drawn = 0
-    stopped = False
-    for labels in runs:
-        drawn += 1
+
+    def add(labels: np.ndarray) -> None:
+        """Count one more run, comparing it with every distinct partition so far if it is new."""
+        nonlocal agreement
         key = labels.tobytes()
         if key in distinct:
             counts[distinct[key]] += 1
-        else:
-            distinct[key] = len(parts)
-            row = [adjusted_rand_fast(labels, other) for other in parts]
-            agreement = np.block([[agreement, np.array(row)[:, None]], [np.array(row)[None, :], np.ones((1, 1))]])
-            parts.append(labels)
-            counts.append(1.0)
+            return
+        distinct[key] = len(parts)
+        row = np.array([adjusted_rand_fast(labels, other) for other in parts])
+        agreement = np.block([[agreement, row[:, None]], [row[None, :], np.ones((1, 1))]])
+        parts.append(labels)
+        counts.append(1.0)
+
+    def common_count() -> tuple[int, dict[int, int], bool]:
+        """The kept partition's index, the runs per number of communities, and whether the
+        runs drawn so far leave that number a close call."""
+        numbers = np.array([n_labels(p) for p in parts])  # of communities, each distinct partition's
+        counts_of_k = {int(k): int(np.array(counts)[numbers == k].sum()) for k in np.unique(numbers)}
+        kept = medoid
+        if by_count and not stopped:
+            kept = _medoid_of_the_common_count(numbers, np.array(counts), agreement, counts_of_k, medoid)
+        looks = bound if bound is not None and drawn <= len(bound) else stop_boundary(drawn, level or STOP_LEVEL)
+        # too few runs to show a majority at all (fewer than 7 at level 0.01): nothing to judge
+        close = by_count and bool(counts_of_k[int(numbers[kept])] < looks[drawn - 1] <= drawn)
+        return kept, counts_of_k, close
+
+    drawn, medoid, stopped = 0, 0, False
+    for labels in itertools.islice(runs, planned):
+        drawn += 1
+        add(labels)
         # the medoid: highest mean ARI with all runs (each run counted once)
         medoid = int((agreement @ np.array(counts)).argmax())
         if bound is not None and drawn <= len(bound):
@@ -659,15 +701,16 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
             if agreeing >= bound[drawn - 1]:
                 stopped = True
                 break
-    numbers = np.array([n_labels(p) for p in parts])  # of communities, each distinct partition's
-    counts_of_k = {int(k): int(np.array(counts)[numbers == k].sum()) for k in np.unique(numbers)}
-    if by_count and not stopped:
-        medoid = _medoid_of_the_common_count(numbers, np.array(counts), agreement, counts_of_k, medoid)
-    looks = bound if bound is not None and drawn <= len(bound) else stop_boundary(drawn, level or STOP_LEVEL)
-    # too few runs to show a majority at all (fewer than 7 at level 0.01): nothing to judge
-    shown = looks[drawn - 1]
-    close_call = by_count and bool(counts_of_k[int(numbers[medoid])] < shown <= drawn)
-    return Consensus(parts[medoid], drawn, counts_of_k, close_call)
+    if drawn == 0:
+        raise ValueError("a consensus needs at least one run")
+    kept, counts_of_k, close_call = common_count()
+    if close_call and close_call_draws is not None and close_call_draws > drawn:
+        for labels in itertools.islice(runs, close_call_draws - drawn):
+            drawn += 1
+            add(labels)
+        medoid = int((agreement @ np.array(counts)).argmax())
+        kept, counts_of_k, close_call = common_count()
+    return Consensus(parts[kept], drawn, counts_of_k, close_call)
 
 
 def _medoid_of_the_common_count(numbers: np.ndarray, counts: np.ndarray, agreement: np.ndarray,

@@ -270,12 +270,13 @@ def segment(
         a good start), against noise splitting one homogeneous region; default off.
         Applies to every partition, the joint one included.
     consensus
-        If > 1, each partition is the most representative of up to this many Leiden
-        runs (:func:`multimodal_seg.graphs.communities.medoid_labels`; the runs stop
-        early once most of them are shown to agree, 9 of 30 at the least), each run
-        merged and decided first: steadier across seeds; default 30 (0 or 1: a single
-        run).  Applies to every partition, the joint one included; the runs made are
-        recorded (``runs``).
+        If > 1, each partition is the most representative of this many Leiden runs
+        (:func:`multimodal_seg.graphs.communities.medoid_labels`; the runs stop early
+        once most of them are shown to agree, 9 of 30 at the least, and go on to four
+        times as many where they split on the number of communities), each run merged
+        and decided first: steadier across seeds; default 30 (0 or 1: a single run).
+        Applies to every partition, the joint one included; the runs made are recorded
+        (``runs``).
     decide, alpha
         How many communities: ``"dip"`` (default) merges neighbouring communities whose
         chips form one population in embedding space (Hartigan's dip test at level
