@@ -13,7 +13,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .graphs.labels import communities_phrase
+from .graphs.labels import communities_phrase, n_labels
 
 #: Largest image edge drawn at full resolution; larger images are decimated for display.
 MAX_DISPLAY = 2048
@@ -134,7 +134,7 @@ def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray
     axes[0].set_title("image")
     axes[1].imshow(img, cmap="gray", extent=extent)
     axes[1].imshow(label_rgba(lab, 0.45), extent=extent, interpolation="nearest")
-    axes[1].set_title(communities_phrase(int(pixel_labels.max()) + 1))
+    axes[1].set_title(communities_phrase(n_labels(np.asarray(pixel_labels))))
     axes[2].imshow(label_rgba(np.asarray(chip_labels)), interpolation="nearest")
     axes[2].set_title("chip map")
     if truth is not None:
@@ -154,7 +154,7 @@ def modality_maps(chip_labels: dict[str, np.ndarray]) -> Figure:
     axes = np.atleast_1d(fig.subplots(1, len(chip_labels)))
     for ax, (name, labels) in zip(axes, chip_labels.items()):
         ax.imshow(label_rgba(np.asarray(labels)), interpolation="nearest")
-        ax.set_title(f"{name}: {communities_phrase(int(labels.max()) + 1)}")
+        ax.set_title(f"{name}: {communities_phrase(n_labels(np.asarray(labels)))}")
         ax.set_xticks([])
         ax.set_yticks([])
     return fig

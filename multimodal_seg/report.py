@@ -24,8 +24,8 @@ from matplotlib.colors import to_hex
 from .analysis.descriptors import CommunityRow
 from .analysis.spectral_lines import strongest
 from .graphs.communities import describe_runs
-from .graphs.labels import communities_phrase
 from .graphs.decide import describe_decision
+from .graphs.labels import communities_phrase
 from .plot import MARKED_LINES, community_colors
 from .provenance import painted_partition, to_json
 

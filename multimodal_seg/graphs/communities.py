@@ -682,21 +682,21 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
         runs drawn so far leave that number a close call."""
         numbers = np.array([n_labels(p) for p in parts])  # of communities, each distinct partition's
         counts_of_k = {int(k): int(np.array(counts)[numbers == k].sum()) for k in np.unique(numbers)}
-        kept = medoid
+        # the medoid: highest mean ARI with all runs (each run counted once)
+        kept = int((agreement @ np.array(counts)).argmax())
         if by_count and not stopped:
-            kept = _medoid_of_the_common_count(numbers, np.array(counts), agreement, counts_of_k, medoid)
+            kept = _medoid_of_the_common_count(numbers, np.array(counts), agreement, counts_of_k, kept)
         looks = bound if bound is not None and drawn <= len(bound) else stop_boundary(drawn, level or STOP_LEVEL)
         # too few runs to show a majority at all (fewer than 7 at level 0.01): nothing to judge
         close = by_count and bool(counts_of_k[int(numbers[kept])] < looks[drawn - 1] <= drawn)
         return kept, counts_of_k, close
 
-    drawn, medoid, stopped = 0, 0, False
+    drawn, stopped = 0, False
     for labels in itertools.islice(runs, planned):
         drawn += 1
         add(labels)
-        # the medoid: highest mean ARI with all runs (each run counted once)
-        medoid = int((agreement @ np.array(counts)).argmax())
         if bound is not None and drawn <= len(bound):
+            medoid = int((agreement @ np.array(counts)).argmax())
             agreeing = float(np.array(counts)[agreement[medoid] >= SAME_ANSWER_ARI].sum())
             if agreeing >= bound[drawn - 1]:
                 stopped = True
@@ -708,7 +708,6 @@ def medoid_labels(runs: Iterable[np.ndarray], *, planned: int | None = None,
         for labels in itertools.islice(runs, close_call_draws - drawn):
             drawn += 1
             add(labels)
-        medoid = int((agreement @ np.array(counts)).argmax())
         kept, counts_of_k, close_call = common_count()
     return Consensus(parts[kept], drawn, counts_of_k, close_call)
 
