@@ -257,3 +257,47 @@ def test_the_runs_warnings_are_recorded_and_still_raised(specimen, tmp_path):
     assert any("too few for texture" in w for w in seg.provenance["warnings"])
     saved = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert saved["warnings"] == seg.provenance["warnings"]
+
+
+def test_an_encoder_that_learns_sees_every_chip_or_every_position_once():
+    """``Encoder.fit`` sees every chip of the grid where they fit in memory; else chips laid edge
+    to edge (every scan position once), a seeded sample of those only where they do not fit
+    either.  Neither of the first two depends on the seed."""
+    from multimodal_seg.chips.shared import ModalityChips
+    from multimodal_seg.pipeline.embedding import fit_origins
+
+    # the grid the pipeline lays on the real Bruker P45 EDS map (75 x 100 positions): 5-position
+    # chips every 2, 36 x 48 of them, covering rows 0-74 and columns 0-98
+    rows, cols = np.meshgrid(np.arange(0, 71, 2), np.arange(0, 95, 2), indexing="ij")
+    chips = ModalityChips(np.stack([rows.ravel(), cols.ravel()], axis=1), 5)
+    np.testing.assert_array_equal(fit_origins(chips, seed=0, n=len(chips.origins)), chips.origins)
+    tiles = fit_origins(chips, seed=0, n=512)
+    seen = np.zeros((75, 99), int)
+    for r, c in tiles:
+        seen[r:r + 5, c:c + 5] += 1
+    # every position once, but column 94: 99 is not a whole number of tiles, so the last
+    # column of tiles ends at the far edge and overlaps its neighbour there
+    assert (seen[:, :94] == 1).all() and (seen[:, 94] == 2).all() and (seen[:, 95:] == 1).all()
+    assert len(tiles) == 15 * 20
+    np.testing.assert_array_equal(fit_origins(chips, seed=1, n=512), tiles)
+    # more tiles than that: a seeded sample of them, each once
+    few = fit_origins(chips, seed=0, n=100)
+    assert len(few) == 100 and len(np.unique(few, axis=0)) == 100
+    assert not np.array_equal(few, fit_origins(chips, seed=1, n=100))
+    assert {tuple(t) for t in few} <= {tuple(t) for t in tiles}
+
+
+def test_spectrum_embeddings_do_not_depend_on_the_seed():
+    """The PCA basis of ``spectrum-pca`` is fitted on every chip of the EELS scan (961 grid chips
+    fit in memory), so seeds 0 and 1 embed it alike; a seeded sample of 512 of them, as before,
+    gave two bases."""
+    phantom = multimodal_phantom((64, 64), seed=2)
+    embedded = []
+    for seed in (0, 1):
+        study = mms.Study.open(None)
+        stages.add_modalities(study, {"eels": phantom.modalities()["eels"]})
+        stages.lay_chips(study, chip_size=4, stride=2)
+        stages.embed(study, seed=seed, progress=False)
+        assert len(study.read_array("chips/origins")) == 961
+        embedded.append(study.read_array("embeddings/eels"))
+    np.testing.assert_array_equal(embedded[0], embedded[1])

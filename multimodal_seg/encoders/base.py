@@ -68,9 +68,12 @@ class Encoder(ABC):
     def fit(self, sample: np.ndarray) -> None:
         """Learn data-dependent state (e.g. a PCA basis) from a sample of chips.
 
-        Called once by the pipeline, before :meth:`encode`, with a seeded random
-        sample of the modality's chips.  The default does nothing.  An encoder
-        that fits must be deterministic given the sample.
+        Called once by the pipeline, before :meth:`encode`, with every chip of the
+        modality where they fit in Dask's ``array.chunk-size`` (as float32), else
+        with chips laid edge to edge (every scan position once), a seeded sample
+        of those where they do not fit either
+        (:func:`multimodal_seg.pipeline.embedding.fit_origins`).  The default does
+        nothing.  An encoder that fits must be deterministic given the sample.
         """
 
     @property

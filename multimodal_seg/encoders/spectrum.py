@@ -298,8 +298,8 @@ class SpectrumPCAEncoder(Encoder):
         if not self.is_fitted:
             raise ParameterError(
                 "spectrum-pca has no PCA basis yet: encode was called before fit",
-                fix="call encoder.fit(sample_chips) first (the pipeline does this with a "
-                "seeded sample of the modality's chips)",
+                fix="call encoder.fit(sample_chips) first (the pipeline does this with "
+                "the modality's chips)",
                 where=self.name,
             )
         arr = as_chips(chips, self.kind)

@@ -55,8 +55,8 @@ from ..modalities.base import Axis, ModalityData
 from ..modalities.sources import modality_identity, read_modalities
 from ..provenance import fingerprint, run_record
 from ..result import Segmentation
-from .embedding import (chip_batch, chip_nbytes, embed_positions, encode_chips, fit_encoder, modality_intensity,
-                        pools_positions)
+from .embedding import (FIT_RULES, chip_batch, chip_nbytes, embed_positions, encode_chips, fit_encoder, learns,
+                        modality_intensity, pools_positions)
 from .study import JOINT, Study
 
 #: Grids of more than this many positions a side are placed on every ``step``-th position
@@ -221,9 +221,10 @@ def embed(
     for name, modality in modalities.items():
         enc = chosen[name][0]
         # Torch encoders may round differently with another batching: it counts then.
+        # An encoder that learns from the data counts how its sample is drawn (FIT_RULES).
         fp = fingerprint("embeddings", enc.fingerprint(), fp_chips, seed,
                          chip_batch(batch_chips, chip_nbytes(modality, grid.per_modality[name].size))
-                         if enc.batch_dependent else None)
+                         if enc.batch_dependent else None, *([{"fit_rules": FIT_RULES}] if learns(enc) else []))
         key, stats_key = f"embeddings/{name}", f"chips/stats/{name}"
         if study.is_current(key, fp) and study.is_current(stats_key, fp):
             continue
