@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from multimodal_seg.bench.chemistry import correlation_ratio, line_maps, run_file
+from multimodal_seg.bench.chemistry import across_seeds, correlation_ratio, line_maps, run_file
 from multimodal_seg.modalities import Axis
 
 from .conftest import shared_file
@@ -49,3 +49,16 @@ def test_the_project_and_hyperspy_are_scored_on_a_real_al_cu_map():
     al = result["lines"].index(result["lines"][0])
     # The Al/Cu boundary: both partitions explain most of the Al map.
     assert result["eta2"]["project"][al] > 0.9 and result["eta2"]["hyperspy"][al] > 0.9
+
+
+@pytest.mark.realdata
+def test_seeds_of_a_real_al_cu_map_are_scored_and_compared():
+    """Two seeds of the Phenom map 6: the same communities (the encoder is fitted on all its
+    chips and its consensus runs agree), and the summary holds both seeds' scores."""
+    path = shared_file("multimodal/phenom_AlCu_SEM_EDS/Elid2Version4.elid")
+    runs = across_seeds("Al/Cu", path, {"signal": "Map 6"}, top=4, seeds=[0, 1])
+    summary = runs[0]["seeds"]
+    assert summary["seeds"] == [0, 1] and summary["k"] == [runs[0]["k"], runs[1]["k"]]
+    assert summary["worst_ari"] == pytest.approx(1.0)
+    assert summary["mean"]["project"] == pytest.approx((runs[0]["mean"]["project"] + runs[1]["mean"]["project"]) / 2)
+    assert 0 <= summary["reached"] <= 2 and "labels" not in runs[0] and "seeds" not in runs[1]

@@ -6,13 +6,16 @@ per scan position: line window minus side windows).  A partition's score on one 
 correlation ratio eta^2 = between-community variance / total variance, the share of the map's
 variance the communities explain (1: every community is one composition).
 :func:`run_file` scores the project's default partition of a spectrum image alone and
-HyperSpy's decomposition + k-means given the same number of clusters
-(``benchmarks/bench_chemistry.py`` runs it over the real EDS files).
+HyperSpy's decomposition + k-means given the same number of clusters, :func:`across_seeds`
+does so for several seeds and says how far the seeds' partitions agree
+(``benchmarks/bench_chemistry.py`` runs them over the real EDS files).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +81,8 @@ def line_maps(cube: np.ndarray, axis: Axis, *, top: int) -> tuple[list[str], np.
 
 
 def run_file(name: str, path: Path, options: dict, *, top: int, seed: int) -> dict:
-    """Both partitions of one file and their eta^2 on each line map."""
+    """Both partitions of one file and their eta^2 on each line map (``labels``: the project's
+    ``(rows, cols)`` partition of the scan)."""
     modality = read_spectrum_image(path, **options)
     cube = np.asarray(modality.data)
     lines, maps = line_maps(cube, modality.axes[2], top=top)
@@ -97,6 +101,23 @@ def run_file(name: str, path: Path, options: dict, *, top: int, seed: int) -> di
             "k": k, "k_hyperspy": int(hyperspy.max()) + 1, "lines": lines, "eta2": scores,
             "mean": {m: float(np.nanmean(v)) if v else float("nan") for m, v in scores.items()},
             "seconds": {"project": project_s, "hyperspy": hyperspy_s},
-            "decision": seg.provenance["partitions"]["eds"]["decision"]}
+            "decision": seg.provenance["partitions"]["eds"]["decision"], "labels": project}
+
+
+def across_seeds(name: str, path: Path, options: dict, *, top: int, seeds: Sequence[int]) -> list[dict]:
+    """:func:`run_file` for each of ``seeds``, without the labels; the first seed's result also
+    holds ``seeds``: the seeds, the project's number of communities in each, the worst ARI
+    between two seeds' partitions (1 for one seed), the mean eta^2 of the project and of
+    HyperSpy over the seeds, and in how many seeds the project's is at least HyperSpy's."""
+    from ..metrics import adjusted_rand
+
+    runs = [run_file(name, path, options, top=top, seed=seed) for seed in seeds]
+    labels = [run.pop("labels") for run in runs]
+    runs[0]["seeds"] = {
+        "seeds": list(seeds), "k": [run["k"] for run in runs],
+        "worst_ari": min((adjusted_rand(a, b) for a, b in itertools.combinations(labels, 2)), default=1.0),
+        "mean": {m: float(np.mean([run["mean"][m] for run in runs])) for m in ("project", "hyperspy")},
+        "reached": sum(run["mean"]["project"] >= run["mean"]["hyperspy"] for run in runs)}
+    return runs
 
 
