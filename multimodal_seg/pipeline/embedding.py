@@ -64,9 +64,9 @@ def fit_origins(chips: ModalityChips, *, seed: int, n: int) -> np.ndarray:
     the seed.  On the real Bruker P45 EDS map (75 x 100 positions, 5-position chips: 1728
     chips, 300 tiles) a seeded 512 of the grid's chips gave 2 to 5 communities with the seed
     (worst ARI between seeds 0-4: 0.61); its 300 tiles give one basis whatever the seed.  The
-    grid's overlapping chips repeat each position about four times (a stride of half a chip),
-    which is why the tiles hold it in a quarter of the memory (docs/design.md, "The fit sees
-    every chip, or every position once").
+    grid's overlapping chips repeat each position (about four times at a stride of half a
+    chip; 5.8 times there), so the tiles hold the modality in that much less memory
+    (docs/design.md, "The fit sees every chip, or every position once").
     """
     if len(chips.origins) <= n:
         return chips.origins

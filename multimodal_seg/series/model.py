@@ -37,7 +37,7 @@ from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
 from ..errors import ParameterError
 from ..modalities.base import Axis, ModalityData
-from ..pipeline.embedding import encode_chips, modality_intensity
+from ..pipeline.embedding import encode_chips, learns, modality_intensity
 from .frames import Frame, check_frame
 from .poi import PointOfInterest, interest, points_of_interest
 
@@ -120,7 +120,7 @@ def series_config(config: Any = None, *, live: bool = False, max_points: int | N
 
 def _image_encoder(config: SeriesConfig, image: ModalityData) -> tuple[Encoder, str]:
     encoder, choice = choose_encoders(config.encoder, {"image": image})["image"]
-    if type(encoder).fit is not Encoder.fit:
+    if learns(encoder):
         raise ParameterError(
             f"encoder {encoder.name!r} learns from the data it embeds; a series embeds every frame "
             "with one unchanging encoder", fix="use an image encoder such as fourier or resnet50",
