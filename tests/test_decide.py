@@ -619,3 +619,23 @@ def test_a_memo_shared_by_decisions_changes_no_decision_and_estimates_each_covar
     assert after_first == len(memo.covariances) > 0  # each distinct set of chips once ...
     assert len(estimated) == after_first  # ... and none again for a decision already made
     assert memo.pvalues
+
+
+def test_the_pooled_covariance_is_solved_directly_where_well_conditioned_else_by_least_squares():
+    """The direct solve gives least squares' answer where the covariance is well conditioned,
+    and a near-singular one (fewer chips than features, no shrinkage) goes to least squares,
+    whose minimum-norm answer a direct solve would not give."""
+    import scipy.linalg
+
+    from multimodal_seg.graphs.decide import solve_covariance
+
+    rng = np.random.default_rng(3)
+    difference = rng.normal(size=30)
+    chips = rng.normal(size=(200, 30)) * rng.uniform(0.5, 2.0, size=30)
+    conditioned = np.cov(chips.T) + 0.1 * np.eye(30)
+    np.testing.assert_allclose(solve_covariance(conditioned, difference),
+                               scipy.linalg.lstsq(conditioned, difference)[0], rtol=1e-10, atol=1e-12)
+    singular = np.cov(rng.normal(size=(3, 30)).T)  # rank 2
+    least = scipy.linalg.lstsq(singular, difference)[0]
+    np.testing.assert_array_equal(solve_covariance(singular, difference), least)
+    assert np.abs(np.linalg.solve(singular + 1e-12 * np.eye(30), difference)).max() > 1e3 * np.abs(least).max()
