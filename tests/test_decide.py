@@ -639,3 +639,18 @@ def test_the_pooled_covariance_is_solved_directly_where_well_conditioned_else_by
     least = scipy.linalg.lstsq(singular, difference)[0]
     np.testing.assert_array_equal(solve_covariance(singular, difference), least)
     assert np.abs(np.linalg.solve(singular + 1e-12 * np.eye(30), difference)).max() > 1e3 * np.abs(least).max()
+
+
+def test_a_memo_needs_the_keys_it_finds_covariances_by():
+    """Without keys a memo could not tell two chip sets apart: asking for one is an error,
+    not a memo silently left unused."""
+    from multimodal_seg.graphs.decide import Memo
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(40, 5)), rng.normal(1.0, 1.0, size=(30, 5))
+    with pytest.raises(ValueError, match="keys"):
+        discriminant_axis(a, b, memo=Memo())
+    memo = Memo()
+    keyed = discriminant_axis(a, b, memo=memo, keys=(("m", b"a"), ("m", b"b")))
+    np.testing.assert_allclose(keyed, discriminant_axis(a, b), atol=1e-12)
+    assert set(memo.covariances) == {("m", b"a"), ("m", b"b")}

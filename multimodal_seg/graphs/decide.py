@@ -52,7 +52,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-import hashlib
 
 import diptest
 from diptest.consts import Consts
@@ -145,18 +144,15 @@ class Memo:
     #: The dip test's p-value (times the modalities), by the tested chips of the two
     #: communities (:func:`merge_indistinct`): valid for one set of features only.
     pvalues: dict[tuple[bytes, bytes], float] = field(default_factory=dict)
-    #: Ledoit-Wolf covariances (:func:`shrunk_covariance`), by the key the caller gives (the
-    #: modality and the chips' indices: valid for one set of features only) or else by a
-    #: digest of the chips' values.
+    #: Ledoit-Wolf covariances (:func:`shrunk_covariance`), by the modality and the chips'
+    #: indices: valid for one set of features only.  Indices make a key a five-hundredth of
+    #: the time a digest of the chips' values took (300 chips of 30 features: 0.3 against
+    #: 146 us; the real P45 BSE + EDS run asked for 99 768 covariances).
     covariances: dict[Hashable, np.ndarray] = field(default_factory=dict)
 
-    def covariance(self, x: np.ndarray, key: Hashable | None = None) -> np.ndarray:
-        """:func:`shrunk_covariance` of ``x``, computed once per distinct ``key`` (default: per
-        distinct ``x``).  The chips' indices make a key a hundred times cheaper than a digest
-        of their values (300 chips of 30 features: 0.3 against 146 us)."""
-        if key is None:
-            x = np.ascontiguousarray(x)
-            key = hashlib.blake2b(x.view(np.uint8), digest_size=16).digest() + repr((x.shape, x.dtype.str)).encode()
+    def covariance(self, x: np.ndarray, key: Hashable) -> np.ndarray:
+        """:func:`shrunk_covariance` of the chips ``x``, computed once per ``key``, the chips'
+        modality and indices."""
         if key not in self.covariances:
             self.covariances[key] = shrunk_covariance(x)
         return self.covariances[key]
@@ -201,7 +197,7 @@ def unimodality_pvalue(a: np.ndarray, b: np.ndarray, *, memo: Memo | None = None
     side represented by as many of its quantiles as the smaller has chips (:func:`even_quantiles`;
     see the module docstring), judged at the sample's effective size (:func:`effective_size`).
     Deterministic.  Both need at least ``MIN_TEST_CHIPS`` chips.  ``memo``: covariances
-    already estimated (:class:`Memo`), found by ``keys`` (one for each side) where given.
+    already estimated (:class:`Memo`), found by ``keys`` (each side's modality and chip indices).
     """
     axis = discriminant_axis(a, b, memo=memo, keys=keys)
     pa, pb = a @ axis, b @ axis
@@ -256,9 +252,11 @@ def discriminant_axis(a: np.ndarray, b: np.ndarray, *, memo: Memo | None = None,
     standardised features, pooled by class shares; the axis solves it against the mean
     difference): the same axis to rounding, without the estimator's input checks, which
     took most of the decision's time (a fit: 5 ms in a run, 0.7 ms written out).  ``memo``:
-    covariances already estimated (:class:`Memo`), found by ``keys`` (one for each side) where
-    given.
+    covariances already estimated (:class:`Memo`), found by ``keys`` (each side's modality and
+    chip indices); both or neither.
     """
+    if (memo is None) != (keys is None):
+        raise ValueError("a memo finds covariances by their keys: give memo and keys together, or neither")
     if min(len(a), len(b)) < 3:
         axis = a.mean(axis=0) - b.mean(axis=0)
     else:
@@ -266,7 +264,7 @@ def discriminant_axis(a: np.ndarray, b: np.ndarray, *, memo: Memo | None = None,
         if memo is None:
             covariances = shrunk_covariance(a), shrunk_covariance(b)
         else:
-            covariances = tuple(memo.covariance(x, key) for x, key in zip((a, b), keys or (None, None)))
+            covariances = memo.covariance(a, keys[0]), memo.covariance(b, keys[1])
         pooled = (len(a) / n) * covariances[0] + (len(b) / n) * covariances[1]
         axis = solve_covariance(pooled, b.mean(axis=0) - a.mean(axis=0))
     norm = np.linalg.norm(axis)
