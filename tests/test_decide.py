@@ -654,3 +654,27 @@ def test_a_memo_needs_the_keys_it_finds_covariances_by():
     keyed = discriminant_axis(a, b, memo=memo, keys=(("m", b"a"), ("m", b"b")))
     np.testing.assert_allclose(keyed, discriminant_axis(a, b), atol=1e-12)
     assert set(memo.covariances) == {("m", b"a"), ("m", b"b")}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_ledoit_wolf_covariance_is_scikit_learns_to_the_last_bit(dtype):
+    """Written out without scikit-learn's input checks, the estimate is its estimate bit for
+    bit: many chips and few, more features than chips, a constant feature, one feature,
+    repeated chips (no spread left to shrink)."""
+    from sklearn.covariance import ledoit_wolf
+
+    from multimodal_seg.graphs.decide import ledoit_wolf_covariance
+
+    rng = np.random.default_rng(5)
+    cases = []
+    for n, d in [(3, 30), (5, 2), (200, 30), (50, 1), (1000, 12), (300, 60)]:
+        x = rng.normal(size=(n, d)) * rng.uniform(0.1, 10.0, size=d)
+        constant = x.copy()
+        constant[:, 0] = 2.0
+        cases += [x, constant, np.repeat(x[:2], n // 2 + 1, axis=0)[:n]]
+    for x in cases:
+        x = x.astype(dtype)
+        expected = ledoit_wolf(x)[0]
+        got = ledoit_wolf_covariance(x)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

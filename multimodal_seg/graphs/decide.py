@@ -59,7 +59,6 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from scipy.stats import levene
-from sklearn.covariance import ledoit_wolf
 
 from .labels import community_weights, n_labels, order_by_size
 
@@ -304,8 +303,39 @@ def shrunk_covariance(x: np.ndarray) -> np.ndarray:
     scaled back (as scikit-learn's shrinkage LDA does; constant features keep scale 1)."""
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
-    shrunk = ledoit_wolf((x - x.mean(axis=0)) / scale)[0]
+    shrunk = ledoit_wolf_covariance((x - x.mean(axis=0)) / scale)
     return scale[:, None] * shrunk * scale[None, :]
+
+
+def ledoit_wolf_covariance(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrunk covariance ``(d, d)`` of samples ``x`` ``(n, d)``, ``n >= 2``: the
+    empirical covariance shrunk towards ``mu I`` (``mu``: its mean variance) by the weight
+    Ledoit and Wolf (2004) estimate from the data.
+
+    scikit-learn's ``sklearn.covariance.ledoit_wolf`` step for step (the same operations in
+    the same order, so the same values to the last bit on the cases tested), without its input
+    checks: they took 0.8 ms of its 0.85 ms per call on 200 chips of 30 features, and the
+    decisions of a consensus make thousands (6611 in ``segment()`` of the real P45 BSE + EDS
+    file).  The tests hold it to scikit-learn's.
+    """
+    n, d = x.shape
+    centred = x - x.mean(0)
+    if d == 1:  # one feature: the same whatever the shrinkage
+        return np.atleast_2d((centred ** 2).mean())
+    squared = centred ** 2
+    trace = np.sum(squared, axis=0) / n
+    mu = np.sum(trace) / d
+    beta_ = np.sum(np.dot(squared.T, squared))  # the sum of <X2.T, X2>'s coefficients
+    gram = np.dot(centred.T, centred)
+    delta_ = np.sum(gram ** 2) / n ** 2  # of <X.T, X>'s, squared
+    beta = 1.0 / (d * n) * (beta_ / n - delta_)
+    delta = (delta_ - 2.0 * mu * trace.sum() + d * mu ** 2) / d
+    beta = min(beta, delta)  # never shrink past the target
+    shrinkage = 0 if beta == 0 else beta / delta
+    empirical = gram / n
+    shrunk = (1.0 - shrinkage) * empirical
+    shrunk.flat[:: d + 1] += shrinkage * (np.sum(np.trace(empirical)) / d)
+    return shrunk
 
 
 def _between(weights: np.ndarray, merged_into: np.ndarray) -> np.ndarray:
