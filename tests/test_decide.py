@@ -618,7 +618,7 @@ def test_a_memo_shared_by_decisions_changes_no_decision_and_estimates_each_covar
         assert shared.merges == alone.merges
     assert after_first == len(memo.covariances) > 0  # each distinct set of chips once ...
     assert len(estimated) == after_first  # ... and none again for a decision already made
-    assert memo.pvalues
+    assert memo.pvalues and set(memo.means) == set(memo.covariances)  # each set's mean beside its covariance
 
 
 def test_the_pooled_covariance_is_solved_directly_where_well_conditioned_else_by_least_squares():
