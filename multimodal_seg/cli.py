@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .bench.runner import PARTS
+from .bench import PARTS
 from .errors import MMSegError
 from .graphs.labels import communities_phrase
 

@@ -181,3 +181,21 @@ def test_multimodal_bad_inputs_fail_cleanly(tmp_path):
         assert named in result.output and "Traceback" not in result.output, case
         assert not out.exists(), case
     assert file_hash(si) == before
+
+
+def test_the_command_line_and_the_package_start_without_the_pipeline():
+    """``mmseg --help`` and ``import multimodal_seg`` import neither the pipeline nor its heavy
+    dependencies (5.4 s on 2 cores when they did); the public names load on first use."""
+    import subprocess
+    import sys
+
+    heavy = ["multimodal_seg.pipeline", "sklearn", "dask.array", "torch", "numba"]
+    probe = ("import sys, multimodal_seg.cli; "
+             f"print(sorted(m for m in {heavy!r} if m in sys.modules)); "
+             "import multimodal_seg as mms; from multimodal_seg import segment; "
+             "print(segment is mms.segment, mms.stages.__name__, 'Study' in dir(mms))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True multimodal_seg.pipeline.stages True"]
+    missing = subprocess.run([sys.executable, "-c", "import multimodal_seg as mms; mms.no_such_name"],
+                             capture_output=True, text=True)
+    assert "has no attribute 'no_such_name'" in missing.stderr

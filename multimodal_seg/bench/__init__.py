@@ -6,3 +6,7 @@
 :mod:`~multimodal_seg.bench.stability`, :mod:`~multimodal_seg.bench.speed` and
 :mod:`~multimodal_seg.bench.report`.
 """
+
+#: The parts ``mmseg bench`` can run, in the order it runs them.  Here, not in the runner, so
+#: that the command line lists them without importing every benchmark.
+PARTS = ("quality", "stability", "consistency", "speed", "families", "chip_scale", "separability")

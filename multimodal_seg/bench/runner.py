@@ -47,9 +47,8 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from ..provenance import package_versions, to_json, write_text_atomic
-from . import chip_scale, datasets, families, methods, quality, separability, stability
+from . import PARTS, chip_scale, datasets, families, methods, quality, separability, stability
 
-PARTS = ("quality", "stability", "consistency", "speed", "families", "chip_scale", "separability")
 
 #: Pairs of a forward pass and a ``segment()`` run timed one right after the other (speed part).
 PAIRS = 5
