@@ -6,6 +6,8 @@ Agg backend is used when no display is available.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import scipy.sparse as sp
 from matplotlib import colors as mcolors
@@ -21,6 +23,18 @@ MAX_DISPLAY = 2048
 MAX_GRAPH_NODES = 3000
 #: Strongest known X-ray lines / EELS edges marked per spectrum (and listed in report.html).
 MARKED_LINES = 8
+#: zlib level of the PNGs written (:func:`png_bytes`): lossless at every level; 1 wrote the four
+#: figures of a NASA EBC run in 1.26 s against 1.77 s at matplotlib's default 6 (median of 5),
+#: for files 5 % larger (1487 against 1422 KiB).
+PNG_COMPRESS_LEVEL = 1
+
+
+def png_bytes(fig: Figure, *, dpi: int = 120) -> bytes:
+    """``fig`` drawn at ``dpi`` as PNG bytes (compressed at ``PNG_COMPRESS_LEVEL``): every figure
+    the package writes goes through here."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
+    return buffer.getvalue()
 
 
 def community_colors(n: int) -> np.ndarray:

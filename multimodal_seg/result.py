@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,9 +152,7 @@ class Segmentation:
         written: dict[str, Path] = {}
         pngs: dict[str, bytes] = {}
         for name, fig in self.figures().items():
-            buffer = io.BytesIO()
-            fig.savefig(buffer, dpi=120, format="png")
-            pngs[name] = buffer.getvalue()  # the same bytes go to the file and into report.html
+            pngs[name] = plot.png_bytes(fig, dpi=120)  # the same bytes go to the file and into report.html
             with atomic_path(out / name) as tmp:
                 tmp.write_bytes(pngs[name])
             written[name] = out / name

@@ -155,3 +155,24 @@ def test_report_renders_in_headless_chromium(runs, run):
     shown = [tuple(int(v) for v in re.findall(r"\d+", s)[:3]) for s in state["swatches"]]
     assert shown == expected
     assert state["title"] == f"multimodal_seg report: {communities_phrase(seg.n_communities)}"
+
+
+def test_figures_are_written_faster_compressed_but_pixel_for_pixel_as_drawn():
+    """The PNGs use a light zlib level (``plot.PNG_COMPRESS_LEVEL``); PNG is lossless at every
+    level, so the decoded pixels are matplotlib's at its default level, at the size asked for."""
+    import io
+
+    from PIL import Image
+
+    from multimodal_seg import plot
+
+    rng = np.random.default_rng(0)
+    fig = plot.overlay(rng.random((300, 400)), rng.integers(0, 4, size=(300, 400)))
+    plot.png_bytes(fig, dpi=80)  # the first draw settles the layout; later draws are alike
+    written = plot.png_bytes(fig, dpi=80)
+    default = io.BytesIO()
+    fig.savefig(default, dpi=80, format="png")
+    light, reference = (Image.open(io.BytesIO(b)) for b in (written, default.getvalue()))
+    assert light.size == reference.size == tuple(round(80 * v) for v in fig.get_size_inches())
+    np.testing.assert_array_equal(np.asarray(light), np.asarray(reference))
+    assert plot.PNG_COMPRESS_LEVEL < 6 and written != default.getvalue()  # another zlib level than the default

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..graphs.decide import format_pvalue
+from ..plot import png_bytes
 from ..pipeline.segment import STEPS
 from ..provenance import atomic_path, write_text_atomic
 from ..synthetic.families import FAMILIES
@@ -379,7 +380,7 @@ def _save(fig: Any, out: Path, name: str) -> str:
 
     fig.tight_layout()
     with atomic_path(out / name) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        tmp.write_bytes(png_bytes(fig, dpi=110))
     plt.close(fig)
     return name
 

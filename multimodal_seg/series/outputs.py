@@ -32,7 +32,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from ..plot import MAX_DISPLAY, community_colors
+from ..plot import MAX_DISPLAY, community_colors, png_bytes
 from ..provenance import atomic_path, write_text_atomic
 from .frames import SeriesAxis
 from .model import DISORDER_THRESHOLD, FrameReport, disordered_area
@@ -170,4 +170,4 @@ def descriptor_figure(reports: Sequence[FrameReport], axis: SeriesAxis) -> Figur
 def save_figure(fig: Figure, path: Path) -> None:
     """A matplotlib figure as a PNG, atomically."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        tmp.write_bytes(png_bytes(fig, dpi=110))
