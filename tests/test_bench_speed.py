@@ -198,6 +198,29 @@ def test_encoder_throughput_fields_are_consistent():
         encoder_throughput(FourierEncoder(), chips, repeats=0, peak=peak)
 
 
+def test_the_forward_pass_runs_in_the_batches_the_pipeline_hands_an_encoder():
+    """``batch`` chips per ``encode`` call, in order, the same features as one call; the
+    runner's batch is the pipeline's (``BATCH_CHIPS``, fewer for chips too large for it)."""
+    from multimodal_seg.bench.runner import pipeline_batch
+    from multimodal_seg.pipeline.embedding import BATCH_CHIPS
+
+    chips = np.random.default_rng(0).random((7, 32, 32), dtype=np.float32)
+    calls = []
+    encoder = FourierEncoder()
+    encode = encoder.encode
+    encoder.encode = lambda batch: calls.append(len(batch)) or encode(batch)
+    np.testing.assert_array_equal(speed.encode_in_batches(encoder, chips, 3), encode(chips))
+    assert calls == [3, 3, 1]
+    calls.clear()
+    r = encoder_throughput(encoder, chips, repeats=2, peak={"measured_flops": 1e10}, batch=3)
+    assert calls == [3, 3, 1] * 3 and r["batch"] == 3 and r["n_chips"] == 7  # a warm-up and two timed
+    calls.clear()
+    speed.encode_in_batches(encoder, chips, None)
+    assert calls == [7]
+    assert pipeline_batch(chips) == BATCH_CHIPS
+    assert pipeline_batch(np.zeros((1, 4096, 4096), np.float32)) < BATCH_CHIPS  # 64 MiB a chip
+
+
 def test_encoder_throughput_torch_encoder(resnet):
     chips = np.random.default_rng(1).random((2, 32, 32), dtype=np.float32)
     r = encoder_throughput(resnet, chips, repeats=1, peak={"measured_flops": 1e11,

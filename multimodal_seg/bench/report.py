@@ -313,7 +313,9 @@ def speed_section(sp: dict) -> list[str]:
                f"{_gflops(p.get('measured_flops'))} GFLOP/s ({p.get('measured_method', '')}).\n"
                for device, p in sp.get("device_peaks", {}).items() if p],
              f"Encoders on the chips of a {sp['image_shape'][0]}² HAADF phantom (forward pass = "
-             "`encoder.encode` on all chips, median; pipeline = `segment()` end to end on the same image, "
+             "`encoder.encode` on all chips, in the batches `segment()` hands an encoder (256 chips, fewer "
+             "where they would hold more than a task's share of memory), median; pipeline = `segment()` "
+             "end to end on the same image, "
              "the median of the runs after a first (the first, which also pays a fresh process's one-off "
              "imports, is in results.json as `segment_first_seconds`)). "
              f"Goal: pipeline overhead over the forward pass ≤ {GOAL_OVERHEAD:.0%}, met when both figures "
@@ -344,7 +346,8 @@ def speed_section(sp: dict) -> list[str]:
         lines += ["", f"Spectrum and diffraction encoders on the {scan}x{scan} multimodal phantom (chips of the "
                   "grid `segment()` lays for all its modalities; pipeline = `segment()` of that one "
                   "modality). Encoders that pool per-position features encode each scan position once, "
-                  "so their forward pass is timed on the positions. FLOPs are counted for the torch "
+                  "so their forward pass is timed on the positions, in one call; the others' on the chips, "
+                  "in the pipeline's batches. FLOPs are counted for the torch "
                   "convnets only.", "",
                   "| encoder | modality | chips (size, stride) | forward on | units/s | GFLOP/unit | GFLOP/s | "
                   "peak GFLOP/s | of measured peak | segment() s | forward s | overhead | paired | encoded | "

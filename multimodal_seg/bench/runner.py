@@ -357,10 +357,12 @@ def run_speed(quick: bool, echo=None) -> dict:
             chips = np.concatenate([c for _, c in iter_chips(scaled, grid.origins, grid.size)])
             encoder, _ = image_encoder(EncoderConfig(**encoder_config))
             encoder.fit(chips[: min(len(chips), 512)])
-            forward = _forward_pass(encoder, chips, repeats=1 if quick else 3, peaks=peaks)
+            batch = pipeline_batch(chips)
+            forward = _forward_pass(encoder, chips, repeats=1 if quick else 3, peaks=peaks, batch=batch)
             timed = _time_pipeline(lambda: segment(image, seed=0, progress=False, stride=grid.stride,
                                                    config={"encoder": encoder_config}),
-                                   lambda: encoder.encode(chips), repeats=1 if quick else PAIRS)
+                                   lambda: speed.encode_in_batches(encoder, chips, batch),
+                                   repeats=1 if quick else PAIRS)
             processes = {"compile_processes": speed.compilation_across_processes(
                 name, {"weights": encoder_config.get("weights"), **encoder_config["options"]},
                 (encoder.batch_size, *chips.shape[1:]))} if compiled else {}
@@ -376,9 +378,18 @@ def run_speed(quick: bool, echo=None) -> dict:
     return out
 
 
-def _forward_pass(encoder: Any, units: np.ndarray, *, repeats: int, peaks: dict) -> dict:
-    """:func:`speed.encoder_throughput` of ``encoder`` on ``units``, against the peak of its
-    device measured right before and right after it, whichever is higher.
+def pipeline_batch(chips: np.ndarray) -> int:
+    """Chips per ``encode`` call as ``segment()`` hands these chips ``(n, ...)`` to an encoder
+    (:func:`multimodal_seg.pipeline.embedding.chip_batch`), as float32."""
+    from ..pipeline.embedding import BATCH_CHIPS, chip_batch
+
+    return chip_batch(BATCH_CHIPS, int(np.prod(chips.shape[1:])) * 4)
+
+
+def _forward_pass(encoder: Any, units: np.ndarray, *, repeats: int, peaks: dict, batch: int | None = None) -> dict:
+    """:func:`speed.encoder_throughput` of ``encoder`` on ``units`` (``batch`` at a time,
+    :func:`speed.encode_in_batches`), against the peak of its device measured right before and
+    right after it, whichever is higher.
 
     A shared host's speed drifts by tens of per cent within minutes (one run measured 162
     GFLOP/s at its start and 245 a few minutes later; another 199-328 across its rows), so
@@ -397,7 +408,7 @@ def _forward_pass(encoder: Any, units: np.ndarray, *, repeats: int, peaks: dict)
         return peak
 
     before = measure()
-    forward = speed.encoder_throughput(encoder, units, repeats=repeats, peak=before)
+    forward = speed.encoder_throughput(encoder, units, repeats=repeats, peak=before, batch=batch)
     after = measure()
     around = [p.get("measured_flops") for p in (before, after)]
     if (after.get("measured_flops") or 0) > (before.get("measured_flops") or 0):
@@ -507,14 +518,16 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
             fit_encoder(modality, view, encoder, intensity=(0.0, 1.0), seed=0)
             data = np.asarray(modality.data)
             if encoder.pools_positions:
-                units = data.reshape(-1, 1, 1, *data.shape[2:])  # every position once
+                # every position once, in one call (the pipeline encodes them in spans of rows)
+                units, batch = data.reshape(-1, 1, 1, *data.shape[2:]), None
             else:
                 units = np.concatenate([c for _, c in iter_chips(data, view.origins, view.size)])
-            forward = _forward_pass(encoder, units, repeats=1 if quick else 3, peaks=peaks)
+                batch = pipeline_batch(units)
+            forward = _forward_pass(encoder, units, repeats=1 if quick else 3, peaks=peaks, batch=batch)
             timed = _time_pipeline(lambda: segment(
                 {modality_name: modality}, chip_size=size, stride=stride, seed=0, progress=False,
                 config={"modality_encoders": {modality_name: encoder_name}},
-                encoder_options={modality_name: options}), lambda: encoder.encode(units),
+                encoder_options={modality_name: options}), lambda: speed.encode_in_batches(encoder, units, batch),
                 repeats=1 if quick else PAIRS)
             # encoders that pool positions refine from the positions already encoded
             encoded = len(units) + (0 if encoder.pools_positions else timed["refined_chips"])

@@ -29,6 +29,9 @@ SCALE_PERCENTILES = (0.5, 99.5)
 #: embeddings (a stored study re-embeds under another): 2, every chip or chips laid edge to
 #: edge (:func:`fit_origins`); before, a seeded 512 of the grid's chips.
 FIT_RULES = 2
+#: Chips handed to an encoder per call (:func:`chip_batch`: fewer where they would hold more
+#: than one task's share of memory).
+BATCH_CHIPS = 256
 
 
 def intensity_scale(data, *, sample: int = SCALE_SAMPLE) -> tuple[float, float]:
@@ -166,7 +169,7 @@ def embed_positions(modality: ModalityData, encoder: Encoder, *, progress: bool 
 
 
 def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder, *,
-                 intensity: tuple[float, float], batch_chips: int = 256, progress: bool = True,
+                 intensity: tuple[float, float], batch_chips: int = BATCH_CHIPS, progress: bool = True,
                  desc: str = "embedding", positions: PositionMap | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings ``(n_chips, encoder.dim)`` and raw statistics ``(n_chips, 2)`` of some chips.
 

@@ -55,8 +55,8 @@ from ..modalities.base import Axis, ModalityData
 from ..modalities.sources import modality_identity, read_modalities
 from ..provenance import fingerprint, run_record
 from ..result import Segmentation
-from .embedding import (FIT_RULES, chip_batch, chip_nbytes, embed_positions, encode_chips, fit_encoder, learns,
-                        modality_intensity, pools_positions)
+from .embedding import (BATCH_CHIPS, FIT_RULES, chip_batch, chip_nbytes, embed_positions, encode_chips, fit_encoder,
+                        learns, modality_intensity, pools_positions)
 from .study import JOINT, Study
 
 #: Grids of more than this many positions a side are placed on every ``step``-th position
@@ -170,7 +170,7 @@ def embed(
     encoder_options: Mapping[str, Any] | None = None, modality_encoders: Mapping[str, str] | None = None,
     batch_size: int | str = "auto", device: str = "auto", allow_download: bool = False,
     encoders: Mapping[str, Encoder | tuple[Encoder, str]] | None = None, seed: int = 0,
-    batch_chips: int = 256, progress: bool = True,
+    batch_chips: int = BATCH_CHIPS, progress: bool = True,
 ) -> dict[str, Encoder]:
     """Embed every chip of every modality: ``embeddings/<name>`` and ``chips/stats/<name>``.
 
