@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ..graphs.decide import format_pvalue
-from ..plot import png_bytes
+from ..pipeline.embedding import BATCH_CHIPS
 from ..pipeline.segment import STEPS
+from ..plot import png_bytes
 from ..provenance import atomic_path, write_text_atomic
 from ..synthetic.families import FAMILIES
 from .quality import BOUND_PER_CLASS, CHIP_CEILING
@@ -313,7 +314,7 @@ def speed_section(sp: dict) -> list[str]:
                f"{_gflops(p.get('measured_flops'))} GFLOP/s ({p.get('measured_method', '')}).\n"
                for device, p in sp.get("device_peaks", {}).items() if p],
              f"Encoders on the chips of a {sp['image_shape'][0]}² HAADF phantom (forward pass = "
-             "`encoder.encode` on all chips, in the batches `segment()` hands an encoder (256 chips, fewer "
+             f"`encoder.encode` on all chips, in the batches `segment()` hands an encoder ({BATCH_CHIPS} chips, fewer "
              "where they would hold more than a task's share of memory), median; pipeline = `segment()` "
              "end to end on the same image, "
              "the median of the runs after a first (the first, which also pays a fresh process's one-off "
