@@ -330,6 +330,8 @@ def ledoit_wolf_covariance(x: np.ndarray) -> np.ndarray:
     file).  The tests hold it to scikit-learn's.
     """
     n, d = x.shape
+    # centred here even where the caller centred already, as scikit-learn's estimator does:
+    # skipping it changes the last bits, and the tests hold it to scikit-learn's bit for bit
     centred = x - x.mean(0)
     if d == 1:  # one feature: the same whatever the shrinkage
         return np.atleast_2d((centred ** 2).mean())
