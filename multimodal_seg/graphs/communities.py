@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ParameterError
+from .ahead import runs_ahead
 from .decide import Memo, decide_communities
 from .labels import aggregate, communities_phrase, community_weights, n_labels, order_by_size
 from .reassign import reassign_boundary_chips
@@ -359,6 +360,7 @@ def partition_graph(
     grid_shape: tuple[int, ...] | None = None,
     grid_step: int = 1,
     consensus_vertices: int = CONSENSUS_VERTICES,
+    helper: bool = True,
 ) -> Partition:
     """Split a weighted graph, or several graphs on the same vertices, into communities by modularity.
 
@@ -391,7 +393,8 @@ def partition_graph(
         with ``n_restarts``.  With ``merge`` or ``decide``, each run is merged, decided and
         its boundary chips placed before the medoid is taken: the consensus is of what
         the user gets, since runs that Leiden finds nearly alike can be merged differently
-        (docs/design.md, "The consensus of decided runs").  Runs that repeat are finished once.
+        (docs/design.md, "The consensus of decided runs").  Runs that repeat are finished once
+        (once in each process, with a helper: see ``helper``).
     merge
         If given, in (0, 1]: communities are then merged while their connectivity
         exceeds it (:func:`merge_connected`, on the layer-weighted sum of the graphs).
@@ -426,6 +429,11 @@ def partition_graph(
         medoid places every chip; ``params["groups"]`` records how many groups there were.
         Louvain, and a graph without ``features``, always run on the chips.  Only the
         medoid then has a partition of the chips themselves, so it alone is merged and decided.
+    helper
+        A consensus's runs (each Leiden's and, where they are finished, its merges and decision)
+        may be made by a helper process on a second core beside this one
+        (:func:`multimodal_seg.graphs.ahead.runs_ahead`: Linux, two CPUs or more); the labels
+        and the decision are the same either way.  ``False`` makes every run in this process.
 
     Returns
     -------
@@ -457,16 +465,14 @@ def partition_graph(
     grouped = consensus > 1 and method == "leiden" and bool(features) and n_chips > consensus_vertices
     params["groups"] = None
     summed = weighted_sum(layers, dict(zip(layers, weights))) if merge is not None or decide else None
-    # each distinct run (Leiden runs often repeat) finished once: raw labels -> finished labels
-    finished: dict[bytes, np.ndarray] = {}
-    # the decision behind each distinct finished partition (of the first run drawn that
-    # finished so): the consensus keeps a partition, and this says how it was decided
-    decisions: dict[bytes, dict | None] = {}
+    # each distinct run (Leiden runs often repeat) finished once: raw labels -> finished
+    # labels and the decision behind them
+    finished: dict[bytes, tuple[np.ndarray, dict | None]] = {}
     memo = Memo()  # what the runs' decisions share
 
-    def finish(run: np.ndarray) -> np.ndarray:
-        """One run's partition after the steps that follow Leiden: merged, decided, its
-        boundary chips placed."""
+    def finish(run: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        """One run's partition after the steps that follow Leiden (merged, decided, its
+        boundary chips placed), and its decision."""
         key = run.tobytes()
         if key not in finished:
             labels = merge_connected(summed, run, merge) if merge is not None else run
@@ -480,8 +486,7 @@ def partition_graph(
                                                             steps=result.reach)
                     decision |= {"boundary_chips_moved": moved,
                                  "n_after": n_labels(labels)}
-            finished[key] = labels
-            decisions.setdefault(labels.tobytes(), decision)
+            finished[key] = labels, decision
         return finished[key]
 
     if consensus > 1:
@@ -493,19 +498,29 @@ def partition_graph(
             params["groups"] = int(groups.max()) + 1
             coarse = _Layers({name: aggregate(g, groups) for name, g in layers.items()}, weights, method,
                              resolution, n_iterations)
-            chip_runs = (order_by_size(coarse.run(int(s))[groups]) for s in run_seeds)
             # the groups' medoid, with every chip then free to move on its own graph; finished
             # once, since only the medoid has a partition of the chips themselves.  The runs'
             # numbers of communities are Leiden's before any decision, not the answer's: neither
             # settled first nor judged a close call.
-            kept = medoid_labels(chip_runs, planned=consensus, by_count=False)
-            labels = finish(runner.run(seed, initial=kept.labels))
+            with runs_ahead(coarse.run, run_seeds, helper=helper) as runs:
+                kept = medoid_labels((order_by_size(run[groups]) for run in runs), planned=consensus,
+                                     by_count=False)
+            labels, decision = finish(runner.run(seed, initial=kept.labels))
         else:
             # the medoid of the finished runs: of what the user gets, not of Leiden's raw
-            # partitions, whose small differences the decision's merges can amplify
-            kept = medoid_labels((finish(runner.run(int(s))) for s in run_seeds), planned=consensus,
-                                 close_call_draws=len(run_seeds))
-            labels = kept.labels
+            # partitions, whose small differences the decision's merges can amplify.  Each
+            # distinct finished partition keeps the decision of the first run (in seed order)
+            # that finished so.
+            decisions: dict[bytes, dict | None] = {}
+
+            def finished_in_order(runs: Iterator[tuple[np.ndarray, dict | None]]) -> Iterator[np.ndarray]:
+                for labels, decision in runs:
+                    decisions.setdefault(labels.tobytes(), decision)
+                    yield labels
+
+            with runs_ahead(lambda s: finish(runner.run(s)), run_seeds, helper=helper) as runs:
+                kept = medoid_labels(finished_in_order(runs), planned=consensus, close_call_draws=len(run_seeds))
+            labels, decision = kept.labels, decisions[kept.labels.tobytes()]
         runs, run_counts, close_call = kept.drawn, kept.counts if not grouped else None, kept.close_call
     else:
         runs, run_counts, close_call = n_restarts, None, False
@@ -522,8 +537,7 @@ def partition_graph(
             quality = runner.quality(candidate)
             if quality > best:
                 best_run, best = candidate, quality
-        labels = finish(best_run)
-    decision = decisions[labels.tobytes()]
+        labels, decision = finish(best_run)
     return Partition(labels=labels, modularity=runner.quality(labels), params=params, decision=decision,
                      runs=runs, run_counts=run_counts, close_call=close_call)
 
