@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal_seg.bench.speed import knn_recall, planted_mixture
+from multimodal_seg.bench.speed import ChildrenMemory, knn_recall, planted_mixture
 from multimodal_seg.config import CommunityConfig, GraphConfig
 from multimodal_seg.graphs.communities import partition_graph
 from multimodal_seg.graphs.knn import knn_graph, reduce_features
@@ -78,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: partition_graph(graph, resolution=com.resolution, seed=args.seed))
     record["one_run"] = {"n_communities": one.n_communities, "ari": adjusted_rand(one.labels, truth)}
     if not args.skip_defaults:
-        full = timed("default partition (consensus + decision)", stages, lambda: partition_graph(
-            graph, method=com.method, resolution=com.resolution, seed=args.seed, n_iterations=com.n_iterations,
-            n_restarts=com.n_restarts, consensus=com.consensus, merge=com.merge, decide=com.decide,
-            alpha=com.alpha, features={"chips": feats}))
+        # the consensus shares its runs with a forked helper process (graphs/ahead.py): its own
+        # memory is counted beside this process's peak
+        with ChildrenMemory() as helper:
+            full = timed("default partition (consensus + decision)", stages, lambda: partition_graph(
+                graph, method=com.method, resolution=com.resolution, seed=args.seed, n_iterations=com.n_iterations,
+                n_restarts=com.n_restarts, consensus=com.consensus, merge=com.merge, decide=com.decide,
+                alpha=com.alpha, features={"chips": feats}))
+        record["helper_private_peak_gib"] = None if helper.peak_mib is None else helper.peak_mib / 1024
         record["defaults_result"] = {"n_communities": full.n_communities, "ari": adjusted_rand(full.labels, truth),
                                      "consensus_runs": full.runs, "groups": full.params["groups"],
                                      "decision": full.decision}
@@ -99,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
               f"One Leiden run: {record['one_run']['n_communities']} communities, ARI {record['one_run']['ari']:.3f}."]
     if not args.skip_defaults:
         res = record["defaults_result"]
-        goal = "reached" if total <= 120 and record["peak_gib"] <= 3 else "**not reached**"
+        helper_gib = record["helper_private_peak_gib"] or 0.0
+        goal = "reached" if total <= 120 and record["peak_gib"] + helper_gib <= 3 else "**not reached**"
         lines += [f"Default partition: {res['n_communities']} communities, ARI {res['ari']:.3f}, "
                   f"{res['consensus_runs']} of up to {com.consensus} consensus runs made, on the graph of "
                   f"{res['groups']:,} groups of similar chips (then one Leiden pass on the chips).",
                   f"Total with the defaults (compilation included): {total:.0f} s, peak {record['peak_gib']:.2f} GiB "
+                  f"in this process and {helper_gib:.2f} GiB of the consensus's helper process's own "
                   f"(goal 120 s and 3 GiB: {goal})."]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

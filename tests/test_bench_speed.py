@@ -336,6 +336,30 @@ def test_peak_rss_reset_and_rise():
     assert speed.peak_rss_mib() - baseline > 48
 
 
+def _child_writes(mib: int, hold: float) -> None:
+    """A forked child that writes ``mib`` MiB of its own pages and holds them ``hold`` s."""
+    import time
+
+    block = np.ones(mib * 2**20, dtype=np.uint8)
+    time.sleep(hold)
+    del block
+
+
+@pytest.mark.skipif(not LINUX, reason="private memory from /proc/<pid>/smaps_rollup (Linux)")
+def test_the_private_memory_of_a_forked_child_is_counted_not_the_pages_it_shares():
+    import multiprocessing
+
+    shared = np.ones(200 * 2**20, dtype=np.uint8)  # resident here, shared with the child
+    with speed.ChildrenMemory(interval=0.02) as children:
+        child = multiprocessing.get_context("fork").Process(target=_child_writes, args=(64, 1.0))
+        child.start()
+        child.join()
+    assert child.exitcode == 0 and children.samples > 0
+    # the 64 MiB it wrote, not the 200 MiB it shares
+    assert 48 < children.peak_mib < 150
+    del shared
+
+
 def test_an_encoder_is_measured_against_the_peak_of_its_own_device():
     # a GPU encoder against the CPU's peak read 1539 % "of measured peak" on an H200 machine
     from multimodal_seg.bench.speed import peak_for

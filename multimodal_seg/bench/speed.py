@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ChildrenMemory",
     "against_peak",
     "compilation_across_processes",
     "current_rss_mib",
@@ -112,6 +114,54 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+class ChildrenMemory:
+    """Peak private memory of this process's child processes while a block runs (Linux).
+
+    A helper process forked for a consensus (:mod:`multimodal_seg.graphs.ahead`) shares most of
+    its pages with this one, so its own resident size counts them twice; what it adds to the
+    machine is its private memory (``Private_Clean + Private_Dirty`` of
+    ``/proc/<pid>/smaps_rollup``), sampled every ``interval`` seconds.  Use as
+    ``with ChildrenMemory() as children: ...``; then ``children.peak_mib`` (``None`` where it
+    cannot be read: not Linux) and ``children.samples``.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_mib: float | None = 0.0 if Path("/proc/self/smaps_rollup").exists() else None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _private_mib(self, pid: int) -> float | None:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:  # ended between listing and reading
+            return None
+        kib = sum(int(line.split()[1]) for line in text.splitlines()
+                  if line.startswith(("Private_Clean:", "Private_Dirty:")))
+        return kib / _MIB
+
+    def _poll(self) -> None:
+        import multiprocessing
+
+        while not self._stop.wait(self.interval):
+            for child in multiprocessing.active_children():
+                mib = self._private_mib(child.pid)
+                if mib is not None:
+                    self.peak_mib = max(self.peak_mib or 0.0, mib)
+                    self.samples += 1
+
+    def __enter__(self) -> "ChildrenMemory":
+        if self.peak_mib is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
 
 
 def _load_average() -> float | None:
