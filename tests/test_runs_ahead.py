@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
 from multimodal_seg.graphs.ahead import helper_possible, runs_ahead
-from multimodal_seg.graphs.communities import partition_graph
+from multimodal_seg.graphs.communities import earliest_stop, partition_graph, stop_boundary
 from multimodal_seg.graphs.knn import knn_graph, reduce_features
 
 needs_helper = pytest.mark.skipif(not helper_possible(), reason="no helper here: needs fork and two CPUs")
+
+
+def _helper_ends(timeout: float = 10.0) -> bool:
+    """Whether every helper process has ended within ``timeout`` s (leaving a block does not
+    wait for the helper: it finishes the run it is making first)."""
+    end = time.monotonic() + timeout
+    while multiprocessing.active_children():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _overlapping_blobs(seed: int = 10) -> np.ndarray:
@@ -43,7 +55,7 @@ def test_the_helper_makes_runs_and_hands_them_out_in_seed_order():
         made = np.array(list(runs))
     np.testing.assert_array_equal(made[:, 0], seeds)
     assert (made[:, 1] != os.getpid()).sum() > 0, "the helper made no run"
-    assert not multiprocessing.active_children(), "the helper outlived its block"
+    assert _helper_ends(), "the helper outlived its block"
 
 
 def test_without_a_helper_every_run_is_made_here():
@@ -72,10 +84,35 @@ def test_leaving_early_stops_the_helper_and_blas_gets_its_threads_back():
         first = [next(runs) for _ in range(3)]
         during = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
     assert [r[0] for r in first] == [0, 1, 2]
-    assert not multiprocessing.active_children()
+    assert _helper_ends()
     # while the helper works, BLAS here leaves it a core
     assert all(n <= max(1, len(os.sched_getaffinity(0)) - 1) for n in during)
     assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
+
+
+@needs_helper
+def test_no_helper_starts_for_the_runs_made_alone():
+    # a consensus that stops after its earliest possible stop pays nothing for a helper
+    with runs_ahead(_made_where, list(range(30)), alone=9) as runs:
+        first = [next(runs) for _ in range(9)]
+        assert not multiprocessing.active_children()
+        rest = list(runs)
+    made = np.array(first + rest)
+    np.testing.assert_array_equal(made[:, 0], range(30))
+    assert (made[:9, 1] == os.getpid()).all()
+    assert (made[9:, 1] != os.getpid()).sum() > 0, "the helper made none of the later runs"
+    assert _helper_ends()
+
+
+def test_the_earliest_stop_is_the_first_look_the_sign_test_can_stop_at():
+    for planned in (2, 5, 10, 30, 120):
+        bound = stop_boundary(planned)
+        first = earliest_stop(planned)
+        assert all(bound[m - 1] > m for m in range(1, first))
+        # a stop at `first`, or none possible at all (2 runs cannot show a majority at level 0.01)
+        assert bound[first - 1] <= first or (first == planned and (bound > np.arange(1, planned + 1)).all())
+    assert earliest_stop(2) == 2
+    assert earliest_stop(30) == 9  # "9 runs if all agree" (stop_boundary's docstring)
 
 
 def _dies_in_the_helper(parent: int):
@@ -94,7 +131,7 @@ def test_a_helper_that_dies_leaves_this_process_to_make_the_rest():
     np.testing.assert_array_equal(made[:, 0], seeds)
     # seed 3 went to the helper, which died on it: it and every later run were made here
     assert (made[3:, 1] == os.getpid()).all()
-    assert not multiprocessing.active_children()
+    assert _helper_ends()
 
 
 @needs_helper
@@ -106,6 +143,7 @@ def test_a_decided_consensus_is_the_same_with_and_without_the_helper():
     for seed in (0, 3):
         plain = partition_graph(graph, seed=seed, consensus=20, decide="dip", features=features, helper=False)
         ahead = partition_graph(graph, seed=seed, consensus=20, decide="dip", features=features)
+        assert plain.runs > earliest_stop(20), "the helper starts only after the runs made alone"
         np.testing.assert_array_equal(plain.labels, ahead.labels)
         assert (plain.runs, plain.run_counts, plain.close_call) == (ahead.runs, ahead.run_counts, ahead.close_call)
         assert plain.decision == ahead.decision
@@ -127,4 +165,4 @@ def test_a_consensus_in_another_thread_makes_every_run_there():
     made = np.array(made)
     np.testing.assert_array_equal(made[:, 0], range(12))
     assert (made[:, 1] == os.getpid()).all()
-    assert not multiprocessing.active_children()
+    assert _helper_ends()

@@ -10,10 +10,10 @@ of Leiden took as long as one after the other); processes can.
 
 :func:`runs_ahead` hands the runs out in seed order, as a plain loop would.  Where it may, a
 helper process forked from this one (it inherits the graph and features, so nothing but seeds
-and results crosses between them) makes the runs ahead of need, and this process makes runs
-too whenever the helper has not finished the one it needs.  Each run is a pure function of
-its seed, so the results are those of the plain loop, to the last chip.  While the helper
-works, BLAS in this process leaves it its core (its threads would spin there).
+and results crosses between them) makes every second run, ahead of need, and this process
+makes the others as they are needed.  Each run is a pure function of its seed, so the results
+are those of the plain loop, to the last chip.  While the helper works, BLAS in this process
+leaves it its core (its threads would spin there).
 
 The helper is used only where it may: the platform forks (Linux; a spawned process would
 have to import the package and would re-run a user's unguarded script), this process may use
@@ -36,15 +36,15 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
-#: Runs handed to the helper beyond the one this process is waiting for.  Runs drawn after a
-#: consensus stops are wasted, but on the core that would have been idle.
+#: Runs handed to the helper ahead of need.  Those a consensus does not use when it stops are
+#: lost, but on the core that would have been idle.
 AHEAD = 4
 
 T = TypeVar("T")
@@ -80,9 +80,11 @@ def helper_possible() -> bool:
 
 
 @contextmanager
-def runs_ahead(run: Callable[[int], T], seeds: Sequence[int], *, helper: bool = True) -> Iterator[Iterator[T]]:
+def runs_ahead(run: Callable[[int], T], seeds: Sequence[int], *, helper: bool = True,
+               alone: int = 0) -> Iterator[Iterator[T]]:
     """``run(seed)`` for each of ``seeds`` in order, made lazily; with ``helper`` (and
-    :func:`helper_possible`) a forked helper process makes runs ahead.
+    :func:`helper_possible`) a forked helper process makes runs ahead once ``alone`` runs
+    have been made here.
 
     Parameters
     ----------
@@ -92,39 +94,69 @@ def runs_ahead(run: Callable[[int], T], seeds: Sequence[int], *, helper: bool = 
     seeds
         The seeds, in the order their runs are wanted.
     helper
-        Whether a helper process may be used; ``False`` draws every run in this process.
+        Whether a helper process may be used; ``False`` makes every run in this process.
+    alone
+        Runs made here before a helper starts: a consensus that may stop after so many runs
+        pays nothing for a helper it would not use.  A helper costs about 40 ms (the fork
+        and its end), and splits what the runs' decisions share
+        (:class:`~multimodal_seg.graphs.decide.Memo`) between two processes: on a NASA EBC
+        image whose consensus stopped after 9 runs, the run took 1.36-1.53 s with a helper
+        from the first run, against 1.29-1.43 s without.
 
     Yields
     ------
-    An iterator over the runs' results; leaving the block stops the helper (a run it is making
-    is finished and thrown away; none it has not started is made).  An exception raised by a
-    run reaches the caller as the plain loop's would.
+    An iterator over the runs' results; leaving the block stops the helper without waiting
+    for it (the one or two runs it has started or queued are finished and thrown away, the
+    rest are not made).  An exception raised by a run reaches the caller as the plain loop's
+    would.
     """
-    executor = None
-    if helper and len(seeds) > 1 and helper_possible():
-        try:
-            executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
-                                           initializer=_start_helper, initargs=(run,))
-        except (OSError, ValueError) as exc:  # no processes left, no semaphores (some containers)
-            log.info("community runs stay in this process: no helper process (%s)", exc)
-    if executor is None:
-        yield (run(int(s)) for s in seeds)
+    with ExitStack() as stack:
+
+        def start_helper() -> ProcessPoolExecutor | None:
+            if not (helper and helper_possible()):
+                return None
+            try:
+                executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                               initializer=_start_helper, initargs=(run,))
+            except (OSError, ValueError) as exc:  # no processes left, no semaphores (some containers)
+                log.info("community runs stay in this process: no helper process (%s)", exc)
+                return None
+            # not waiting for the helper to end: a run it is making is thrown away when done
+            stack.callback(executor.shutdown, wait=False, cancel_futures=True)
+            # BLAS's threads here would spin on the core the helper works on: the P45 run took
+            # 40 s with the helper and two BLAS threads, 27-30 s with one (36-40 s without it)
+            stack.enter_context(threadpool_limits(limits=max(1, usable_cpus() - 1), user_api="blas"))
+            return executor
+
+        yield _in_order(run, seeds, start_helper, alone)
+
+
+def _in_order(run: Callable[[int], T], seeds: Sequence[int],
+              start_helper: Callable[[], ProcessPoolExecutor | None], alone: int) -> Iterator[T]:
+    """The runs of ``seeds`` in order: the first ``alone`` made here, the rest shared with a
+    helper from ``start_helper()`` where it gives one (:func:`_shared`)."""
+    for seed in seeds[:alone]:
+        yield run(int(seed))
+    rest = seeds[alone:]
+    if len(rest) == 0:
         return
-    try:
-        # BLAS's threads here would spin on the core the helper works on: the P45 run took
-        # 40 s with the helper and two BLAS threads, 27-30 s with one (36-40 s without helper)
-        with threadpool_limits(limits=max(1, usable_cpus() - 1), user_api="blas"):
-            yield _in_order(run, seeds, executor)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    executor = start_helper() if len(rest) > 1 else None
+    if executor is None:
+        yield from (run(int(seed)) for seed in rest)
+    else:
+        yield from _shared(run, rest, executor)
 
 
-def _in_order(run: Callable[[int], T], seeds: Sequence[int], executor: ProcessPoolExecutor) -> Iterator[T]:
-    """The runs of ``seeds`` in order, made by the helper ahead of need and by this process
-    while the helper has not finished the one needed."""
+def _shared(run: Callable[[int], T], seeds: Sequence[int], executor: ProcessPoolExecutor) -> Iterator[T]:
+    """The runs of ``seeds`` in order, every second one made by the helper (handed to it up to
+    ``AHEAD`` of its runs in advance) and the others here as they are needed.
+
+    Made here when needed, not ahead: runs made ahead are lost when the consensus stops, and
+    here they would cost the main core (a NASA EBC image whose consensus stopped after 12 runs
+    took 0.65-0.72 s in its communities stage where this process made runs ahead while waiting,
+    against 0.39 s in one process)."""
     futures: dict[int, Future] = {}
-    made: dict[int, T] = {}  # runs this process made ahead of their turn
-    handed = 0  # runs 0 .. handed - 1 are the helper's or already made here
+    handed = 1  # the helper's runs are 1, 3, 5 ...; the next to hand it
     broken = False
 
     def hand_out(upto: int) -> None:
@@ -132,18 +164,17 @@ def _in_order(run: Callable[[int], T], seeds: Sequence[int], executor: ProcessPo
         while not broken and handed < min(upto, len(seeds)):
             try:
                 futures[handed] = executor.submit(_helper_call, int(seeds[handed]))
-            except (BrokenProcessPool, RuntimeError, AssertionError) as exc:
-                # the helper died or could not start (e.g. a daemon's child): this process
-                # makes the rest; the labels are the same
+            except (BrokenProcessPool, RuntimeError) as exc:
+                # the helper died or could not start: this process makes the rest, the same
                 log.info("community runs continue in this process: the helper stopped (%s)", exc)
                 broken = True
                 return
-            handed += 1
+            handed += 2
 
     with warnings.catch_warnings():
         # Python >= 3.12 warns that forking a process with threads (Dask's idle pool) may
         # deadlock the child in a lock another thread held; the helper only runs Leiden and
-        # touches none of those threads' locks
+        # numpy and touches none of those threads' locks
         warnings.filterwarnings("ignore", message=r".*multi-threaded, use of fork\(\)", category=DeprecationWarning)
         # the first call forks the helper; objects frozen for the fork are never traversed by
         # the helper's garbage collector, so it copies no page of them (Python's gc docs; the
@@ -152,29 +183,23 @@ def _in_order(run: Callable[[int], T], seeds: Sequence[int], executor: ProcessPo
         if freeze:
             gc.freeze()
         try:
-            hand_out(1 + AHEAD)
+            hand_out(1 + 2 * AHEAD)
         finally:
             if freeze:
                 gc.unfreeze()
     for i, seed in enumerate(seeds):
-        hand_out(i + 1 + AHEAD)
+        hand_out(i + 1 + 2 * AHEAD)
         future = futures.pop(i, None)
-        if i in made:
-            yield made.pop(i)
-            continue
-        if future is None:  # never handed out: the helper is gone
+        if future is None:  # this process's run, or the helper is gone
             yield run(int(seed))
             continue
-        # while the helper works on run i, make the next run not yet handed to it (at most
-        # AHEAD of them: then, or once every run is handed out, wait)
-        while not future.done() and handed < len(seeds) and len(made) < AHEAD and not broken:
-            made[handed] = run(int(seeds[handed]))
-            handed += 1
         try:
-            yield future.result()
+            result = future.result()
         except BrokenProcessPool as exc:
             log.info("community runs continue in this process: the helper stopped (%s)", exc)
             broken = True
-            for j in list(futures):
-                futures.pop(j).cancel()
-            yield run(int(seed))
+            for pending in futures.values():
+                pending.cancel()
+            futures.clear()
+            result = run(int(seed))
+        yield result

@@ -430,10 +430,11 @@ def partition_graph(
         Louvain, and a graph without ``features``, always run on the chips.  Only the
         medoid then has a partition of the chips themselves, so it alone is merged and decided.
     helper
-        A consensus's runs (each Leiden's and, where they are finished, its merges and decision)
-        may be made by a helper process on a second core beside this one
-        (:func:`multimodal_seg.graphs.ahead.runs_ahead`: Linux, two CPUs or more); the labels
-        and the decision are the same either way.  ``False`` makes every run in this process.
+        A consensus's runs beyond the fewest it can stop after (:func:`earliest_stop`; each run
+        Leiden's and, where they are finished, its merges and decision) may be made by a helper
+        process on a second core beside this one (:func:`multimodal_seg.graphs.ahead.runs_ahead`:
+        Linux, two CPUs or more); the labels and the decision are the same either way.
+        ``False`` makes every run in this process.
 
     Returns
     -------
@@ -502,7 +503,7 @@ def partition_graph(
             # once, since only the medoid has a partition of the chips themselves.  The runs'
             # numbers of communities are Leiden's before any decision, not the answer's: neither
             # settled first nor judged a close call.
-            with runs_ahead(coarse.run, run_seeds, helper=helper) as runs:
+            with runs_ahead(coarse.run, run_seeds, helper=helper, alone=earliest_stop(consensus)) as runs:
                 kept = medoid_labels((order_by_size(run[groups]) for run in runs), planned=consensus,
                                      by_count=False)
             labels, decision = finish(runner.run(seed, initial=kept.labels))
@@ -518,7 +519,8 @@ def partition_graph(
                     decisions.setdefault(labels.tobytes(), decision)
                     yield labels
 
-            with runs_ahead(lambda s: finish(runner.run(s)), run_seeds, helper=helper) as runs:
+            with runs_ahead(lambda s: finish(runner.run(s)), run_seeds, helper=helper,
+                            alone=earliest_stop(consensus)) as runs:
                 kept = medoid_labels(finished_in_order(runs), planned=consensus, close_call_draws=len(run_seeds))
             labels, decision = kept.labels, decisions[kept.labels.tobytes()]
         runs, run_counts, close_call = kept.drawn, kept.counts if not grouped else None, kept.close_call
@@ -558,6 +560,14 @@ def stop_boundary(planned: int, level: float = STOP_LEVEL) -> np.ndarray:
     where stopping is impossible).
     """
     return _stop_boundary(int(planned), float(level)).copy()
+
+
+def earliest_stop(planned: int, level: float = STOP_LEVEL) -> int:
+    """The fewest runs after which a consensus of ``planned`` runs can stop (:func:`stop_boundary`;
+    9 for 30 at level 0.01); ``planned`` where it cannot stop early."""
+    bound = _stop_boundary(int(planned), float(level))
+    possible = np.flatnonzero(bound <= np.arange(1, len(bound) + 1))
+    return int(possible[0]) + 1 if possible.size else int(planned)
 
 
 @lru_cache(maxsize=64)  # a pure function of two numbers, asked again by every consensus
