@@ -88,15 +88,20 @@ def _cube(work: Path):
 
 
 def step_mmseg(work: Path, seed: int) -> dict:
+    from multimodal_seg.bench.speed import ChildrenMemory
     from multimodal_seg.metrics import agreement
     from multimodal_seg.pipeline.segment import segment
 
     modality, truth = _cube(work)
     shutil.rmtree(work / "mmseg", ignore_errors=True)  # a study kept from an earlier run would skip stages
     start = time.perf_counter()
-    seg = segment({"diffraction": modality}, seed=seed, out=work / "mmseg", progress=False)
+    # a consensus may share its runs with a forked helper process (graphs/ahead.py): its own
+    # memory counts beside this process's peak
+    with ChildrenMemory() as helper:
+        seg = segment({"diffraction": modality}, seed=seed, out=work / "mmseg", progress=False)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "score": agreement(seg.scan_labels["diffraction"], truth),
+            "helper_private_mib": helper.peak_mib or 0.0,
             "grid": seg.provenance["grid"], "n_chips": seg.provenance["n_chips"],
             "study_bytes_on_disk": disk_bytes(work / "mmseg")}
 
@@ -211,9 +216,11 @@ def report(record: dict) -> str:
     lines += [f"- {name}: **{st['error']}**" for name, st in steps.items() if st.get("error")]
     ours, theirs = steps.get("mmseg"), steps.get("hyperspy")
     if ours and theirs and not theirs.get("error"):
+        ours_mib = ours["peak_rss_mib"] + ours.get("helper_private_mib", 0.0)
         lines += ["", "Goals (issue 11):", "",
-                  f"- peak resident memory <= 2 GiB: {'reached' if ours['peak_rss_mib'] <= 2048 else 'NOT reached'} "
-                  f"({ours['peak_rss_mib'] / 1024:.2f} GiB; HyperSpy {theirs['peak_rss_mib'] / 1024:.1f} GiB: "
+                  f"- peak resident memory <= 2 GiB: {'reached' if ours_mib <= 2048 else 'NOT reached'} "
+                  f"({ours_mib / 1024:.2f} GiB with {ours.get('helper_private_mib', 0.0):.0f} MiB of the consensus's "
+                  f"helper process's own; HyperSpy {theirs['peak_rss_mib'] / 1024:.1f} GiB: "
                   "its lazy SVD holds the cube in memory);",
                   f"- faster than HyperSpy on the same cube: {'reached' if ours['seconds'] < theirs['seconds'] else 'NOT reached'} "
                   f"({ours['seconds']:.0f} s against {theirs['seconds']:.0f} s wall, {ours['cpu_seconds']:.0f} against "

@@ -97,11 +97,11 @@ def runs_ahead(run: Callable[[int], T], seeds: Sequence[int], *, helper: bool = 
         Whether a helper process may be used; ``False`` makes every run in this process.
     alone
         Runs made here before a helper starts: a consensus that may stop after so many runs
-        pays nothing for a helper it would not use.  A helper costs about 40 ms (the fork
-        and its end), and splits what the runs' decisions share
-        (:class:`~multimodal_seg.graphs.decide.Memo`) between two processes: on a NASA EBC
-        image whose consensus stopped after 9 runs, the run took 1.36-1.53 s with a helper
-        from the first run, against 1.29-1.43 s without.
+        pays nothing for a helper it would not use.  A helper costs 15-25 ms to fork and
+        splits what the runs' decisions share (:class:`~multimodal_seg.graphs.decide.Memo`)
+        between two processes, so it pays only where many runs are made: on a NASA EBC image
+        whose consensus stopped after 12 runs, a helper from the first run made the whole
+        run 0.07-0.1 s slower.
 
     Yields
     ------

@@ -503,8 +503,8 @@ def partition_graph(
             # once, since only the medoid has a partition of the chips themselves.  The runs'
             # numbers of communities are Leiden's before any decision, not the answer's: neither
             # settled first nor judged a close call.
-            with runs_ahead(coarse.run, run_seeds, helper=helper, alone=earliest_stop(consensus)) as runs:
-                kept = medoid_labels((order_by_size(run[groups]) for run in runs), planned=consensus,
+            with runs_ahead(coarse.run, run_seeds, helper=helper, alone=earliest_stop(consensus)) as coarse_runs:
+                kept = medoid_labels((order_by_size(run[groups]) for run in coarse_runs), planned=consensus,
                                      by_count=False)
             labels, decision = finish(runner.run(seed, initial=kept.labels))
         else:
@@ -514,14 +514,15 @@ def partition_graph(
             # that finished so.
             decisions: dict[bytes, dict | None] = {}
 
-            def finished_in_order(runs: Iterator[tuple[np.ndarray, dict | None]]) -> Iterator[np.ndarray]:
-                for labels, decision in runs:
-                    decisions.setdefault(labels.tobytes(), decision)
-                    yield labels
+            def in_seed_order(finished_runs: Iterator[tuple[np.ndarray, dict | None]]) -> Iterator[np.ndarray]:
+                for run_labels, run_decision in finished_runs:
+                    decisions.setdefault(run_labels.tobytes(), run_decision)
+                    yield run_labels
 
             with runs_ahead(lambda s: finish(runner.run(s)), run_seeds, helper=helper,
-                            alone=earliest_stop(consensus)) as runs:
-                kept = medoid_labels(finished_in_order(runs), planned=consensus, close_call_draws=len(run_seeds))
+                            alone=earliest_stop(consensus)) as finished_runs:
+                kept = medoid_labels(in_seed_order(finished_runs), planned=consensus,
+                                     close_call_draws=len(run_seeds))
             labels, decision = kept.labels, decisions[kept.labels.tobytes()]
         runs, run_counts, close_call = kept.drawn, kept.counts if not grouped else None, kept.close_call
     else:
