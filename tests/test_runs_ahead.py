@@ -168,3 +168,19 @@ def test_a_consensus_in_another_thread_makes_every_run_there():
     np.testing.assert_array_equal(made[:, 0], range(12))
     assert (made[:, 1] == os.getpid()).all()
     assert _helper_ends()
+
+
+def test_a_cgroup_quota_of_one_cpu_leaves_no_core_for_a_helper(monkeypatch):
+    # `docker --cpus=1` on a many-core host: the affinity lists every core, the quota allows one
+    import multimodal_seg.compute.cpus as cpus
+
+    monkeypatch.setattr(cpus, "cpu_affinity", lambda: {0, 1, 2, 3})
+    monkeypatch.setattr(cpus, "cgroup_cpu_limit", lambda: 1.0)
+    assert cpus.usable_cpus() == 1
+    assert not helper_possible()
+    with runs_ahead(_made_where, list(range(12))) as runs:
+        assert (np.array(list(runs))[:, 1] == os.getpid()).all()
+    monkeypatch.setattr(cpus, "cgroup_cpu_limit", lambda: 1.5)  # one and a half CPUs: two busy at once
+    assert cpus.usable_cpus() == 2
+    monkeypatch.setattr(cpus, "cgroup_cpu_limit", lambda: None)
+    assert cpus.usable_cpus() == 4

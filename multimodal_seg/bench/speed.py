@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from ..compute.cpus import cgroup_cpu_limit, cpu_affinity
+
 __all__ = [
     "ChildrenMemory",
     "against_peak",
@@ -193,27 +195,9 @@ def _cpuinfo() -> list[dict[str, str]]:
     return blocks
 
 
-def _usable_cpus() -> set[int] | None:
-    """Logical CPU ids this process may run on (None where that cannot be told)."""
-    if hasattr(os, "sched_getaffinity"):
-        return set(os.sched_getaffinity(0))
-    return None
-
-
-def _cgroup_cpu_limit() -> float | None:
-    """CPUs allowed by a cgroup-v2 quota (``cpu.max``), or None when unlimited / unknown."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota == "max":
-            return None
-        return int(quota) / int(period)
-    except (OSError, ValueError):
-        return None
-
-
 def _physical_cores(info: list[dict[str, str]]) -> tuple[int, str]:
     """Physical cores this process can use, and how that was determined."""
-    usable = _usable_cpus()
+    usable = cpu_affinity()
     logical = len(usable) if usable is not None else (os.cpu_count() or 1)
     cores = set()
     for entry in info:
@@ -228,7 +212,7 @@ def _physical_cores(info: list[dict[str, str]]) -> tuple[int, str]:
         n, how = len(cores), f"{len(cores)} physical cores among the {logical} usable logical CPUs"
     else:
         n, how = logical, f"{logical} usable logical CPUs (physical cores unknown)"
-    limit = _cgroup_cpu_limit()
+    limit = cgroup_cpu_limit()
     if limit is not None and math.ceil(limit) < n:
         n = max(1, math.ceil(limit))
         how += f", capped at {n} by the cgroup CPU quota ({limit:g} CPUs)"

@@ -17,11 +17,12 @@ leaves it its core (its threads would spin there).
 
 The helper is used only where it may: the platform forks (Linux; a spawned process would
 have to import the package and would re-run a user's unguarded script), this process may use
-at least two CPUs (its affinity: a SLURM job given one CPU gets none), the consensus runs in
-the main thread (a batch's specimens on Dask's threads already share the cores, and a fork
-while other threads work could copy a lock one of them holds), and the process is not a
-daemon (a Dask worker process may not start children).  A helper that dies leaves this process to
-make the rest.  docs/design.md, "Consensus runs on the second core", has the figures.
+at least two CPUs (:func:`multimodal_seg.compute.cpus.usable_cpus`: a SLURM job or a
+container given one CPU gets none), the consensus runs in the main thread (a batch's
+specimens on Dask's threads already share the cores, and a fork while other threads work
+could copy a lock one of them holds), and the process is not a daemon (a Dask worker process
+may not start children).  A helper that dies leaves this process to make the rest.
+docs/design.md, "Consensus runs on the second core", has the figures.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
-import os
 import sys
 import threading
 import warnings
@@ -40,6 +40,8 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 from threadpoolctl import threadpool_limits
+
+from ..compute.cpus import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,6 @@ def _start_helper(run: Callable[[int], Any]) -> None:
 def _helper_call(seed: int) -> Any:
     assert _helper_run is not None, "the helper process was started without its run"
     return _helper_run(seed)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity where the platform says, else the CPU count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def helper_possible() -> bool:
