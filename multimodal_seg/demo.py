@@ -8,8 +8,8 @@ from .errors import ParameterError
 from .metrics import agreement
 from .synthetic.phantoms import haadf_phantom
 from .pipeline.segment import segment
-from .plot import png_bytes, summary
-from .provenance import atomic_path, to_json, write_text_atomic
+from .plot import save_figure, summary
+from .provenance import to_json, write_text_atomic
 from .result import Segmentation
 
 
@@ -35,8 +35,7 @@ def run_demo(out: str | Path | None = "mmseg-demo", *, size: int = 512, seed: in
         out = Path(out)
         fig = summary(phantom.image, seg.pixel_labels, seg.chip_labels, truth=phantom.truth,
                       pixel_size=phantom.pixel_size, units=phantom.units)
-        with atomic_path(out / "summary.png") as tmp:
-            tmp.write_bytes(png_bytes(fig, dpi=120))
+        save_figure(fig, out / "summary.png", dpi=120)
         write_text_atomic(out / "agreement.json", to_json({
             "phantom": {"shape": [size, size], "seed": seed, "regions": phantom.region_names,
                         "description": phantom.description},
@@ -69,8 +68,7 @@ def run_multimodal_demo(out: str | Path | None = "mmseg-demo", *, scan: int = 64
         # The usual summary plus the truth (on the scan grid, shown over the same field).
         fig = summary(seg.display_image(), seg.pixel_labels, seg.chip_labels, truth=phantom.truth,
                       pixel_size=seg.pixel_size, units=seg.units)
-        with atomic_path(Path(out) / "summary.png") as tmp:
-            tmp.write_bytes(png_bytes(fig, dpi=120))
+        save_figure(fig, Path(out) / "summary.png", dpi=120)
         write_text_atomic(Path(out) / "agreement.json", to_json({
             "phantom": {"scan": [scan, scan], "seed": seed, "regions": phantom.region_names},
             "scan_grid_agreement": scores,

@@ -7,6 +7,7 @@ Agg backend is used when no display is available.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .graphs.labels import communities_phrase, n_labels
+from .provenance import atomic_path
 
 #: Largest image edge drawn at full resolution; larger images are decimated for display.
 MAX_DISPLAY = 2048
@@ -35,6 +37,12 @@ def png_bytes(fig: Figure, *, dpi: int = 120) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=dpi, format="png", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> None:
+    """``fig`` written to ``path`` as a PNG (:func:`png_bytes`), atomically."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(png_bytes(fig, dpi=dpi))
 
 
 def community_colors(n: int) -> np.ndarray:

@@ -176,3 +176,14 @@ def test_figures_are_written_faster_compressed_but_pixel_for_pixel_as_drawn():
     assert light.size == reference.size == tuple(round(80 * v) for v in fig.get_size_inches())
     np.testing.assert_array_equal(np.asarray(light), np.asarray(reference))
     assert plot.PNG_COMPRESS_LEVEL < 6 and written != default.getvalue()  # another zlib level than the default
+
+
+def test_a_saved_figure_is_the_png_written_whole(tmp_path):
+    from multimodal_seg import plot
+
+    rng = np.random.default_rng(1)
+    fig = plot.overlay(rng.random((60, 80)), rng.integers(0, 3, size=(60, 80)))
+    plot.png_bytes(fig, dpi=50)  # the first draw settles the layout
+    plot.save_figure(fig, tmp_path / "figure.png", dpi=50)
+    assert (tmp_path / "figure.png").read_bytes() == plot.png_bytes(fig, dpi=50)
+    assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]  # no temporary file left

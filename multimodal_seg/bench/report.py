@@ -11,8 +11,8 @@ import numpy as np
 from ..graphs.decide import format_pvalue
 from ..pipeline.embedding import BATCH_CHIPS
 from ..pipeline.segment import STEPS
-from ..plot import png_bytes
-from ..provenance import atomic_path, write_text_atomic
+from ..plot import save_figure
+from ..provenance import write_text_atomic
 from ..synthetic.families import FAMILIES
 from .quality import BOUND_PER_CLASS, CHIP_CEILING
 
@@ -383,8 +383,7 @@ def _save(fig: Any, out: Path, name: str) -> str:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    with atomic_path(out / name) as tmp:
-        tmp.write_bytes(png_bytes(fig, dpi=110))
+    save_figure(fig, out / name, dpi=110)
     plt.close(fig)
     return name
 

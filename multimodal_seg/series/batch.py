@@ -31,6 +31,7 @@ from ..chips.grid import ChipGrid
 from ..errors import InputError
 from ..graphs import knn
 from ..graphs.communities import partition_graph
+from ..plot import save_figure
 from ..provenance import run_record, to_json, write_text_atomic
 from .frames import Frame, SeriesAxis, check_frame, read_frames
 from .identities import confidence
@@ -38,7 +39,7 @@ from .model import (
     FrameEmbedder, FrameReport, SeriesConfig, describe_frame, disordered_area, measure_frame, output_folder, series_config,
     series_crystallinity,
 )
-from .outputs import descriptor_figure, overlay, save_figure, save_png, write_tables
+from .outputs import descriptor_figure, overlay, save_png, write_tables
 
 
 @dataclass
@@ -137,7 +138,7 @@ class SeriesResult:
             save_png(overlay(frame.pixels(), report, intensity=self.intensity), path)
         written["overlays"] = out / "overlays"
         write_tables(out, self.reports, self.axis)
-        save_figure(descriptor_figure(self.reports, self.axis), out / "descriptors.png")
+        save_figure(descriptor_figure(self.reports, self.axis), out / "descriptors.png", dpi=110)
         from ..provenance import atomic_path
 
         with atomic_path(out / "labels.npz") as tmp:

@@ -49,11 +49,12 @@ import scipy.sparse as sp
 from ..errors import InputError, OutputError, ParameterError
 from ..graphs import knn
 from ..graphs.communities import partition_graph
+from ..plot import save_figure
 from ..provenance import atomic_path, file_identity, fingerprint, run_record, to_json, write_text_atomic
 from .frames import Frame, SeriesAxis, frame_files, read_file_frames, read_frames
 from .identities import confidence, join, reoptimise
 from .model import FrameEmbedder, FrameReport, describe_frame, measure_frame, output_folder, series_config
-from .outputs import descriptor_figure, overlay, save_figure, save_png, write_tables
+from .outputs import descriptor_figure, overlay, save_png, write_tables
 from .poi import PointOfInterest
 
 log = logging.getLogger("multimodal_seg.series")
@@ -220,7 +221,7 @@ class LiveSeries:
     def close(self) -> None:
         """Draw ``descriptors.png`` for every frame so far (also done every ``PLOT_EVERY`` frames)."""
         if self.reports and self._unplotted:
-            save_figure(descriptor_figure(self.reports, self._axis), self.out / "descriptors.png")
+            save_figure(descriptor_figure(self.reports, self._axis), self.out / "descriptors.png", dpi=110)
             self._unplotted = 0
 
     def __enter__(self) -> "LiveSeries":

@@ -32,7 +32,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from ..plot import MAX_DISPLAY, community_colors, png_bytes
+from ..plot import MAX_DISPLAY, community_colors
 from ..provenance import atomic_path, write_text_atomic
 from .frames import SeriesAxis
 from .model import DISORDER_THRESHOLD, FrameReport, disordered_area
@@ -166,8 +166,3 @@ def descriptor_figure(reports: Sequence[FrameReport], axis: SeriesAxis) -> Figur
     panels[0].set_title(f"communities over {len(reports)} frames")
     return fig
 
-
-def save_figure(fig: Figure, path: Path) -> None:
-    """A matplotlib figure as a PNG, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png_bytes(fig, dpi=110))
