@@ -358,6 +358,10 @@ def bench(
                                  "(default: all)."),
     draws: int = typer.Option(None, help="Draws per phantom family: half (at most 10) from the tuning "
                               "seeds 0-9, the rest held out from seed 10 (default 30; 2 with --quick)."),
+    fresh: int = typer.Option(None, help="More draws per phantom family, from seeds drawn at random for this "
+                              "run: specimens no one has seen, reported apart (default 10; 0 with --quick)."),
+    fresh_entropy: int = typer.Option(None, help="Draw the fresh seeds of an earlier run again (its "
+                                      "fresh_entropy in results.json)."),
     stability_images: int = typer.Option(None, min=1, help="Labelled images per set in the stability part, "
                                          "the first of those read (default 3; 1 with --quick)."),
 ) -> None:
@@ -371,7 +375,8 @@ def bench(
 
     try:
         run_bench(data_dir, out, quick=quick, parts=listed(parts), method_names=listed(methods), n_images=images,
-                  family_names=listed(families), draws=draws, stability_images=stability_images,
+                  family_names=listed(families), draws=draws, fresh=fresh, fresh_entropy=fresh_entropy,
+                  stability_images=stability_images,
                   echo=lambda msg: console.print(msg, highlight=False))
     except MMSegError as exc:
         _fail(exc)

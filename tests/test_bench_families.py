@@ -205,6 +205,27 @@ def test_split_seeds_keep_tuning_and_held_out_apart():
         families.check_families(["layout"])
 
 
+def test_fresh_seeds_are_new_each_run_outside_the_other_splits_and_replayable():
+    seeds, entropy = families.fresh_seeds(10)
+    again, other_entropy = families.fresh_seeds(10)
+    assert len(set(seeds)) == 10 and seeds == sorted(seeds)
+    assert entropy != other_entropy and set(seeds).isdisjoint(again)  # 1e-7 odds of one shared seed by chance
+    assert all(families.FRESH_FIRST <= s < 2**31 for s in seeds + again)
+    assert max(families.split_seeds(families.FRESH_FIRST - families.TUNING_SEEDS)["held_out"]) < families.FRESH_FIRST
+    assert families.fresh_seeds(10, entropy) == (seeds, entropy)  # the recorded entropy draws them again
+    assert families.fresh_seeds(0)[0] == []
+    for bad, where in ((-1, "fresh"), (2.5, "fresh"), (True, "fresh")):
+        with pytest.raises(ParameterError) as info:
+            families.fresh_seeds(bad)
+        assert info.value.where == where
+    with pytest.raises(ParameterError) as info:
+        families.fresh_seeds(3, -5)
+    assert info.value.where == "fresh_entropy"
+    with pytest.raises(ParameterError) as info:
+        families.split_seeds(families.FRESH_FIRST)  # held-out seeds would run into the fresh ones
+    assert info.value.where == "draws"
+
+
 def test_the_thickness_family_is_a_4dstem_scan_under_a_random_wedge():
     from multimodal_seg.synthetic.families import FAMILIES, draw
 
@@ -248,17 +269,19 @@ def test_families_part_writes_its_report(tmp_path, monkeypatch):
     monkeypatch.setattr(families, "IMAGE_PEERS", ("hyperspy-gap", "felzenszwalb-kmeans"))
     out = tmp_path / "fam"
     result = CliRunner().invoke(app, ["bench", "--out", str(out), "--quick", "--parts", "families",
-                                      "--families", "layouts"])
+                                      "--families", "layouts", "--fresh", "1"])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     fam = results["families"]
-    assert fam["seeds"] == {"tune": [0], "held_out": [10]}  # --quick: two draws
-    assert [(d["family"], d["seed"], d["split"]) for d in fam["draws"]] == [("layouts", 0, "tune"),
-                                                                            ("layouts", 10, "held_out")]
+    fresh = fam["seeds"]["fresh"]
+    assert fam["seeds"] == {"tune": [0], "held_out": [10], "fresh": fresh}  # --quick: two draws; one fresh
+    assert families.fresh_seeds(1, fam["fresh_entropy"])[0] == fresh
+    assert [(d["family"], d["seed"], d["split"]) for d in fam["draws"]] == [
+        ("layouts", 0, "tune"), ("layouts", 10, "held_out"), ("layouts", fresh[0], "fresh")]
     assert all("error" not in d for d in fam["draws"])
     assert fam["cutoffs"] == [0.5, 0.9]
     entry = fam["summary"]["layouts"]
-    for split in ("tune", "held_out"):
+    for split in ("tune", "held_out", "fresh"):
         e = entry[split]
         assert e["n_draws"] == 1 and e["joint_at_least_best_single"] is None  # one image: no fusion
         assert set(e["methods"]) == {"mmseg joint", *families.IMAGE_PEERS}
@@ -268,10 +291,13 @@ def test_families_part_writes_its_report(tmp_path, monkeypatch):
     # GraphEM's cutoff is chosen on the tuning draw and scored on the held-out one.
     tuned = entry["graphem_tuned"]["reduced"]
     assert tuned["c"] == entry["tune"]["graphem"]["reduced"]["haadf"]["best_c"]
-    assert tuned["held_out"] == entry["held_out"]["graphem"]["reduced"]["haadf"]["by_cutoff"][tuned["c"]]
+    for split in ("held_out", "fresh"):
+        assert tuned[split] == entry[split]["graphem"]["reduced"]["haadf"]["by_cutoff"][tuned["c"]]
     text = (out / "report.md").read_text()
-    for needle in ("## Phantom families", "### Goals (issue 9)", "held-out draws", "tuning draws",
-                   "GraphEM's cutoff", "(told k)", "--parts families --families layouts"):
+    for needle in ("## Phantom families", "### Goals (issue 9)", "held-out draws", "tuning draws", "fresh draws",
+                   f"entropy {fam['fresh_entropy']}", "| layouts | 1 fresh |",
+                   "GraphEM's cutoff", "(told k)",
+                   f"--parts families --families layouts --fresh 1 --fresh-entropy {fam['fresh_entropy']}"):
         assert needle in text, needle
     assert "reached" in text and "--methods" not in text and "Methods:" not in text  # no quality part run
     assert (out / "families.png").stat().st_size > 0
@@ -281,6 +307,12 @@ def test_families_options_need_the_families_part(tmp_path):
     with pytest.raises(ParameterError, match="families part") as info:
         runner.run_bench(None, tmp_path, parts=["speed"], draws=3)
     assert info.value.where == "draws"
+    with pytest.raises(ParameterError, match="fresh, fresh_entropy apply to the families part") as info:
+        runner.run_bench(None, tmp_path, parts=["speed"], fresh=3, fresh_entropy=7)
+    assert info.value.where == "fresh"
+    with pytest.raises(ParameterError) as info:
+        runner.run_bench(None, tmp_path, parts=["families"], fresh=-1)
+    assert info.value.where == "fresh"
     with pytest.raises(ParameterError, match="unknown phantom families"):
         runner.run_bench(None, tmp_path, parts=["families"], family_names=["grains"])
     assert not (tmp_path / "results.json").exists()

@@ -3,7 +3,12 @@
 Every family of :mod:`multimodal_seg.synthetic.families` is drawn many times (one
 specimen per seed).  Seeds are split into a **tuning** set (seeds 0-9: defaults may
 be chosen on them) and a **held-out** set (seeds 10 and up: never looked at while
-choosing), reported separately (:func:`split_seeds`).
+choosing), reported separately (:func:`split_seeds`).  A held-out set that every run
+draws again is looked at every time a report is read, and a default that fails on it
+gets looked into: over many rounds it stops being held out.  So each run can add
+**fresh** draws too: seeds drawn at random for that run (:func:`fresh_seeds`), from a
+range no other split uses, reported as a third split; the entropy they were drawn from
+is recorded, so a run can be replayed.
 
 On every draw:
 
@@ -48,6 +53,11 @@ from . import graphem, methods, peers
 GOALS = {"mean_ari": 0.95, "worst_ari": 0.85, "joint_at_least_best_single": 1.0}
 #: Seeds 0 .. TUNING_SEEDS - 1 may be tuned on; held-out seeds start at TUNING_SEEDS.
 TUNING_SEEDS = 10
+#: Fresh seeds (:func:`fresh_seeds`) are drawn from ``[FRESH_FIRST, 2**31)``, beyond every tuning
+#: and held-out seed.
+FRESH_FIRST = 1 << 20
+#: The splits of a run's draws, in the order they are run.
+SPLITS = ("tune", "held_out", "fresh")
 #: Image peers run on image-only families (method names of :data:`methods.METHODS`).
 IMAGE_PEERS = ("hyperspy-gap", "hyperspy-kmeans", "felzenszwalb-kmeans")
 #: Two ARIs closer than this count as equal (joint against best single modality).
@@ -63,11 +73,35 @@ def split_seeds(n_draws: int) -> dict[str, list[int]]:
     ``0, 1, ...``; the rest are held out, from seed :data:`TUNING_SEEDS` on.  30 draws:
     seeds 0-9 and 10-29; 20: 0-9 and 10-19; 2: 0 and 10.
     """
-    if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
-        raise ParameterError(f"draws must be a positive integer, got {n_draws!r}",
+    if (isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer))
+            or not 1 <= n_draws <= FRESH_FIRST - TUNING_SEEDS):
+        raise ParameterError(f"draws must be a positive integer below {FRESH_FIRST - TUNING_SEEDS}, got {n_draws!r}",
                              fix="e.g. draws=30 (10 tuning and 20 held-out seeds)", where="draws")
     tune = min(TUNING_SEEDS, (int(n_draws) + 1) // 2)
     return {"tune": list(range(tune)), "held_out": list(range(TUNING_SEEDS, TUNING_SEEDS + int(n_draws) - tune))}
+
+
+def fresh_seeds(n: int, entropy: int | None = None) -> tuple[list[int], int]:
+    """``n`` distinct seeds drawn at random from ``[FRESH_FIRST, 2**31)``, and the entropy they
+    were drawn from.
+
+    Without ``entropy`` it is new (the operating system's, as ``numpy.random.SeedSequence``
+    takes it): every run draws specimens that no one has seen, let alone tuned a default on.
+    Give a recorded ``entropy`` to draw the same seeds again.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ParameterError(f"fresh draws must be a non-negative integer, got {n!r}",
+                             fix="e.g. fresh=10 (10 draws per family from new random seeds), or 0 for none",
+                             where="fresh")
+    if entropy is not None and (isinstance(entropy, bool) or not isinstance(entropy, (int, np.integer))
+                                or entropy < 0):
+        raise ParameterError(f"the entropy of fresh seeds must be a non-negative integer, got {entropy!r}",
+                             fix="give the fresh_entropy a run recorded in its results.json, or leave it out",
+                             where="fresh_entropy")
+    sequence = np.random.SeedSequence(None if entropy is None else int(entropy))
+    rng = np.random.default_rng(sequence)
+    seeds = FRESH_FIRST + rng.choice(2**31 - FRESH_FIRST, size=int(n), replace=False)
+    return sorted(int(s) for s in seeds), int(sequence.entropy)
 
 
 def check_families(names: Sequence[str] | None) -> list[str]:
@@ -157,11 +191,14 @@ def run_draw(specimen: Draw, *, seed: int = 0, cutoffs: Sequence[float] = graphe
             "peers": _peers(specimen, n_true, seed)}
 
 
-def run_families(names: Sequence[str] | None, n_draws: int, *, seed: int = 0,
-                 cutoffs: Sequence[float] | None = None,
+def run_families(names: Sequence[str] | None, n_draws: int, *, fresh: int = 0, fresh_entropy: int | None = None,
+                 seed: int = 0, cutoffs: Sequence[float] | None = None,
                  echo: Callable[[str], None] | None = None,
                  checkpoint: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Run :func:`run_draw` on ``n_draws`` draws of every family in ``names``.
+    """Run :func:`run_draw` on ``n_draws`` draws of every family in ``names``
+    (:func:`split_seeds`), and on ``fresh`` more from seeds drawn for this run
+    (:func:`fresh_seeds`, from ``fresh_entropy`` when given; the entropy used is returned as
+    ``fresh_entropy``).
 
     ``cutoffs``: GraphEM's (default :data:`multimodal_seg.bench.graphem.CUTOFFS`).
     A failing draw is recorded with its error and the others still run;
@@ -170,9 +207,10 @@ def run_families(names: Sequence[str] | None, n_draws: int, *, seed: int = 0,
     """
     names = check_families(names)
     seeds = split_seeds(n_draws)
+    seeds["fresh"], entropy = fresh_seeds(fresh, fresh_entropy)
     cutoffs = graphem.CUTOFFS if cutoffs is None else cutoffs
-    out: dict[str, Any] = {"families": names, "seeds": seeds, "cutoffs": [float(c) for c in cutoffs],
-                           "segment_seed": seed, "goals": GOALS, "draws": []}
+    out: dict[str, Any] = {"families": names, "seeds": seeds, "fresh_entropy": entropy,
+                           "cutoffs": [float(c) for c in cutoffs], "segment_seed": seed, "goals": GOALS, "draws": []}
     for family in names:
         for split, split_seeds_ in seeds.items():
             for s in split_seeds_:
@@ -241,12 +279,12 @@ def main_set(draws: list[dict]) -> str:
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    """Per family and split (``tune``, ``held_out``): what the module docstring lists, and the goals."""
+    """Per family and split (:data:`SPLITS`): what the module docstring lists, and the goals."""
     summary: dict[str, Any] = {}
     for family in result["families"]:
         mine = [d for d in result["draws"] if d["family"] == family]
         entry: dict[str, Any] = {"image_only": family in IMAGE_FAMILIES}
-        for split in ("tune", "held_out"):
+        for split in SPLITS:
             draws = [d for d in mine if d["split"] == split and "error" not in d]
             errors = sum(1 for d in mine if d["split"] == split and "error" in d)
             if not draws:
@@ -267,14 +305,15 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                           "joint_at_least_best_single": None if fraction is None
                           else fraction >= GOALS["joint_at_least_best_single"]},
             }
-        # GraphEM with its cutoff chosen on the tuning draws, scored on the held-out ones.
-        tune, held = entry["tune"], entry["held_out"]
-        if tune.get("n_draws") and held.get("n_draws"):
+        # GraphEM with its cutoff chosen on the tuning draws, scored on the held-out and fresh ones.
+        tune = entry["tune"]
+        scored = [split for split in SPLITS[1:] if entry[split].get("n_draws")]
+        if tune.get("n_draws") and scored:
             name = main_set([d for d in mine if "error" not in d])
-            entry["graphem_tuned"] = {
-                features: {"set": name, "c": tune["graphem"][features][name]["best_c"],
-                           "held_out": held["graphem"][features][name]["by_cutoff"][
-                               tune["graphem"][features][name]["best_c"]]}
-                for features in tune["graphem"]}
+            entry["graphem_tuned"] = {}
+            for features in tune["graphem"]:
+                c = tune["graphem"][features][name]["best_c"]
+                entry["graphem_tuned"][features] = {"set": name, "c": c} | {
+                    split: entry[split]["graphem"][features][name]["by_cutoff"][c] for split in scored}
         summary[family] = entry
     return summary

@@ -465,7 +465,9 @@ def graph_figure(results: dict, out: Path) -> str | None:
 
 # --------------------------------------------------------------------------- phantom families
 
-_SPLITS = (("held_out", "held-out draws"), ("tune", "tuning draws"))
+_SPLITS = (("held_out", "held-out draws"), ("fresh", "fresh draws"), ("tune", "tuning draws"))
+#: Splits whose GraphEM cutoff is the one chosen on the tuning draws.
+_SCORED_SPLITS = ("held_out", "fresh")
 
 
 def _reached(flag: bool | None) -> str:
@@ -478,8 +480,8 @@ def _method_order(name: str) -> tuple[int, str]:
 
 
 def _family_rows(entry: dict, split: str, tuned: dict | None) -> list[tuple[str, dict]]:
-    """(label, row) of every method on one family and split; GraphEM at its tuned cutoff (held out)
-    or at its best cutoff on these draws (tuning draws)."""
+    """(label, row) of every method on one family and split; GraphEM at its tuned cutoff (held-out
+    and fresh draws) or at its best cutoff on these draws (tuning draws)."""
     from .methods import TOLD
 
     rows = []
@@ -488,12 +490,21 @@ def _family_rows(entry: dict, split: str, tuned: dict | None) -> list[tuple[str,
         rows.append((name + (" (told k)" if told else ""), row))
     for features, sets in entry["graphem"].items():
         name = max(sets, key=lambda n: n.count("+"))  # every modality's similarities averaged
-        c = tuned[features]["c"] if tuned and split == "held_out" else sets[name]["best_c"]
-        how = "tuned on the tuning draws" if tuned and split == "held_out" else "best on these draws"
+        c = tuned[features]["c"] if tuned and split in _SCORED_SPLITS else sets[name]["best_c"]
+        how = "tuned on the tuning draws" if tuned and split in _SCORED_SPLITS else "best on these draws"
         at = sets[name]["by_cutoff"][c]
         rows.append((f"graphem-{features} {name} c={c} ({how})",
                      {"ari": at, "n_found": at["n_found"], "n_exact": None, "seconds": entry["graphem_seconds"]}))
     return rows
+
+
+def _fresh_options(results: dict) -> str:
+    """The options that draw a run's fresh seeds again (``--fresh N --fresh-entropy E``), or none."""
+    fam = results.get("families") or {}
+    fresh = (fam.get("seeds") or {}).get("fresh")
+    if "families" not in results["parts"] or fam.get("fresh_entropy") is None:
+        return ""
+    return f" --fresh {len(fresh or [])}" + (f" --fresh-entropy {fam['fresh_entropy']}" if fresh else "")
 
 
 def families_section(fam: dict) -> list[str]:
@@ -503,15 +514,18 @@ def families_section(fam: dict) -> list[str]:
     def span(values: list[int]) -> str:
         return f"{values[0]}-{values[-1]}" if len(values) > 1 else (str(values[0]) if values else "none")
 
+    fresh = seeds.get("fresh", [])
+    fresh_text = (f"; and {len(fresh)} fresh draws, from seeds drawn at random for this run (entropy "
+                  f"{fam['fresh_entropy']}; the seeds are in results.json), which no one had seen before it" if fresh else "")
     lines = ["## Phantom families", "",
              f"{len(seeds['tune']) + len(seeds['held_out'])} draws per family: tuning seeds {span(seeds['tune'])}, "
-             f"held-out seeds {span(seeds['held_out'])} (defaults may be chosen on the tuning draws only); "
+             f"held-out seeds {span(seeds['held_out'])} (defaults may be chosen on the tuning draws only){fresh_text}; "
              f"`segment()` with every default, seed {fam['segment_seed']}. ARI against each draw's truth on the grid "
              "the partitions are painted on (image pixels for image-only families, the scan for image + EELS). "
              "For image-only families the joint partition is the image's own. *Communities*: mean found / true "
              "number of regions. Peers marked *told k* are given the true number of regions; the others, like the "
              "project, are not. GraphEM is scored on the average of every modality's similarities, at the cutoff "
-             "chosen on the tuning draws (held-out tables) or the best cutoff on the draws themselves (tuning "
+             "chosen on the tuning draws (held-out and fresh tables) or the best cutoff on the draws themselves (tuning "
              "tables, an oracle).", "",
              f"### Goals (issue 9): mean ARI ≥ {goals['mean_ari']}, worst draw ≥ {goals['worst_ari']}, "
              "joint ≥ best single modality in every draw", "",
@@ -586,7 +600,7 @@ def _family_points(fam: dict, family: str, split: str) -> dict[str, list[float]]
             points.setdefault(f"mmseg {name}", []).append(score["ari"])
         for features, sets in d["graphem"].items():
             name = max(sets, key=lambda n: n.count("+"))
-            tuned = entry.get("graphem_tuned", {}).get(features) if split == "held_out" else None
+            tuned = entry.get("graphem_tuned", {}).get(features) if split in _SCORED_SPLITS else None
             c = tuned["c"] if tuned else entry[split]["graphem"][features][name]["best_c"]
             points.setdefault(f"graphem-{features} c={c}", []).append(sets[name][c]["ari"])
         for name, score in d["peers"].items():
@@ -827,6 +841,7 @@ def write_report(results: dict, out: Path) -> None:
               + (f" --families {','.join(families)}" if families and "families" in results["parts"]
                  and len(families) < len(FAMILIES) else "")
               + (f" --draws {results['draws']}" if results.get("draws") else "")
+              + _fresh_options(results)
               + (f" --stability-images {results['stability_images']}" if results.get("stability_images") else "")
               + "`", ""]
     figures = []

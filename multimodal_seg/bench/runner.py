@@ -65,6 +65,7 @@ SIZES = {
     "speed_image": (2048, 1024),
     "speed_scan": (64, 32),  # multimodal phantom scan for the spectrum and diffraction encoders
     "family_draws": (30, 2),  # draws per phantom family: seeds 0-9 tune, 10-29 held out (quick: 0 and 10)
+    "family_fresh": (10, 0),  # more draws per family from seeds drawn at random for the run
     "chip_scale_draws": ([0, 1], [0]),  # seeds of each image family in the chip-scale part
     "chip_scale_images": (2, 1),  # labelled images per set in the chip-scale part
     "chip_factors": (chip_scale.FACTORS, (0.5, 1.0, 2.0)),
@@ -548,6 +549,7 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
 def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] | None = None,
               quick: bool = False, method_names: list[str] | None = None, phantom_size: int = 512,
               n_images: int | None = None, family_names: list[str] | None = None, draws: int | None = None,
+              fresh: int | None = None, fresh_entropy: int | None = None,
               stability_images: int | None = None, echo: Callable[[str], None] | None = None) -> dict:
     """Run the benchmark parts and write ``results.json``, ``report.md`` and figures to ``out``.
 
@@ -569,6 +571,12 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     draws
         Draws per phantom family (default 30: seeds 0-9 tune, 10-29 held out; 2 when
         quick); see :func:`multimodal_seg.bench.families.split_seeds`.
+    fresh
+        More draws per family, from seeds drawn at random for this run (default 10; none
+        when quick): specimens no one has seen, reported as a split of their own
+        (:func:`multimodal_seg.bench.families.fresh_seeds`).
+    fresh_entropy
+        Draw the fresh seeds of an earlier run again (its ``fresh_entropy`` in results.json).
     stability_images
         Labelled images per set in the stability part, the first of those read (default 3;
         1 when quick; :func:`stability_items`).
@@ -578,7 +586,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     InputError
         ``data_dir`` given but not a folder.
     ParameterError
-        Unknown part, method or phantom family, or ``draws < 1``.
+        Unknown part, method or phantom family, ``draws < 1``, ``fresh < 0``, or a families
+        option without the families part.
     """
     from .report import write_report
 
@@ -592,10 +601,11 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     if bad:
         raise ParameterError(f"unknown methods {bad}", fix=f"use some of {', '.join(methods.METHODS)}",
                              where="methods")
-    if (family_names is not None or draws is not None) and "families" not in parts:
-        raise ParameterError("phantom families and draws apply to the families part, which is not run",
-                             fix="add families to the parts, or leave the families and draws options out",
-                             where="families" if family_names is not None else "draws")
+    given = [name for name, value in (("families", family_names), ("draws", draws), ("fresh", fresh),
+                                      ("fresh_entropy", fresh_entropy)) if value is not None]
+    if given and "families" not in parts:
+        raise ParameterError(f"{', '.join(given)} apply to the families part, which is not run",
+                             fix=f"add families to the parts, or leave {', '.join(given)} out", where=given[0])
     if stability_images is not None and "stability" not in parts:
         raise ParameterError("stability_images applies to the stability part, which is not run",
                              fix="add stability to the parts, or leave stability_images out",
@@ -605,7 +615,9 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
                              fix="e.g. stability_images=10", where="stability_images")
     family_names = families.check_families(family_names)
     n_draws = SIZES["family_draws"][1 if quick else 0] if draws is None else draws
-    families.split_seeds(n_draws)  # checks draws before any work
+    n_fresh = SIZES["family_fresh"][1 if quick else 0] if fresh is None else fresh
+    families.split_seeds(n_draws)  # checks draws, fresh and the entropy before any work
+    families.fresh_seeds(n_fresh, fresh_entropy)
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
@@ -616,6 +628,7 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data_dir": str(data_dir) if data_dir else None,
         "quick": quick, "n_images": n_images, "parts": parts, "family_names": family_names, "draws": draws,
+        "fresh": fresh,
         "stability_images": stability_images,
         "methods": {n: methods.METHODS[n][0] for n in names},
         "project_methods": [n for n in names if methods.METHODS[n][2]],
@@ -647,7 +660,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
                 results["families"] = so_far
                 checkpoint()
 
-            results["families"] = families.run_families(family_names, n_draws, echo=echo, checkpoint=partial)
+            results["families"] = families.run_families(family_names, n_draws, fresh=n_fresh,
+                                                        fresh_entropy=fresh_entropy, echo=echo, checkpoint=partial)
         elif part == "chip_scale":
             results["chip_scale"] = run_chip_scale(items, quick, echo)
         elif part == "separability":
