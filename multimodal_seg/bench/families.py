@@ -75,7 +75,8 @@ def split_seeds(n_draws: int) -> dict[str, list[int]]:
     """
     if (isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer))
             or not 1 <= n_draws <= FRESH_FIRST - TUNING_SEEDS):
-        raise ParameterError(f"draws must be a positive integer below {FRESH_FIRST - TUNING_SEEDS}, got {n_draws!r}",
+        raise ParameterError(f"draws must be a positive integer, at most {FRESH_FIRST - TUNING_SEEDS} (where the "
+                             f"fresh seeds start), got {n_draws!r}",
                              fix="e.g. draws=30 (10 tuning and 20 held-out seeds)", where="draws")
     tune = min(TUNING_SEEDS, (int(n_draws) + 1) // 2)
     return {"tune": list(range(tune)), "held_out": list(range(TUNING_SEEDS, TUNING_SEEDS + int(n_draws) - tune))}

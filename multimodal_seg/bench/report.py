@@ -502,9 +502,11 @@ def _fresh_options(results: dict) -> str:
     """The options that draw a run's fresh seeds again (``--fresh N --fresh-entropy E``), or none."""
     fam = results.get("families") or {}
     fresh = (fam.get("seeds") or {}).get("fresh")
-    if "families" not in results["parts"] or fam.get("fresh_entropy") is None:
+    if "families" not in results["parts"] or "fresh_entropy" not in fam:
         return ""
-    return f" --fresh {len(fresh or [])}" + (f" --fresh-entropy {fam['fresh_entropy']}" if fresh else "")
+    if not fresh:  # none drawn: the default already with --quick
+        return "" if results["quick"] else " --fresh 0"
+    return f" --fresh {len(fresh)} --fresh-entropy {fam['fresh_entropy']}"
 
 
 def families_section(fam: dict) -> list[str]:
@@ -516,17 +518,19 @@ def families_section(fam: dict) -> list[str]:
 
     fresh = seeds.get("fresh", [])
     fresh_text = (f"; and {len(fresh)} fresh draws, from seeds drawn at random for this run (entropy "
-                  f"{fam['fresh_entropy']}; the seeds are in results.json), which no one had seen before it" if fresh else "")
+                  f"{fam['fresh_entropy']}; the seeds are in results.json), which no one had seen before it"
+                  if fresh else "")
     lines = ["## Phantom families", "",
              f"{len(seeds['tune']) + len(seeds['held_out'])} draws per family: tuning seeds {span(seeds['tune'])}, "
-             f"held-out seeds {span(seeds['held_out'])} (defaults may be chosen on the tuning draws only){fresh_text}; "
+             f"held-out seeds {span(seeds['held_out'])} (defaults may be chosen on the tuning draws only)"
+             f"{fresh_text}; "
              f"`segment()` with every default, seed {fam['segment_seed']}. ARI against each draw's truth on the grid "
              "the partitions are painted on (image pixels for image-only families, the scan for image + EELS). "
              "For image-only families the joint partition is the image's own. *Communities*: mean found / true "
              "number of regions. Peers marked *told k* are given the true number of regions; the others, like the "
              "project, are not. GraphEM is scored on the average of every modality's similarities, at the cutoff "
-             "chosen on the tuning draws (held-out and fresh tables) or the best cutoff on the draws themselves (tuning "
-             "tables, an oracle).", "",
+             "chosen on the tuning draws (held-out and fresh tables) or the best cutoff on the draws themselves "
+             "(tuning tables, an oracle).", "",
              f"### Goals (issue 9): mean ARI ≥ {goals['mean_ari']}, worst draw ≥ {goals['worst_ari']}, "
              "joint ≥ best single modality in every draw", "",
              "| family | draws | mean ARI | worst ARI | joint ≥ best single | communities | mean goal | worst goal "
