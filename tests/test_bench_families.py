@@ -313,6 +313,9 @@ def test_families_options_need_the_families_part(tmp_path):
     with pytest.raises(ParameterError) as info:
         runner.run_bench(None, tmp_path, parts=["families"], fresh=-1)
     assert info.value.where == "fresh"
+    with pytest.raises(ParameterError, match="no fresh draws") as info:  # --quick draws none by default
+        runner.run_bench(None, tmp_path, parts=["families"], quick=True, fresh_entropy=7)
+    assert info.value.where == "fresh_entropy"
     with pytest.raises(ParameterError, match="unknown phantom families"):
         runner.run_bench(None, tmp_path, parts=["families"], family_names=["grains"])
     assert not (tmp_path / "results.json").exists()

@@ -576,7 +576,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
         when quick): specimens no one has seen, reported as a split of their own
         (:func:`multimodal_seg.bench.families.fresh_seeds`).
     fresh_entropy
-        Draw the fresh seeds of an earlier run again (its ``fresh_entropy`` in results.json).
+        Draw the fresh seeds of an earlier run again (its ``fresh_entropy`` in results.json;
+        with ``fresh``, the number of them).
     stability_images
         Labelled images per set in the stability part, the first of those read (default 3;
         1 when quick; :func:`stability_items`).
@@ -586,8 +587,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     InputError
         ``data_dir`` given but not a folder.
     ParameterError
-        Unknown part, method or phantom family, ``draws < 1``, ``fresh < 0``, or a families
-        option without the families part.
+        Unknown part, method or phantom family, ``draws < 1``, ``fresh < 0``, an entropy
+        without fresh draws, or a families option without the families part.
     """
     from .report import write_report
 
@@ -618,6 +619,10 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     n_fresh = SIZES["family_fresh"][1 if quick else 0] if fresh is None else fresh
     families.split_seeds(n_draws)  # checks draws, fresh and the entropy before any work
     families.fresh_seeds(n_fresh, fresh_entropy)
+    if fresh_entropy is not None and n_fresh == 0:
+        raise ParameterError("fresh_entropy draws a run's fresh seeds again, and no fresh draws are asked for",
+                             fix="add fresh=N, the number of fresh draws that run made (--fresh N)",
+                             where="fresh_entropy")
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
