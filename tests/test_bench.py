@@ -25,8 +25,8 @@ def small_sizes(monkeypatch):
     small = {"phantom_seeds": ([0], [0]), "labelled_images": (1, 1), "stability_seeds": ([0, 1], [0, 1]),
              "stability_images": (1, 1), "multimodal_seeds": ([0], [0]), "multimodal_scan": (32, 32),
              "graph_chips": ([300], [300]), "speed_image": (256, 256), "speed_scan": (16, 16),
-             "family_draws": (1, 1), "chip_scale_draws": ([], []), "chip_scale_images": (1, 1),
-             "chip_factors": ((1.0,), (1.0,))}
+             "family_draws": (1, 1), "family_fresh": (0, 0), "chip_scale_draws": ([], []),
+             "chip_scale_images": (1, 1), "chip_factors": ((1.0,), (1.0,))}
     monkeypatch.setattr(runner, "SIZES", small)
 
 
