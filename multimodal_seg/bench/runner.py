@@ -618,7 +618,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     n_draws = SIZES["family_draws"][1 if quick else 0] if draws is None else draws
     n_fresh = SIZES["family_fresh"][1 if quick else 0] if fresh is None else fresh
     families.split_seeds(n_draws)  # checks draws, fresh and the entropy before any work
-    families.fresh_seeds(n_fresh, fresh_entropy)
+    # the entropy the fresh seeds are drawn from, drawn once: the families part draws them from it
+    fresh_entropy_used = families.fresh_seeds(n_fresh, fresh_entropy)[1]
     if fresh_entropy is not None and n_fresh == 0:
         raise ParameterError("fresh_entropy draws a run's fresh seeds again, and no fresh draws are asked for",
                              fix="add fresh=N, the number of fresh draws that run made (--fresh N)",
@@ -666,7 +667,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
                 checkpoint()
 
             results["families"] = families.run_families(family_names, n_draws, fresh=n_fresh,
-                                                        fresh_entropy=fresh_entropy, echo=echo, checkpoint=partial)
+                                                        fresh_entropy=fresh_entropy_used, echo=echo,
+                                                        checkpoint=partial)
         elif part == "chip_scale":
             results["chip_scale"] = run_chip_scale(items, quick, echo)
         elif part == "separability":
