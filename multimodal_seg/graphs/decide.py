@@ -661,7 +661,7 @@ def jump_share(projection: np.ndarray, labels: np.ndarray, grid_shape: tuple[int
     coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
     dof = both.size - rank
     if dof < 1:
-        return float(coef[-1] / gap), np.inf
+        return float(coef[-1] / gap), float("inf")
     residual = y - design @ coef
     variance = float(residual @ residual) / dof * np.linalg.pinv(design.T @ design)[-1, -1]
     share = float(coef[-1] / gap)
