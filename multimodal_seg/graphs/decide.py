@@ -58,7 +58,6 @@ from diptest.consts import Consts
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from scipy import ndimage, stats
 from scipy.stats import levene
 
 from .labels import community_weights, n_labels, order_by_size
@@ -69,10 +68,8 @@ from .labels import community_weights, n_labels, order_by_size
 #: boundary (:func:`merge_continuous`); 5 then boundary chips to the nearest adjacent
 #: community mean (:mod:`multimodal_seg.graphs.reassign`, run by ``partition_graph``); 6 the
 #: dip test on the larger community's quantiles and evenly spread chips, not random subsamples;
-#: 7 a consensus keeps the medoid of its runs once each is decided (``partition_graph``); 8
-#: :func:`jump_share` fits a second-order trend, and its upper bound, not its estimate, must be at most
-#: ``JUMP_SHARE``.
-RULES_VERSION = 8
+#: 7 a consensus keeps the medoid of its runs once each is decided (``partition_graph``).
+RULES_VERSION = 7
 #: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
 MIN_TEST_CHIPS = 6
 #: At most this many chips per community enter one test, evenly spread over its chips in
@@ -92,8 +89,7 @@ CONTINUITY_MARGIN = 2.0
 #: Bootstrap resamples of the step ratio.
 STEP_RESAMPLES = 200
 #: ... and when the jump at their boundary is at most this share of the difference between
-#: them (the upper bound at the test's level), the rest being a slow trend through both
-#: (:func:`jump_share`): a ramp, not an edge.
+#: them, the rest being a slow trend through both (:func:`jump_share`): a ramp, not an edge.
 JUMP_SHARE = 0.5
 
 
@@ -631,48 +627,30 @@ def step_ratio(projection: np.ndarray, labels: np.ndarray, pairs: np.ndarray, a:
     return float(np.quantile(ratios, 1.0 - level))
 
 
-def jump_share(projection: np.ndarray, labels: np.ndarray, grid_shape: tuple[int, ...], a: int, b: int, *,
-               level: float) -> tuple[float, float]:
+def jump_share(projection: np.ndarray, labels: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+               a: int, b: int) -> float:
     """Share of the difference between communities ``a`` and ``b`` that is a jump at their
-    boundary rather than a slow trend through both: ``(share, its upper 1 - level bound)``.
+    boundary rather than a slow trend through both.
 
     A regression-discontinuity fit over the chips of both: ``projection ~ 1 + row + col +
-    row^2 + row col + col^2 + [chip in b]`` (grid positions; ``labels`` ``(n_chips,)`` in the
-    row-major order of ``grid_shape``, ``(rows, cols)`` or ``(frames, rows, cols)``); the share
-    is the indicator's coefficient over the difference of the communities' means.  About 1
-    for two flat materials (the whole difference is the edge), near 0 for one region under a
-    slow trend cut in two (the trend explains the difference).  The trend is of second order,
-    not a plane: features answer thickness or intensity nonlinearly, and a plane through a
-    ramp that steepens or levels off leaves its curvature to the indicator.  The bound is the
-    one-sided ``1 - level`` Student bound from the fit's standard error, the chips' residuals
-    taken as independent (neighbouring chips overlap, so the true bound lies somewhat
-    higher).  A pair with a zero difference has share and bound 1.
+    [chip in b]`` (grid positions ``rows``, ``cols``); the share is the indicator's
+    coefficient over the difference of the communities' means.  About 1 for two flat
+    materials (the whole difference is the edge), near 0 for one region under a linear
+    ramp cut in two (the trend explains the difference).
     """
-    labels = np.asarray(labels).ravel()
     both = np.flatnonzero((labels == a) | (labels == b))
+    in_b = (labels[both] == b).astype(np.float64)
+    design = np.column_stack([np.ones(both.size), rows[both], cols[both], in_b])
+    coef, *_ = np.linalg.lstsq(design, projection[both], rcond=None)
     gap = projection[labels == b].mean() - projection[labels == a].mean()
-    if gap == 0:
-        return 1.0, 1.0
-    rows, cols = (x.astype(np.float64) for x in np.unravel_index(both, grid_shape)[-2:])
-    rows, cols = rows - rows.mean(), cols - cols.mean()
-    design = np.column_stack([np.ones(both.size), rows, cols, rows * rows, rows * cols, cols * cols,
-                              labels[both] == b])
-    y = projection[both]
-    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
-    dof = both.size - rank
-    if dof < 1:
-        return float(coef[-1] / gap), float("inf")
-    residual = y - design @ coef
-    variance = float(residual @ residual) / dof * np.linalg.pinv(design.T @ design)[-1, -1]
-    share = float(coef[-1] / gap)
-    return share, share + float(stats.t.isf(level, dof)) * np.sqrt(max(variance, 0.0)) / abs(gap)
+    return float(coef[3] / gap) if gap != 0 else 1.0
 
 
-def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: np.ndarray,
-                grid_shape: tuple[int, ...], tested: np.ndarray, a: int, b: int, rng: np.random.Generator, *,
-                level: float, memo: Memo) -> tuple[float, float, float] | None:
-    """``(step ratio bound, jump share, its bound)`` of the pair, the largest over the modalities
-    that see two populations in it, when every one of them sees continuity; else ``None``."""
+def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: np.ndarray, rows: np.ndarray,
+                cols: np.ndarray, tested: np.ndarray, a: int, b: int, rng: np.random.Generator, *,
+                level: float, memo: Memo) -> tuple[float, float] | None:
+    """``(step ratio bound, jump share)`` of the pair, the largest over the modalities that
+    see two populations in it, when every one of them sees continuity; else ``None``."""
     judged = []
     picks = [evenly_spread(np.flatnonzero((labels == c) & tested), MAX_TEST_CHIPS) for c in (a, b)]
     testable = min(len(x) for x in picks) >= MIN_TEST_CHIPS
@@ -683,14 +661,14 @@ def _continuity(features: Mapping[str, np.ndarray], labels: np.ndarray, pairs: n
             continue  # one population in this modality: it sees no edge here
         projection = f @ discriminant_axis(f[members[0]], f[members[1]], memo=memo,
                                            keys=tuple((name, x.tobytes()) for x in members))
-        share, share_bound = jump_share(projection, labels, grid_shape, a, b, level=level)
-        if share_bound > JUMP_SHARE:  # an edge: no need for the bootstrap (the pair's own rng, so
+        share = jump_share(projection, labels, rows, cols, a, b)
+        if share > JUMP_SHARE:  # an edge: no need for the bootstrap (the pair's own rng, so
             return None          # skipping it changes no other test)
         bound = step_ratio(projection, labels, pairs, a, b, rng, level=level)
         if bound is None or bound > CONTINUITY_MARGIN:
             return None
-        judged.append((bound, share, share_bound))
-    return tuple(max(x[i] for x in judged) for i in range(3)) if judged else None
+        judged.append((bound, share))
+    return (max(x[0] for x in judged), max(x[1] for x in judged)) if judged else None
 
 
 def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, grid_shape: tuple[int, ...], *,
@@ -709,10 +687,9 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
 
     * the upper bound of :func:`step_ratio` is at most ``CONTINUITY_MARGIN`` (level
       ``alpha``, Bonferroni over the modalities): no larger step across than noise gives;
-    * the upper bound of :func:`jump_share` (the same level) is at most ``JUMP_SHARE``: most
-      of their difference is a trend through both, not the edge.  Alone, the first also took
-      weak edges in noise for continuity (two flat materials whose difference is about the
-      noise).
+    * :func:`jump_share` is at most ``JUMP_SHARE``: most of their difference is a trend
+      through both, not the edge.  Alone, the first also took weak edges in noise for
+      continuity (two flat materials whose difference is about the noise).
 
     A modality in which the pair is one population (dip test, as in :func:`merge_indistinct`)
     sees no edge and has no say: the HAADF image of a specimen whose EELS is cut along a
@@ -720,9 +697,8 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
     noise.
 
     The most continuous pair goes first, one at a time.  Measured on the phantom families
-    (docs/design.md, "Regions cut along a ramp"; the figures of rules version 4, a plane
-    trend and the estimate): the two halves of regions cut along a ramp bound at 0.76-1.94
-    with shares 0.20-0.48; pairs of different regions that passed the first condition had
+    (docs/design.md): the two halves of regions cut along a ramp bound at 0.76-1.94 with
+    shares 0.20-0.48; pairs of different regions that passed the first condition had
     shares 0.76-1.0.  Too few pairs across a boundary (a corner contact) is no evidence of
     continuity, and the pair stays apart.
 
@@ -745,35 +721,34 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
     """
     labels = np.asarray(labels)
     pairs = neighbour_pairs(grid_shape, step)
+    rows, cols = np.unravel_index(np.arange(labels.size), grid_shape)[-2:]
     tested = spaced_chips(grid_shape, step)
     level = alpha / max(len(features), 1)
     memo = Memo() if memo is None else memo
     records: list[dict] = []
-    cache: dict[tuple[bytes, bytes], tuple[float, float, float] | None] = {}
+    cache: dict[tuple[bytes, bytes], tuple[float, float] | None] = {}
     while labels.size and labels.max() > 0:
         touch = grid_neighbours(labels.reshape(grid_shape))
         best = None
         for a, b in zip(*np.nonzero(np.triu(touch))):
             key = ((labels == a).tobytes(), (labels == b).tobytes())
             if key not in cache:
-                cache[key] = _continuity(features, labels, pairs, grid_shape, tested, int(a), int(b),
+                cache[key] = _continuity(features, labels, pairs, rows, cols, tested, int(a), int(b),
                                          np.random.default_rng([seed, int(a), int(b)]), level=level,
                                          memo=memo)
             if cache[key] is None:
                 continue
-            bound, share, share_bound = cache[key]
+            bound, share = cache[key]
             if best is None or bound < best[0]:
-                best = (bound, share, share_bound, int(a), int(b))
+                best = (bound, share, int(a), int(b))
         if best is None:
             break
-        bound, share, share_bound, a, b = best
+        bound, share, a, b = best
         records.append({"communities": [a, b], "sizes": [int((labels == a).sum()), int((labels == b).sum())],
                         "p": None, "step_ratio": round(bound, 3), "jump_share": round(share, 3),
-                        "jump_share_bound": round(share_bound, 3),
                         "reason": f"continuous across their boundary (features step {bound:.2f} times what "
                                   f"noise straddling a cut does, at most; the jump there is {max(share, 0.0):.0%} of "
-                                  f"their difference, at most {max(share_bound, 0.0):.0%}, the rest a slow trend): "
-                                  "one region cut along a ramp"})
+                                  "their difference, the rest a slow trend): one region cut along a ramp"})
         labels = order_by_size(np.where(labels == b, a, labels))
     return labels, records
 
@@ -781,6 +756,8 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
 def depth(mask: np.ndarray) -> int:
     """How many grid steps the chips of ``mask`` (``(rows, cols)`` or ``(frames, rows, cols)``
     bool) reach into it at most: 1 for a community one chip thick, 2 for three chips ..."""
+    from scipy import ndimage
+
     frames = np.asarray(mask, dtype=bool).reshape(-1, *np.shape(mask)[-2:])
     # pad with "outside", so that the grid's edge bounds a community like a neighbour would
     return max((int(ndimage.distance_transform_cdt(np.pad(f, 1), metric="taxicab").max()) for f in frames),
