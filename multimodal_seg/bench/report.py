@@ -614,13 +614,22 @@ def _family_points(fam: dict, family: str, split: str) -> dict[str, list[float]]
 
 
 def families_figure(results: dict, out: Path) -> str | None:
-    """``families.png``: per family, the ARI of every draw by method (held-out draws, else tuning)."""
+    """``families.png``: per family, the ARI of every draw by method, the held-out and the fresh
+    draws side by side (each with its own mean), or the tuning draws where neither was run.
+
+    Both scored splits are drawn because each is judged against the goals on its own: a miss
+    on the fresh draws alone is still a miss.
+    """
     import matplotlib.pyplot as plt
 
     fam = results.get("families", {})
     summary = {f: fam["summary"][f] for f in fam.get("families", []) if f in fam.get("summary", {})}
-    shown = [(f, "held_out" if summary[f].get("held_out", {}).get("n_draws") else "tune") for f in summary
-             if summary[f].get("held_out", {}).get("n_draws") or summary[f].get("tune", {}).get("n_draws")]
+    shown = []
+    for family, entry in summary.items():
+        splits = [s for s in _SCORED_SPLITS if entry.get(s, {}).get("n_draws")]
+        splits = splits or (["tune"] if entry.get("tune", {}).get("n_draws") else [])
+        if splits:
+            shown.append((family, splits))
     if not shown:
         return None
     cols = min(4, len(shown))
@@ -628,23 +637,36 @@ def families_figure(results: dict, out: Path) -> str | None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.4 * rows), squeeze=False)
     rng = np.random.default_rng(0)
     goals = fam["goals"]
-    for ax, (family, split) in zip(axes.ravel(), shown):
-        points = _family_points(fam, family, split)
-        for i, (name, values) in enumerate(points.items()):
-            colour = "tab:blue" if name.startswith("mmseg") else "tab:orange" if name.startswith("graphem") else \
-                "tab:grey" if "[told k]" in name else "tab:green"
-            ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=12, alpha=0.7, color=colour)
-            ax.plot([i - 0.3, i + 0.3], [np.mean(values)] * 2, color="black", lw=1.2)
+    markers = {"held_out": "o", "fresh": "^", "tune": "s"}
+    for ax, (family, splits) in zip(axes.ravel(), shown):
+        points = {split: _family_points(fam, family, split) for split in splits}
+        names = list(dict.fromkeys(name for split in splits for name in points[split]))
+        names.sort(key=_method_order)
+        width = 0.7 / len(splits)  # each split's share of a method's slot
+        for j, split in enumerate(splits):
+            for i, name in enumerate(names):
+                values = points[split].get(name)
+                if not values:
+                    continue
+                colour = "tab:blue" if name.startswith("mmseg") else "tab:orange" if name.startswith("graphem") \
+                    else "tab:grey" if "[told k]" in name else "tab:green"
+                x = i - 0.35 + width * (j + 0.5)
+                ax.scatter(x + rng.uniform(-0.3, 0.3, len(values)) * width, values, s=12, alpha=0.7,
+                           color=colour, marker=markers[split])
+                ax.plot([x - 0.4 * width, x + 0.4 * width], [np.mean(values)] * 2, color="black", lw=1.2)
         ax.axhline(goals["mean_ari"], color="tab:red", lw=0.8, ls="--")
         ax.axhline(goals["worst_ari"], color="tab:red", lw=0.8, ls=":")
-        ax.set_xticks(range(len(points)), list(points), rotation=70, ha="right", fontsize=6)
+        ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=6)
         ax.set_ylim(-0.05, 1.02)
-        ax.set_title(f"{family} ({summary[family][split]['n_draws']} {split.replace('_', '-')} draw(s))", fontsize=9)
+        counts = ", ".join(f"{summary[family][split]['n_draws']} {split.replace('_', '-')}" for split in splits)
+        ax.set_title(f"{family} ({counts})", fontsize=9)
         ax.set_ylabel("ARI", fontsize=8)
     for ax in axes.ravel()[len(shown):]:
         ax.axis("off")
     fig.suptitle("Phantom families: ARI per draw (bar: mean; dashed: goal for the mean, dotted: worst draw)\n"
-                 "blue: project, orange: GraphEM, green: peers not told k, grey: peers told k", fontsize=9)
+                 "blue: project, orange: GraphEM, green: peers not told k, grey: peers told k; "
+                 "circles: held-out draws, triangles: fresh draws (left and right in each slot), "
+                 "squares: tuning draws", fontsize=9)
     return _save(fig, out, "families.png")
 
 
