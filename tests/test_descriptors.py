@@ -21,6 +21,7 @@ from multimodal_seg.analysis.descriptors import (
     community_table,
     crystallinity,
     table_to_csv,
+    unpainted_communities,
 )
 from multimodal_seg.synthetic.phantoms import haadf_phantom
 
@@ -226,3 +227,23 @@ def test_table_to_csv_parses_back(phantom):
             else:
                 assert float(back[name]) == pytest.approx(value, rel=1e-5, abs=1e-12)
     assert text.endswith("\n") and text.count("\n") == len(rows) + 1
+
+
+def test_a_community_of_one_lone_chip_is_painted_nowhere_and_is_named():
+    # chips of 16 px every 8 px: each pixel is voted on by the 4 chips over it, so a lone chip
+    # of its own community (a particle thinner than a chip) loses every pixel's vote
+    grid = ChipGrid((64, 64), 16, 8)
+    labels = np.zeros(grid.grid_shape, np.int32)
+    labels[:, grid.grid_shape[1] // 2:] = 1
+    labels[3, 1] = 2
+    painted = grid.chip_labels_to_pixels(labels)
+    assert set(np.unique(painted)) == {0, 1}
+    assert unpainted_communities(labels, painted) == [2]
+    # a block of 2 x 2 chips holds the pixels they all cover: painted, not named
+    labels[3:5, 1:3] = 2
+    painted = grid.chip_labels_to_pixels(labels)
+    assert (painted == 2).any()
+    assert unpainted_communities(labels, painted) == []
+    # unlabelled chips and positions are neither
+    labels[0, 0] = -1
+    assert unpainted_communities(labels, np.where(painted == 0, -1, painted)) == [0]

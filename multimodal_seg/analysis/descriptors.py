@@ -193,6 +193,17 @@ def community_table(
     return rows
 
 
+def unpainted_communities(chip_labels: np.ndarray, painted: np.ndarray) -> list[int]:
+    """Communities that hold chips of ``chip_labels`` (any shape, ``-1``: none) but no position
+    of the map ``painted`` from them (any shape): regions thinner than a chip, which the
+    vote of overlapping chips (refined and placed) paints over."""
+    chip_labels, painted = np.asarray(chip_labels).ravel(), np.asarray(painted).ravel()
+    n = int(chip_labels.max()) + 1 if chip_labels.size else 0
+    held = np.bincount(chip_labels[chip_labels >= 0], minlength=n) > 0
+    shown = np.bincount(painted[(painted >= 0) & (painted < n)], minlength=n) > 0
+    return np.flatnonzero(held & ~shown).tolist()
+
+
 def table_to_csv(rows: list[CommunityRow]) -> str:
     """CSV text with a header line."""
     buffer = io.StringIO()

@@ -27,6 +27,7 @@ exactly these stages, so both paths give the same labels.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..analysis.consistency import consistency_matrices, disagreement
-from ..analysis.descriptors import CHIP_STATS, community_crystallinity, community_mean_signals, community_table
+from ..analysis.descriptors import (CHIP_STATS, community_crystallinity, community_mean_signals, community_table,
+                                   unpainted_communities)
 from ..analysis.spectral_lines import feature_intensities
 from ..chips.grid import ChipGrid
 from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
@@ -758,6 +760,20 @@ def _config_of(study: Study) -> SegmentConfig:
     })
 
 
+def _warn_unpainted(name: str, labels: np.ndarray, painted: np.ndarray, chip: int) -> None:
+    """Warn of the communities of partition ``name`` that its painted map shows nowhere."""
+    lost = unpainted_communities(labels, painted)
+    if not lost:
+        return
+    chips = int(np.isin(labels, lost).sum())
+    warnings.warn(f"partitions/{name}: {'communities' if len(lost) > 1 else 'community'} "
+                  f"{', '.join(map(str, lost))} ({chips} chip{'s' if chips != 1 else ''}) "
+                  f"{'are' if len(lost) > 1 else 'is'} painted on no position: a region thinner than "
+                  f"a chip ({chip} px), which the vote of overlapping chips paints over. "
+                  "It stays in chip_labels and in the community table (area 0); smaller chips "
+                  "(chip_size) may resolve it.", UserWarning, stacklevel=3)
+
+
 def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
     """The :class:`Segmentation` of a study whose stages have run; with ``out``, its files too.
 
@@ -781,6 +797,8 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
     placed = {n: study.attrs_of(f"placed/{n}") for n in to_paint if _placed_is_current(study, n, fine)}
     scan_labels.update({n: _with_placed(scan_labels[n], study.read_array(f"placed/{n}"), attrs["step"])
                         for n, attrs in placed.items()})
+    for name in to_paint:
+        _warn_unpainted(name, partitions.get(name, joint), scan_labels[name], grid.grid.size)
     consistency = None
     if main == JOINT:
         matrices = consistency_matrices({**partitions, JOINT: joint})
