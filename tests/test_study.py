@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import multimodal_seg as mms
 from multimodal_seg import stages
 from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import InputError
@@ -165,6 +166,36 @@ def test_computed_or_in_memory_arrays_are_copied(study, tmp_path):
     # and a copy made earlier is dropped when the same name is later read in place
     study.write_modality(_scan(da.from_zarr(array)), fingerprint="n")
     assert "data" not in study.group["modalities/diffraction"]
+
+
+def test_a_study_in_memory_holds_arrays_already_in_memory_instead_of_copying(tmp_path):
+    values = np.random.default_rng(9).poisson(3.0, size=(12, 10, 8, 8)).astype(np.float32)
+    data = da.from_array(values, chunks=(5, 10, 8, 8))  # every chunk a NumPy array
+    memory, disk = Study.open(None), Study.open(tmp_path / "study.zarr")
+    for study in (memory, disk):
+        study.write_modality(_scan(data), fingerprint="m")
+    # in memory: held as it is, nothing copied into the store; on disk: copied (resumable)
+    assert "diffraction" in memory.held and "data" not in memory.group["modalities/diffraction"]
+    assert not disk.held and "data" in disk.group["modalities/diffraction"]
+    held, copied = memory.modality("diffraction").data, disk.modality("diffraction").data
+    assert held.chunks == copied.chunks  # the chunks a copy has: the same reads, the same labels
+    np.testing.assert_array_equal(held.compute(), values)
+    assert memory.is_current("modalities/diffraction", "m")
+    # an array with work left in it (here a product) is copied, and replaces what was held
+    memory.write_modality(_scan(data * 2), fingerprint="n")
+    assert not memory.held and "data" in memory.group["modalities/diffraction"]
+    np.testing.assert_array_equal(memory.modality("diffraction").data.compute(), values * 2)
+
+
+def test_segment_in_memory_and_on_disk_give_the_same_labels(tmp_path):
+    from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+    modalities = multimodal_phantom((24, 24), seed=1).modalities()
+    sources = {name: modalities[name] for name in ("haadf", "eels")}
+    in_memory = mms.segment(sources, seed=0, progress=False)
+    on_disk = mms.segment(sources, seed=0, progress=False, out=tmp_path / "run")
+    for name, labels in in_memory.scan_labels.items():
+        np.testing.assert_array_equal(labels, on_disk.scan_labels[name])
 
 
 def test_a_store_read_in_place_that_moved_or_changed_is_named(tmp_path):

@@ -85,11 +85,15 @@ class Study:
         Each image modality's lattice (:meth:`lattice`), measured once per session:
         ``{name: (modality fingerprint, lattice)}``.  Chip sizing and placement both read it;
         measuring it for each took 0.05-0.1 s apiece at 2048 px.  Not stored.
+    held
+        In a study in memory, the modalities whose data were already in memory
+        (:meth:`write_modality`), by name: the arrays themselves, not copies.
     """
 
     def __init__(self, group: zarr.Group, path: Path | None) -> None:
         self.group = group
         self.path = path
+        self.held: dict[str, da.Array] = {}
         self.fitted_encoders: dict[str, tuple[str, Encoder]] = {}
         self.graph_spaces: dict[str, tuple[str, FeatureReducer, np.ndarray]] = {}
         self.lattices: dict[str, tuple[str | None, Lattice]] = {}
@@ -219,13 +223,25 @@ class Study:
         in place: the study records where it is (``modalities/<name>`` attrs ``in_place``:
         the store's folder, the array's path, its shape, dtype and Dask chunks) instead of
         copying it, since it already has what the copy would give (chunked, parallel reads).
+        A study in memory holds a modality whose data are already in memory (every chunk a
+        NumPy array: ``da.from_array`` of one, or a persisted array) as it is, in the chunks a
+        copy would have (:attr:`held`): the copy, compressed as below, cost more than the
+        rest of the run (the 64 x 64 4D-STEM phantom: 0.55 s to write and 0.3 s more to read
+        back, of a 2.5 s ``segment()``), and would double the memory the data take.
         Any other modality is streamed into ``modalities/<name>/data``.
         """
         key = f"modalities/{modality.name}"
         node = self.group.require_group(key)
         node.attrs.pop("fingerprint", None)
+        self.held.pop(modality.name, None)
         location = _zarr_location(modality.data)
-        if location is None:
+        image = modality.data.ndim == 2
+        chunks = _chunks_for(modality.data.shape, target=IMAGE_CHUNK_ELEMENTS if image else 1024)
+        if self.path is None and location is None and _in_memory(modality.data):
+            self.held[modality.name] = modality.data.rechunk(chunks)
+            if "data" in node:
+                del node["data"]
+        elif location is None:
             # Images in bands of whole rows (about 1 MiB of float32): chips are read in row
             # bands, and 1024 px tiles made every band decode two whole tiles (31 bands of a
             # 2048 px image: 276 ms, against 91 ms); and uncompressed: their values compress
@@ -234,9 +250,7 @@ class Study:
             # chunk, zarr's default compressor (zstd).  Blosc-lz4 with bitshuffle wrote the
             # 4D phantom 25 % faster, but a real 4.3 GB EDS cube to 20.3 MB against zstd's
             # 2.3 MB in the same time, and read it slower (4.1 against 3.3 s).
-            image = modality.data.ndim == 2
-            data = modality.data.rechunk(_chunks_for(modality.data.shape,
-                                                     target=IMAGE_CHUNK_ELEMENTS if image else 1024))
+            data = modality.data.rechunk(chunks)
             da.to_zarr(data, self.group.store, component=f"{key}/data", overwrite=True,
                        zarr_format=self.group.metadata.zarr_format, **({"compressors": None} if image else {}))
         elif "data" in node:
@@ -265,7 +279,9 @@ class Study:
         if key not in self.group:
             raise KeyError(f"no modality {name!r} in the study; have {self.modality_names()}")
         attrs = self.attrs_of(key)
-        if "in_place" in attrs:
+        if name in self.held:
+            data = self.held[name]
+        elif "in_place" in attrs:
             data = _open_in_place(name, attrs["in_place"])
         else:
             # Named by the modality's fingerprint: Dask would otherwise hash every byte of an
@@ -336,6 +352,11 @@ class Study:
     def __repr__(self) -> str:
         where = self.path or "<memory>"
         return f"Study({where}, modalities={self.modality_names()})"
+
+
+def _in_memory(data: da.Array) -> bool:
+    """Whether every chunk of ``data`` is a NumPy array already (nothing left to read or compute)."""
+    return all(isinstance(value, np.ndarray) for value in dict(data.__dask_graph__()).values())
 
 
 def _zarr_location(data: da.Array) -> dict[str, Any] | None:
