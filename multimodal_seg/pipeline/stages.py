@@ -766,12 +766,13 @@ def _warn_unpainted(name: str, labels: np.ndarray, painted: np.ndarray, chip: in
     if not lost:
         return
     chips = int(np.isin(labels, lost).sum())
-    warnings.warn(f"partitions/{name}: {'communities' if len(lost) > 1 else 'community'} "
-                  f"{', '.join(map(str, lost))} ({chips} chip{'s' if chips != 1 else ''}) "
-                  f"{'are' if len(lost) > 1 else 'is'} painted on no position: a region thinner than "
-                  f"a chip ({chip} px), which the vote of overlapping chips paints over. "
-                  "It stays in chip_labels and in the community table (area 0); smaller chips "
-                  "(chip_size) may resolve it.", UserWarning, stacklevel=3)
+    many = len(lost) > 1
+    warnings.warn(f"partitions/{name}: {'communities' if many else 'community'} {', '.join(map(str, lost))} "
+                  f"({chips} chip{'s' if chips != 1 else ''}) {'are' if many else 'is'} painted on no position: "
+                  f"{'regions' if many else 'a region'} thinner than a chip ({chip} px), which the vote of "
+                  f"overlapping chips paints over. {'They stay' if many else 'It stays'} in chip_labels and in "
+                  f"the community table (area 0); smaller chips (chip_size) may resolve {'them' if many else 'it'}.",
+                  UserWarning, stacklevel=3)
 
 
 def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:

@@ -225,9 +225,9 @@ class Study:
         copying it, since it already has what the copy would give (chunked, parallel reads).
         A study in memory holds a modality whose data are already in memory (every chunk a
         NumPy array: ``da.from_array`` of one, or a persisted array) as it is, in the chunks a
-        copy would have (:attr:`held`): the copy, compressed as below, cost more than the
-        rest of the run (the 64 x 64 4D-STEM phantom: 0.55 s to write and 0.3 s more to read
-        back, of a 2.5 s ``segment()``), and would double the memory the data take.
+        copy would have (:attr:`held`): the copy, compressed as below, cost a third of the run
+        (the 64 x 64 4D-STEM phantom: 0.55 s to write, and more to read back, of a 2.5 s
+        ``segment()``), and would double the memory the data take.
         Any other modality is streamed into ``modalities/<name>/data``.
         """
         key = f"modalities/{modality.name}"
