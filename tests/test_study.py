@@ -190,12 +190,17 @@ def test_a_study_in_memory_holds_arrays_already_in_memory_instead_of_copying(tmp
 def test_segment_in_memory_and_on_disk_give_the_same_labels(tmp_path):
     from multimodal_seg.synthetic.multimodal import multimodal_phantom
 
-    modalities = multimodal_phantom((24, 24), seed=1).modalities()
+    phantom = multimodal_phantom((24, 24), seed=1)
+    modalities = phantom.modalities()
     sources = {name: modalities[name] for name in ("haadf", "eels")}
+    originals = {"haadf": phantom.haadf, "eels": phantom.eels}  # the arrays the study holds
+    before = {name: array.copy() for name, array in originals.items()}
     in_memory = mms.segment(sources, seed=0, progress=False)
     on_disk = mms.segment(sources, seed=0, progress=False, out=tmp_path / "run")
     for name, labels in in_memory.scan_labels.items():
         np.testing.assert_array_equal(labels, on_disk.scan_labels[name])
+    for name, array in originals.items():  # held, never written to
+        np.testing.assert_array_equal(array, before[name])
 
 
 def test_a_store_read_in_place_that_moved_or_changed_is_named(tmp_path):
