@@ -185,6 +185,9 @@ def test_a_study_in_memory_holds_arrays_already_in_memory_instead_of_copying(tmp
     memory.write_modality(_scan(data * 2), fingerprint="n")
     assert not memory.held and "data" in memory.group["modalities/diffraction"]
     np.testing.assert_array_equal(memory.modality("diffraction").data.compute(), values * 2)
+    # and held again, the copy goes
+    memory.write_modality(_scan(data), fingerprint="o")
+    assert "diffraction" in memory.held and "data" not in memory.group["modalities/diffraction"]
 
 
 def test_segment_in_memory_and_on_disk_give_the_same_labels(tmp_path):

@@ -237,11 +237,10 @@ class Study:
         location = _zarr_location(modality.data)
         image = modality.data.ndim == 2
         chunks = _chunks_for(modality.data.shape, target=IMAGE_CHUNK_ELEMENTS if image else 1024)
-        if self.path is None and location is None and _in_memory(modality.data):
+        held = self.path is None and location is None and _in_memory(modality.data)
+        if held:
             self.held[modality.name] = modality.data.rechunk(chunks)
-            if "data" in node:
-                del node["data"]
-        elif location is None:
+        if location is None and not held:
             # Images in bands of whole rows (about 1 MiB of float32): chips are read in row
             # bands, and 1024 px tiles made every band decode two whole tiles (31 bands of a
             # 2048 px image: 276 ms, against 91 ms); and uncompressed: their values compress
@@ -254,7 +253,7 @@ class Study:
             da.to_zarr(data, self.group.store, component=f"{key}/data", overwrite=True,
                        zarr_format=self.group.metadata.zarr_format, **({"compressors": None} if image else {}))
         elif "data" in node:
-            del node["data"]  # a copy from an earlier run of this name
+            del node["data"]  # a copy from an earlier run of this name: read in place or held now
         node.attrs.pop("in_place", None)
         self._finish(node, fingerprint, {
             "kind": modality.kind,
