@@ -13,8 +13,9 @@ from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.knn import FeatureReducer, reduce_features
 from multimodal_seg.metrics import adjusted_rand
-from multimodal_seg.chips.refine import (boundary_chips, community_groups, fine_grid, neighbour_votes, pooled_votes,
-                                         refine_factor, refined_chip_labels, window_labels, window_voters)
+from multimodal_seg.chips.refine import (boundary_chips, community_groups, fine_grid, keep_communities,
+                                         neighbour_votes, pooled_votes, refine_factor, refined_chip_labels,
+                                         window_labels, window_voters)
 from multimodal_seg.pipeline.study import Study
 
 
@@ -149,6 +150,27 @@ def test_refined_labels_stay_among_the_labels_under_each_chip():
     refined = refined_chip_labels(painted, grid, boundary, votes).ravel()
     assert set(refined[boundary]) == {1}
     np.testing.assert_array_equal(refined[~boundary], painted[grid.origins[~boundary, 0], grid.origins[~boundary, 1]])
+
+
+def test_a_region_thinner_than_a_chip_keeps_the_positions_its_chips_paint():
+    # A 3 px particle in a 40 px map of 5 px chips every 2 px: the 2 x 2 chips centred on it are
+    # its community and paint it.  On the fine grid (every pixel) each window over the particle
+    # also holds the matrix; with every fine chip given the matrix, as a tied vote gives it,
+    # the fine grid paints the particle nowhere.
+    coarse, fine = ChipGrid((40, 40), 5, 2), ChipGrid((40, 40), 5, 1)
+    chips = np.zeros(coarse.grid_shape, dtype=np.int32)
+    chips[9:11, 9:11] = 1  # chips starting at 18-20 px
+    painted = coarse.chip_labels_to_pixels(chips)
+    assert (painted == 1).sum() > 0
+    refined = fine.chip_labels_to_pixels(np.zeros(fine.grid_shape, dtype=np.int32))
+    assert not (refined == 1).any()
+    kept = keep_communities(refined, painted)
+    np.testing.assert_array_equal(kept == 1, painted == 1)
+    np.testing.assert_array_equal(kept[painted != 1], refined[painted != 1])
+    # nothing lost: the fine grid's map as it is, boundaries and all
+    moved = refined.copy()
+    moved[:, :3] = 1
+    assert keep_communities(moved, painted) is moved
 
 
 def test_feature_reducer_projects_new_chips_into_the_graph_space():

@@ -196,7 +196,8 @@ def community_table(
 def unpainted_communities(chip_labels: np.ndarray, painted: np.ndarray) -> list[int]:
     """Communities that hold chips of ``chip_labels`` (any shape, ``-1``: none) but no position
     of the map ``painted`` from them (any shape): regions thinner than a chip, which the
-    vote of overlapping chips (refined and placed) paints over."""
+    vote of their own overlapping chips paints over (refinement keeps what the chips paint:
+    :func:`multimodal_seg.chips.refine.keep_communities`), or placed over."""
     chip_labels, painted = np.asarray(chip_labels).ravel(), np.asarray(painted).ravel()
     n = int(chip_labels.max()) + 1 if chip_labels.size else 0
     held = np.bincount(chip_labels[chip_labels >= 0], minlength=n) > 0

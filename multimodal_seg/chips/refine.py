@@ -12,11 +12,14 @@ holds one community vote (:func:`window_voters`).  The fine grid is then painted
 usual.
 
 So refinement moves boundaries, by at most one chip; it never creates or renames a
-community, and chips away from boundaries are not re-encoded.  It can remove one thinner than
-a chip: every fine window over it also holds its neighbour, and the fine grid's chips, painted
-back by majority, outvote it (the Bruker P45 BSE + EDS map's joint partition: a bright particle
-of about 3 x 3 px, 7 chips of 5 px, painted on 11 positions from the chips and on none after
-refinement; the run then warns, :func:`multimodal_seg.analysis.descriptors.unpainted_communities`).
+community, and chips away from boundaries are not re-encoded.  Nor does it remove one: how many
+communities there are is the decision's (:mod:`multimodal_seg.graphs.decide`), made on the
+chips.  A region thinner than a chip could vanish from the fine grid's map: every fine window
+over it also holds its neighbour, and the fine grid's chips, painted back by majority, outvote
+it (the Bruker P45 BSE + EDS map's joint partition: a bright particle of about 3 x 3 px, 7
+chips of 5 px, painted on 11 positions from the chips and on none from the fine grid).  A
+community the fine grid paints nowhere keeps the positions its own chips paint
+(:func:`keep_communities`).
 With several modalities each casts its own normalised vote, weighted by its layer
 weight, so that no modality outvotes the others just because cosine similarities
 are higher in its space; and each spreads its vote evenly over the communities its own
@@ -45,8 +48,9 @@ MIN_VOTE = 1e-3
 
 #: Version of the vote's rules, part of the refine stage's fingerprint: studies refined under
 #: older rules are refined again.  2: voters are the chips whose window holds one community,
-#: and each modality votes only among the communities its own partition tells apart.
-VOTE_RULES = 2
+#: and each modality votes only among the communities its own partition tells apart.  3: a
+#: community the fine grid paints nowhere keeps its chips' painting (:func:`keep_communities`).
+VOTE_RULES = 3
 
 
 #: The factor ``refine="auto"`` stands for: half the stride.  Most of refinement's gain for
@@ -271,3 +275,17 @@ def refined_chip_labels(painted: np.ndarray, grid: ChipGrid, boundary: np.ndarra
     placed = present.any(axis=1)
     labels[np.flatnonzero(boundary)[placed]] = values[best[placed]]
     return labels.reshape(grid.grid_shape)
+
+
+def keep_communities(refined: np.ndarray, painted: np.ndarray) -> np.ndarray:
+    """A map painted from the fine grid, ``refined``, with every community that it shows
+    nowhere but ``painted`` (the same positions painted from the partition's own chips)
+    shows, painted where ``painted`` has it; any shapes, the same for both.
+
+    Refinement places boundaries; the number of communities was decided on the chips, and a
+    fine grid whose windows all straddle a region thinner than a chip would paint the region
+    over (the module's docstring).  Where nothing is lost ``refined`` is returned as it is.
+    """
+    refined, painted = np.asarray(refined), np.asarray(painted)
+    lost = np.setdiff1d(np.unique(painted[painted >= 0]), np.unique(refined))
+    return np.where(np.isin(painted, lost), painted, refined) if lost.size else refined

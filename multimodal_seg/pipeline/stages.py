@@ -40,8 +40,8 @@ from ..analysis.descriptors import (CHIP_STATS, community_crystallinity, communi
 from ..analysis.spectral_lines import feature_intensities
 from ..chips.grid import ChipGrid
 from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
-from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_grid, neighbour_votes, pooled_votes,
-                            refine_factor, refined_chip_labels, window_voters)
+from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_grid, keep_communities,
+                            neighbour_votes, pooled_votes, refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
 from ..chips.texture import Lattice, lattice_features
@@ -543,16 +543,27 @@ def refine(study: Study, *, factor: int | str = "auto", encoders: Mapping[str, E
 def _painted(study: Study, grid: SharedGrid, names: list[str], *,
              step: int = 1) -> tuple[dict[str, np.ndarray], ChipGrid | None]:
     """Each partition painted on the grid's pixels (from its refined labels where refinement
-    ran on its current labels), and the fine grid they were painted from (``None``: the chips').
-    ``step`` > 1: on every ``step``-th pixel only, starting half a step in (the positions
-    placement reads)."""
+    ran on its current labels, keeping every community its chips paint:
+    :func:`~multimodal_seg.chips.refine.keep_communities`), and the fine grid they were
+    painted from (``None``: the chips').  ``step`` > 1: on every ``step``-th pixel only,
+    starting half a step in (the positions placement reads)."""
     fine = _refined_grid(study, grid, names)
     at = {} if step == 1 else dict(zip(("rows", "cols"), (np.arange(step // 2, n, step) for n in grid.grid.shape)))
+    shape = grid.grid.grid_shape
+
+    def from_chips(name: str) -> np.ndarray:
+        return grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{name}").reshape(shape), **at)
+
     if fine is None:
-        shape = grid.grid.grid_shape
-        return {n: grid.grid.chip_labels_to_pixels(study.read_array(f"partitions/{n}").reshape(shape), **at)
-                for n in names}, None
-    return {n: fine.chip_labels_to_pixels(study.read_array(f"refined/{n}"), **at) for n in names}, fine
+        return {n: from_chips(n) for n in names}, None
+    painted = {}
+    for name in names:
+        painted[name] = fine.chip_labels_to_pixels(study.read_array(f"refined/{name}"), **at)
+        # the chips' painting is needed only where the fine grid's lost a community of the chips
+        held = study.read_array(f"partitions/{name}")
+        if np.setdiff1d(np.unique(held[held >= 0]), np.unique(painted[name])).size:
+            painted[name] = keep_communities(painted[name], from_chips(name))
+    return painted, fine
 
 
 def _with_placed(painted: np.ndarray, placed: np.ndarray, step: int) -> np.ndarray:
