@@ -22,6 +22,7 @@ from multimodal_seg.graphs.decide import (
     format_pvalue,
     describe_decision,
     merge_indistinct,
+    merge_untold,
     spaced_chips,
     unimodality_pvalue,
 )
@@ -111,6 +112,38 @@ def test_a_difference_one_modality_sees_keeps_the_pair_apart():
     both = merge_indistinct({"image": image, "eels": spectra}, truth, graph)
     assert alone.labels.max() == 0  # the image alone sees one population
     assert both.labels.max() == 1 and adjusted_rand(both.labels, truth) == 1.0
+
+
+def test_joint_communities_no_modality_tells_apart_are_merged():
+    # Two regions the spectra tell apart and the image does not (as above), and a joint
+    # partition that also cuts each along two modes of the image which the image's own
+    # partition did not keep apart (the `noisy` family's draw 22: a noisy image under an
+    # intensity gradient, whose joint partition split the matrix along the ramp).
+    rng = np.random.default_rng(4)
+    truth = np.repeat([0, 1], 300)
+    high = rng.random(600) < 0.5
+    image = rng.normal(size=(600, 8))
+    image[:, 1] += np.where(high, 3.0, -3.0)
+    spectra = rng.normal(size=(600, 8))
+    spectra[truth == 1, 0] += 4.0
+    joint = 2 * truth + high
+    graph = knn_graph(np.hstack([image, spectra]), k=15, seed=0)
+    features = {"image": image, "eels": spectra}
+    # the dip tests alone keep the image's modes apart
+    assert decide_communities(features, joint, graph).labels.max() == 3
+    # the image's own partition is one community: the halves of each region differ in nothing
+    # either modality shows alone, and only the regions the spectra tell apart stay
+    own = {"image": np.zeros(600, int), "eels": truth}
+    decision = decide_communities(features, joint, graph, own_partitions=own)
+    untold = [m for m in decision.merges if m["reason"] == "no modality's own partition tells them apart"]
+    assert len(untold) == 2 and all(m["p"] is None for m in untold)
+    assert adjusted_rand(decision.labels, truth) == 1.0
+    # where the image's own partition tells its modes apart, the four communities stay: each
+    # pair is told apart by one modality or the other (complementary modalities)
+    told = {"image": high.astype(int), "eels": truth}
+    assert decide_communities(features, joint, graph, own_partitions=told).labels.max() == 3
+    merged, records = merge_untold(joint, told)
+    assert not records and adjusted_rand(merged, joint) == 1.0
 
 
 def test_communities_too_small_to_test_join_their_most_connected_neighbour():

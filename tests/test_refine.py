@@ -12,8 +12,9 @@ import multimodal_seg as mms
 from multimodal_seg.chips.grid import ChipGrid
 from multimodal_seg.errors import ParameterError
 from multimodal_seg.graphs.knn import FeatureReducer, reduce_features
+from multimodal_seg.graphs.labels import community_groups
 from multimodal_seg.metrics import adjusted_rand
-from multimodal_seg.chips.refine import (boundary_chips, community_groups, fine_grid, keep_communities,
+from multimodal_seg.chips.refine import (boundary_chips, fine_grid, keep_communities,
                                          neighbour_votes, pooled_votes, refine_factor, refined_chip_labels,
                                          window_labels, window_voters)
 from multimodal_seg.pipeline.study import Study

@@ -153,7 +153,7 @@ def place_boundary_positions(labels: np.ndarray, features: Mapping[str, np.ndarr
         (one position per chip), on the same positions as ``labels``.
     groups
         ``{modality: (n_communities,)}``: which communities the modality tells apart
-        (:func:`multimodal_seg.chips.refine.community_groups`); communities of one group share
+        (:func:`multimodal_seg.graphs.labels.community_groups`); communities of one group share
         a mean.  Missing: all apart.
     radius
         Positions within this many of another community (square window) may move, to a

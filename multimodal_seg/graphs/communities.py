@@ -359,6 +359,7 @@ def partition_graph(
     feature_weights: Mapping[str, float] | None = None,
     grid_shape: tuple[int, ...] | None = None,
     grid_step: int = 1,
+    own_partitions: Mapping[str, np.ndarray] | None = None,
     consensus_vertices: int = CONSENSUS_VERTICES,
     helper: bool = True,
 ) -> Partition:
@@ -422,6 +423,11 @@ def partition_graph(
         column enter the dip tests (:func:`multimodal_seg.graphs.decide.spaced_chips`); the
         pipeline passes half a chip in grid steps
         (:attr:`multimodal_seg.chips.grid.ChipGrid.half_chip_steps`), 1 at the default stride.
+    own_partitions
+        With ``decide="dip"``, for a joint partition: ``{modality: (n,) labels}``, each
+        modality's own partition of the same chips; a pair of communities is then judged only
+        by the modalities whose own partitions tell it apart, and merged where none does
+        (:func:`multimodal_seg.graphs.decide.merge_indistinct`).
     consensus_vertices
         A Leiden consensus on a graph of more chips than this, with ``features`` given, runs
         on the graph of this many groups of similar chips (:func:`group_chips`,
@@ -480,7 +486,7 @@ def partition_graph(
             decision = None
             if decide is not None:
                 result = decide_communities(features, labels, summed, alpha=alpha, seed=seed, grid_shape=grid_shape,
-                                            grid_step=grid_step, memo=memo)
+                                            grid_step=grid_step, memo=memo, own_partitions=own_partitions)
                 labels, decision = result.labels, result.to_dict()
                 if grid_shape is not None:
                     labels, moved = reassign_boundary_chips(features, labels, grid_shape, weights=feature_weights,

@@ -60,7 +60,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.stats import levene
 
-from .labels import community_weights, n_labels, order_by_size
+from .labels import community_groups, community_weights, n_labels, order_by_size
 
 #: The rules' version, part of every partition's fingerprint, so that a study made by
 #: earlier rules decides again: 1 dip test and rims; 2 also mixtures of two neighbours; 3 the
@@ -68,8 +68,10 @@ from .labels import community_weights, n_labels, order_by_size
 #: boundary (:func:`merge_continuous`); 5 then boundary chips to the nearest adjacent
 #: community mean (:mod:`multimodal_seg.graphs.reassign`, run by ``partition_graph``); 6 the
 #: dip test on the larger community's quantiles and evenly spread chips, not random subsamples;
-#: 7 a consensus keeps the medoid of its runs once each is decided (``partition_graph``).
-RULES_VERSION = 7
+#: 7 a consensus keeps the medoid of its runs once each is decided (``partition_graph``); 9 a
+#: joint partition's communities that no modality's own partition tells apart are merged at
+#: the end (:func:`merge_untold`; 8 was a variant tried and reverted).
+RULES_VERSION = 9
 #: Communities with fewer chips than this cannot be tested; they join their most connected neighbour.
 MIN_TEST_CHIPS = 6
 #: At most this many chips per community enter one test, evenly spread over its chips in
@@ -456,7 +458,8 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
 
 def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, graph: sp.csr_matrix, *,
                        alpha: float = 0.01, seed: int = 0, grid_shape: tuple[int, ...] | None = None,
-                       grid_step: int = 1, memo: Memo | None = None) -> Decision:
+                       grid_step: int = 1, memo: Memo | None = None,
+                       own_partitions: Mapping[str, np.ndarray] | None = None) -> Decision:
     """The number of communities decided from the data: both rules, until neither changes anything.
 
     :func:`merge_indistinct` merges neighbouring communities that are one population; on a
@@ -491,7 +494,9 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
 
     Once neither changes anything, :func:`merge_continuous` merges neighbours whose
     features run on across their boundary (one region cut along a ramp), and the rules
-    run again.
+    run again.  Last, for a joint partition (``own_partitions``: each modality's own
+    partition of the same chips), :func:`merge_untold` merges the communities that no
+    modality's own partition tells apart, and the dip tests run once more on what is left.
 
     Returns
     -------
@@ -524,9 +529,57 @@ def decide_communities(features: Mapping[str, np.ndarray], labels: np.ndarray, g
         again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested, memo=memo)
         merges += continuous + again.merges
         labels, closest = again.labels, again.closest_kept
+    if own_partitions:
+        labels, untold = merge_untold(labels, own_partitions)
+        if untold:  # the pairs left are tested again: which one came closest to merging now
+            again = merge_indistinct(features, labels, graph, alpha=alpha, tested=tested, memo=memo)
+            merges += untold + again.merges
+            labels, closest = again.labels, again.closest_kept
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=result.n_before,
                     grid_step=grid_step if grid_shape is not None else 1,
                     reach=reach if grid_shape is not None else 1, closest_kept=closest)
+
+
+def merge_untold(labels: np.ndarray, own_partitions: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[dict]]:
+    """Merge the communities of a joint partition that no modality's own partition tells apart.
+
+    A joint community and another whose chips fall mostly in the same community of every
+    modality's own partition (:func:`multimodal_seg.graphs.labels.community_groups`) differ
+    in nothing any modality shows alone.  The dip tests of the joint partition can still keep
+    them apart: they look at a split the joint graph made, and a split of one modality's
+    population that its own decision merged can read as two modes once the joint graph has
+    cut it (a noisy image under an intensity gradient, whose matrix the joint partition cut
+    in two along the ramp; docs/design.md).  Complementary modalities are untouched: each
+    pair of regions that only fusion finds is told apart by one modality or the other.
+
+    Parameters
+    ----------
+    labels
+        ``(n_chips,)`` the joint partition's communities.
+    own_partitions
+        ``{modality: (n_chips,) labels}``: each modality's own partition of the same chips.
+
+    Returns
+    -------
+    The labels (ordered by size) and one record per merge, the smaller community into the
+    larger, until every pair is told apart by some modality.
+    """
+    labels = order_by_size(np.asarray(labels))
+    records: list[dict] = []
+    while labels.size:
+        n = n_labels(labels)
+        groups = np.stack([community_groups(labels, own, n) for own in own_partitions.values()], axis=1)
+        _, first, which = np.unique(groups, axis=0, return_index=True, return_inverse=True)
+        which = which.ravel()
+        into = first[which]  # each community's largest look-alike (labels are ordered by size)
+        if np.all(into == np.arange(n)):
+            break
+        for c in np.flatnonzero(into != np.arange(n)):
+            records.append({"communities": [int(into[c]), int(c)],
+                            "sizes": [int((labels == into[c]).sum()), int((labels == c).sum())], "p": None,
+                            "reason": "no modality's own partition tells them apart"})
+        labels = order_by_size(into[labels])
+    return labels, records
 
 
 def neighbour_pairs(grid_shape: tuple[int, ...], step: int = 1) -> np.ndarray:

@@ -60,3 +60,32 @@ def community_weights(graph: sp.spmatrix, labels: np.ndarray) -> np.ndarray:
     form of :func:`aggregate`).
     """
     return aggregate(graph, labels).toarray()
+
+
+def community_groups(labels: np.ndarray, own: np.ndarray, n_communities: int) -> np.ndarray:
+    """Which communities of a (joint) partition one modality tells apart.
+
+    Parameters
+    ----------
+    labels
+        ``(n_chips,)`` the partition's communities.
+    own
+        ``(n_chips,)`` the modality's own partition of the same chips.
+    n_communities
+        How many communities ``labels`` numbers.
+
+    Returns
+    -------
+    ``(n_communities,)`` int: for each community, the modality's own community that holds most
+    of its chips (``-1 - j`` for a community ``j`` without labelled chips, a group of its own).
+    Communities with the same group are ones the modality's own partition does not separate.
+    """
+    labels, own = np.asarray(labels), np.asarray(own)
+    groups = -1 - np.arange(n_communities)
+    keep = (labels >= 0) & (own >= 0)
+    if keep.any():
+        table = np.zeros((n_communities, int(own.max()) + 1), np.int64)
+        np.add.at(table, (labels[keep], own[keep]), 1)
+        seen = table.sum(axis=1) > 0
+        groups[seen] = table[seen].argmax(axis=1)
+    return groups

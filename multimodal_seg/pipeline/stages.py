@@ -40,8 +40,8 @@ from ..analysis.descriptors import (CHIP_STATS, community_crystallinity, communi
 from ..analysis.spectral_lines import feature_intensities
 from ..chips.grid import ChipGrid
 from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
-from ..chips.refine import (VOTE_RULES, boundary_chips, community_groups, fine_grid, keep_communities,
-                            neighbour_votes, pooled_votes, refine_factor, refined_chip_labels, window_voters)
+from ..chips.refine import (VOTE_RULES, boundary_chips, fine_grid, keep_communities, neighbour_votes, pooled_votes,
+                            refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
 from ..chips.sizing import chip_geometry, warn_small_image_chips
 from ..chips.texture import Lattice, lattice_features
@@ -53,6 +53,7 @@ from ..graphs import knn
 from ..graphs.communities import CONSENSUS_RULES, check_layer_weights, check_options, partition_graph, weighted_sum
 from ..graphs.decide import RULES_VERSION
 from ..graphs.fusion import concatenated_features
+from ..graphs.labels import community_groups
 from ..modalities.base import Axis, ModalityData
 from ..modalities.sources import modality_identity, read_modalities
 from ..provenance import fingerprint, run_record
@@ -298,15 +299,18 @@ def graph_features(study: Study, name: str) -> np.ndarray:
 
 def _write_partition(study: Study, key: str, layers: dict[str, Any], options: dict[str, Any], fp: str, *,
                      modalities: list[str], layer_weights: dict[str, float] | None = None,
-                     attrs: dict[str, Any]) -> None:
+                     attrs: dict[str, Any], joint: bool = False) -> None:
     """Partition ``layers`` with the community ``options`` and store the labels under ``key``;
-    the number of communities is decided in the feature spaces of ``modalities``."""
+    the number of communities is decided in the feature spaces of ``modalities`` (for a
+    ``joint`` partition, each judging only what its own partition tells apart)."""
     deciding = options.get("decide") not in (None, "none")
     features = {n: graph_features(study, n) for n in modalities} if deciding else None
+    own = {n: study.read_array(f"partitions/{n}") for n in modalities} if deciding and joint else None
     grid = study.grid().grid
     grid_shape = tuple(grid.grid_shape) if deciding else None
     part = partition_graph(layers, layer_weights=layer_weights, features=features, grid_shape=grid_shape,
-                           grid_step=grid.half_chip_steps, feature_weights=attrs.get("layer_weights"), **options)
+                           grid_step=grid.half_chip_steps, feature_weights=attrs.get("layer_weights"),
+                           own_partitions=own, **options)
     study.write_array(key, part.labels, fingerprint=fp, **part.record(), **attrs)
     part.warn_if_close_call(key, stacklevel=3)
 
@@ -382,9 +386,11 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
         raise ParameterError("fusion uses the options of the graph and community stages, which have not run",
                              fix="run stages.build_graphs and stages.find_communities first",
                              where=str(study.path or "study"))
-    left_out, own = [], []  # own: the modality partitions the choice was made from
+    # the modalities' own partitions: the choice of modalities is made from them, and the
+    # joint partition's decision judges by them
+    own = [_needs(study, f"partitions/{n}", "find_communities") for n in names]
+    left_out = []
     if fusion.skip_structureless:
-        own = [_needs(study, f"partitions/{n}", "find_communities") for n in names]
         structured = [n for n in names if weights[n] > 0 and study.attrs_of(f"partitions/{n}")["n_communities"] > 1]
         left_out = [n for n in names if weights[n] > 0 and n not in structured] if structured else []
         weights = {n: 0.0 if n in left_out else w for n, w in weights.items()}
@@ -409,7 +415,7 @@ def fuse(study: Study, *, method: str = "concat", layer_weights: Mapping[str, fl
     fp = fingerprint("joint-partition", options, _rules(options), fusion.method, weights, upstream, own)
     if not study.is_current(f"partitions/{JOINT}", fp):
         _write_partition(study, f"partitions/{JOINT}", layers, options, fp, modalities=used,
-                         layer_weights=layer_weights_used,
+                         layer_weights=layer_weights_used, joint=True,
                          attrs={"fusion": fusion.method, "layer_weights": weights, "left_out": left_out})
 
 
