@@ -425,9 +425,8 @@ def partition_graph(
         (:attr:`multimodal_seg.chips.grid.ChipGrid.half_chip_steps`), 1 at the default stride.
     own_partitions
         With ``decide="dip"``, for a joint partition: ``{modality: (n,) labels}``, each
-        modality's own partition of the same chips; a pair of communities is then judged only
-        by the modalities whose own partitions tell it apart, and merged where none does
-        (:func:`multimodal_seg.graphs.decide.merge_indistinct`).
+        modality's own partition of the same chips; communities that none of them tells
+        apart are then merged (:func:`multimodal_seg.graphs.decide.merge_untold`).
     consensus_vertices
         A Leiden consensus on a graph of more chips than this, with ``features`` given, runs
         on the graph of this many groups of similar chips (:func:`group_chips`,

@@ -302,7 +302,8 @@ def _write_partition(study: Study, key: str, layers: dict[str, Any], options: di
                      attrs: dict[str, Any], joint: bool = False) -> None:
     """Partition ``layers`` with the community ``options`` and store the labels under ``key``;
     the number of communities is decided in the feature spaces of ``modalities`` (for a
-    ``joint`` partition, each judging only what its own partition tells apart)."""
+    ``joint`` partition, with the communities that no modality's own partition tells apart
+    merged: :func:`multimodal_seg.graphs.decide.merge_untold`)."""
     deciding = options.get("decide") not in (None, "none")
     features = {n: graph_features(study, n) for n in modalities} if deciding else None
     own = {n: study.read_array(f"partitions/{n}") for n in modalities} if deciding and joint else None
