@@ -138,6 +138,8 @@ def test_joint_communities_no_modality_tells_apart_are_merged():
     untold = [m for m in decision.merges if m["reason"] == "no modality's own partition tells them apart"]
     assert len(untold) == 2 and all(m["p"] is None for m in untold)
     assert adjusted_rand(decision.labels, truth) == 1.0
+    # the line for people says which rule merged them, not only the dip test's margin
+    assert describe_decision(decision.to_dict()).endswith("; also merged: 2 told apart by no modality alone")
     # where the image's own partition tells its modes apart, the four communities stay: each
     # pair is told apart by one modality or the other (complementary modalities)
     told = {"image": high.astype(int), "eels": truth}

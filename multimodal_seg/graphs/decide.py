@@ -178,16 +178,32 @@ def decision_margin(decision: dict) -> dict[str, float | None]:
             "closest_kept": kept.get("p")}
 
 
+#: How :func:`describe_decision` counts the merges other than the dip test's, by the start of
+#: their recorded reason.
+MERGE_KINDS = (
+    ("too small to test", "too small to test"),
+    ("continuous across their boundary", "cut along a ramp"),
+    ("mixture of its neighbours", "a mixture of its neighbours"),
+    ("no interior chip", "without an interior chip"),
+    ("no modality's own partition", "told apart by no modality alone"),
+)
+
+
 def describe_decision(decision: dict) -> str:
     """One line for people on a recorded decision (:meth:`Decision.to_dict`): Leiden's count,
-    the test and its margin, e.g. "Leiden found 7; merged by the dip test at alpha 0.01 (last
-    pair merged p = 0.0415, closest pair kept apart p = 0.00468)"."""
+    the test and its margin, and how many merges each other rule made, e.g. "Leiden found 7;
+    merged by the dip test at alpha 0.01 (last pair merged p = 0.0415, closest pair kept apart
+    p = 0.00468); also merged: 1 without an interior chip"."""
     margin = decision_margin(decision)
     line = f"Leiden found {decision['n_before']}; merged by the dip test at alpha {margin['alpha']:g}"
     parts = [f"{label} p {format_pvalue(margin[key], relation=True)}"
              for key, label in (("last_merged", "last pair merged"), ("closest_kept", "closest pair kept apart"))
              if margin[key] is not None]
-    return line + (f" ({', '.join(parts)})" if parts else "")
+    reasons = [m.get("reason", "") for m in decision.get("merges", [])]
+    others = [f"{n} {phrase}" for start, phrase in MERGE_KINDS
+              if (n := sum(reason.startswith(start) for reason in reasons))]
+    return (line + (f" ({', '.join(parts)})" if parts else "")
+            + (f"; also merged: {', '.join(others)}" if others else ""))
 
 
 def format_pvalue(p: float, *, digits: int = 3, relation: bool = False) -> str:
