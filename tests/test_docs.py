@@ -58,13 +58,14 @@ def test_the_examples_are_found_and_some_need_the_readers_files():
 def test_every_example_runs_and_prints_what_it_says(where, code, needs_files, tmp_path, monkeypatch, capsys):
     compiled = compile(code, where, "exec")
     if needs_files:
-        return  # compiled: its names and syntax are checked; the reader's files are not here
+        return  # compiled, so its syntax is checked; the reader's files are not here to run it
     monkeypatch.chdir(tmp_path)
     exec(compiled, {"__name__": "__doc_example__"})
     printed = {}
     for line in capsys.readouterr().out.splitlines():
-        label, _, rest = line.partition(" ")
-        printed.setdefault(label, rest.split()[0] if rest.split() else "")
+        words = line.split()
+        if words:
+            printed.setdefault(words[0], words[1] if len(words) > 1 else "")
     for label, value in stated_values(code).items():
         assert label in printed, f"{where}: nothing printed for {label!r}"
         assert float(printed[label]) == pytest.approx(value, abs=0.01), f"{where}: {label}"

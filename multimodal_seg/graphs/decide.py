@@ -168,25 +168,31 @@ class Memo:
         return self.means[key]
 
 
+#: The start of each rule's recorded merge reason (the records' ``"reason"``), and how
+#: :func:`describe_decision` counts that rule's merges.
+DIP_TEST = "one population (dip test)"
+TOO_SMALL = "too small to test"
+RAMP = "continuous across their boundary"
+MIXTURE = "mixture of its neighbours"
+NO_INTERIOR = "no interior chip"
+UNTOLD = "no modality's own partition tells them apart"
+MERGE_KINDS = (
+    (TOO_SMALL, "too small to test"),
+    (RAMP, "cut along a ramp"),
+    (MIXTURE, "a mixture of its neighbours"),
+    (NO_INTERIOR, "without an interior chip"),
+    (UNTOLD, "told apart by no modality alone"),
+)
+
+
 def decision_margin(decision: dict) -> dict[str, float | None]:
     """The margin of a recorded decision (:meth:`Decision.to_dict`, as provenance keeps it):
     ``{"alpha", "last_merged", "closest_kept"}``, p-values; ``None`` where there is none
     (records written before the closest pair was kept give ``None`` for it)."""
-    merged = [m["p"] for m in decision.get("merges", []) if m.get("reason") == "one population (dip test)"]
+    merged = [m["p"] for m in decision.get("merges", []) if m.get("reason") == DIP_TEST]
     kept = decision.get("closest_kept") or {}
     return {"alpha": decision.get("alpha"), "last_merged": min(merged) if merged else None,
             "closest_kept": kept.get("p")}
-
-
-#: How :func:`describe_decision` counts the merges other than the dip test's, by the start of
-#: their recorded reason.
-MERGE_KINDS = (
-    ("too small to test", "too small to test"),
-    ("continuous across their boundary", "cut along a ramp"),
-    ("mixture of its neighbours", "a mixture of its neighbours"),
-    ("no interior chip", "without an interior chip"),
-    ("no modality's own partition", "told apart by no modality alone"),
-)
 
 
 def describe_decision(decision: dict) -> str:
@@ -467,7 +473,7 @@ def merge_indistinct(features: Mapping[str, np.ndarray], labels: np.ndarray, gra
             closest = {**pair, "p": round(score, 6)}
             break
         merges.append({**pair, "p": None if small else round(score, 6),
-                       "reason": "too small to test" if small else "one population (dip test)"})
+                       "reason": TOO_SMALL if small else DIP_TEST})
         labels = order_by_size(np.where(labels == b, a, labels))
     return Decision(labels=labels, merges=merges, alpha=alpha, n_before=n_before, closest_kept=closest)
 
@@ -593,7 +599,7 @@ def merge_untold(labels: np.ndarray, own_partitions: Mapping[str, np.ndarray]) -
         for c in np.flatnonzero(into != np.arange(n)):
             records.append({"communities": [int(into[c]), int(c)],
                             "sizes": [int((labels == into[c]).sum()), int((labels == c).sum())], "p": None,
-                            "reason": "no modality's own partition tells them apart"})
+                            "reason": UNTOLD})
         labels = order_by_size(into[labels])
     return labels, records
 
@@ -815,7 +821,7 @@ def merge_continuous(features: Mapping[str, np.ndarray], labels: np.ndarray, gri
         bound, share, a, b = best
         records.append({"communities": [a, b], "sizes": [int((labels == a).sum()), int((labels == b).sum())],
                         "p": None, "step_ratio": round(bound, 3), "jump_share": round(share, 3),
-                        "reason": f"continuous across their boundary (features step {bound:.2f} times what "
+                        "reason": f"{RAMP} (features step {bound:.2f} times what "
                                   f"noise straddling a cut does, at most; the jump there is {max(share, 0.0):.0%} of "
                                   "their difference, the rest a slow trend): one region cut along a ramp"})
         labels = order_by_size(np.where(labels == b, a, labels))
@@ -892,7 +898,7 @@ def dissolve_mixtures(features: Mapping[str, np.ndarray] | None, labels: np.ndar
             records.append({"communities": [int(c), mix["a"], mix["b"]],
                             "sizes": [int((labels == k).sum()) for k in (c, mix["a"], mix["b"])], "p": mix["p"],
                             "depth": depth(labels.reshape(grid_shape) == c),
-                            "reason": f"mixture of its neighbours {mix['a']} and {mix['b']} (mean at "
+                            "reason": f"{MIXTURE} {mix['a']} and {mix['b']} (mean at "
                                       f"{mix['t']:.2f} of the way between theirs, {mix['offset']:.2f} off "
                                       "their line; spread along it): each chip joins the nearer"})
             out[labels == c] = np.where(mix["fraction"] < 0.5, mix["a"], mix["b"])
@@ -959,7 +965,7 @@ def dissolve_rims(labels: np.ndarray, graph: sp.csr_matrix, grid_shape: tuple[in
     if not rims or len(rims) == n:
         return labels, []
     records = [{"communities": [int(c)], "sizes": [int((labels == c).sum())], "p": None,
-                "reason": "no interior chip (mixed chips along boundaries): each chip joins the "
+                "reason": f"{NO_INTERIOR} (mixed chips along boundaries): each chip joins the "
                           "community it is most connected to"} for c in rims]
     out = labels.copy()
     pending = np.isin(out, rims)
