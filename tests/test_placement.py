@@ -154,6 +154,15 @@ def test_segment_places_scan_positions_by_their_spectra(redundant):
     assert record["joint"]["modalities"] == ["eels"] and record["joint"]["moved"] > 0
     # the HAADF's own map by its lattice
     assert record["haadf"]["modalities"] == ["haadf"] and record["haadf"]["moved"] > 0
+    # how far a boundary may move: the refined grid's stride (1 position) where an image's
+    # evidence went into the refined map (the joint, the HAADF's own); the chips' stride (2)
+    # where the EELS made the map alone and places it alone, position by position
+    assert record["joint"]["radius"] == record["haadf"]["radius"] == 1 and record["eels"]["radius"] == 2
+    moved = placed.scan_labels["eels"] != painted.scan_labels["eels"]
+    assert not (moved & ~boundary_band(painted.scan_labels["eels"], 2)).any()
+    # a spectrum image alone, on the chips of the multimodal run (alone it gets one-position chips)
+    alone = mms.segment({"eels": redundant.modalities["eels"]}, chip_size=4, stride=2, progress=False)
+    assert alone.provenance["refined"] is not None and alone.provenance["placed"]["eels"]["radius"] == 2
     assert adjusted_rand(placed.scan_labels["haadf"], redundant.truth) > adjusted_rand(
         painted.scan_labels["haadf"], redundant.truth)
     assert painted.provenance["placed"] is None

@@ -49,8 +49,9 @@ from scipy import ndimage
 #: amplitudes), models on at most ``MODEL_POSITIONS`` positions, large grids sampled.  4: the
 #: lattice filters centred on each reflection's own frequency (images filtered in tiles).  5: a
 #: study stores the placed positions' labels only (every ``step``-th position of a large grid),
-#: not the whole painted map.
-RULES = 5
+#: not the whole painted map.  6: a refined partition placed by every modality it was made from,
+#: none an image, may move over the coarse grid's stride (the pipeline's ``placement_radius``).
+RULES = 6
 #: Each community (or group) is modelled on an even sample of at most this many of its positions.
 MODEL_POSITIONS = 10_000
 #: Expectation-maximisation of the map's error rate: stop when it moves less than this.

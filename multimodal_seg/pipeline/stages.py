@@ -646,6 +646,22 @@ def _position_features(study: Study, grid: SharedGrid, name: str, modality: Moda
     return values.reshape(len(at_rows), len(at_cols), -1)
 
 
+def placement_radius(grid: SharedGrid, fine: ChipGrid | None, step: int, *, by_positions: bool) -> int:
+    """How far (in placed positions, at least 1) a boundary may move when placed: the stride of
+    the grid the partition is painted from (``fine``, where refinement ran), divided by ``step``.
+
+    ``by_positions``: every modality the partition was made from places it by its own signal at
+    each position (spectrum images, 4D-STEM; no image).  Such a partition's refined boundary is
+    its own chips' vote, which the same signals read position by position may correct over the
+    coarse grid's stride.  Where an image took part, its evidence (read over a lattice period,
+    or not at all) is in the refined boundary but not in the placement, and the band stays at
+    the refined stride so the placing signals do not override it (docs/design.md, "Placement's
+    band").
+    """
+    painted_from = grid.grid if by_positions or fine is None else fine
+    return max(1, round(painted_from.stride / step))
+
+
 def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str, Encoder] | None = None,
                     progress: bool = True) -> None:
     """Place the scan positions near every partition's boundaries by their own signals:
@@ -660,8 +676,10 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     Each modality's own partition is placed by its own features; the joint one by those of
     every taking modality it was made from, each saying nothing about communities its own
     partition does not tell apart.  Positions within the painted grid's stride of a boundary may
-    move (the refined grid's where refinement ran).  A grid of more than
-    ``MAX_PLACED_EDGE`` positions a side is placed on every ``step``-th position (starting half
+    move: the refined grid's where refinement ran, except for a partition whose every modality
+    places it position by position (no image among them), whose own signals may undo the
+    refinement's chip-level vote over the coarse grid's stride (:func:`placement_radius`).
+    A grid of more than ``MAX_PLACED_EDGE`` positions a side is placed on every ``step``-th position (starting half
     a step in), each standing for its ``step x step`` block.  ``placed/<partition>`` holds the
     labels of the placed positions, ``(rows, cols)`` of the grid's or ``step`` times fewer each
     way (attrs: ``step``); :func:`collect` paints the whole map.  Nothing is written for a
@@ -677,9 +695,10 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     lattices = {n: study.lattice(n) for n, m in modalities.items() if m.kind == "image"}
     taking = {n for n, m in modalities.items()
               if (lattices[n].period is not None if m.kind == "image" else _position_offset(grid, n) is not None)}
-    takers = {}
+    takers, made_from = {}, {}
     for partition, weights in partitions.items():
-        ms = [m for m, w in weights.items() if w > 0 and m in taking]
+        made_from[partition] = [m for m, w in weights.items() if w > 0]
+        ms = [m for m in made_from[partition] if m in taking]
         # an image's lattice is read over a lattice period, a spectrum at each position: where a
         # modality measured position by position takes part it places the boundary more sharply,
         # and the image's blurred evidence would only pull it (docs/design.md)
@@ -691,7 +710,10 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
     step = max(1, -(-max(grid.grid.shape) // MAX_PLACED_EDGE))
     # painted on the placed positions only: the whole map is painted once, when collected
     painted, fine = _painted(study, grid, list(partitions), step=step)
-    radius = max(1, round((fine or grid.grid).stride / step))
+    # placed by every modality it was made from, none an image: its own signals, position by position
+    by_positions = {name: set(ms) == set(made_from[name]) and all(modalities[m].kind != "image" for m in ms)
+                    for name, ms in takers.items()}
+    radius = {name: placement_radius(grid, fine, step, by_positions=by_positions[name]) for name in takers}
     fp = fingerprint("place", {"radius": radius, "step": step, "rules": PLACEMENT_RULES, "takers": takers},
                      {n: _painted_source(study, n, fine) for n in partitions})
     if all(study.is_current(f"placed/{n}", fp) for n in takers):
@@ -703,8 +725,9 @@ def place_positions(study: Study, *, enabled: bool = True, encoders: Mapping[str
         labels = painted[name]
         n_communities = int(labels.max()) + 1
         groups = {m: community_groups(labels.ravel(), painted[m].ravel(), n_communities) for m in ms if m != name}
-        placement = place_boundary_positions(labels, {m: features[m] for m in ms}, groups=groups, radius=radius)
-        study.write_array(f"placed/{name}", placement.labels, fingerprint=fp, modalities=ms, radius=radius,
+        placement = place_boundary_positions(labels, {m: features[m] for m in ms}, groups=groups,
+                                             radius=radius[name])
+        study.write_array(f"placed/{name}", placement.labels, fingerprint=fp, modalities=ms, radius=radius[name],
                           step=step, rules=PLACEMENT_RULES, source=_painted_source(study, name, fine),
                           **placement.record())
 
