@@ -568,3 +568,26 @@ def test_truncated_real_bcf(tmp_path):
     shutil.copyfile(source, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     expect_file_error(path, "truncated")
+
+
+@pytest.mark.realdata
+def test_bcf_cut_inside_its_hypermap_is_refused_before_decoding(tmp_path):
+    """rsciio's compiled Bruker decoder reads past the end of a file cut inside its spectrum
+    data and kills the process (a segmentation fault); the container's declared length is
+    checked first.  Read in a child process, so that a regression fails this test instead of
+    crashing the test run."""
+    import subprocess
+    import sys
+
+    source = real_file(P45)
+    size = source.stat().st_size
+    for cut in (200_000, 300_000, 500_000, size - 1):
+        path = tmp_path / f"cut{cut}.bcf"
+        path.write_bytes(source.read_bytes()[:cut])
+        for reader in ("read_spectrum_image", "read_image"):
+            probe = (f"from multimodal_seg.modalities import {reader}\n"
+                     f"try:\n    {reader}({str(path)!r})\nexcept Exception as exc:\n    print(exc)")
+            done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (cut, reader, done.returncode, done.stderr[-2000:])
+            assert path.name in done.stdout and "truncated" in done.stdout, done.stdout
+            assert f"{cut:,} bytes of the {size:,}" in done.stdout, done.stdout

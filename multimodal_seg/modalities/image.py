@@ -8,6 +8,7 @@ that cannot be segmented: NaN/Inf values or a constant image.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from ..errors import InputError, ParameterError
 from .base import Axis, ModalityData, check_real_values
 from .checks import check_signal, value_summary
-from .reading import DIGITALMICROGRAPH, HYPERSPY, JEOL, PHENOM, RsciioPlugin
+from .reading import BRUKER, DIGITALMICROGRAPH, HYPERSPY, JEOL, PHENOM, RsciioPlugin
 from .reading import axis_from_rsciio, pick_signal, plugin_for, read_signals
 from .reading import signal_data, wrap_array
 
@@ -37,7 +38,7 @@ _ZSPY = RsciioPlugin("rsciio.zspy", "HyperSpy zarr")
 _RASTER = RsciioPlugin("rsciio.image", "raster image", lazy=False)
 # Files of analytical microscopes that hold the survey image beside the spectrum
 # image: the image modality takes the image (first 2-D signal, or signal=).
-_BRUKER = RsciioPlugin("rsciio.bruker", "Bruker BCF", kwargs={"select_type": "image"})
+_BRUKER = dataclasses.replace(BRUKER, kwargs={"select_type": "image"})
 
 _PLUGINS: dict[str, RsciioPlugin] = {
     ".dm3": DIGITALMICROGRAPH,

@@ -13,6 +13,7 @@ keeping, and :func:`axis_from_rsciio` turns rsciio's axis dicts into
 from __future__ import annotations
 
 import importlib
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,18 +40,54 @@ class RsciioPlugin:
         Whether to ask the reader for a lazy (dask) array.
     kwargs
         Extra keywords for the reader.
+    check
+        Called with the path before the reader: raises :class:`InputError` for a file the
+        reader would not fail on cleanly (a native decoder that crashes the process on a
+        truncated file).
     """
 
     module: str
     label: str
     lazy: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
+    check: Callable[[Path], None] | None = None
+
+
+def check_sfs_complete(path: Path) -> None:
+    """Raise :class:`InputError` unless ``path`` is an SFS container (Bruker ``.bcf``) of the
+    length its header declares.
+
+    rsciio decodes a Bruker hypermap with compiled code that reads past the end of a
+    truncated file and crashes the whole process (a segmentation fault, no Python error), so
+    the length is checked first.  The header (AidAim SFS, as rsciio's reader reads it) holds
+    the chunk size (uint32 at 0x128) and the number of chunks (uint32 at 0x148); the chunks
+    follow a 0x118-byte header.
+    """
+    with open(path, "rb") as stream:
+        header = stream.read(0x14C)
+    if len(header) < 0x14C or header[:8] != b"AAMVHFSS":
+        raise InputError(
+            "cannot be read: it is not a Bruker BCF file (no SFS container header at its start)",
+            fix="check the file is complete and really a .bcf exported by Bruker Esprit",
+            where=path,
+        )
+    (chunk_size,) = struct.unpack_from("<I", header, 0x128)
+    (n_chunks,) = struct.unpack_from("<I", header, 0x148)
+    declared, actual = 0x118 + n_chunks * chunk_size, path.stat().st_size
+    if actual < declared:
+        raise InputError(
+            f"is truncated: {actual:,} bytes of the {declared:,} its header declares",
+            fix="copy or download the file again (compare its size with the original's), or "
+            "export it again from Bruker Esprit",
+            where=path,
+        )
 
 
 #: Plugins several readers use unchanged.
 DIGITALMICROGRAPH = RsciioPlugin("rsciio.digitalmicrograph", "Gatan DigitalMicrograph")
 HYPERSPY = RsciioPlugin("rsciio.hspy", "HyperSpy HDF5")
 JEOL = RsciioPlugin("rsciio.jeol", "JEOL Analysis Station")
+BRUKER = RsciioPlugin("rsciio.bruker", "Bruker BCF", check=check_sfs_complete)
 # rsciio's Phenom reader has no lazy mode (lazy=True raises an error).
 PHENOM = RsciioPlugin("rsciio.phenom", "Phenom ELID", lazy=False)
 
@@ -154,6 +191,8 @@ def read_signals(
         A package the reader needs is missing, the reader failed, or it found no
         data.
     """
+    if plugin.check is not None:
+        plugin.check(path)
     try:
         reader = importlib.import_module(plugin.module).file_reader
         signals = reader(str(path), lazy=plugin.lazy, **{**plugin.kwargs, **options})

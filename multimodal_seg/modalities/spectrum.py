@@ -38,17 +38,16 @@ from .checks import bin_sum, check_calibration, check_chunks, check_dimensions
 from .checks import check_factor, check_factor_fits, check_number, check_signal
 from .checks import check_values, scan_chunks, signal_dims, signal_facts, what_is
 from .image import SUPPORTED_IMAGE_EXTENSIONS
-from .reading import DIGITALMICROGRAPH, HYPERSPY, JEOL, PHENOM, RsciioPlugin
+from .reading import BRUKER, DIGITALMICROGRAPH, HYPERSPY, JEOL, PHENOM, RsciioPlugin
 from .reading import axis_from_rsciio, pick_signal, plugin_for, read_signals
 from .reading import signal_data, wrap_array
 
-_BRUKER = RsciioPlugin("rsciio.bruker", "Bruker BCF")
 # Velox: read every stream (select_type=None) so that a file without a spectrum
 # image can be described.  NCEM-flavour .emd files are read by the same plugin.
 _EMD = RsciioPlugin("rsciio.emd", "EMD (Velox or NCEM)")
 
 _PLUGINS: dict[str, RsciioPlugin] = {
-    ".bcf": _BRUKER,
+    ".bcf": BRUKER,
     ".emd": _EMD,
     # JEOL: the .ASW project file lists the views of a sample; rsciio follows its
     # links into the Sample/ folder tree and reads every .img/.map/.pts there.
