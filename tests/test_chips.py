@@ -405,3 +405,42 @@ def test_counts_per_position_reads_a_few_whole_rows_of_a_large_scan():
     estimate = counts_per_position(modality, sample=4096)
     assert abs(estimate - counts.sum(axis=2).mean()) < 0.01 * counts.sum(axis=2).mean()
     assert len(set(read)) <= -(-4096 // cols)  # 21 rows of 300: at most 21 of the 150 chunks
+
+
+@pytest.mark.parametrize(
+    ("value", "units", "expected"),
+    [
+        ("32", "px", 32),
+        ("32 px", "nm", 32),  # "px" is this data's pixel, not pint's CSS pixel (1/96 inch)
+        ("2 nm", "nm", 4),  # pixel size 0.5 nm
+        ("0.004 µm", "nm", 8),
+    ],
+)
+def test_chip_lengths_in_pixels(value, units, expected):
+    from multimodal_seg.chips.sizing import length_in_pixels
+    from multimodal_seg.modalities.base import Axis
+
+    axis = Axis("x", 256, scale=0.5 if units == "nm" else 1.0, units=units)
+    assert length_in_pixels(value, axis, "chip_size") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "units", "needle"),
+    [
+        ("-8", "px", "not positive"),
+        ("-2 nm", "nm", "not positive"),
+        ("1 cm", "px", "no length calibration"),  # pint would have made it 38 CSS pixels
+        ("0.2 nm", "nm", "below one pixel"),
+        ("2 eV", "nm", "cannot be converted"),
+        ("two", "px", "not a length"),
+    ],
+)
+def test_chip_lengths_that_are_not_sizes_are_refused(value, units, needle):
+    from multimodal_seg.chips.sizing import length_in_pixels
+    from multimodal_seg.modalities.base import Axis
+
+    axis = Axis("x", 256, scale=0.5 if units == "nm" else 1.0, units=units)
+    with pytest.raises(ParameterError, match=needle) as caught:
+        length_in_pixels(value, axis, "chip_size")
+    text = str(caught.value)
+    assert text.count("chip_size") == 2 and "fix:" in text  # where, and the fix; not repeated

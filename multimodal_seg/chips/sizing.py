@@ -63,12 +63,15 @@ MIN_TEXTURE_CHIP = 16
 
 
 def length_in_pixels(value: int | str, axis: Axis, what: str) -> int:
-    """A length given in pixels (int) or with units (``"2 nm"``) as whole pixels of ``axis``.
+    """A length given in pixels (int, ``"32"``, ``"32 px"``) or with units (``"2 nm"``) as
+    whole pixels of ``axis``.
 
     Raises
     ------
     ParameterError
-        The units cannot be converted to the axis' units, or the length is under a pixel.
+        The length is not positive, has units but ``axis`` is uncalibrated (``"px"``: pint
+        would read ``px`` as a CSS pixel, 1/96 inch), the units cannot be converted to the
+        axis' units, or the length is under a pixel.
     """
     if isinstance(value, int):
         return value
@@ -80,16 +83,34 @@ def length_in_pixels(value: int | str, axis: Axis, what: str) -> int:
     ureg = pint.UnitRegistry()
     try:
         quantity = ureg.Quantity(text)
-        pixels = quantity.to(axis.units).magnitude / axis.scale
     except Exception as exc:  # pint raises several error types
+        raise ParameterError(f"{text!r} is not a length: {exc}",
+                             fix=f"give {what} in pixels (32) or as a number with units ('2 nm')",
+                             where=what) from None
+    in_pixels = quantity.dimensionless or str(quantity.units) in ("pixel", "css_pixel")
+    if quantity.magnitude <= 0:
+        raise ParameterError(f"{text!r} is not positive", fix=f"give a {what} of at least one pixel", where=what)
+    if in_pixels:
+        pixels = float(quantity.magnitude)
+    elif axis.units == "px":
         raise ParameterError(
-            f"{what} {text!r} cannot be converted to pixels of this image "
-            f"(pixel size {axis.scale:g} {axis.units}): {exc}",
-            fix=f"give {what} in pixels (an integer) or in units convertible to {axis.units!r}",
+            f"{text!r} is a length, but this data has no length calibration (its pixel size is unknown)",
+            fix=f"give {what} in pixels, or calibrate the data's axes (e.g. in HyperSpy: "
+            "s.axes_manager[0].scale and .units) before segmenting",
             where=what,
-        ) from None
+        )
+    else:
+        try:
+            pixels = quantity.to(axis.units).magnitude / axis.scale
+        except Exception as exc:  # pint raises several error types
+            raise ParameterError(
+                f"{text!r} cannot be converted to pixels of this data (pixel size {axis.scale:g} "
+                f"{axis.units}): {exc}",
+                fix=f"give {what} in pixels (an integer) or in units convertible to {axis.units!r}",
+                where=what,
+            ) from None
     if pixels < 1:
-        raise ParameterError(f"{what} {text!r} is below one pixel ({axis.scale:g} {axis.units})",
+        raise ParameterError(f"{text!r} is below one pixel ({axis.scale:g} {axis.units})",
                              fix=f"use a {what} of at least one pixel", where=what)
     return int(round(pixels))
 
