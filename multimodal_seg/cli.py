@@ -25,6 +25,22 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"multimodal_seg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit (`mmseg info`: every package's)."),
+) -> None:
+    """Options of ``mmseg`` itself (its help text is the app's)."""
+
+
 def _number(value: str | None) -> int | str | None:
     """A command-line value as an int where it is a whole number (``"32"``), else as given
     (``"2 nm"``, ``"auto"``, a signal's title)."""

@@ -208,8 +208,12 @@ def _key_values(pairs: list[tuple[str, Any]]) -> str:
 
 def _settings(provenance: Mapping[str, Any]) -> str:
     pairs = _flatten(provenance.get("config", {}))
-    pairs += [("seed", provenance.get("seed")), ("encoder choice", provenance.get("encoder_choice")),
-              ("fusion", provenance.get("fusion"))]
+    # the run's own record of these, where the config does not already show the same value
+    shown = dict(pairs)
+    pairs += [(key, value) for key, value in (("seed", provenance.get("seed")),
+                                              ("encoder choice", provenance.get("encoder_choice")),
+                                              ("fusion", provenance.get("fusion")))
+              if key not in shown or shown[key] != value]
     pairs += _flatten(provenance.get("encoders", {}), "encoders.")
     return _key_values(pairs)
 

@@ -159,6 +159,25 @@ def test_info_lists_encoders_and_weights():
     assert "micronet" in result.output and "not found" in result.output
 
 
+def test_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"multimodal_seg {version('multimodal-seg')}"
+
+
+def test_lengths_that_are_not_chip_sizes_fail_cleanly(tmp_path):
+    src = _png(tmp_path / "haadf.png", haadf_phantom((64, 64), seed=1).image)
+    for option, value, needle in (("--chip-size", "-8", "not positive"), ("--stride", "-4", "not positive"),
+                                  ("--chip-size", "1 cm", "no length calibration")):
+        out = tmp_path / f"out{option}{value}"
+        result = runner.invoke(app, ["segment", str(src), "--out", str(out), option, value])
+        assert result.exit_code == 2, result.output
+        assert needle in result.output and "fix:" in result.output and "Traceback" not in result.output
+        assert not out.exists()
+
+
 def test_multimodal_bad_inputs_fail_cleanly(tmp_path):
     import hyperspy.api as hs
 

@@ -78,6 +78,10 @@ def test_report_is_written_with_every_section_and_no_outside_reference(runs, run
     assert f"{runs[0].upper()}{runs[1:]}." in page
     # where the run's time went, step by step, in the provenance section
     assert "seconds.embed" in page and "seconds.place" in page
+    # each setting once (the seed is the config's and the run's record: one row)
+    section = page.split('<section id="settings">', 1)[1].split("</section>", 1)[0]
+    keys = re.findall(r'<tr><td class="key">([^<]+)</td>', section)
+    assert "seed" in keys and len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
 
 
 def test_multimodal_report_shows_consistency_signals_and_warnings(runs):
