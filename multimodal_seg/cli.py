@@ -78,9 +78,13 @@ def _decision_line(seg) -> str | None:
     return "; ".join(line for line in lines if line) or None
 
 
-def _sources(path: Path | None, modality: list[str] | None):
-    """The single image, or ``{name: file}`` from repeated ``--modality NAME=FILE``."""
+def _sources(path: Path | None, modality: list[str] | None, read: list[str] | None = None,
+             signal: str | None = None):
+    """What ``segment()`` reads: the single image, or ``{name: file}`` from repeated
+    ``--modality NAME=FILE``; with ``(file, {reader options})`` where ``--read`` (and, for the
+    single image, ``--signal``) gives some."""
     from .errors import ParameterError
+    from .pipeline.segment import SINGLE_IMAGE
 
     if modality and path is not None:
         raise ParameterError("give either one image PATH or --modality options, not both",
@@ -89,7 +93,14 @@ def _sources(path: Path | None, modality: list[str] | None):
         if path is None:
             raise ParameterError("no input given", fix="give an image PATH or --modality NAME=FILE",
                                  where="PATH")
-        return path
+        options = _reader_options(read, [SINGLE_IMAGE]).get(SINGLE_IMAGE, {})
+        if signal is not None:
+            options["signal"] = _number(signal)
+        return {SINGLE_IMAGE: (path, options)} if options else path
+    if signal is not None:
+        raise ParameterError("--signal picks the signal of one image PATH; with --modality each file takes "
+                             "its own", fix="write --read NAME.signal=VALUE (index or title), e.g. "
+                             "--read eds.signal=3", where="--signal")
     sources = {}
     for item in modality:
         name, sep, file = item.partition("=")
@@ -97,12 +108,43 @@ def _sources(path: Path | None, modality: list[str] | None):
             raise ParameterError(f"--modality {item!r} is not NAME=FILE",
                                  fix="write e.g. --modality eels=si.dm4", where="--modality")
         sources[name] = Path(file)
+    labels = {label.split(":", 1)[0]: label for label in sources}
+    for name, options in _reader_options(read, list(labels)).items():
+        sources[labels[name]] = (sources[labels[name]], options)
     return sources
+
+
+def _reader_options(read: list[str] | None, names: list[str]) -> dict[str, dict]:
+    """``{modality: {option: value}}`` from repeated ``--read NAME.OPTION=VALUE`` (with one
+    modality, ``OPTION=VALUE`` will do); values are read as YAML (``3``, ``0.5``, ``[1.2, 9]``,
+    ``HAADF``)."""
+    import yaml
+
+    from .errors import ParameterError
+
+    options: dict[str, dict] = {}
+    for item in read or []:
+        key, sep, text = item.partition("=")
+        name, _, option = key.rpartition(".")
+        name = name or (names[0] if len(names) == 1 else "")
+        if not sep or not option or name not in names:
+            raise ParameterError(
+                f"--read {item!r} is not NAME.OPTION=VALUE for a modality of this run ({', '.join(names)})",
+                fix=f"write e.g. --read {names[0]}.signal=3 or --read {names[0]}.bin_scan=2 (the reader's "
+                    "options: see the user guide, 'Reading your files')", where="--read")
+        try:
+            options.setdefault(name, {})[option] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ParameterError(f"--read {item!r}: the value is not readable ({exc.problem})",
+                                 fix="quote a title with spaces, write lists as [1.2, 9]", where="--read") from None
+    return options
 
 
 @app.command()
 def segment(
-    path: Optional[Path] = typer.Argument(None, help="Image file: dm3, dm4, emd, mrc, tif, hspy, png, jpg ..."),
+    path: Optional[Path] = typer.Argument(
+        None, help="Image file: dm3, dm4, emd, mrc, tif, hspy, png, jpg, bcf, elid ... (spectrum images and "
+                   "4D-STEM: --modality)"),
     modality: Optional[list[str]] = typer.Option(
         None, "--modality", "-m",
         help="NAME=FILE, repeatable: several modalities of one specimen (e.g. haadf=a.dm4 "
@@ -137,14 +179,20 @@ def segment(
     alpha: Optional[float] = typer.Option(None, help="Significance level of that test [default: 0.01]."),
     seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps [default: auto]."),
-    signal: Optional[str] = typer.Option(None, help="Which image of a multi-signal file (index or title)."),
+    signal: Optional[str] = typer.Option(None, help="Which image of a multi-signal file PATH (index or title); "
+                                         "with --modality: --read NAME.signal=..."),
+    read: Optional[list[str]] = typer.Option(
+        None, "--read", "-r",
+        help="NAME.OPTION=VALUE, repeatable: an option of a modality's reader, e.g. eds.signal=3, "
+             "eds.bin_channels=32, eds.bin_scan=4, haadf.pixel_size=0.5 (OPTION=VALUE for one PATH)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
 ) -> None:
-    """Segment one image into communities of similar chips and write figures, CSV and labels."""
+    """Segment one specimen (an image PATH, or modalities of any kind with --modality) into
+    communities of similar chips and write figures, CSV, labels and a report."""
     from .pipeline.segment import segment as run_segment
 
     try:
-        source = _sources(path, modality)
+        source = _sources(path, modality, read, signal)
     except MMSegError as exc:
         _fail(exc)
     stem = path.stem if path is not None else "multimodal"
@@ -155,7 +203,7 @@ def segment(
             refine=_number(refine), place_positions=place_positions,
             encoder=encoder, weights=weights, allow_download=download_weights or None, k=k,
             resolution=resolution, method=method, merge=merge, consensus=consensus, decide=decide, alpha=alpha, seed=seed,
-            device=device, signal=_number(signal), progress=not quiet,
+            device=device, progress=not quiet,
         )
     except MMSegError as exc:
         _fail(exc)

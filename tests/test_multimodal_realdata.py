@@ -147,3 +147,45 @@ def test_survey_image_and_spectrum_image_from_one_bruker_file():
     groups = np.stack([community_groups(seg.chip_labels.ravel(), own.ravel(), n)
                        for own in seg.modality_labels.values()], axis=1)
     assert len(np.unique(groups, axis=0)) == n
+
+
+def test_cli_reads_one_map_of_a_phenom_file_and_records_which(tmp_path):
+    """``--read NAME.OPTION=VALUE`` gives a modality's reader its options on the command line;
+    the run records which signal of the file it read, and the file by its absolute path."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from multimodal_seg.cli import app
+
+    path = shared_file("multimodal/phenom_AlCu_SEM_EDS/Elid2Version4.elid")
+    runner = CliRunner()
+    out = tmp_path / "map3"
+    done = runner.invoke(app, ["segment", "-m", f"eds={path}", "--read", "eds.signal=Map 3", "--read",
+                               "eds.bin_channels=2", "--out", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["reader_options"]["eds"] == {"signal": "Map 3", "bin_channels": 2}
+    assert record["signals"]["eds"]["title"] == "Image 1, Map 3"
+    assert record["signals"]["eds"]["of"] > 1  # the file holds several maps and images
+    assert record["sources"]["eds"] == str(path.resolve())
+    # the same map by its index gives the same labels
+    again = tmp_path / "by-index"
+    index = record["signals"]["eds"]["index"]
+    done = runner.invoke(app, ["segment", "-m", f"eds={path}", "-r", f"eds.signal={index}", "-r",
+                               "eds.bin_channels=2", "--out", str(again), "-q"])
+    assert done.exit_code == 0, done.output
+    import zarr
+
+    def labels(folder):
+        return zarr.open_group(str(folder / "labels.zarr"), mode="r")["chip_labels"][...]
+
+    assert np.array_equal(labels(out), labels(again))
+    # what a user gets wrong is refused before anything is read or written
+    for args, needle in ((["-r", "eds.bin_chanels=2"], "did you mean 'bin_channels'"),
+                         (["-r", "haadf.signal=1"], "not NAME.OPTION=VALUE for a modality of this run (eds)"),
+                         (["--signal", "1"], "--read NAME.signal=VALUE")):
+        bad = tmp_path / "bad"
+        done = runner.invoke(app, ["segment", "-m", f"eds={path}", *args, "--out", str(bad), "-q"])
+        assert done.exit_code == 2 and needle in " ".join(done.output.split()), done.output
+        assert not bad.exists()

@@ -156,13 +156,49 @@ def read_modalities(sources: Mapping[str, Any]) -> dict[str, ModalityData]:
                     fix=f"write {{{label!r}: (path, {{'option': value}})}}", where=label)
             source, options = source[0], dict(source[1])
         check_file_kind(source, name, kind)
-        modality = get_reader(kind)(source, name=name, **options)
+        reader = get_reader(kind)
+        check_reader_options(reader, options, label)
+        modality = reader(source, name=name, **options)
         if modality.kind != kind:
             raise InputError(f"read as {modality.kind}, expected {kind}",
                              fix=f"check the file given for {label!r}", where=str(source))
         modality.metadata["reader_options"] = _jsonable_options(options)
         out[name] = modality
     return out
+
+
+def check_reader_options(reader: Any, options: Mapping[str, Any], label: str) -> None:
+    """Raise :class:`ParameterError` for an option ``reader`` does not take (a reader with
+    ``**kwargs`` takes any), naming the closest it does take."""
+    import difflib
+    import inspect
+
+    parameters = inspect.signature(reader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "name"]
+    for option in options:
+        if option not in known:
+            close = difflib.get_close_matches(option, known, n=1)
+            raise ParameterError(
+                f"the {label!r} reader takes no option {option!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else ""),
+                fix=f"use one of: {', '.join(known)}", where=label)
+
+
+def source_record(modality: ModalityData) -> dict[str, Any]:
+    """What a run records of where a modality came from: ``path`` (absolute, for a file; the
+    source's own description, e.g. ``"<array>"``, otherwise), ``reader_options``, and for a
+    file, the ``signal`` read: its ``title``, ``index`` among the file's signals and how many
+    the file holds (``of``)."""
+    path = Path(modality.source)
+    is_file = bool(modality.source) and not modality.source.startswith("<") and path.exists()
+    record: dict[str, Any] = {"path": str(path.resolve()) if is_file else modality.source,
+                              "reader_options": modality.metadata.get("reader_options", {})}
+    if "signal_index" in modality.metadata:
+        record["signal"] = {"title": modality.metadata.get("title"), "index": modality.metadata["signal_index"],
+                            "of": len(modality.metadata.get("signals_in_file", []))}
+    return record
 
 
 def _jsonable_options(options: Mapping[str, Any]) -> dict[str, Any]:

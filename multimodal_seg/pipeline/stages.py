@@ -55,7 +55,7 @@ from ..graphs.decide import RULES_VERSION
 from ..graphs.fusion import concatenated_features
 from ..graphs.labels import community_groups
 from ..modalities.base import Axis, ModalityData
-from ..modalities.sources import modality_identity, read_modalities
+from ..modalities.sources import modality_identity, read_modalities, source_record
 from ..provenance import fingerprint, run_record
 from ..result import Segmentation
 from .embedding import (BATCH_CHIPS, FIT_RULES, chip_batch, chip_nbytes, embed_positions, encode_chips, fit_encoder,
@@ -121,9 +121,7 @@ def add_modalities(study: Study, sources: Mapping[str, Any], *,
         if lattices is not None and name in lattices:
             study.lattices[name] = (fp, lattices[name])
     study.set_modality_names(list(modalities))
-    study.record_stage("modalities", {"sources": {n: m.source for n, m in modalities.items()},
-                                      "reader_options": {n: m.metadata.get("reader_options", {})
-                                                         for n, m in modalities.items()}})
+    study.record_stage("modalities", {"sources": {n: source_record(m) for n, m in modalities.items()}})
     return list(modalities)
 
 
@@ -858,8 +856,10 @@ def collect(study: Study, *, out: str | Path | None = None) -> Segmentation:
     embed_params = study.stage_params["embed"]
     provenance = run_record(config.model_dump(), extra={
         "seed": seed,
-        "sources": {n: m.source for n, m in modalities.items()},
+        "sources": {n: source_record(m)["path"] for n, m in modalities.items()},
         "reader_options": {n: m.metadata.get("reader_options", {}) for n, m in modalities.items()},
+        "signals": {n: record["signal"] for n, m in modalities.items()
+                    if "signal" in (record := source_record(m))},
         "encoders": {n: study.attrs_of(f"embeddings/{n}")["encoder"] for n in names},
         "encoder_choice": "; ".join(embed_params["choice"][n] for n in names),
         "grid": grid.to_dict(),
