@@ -461,7 +461,15 @@ def test_constant_image(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     path = tmp_path / "flat.tif"
     tifffile.imwrite(path, np.full((32, 32), 7, dtype=np.uint8))
-    expect_file_error(path, "constant", "nothing to segment")
+    expect_file_error(path, "constant", "nothing to segment", "detector off")
+
+
+@pytest.mark.realdata
+def test_constant_image_of_a_file_of_several_signals_lists_the_others():
+    """The first image of this Phenom file is blank; the fix lists the file's signals and
+    says how to read its maps."""
+    path = real_file("multimodal/phenom_AlCu_SEM_EDS/Elid2Version4.elid")
+    expect_file_error(path, "constant", "--signal", "3: Image 1, Map 3 [16x16x2048]", "--modality eds=FILE")
 
 
 def test_empty_and_complex_arrays():

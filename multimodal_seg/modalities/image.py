@@ -144,7 +144,7 @@ def read_image(
     grey, meta["rgb_folded"] = _to_grey(raw, where)
     _check_is_image(grey, where, meta)
     data = grey.astype(np.float32).rechunk(_chunk_shape(grey.shape, chunks))
-    _check_values(data, where)
+    _check_values(data, where, meta)
 
     if pixel_size is not None:
         axes = [
@@ -302,7 +302,18 @@ def _dimension_hint(ndim: int, meta: dict[str, Any]) -> str:
     return "or index one 2-D image out of the array"
 
 
-def _check_values(data: da.Array, where: str) -> None:
+def _other_signals(meta: dict[str, Any]) -> str | None:
+    """For a file of several signals, a fix that lists them; ``None`` otherwise."""
+    listed = meta.get("signals_in_file", [])
+    if len(listed) < 2:
+        return None
+    return (f"this is signal {meta.get('signal_index', 0)} ({meta.get('title')!r}) of the file's {len(listed)}: "
+            f"pick another with signal= / --signal (index or title): "
+            + "; ".join(f"{i}: {text}" for i, text in enumerate(listed))
+            + ". A spectrum image among them is read as one: --modality eds=FILE (or eels=)")
+
+
+def _check_values(data: da.Array, where: str, meta: dict[str, Any]) -> None:
     """Reject NaN/Inf and constant images, in one pass over the data."""
     lo, hi, n_bad = value_summary(data, where, what="pixel data")
     if n_bad:
@@ -316,8 +327,7 @@ def _check_values(data: da.Array, where: str) -> None:
     if lo == hi:
         raise InputError(
             f"the image is constant (every pixel is {float(lo):g}): nothing to segment",
-            fix="check the acquisition (detector off, blank frame?) "
-            "or pass another image",
+            fix=_other_signals(meta) or "check the acquisition (detector off, blank frame?) or pass another image",
             where=where,
         )
 
