@@ -39,6 +39,14 @@ def _options(
                                  help="Print the version and exit (`mmseg info`: every package's)."),
 ) -> None:
     """Options of ``mmseg`` itself (its help text is the app's)."""
+    import warnings
+
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as a user reads it: ``warning: ...`` (no source file and line of the code)."""
+    console.print(f"[yellow]warning:[/] {message}", highlight=False, markup=True, soft_wrap=True)
 
 
 def _number(value: str | None) -> int | str | None:

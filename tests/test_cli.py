@@ -178,6 +178,15 @@ def test_lengths_that_are_not_chip_sizes_fail_cleanly(tmp_path):
         assert not out.exists()
 
 
+def test_warnings_are_shown_as_a_user_reads_them(tmp_path):
+    src = _png(tmp_path / "haadf.png", haadf_phantom((64, 64), seed=1).image)
+    result = runner.invoke(app, ["segment", str(src), "--out", str(tmp_path / "out"), "--chip-size", "8", "-q"])
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert "warning: image modality 'image'" in shown and "too few for texture" in shown
+    assert "UserWarning" not in shown and ".py:" not in shown  # no category, no source file and line
+
+
 def test_multimodal_bad_inputs_fail_cleanly(tmp_path):
     import hyperspy.api as hs
 

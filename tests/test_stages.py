@@ -254,9 +254,22 @@ def test_the_runs_warnings_are_recorded_and_still_raised(specimen, tmp_path):
                    for a, n in zip(coarse.axes, coarse.data.shape)]
     with pytest.warns(UserWarning, match="too few for texture"):
         seg = mms.segment(modalities, out=tmp_path / "run", progress=False)
-    assert any("too few for texture" in w for w in seg.provenance["warnings"])
+    assert any("too few for texture" in w and "blur the joint one" in w for w in seg.provenance["warnings"])
     saved = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert saved["warnings"] == seg.provenance["warnings"]
+
+
+def test_an_image_alone_with_tiny_chips_is_not_told_of_a_joint_partition():
+    from multimodal_seg.chips.shared import shared_grid
+    from multimodal_seg.chips.sizing import warn_small_image_chips
+    from multimodal_seg.modalities import read_image
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
+
+    image = read_image(haadf_phantom((64, 64), seed=0).image, name="haadf")
+    with pytest.warns(UserWarning, match="too few for texture") as caught:
+        warn_small_image_chips({"haadf": image}, shared_grid({"haadf": image}, chip_size=8, stride=4, warn=False))
+    message = str(caught[0].message)
+    assert "joint" not in message and "scan" not in message and "larger chips" in message
 
 
 def test_an_encoder_that_learns_sees_every_chip_or_every_position_once():

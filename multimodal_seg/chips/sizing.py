@@ -214,10 +214,13 @@ def warn_small_image_chips(modalities: Mapping[str, ModalityData], grid: SharedG
     for name, modality in modalities.items():
         size = grid.per_modality[name].size
         if modality.kind == "image" and size < MIN_TEXTURE_CHIP:
+            if len(modalities) > 1:
+                harm = ("and it can blur the joint one (on a real SEM-EDS map: 2 joint communities where "
+                        "the EDS alone kept 6). Use an image with finer pixels than the scan, larger chips "
+                        "(chip_size), or leave it out.")
+            else:
+                harm = f"Use larger chips (chip_size, at least {MIN_TEXTURE_CHIP} px) or an image with more pixels."
             warnings.warn(
                 f"image modality {name!r} ({modality.source}) gets chips of {size} px, too few for "
                 "texture: its features are little more than each chip's mean intensity, its partition "
-                "will be mostly noise, and it can blur the joint one (on a real SEM-EDS map: 2 joint "
-                "communities where the EDS alone kept 6). "
-                "Use an image with finer pixels than the scan, larger chips (chip_size), or leave "
-                "it out.", UserWarning, stacklevel=3)
+                f"will be mostly noise{',' if len(modalities) > 1 else '.'} {harm}", UserWarning, stacklevel=3)
