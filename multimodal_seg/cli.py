@@ -60,6 +60,18 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _interrupted(out: Path) -> None:
+    """Ctrl-C: say what is kept and how to go on, exit 130 (the shell's code for SIGINT)."""
+    import warnings
+
+    # zarr's asynchronous writes cut short are reported as never-awaited coroutines when the
+    # interpreter exits: nothing a user can act on, and nothing is lost (unfinished arrays
+    # are never marked current, so they are computed again on resuming)
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    console.print(f"interrupted: finished steps are kept in {out}/; run the same command again to resume")
+    raise typer.Exit(code=130)
+
+
 def _communities_table(seg) -> Table:
     table = Table(title=f"{communities_phrase(seg.n_communities)} (modularity {seg.modularity:.3f})")
     for column in ("community", "chips", "area %", "mean intensity", "crystallinity"):
@@ -215,6 +227,8 @@ def segment(
         )
     except MMSegError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(out)
     if not quiet:
         Console().print(_communities_table(seg))
         console.print(f"encoder: {seg.provenance['encoder_choice']}")
@@ -251,6 +265,8 @@ def batch(
         result = run_batch(inputs, out=out, config=config, progress=not quiet)
     except MMSegError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(out)
     if result.skipped_files:
         console.print(f"left out (not images): {', '.join(p.name for p in result.skipped_files)}")
     if not quiet:
@@ -359,6 +375,8 @@ def series(
             **_frame_options(options))
     except MMSegError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(out)
     if not quiet:
         table = Table(title=f"{len(result.reports)} frames, {communities_phrase(result.n_communities)}")
         for column in ("frame", result.axis.label, "communities", "disordered area %", "first point of interest"):
@@ -412,8 +430,7 @@ def watch(
     except MMSegError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        console.print("stopped; run the same command again to resume")
-        raise typer.Exit(code=130)
+        _interrupted(out)
     console.print(f"{live.n_frames} frames in {out}/ ({len(live.skipped)} skipped)")
 
 

@@ -355,6 +355,37 @@ def test_killed_batch_resumes_where_it_stopped(tmp_path):
     assert stamps(out / name / "study.zarr", kept) == kept
 
 
+@pytest.mark.slow
+def test_interrupted_batch_says_what_is_kept_and_how_to_go_on(tmp_path):
+    """Ctrl-C (SIGINT) part way: exit status 130, one line that says the finished steps are
+    kept and the same command resumes, no traceback or interpreter noise; the resumed batch
+    finishes every specimen."""
+    import signal
+    import subprocess
+    import sys
+
+    write_images(tmp_path / "images", n=3, size=384)
+    config = tmp_path / "quick.yaml"
+    config.write_text("encoder: {name: fourier}\ncommunities: {consensus: 2}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "multimodal_seg.cli", "batch", str(tmp_path / "images"), "--out", str(out),
+               "-c", str(config), "-q"]
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_kill_point(out, ["img0", "img1", "img2"])
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    said = " ".join((stdout + stderr).split())
+    assert process.returncode == 130, said
+    assert f"interrupted: finished steps are kept in {out}/; run the same command again to resume" in said
+    assert "Traceback" not in said and "never awaited" not in said, said
+    result = run_batch([tmp_path / "images"], out=out, config=config, progress=False)
+    assert result.ok and {r["name"] for r in result.records} == {"img0", "img1", "img2"}
+
+
 def test_the_scale_guides_batch_example_runs(tmp_path, monkeypatch):
     """docs/scale.md shows a batch from Python; the example must run as written."""
     import re
