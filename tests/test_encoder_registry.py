@@ -235,3 +235,23 @@ def test_auto_with_user_weights_uses_resnet(tmp_path):
     weights = tmp_path / "mine.pth"
     name, options, _ = resolve_auto(weights=weights)
     assert name == "resnet50" and options == {"weights": weights}
+
+
+def test_run_device_and_batch_reach_every_torch_encoder_and_are_never_ignored():
+    """``device`` and ``batch_size`` reach a spectrum modality's torch encoder, not only the
+    image's; a device asked for where no encoder uses torch is refused, not dropped."""
+    from multimodal_seg.config import EncoderConfig
+    from multimodal_seg.encoders.choice import choose_encoders
+    from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+    phantom = multimodal_phantom((16, 16), seed=0, pattern_size=16)
+    modalities = {name: m for name, m in phantom.modalities().items() if name in ("haadf", "eels")}
+    chosen = choose_encoders(EncoderConfig(name="fourier", device="cpu", batch_size=16,
+                                           options={"eels": {"weights": "random"}}),
+                             modalities, {"eels": "spectrum-cnn"})
+    eels = chosen["eels"][0]
+    assert eels.device.type == "cpu" and eels.batch_size == 16
+    with pytest.raises(ParameterError, match="device 'cuda' is for torch encoders, but none here uses one "
+                                             r"\(fourier for haadf, spectrum-pca for eels\)"):
+        choose_encoders(EncoderConfig(name="fourier", device="cuda"), modalities)
+    assert choose_encoders(EncoderConfig(name="fourier"), modalities)  # device "auto": nothing asked

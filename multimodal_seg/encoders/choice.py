@@ -48,16 +48,20 @@ def image_encoder(config: EncoderConfig) -> tuple[Encoder, str]:
     if name == "auto":
         name, auto_options, reason = resolve_auto(weights=config.weights)
         options = {**auto_options, **options}
-    accepted = accepted_options(name)
-    common = {"weights": config.weights, "allow_download": config.allow_download,
-              "batch_size": config.batch_size, "device": config.device}
-    for key, value in common.items():
-        if key in accepted and key not in options and value is not None:
-            options[key] = value
+    options = with_run_options(name, options, config, ("weights", "allow_download", "batch_size", "device"))
     if config.weights is not None and "weights" not in accepted:
         raise ParameterError(f"encoder {name!r} takes no weights",
                              fix="drop the weights option or choose encoder='resnet50'", where="weights")
     return get_encoder(name, **options), reason
+
+
+def with_run_options(name: str, options: Mapping[str, Any], config: EncoderConfig,
+                     keys: tuple[str, ...]) -> dict[str, Any]:
+    """``options`` plus the run-wide settings ``keys`` of ``config`` (``device``,
+    ``batch_size`` ...) that encoder ``name`` takes and ``options`` does not set."""
+    accepted = accepted_options(name)
+    run_wide = {key: getattr(config, key) for key in keys}
+    return {**{k: v for k, v in run_wide.items() if k in accepted and v is not None}, **options}
 
 
 def options_by_modality(config: EncoderConfig, modalities: Mapping[str, ModalityData],
@@ -127,7 +131,9 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
             if encoder_name is None:
                 raise ParameterError(f"no encoder known for {modality.kind} modality {name!r}",
                                      fix=f"set modality_encoders: {{{name}: <encoder>}}", where=name)
-            encoder = get_encoder(encoder_name, **options[name])
+            # a torch encoder of any modality runs on the run's device, in its batches
+            encoder = get_encoder(encoder_name, **with_run_options(encoder_name, options[name], config,
+                                                                   ("batch_size", "device")))
             if encoder.kind != modality.kind:
                 raise ParameterError(
                     f"encoder {encoder_name!r} embeds {encoder.kind} data, but {name!r} is a {modality.kind}",
@@ -136,6 +142,16 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
                 f" with the trained checkpoint {trained}" if checkpoint_of(trained) is not None else "")
         encoder.set_signal_axes(modality.axes[2:])
         chosen[name] = (encoder, reason)
+    # a torch encoder holds the device it runs on
+    on_device = [n for n, (encoder, _) in chosen.items() if getattr(encoder, "device", None) is not None]
+    if config.device != "auto" and not on_device:
+        raise ParameterError(
+            f"device {config.device!r} is for torch encoders, but none here uses one ("
+            + ", ".join(f"{encoder.name} for {n}" for n, (encoder, _) in chosen.items())
+            + "): it would be ignored",
+            fix="leave device out (these encoders run on the CPU), or choose a torch encoder, e.g. "
+                "encoder='resnet50' or 'image-cnn', modality_encoders={'eels': 'spectrum-cnn'}",
+            where="device")
     return chosen
 
 
