@@ -31,6 +31,21 @@ def test_eds_lines_found_where_the_peaks_are():
     assert any("Fe_Ka" in label for label in chosen) and any("Cu_Ka" in label for label in chosen)
 
 
+def test_the_noise_peak_at_zero_energy_is_not_read_as_a_line():
+    """Bruker and other EDS axes start below 0 keV; the detector's noise peak at 0 keV is the
+    strongest thing in a spectrum, and exSpy lists H and He "Ka" there (ionisation energies,
+    not X-ray lines).  No line is read off it; carbon's (0.277 keV) still is."""
+    axis = Axis("energy", 1024, 0.01, -0.5, "keV")
+    energy = -0.5 + np.arange(1024) * 0.01
+    peak = lambda e0, height: height * np.exp(-0.5 * ((energy - e0) / 0.03) ** 2)  # noqa: E731
+    spectra = np.stack([20 + peak(0.0, 5000) + peak(0.277, 200), 20 + peak(0.0, 5000) + peak(6.404, 300)])
+    features, intensities = feature_intensities(spectra, axis)
+    labels = [label for f in features for label in f.label.split("/")]
+    assert not {"H_Ka", "He_Ka", "Be_Ka", "B_Ka"} & set(labels) and "C_Ka" in labels
+    chosen = [features[i].label for i in strongest([f.energy for f in features], intensities, top=2)]
+    assert any("C_Ka" in label for label in chosen) and any("Fe_Ka" in label for label in chosen)
+
+
 def test_eels_edges_found_above_a_power_law():
     axis = Axis("energy", 600, 1.0, 250.0, "eV")
     energy = 250.0 + np.arange(600)

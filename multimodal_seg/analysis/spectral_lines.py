@@ -79,6 +79,11 @@ def known_features(axis: Axis) -> tuple[str, list[SpectralFeature]]:
     margin = (max(3 * EDS_HALF_WIDTH_KEV * 1e3 * factor, 3 * abs(axis.scale)) if mode == "eds"
               else EELS_PRE * factor)
     post = margin if mode == "eds" else EELS_POST * factor
+    if mode == "eds":
+        # an EDS detector's noise (zero-energy) peak sits at 0 keV: lines near it are read off its
+        # tail, as are exSpy's "Ka" of H and He (their ionisation energies, 1.4 and 2.5 eV: no
+        # X-ray line), so 0 keV is an edge of the usable range like the axis' own
+        low = max(low, 0.0)
     return mode, sorted((f for f in found if low + margin <= f.energy <= high - post),
                         key=lambda f: f.energy)
 
