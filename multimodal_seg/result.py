@@ -27,6 +27,15 @@ OUTPUT_FILES = ("overlay.png", "chip_map.png", "community_graph.png", "summary.p
                 "communities.csv", "labels.zarr", "provenance.json", "report.html")
 
 
+class PartitionMaps(dict):
+    """``{partition name: labels}``, whose missing key says which partitions the run has."""
+
+    def __missing__(self, key: str) -> np.ndarray:
+        joint = (" (a joint partition exists with several modalities; with one, the run's map is that "
+                 "modality's own)" if key == "joint" else "")
+        raise KeyError(f"no partition {key!r} in this run{joint}; it has: {', '.join(map(repr, self)) or 'none'}")
+
+
 @dataclass
 class Segmentation:
     """Communities found in one specimen.
@@ -76,9 +85,14 @@ class Segmentation:
     #: Spectrum modalities: net intensity of known lines/edges per community
     #: (``{"features": [...], "energies": [...], "units": str, "intensities": [[...]]}``).
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Several modalities only: the joint partition (``"joint"``) and each modality's
-    #: own, painted on the reference scan grid (boundaries refined with ``refine > 1``).
+    #: Each modality's own partition and, with several modalities, the joint one (``"joint"``),
+    #: painted on the reference scan grid (boundaries refined with ``refine > 1``); a missing
+    #: name's ``KeyError`` lists the names there are.
     scan_labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scan_labels = PartitionMaps(self.scan_labels)
+        self.modality_labels = PartitionMaps(self.modality_labels)
 
     @property
     def n_communities(self) -> int:

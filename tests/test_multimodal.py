@@ -230,3 +230,17 @@ def test_a_modality_that_finds_no_structure_is_left_out_of_the_joint_partition(f
     # the noise modality is in the joint graph (here the labels come out the same, since
     # boundary chips go to the nearest community mean and the EELS block is mostly noise)
     assert (kept.graph != seg.graph).nnz > 0
+
+
+def test_a_run_of_one_spectrum_image_names_its_map_and_says_there_is_no_joint_one():
+    """With one modality the run's map is that modality's own partition; asking for "joint"
+    says so instead of a bare KeyError."""
+    from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+    eels = multimodal_phantom((24, 24), seed=0, pattern_size=16).modalities()["eels"]
+    seg = mms.segment({"eels": eels}, progress=False, consensus=3)
+    assert set(seg.scan_labels) == {"eels"} and seg.scan_labels["eels"].shape == (24, 24)
+    with pytest.raises(KeyError, match="no partition 'joint' in this run .*with one, the run's map is that "
+                                       "modality's own.*it has: 'eels'"):
+        seg.scan_labels["joint"]
+    assert seg.scan_labels.get("joint") is None  # .get and `in` are a dict's
