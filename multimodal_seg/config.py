@@ -223,18 +223,22 @@ KEYWORDS: dict[str, tuple[str | None, str]] = {
 
 
 def explain(exc: ValidationError, where: str, *, what: str = "configuration",
-            listed: str = "`mmseg segment --help` and docs/user-guide.md") -> ParameterError:
+            listed: str = "`mmseg segment --help` and docs/user-guide.md",
+            given: Mapping[str, str] | None = None) -> ParameterError:
     """A pydantic validation error as a ParameterError naming every bad or unknown key.
 
-    ``what`` names the configuration, ``listed`` where its valid keys are documented.
+    ``what`` names the configuration, ``listed`` where its valid keys are documented;
+    ``given`` names a key (``"graph.k"``) as the user gave it (``"k (graph.k)"``: the
+    keyword, which is the command line's option too).
     """
     lines = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
+        named = (given or {}).get(key, f"'{key}'")
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key '{key}'")
         else:
-            lines.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"{named}: {err['msg']} (got {err.get('input')!r})")
     return ParameterError(
         f"invalid {what}: " + "; ".join(lines),
         fix=f"correct or remove these keys; {listed} list valid ones",
@@ -324,6 +328,7 @@ def overridden(model: type[S], data: dict[str, Any], table: Mapping[str, tuple[s
         A keyword not in ``table``, or a value the model refuses.
     """
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    given = {}
     for keyword, value in keywords.items():
         if value is None:
             continue
@@ -332,7 +337,9 @@ def overridden(model: type[S], data: dict[str, Any], table: Mapping[str, tuple[s
                                  fix=f"use one of {', '.join(sorted(table))}", where=keyword)
         section, field = table[keyword]
         (data[section] if section else data)[field] = str(value) if keyword == "weights" else value
+        location = f"{section}.{field}" if section else field
+        given[location] = f"'{keyword}'" if keyword == location else f"'{keyword}' ({location})"
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise explain(exc, "options", what=what, listed=listed) from None
+        raise explain(exc, "options", what=what, listed=listed, given=given) from None

@@ -193,13 +193,17 @@ def test_none_keeps_the_configured_value():
 def test_overrides_are_validated():
     with pytest.raises(ParameterError) as info:
         with_overrides(SegmentConfig(), resolution=-1.0)
-    assert "'communities.resolution'" in str(info.value) and info.value.where == "options"
+    # named as given (the keyword, which is the command line's option), and where it lives in a config file
+    assert "'resolution' (communities.resolution)" in str(info.value) and info.value.where == "options"
     with pytest.raises(ParameterError) as info:
         with_overrides(SegmentConfig(), method="kmeans")
-    assert "'communities.method'" in str(info.value)
+    assert "'method' (communities.method)" in str(info.value)
     with pytest.raises(ParameterError) as info:
         with_overrides(SegmentConfig(), chip_size=0)
-    assert "'chips.size'" in str(info.value)
+    assert "'chip_size' (chips.size)" in str(info.value)
+    with pytest.raises(ParameterError) as info:
+        with_overrides(SegmentConfig(), seed=-1)
+    assert "'seed': " in str(info.value)
 
 
 def test_unknown_override_keyword_is_named():
