@@ -151,7 +151,10 @@ def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray
             truth: np.ndarray | None = None, pixel_size: float = 1.0, units: str = "px") -> Figure:
     """Side-by-side panels: image, overlay, chip map (and truth when given)."""
     panels = 4 if truth is not None else 3
-    fig = Figure(figsize=(4.2 * panels, 4.4), layout="constrained")
+    # panels as tall as the image is (a square image in a squat figure lost its titles), and
+    # room for a title above and a label below
+    aspect = image.shape[0] / max(image.shape[1], 1)
+    fig = Figure(figsize=(4.2 * panels, min(4.2 * aspect, 8.0) + 1.0), layout="constrained")
     axes = fig.subplots(1, panels)
     img, _ = _decimate(np.asarray(image))
     lab, _ = _decimate(np.asarray(pixel_labels))
@@ -170,8 +173,25 @@ def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0].set_xlabel(f"{image.shape[1] * pixel_size:.4g} {units}")
+    axes[0].set_xlabel(f"width {readable_length(image.shape[1] * pixel_size, units)}")
     return fig
+
+
+def readable_length(value: float, units: str) -> str:
+    """``value`` ``units`` with the SI prefix that keeps it between 1 and 1000 where the units
+    are a length (``0.002677 m`` -> ``2.677 mm``), to four significant digits; as given
+    otherwise (``px``: pint would read it as a CSS pixel)."""
+    import pint
+
+    if units != "px":
+        try:
+            quantity = pint.UnitRegistry().Quantity(value, units)
+            if quantity.check("[length]"):
+                compact = quantity.to_compact()
+                return f"{compact.magnitude:.4g} {compact.units:~P}"
+        except Exception:  # noqa: BLE001 - units pint does not know are shown as given
+            pass
+    return f"{value:.4g} {units}"
 
 
 def modality_maps(chip_labels: dict[str, np.ndarray]) -> Figure:

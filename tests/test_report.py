@@ -191,3 +191,27 @@ def test_a_saved_figure_is_the_png_written_whole(tmp_path):
     plot.save_figure(fig, tmp_path / "figure.png", dpi=50)
     assert (tmp_path / "figure.png").read_bytes() == plot.png_bytes(fig, dpi=50)
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]  # no temporary file left
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (160, 512), (512, 200)])
+def test_summary_figure_keeps_its_titles_and_width_inside(shape):
+    """Square, wide and tall images: every panel's title and the width label are drawn inside
+    the figure (a square image's titles were cut off), the width in a readable unit."""
+    from multimodal_seg.plot import readable_length, summary
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
+
+    image = haadf_phantom(shape, seed=0).image
+    labels = (np.arange(shape[0])[:, None] * 3 // shape[0] + np.zeros((1, shape[1]), int)).astype(np.int32)
+    fig = summary(image, labels, labels[::32, ::32], pixel_size=5.2e-6, units="m")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer, box = canvas.get_renderer(), fig.bbox
+    texts = [ax.title for ax in fig.axes] + [fig.axes[0].xaxis.label]
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, \
+            (text.get_text(), extent, box)
+    assert fig.axes[0].xaxis.label.get_text() == f"width {readable_length(shape[1] * 5.2e-6, 'm')}"
+    assert readable_length(0.002677, "m") == "2.677 mm" and readable_length(256, "px") == "256 px"
