@@ -74,12 +74,17 @@ def label_rgba(labels: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return rgba
 
 
-def legend(ax, n: int, names: list[str] | None = None) -> None:
-    """A legend of ``n`` community colours (``names`` or "community i") right of ``ax``."""
+def legend(ax, n: int, names: list[str] | None = None, *, inside: bool = False) -> None:
+    """A legend of ``n`` community colours (``names`` or "community i") right of ``ax``, or
+    ``inside`` it (upper right, on a translucent frame) where the figure's layout is not
+    ours to widen (HyperSpy's figures: a legend outside the axes was cut off)."""
     colors = community_colors(n)
     handles = [Patch(color=colors[i], label=names[i] if names else f"community {i}") for i in range(n)]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-              frameon=False)
+    if inside:
+        ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.8)
+    else:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                  frameon=False)
 
 
 def _extent(shape: tuple[int, int], scale: float) -> tuple[float, float, float, float]:

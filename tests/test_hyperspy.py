@@ -230,6 +230,10 @@ def test_plots_use_the_community_colours(run):
     shown = ax.images[0].get_cmap()
     assert [to_hex(shown(i)) for i in range(cmap.n_communities)] == expected
     assert [to_hex(h.get_facecolor()) for h in ax.get_legend().legend_handles] == expected
+    # the legend is drawn inside HyperSpy's figure (outside its axes it was cut off)
+    ax.figure.canvas.draw()
+    shown_box = ax.get_legend().get_window_extent(ax.figure.canvas.get_renderer())
+    assert ax.figure.bbox.contains(shown_box.x0, shown_box.y0) and ax.figure.bbox.contains(shown_box.x1, shown_box.y1)
     plt.close("all")
     haadf = signals["haadf"]
     cmap.plot(haadf, alpha=0.5)

@@ -250,7 +250,7 @@ class CommunityMap(Signal2D):
             # Drawn like HyperSpy's own image (animated when it blits), just above it.
             ax.imshow(plot.label_rgba(labels, alpha), extent=base.get_extent(), interpolation="nearest",
                       animated=base.get_animated(), zorder=base.get_zorder() + 0.5)
-        plot.legend(ax, n)
+        plot.legend(ax, n, inside=True)
         ax.figure.canvas.draw_idle()
 
     def plot_community_signals(self, signal: Any, kind: str = "mean", **kwargs: Any) -> Any:
