@@ -292,6 +292,28 @@ def test_unwritable_output(small_phantom, tmp_path):
     assert blocker.read_text() == "x"
 
 
+def test_another_specimens_results_are_not_written_over(tmp_path):
+    """A folder holding one specimen's results refuses another's files (nothing in it
+    changes); the same specimen with other options may use it (its study resumes)."""
+    from PIL import Image
+
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
+
+    files = []
+    for seed in (1, 2):
+        image = haadf_phantom((128, 128), seed=seed).image
+        files.append(tmp_path / f"specimen{seed}.png")
+        Image.fromarray((255 * (image - image.min()) / np.ptp(image)).astype(np.uint8)).save(files[-1])
+    out = tmp_path / "out"
+    mms.segment(files[0], out=out, progress=False, consensus=3)
+    before = {p.name: file_hash(p) for p in out.iterdir() if p.is_file()}
+    with pytest.raises(OutputError, match="holds the results of another specimen .*specimen1.png.*specimen2.png"):
+        mms.segment(files[1], out=out, progress=False, consensus=3)
+    assert {p.name: file_hash(p) for p in out.iterdir() if p.is_file()} == before
+    again = mms.segment(files[0], out=out, progress=False, consensus=3, k=10)
+    assert json.loads((out / "provenance.json").read_text())["config"]["graph"]["k"] == again.provenance["config"]["graph"]["k"] == 10
+
+
 def test_array_input_not_modified(small_phantom):
     image = small_phantom.image.copy()
     _seg(small_phantom)

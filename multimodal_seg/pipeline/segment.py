@@ -188,6 +188,38 @@ def check_output(out: str | Path | None) -> Path | None:
     return out
 
 
+def check_same_specimen(out: Path | None, modalities: dict[str, ModalityData]) -> None:
+    """Refuse to write over the results of another specimen: ``out`` holds a finished run
+    (``provenance.json``) whose files and this run's have none in common.
+
+    Runs of one specimen (another config, a modality added or left out) share a file and
+    may use one folder: the study computes again only what changed.  In-memory data has no
+    file to compare, so a run of arrays is never refused.
+    """
+    import json
+
+    record = out / "provenance.json" if out is not None else None
+    if record is None or not record.is_file():
+        return
+    try:
+        before = json.loads(record.read_text()).get("sources") or {}
+    except (OSError, ValueError):
+        return  # an unreadable record protects nothing; the run writes a new one
+    old = {Path(p) for p in before.values() if isinstance(p, str) and not p.startswith("<")}
+    new = {Path(m.source).resolve() for m in modalities.values() if m.source and not m.source.startswith("<")}
+    if not old or not new:
+        return
+
+    def same(a: Path, b: Path) -> bool:  # runs before this one recorded paths as given
+        return a == b if a.is_absolute() else a.name == b.name
+
+    if not any(same(a, b) for a in old for b in new):
+        raise OutputError(
+            f"holds the results of another specimen ({', '.join(sorted(map(str, old)))}); this run reads "
+            f"{', '.join(sorted(map(str, new)))} and would write over them",
+            fix="give this specimen its own output folder (--out), or delete the folder first", where=out)
+
+
 def segment(
     source: str | Path | np.ndarray | da.Array | dict[str, Any],
     *,
@@ -330,6 +362,7 @@ def segment(
     seconds: dict[str, float] = {}
     with timed(seconds, "plan"):
         checked = plan(source, cfg, signal=signal, pixel_size=pixel_size, units=units)
+    check_same_specimen(out_dir, checked.modalities)
     created = out_dir is not None and not out_dir.exists()
     try:
         study = Study.open(out_dir / "study.zarr" if out_dir else None)
