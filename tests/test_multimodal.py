@@ -244,3 +244,17 @@ def test_a_run_of_one_spectrum_image_names_its_map_and_says_there_is_no_joint_on
                                        "modality's own.*it has: 'eels'"):
         seg.scan_labels["joint"]
     assert seg.scan_labels.get("joint") is None  # .get and `in` are a dict's
+
+
+def test_an_encoder_of_the_wrong_kind_or_with_nothing_to_embed_is_refused():
+    """The image encoder asked to embed an image with a spectrum encoder, or asked for where
+    there is no image: said in the user's terms, before any work."""
+    from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+    phantom = multimodal_phantom((16, 16), seed=0, pattern_size=16)
+    with pytest.raises(ParameterError, match="encoder 'spectrum-pca' embeds spectrum data, but 'image' is an image") as caught:
+        mms.segment(phantom.haadf, encoder="spectrum-pca", progress=False)
+    assert "fourier" in caught.value.fix and "resnet50" in caught.value.fix
+    eels = phantom.modalities()["eels"]
+    with pytest.raises(ParameterError, match="'resnet50' is the image encoder, but no modality here is an image"):
+        mms.segment({"eels": eels}, encoder="resnet50", progress=False)

@@ -55,6 +55,17 @@ def image_encoder(config: EncoderConfig) -> tuple[Encoder, str]:
     return get_encoder(name, **options), reason
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def available_of_kind(kind: str) -> list[str]:
+    """Names of the registered encoders that embed ``kind`` data."""
+    from .registry import available_encoders, encoder_kind
+
+    return [name for name in available_encoders() if encoder_kind(name) == kind]
+
+
 def with_run_options(name: str, options: Mapping[str, Any], config: EncoderConfig,
                      keys: tuple[str, ...]) -> dict[str, Any]:
     """``options`` plus the run-wide settings ``keys`` of ``config`` (``device``,
@@ -113,6 +124,15 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
         ``modality_encoders`` naming a modality that is not there.
     """
     modality_encoders = dict(modality_encoders or {})
+    if config.name != "auto" and not any(m.kind == "image" and n not in modality_encoders
+                                         for n, m in modalities.items()):
+        raise ParameterError(
+            f"encoder {config.name!r} is the image encoder, but no modality here is an image embedded by it, "
+            "so it would be ignored",
+            fix="leave encoder out; a spectrum image or 4D-STEM scan takes its own in modality_encoders "
+                f"(config file), e.g. {{{next(iter(modalities))!r}: ...}} with one of: "
+                + ", ".join(e for kind in ("spectrum", "diffraction") for e in available_of_kind(kind)),
+            where="encoder")
     unknown = sorted(set(modality_encoders) - set(modalities))
     if unknown:
         raise ParameterError(f"modality_encoders names modalities that are not here: {unknown}",
@@ -134,12 +154,15 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
             # a torch encoder of any modality runs on the run's device, in its batches
             encoder = get_encoder(encoder_name, **with_run_options(encoder_name, options[name], config,
                                                                    ("batch_size", "device")))
-            if encoder.kind != modality.kind:
-                raise ParameterError(
-                    f"encoder {encoder_name!r} embeds {encoder.kind} data, but {name!r} is a {modality.kind}",
-                    fix=f"choose a {modality.kind} encoder for {name!r}", where="modality_encoders")
             reason = f"{encoder_name} for {name}" + (
                 f" with the trained checkpoint {trained}" if checkpoint_of(trained) is not None else "")
+        if encoder.kind != modality.kind:
+            setting = "modality_encoders" if name in modality_encoders else "encoder"
+            raise ParameterError(
+                f"encoder {encoder.name!r} embeds {encoder.kind} data, but {name!r} is {_article(modality.kind)} "
+                f"{modality.kind}",
+                fix=f"choose {_article(modality.kind)} {modality.kind} encoder for {name!r}: "
+                    + ", ".join(available_of_kind(modality.kind)), where=setting)
         encoder.set_signal_axes(modality.axes[2:])
         chosen[name] = (encoder, reason)
     # a torch encoder holds the device it runs on

@@ -188,6 +188,13 @@ def encoder_options(name: str) -> list[str]:
     return accepted[0] if accepted is not None else []
 
 
+def encoder_kind(name: str) -> str | None:
+    """The kind of data (``"image"``, ``"spectrum"``, ``"diffraction"``) the encoder registered
+    as ``name`` embeds, from its class; ``None`` for a factory that is not an Encoder class."""
+    factory = _factory(name)
+    return factory.kind if isinstance(factory, type) and issubclass(factory, Encoder) else None
+
+
 def get_encoder(name: str, **options: Any) -> Encoder:
     """Build the encoder registered as ``name`` with keyword ``options``.
 
