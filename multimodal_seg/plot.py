@@ -211,6 +211,22 @@ def modality_maps(chip_labels: dict[str, np.ndarray]) -> Figure:
     return fig
 
 
+def label_heights(positions: list[float], *, span: float, gap: float = 0.02,
+                  levels: tuple[float, ...] = (1.0, 0.8, 0.6)) -> list[float]:
+    """Heights (axes fraction) for vertical labels at sorted ``positions``: each label takes
+    the highest of ``levels`` whose last label is at least ``gap * span`` away (the least
+    crowded one where none is), so that lines a few tens of eV apart do not print their
+    names over each other."""
+    last = [-np.inf] * len(levels)
+    heights = []
+    for position in positions:
+        free = [i for i, previous in enumerate(last) if position - previous >= gap * span]
+        level = free[0] if free else int(np.argmin(last))
+        last[level] = position
+        heights.append(levels[level])
+    return heights
+
+
 def community_signals(signals: dict[str, np.ndarray], axes: dict | None = None,
                       lines: dict | None = None) -> Figure:
     """Mean spectrum (lines, calibrated energy, known lines/edges marked) or mean
@@ -238,12 +254,13 @@ def community_signals(signals: dict[str, np.ndarray], axes: dict | None = None,
             ax.set_title(f"{name}: mean spectrum per community")
             table = lines.get(name)
             if table:
-                from .analysis.spectral_lines import strongest
+                from .analysis.spectral_lines import marked
 
-                intensities = np.asarray(table["intensities"])
-                for index in strongest(table["energies"], intensities, top=MARKED_LINES):
+                shown = marked(table, top=MARKED_LINES)
+                heights = label_heights([table["energies"][i] for i in shown], span=float(np.ptp(x)) or 1.0)
+                for index, height in zip(shown, heights):
                     ax.axvline(table["energies"][index], color="0.5", lw=0.6, ls=":")
-                    ax.text(table["energies"][index], 1.0, table["features"][index].split("/")[0],
+                    ax.text(table["energies"][index], height, table["features"][index].split("/")[0],
                             transform=ax.get_xaxis_transform(), rotation=90, va="top",
                             ha="right", fontsize="x-small", color="0.3")
             if mean.shape[0] <= 12:

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.colors import to_hex
 
 from .analysis.descriptors import CommunityRow
-from .analysis.spectral_lines import strongest
+from .analysis.spectral_lines import marked
 from .graphs.communities import describe_runs
 from .graphs.decide import describe_decision
 from .graphs.labels import communities_phrase
@@ -186,7 +186,7 @@ def _signals(figures: Mapping[str, bytes], lines: Mapping[str, Mapping[str, Any]
     text = _figures(figures, ("community_signals.png",), "")
     for modality, table in lines.items():
         intensities = np.asarray(table["intensities"])
-        keep = strongest(table["energies"], intensities, top=MARKED_LINES)  # those the figure marks
+        keep = marked(table, top=MARKED_LINES)  # those the figure marks
         header = ["community", *(html.escape(f"{table['features'][i]} ({table['energies'][i]:.4g})") for i in keep)]
         rows = [[str(c), *(f"{values[i]:.3g}" for i in keep)] for c, values in enumerate(intensities)]
         text += (f"<p>{html.escape(modality)}: net counts per position of the strongest known lines and "

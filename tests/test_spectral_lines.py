@@ -86,3 +86,40 @@ def test_reading_the_line_tables_warns_nothing_about_package_versions():
     done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 10  # the EDS lines of 0-20 keV were read
+
+
+def test_marked_line_names_do_not_print_over_each_other():
+    """Strong lines a few tens of eV apart (Si Ka and W Ma, 1.740 and 1.775 keV) are named
+    once per peak, and no two names overlap in the figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from multimodal_seg.plot import community_signals
+
+    axis = Axis("energy", 1024, 0.01, 0.0, "keV")
+    energy = np.arange(1024) * 0.01
+    peak = lambda e0, height: height * np.exp(-0.5 * ((energy - e0) / 0.03) ** 2)  # noqa: E731
+    spectra = np.stack([20 + peak(1.740, 400) + peak(1.775, 300) + peak(1.487, 250),
+                        20 + peak(6.404, 300) + peak(1.740, 100)])
+    features, intensities = feature_intensities(spectra, axis)
+    table = {"features": [f.label for f in features], "energies": [f.energy for f in features], "units": "keV",
+             "intensities": intensities.tolist()}
+    fig = community_signals({"eds": spectra}, {"eds": [axis]}, {"eds": table})
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    ax = fig.axes[0]
+    names = [t for t in ax.texts if t.get_rotation() == 90]
+    # one name per peak (lines within a detector's resolution read the same counts): the
+    # Al, Si/W and Fe peaks
+    assert len(names) == 3 and "Fe_Ka" in [t.get_text() for t in names]
+    assert np.all(np.diff(sorted(t.get_position()[0] for t in names)) > 0.07)
+    boxes = [t.get_window_extent(canvas.get_renderer()) for t in names]
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (names[i].get_text(), names[j].get_text())
+
+
+def test_names_closer_than_a_label_go_down_a_level():
+    from multimodal_seg.plot import label_heights
+
+    # 0.2 keV of a 10 keV axis is a label's width: closer names are staggered, farther ones not
+    assert label_heights([1.0, 1.1, 1.15, 1.5, 6.4], span=10.0) == [1.0, 0.8, 0.6, 1.0, 1.0]

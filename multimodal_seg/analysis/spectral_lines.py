@@ -149,11 +149,36 @@ def feature_intensities(mean_spectra: np.ndarray, axis: Axis) -> tuple[list[Spec
 
 
 def strongest(energies: list[float], intensities: np.ndarray, *, top: int = 12,
-              floor: float = 0.05) -> list[int]:
+              floor: float = 0.05, apart: float = 0.0) -> list[int]:
     """Indices (in order of energy) of up to ``top`` features whose largest intensity over
-    communities is at least ``floor`` times the strongest one's: absent elements drop out."""
+    communities is at least ``floor`` times the strongest one's: absent elements drop out.
+    A feature within ``apart`` (energy units) of a stronger one kept is left out: it is
+    read from the same peak (``apart``: :func:`resolution`)."""
     if len(energies) == 0:
         return []
     peak = np.asarray(intensities).max(axis=0)
     keep = np.flatnonzero(peak >= floor * peak.max()) if peak.max() > 0 else np.array([], int)
-    return sorted(keep[np.argsort(peak[keep])[::-1][:top]].tolist(), key=lambda i: energies[i])
+    chosen: list[int] = []
+    for index in keep[np.argsort(peak[keep], kind="stable")[::-1]]:
+        if len(chosen) == top:
+            break
+        if all(abs(energies[index] - energies[other]) > apart for other in chosen):
+            chosen.append(int(index))
+    return sorted(chosen, key=lambda i: energies[i])
+
+
+def marked(table: dict, *, top: int) -> list[int]:
+    """The features of a run's line table (``{"features", "energies", "units", "intensities"}``)
+    that figures and the report name: :func:`strongest`, one per peak."""
+    return strongest(table["energies"], np.asarray(table["intensities"]), top=top,
+                     apart=resolution(str(table.get("units", ""))))
+
+
+def resolution(units: str) -> float:
+    """How far apart (in ``units``) two features must be to be read from different signal:
+    an EDS line's window half-width (``EDS_HALF_WIDTH_KEV``), an EELS edge's window
+    (``EELS_POST``); 0 for other units."""
+    factor = _unit_factor(units)
+    if factor is None:
+        return 0.0
+    return EDS_HALF_WIDTH_KEV * 1e3 * factor if units.strip().lower() == "kev" else EELS_POST * factor
