@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -41,7 +42,22 @@ def _options(
     """Options of ``mmseg`` itself (its help text is the app's)."""
     import warnings
 
+    import rsciio  # noqa: F401  (sets up the logger whose handler is replaced here)
+
     warnings.showwarning = _show_warning
+    # RosettaSciIO logs what its readers notice to stdout in ANSI colours, with its source
+    # line; shown here like the run's own warnings
+    logging.getLogger("rsciio").handlers[:] = [_ReaderNotes()]
+
+
+class _ReaderNotes(logging.Handler):
+    """RosettaSciIO's log records as ``RosettaSciIO: ...`` lines on the console (stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"RosettaSciIO: {record.getMessage()}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -189,3 +189,18 @@ def test_cli_reads_one_map_of_a_phenom_file_and_records_which(tmp_path):
         done = runner.invoke(app, ["segment", "-m", f"eds={path}", *args, "--out", str(bad), "-q"])
         assert done.exit_code == 2 and needle in " ".join(done.output.split()), done.output
         assert not bad.exists()
+
+
+def test_cli_shows_what_rosettasciio_notices_in_plain_text(tmp_path):
+    """RosettaSciIO logs to stdout in ANSI colours with its source line; mmseg shows the
+    message as a plain line."""
+    from typer.testing import CliRunner
+
+    from multimodal_seg.cli import app
+
+    path = shared_file("multimodal/velox_Nb_interface_STEM_EDS/fei_SI_SuperX-HAADF_20frames_10x50.emd")
+    done = CliRunner().invoke(app, ["segment", "-m", f"eds={path}", "-r", "eds.bin_channels=8",
+                                    "--out", str(tmp_path / "out"), "-q"])
+    assert done.exit_code == 0, done.output
+    assert "RosettaSciIO: The file contains only one spectrum stream" in done.output
+    assert "\x1b[" not in done.output and "_emd_velox" not in done.output
