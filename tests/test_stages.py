@@ -314,3 +314,33 @@ def test_spectrum_embeddings_do_not_depend_on_the_seed():
         assert len(study.read_array("chips/origins")) == 961
         embedded.append(study.read_array("embeddings/eels"))
     np.testing.assert_array_equal(embedded[0], embedded[1])
+
+
+def test_a_large_sparse_spectrum_image_is_advised_to_be_binned(monkeypatch):
+    """An EDS map with about one count per position over 1024 channels: its chips hold under a
+    count per channel, and above the size where it matters (lowered here, the real threshold
+    is 1 GiB) the run says how to bin it on reading; a dense map of the same size is not."""
+    import warnings
+
+    from multimodal_seg.chips import sizing
+    from multimodal_seg.chips.shared import shared_grid
+    from multimodal_seg.modalities import read_spectrum_image
+
+    rng = np.random.default_rng(0)
+    energy = 0.01 * np.arange(1024)  # keV, 10 eV channels
+    line = np.exp(-0.5 * ((energy - 6.4) / 0.06) ** 2) + np.exp(-0.5 * ((energy - 2.3) / 0.05) ** 2)
+    sparse = rng.poisson(1.2 * line / line.sum(), (64, 64, 1024)).astype(np.float32)
+    dense = rng.poisson(2000 * line / line.sum(), (64, 64, 1024)).astype(np.float32)
+    monkeypatch.setattr(sizing, "LARGE_CUBE_BYTES", 4 * sparse.size)
+    said = {}
+    for label, cube in (("sparse", sparse), ("dense", dense)):
+        eds = read_spectrum_image(cube, name="eds", scan_step=1.0, scan_units="nm", energy_scale=0.01,
+                                  energy_units="keV")
+        grid = shared_grid({"eds": eds}, chip_size=16, stride=8, warn=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sizing.warn_sparse_spectra({"eds": eds}, grid)
+        said[label] = " ".join(str(w.message) for w in caught)
+    assert said["dense"] == ""
+    # 16-position chips binned 4 x 4 keep 4 x 4; 10 eV channels binned to the detector's ~70 eV
+    assert "and sparse" in said["sparse"] and "--read eds.bin_scan=4 --read eds.bin_channels=7" in said["sparse"]

@@ -43,7 +43,7 @@ from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
 from ..chips.refine import (VOTE_RULES, boundary_chips, fine_grid, keep_communities, neighbour_votes, pooled_votes,
                             refine_factor, refined_chip_labels, window_voters)
 from ..chips.shared import ModalityChips, SharedGrid, labels_on, scan_frame, shared_grid
-from ..chips.sizing import chip_geometry, warn_small_image_chips
+from ..chips.sizing import chip_geometry, warn_small_image_chips, warn_sparse_spectra
 from ..chips.texture import Lattice, lattice_features
 from ..config import ChipConfig, CommunityConfig, EncoderConfig, FusionConfig, GraphConfig, SegmentConfig, validated
 from ..encoders.base import Encoder
@@ -146,6 +146,7 @@ def lay_chips(study: Study, *, chip_size: int | str = "auto", stride: int | str 
     size, step = chip_geometry(chips, modalities, lattices=lattices)
     grid = shared_grid(modalities, chip_size=size, stride=step)
     warn_small_image_chips(modalities, grid)
+    warn_sparse_spectra(modalities, grid)
     layout = {name: {"size": c.size, "origins": fingerprint(c.origins)} for name, c in grid.per_modality.items()}
     upstream = [_needs(study, f"modalities/{n}", "add_modalities") for n in modalities]
     fp = fingerprint("chips", grid.to_dict(), layout, upstream)
