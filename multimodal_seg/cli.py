@@ -166,8 +166,8 @@ def _reader_options(read: list[str] | None, names: list[str]) -> dict[str, dict]
         if not sep or not option or name not in names:
             raise ParameterError(
                 f"--read {item!r} is not NAME.OPTION=VALUE for a modality of this run ({', '.join(names)})",
-                fix=f"write e.g. --read {names[0]}.signal=3 or --read {names[0]}.bin_scan=2 (the reader's "
-                    "options: see the user guide, 'Reading your files')", where="--read")
+                fix=f"write e.g. --read {names[0]}.signal=3 or --read {names[0]}.bin_scan=2 (the readers' "
+                    "options: docs/user-guide.md, 'Several modalities of one specimen')", where="--read")
         try:
             options.setdefault(name, {})[option] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
