@@ -49,7 +49,7 @@ def image_encoder(config: EncoderConfig) -> tuple[Encoder, str]:
         name, auto_options, reason = resolve_auto(weights=config.weights)
         options = {**auto_options, **options}
     options = with_run_options(name, options, config, ("weights", "allow_download", "batch_size", "device"))
-    if config.weights is not None and "weights" not in accepted:
+    if config.weights is not None and "weights" not in accepted_options(name):
         raise ParameterError(f"encoder {name!r} takes no weights",
                              fix="drop the weights option or choose encoder='resnet50'", where="weights")
     return get_encoder(name, **options), reason
