@@ -346,12 +346,22 @@ def test_signal_selection(tmp_path, monkeypatch):
         tmp_path, monkeypatch, [("EDS", (6, 5, 40)), ("HAADF", (6, 5)), ("DF4", (6, 5))]
     )
     assert read_image(path).metadata["title"] == "HAADF"  # first 2-D image
-    assert read_image(path, signal="df").metadata["title"] == "HAADF"  # first match
+    # part of two titles and equal to neither: which one was meant cannot be told
+    expect_file_error(path, "signal='df' is part of several titles", "1: HAADF [6x5]", "2: DF4 [6x5]", signal="df")
+    assert read_image(path, signal="haa").metadata["title"] == "HAADF"  # part of one title
     m = read_image(path, signal="df4")
     assert (m.metadata["title"], m.metadata["signal_index"]) == ("DF4", 2)
     assert read_image(path, signal=-1).metadata["title"] == "DF4"
     assert m.metadata["signals_in_file"] == ["EDS [6x5x40]", "HAADF [6x5]", "DF4 [6x5]"]
     expect_file_error(path, "(6, 5, 40)", "signal=", "spectrum", signal=0)
+
+
+def test_a_signal_named_by_its_whole_title_is_that_one(tmp_path, monkeypatch):
+    """A Bruker file holds "BSE" and "SE": signal="SE" is the SE image, not the BSE one whose
+    title contains it."""
+    path = _fake_velox(tmp_path, monkeypatch, [("BSE", (6, 5)), ("SE", (6, 5))])
+    assert read_image(path, signal="SE").metadata["signal_index"] == 1
+    assert read_image(path, signal="bse").metadata["signal_index"] == 0
 
 
 def test_file_without_2d_image(tmp_path, monkeypatch):

@@ -114,7 +114,7 @@ def read_diffraction(
     signal
         For files holding several signals (e.g. a py4DSTEM file with virtual
         images, an h5ebsd file with several scans): index in the file or a
-        case-insensitive title substring.  ``None`` takes the first 4-D scan.
+        title, case-insensitive (an equal title wins; else part of one title).  ``None`` takes the first 4-D scan.
     bin_scan
         Sum square blocks of ``bin_scan x bin_scan`` scan positions.
     bin_detector

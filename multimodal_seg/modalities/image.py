@@ -100,7 +100,7 @@ def read_image(
     signal
         For files holding several signals (e.g. a Velox ``.emd`` with HAADF and DF
         images): the index of the signal in the file (as RosettaSciIO lists them), or
-        a case-insensitive substring of its title.  ``None`` takes the first 2-D image.
+        its title, case-insensitive (an equal title wins; else part of one title).  ``None`` takes the first 2-D image.
     chunks
         Chunk edge length in pixels of the returned dask array.
     pixel_size

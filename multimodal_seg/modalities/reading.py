@@ -248,8 +248,8 @@ def pick_signal(
     signals
         The file's signals, from :func:`read_signals`.
     signal
-        An index into ``signals``, a case-insensitive substring of a title (the
-        first match, preferring accepted signals), or ``None`` (the first
+        An index into ``signals``, a title (case-insensitive; an equal title wins, else
+        a substring of exactly one accepted title, else of any), or ``None`` (the first
         accepted signal).
     path
         The file, for messages.
@@ -263,7 +263,8 @@ def pick_signal(
     Raises
     ------
     InputError
-        ``signal`` names no signal of the file, or (from ``missing``) none fits.
+        ``signal`` names no signal of the file, is part of several accepted titles
+        and equal to none, or (from ``missing``) none fits.
     """
     listing = "; ".join(f"{i}: {describe_signal(s)}" for i, s in enumerate(signals))
     if isinstance(signal, int):
@@ -287,8 +288,15 @@ def pick_signal(
                 fix="pass a substring of one of the listed titles, or an index",
                 where=path,
             )
-        accepted = [i for i in matches if accept(signals[i])]
-        return (accepted or matches)[0]
+        # a title equal to the text wins ("SE" is not "BSE"); else a substring of one title
+        exact = [i for i in matches if signal_title(signals[i]).lower() == signal.lower()]
+        accepted = [i for i in (exact or matches) if accept(signals[i])]
+        if not exact and len({signal_title(signals[i]) for i in accepted}) > 1:
+            raise InputError(
+                f"signal={signal!r} is part of several titles: "
+                + "; ".join(f"{i}: {describe_signal(signals[i])}" for i in accepted),
+                fix="pass a whole title or an index", where=path)
+        return (accepted or exact or matches)[0]
     accepted = [i for i, s in enumerate(signals) if accept(s)]
     if accepted:
         return accepted[0]

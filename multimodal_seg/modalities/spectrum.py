@@ -110,7 +110,7 @@ def read_spectrum_image(
     signal
         For files holding several signals (images, maps, single spectra and
         spectrum images): the index of the signal in the file (as RosettaSciIO
-        lists them), or a case-insensitive substring of its title.  ``None`` takes
+        lists them), or its title, case-insensitive (an equal title wins; else part of one title).  ``None`` takes
         the first spectrum image.
     bin_channels
         Sum this many adjacent energy channels (sparse EDS counts: bin them).
