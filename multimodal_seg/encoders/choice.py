@@ -17,6 +17,7 @@ image encoder when it was trained on images, else to the one modality of its kin
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -124,15 +125,15 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
         ``modality_encoders`` naming a modality that is not there.
     """
     modality_encoders = dict(modality_encoders or {})
+    # Settings no modality of this run uses are said, not refused: one batch config serves
+    # specimens with and without an image (docs/scale.md)
     if config.name != "auto" and not any(m.kind == "image" and n not in modality_encoders
                                          for n, m in modalities.items()):
-        raise ParameterError(
-            f"encoder {config.name!r} is the image encoder, but no modality here is an image embedded by it, "
-            "so it would be ignored",
-            fix="leave encoder out; a spectrum image or 4D-STEM scan takes its own in modality_encoders "
-                f"(config file), e.g. {{{next(iter(modalities))!r}: ...}} with one of: "
-                + ", ".join(e for kind in ("spectrum", "diffraction") for e in available_of_kind(kind)),
-            where="encoder")
+        warnings.warn(
+            f"encoder {config.name!r} is the image encoder, and no modality here is an image embedded by it: "
+            "not used. A spectrum image or 4D-STEM scan takes its own in modality_encoders (config file), one of: "
+            + ", ".join(e for kind in ("spectrum", "diffraction") for e in available_of_kind(kind)),
+            UserWarning, stacklevel=3)
     unknown = sorted(set(modality_encoders) - set(modalities))
     if unknown:
         raise ParameterError(f"modality_encoders names modalities that are not here: {unknown}",
@@ -168,13 +169,11 @@ def choose_encoders(config: EncoderConfig, modalities: Mapping[str, ModalityData
     # a torch encoder holds the device it runs on
     on_device = [n for n, (encoder, _) in chosen.items() if getattr(encoder, "device", None) is not None]
     if config.device != "auto" and not on_device:
-        raise ParameterError(
-            f"device {config.device!r} is for torch encoders, but none here uses one ("
+        warnings.warn(
+            f"device {config.device!r} is for torch encoders, and none here uses one ("
             + ", ".join(f"{encoder.name} for {n}" for n, (encoder, _) in chosen.items())
-            + "): it would be ignored",
-            fix="leave device out (these encoders run on the CPU), or choose a torch encoder, e.g. "
-                "encoder='resnet50' or 'image-cnn', modality_encoders={'eels': 'spectrum-cnn'}",
-            where="device")
+            + "): not used; these run on the CPU. A torch encoder would use it, e.g. encoder='resnet50' or "
+              "'image-cnn', modality_encoders={'eels': 'spectrum-cnn'}", UserWarning, stacklevel=3)
     return chosen
 
 

@@ -360,7 +360,7 @@ def segment(
                              "its workers can read it; this run keeps it in memory",
                              fix="give out=FOLDER, or use compute.scheduler: threads", where="compute.scheduler")
     seconds: dict[str, float] = {}
-    with timed(seconds, "plan"):
+    with timed(seconds, "plan"), RunWarnings() as planned:  # e.g. a setting no modality uses
         checked = plan(source, cfg, signal=signal, pixel_size=pixel_size, units=units)
     check_same_specimen(out_dir, checked.modalities)
     created = out_dir is not None and not out_dir.exists()
@@ -370,7 +370,7 @@ def segment(
             seconds |= run(checked, study, progress=progress)
             with timed(seconds, "collect"):
                 seg = stages.collect(study)
-        seg.provenance["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+        seg.provenance["warnings"] = [f"{w.category.__name__}: {w.message}" for w in [*planned, *caught]]
         # how long each step took (s): where a run's time goes, not part of its result
         seg.provenance["seconds"] = {name: round(value, 4) for name, value in seconds.items()}
         study.record(warnings=seg.provenance["warnings"], seconds=seg.provenance["seconds"])
@@ -380,5 +380,6 @@ def segment(
         if created:  # a new folder with a failed run in it is a partial output: remove it
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-    caught.replay()  # the run's warnings reach the caller too, as raised
+    planned.replay()  # the run's warnings reach the caller too, as raised
+    caught.replay()
     return seg
