@@ -227,12 +227,17 @@ def _assert_no_output(out):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path, monkeypatch):
     out = tmp_path / "out"
     with pytest.raises(InputError, match="fix:") as err:
         mms.segment(tmp_path / "nothing.dm4", out=out, progress=False)
     assert "nothing.dm4" in str(err.value)
     _assert_no_output(out)
+    # a relative path is named where it was looked for (a batch list's are taken from its folder)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as err:
+        mms.segment({"haadf": "lists/missing/nothing.dm4"}, progress=False)
+    assert f"looked for {tmp_path.resolve() / 'lists' / 'missing' / 'nothing.dm4'}" in err.value.fix
 
 
 @pytest.mark.parametrize("image, message", [

@@ -131,8 +131,7 @@ def plugin_for(
     if not path.exists():
         raise InputError(
             "file not found",
-            fix="check the path and spelling (relative paths are taken from "
-            f"{Path.cwd()})",
+            fix=f"check the path and spelling (looked for {path.resolve()})",
             where=path,
         )
     if path.is_dir() and suffix not in DIRECTORY_FORMATS:
