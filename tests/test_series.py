@@ -420,3 +420,22 @@ def test_the_series_guides_examples_run(capsys):
         exec(compile(code, f"series.md (example {i + 1})", "exec"), {})
     printed = capsys.readouterr().out
     assert "moved boundary" in printed and "[0.0, 0.5, 1.0]" in printed
+
+
+@pytest.mark.realdata
+def test_live_frames_of_unchanged_material_found_no_communities(tmp_path):
+    """Noisy copies of one real SEM frame (a superalloy, decided to be one community): every
+    later frame keeps that community; modularity alone split each new frame into new ones
+    (1 community, then 6 new)."""
+    from multimodal_seg.series import LiveSeries
+
+    from .conftest import shared_file
+
+    image = np.asarray(Image.open(shared_file("labelled/nasa_pmm/Super/45kx_SE_15kV-etched_0_image.png"))
+                       .convert("L"), dtype=float)
+    rng = np.random.default_rng(1)
+    with LiveSeries(tmp_path / "live") as live:
+        for _ in range(3):
+            report = live.add(np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.float32))[-1]
+            assert report.new_communities == ([0] if report.index == 0 else []), report.new_communities
+            assert set(np.unique(report.chip_labels)) == {0}

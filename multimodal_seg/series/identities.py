@@ -163,3 +163,47 @@ def confidence(graph: sp.csr_matrix, labels: np.ndarray, chips: np.ndarray) -> n
     inside = np.bincount(rows.row, weights=np.where(same, rows.data, 0.0), minlength=chips.size)
     total = np.bincount(rows.row, weights=rows.data, minlength=chips.size)
     return np.divide(inside, total, out=np.zeros(chips.size), where=total > 0)
+
+
+def settle_new(features: np.ndarray, labels: np.ndarray, graph: sp.csr_matrix, *, known: int,
+               alpha: float = 0.01, tested: np.ndarray | None = None) -> np.ndarray:
+    """New communities (ids ``>= known``) that the data cannot tell from a community they touch
+    take its id: the first frame's decision (the dip test of
+    :func:`~multimodal_seg.graphs.decide.merge_indistinct`) applied to what a frame adds.
+
+    Modularity prefers splitting a region into parts to keeping it whole, so a frame whose
+    chips all belong to one decided community would otherwise found new ones (noisy copies
+    of one SEM frame: 1 community, then 6 new).  Only new communities move: a merged group
+    holding old ids takes the largest old one's id (the old ones are left as they are); a
+    group of new ones only takes the id of its largest.
+
+    Parameters
+    ----------
+    features
+        ``(n, d)``: every chip of ``labels`` in the graph's feature space.
+    labels
+        ``(n,)`` ids of the window's chips after :func:`join`.
+    graph
+        The window's graph.
+    known
+        Ids below this existed before the frame.
+    tested
+        ``(n,)`` bool: the chips that enter the tests (default all).
+    """
+    from ..graphs.decide import merge_indistinct
+
+    labels = np.asarray(labels, dtype=np.int64)
+    if not (labels >= known).any():
+        return labels
+    ids, consecutive = np.unique(labels, return_inverse=True)
+    merged = merge_indistinct({"chips": features}, consecutive, graph, alpha=alpha, tested=tested).labels
+    out = labels.copy()
+    sizes = np.bincount(consecutive, minlength=ids.size)
+    for group in np.unique(merged):
+        members = np.unique(consecutive[merged == group])
+        old = [m for m in members if ids[m] < known]
+        keep = max(old, key=lambda m: sizes[m]) if old else max(members, key=lambda m: sizes[m])
+        for m in members:
+            if ids[m] >= known:
+                out[labels == ids[m]] = ids[keep]
+    return out

@@ -52,7 +52,7 @@ from ..graphs.communities import partition_graph
 from ..plot import save_figure
 from ..provenance import atomic_path, file_identity, fingerprint, run_record, to_json, write_text_atomic
 from .frames import Frame, SeriesAxis, frame_files, read_file_frames, read_frames
-from .identities import confidence, join, reoptimise
+from .identities import confidence, join, reoptimise, settle_new
 from .model import FrameEmbedder, FrameReport, describe_frame, measure_frame, output_folder, series_config
 from .outputs import descriptor_figure, overlay, save_png, write_tables
 from .poi import PointOfInterest
@@ -269,6 +269,9 @@ class LiveSeries:
             labels = join(graph, np.r_[self._labels, np.full(n_chips, -1)], free, next_id=self._next_id,
                           resolution=cfg.communities.resolution, seed=cfg.seed + index,
                           n_iterations=cfg.communities.n_iterations)
+            if cfg.communities.decide == "dip":  # new communities the data cannot tell from old ones
+                window = np.vstack([self._features[f] for f in self._window] + [features])
+                labels = settle_new(window, labels, graph, known=self._next_id, alpha=cfg.communities.alpha)
             if cfg.reoptimise_every and index % cfg.reoptimise_every == 0:
                 labels = reoptimise(graph, labels, next_id=max(self._next_id, int(labels.max()) + 1),
                                     resolution=cfg.communities.resolution, seed=cfg.seed + index,
