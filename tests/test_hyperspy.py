@@ -418,6 +418,8 @@ def test_scans_without_calibration_to_place_them_are_refused(phantom):
 
 
 def test_calibration_options_are_refused_for_signals(files):
-    _error(lambda: mh.segment(hs.load(files["haadf"]), pixel_size=0.1), "pixel_size", "axes_manager",
-           error=ParameterError)
+    _error(lambda: mh.segment(hs.load(files["haadf"]), pixel_size=0.1), "pixel_size is an option for reading",
+           "axes_manager", error=ParameterError)
+    _error(lambda: mh.segment(hs.load(files["haadf"]), signal=1), "signal is an option for reading",
+           "pass the signal you mean", error=ParameterError)
     _error(lambda: mh.segment([1, 2, 3]), "HyperSpy signal")

@@ -68,10 +68,11 @@ def segment(signals: Any, *, out: str | Path | None = None, **options: Any) -> C
     given = [key for key in _FILE_OPTIONS if key in options]
     if given:
         raise ParameterError(
-            f"{', '.join(given)} calibrate an image file or array; a HyperSpy signal carries its calibration "
-            "in its axes",
-            fix="set it on the signal: s.axes_manager[0].scale = 0.5; s.axes_manager[0].units = 'nm' "
-                "(and likewise for axis 1)", where=", ".join(given))
+            f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} for reading a file or "
+            "an array; a HyperSpy signal is already read: pick it and calibrate it in HyperSpy",
+            fix="pass the signal you mean (e.g. s = hs.load(file)[1]); set its calibration on its axes: "
+                "s.axes_manager[0].scale = 0.5; s.axes_manager[0].units = 'nm' (and likewise for axis 1)",
+            where=", ".join(given))
     sources = to_modalities(signals)
     seg = segment_sources(sources, out=out, **options)
     return to_community_map(seg, modalities=[m for m in sources.values() if isinstance(m, ModalityData)])

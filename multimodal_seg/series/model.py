@@ -111,10 +111,13 @@ def series_config(config: Any = None, *, live: bool = False, max_points: int | N
                              fix="see `mmseg series --help`", where=str(exc.errors()[0]['loc'][0])) from None
     com = result.communities
     if live and (com.method != "leiden" or com.merge is not None):
+        refused = [f"{key}={value!r}" for key, value, ok in (("method", com.method, com.method == "leiden"),
+                                                              ("merge", com.merge, com.merge is None)) if not ok]
         raise ParameterError(
             "a live series updates its partition with Leiden (leidenalg, memberships of earlier chips "
-            f"fixed); method={com.method!r} and merge={com.merge!r} cannot be honoured there",
-            fix="use method='leiden' and no merge for live series (a batch run takes both)", where="method")
+            f"fixed); {' and '.join(refused)} cannot be honoured there",
+            fix="use method='leiden' and no merge for live series (a batch run takes both)",
+            where=refused[0].split("=")[0])
     return result
 
 
