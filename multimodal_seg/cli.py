@@ -455,7 +455,7 @@ def bench(
     data_dir: Path = typer.Argument(None, help="Data folder laid out like ../shared/data (labelled/, "
                                     "multimodal/); leave out for phantoms only."),
     out: Path = typer.Option(..., "--out", "-o", help="Report folder (report.md, results.json, figures)."),
-    quick: bool = typer.Option(False, "--quick", help="Fewer images, seeds and sizes (still tens of minutes on 2 cores for every part; choose some with --parts)."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer images, seeds and sizes (still not quick: over 8 minutes on 2 cores for four of its parts; choose parts with --parts)."),
     parts: str = typer.Option(",".join(PARTS), help="Comma-separated parts to run."),
     methods: str = typer.Option(None, help="Comma-separated methods for the quality part (default: all)."),
     images: int = typer.Option(None, min=1, help="Images per labelled set, spread over it (default: all)."),
