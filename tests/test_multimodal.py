@@ -260,3 +260,23 @@ def test_an_encoder_of_the_wrong_kind_is_refused_and_one_with_nothing_to_embed_i
     with pytest.warns(UserWarning, match="'resnet50' is the image encoder, and no modality here is an image"):
         seg = mms.segment({"eels": eels}, encoder="resnet50", progress=False, consensus=3)
     assert any("is the image encoder" in w for w in seg.provenance["warnings"])
+
+
+def test_fusion_settings_in_a_run_of_one_modality_are_said_unused():
+    """Multiplex fusion asked for with one modality changes nothing: the run
+    says so, and records it, rather than ignoring them silently (not refused: one batch config
+    serves specimens with one modality and with several)."""
+    import warnings
+
+    from multimodal_seg.synthetic.multimodal import multimodal_phantom
+
+    haadf = multimodal_phantom((16, 16), seed=0, pattern_size=16).haadf
+    with pytest.warns(UserWarning, match=r"fusion method='multiplex' is for several "
+                                         r"modalities, and this run has one \(image\): not used") as caught:
+        seg = mms.segment(haadf, fusion="multiplex",
+                          chip_size=8, stride=4, progress=False, consensus=3)
+    assert len([w for w in caught if "fusion" in str(w.message)]) == 1
+    assert any("fusion method='multiplex'" in w for w in seg.provenance["warnings"])
+    with warnings.catch_warnings():  # the default, given explicitly, asks for nothing
+        warnings.filterwarnings("error", message="fusion")
+        mms.segment(haadf, fusion="concat", chip_size=8, stride=4, progress=False, consensus=3)

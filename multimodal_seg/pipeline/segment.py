@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ..chips.shared import shared_grid
 from ..chips.sizing import chip_geometry
 from ..chips.texture import Lattice, image_lattice
 from ..compute.schedulers import open_scheduler
-from ..config import SegmentConfig, load_config, with_overrides
+from ..config import FusionConfig, SegmentConfig, load_config, with_overrides
 from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
 from ..errors import MMSegError, OutputError, ParameterError
@@ -119,8 +120,27 @@ def plan(source: Any, config: SegmentConfig, *, signal: int | str | None = None,
     check_options(method=com.method, resolution=com.resolution, n_restarts=com.n_restarts,
                   consensus=com.consensus, merge=com.merge, n_layers=joint_layers, decide=com.decide, alpha=com.alpha)
     check_layer_weights(names, config.fusion.layer_weights)
+    warn_unused_fusion(config.fusion, names)
     encoders = choose_encoders(config.encoder, modalities, config.modality_encoders)
     return Plan(config=config, modalities=modalities, encoders=encoders, lattices=lattices)
+
+
+def warn_unused_fusion(fusion: FusionConfig, names: list[str]) -> None:
+    """Say that fusion settings changed from their defaults do nothing in a run of one modality.
+
+    A warning, not an error: one batch config serves specimens with one modality and with
+    several (the encoder and device settings are said the same way, docs/scale.md).
+    """
+    if len(names) > 1:
+        return
+    changed = {key: value for key, value in fusion.model_dump().items()
+               if value != FusionConfig.model_fields[key].get_default(call_default_factory=True)}
+    if changed:
+        warnings.warn(
+            "fusion " + ", ".join(f"{key}={value!r}" for key, value in changed.items())
+            + f" is for several modalities, and this run has one ({names[0]}): not used. Give a second "
+              "modality (e.g. an image and a spectrum image of the same region) for fusion to act",
+            UserWarning, stacklevel=3)
 
 
 @contextmanager
