@@ -108,3 +108,28 @@ def test_a_stack_keeps_its_time_axis(tmp_path, series):
     assert (axis.name, axis.units, axis.source) == ("time", "s", "stack")
     assert [axis.value(f, i) for i, f in enumerate(frames)] == pytest.approx([0.0, 2.0, 4.0, 6.0])
     np.testing.assert_array_equal(frames[1].pixels(), series.frame(1))
+
+
+def test_a_stack_axis_without_a_name_gets_a_column_of_its_own(tmp_path, series):
+    """A calibrated stack axis with no name is called ``frame``; its values then go in
+    ``axis_frame``, beside the frame number, instead of a second ``frame`` column (and a
+    ``poi.json`` key that overwrote the frame number)."""
+    import csv
+    import json
+
+    import hyperspy.api as hs
+
+    from multimodal_seg.series.batch import segment_series
+
+    stack = hs.signals.Signal2D(np.stack([series.frame(i)[:128, :128] for i in range(2)]))
+    nav = stack.axes_manager.navigation_axes[0]
+    nav.units, nav.scale, nav.offset = "s", 2.5, 10.0  # calibrated, never named
+    stack.save(tmp_path / "unnamed.hspy")
+    segment_series(tmp_path / "unnamed.hspy", out=tmp_path / "out", progress=False, consensus=3)
+    with open(tmp_path / "out" / "fractions.csv") as handle:
+        header = next(csv.reader(handle))
+        rows = list(csv.DictReader(handle, fieldnames=header))
+    assert len(header) == len(set(header)) and "axis_frame" in header
+    assert {(r["frame"], r["axis_frame"]) for r in rows} == {("0", "10"), ("1", "12.5")}
+    frames = json.loads((tmp_path / "out" / "poi.json").read_text())["frames"]
+    assert [(f["frame"], f["axis_frame"]) for f in frames] == [(0, 10.0), (1, 12.5)]

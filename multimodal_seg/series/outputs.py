@@ -4,7 +4,7 @@
   area_fraction, n_chips, mean_intensity, std_intensity, crystallinity,
   disordered_share`` (the share of the community's crystallinity windows below 0.5),
   then the frame's position on the series axis (a column named after it: ``time``,
-  ``dose`` ...) and its ``source``;
+  ``dose`` ..., :func:`axis_column`) and its ``source``;
 - ``poi.csv`` and ``poi.json``: the ranked points of interest of every frame, in
   calibrated coordinates (:class:`multimodal_seg.series.poi.PointOfInterest`);
 - ``overlays/frame_00012.png``: each frame in grey with its communities in fixed
@@ -49,6 +49,17 @@ OVERLAY_ALPHA = 0.4
 LEGEND_WIDTH = 110
 
 
+def axis_column(axis: SeriesAxis) -> str | None:
+    """The name of the column (and ``poi.json`` key) holding each frame's position on the
+    series axis: the axis's own name, prefixed with ``axis_`` where a file already has a column
+    of that name (a calibrated stack axis without a name is called ``frame``, which is also
+    the frame number's column); None for frames counted by their number alone."""
+    if axis.source == "index":
+        return None
+    taken = {*FRACTION_COLUMNS, *POINT_COLUMNS, "source", "points"}
+    return f"axis_{axis.name}" if axis.name in taken else axis.name
+
+
 def _number(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
@@ -56,7 +67,7 @@ def _number(value: Any) -> Any:
 def fractions_csv(reports: Sequence[FrameReport], axis: SeriesAxis) -> str:
     """The text of ``fractions.csv`` for these frames."""
     buffer = io.StringIO()
-    extra = [] if axis.source == "index" else [axis.name]
+    extra = [] if axis_column(axis) is None else [axis_column(axis)]
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*FRACTION_COLUMNS, *extra, "source"])
     for report in reports:
@@ -80,7 +91,9 @@ def points_csv(reports: Sequence[FrameReport]) -> str:
 
 def points_json(reports: Sequence[FrameReport], axis: SeriesAxis) -> str:
     """The text of ``poi.json``: per frame, its source, axis value and ranked points."""
-    frames = [{"frame": r.index, "source": r.label, axis.name: None if not np.isfinite(r.value) else r.value,
+    column = axis_column(axis)
+    frames = [{"frame": r.index, "source": r.label,
+               **({} if column is None else {column: None if not np.isfinite(r.value) else r.value}),
                "points": [p.to_dict() for p in r.points]} for r in reports]
     return json.dumps({"axis": axis.to_dict(), "frames": frames}, indent=1)
 
