@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Iterator
 
 import numpy as np
@@ -207,12 +207,28 @@ class RunWarnings:
         return len(self.records)
 
     def replay(self) -> None:
-        """Raise the recorded warnings again for the caller (after the run; not recorded again)."""
+        """Raise the recorded warnings again for the caller (after the run; not recorded again).
+
+        Inside an enclosing run of the same thread (a batch task recording its specimen's
+        run) nothing is raised: the enclosing run recorded every warning as it came, and says
+        them itself (naming its specimen).
+        """
         cls, thread = type(self), threading.get_ident()
+        with cls._lock:
+            if any(run._thread == thread for run in cls._active.values()):
+                return
+        cls.say(self.records)
+
+    @classmethod
+    def say(cls, records: Iterable[warnings.WarningMessage]) -> None:
+        """Raise warnings for the caller, shown as raised, without any run recording them
+        (a finished run's own, or a batch task's, named by its specimen, while other
+        specimens' runs are still recording)."""
+        thread = threading.get_ident()
         with cls._lock:
             cls._replaying.add(thread)
         try:
-            for w in list(self.records):
+            for w in list(records):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         finally:
             with cls._lock:

@@ -470,3 +470,18 @@ def test_overlapping_runs_in_threads_record_their_own_warnings():
     with pytest.warns(UserWarning, match="from a"):
         runs["a"].replay()  # raised again for the caller, and not recorded again
     assert len(runs["a"]) == 1
+
+
+def test_a_specimens_warnings_are_said_once_with_its_name(tmp_path):
+    """A warning of one specimen's run reaches the caller once, named by its specimen (it came
+    unnamed before: with several specimens, nobody could tell whose it was), and is kept in
+    the specimen's batch.json beside its provenance."""
+    write_images(tmp_path / "images", n=2, size=96)
+    config = {**QUICK, "fusion": {"method": "multiplex"}}  # one image: fusion does nothing, and says so
+    with pytest.warns(UserWarning) as caught:
+        run_batch([tmp_path / "images"], out=tmp_path / "out", config=config, progress=False)
+    fusion = sorted(str(w.message) for w in caught if "fusion method" in str(w.message))
+    assert len(fusion) == 2 and fusion[0].startswith("img0: fusion method='multiplex'")
+    assert fusion[1].startswith("img1: fusion method='multiplex'")
+    kept = json.loads((tmp_path / "out" / "img1" / "batch.json").read_text())["warnings"]
+    assert any(w.startswith("fusion method='multiplex'") for w in kept)

@@ -37,6 +37,7 @@ import os
 import socket
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from typing import Any
 
 from ..config import ComputeConfig, SegmentConfig, load_config
 from ..errors import MMSegError, OutputError
-from ..provenance import fingerprint, to_json, write_text_atomic
+from ..provenance import RunWarnings, fingerprint, to_json, write_text_atomic
 from .inputs import Specimen, expand_inputs
 from .repair import damaged_outputs, finished_outputs, forget
 from .summary import write_summary
@@ -163,7 +164,12 @@ def segment_specimen(specimen: Specimen, config: SegmentConfig, root: Path, job:
         resumed = sorted(finished_outputs(folder / "study.zarr"))
         _log(root, specimen.name, event="start", resumed_from=resumed)
         try:
-            seg = segment(specimen.sources, config=local, out=folder, progress=False)
+            # the run's warnings come back in the record, to be said with the specimen's name
+            with RunWarnings() as caught:
+                try:
+                    seg = segment(specimen.sources, config=local, out=folder, progress=False)
+                finally:
+                    record["warnings"] = [str(w.message) for w in caught]
         except Exception as exc:  # noqa: BLE001 - every failure stays with its specimen
             damaged = {} if isinstance(exc, (MMSegError, OSError)) else damaged_outputs(folder / "study.zarr")
             _log(root, specimen.name, event="failed", error=f"{type(exc).__name__}: {exc}",
@@ -265,6 +271,10 @@ def run_batch(inputs: Sequence[str | Path] | str | Path, *, out: str | Path,
             records[todo[i].name] = record
             save_summary()
             bar.update(1)
+            # raised in the specimen's task, said here with its name (and recorded by no
+            # specimen still running)
+            RunWarnings.say(warnings.WarningMessage(f"{record['name']}: {message}", UserWarning, __file__, 0)
+                            for message in record.get("warnings", []))
             if on_record is not None:
                 on_record(record)
 
