@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .bench import PARTS
@@ -23,7 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts contain [default: ...], not markup
 )
-console = Console(stderr=True)
+# Messages carry paths and fixes such as "[path, {reader options}]": never read as markup
+console = Console(stderr=True, markup=False, highlight=False)
 
 
 def _print_version(value: bool) -> None:
@@ -57,12 +59,12 @@ class _ReaderNotes(logging.Handler):
         super().__init__(level=logging.WARNING)
 
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"RosettaSciIO: {record.getMessage()}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"RosettaSciIO: {record.getMessage()}", soft_wrap=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as a user reads it: ``warning: ...`` (no source file and line of the code)."""
-    console.print(f"[yellow]warning:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[yellow]warning:[/] {escape(str(message))}", markup=True, soft_wrap=True)
 
 
 def _number(value: str | None) -> int | str | None:
@@ -72,7 +74,7 @@ def _number(value: str | None) -> int | str | None:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -88,9 +88,20 @@ def test_bad_inputs_are_refused_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="no modality") as info:
         expand_inputs(tmp_path / "bad.csv")
     assert "bad.csv:1" in str(info.value)
-    (tmp_path / "cells.csv").write_text("s1,haadf\n")
+    (tmp_path / "cells.csv").write_text("s1,haadf=a.dm4\ns2,haadf\n")
     with pytest.raises(ParameterError, match="is not name=path"):
         expand_inputs(tmp_path / "cells.csv")
+    # a header row (or a first row of bare paths) is said to be one, with the row it needs
+    (tmp_path / "header.csv").write_text("name,haadf,eels\ns1,haadf=a.dm4,eels=b.dm4\n")
+    with pytest.raises(ParameterError, match=r"row 1 has no name=path cell \(name, haadf, eels\): a specimen list "
+                                             "has no header row") as info:
+        expand_inputs(tmp_path / "header.csv")
+    assert "grain-1,haadf=a.dm4" in info.value.fix
+    # a config given where the specimens go is named as one, with where it belongs
+    (tmp_path / "quick.yaml").write_text("encoder: {name: fourier}\ncommunities: {consensus: 2}\n")
+    with pytest.raises(ParameterError, match="reads as a config file, not a specimen list: communities") as info:
+        expand_inputs(tmp_path / "quick.yaml")
+    assert "--config" in info.value.fix
     (tmp_path / "names.yaml").write_text("'../up': {haadf: a.dm4}\n")
     with pytest.raises(ParameterError, match="cannot be a folder name"):
         expand_inputs(tmp_path / "names.yaml")
@@ -151,6 +162,10 @@ def test_cli_batch_reports_failures_with_exit_status(tmp_path):
     result = runner.invoke(app, ["batch", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "-c", str(config)])
     assert result.exit_code == 1, result.output
     assert "zz-broken" in result.output and "failed" in result.output and "1 of 2 specimens finished" in result.output
+    # a fix written with brackets reaches the terminal whole (it was read as rich markup, and lost)
+    (tmp_path / "list.yaml").write_text("s1: {haadf: 3}\n")
+    result = runner.invoke(app, ["batch", str(tmp_path / "list.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "fix: give a path, or [path, {reader options}]" in result.output
     (tmp_path / "images" / "zz-broken.png").unlink()
     result = runner.invoke(app, ["batch", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "-c",
                                  str(config), "-q"])

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import read_yaml_mapping
+from ..config import SegmentConfig, read_yaml_mapping
 from ..errors import InputError, ParameterError
 from ..modalities.image import SUPPORTED_IMAGE_EXTENSIONS
 from ..provenance import file_identity
@@ -99,6 +99,13 @@ def _from_csv(path: Path) -> list[Specimen]:
             if not cells or cells[0].startswith("#"):
                 continue
             where = f"{path}:{number}"
+            if not specimens and not any("=" in c for c in cells[1:]) and len(cells) > 1:
+                # the first row is where a header would be: say both what a row is and that
+                # there is no header
+                raise ParameterError(f"row {number} has no name=path cell ({', '.join(cells)}): a specimen list "
+                                     "has no header row, and each modality is written name=path",
+                                     fix="write each row as e.g. grain-1,haadf=a.dm4,eels=b.dm4 (and remove a "
+                                         "header row)", where=where)
             if len(cells) < 2:
                 raise ParameterError(f"row {number} names a specimen but no modality",
                                      fix="write the specimen name, then name=path cells", where=where)
@@ -110,6 +117,14 @@ def _from_csv(path: Path) -> list[Specimen]:
 def _from_yaml(path: Path) -> list[Specimen]:
     data = read_yaml_mapping(path, expected="a specimen list is a mapping: specimen -> {modality: path}",
                              fix="write e.g. 'grain-1: {haadf: a.dm4, eels: b.dm4}'")
+    # a config's sections hold settings (numbers, mappings), a specimen's modalities hold paths
+    sections = sorted(k for k, v in data.items() if k in SegmentConfig.model_fields and (
+        isinstance(v, int) or isinstance(v, dict) and any(not isinstance(x, (str, list)) for x in v.values())))
+    if sections:
+        raise ParameterError(f"this reads as a config file, not a specimen list: {', '.join(map(str, sections))} "
+                             "are config sections",
+                             fix="give it with --config (run_batch(config=...)); a specimen list maps names to "
+                                 "modality files, e.g. 'grain-1: {haadf: a.dm4, eels: b.dm4}'", where=path)
     specimens = []
     for name, modalities in data.items():
         where = f"{path}: {name}"

@@ -31,6 +31,7 @@ def write_summary(path: Path, records: list[dict[str, Any]]) -> None:
 
 def summary_table(records: list[dict[str, Any]]) -> Any:
     """A ``rich`` table of the records: name, status, time, communities, and what went wrong."""
+    from rich.markup import escape
     from rich.table import Table
 
     done = sum(r["status"] != "failed" for r in records)
@@ -41,7 +42,7 @@ def summary_table(records: list[dict[str, Any]]) -> Any:
     for r in records:
         seconds = r.get("seconds")
         detail = f"{r.get('problem', '')} ({r.get('where', '')})" if r["status"] == "failed" else r.get("repaired", "")
-        table.add_row(r["name"], f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
+        table.add_row(escape(r["name"]), f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
                       "" if seconds in (None, "") else f"{float(seconds):.1f}",
-                      str(r.get("n_communities", "")), detail or "")
+                      str(r.get("n_communities", "")), escape(detail or ""))
     return table
