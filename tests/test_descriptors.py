@@ -155,6 +155,16 @@ def test_windows_are_kept_inside_small_images():
     assert index.shape == (1,) and index[0] > 0.8
 
 
+def test_an_image_too_small_for_a_lattice_window_has_no_crystallinity():
+    """A 10 x 50 px survey image (the Velox SI's) cannot hold a window in which a lattice ring
+    stands out from the few rings there are: NaN, not a number read off noise."""
+    rng = np.random.default_rng(7)
+    img = lattice_image(50, 6.0, 12.0, rng)[:10]
+    grid = ChipGrid(img.shape, 2, 2)
+    index = community_crystallinity(img, grid, np.arange(grid.n_chips) % 2)
+    assert index.shape == (2,) and np.isnan(index).all()
+
+
 # --- chip statistics and the community table -------------------------------------------
 
 
@@ -189,7 +199,7 @@ def test_community_table_counts_and_fractions(phantom):
         assert r.area_fraction == pytest.approx((phantom.truth == r.community).mean(), abs=0.03)
         own = chips[chip_labels == r.community].astype(np.float64)
         assert r.mean_intensity == pytest.approx(own.mean(axis=(1, 2)).mean(), rel=1e-5)
-        assert r.std_intensity == pytest.approx(own.std(axis=(1, 2)).mean(), rel=1e-4)
+        assert r.std_intensity == pytest.approx(own.std(), rel=1e-4)  # all its chips' values pooled
         assert r.crystallinity == pytest.approx(float(index[r.community]))
     # Only the amorphous layer lacks order.
     assert rows[AMORPHOUS].crystallinity < 0.1 < min(r.crystallinity for r in rows[:3])
@@ -247,3 +257,14 @@ def test_a_community_of_one_lone_chip_is_painted_nowhere_and_is_named():
     # unlabelled chips and positions are neither
     labels[0, 0] = -1
     assert unpainted_communities(labels, np.where(painted == 0, -1, painted)) == [0]
+
+
+def test_community_std_of_one_pixel_chips_is_the_spread_of_its_pixels():
+    """Chips of one pixel each have std 0; the community's std is still that of its values."""
+    rng = np.random.default_rng(8)
+    values = np.concatenate([rng.normal(10, 2, 200), rng.normal(50, 5, 200)]).astype(np.float32)
+    chips = values.reshape(-1, 1, 1)
+    labels = np.repeat([0, 1], 200)
+    rows = community_table(labels, labels.reshape(20, 20), chip_statistics(chips), np.full(2, np.nan))
+    assert rows[0].std_intensity == pytest.approx(values[:200].std(), rel=1e-4)
+    assert rows[1].std_intensity == pytest.approx(values[200:].std(), rel=1e-4) and rows[1].std_intensity > 4

@@ -33,6 +33,10 @@ PEAK_FACTOR = 10.0
 MIN_RADIUS = 2.0
 #: Smallest window (px) on which crystallinity is measured.
 CRYSTALLINITY_WINDOW = 64
+#: Smallest window (px) on which crystallinity means anything: below it, fewer than 15 rings lie
+#: between the slow background (MIN_RADIUS) and the Nyquist ring, and the strongest ring of so
+#: few is picked out of noise.  An image smaller than this (a 10 x 50 px Velox survey) gets NaN.
+SMALLEST_CRYSTALLINITY_WINDOW = CRYSTALLINITY_WINDOW // 2
 #: Windows sampled per community for its crystallinity.
 CRYSTALLINITY_SAMPLES = 32
 
@@ -125,11 +129,14 @@ def community_crystallinity(image: da.Array | np.ndarray, grid: ChipGrid | Modal
 
     Returns
     -------
-    ``(n_communities,)`` float32, NaN for an empty community.
+    ``(n_communities,)`` float32, NaN for an empty community and for every community of an
+    image smaller than ``SMALLEST_CRYSTALLINITY_WINDOW`` on a side.
     """
-    owner, index = sampled_crystallinity(image, grid, chip_labels, seed=seed)
     n_communities = int(np.asarray(chip_labels).max()) + 1
     out = np.full(n_communities, np.nan, dtype=np.float32)
+    if min(image.shape[:2]) < SMALLEST_CRYSTALLINITY_WINDOW:
+        return out
+    owner, index = sampled_crystallinity(image, grid, chip_labels, seed=seed)
     for community in range(n_communities):
         if (owner == community).any():
             out[community] = index[owner == community].mean()
@@ -143,6 +150,14 @@ def chip_statistics(raw_chips: np.ndarray) -> np.ndarray:
     """
     flat = np.asarray(raw_chips, dtype=np.float32).reshape(len(raw_chips), -1)
     return np.column_stack([flat.mean(axis=1), flat.std(axis=1)])
+
+
+def pooled_std(chip_stats: np.ndarray) -> float:
+    """The std of the values of chips of one size pooled, from their ``(n, 2)`` means and
+    stds (:func:`chip_statistics`): the square root of the mean variance plus the variance
+    of the means."""
+    means, stds = chip_stats[:, 0].astype(np.float64), chip_stats[:, 1].astype(np.float64)
+    return float(np.sqrt(np.mean(stds**2) + np.var(means)))
 
 
 @dataclass
@@ -170,7 +185,10 @@ def community_table(
     pixel_labels
         Image-sized community map (area fractions are taken from it).
     chip_stats
-        ``(n_chips, 2)`` from :func:`chip_statistics` (means are over chips).
+        ``(n_chips, 2)`` from :func:`chip_statistics`.  A community's mean intensity is the
+        mean of its chips' means; its std is that of all its chips' values pooled (the chips
+        are of one size): the mean of their variances plus the variance of their means, so
+        that chips of one pixel, whose own std is 0, still show how the community varies.
     crystallinity_index
         ``(n_communities,)`` from :func:`community_crystallinity`.
     """
@@ -187,7 +205,7 @@ def community_table(
             n_chips=int(sel.sum()),
             area_fraction=float(areas[community] / labelled_pixels),
             mean_intensity=float(chip_stats[sel, 0].mean()) if sel.any() else float("nan"),
-            std_intensity=float(chip_stats[sel, 1].mean()) if sel.any() else float("nan"),
+            std_intensity=pooled_std(chip_stats[sel]) if sel.any() else float("nan"),
             crystallinity=float(crystallinity_index[community]),
         ))
     return rows
