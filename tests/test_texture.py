@@ -89,7 +89,10 @@ def test_real_sem_images_without_a_lattice_keep_the_plain_chip_rule():
 def test_chips_hold_several_periods_of_a_coarse_lattice():
     assert auto_image_chip((512, 512)) == AUTO_MIN_IMAGE_CHIP == auto_image_chip((512, 512), 10.0)
     assert auto_image_chip((512, 512), 25.0) == int(np.ceil(LATTICE_PERIODS * 25.0))
-    assert auto_image_chip((60, 60), 25.0) == 60  # never more than the image
+    # an image too small for 3 texture chips across gets chips of a quarter of its side, not
+    # one chip (no graph), nor chips under MIN_IMAGE_CHIP
+    assert auto_image_chip((60, 60), 25.0) == 15 and auto_image_chip((30, 40)) == 7
+    assert auto_image_chip((64, 64)) == 32 and auto_image_chip((12, 12)) == 4
     coarse = draw("magnification", 16)  # 25 px lattice
     size, stride = chip_geometry(ChipConfig(), coarse.modalities)
     assert size >= LATTICE_PERIODS * 24 and stride == size // 2

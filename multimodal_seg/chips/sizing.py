@@ -7,7 +7,8 @@ Chip sizes are in pixels of the reference modality (the coarsest scan,
   texture, so about ``AUTO_CHIPS_ACROSS`` chips across the shorter side and at
   least ``AUTO_MIN_IMAGE_CHIP`` pixels, and where the image shows a crystal lattice
   (:func:`multimodal_seg.chips.texture.image_lattice`) at least ``LATTICE_PERIODS``
-  periods of it (capped by the image);
+  periods of it; an image too small for 3 such chips across gets chips of a quarter
+  of its shorter side (:func:`auto_image_chip`);
 - **a spectrum image or 4D-STEM scan with an image of finer pixels**: about
   ``AUTO_CHIPS_ACROSS`` chips across the scan, and enough scan positions that the
   finest image sees at least ``AUTO_MIN_IMAGE_CHIP`` of its pixels per chip, and
@@ -139,9 +140,16 @@ def texture_pixels(period: float | None) -> int:
 def auto_image_chip(shape: tuple[int, int], period: float | None = None) -> int:
     """``chip_size="auto"`` for images only: about ``AUTO_CHIPS_ACROSS`` chips across the
     shorter side, at least :func:`texture_pixels` (``period``: the lattice period in px, if
-    any), at most the shorter side."""
+    any).
+
+    An image too small for that to leave 3 chips across its shorter side (a 30 x 30 px
+    survey: one 30 px chip, and no graph) holds no texture at chip scale anyway: it gets
+    chips of a quarter of that side (at least ``MIN_IMAGE_CHIP``), which tell its regions
+    apart by their intensity; the chips stage warns that they hold little texture.
+    """
     short = min(int(shape[0]), int(shape[1]))
-    return min(max(texture_pixels(period), int(round(short / AUTO_CHIPS_ACROSS))), short)
+    size = max(texture_pixels(period), int(round(short / AUTO_CHIPS_ACROSS)))
+    return size if size <= short // 2 else max(MIN_IMAGE_CHIP, short // 4)
 
 
 def _period(modality: ModalityData, lattices: Mapping[str, Lattice] | None) -> float | None:
