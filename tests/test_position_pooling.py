@@ -35,8 +35,9 @@ def test_only_pooling_encoders_take_the_per_position_path():
     # the convnets over spectra and patterns embed a chip as its positions' mean too
     assert get_encoder("diffraction-cnn", weights="random").pools_positions
     assert get_encoder("spectrum-cnn", weights="random").pools_positions
-    # The PCA encoder pools a standard deviation too, and the image encoders see chips whole.
-    assert not get_encoder("spectrum-pca").pools_positions
+    # the PCA encoder pools its scores' moments (a chip's spread from means of squares)
+    assert get_encoder("spectrum-pca").pools_positions
+    # the image encoders see chips whole
     assert not get_encoder("fourier").pools_positions
     assert not get_encoder("image-cnn", weights="random").pools_positions
 
@@ -120,3 +121,31 @@ def test_the_scan_picture_is_the_total_counts_kept_by_the_embed_stage(scan):
     again = stages.collect(study)
     assert isinstance(again.image, np.ndarray)
     np.testing.assert_allclose(again.image, scan.sum(axis=(2, 3)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalise", ["total", "edges"])
+def test_spectrum_pca_pooled_from_moments_equals_chip_by_chip(normalise):
+    """spectrum-pca's chips pooled from per-position moments give its chip-by-chip embeddings
+    (the scores' means and spreads, and the log counts) to float32 precision, one-position
+    chips included (spread 0), with any bands."""
+    phantom = multimodal_phantom((16, 16), pattern_size=16, seed=3)
+    data = np.asarray(phantom.eels, dtype=np.float32)
+    encoder = get_encoder("spectrum-pca", normalise=normalise)
+    encoder.set_signal_axes(phantom.modalities()["eels"].axes[2:])
+    encoder.fit(data[None])
+    for size, stride in ((4, 2), (1, 1), (5, 3)):
+        grid = ChipGrid(data.shape[:2], size, stride)
+        chips = np.concatenate([c for _, c in iter_chips(data, grid.origins, size)])
+        with dask.config.set({"array.chunk-size": 3 * 16 * data.shape[2] * 4}):  # 3-row bands
+            embeddings, stats = position_map(data, encoder).pool(grid.origins, size, encoder)
+        chip_by_chip = encoder.encode(chips)
+        np.testing.assert_allclose(embeddings, chip_by_chip, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats, chip_statistics(chips), rtol=1e-4)
+        k = encoder.n_components
+        spread = chip_by_chip[:, k : 2 * k]
+        if size == 1:
+            assert np.abs(embeddings[:, k : 2 * k]).max() < 1e-5 and not spread.any()
+        else:  # the spread is the scores' std over the chip's spectra, computed directly
+            scores = encoder.position_features(chips.reshape(-1, data.shape[2]))[:, :k]
+            np.testing.assert_allclose(spread, scores.reshape(len(chips), size * size, k).std(axis=1),
+                                       rtol=1e-4, atol=1e-5)

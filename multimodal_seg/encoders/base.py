@@ -29,10 +29,11 @@ class Encoder(ABC):
     #: Whether the graph stage should scale each feature to unit variance before
     #: PCA; ``False`` for features whose variances are meaningful (PCA scores).
     standardise: bool = True
-    #: True when a chip's embedding is the mean of per-position features over its scan
-    #: positions; such an encoder also defines ``position_features(signals)``, mapping
-    #: ``(m, *signal)`` to ``(m, dim)``.  The pipeline then encodes each position once,
-    #: not once per chip it lies in (:mod:`multimodal_seg.encoders.pooling`).
+    #: True when a chip's embedding follows from the mean of per-position features over its
+    #: scan positions; such an encoder also defines ``position_features(signals)``, mapping
+    #: ``(m, *signal)`` to ``(m, dim)``, and may override :meth:`from_pooled` (a chip's
+    #: embedding from that mean: the mean itself by default).  The pipeline then encodes each
+    #: position once, not once per chip it lies in (:mod:`multimodal_seg.encoders.pooling`).
     pools_positions: bool = False
     #: True when an embedding may change, in its last bits, with the batch it is computed
     #: in and the device (torch picks kernels by batch shape and hardware).  Such an
@@ -64,6 +65,13 @@ class Encoder(ABC):
         :meth:`fingerprint`, and may raise ``ParameterError`` when its options do
         not fit the axes.
         """
+
+    def from_pooled(self, means: np.ndarray) -> np.ndarray:
+        """Chip embeddings ``(n, dim)`` float32 from the means ``(n, dim)`` (float64 where the
+        encoder's ``position_features`` are) of their positions' features, for an encoder that
+        pools positions: the means themselves by default.  An encoder whose chip feature is
+        not a mean (a spread over the chip's positions) makes it from means of moments here."""
+        return np.asarray(means, dtype=np.float32)
 
     def fit(self, sample: np.ndarray) -> None:
         """Learn data-dependent state (e.g. a PCA basis) from a sample of chips.

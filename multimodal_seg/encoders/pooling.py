@@ -118,7 +118,7 @@ def _span_features(reader, first: int, stop: int, cols: int, encoder: Encoder) -
     values = flat.reshape(len(flat), -1)
     moments = np.stack([values.sum(axis=1, dtype=np.float64),
                         np.einsum("ij,ij->i", values, values, dtype=np.float64)], axis=1)
-    return features.astype(np.float32, copy=False), moments
+    return features, moments
 
 
 def _window_sums(table: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
@@ -141,7 +141,8 @@ class PositionMap:
     Attributes
     ----------
     features
-        ``(rows, cols, dim)`` float32: the encoder's features of each scan position's signal.
+        ``(rows, cols, dim)``: the encoder's features of each scan position's signal (float32,
+        or float64 where the encoder gives moments whose differences a chip's spread needs).
     moments
         ``(rows, cols, 2)`` float64: sum of each position's raw values and of their squares.
     signal_size
@@ -152,13 +153,16 @@ class PositionMap:
     moments: np.ndarray
     signal_size: int
 
-    def pool(self, origins: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def pool(self, origins: np.ndarray, size: int, encoder: Encoder | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings ``(n_chips, dim)`` and raw mean and standard deviation ``(n_chips, 2)``
         (float32) of the ``size x size`` chips at ``origins`` ``(n_chips, 2)``: means over
-        each chip's window, read off summed-area tables."""
+        each chip's window, read off summed-area tables, made embeddings by the ``encoder``
+        that computed the features (:meth:`Encoder.from_pooled`; none: the means)."""
         origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
         positions = size * size
-        embeddings = _window_sums(_summed_area(self.features), origins, size) / positions
+        means = _window_sums(_summed_area(self.features), origins, size) / positions
+        embeddings = means if encoder is None else encoder.from_pooled(means)
         sums = _window_sums(_summed_area(self.moments), origins, size)
         count = positions * max(1, self.signal_size)
         mean = sums[:, 0] / count
@@ -187,7 +191,7 @@ def position_map(data, encoder: Encoder, *, progress: bool = False, desc: str = 
     from ..compute.tasks import SyncReader, chunk_bytes, run_tasks, scheduler_threads
 
     rows, cols = int(data.shape[0]), int(data.shape[1])
-    features = np.empty((rows * cols, encoder.dim), dtype=np.float32)
+    features: np.ndarray | None = None  # of the dtype the encoder's features come in
     moments = np.empty((rows * cols, 2), dtype=np.float64)
     # an encoder that uses every core by itself (a torch network) runs one task at a time here
     serial = encoder.uses_all_cores
@@ -199,11 +203,17 @@ def position_map(data, encoder: Encoder, *, progress: bool = False, desc: str = 
              for first, stop in spans]
 
     def store(i: int, result: tuple[np.ndarray, np.ndarray]) -> None:
+        nonlocal features
         first, stop = spans[i]
+        if features is None:
+            kind = np.float64 if result[0].dtype == np.float64 else np.float32
+            features = np.empty((rows * cols, encoder.dim), dtype=kind)
         features[first:stop], moments[first:stop] = result
         bar.update(stop - first)
 
     with tqdm(total=rows * cols, desc=desc, unit="position", disable=not progress, leave=False) as bar:
         run_tasks(tasks, on_result=store, local_threads=1 if serial else None)
+    if features is None:  # a scan of no positions
+        features = np.empty((0, encoder.dim), dtype=np.float32)
     return PositionMap(features.reshape(rows, cols, -1), moments.reshape(rows, cols, 2),
                        int(np.prod(data.shape[2:], dtype=np.int64)))

@@ -117,6 +117,10 @@ class SpectrumPCAEncoder(Encoder):
     name = "spectrum-pca"
     lightweight = True  # a few array operations per chip
     kind = "spectrum"
+    # every scan position is encoded once, and chips (and refinement's finer chips) are
+    # pooled from the moments: on the JEOL FeS map (512 x 512 x 4096) chip by chip read
+    # each spectrum about 4 times in the embedding and again in refinement
+    pools_positions = True
     # Not standardised: the scores' variances tell signal components from noise ones, and
     # scaling every component to unit variance lifted 14 noise components to the level of
     # the one or two that carry the chemistry (EELS of the complementary phantom family:
@@ -295,6 +299,35 @@ class SpectrumPCAEncoder(Encoder):
         InputError
             Bad chips, or a channel count other than the fit sample's.
         """
+        self._check_fitted(channels=None)
+        arr = as_chips(chips, self.kind)
+        spectra, per_chip = position_signals(arr)
+        n = arr.shape[0]
+        return self.from_pooled(self.position_features(spectra).reshape(n, per_chip, self.dim).mean(axis=1))
+
+    def position_features(self, signals: np.ndarray) -> np.ndarray:
+        """Moments of single spectra ``(m, channels)`` -> ``(m, dim)`` float64: each PCA score,
+        its square, and the log total counts; a chip's means of these make its embedding
+        (:meth:`from_pooled`), so the pipeline encodes each scan position once.
+
+        Raises
+        ------
+        ParameterError
+            :meth:`fit` has not been called.
+        InputError
+            A channel count other than the fit sample's.
+        """
+        spectra = np.asarray(signals)
+        self._check_fitted(channels=spectra.shape[-1])
+        x = self._normalised(spectra)[0] * self.channel_weights
+        scores = ((x - self.mean_) @ self.components_.T).astype(np.float64)  # (m, k)
+        parts = [scores, scores * scores]
+        if self.log_counts:
+            parts.append(np.log1p(np.maximum(spectra.sum(axis=1, dtype=np.float64), 0.0))[:, None])
+        return np.concatenate(parts, axis=1)
+
+    def _check_fitted(self, *, channels: int | None) -> None:
+        """Refuse to encode before :meth:`fit`, or spectra of ``channels`` other than its."""
         if not self.is_fitted:
             raise ParameterError(
                 "spectrum-pca has no PCA basis yet: encode was called before fit",
@@ -302,24 +335,25 @@ class SpectrumPCAEncoder(Encoder):
                 "the modality's chips)",
                 where=self.name,
             )
-        arr = as_chips(chips, self.kind)
-        n = arr.shape[0]
-        if arr.shape[3] != self.n_channels:
+        if channels is not None and channels != self.n_channels:
             raise InputError(
-                f"chips have {arr.shape[3]} channels but the PCA basis was fitted on "
-                f"{self.n_channels}",
+                f"chips have {channels} channels but the PCA basis was fitted on {self.n_channels}",
                 fix="fit and encode the same spectrum image (same energy axis)",
                 where="chips",
             )
-        spectra, per_chip = position_signals(arr)
-        x = self._normalised(spectra)[0] * self.channel_weights
-        scores = (x - self.mean_) @ self.components_.T  # (m, k)
-        scores = scores.reshape(n, per_chip, self.n_components).astype(np.float64)
-        parts = [scores.mean(axis=1), scores.std(axis=1)]
+
+    def from_pooled(self, means: np.ndarray) -> np.ndarray:
+        """Chip embeddings from the means over each chip of :meth:`position_features`: the
+        mean of each score, its standard deviation (from the means of the scores and of their
+        squares, both float64: the scores are centred, of order 1, so the difference keeps
+        about 12 digits where a chip's spread is 1 % of its mean), and the mean log counts
+        minus the fit sample's median."""
+        means = np.asarray(means, dtype=np.float64)
+        k = self.n_components
+        mean, square = means[:, :k], means[:, k : 2 * k]
+        parts = [mean, np.sqrt(np.maximum(square - mean * mean, 0.0))]
         if self.log_counts:
-            counts = np.log1p(np.maximum(spectra.sum(axis=1, dtype=np.float64), 0.0))
-            parts.append(counts.reshape(n, per_chip).mean(axis=1, keepdims=True)
-                         - self.log_counts_median_)
+            parts.append(means[:, 2 * k : 2 * k + 1] - self.log_counts_median_)
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 

@@ -191,7 +191,7 @@ def encode_chips(modality: ModalityData, chips: ModalityChips, encoder: Encoder,
     if pools_positions(modality, encoder):
         if positions is None:
             positions = embed_positions(modality, encoder, progress=progress, desc=desc)
-        return positions.pool(chips.origins, chips.size)
+        return positions.pool(chips.origins, chips.size, encoder)
     desc = f"{desc} {modality.name} ({encoder.name})"
     scale = scaler(modality, intensity)
     origins = np.asarray(chips.origins)

@@ -197,7 +197,7 @@ def embed(
     The modality is streamed from the store one band of chip rows at a time, never
     whole.  Image chips are scaled to [0, 1] by the image's robust intensity range;
     spectra and patterns reach their encoders as raw counts.  Encoders that pool scan
-    positions (``diffraction-profiles``, ``spectrum-cnn``, ``diffraction-cnn``) encode each
+    positions (``spectrum-pca``, ``diffraction-profiles``, ``spectrum-cnn``, ``diffraction-cnn``) encode each
     position once and keep every position's features (``positions/<name>``), from which
     :func:`refine` pools its finer chips.
 
