@@ -63,8 +63,13 @@ class _ReaderNotes(logging.Handler):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as a user reads it: ``warning: ...`` (no source file and line of the code)."""
-    console.print(f"[yellow]warning:[/] {escape(str(message))}", markup=True, soft_wrap=True)
+    """A warning as a user reads it: ``warning: ...`` (no source file and line of the code),
+    on a line of its own: a progress bar drawn on the terminal is cleared first and drawn
+    again below it."""
+    from tqdm.auto import tqdm
+
+    with tqdm.external_write_mode(file=sys.stderr):
+        console.print(f"[yellow]warning:[/] {escape(str(message))}", markup=True, soft_wrap=True)
 
 
 def _number(value: str | None) -> int | str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +501,12 @@ def test_a_specimens_warnings_are_said_once_with_its_name(tmp_path):
     assert fusion[1].startswith("img1: fusion method='multiplex'")
     kept = json.loads((tmp_path / "out" / "img1" / "batch.json").read_text())["warnings"]
     assert any(w.startswith("fusion method='multiplex'") for w in kept)
+    # on the terminal each is on a line of its own: the progress bar is cleared first (it
+    # was printed right after the bar's text) and drawn again below
+    (tmp_path / "multiplex.yaml").write_text("encoder: {name: fourier}\ncommunities: {consensus: 2}\n"
+                                             "fusion: {method: multiplex}\n")
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "images"), "--out", str(tmp_path / "cli"),
+                                      "-c", str(tmp_path / "multiplex.yaml")])
+    assert result.exit_code == 0, result.output
+    said = [m.start() for m in re.finditer("warning: img", result.output)]
+    assert len(said) == 2 and all(result.output[i - 1] in "\r\n" for i in said), result.output
