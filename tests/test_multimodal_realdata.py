@@ -149,6 +149,28 @@ def test_survey_image_and_spectrum_image_from_one_bruker_file():
     assert len(np.unique(groups, axis=0)) == n
 
 
+@pytest.mark.parametrize("relative, holds", [
+    ("multimodal/bruker_P45_SEM_BSE_EDS/P45_the_default_job.bcf", r"an EDS spectrum image \[75x100x2048\]"),
+    ("multimodal/velox_Nb_interface_STEM_EDS/fei_SI_SuperX-HAADF_20frames_10x50.emd",
+     r"an EDS spectrum image \(Velox SpectrumImage\)"),
+])
+def test_an_image_read_alone_from_a_file_with_a_spectrum_image_says_so(relative, holds):
+    """Given alone, a Bruker or Velox file's image is what the run segments; the EDS data
+    beside it, which the image reader skips undecoded, is named with how to read both (the
+    run said nothing before, and a user who gave an EDS file got a map of its survey image).
+    A run that reads the file's spectrum image too says nothing."""
+    import warnings
+
+    path = shared_file(relative)
+    with pytest.warns(UserWarning, match=f"also holds {holds}.*this run segments only its image "
+                                         r"\(signal 0: .*-m image=FILE -m eds=FILE") as caught:
+        mms.modalities.sources.read_modalities({"image": path})
+    assert len([w for w in caught if "also holds" in str(w.message)]) == 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*also holds")
+        mms.modalities.sources.read_modalities({"image": path, "eds": path})
+
+
 def test_cli_reads_one_map_of_a_phenom_file_and_records_which(tmp_path):
     """``--read NAME.OPTION=VALUE`` gives a modality's reader its options on the command line;
     the run records which signal of the file it read, and the file by its absolute path."""

@@ -17,18 +17,37 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from .base import Axis, ModalityData, check_real_values
-from .checks import check_signal, value_summary
+from .checks import check_signal, signal_dims, value_summary, what_is
 from .reading import BRUKER, DIGITALMICROGRAPH, HYPERSPY, JEOL, PHENOM, RsciioPlugin
-from .reading import axis_from_rsciio, pick_signal, plugin_for, read_signals
+from .reading import axis_from_rsciio, describe_signal, pick_signal, plugin_for, read_signals
 from .reading import signal_data, wrap_array
 
 # ITU-R BT.709 luminance weights for R, G, B.
 LUMINANCE_WEIGHTS: tuple[float, float, float] = (0.2126, 0.7152, 0.0722)
 
+def _velox_spectra(path: Path) -> list[str]:
+    """The EDS data of a Velox file beside its images (HDF5 groups; nothing decoded)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        data = handle.get("Data")
+        return [f"an EDS {kind} (Velox {group})" for group, kind in
+                (("SpectrumImage", "spectrum image"), ("SpectrumStream", "spectrum stream"))
+                if data is not None and group in data]
+
+
+def _bruker_spectra(path: Path) -> list[str]:
+    """The EDS hypermaps of a Bruker file beside its images (read lazily: the header only)."""
+    from rsciio.bruker import file_reader
+
+    found = file_reader(str(path), select_type="spectrum_image", lazy=True)
+    return [f"an EDS spectrum image [{'x'.join(str(int(n)) for n in s['data'].shape)}]" for s in found]
+
+
 # select_type="images": for Velox files skip the (large, sparse) EDS spectrum stream.
 # The NCEM flavour of .emd ignores it.
 _EMD = RsciioPlugin(
-    "rsciio.emd", "EMD (Velox or NCEM)", kwargs={"select_type": "images"}
+    "rsciio.emd", "EMD (Velox or NCEM)", kwargs={"select_type": "images"}, skipped=_velox_spectra
 )
 _MRC = RsciioPlugin("rsciio.mrc", "MRC")
 _TIFF = RsciioPlugin("rsciio.tiff", "TIFF")
@@ -38,7 +57,7 @@ _ZSPY = RsciioPlugin("rsciio.zspy", "HyperSpy zarr")
 _RASTER = RsciioPlugin("rsciio.image", "raster image", lazy=False)
 # Files of analytical microscopes that hold the survey image beside the spectrum
 # image: the image modality takes the image (first 2-D signal, or signal=).
-_BRUKER = dataclasses.replace(BRUKER, kwargs={"select_type": "image"})
+_BRUKER = dataclasses.replace(BRUKER, kwargs={"select_type": "image"}, skipped=_bruker_spectra)
 
 _PLUGINS: dict[str, RsciioPlugin] = {
     ".dm3": DIGITALMICROGRAPH,
@@ -180,6 +199,11 @@ def _from_file(
         missing=lambda sigs, listing: _no_image(listing, path),
     )
     data, meta = signal_data(signals, index, plugin, path)
+    # spectrum images and 4D-STEM scans beside the image (a Bruker SEM file's EDS map): a
+    # run that reads only the image says they are there (read_modalities)
+    meta["scans_in_file"] = [f"{i}: {describe_signal(s)}, {what_is(tuple(s['data'].shape), signal_dims(s))}"
+                             for i, s in enumerate(signals) if i != index and len(s["data"].shape) in (3, 4)
+                             and not _is_2d_image(s)] + _skipped(plugin, path)
     # rsciio lists axes in array order; the first two are (rows, cols) of an image,
     # also when a trailing RGB channel axis follows.  Not strict: a 1-D signal has one
     # axis and is rejected later with a clear message.
@@ -188,6 +212,17 @@ def _from_file(
         for a, n in zip(signals[index]["axes"][:2], ("y", "x"), strict=False)
     ]
     return data, axes, meta
+
+
+def _skipped(plugin: RsciioPlugin, path: Path) -> list[str]:
+    """What the plugin's ``skipped`` probe finds; nothing where it fails: it only feeds a hint
+    (:func:`multimodal_seg.modalities.sources.warn_unread_scans`), and the image was read."""
+    if plugin.skipped is None:
+        return []
+    try:
+        return plugin.skipped(path)
+    except Exception:  # noqa: BLE001 - a hint is never worth failing a read that worked
+        return []
 
 
 def _is_2d_image(sig: dict[str, Any]) -> bool:

@@ -44,6 +44,9 @@ class RsciioPlugin:
         Called with the path before the reader: raises :class:`InputError` for a file the
         reader would not fail on cleanly (a native decoder that crashes the process on a
         truncated file).
+    skipped
+        Called with the path: a few words for each spectrum image or scan that ``kwargs``
+        make the reader leave out (``select_type``), found without decoding it.
     """
 
     module: str
@@ -51,6 +54,7 @@ class RsciioPlugin:
     lazy: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
     check: Callable[[Path], None] | None = None
+    skipped: Callable[[Path], list[str]] | None = None
 
 
 def check_sfs_complete(path: Path) -> None:

@@ -11,6 +11,8 @@ options it was read with (``metadata["reader_options"]``), so that
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,7 @@ def read_modalities(sources: Mapping[str, Any]) -> dict[str, ModalityData]:
     if not sources:
         raise ParameterError("no modalities given", fix="give at least one modality", where="source")
     out: dict[str, ModalityData] = {}
+    read: list[str] = []  # the modalities this call reads (not given read)
     for label, source in sources.items():
         name, kind = modality_kind(label)
         if name in out:
@@ -164,7 +167,27 @@ def read_modalities(sources: Mapping[str, Any]) -> dict[str, ModalityData]:
                              fix=f"check the file given for {label!r}", where=str(source))
         modality.metadata["reader_options"] = _jsonable_options(options)
         out[name] = modality
+        read.append(name)
+    warn_unread_scans(out, read)
     return out
+
+
+def warn_unread_scans(modalities: Mapping[str, ModalityData], read: list[str]) -> None:
+    """Warn when an image of ``read`` (the modalities just read) came from a file that also
+    holds a spectrum image or 4D-STEM scan (a Bruker SEM file's EDS map beside its BSE
+    image) and no other modality reads that file: segmenting only the image is rarely what
+    was meant, and nothing else would say that the rest of the file was passed over."""
+    for name in read:
+        modality = modalities[name]
+        scans = modality.metadata.get("scans_in_file") or []
+        if not scans or any(other.source == modality.source for n, other in modalities.items() if n != name):
+            continue
+        warnings.warn(
+            f"{modality.source} also holds {'; '.join(scans)}; this run segments only its image "
+            f"(signal {modality.metadata.get('signal_index')}: {modality.metadata.get('title')}). To segment "
+            f"them together, give each modality with its name: -m {name}=FILE -m eds=FILE on the command line "
+            f"({{'{name}': FILE, 'eds': FILE}} in Python; eels, diffraction ... for other kinds)",
+            UserWarning, stacklevel=3)
 
 
 def check_reader_options(reader: Any, options: Mapping[str, Any], label: str) -> None:
