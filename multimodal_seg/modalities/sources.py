@@ -186,7 +186,8 @@ def warn_unread_scans(modalities: Mapping[str, ModalityData], read: list[str]) -
             f"{modality.source} also holds {'; '.join(scans)}; this run segments only its image "
             f"(signal {modality.metadata.get('signal_index')}: {modality.metadata.get('title')}). To segment "
             f"them together, give each modality with its name: -m {name}=FILE -m eds=FILE on the command line "
-            f"({{'{name}': FILE, 'eds': FILE}} in Python; eels, diffraction ... for other kinds)",
+            f"({{'{name}': FILE, 'eds': FILE}} in Python, NAME: {{{name}: FILE, eds: FILE}} in a batch list; "
+            "eels, diffraction ... for other kinds)",
             UserWarning, stacklevel=3)
 
 
