@@ -161,14 +161,16 @@ def test_an_image_read_alone_from_a_file_with_a_spectrum_image_says_so(relative,
     A run that reads the file's spectrum image too says nothing."""
     import warnings
 
+    from multimodal_seg.modalities.sources import read_modalities
+
     path = shared_file(relative)
     with pytest.warns(UserWarning, match=f"also holds {holds}.*this run segments only its image "
                                          r"\(signal 0: .*-m image=FILE -m eds=FILE") as caught:
-        mms.modalities.sources.read_modalities({"image": path})
+        read_modalities({"image": path})
     assert len([w for w in caught if "also holds" in str(w.message)]) == 1
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*also holds")
-        mms.modalities.sources.read_modalities({"image": path, "eds": path})
+        read_modalities({"image": path, "eds": path})
 
 
 def test_cli_reads_one_map_of_a_phenom_file_and_records_which(tmp_path):
