@@ -25,7 +25,7 @@ def test_pooled_embeddings_equal_chip_by_chip_encoding(scan, size, stride):
     grid = ChipGrid(scan.shape[:2], size, stride)
     chips = np.concatenate([c for _, c in iter_chips(scan, grid.origins, size)])
     with dask.config.set({"array.chunk-size": 5 * 16 * 32 * 32 * 4}):  # 5-row bands, one task each
-        embeddings, stats = position_map(scan, encoder).pool(grid.origins, size)
+        embeddings, stats = position_map(scan, encoder).pool(grid.origins, size, encoder)
     np.testing.assert_allclose(embeddings, encoder.encode(chips), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats, chip_statistics(chips), rtol=1e-4)
 
@@ -75,7 +75,7 @@ def test_convnet_position_maps_do_not_depend_on_how_the_work_is_shared(name):
         np.testing.assert_array_equal(other.features, maps[0].features)
     grid = ChipGrid(data.shape[:2], 4, 2)
     chips = np.concatenate([c for _, c in iter_chips(data, grid.origins, 4)])
-    embeddings, _ = maps[0].pool(grid.origins, 4)
+    embeddings, _ = maps[0].pool(grid.origins, 4, encoder)
     np.testing.assert_allclose(embeddings, encoder.encode(chips), rtol=1e-4, atol=1e-5)
 
 

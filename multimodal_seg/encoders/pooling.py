@@ -153,16 +153,15 @@ class PositionMap:
     moments: np.ndarray
     signal_size: int
 
-    def pool(self, origins: np.ndarray, size: int, encoder: Encoder | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def pool(self, origins: np.ndarray, size: int, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings ``(n_chips, dim)`` and raw mean and standard deviation ``(n_chips, 2)``
         (float32) of the ``size x size`` chips at ``origins`` ``(n_chips, 2)``: means over
         each chip's window, read off summed-area tables, made embeddings by the ``encoder``
-        that computed the features (:meth:`Encoder.from_pooled`; none: the means)."""
+        that computed the features (:meth:`Encoder.from_pooled`)."""
         origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
         positions = size * size
         means = _window_sums(_summed_area(self.features), origins, size) / positions
-        embeddings = means if encoder is None else encoder.from_pooled(means)
+        embeddings = encoder.from_pooled(means)
         sums = _window_sums(_summed_area(self.moments), origins, size)
         count = positions * max(1, self.signal_size)
         mean = sums[:, 0] / count
