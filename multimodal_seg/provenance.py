@@ -11,6 +11,7 @@ import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -144,8 +145,11 @@ class RunWarnings:
     run killed for memory at 23 GB).  Warnings are process-wide, so this class keeps the one
     shared piece of state they need: while any run records, one dispatcher replaces
     ``warnings.showwarning`` and the filters say "always" (every occurrence is recorded);
-    the last run to end restores both.  A warning raised in a run's own thread goes to that
-    run; one raised elsewhere (a Dask worker thread) goes to every run recording then.
+    the last run to end restores both.  A warning goes to the runs open in the context it was
+    raised in: the run's own thread, and the threads of Dask's threaded scheduler computing
+    for it (they run their tasks in a copy of the submitting thread's context).  Only a
+    warning from a thread that carries no run's context (a pool not started by Dask) goes to
+    every run recording then.
 
     Use::
 
@@ -162,9 +166,13 @@ class RunWarnings:
     _shown: Any = None
     _replaying: set[int] = set()
 
+    #: The runs open in this context, outermost first (a batch task's, then its segment()'s).
+    _open: ContextVar[tuple["RunWarnings", ...]] = ContextVar("multimodal_seg_run_warnings", default=())
+
     def __init__(self) -> None:
         self.records: list[warnings.WarningMessage] = []
         self._thread = threading.get_ident()
+        self._token: Any = None
 
     def __enter__(self) -> "RunWarnings":
         cls = type(self)
@@ -175,10 +183,12 @@ class RunWarnings:
                 warnings.showwarning = cls._dispatch
                 warnings.simplefilter("always")
             cls._active[id(self)] = self
+        self._token = cls._open.set(cls._open.get() + (self,))
         return self
 
     def __exit__(self, *exc: Any) -> None:
         cls = type(self)
+        cls._open.reset(self._token)
         with cls._lock:
             cls._active.pop(id(self), None)
             if not cls._active and cls._guard is not None:
@@ -196,7 +206,9 @@ class RunWarnings:
         if shown is not None:  # a finished run's warnings, raised again for its caller
             shown(message, category, filename, lineno, file, line)
             return
-        own = [run for run in runs if run._thread == thread]
+        # the runs of this context; else of this thread (a run entered here in another context);
+        # else, from a thread that carries no run's context, every run: it may be anyone's
+        own = [run for run in cls._open.get() if run in runs] or [run for run in runs if run._thread == thread]
         for run in own or runs:
             run.records.append(record)
 

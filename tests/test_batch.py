@@ -488,6 +488,41 @@ def test_overlapping_runs_in_threads_record_their_own_warnings():
     assert len(runs["a"]) == 1
 
 
+def test_warnings_from_dask_threads_go_to_the_run_that_computed_them():
+    """A warning raised in a Dask worker thread (a specimen's chunked read or embedding) goes
+    to the run whose computation raised it, not to every run recording at the time: two
+    specimens of a threaded batch used to get each other's warnings."""
+    import threading
+    import warnings
+
+    import dask
+
+    from multimodal_seg.provenance import RunWarnings
+
+    both_open = threading.Barrier(2, timeout=10)
+    runs: dict[str, RunWarnings] = {}
+
+    def warn_in_worker(name: str) -> str:
+        warnings.warn(f"from {name}'s task", UserWarning)
+        return threading.current_thread().name
+
+    def run(name: str) -> None:
+        with RunWarnings() as caught:
+            runs[name] = caught
+            both_open.wait()  # both runs record while either warns
+            worker = dask.compute(dask.delayed(warn_in_worker)(name), scheduler="threads", num_workers=2)[0]
+            assert worker != threading.current_thread().name  # raised in a thread of Dask's pool
+            both_open.wait()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert [str(w.message) for w in runs["a"]] == ["from a's task"]
+    assert [str(w.message) for w in runs["b"]] == ["from b's task"]
+
+
 def test_a_specimens_warnings_are_said_once_with_its_name(tmp_path):
     """A warning of one specimen's run reaches the caller once, named by its specimen (it came
     unnamed before: with several specimens, nobody could tell whose it was), and is kept in
