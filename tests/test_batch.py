@@ -374,8 +374,10 @@ def test_killed_batch_resumes_where_it_stopped(tmp_path):
 @pytest.mark.slow
 def test_interrupted_batch_says_what_is_kept_and_how_to_go_on(tmp_path):
     """Ctrl-C (SIGINT) part way: exit status 130, one line that says the finished steps are
-    kept and the same command resumes, no traceback or interpreter noise; the resumed batch
-    finishes every specimen."""
+    kept and the same command resumes, no traceback or interpreter noise; the specimens cut
+    short are logged as interrupted, not failed (their runs used to die on the thread pools
+    shut down under them and log that as their failure); the resumed batch finishes every
+    specimen."""
     import signal
     import subprocess
     import sys
@@ -389,7 +391,7 @@ def test_interrupted_batch_says_what_is_kept_and_how_to_go_on(tmp_path):
     process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_kill_point(out, ["img0", "img1", "img2"])
+        caught, _, _ = _wait_for_kill_point(out, ["img0", "img1", "img2"])
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -398,6 +400,12 @@ def test_interrupted_batch_says_what_is_kept_and_how_to_go_on(tmp_path):
     assert process.returncode == 130, said
     assert f"interrupted: finished steps are kept in {out}/; run the same command again to resume" in said
     assert "Traceback" not in said and "never awaited" not in said, said
+    for name in ("img0", "img1", "img2"):
+        events = [e["event"] for e in attempts(out, name)]
+        assert "failed" not in events, (name, attempts(out, name))
+        if events and not (out / name / "batch.json").exists():  # started, cut short
+            assert events[-2:] == ["interrupted", "end"] and attempts(out, name)[-1]["status"] == "interrupted"
+    assert (out / caught / "batch.json").exists() or "interrupted" in [e["event"] for e in attempts(out, caught)]
     result = run_batch([tmp_path / "images"], out=out, config=config, progress=False)
     assert result.ok and {r["name"] for r in result.records} == {"img0", "img1", "img2"}
 

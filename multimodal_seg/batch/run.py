@@ -19,7 +19,8 @@ Output folder ``out``::
     <specimen>/              segment()'s output: study.zarr, figures, labels, provenance.json
     <specimen>/batch.json    written last: the specimen is finished
     logs/<specimen>.jsonl    one line per attempt's start and end: where it ran, which stage
-                             outputs it found finished, what went wrong (with the traceback)
+                             outputs it found finished, what went wrong (with the traceback),
+                             or that Ctrl-C cut it short (``interrupted``)
 
 Resuming is the same command again: a specimen is finished when its
 ``batch.json`` holds the same job fingerprint (config and input files; not the
@@ -35,6 +36,7 @@ import errno
 import json
 import os
 import socket
+import threading
 import time
 import traceback
 import warnings
@@ -54,6 +56,8 @@ from .summary import write_summary
 FINISHED = "batch.json"
 #: Statuses in the summary.
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+#: Status of a specimen cut short by Ctrl-C (in its log only: the summary keeps it ``pending``).
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -144,13 +148,16 @@ def describe_failure(exc: BaseException, specimen: Specimen, folder: Path) -> di
 
 
 def segment_specimen(specimen: Specimen, config: SegmentConfig, root: Path, job: str,
-                     threads: int = 1) -> dict[str, Any]:
+                     threads: int = 1, stopping: threading.Event | None = None) -> dict[str, Any]:
     """One batch task: segment a specimen into ``root/<name>`` and return its summary record.
 
     Runs wherever the scheduler puts it.  Never raises: a failure becomes a
     ``failed`` record (what, where, how to fix).  When a finished stage output
     turns out to be damaged (an unreadable chunk), it is forgotten and the
-    specimen runs once more, recomputing only that output.
+    specimen runs once more, recomputing only that output.  ``stopping`` (threaded
+    scheduler) is set when the batch is interrupted: what the run raises then is the
+    interruption's doing (thread pools shut down under it), logged as ``interrupted``,
+    not as the specimen's failure.
     """
     from ..pipeline.segment import segment
 
@@ -171,6 +178,10 @@ def segment_specimen(specimen: Specimen, config: SegmentConfig, root: Path, job:
                 finally:
                     record["warnings"] = [str(w.message) for w in caught]
         except Exception as exc:  # noqa: BLE001 - every failure stays with its specimen
+            if stopping is not None and stopping.is_set():
+                _log(root, specimen.name, event=INTERRUPTED, error=f"{type(exc).__name__}: {exc}")
+                record.update(status=INTERRUPTED)
+                break
             damaged = {} if isinstance(exc, (MMSegError, OSError)) else damaged_outputs(folder / "study.zarr")
             _log(root, specimen.name, event="failed", error=f"{type(exc).__name__}: {exc}",
                  traceback=traceback.format_exc(), damaged=damaged)
@@ -288,7 +299,16 @@ def run_batch(inputs: Sequence[str | Path] | str | Path, *, out: str | Path,
             finished(i, record)
             return record
 
-        tasks = [dask.delayed(segment_specimen, pure=False)(s, cfg, root, jobs[s.name], threads) for s in todo]
-        run_tasks(tasks, on_result=finished, on_error=lost)
+        # Ctrl-C reaches this thread only; the specimens' threads learn of it through this
+        # (an Event does not travel to the workers of a distributed scheduler, which end with it)
+        stopping = threading.Event() if client is None else None
+        tasks = [dask.delayed(segment_specimen, pure=False)(s, cfg, root, jobs[s.name], threads, stopping)
+                 for s in todo]
+        try:
+            run_tasks(tasks, on_result=finished, on_error=lost)
+        except KeyboardInterrupt:
+            if stopping is not None:
+                stopping.set()
+            raise
     save_summary()
     return BatchResult(records=ordered(), out=root, skipped_files=skipped_files, scheduler=scheduler)
