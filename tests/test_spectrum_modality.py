@@ -571,6 +571,34 @@ def test_truncated_real_bcf(tmp_path):
 
 
 @pytest.mark.realdata
+def test_truncated_elid_is_refused_instead_of_hanging(tmp_path):
+    """rsciio's Phenom reader waits for ever for the rest of a truncated .elid's bzip2 stream
+    (a batch hung with it); the stream's end is checked first.  Read in a child process with
+    a time limit, so that a regression fails this test instead of hanging the test run.  A
+    whole file with bytes after its stream is still read (the check then decompresses it)."""
+    import subprocess
+    import sys
+
+    source = real_file(PHENOM)
+    size = source.stat().st_size
+    for cut in (2_000, size // 2, size - 1):
+        path = tmp_path / f"cut{cut}.elid"
+        path.write_bytes(source.read_bytes()[:cut])
+        for reader in ("read_spectrum_image", "read_image"):
+            probe = (f"from multimodal_seg.modalities import {reader}\n"
+                     f"try:\n    {reader}({str(path)!r})\nexcept Exception as exc:\n    print(exc)")
+            try:
+                done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"reading {path.name} with {reader} hung")
+            assert path.name in done.stdout and "truncated" in done.stdout, done.stdout
+            assert f"stops after {cut:,} bytes" in done.stdout, done.stdout
+    padded = tmp_path / "padded.elid"
+    padded.write_bytes(source.read_bytes() + b"\0" * 7)
+    assert read_spectrum_image(padded, signal="map 6").data.shape == (16, 16, 2048)
+
+
+@pytest.mark.realdata
 def test_bcf_cut_inside_its_hypermap_is_refused_before_decoding(tmp_path):
     """rsciio's compiled Bruker decoder reads past the end of a file cut inside its spectrum
     data and kills the process (a segmentation fault); the container's declared length is

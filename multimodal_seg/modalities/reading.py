@@ -12,6 +12,7 @@ keeping, and :func:`axis_from_rsciio` turns rsciio's axis dicts into
 
 from __future__ import annotations
 
+import bz2
 import importlib
 import math
 import struct
@@ -89,13 +90,55 @@ def check_sfs_complete(path: Path) -> None:
         )
 
 
+#: bzip2's end-of-stream marker (the digits of sqrt(pi)), 48 bits, not byte-aligned.
+BZ2_END_MAGIC, BZ2_END_MASK = 0x177245385090, 2**48 - 1
+
+
+def check_bz2_complete(path: Path, block: int = 2**20) -> None:
+    """Raise :class:`InputError` unless ``path`` is one whole bzip2 stream (a Phenom ``.elid``).
+
+    rsciio's Phenom reader asks its decompressor for more input until it gets it, and at the
+    end of a truncated file it never does: the process hangs for ever (a batch with it).  A
+    whole stream ends with bzip2's end-of-stream marker (48 bits), its CRC (32 bits) and up to
+    7 bits of padding, which the last 11 bytes show at once.  Only a file that does not end
+    so (truncated, or with bytes after its stream) is decompressed here, output discarded, to
+    see whether its stream ends (6 s for 10 MB).
+    """
+    with open(path, "rb") as stream:
+        stream.seek(max(0, path.stat().st_size - 11))
+        tail = int.from_bytes(stream.read(11), "big")
+    if any((tail >> (32 + pad)) & BZ2_END_MASK == BZ2_END_MAGIC for pad in range(8)):
+        return
+    decompressor = bz2.BZ2Decompressor()
+    try:
+        with open(path, "rb") as stream:
+            while not decompressor.eof:
+                data = b""
+                if decompressor.needs_input and not (data := stream.read(block)):
+                    break  # the file ends, the stream does not
+                decompressor.decompress(data, max_length=block)  # at most a block out at a time
+    except (OSError, EOFError, ValueError) as exc:  # not bzip2 at all, or corrupt
+        raise InputError(
+            f"cannot be read: it is not a bzip2-compressed ELID file ({exc})",
+            fix="check the file is complete and really an .elid exported by Phenom ProSuite",
+            where=path,
+        ) from None
+    if not decompressor.eof:
+        raise InputError(
+            f"is truncated: its compressed stream stops after {path.stat().st_size:,} bytes, before its end",
+            fix="copy or download the file again (compare its size with the original's), or export it "
+            "again from Phenom ProSuite",
+            where=path,
+        )
+
+
 #: Plugins several readers use unchanged.
 DIGITALMICROGRAPH = RsciioPlugin("rsciio.digitalmicrograph", "Gatan DigitalMicrograph")
 HYPERSPY = RsciioPlugin("rsciio.hspy", "HyperSpy HDF5")
 JEOL = RsciioPlugin("rsciio.jeol", "JEOL Analysis Station")
 BRUKER = RsciioPlugin("rsciio.bruker", "Bruker BCF", check=check_sfs_complete)
 # rsciio's Phenom reader has no lazy mode (lazy=True raises an error).
-PHENOM = RsciioPlugin("rsciio.phenom", "Phenom ELID", lazy=False)
+PHENOM = RsciioPlugin("rsciio.phenom", "Phenom ELID", lazy=False, check=check_bz2_complete)
 
 #: Extensions whose "file" is a directory (zarr directory store).
 DIRECTORY_FORMATS = frozenset({".zspy"})
