@@ -527,7 +527,24 @@ def test_real_jeol_asw(jeol_asw):
     assert energies[fe_ka][counts[fe_ka].argmax()] == pytest.approx(6.404, abs=0.05)
     weaker = counts[(energies > 1.0) & ~s_ka & ~fe_ka].max()
     assert min(counts[s_ka].max(), counts[fe_ka].max()) > 1.5 * weaker
+    assert m.metadata["sweeps"] == {"read": 14, "recorded": 14}  # whole: read without a warning
     assert digest(path.parent) == before
+
+
+@pytest.mark.realdata
+def test_truncated_real_pts_says_how_much_of_the_acquisition_it_holds(tmp_path, jeol_asw):
+    """RosettaSciIO reads a .pts cut short as the sweeps it holds whole and says so only in a
+    log line below the warning level: half the FeS file gave half its counts without a word.
+    Now the read warns with the sweeps read and recorded, and the metadata keep both."""
+    source = real_file(JEOL_PTS)
+    path = tmp_path / source.name
+    path.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"holds 6 whole sweeps of the 14 its header records") as caught:
+        m = read_spectrum_image(path, bin_channels=4, bin_scan=4)
+    assert str(path) in str(caught[0].message) and "truncated copy" in str(caught[0].message)
+    assert m.metadata["sweeps"] == {"read": 6, "recorded": 14}
+    whole = jeol_asw[3].sum(dtype=np.float64)
+    assert 0.3 < m.data.sum(dtype=np.float64).compute() / whole < 0.6  # what the sweeps read hold
 
 
 @pytest.mark.realdata
