@@ -616,6 +616,32 @@ def test_truncated_elid_is_refused_instead_of_hanging(tmp_path):
 
 
 @pytest.mark.realdata
+def test_bcf_with_damaged_hypermap_bytes_is_refused_without_killing_the_process(tmp_path):
+    """64 random bytes inside the real P45 file's hypermap made RosettaSciIO's compiled
+    decoder kill the process (SIGSEGV or SIGBUS: a batch died with it); the file is now decoded
+    in a child process first, and the crash becomes an error that names the file.  Read in a
+    child process here too, so that a regression fails this test instead of crashing the test
+    run.  The BSE image of the same file, which needs no hypermap, still reads."""
+    import subprocess
+    import sys
+
+    source = real_file(P45)
+    for at in (285_113, 405_349):  # places (and bytes, seeded by the place) that crashed it
+        path = tmp_path / f"damaged{at}.bcf"
+        data = bytearray(source.read_bytes())
+        data[at : at + 64] = np.random.default_rng(at).integers(0, 256, 64, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(data))
+        probe = ("from multimodal_seg.modalities import read_spectrum_image, read_image\n"
+                 f"try:\n    read_spectrum_image({str(path)!r})\nexcept Exception as exc:\n    print(exc)\n"
+                 f"print(read_image({str(path)!r}).data.shape)")
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (at, done.returncode, done.stderr[-2000:])
+        said = done.stdout
+        assert path.name in said and "decoder crashed on it (SIG" in said and "damaged" in said, said
+        assert "(75, 100)" in said, said
+
+
+@pytest.mark.realdata
 def test_bcf_cut_inside_its_hypermap_is_refused_before_decoding(tmp_path):
     """rsciio's compiled Bruker decoder reads past the end of a file cut inside its spectrum
     data and kills the process (a segmentation fault); the container's declared length is
