@@ -459,9 +459,11 @@ def in_row_chunks(arr: np.ndarray) -> da.Array:
     (512 x 512 x 4096) one pass over the values took 26 s instead of 2 s, and reading 8 of
     its rows converted the whole cube (17 s).
     """
+    if arr.ndim == 0:  # refused later by the modality's own checks, with their message
+        return da.from_array(arr)
     per_row = math.prod(int(n) for n in arr.shape[1:]) * 4
-    rows = max(1, min(int(arr.shape[0]), CHUNK_BYTES // max(1, per_row))) if arr.ndim else ()
-    return da.from_array(arr, chunks=(rows,) + tuple(-1 for _ in arr.shape[1:]) if arr.ndim else ())
+    rows = max(1, min(int(arr.shape[0]), CHUNK_BYTES // max(1, per_row)))
+    return da.from_array(arr, chunks=(rows,) + (-1,) * (arr.ndim - 1))
 
 
 def wrap_array(
