@@ -276,8 +276,9 @@ def _from_file(
             warnings.warn(
                 f"{path}: holds {sweeps[0]} whole sweeps of the {sweeps[1]} its header records, and "
                 f"only these are read (about {sweeps[0] / sweeps[1]:.0%} of the counts): the "
-                "acquisition stopped part way, or this is a truncated copy (compare its size with "
-                "the original's)",
+                "acquisition stopped part way, or this copy is truncated or damaged (compare its "
+                "size and checksum with the original's: RosettaSciIO stops at the first sweep it "
+                "cannot read whole)",
                 UserWarning,
                 stacklevel=2,
             )
