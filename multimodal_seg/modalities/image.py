@@ -57,7 +57,9 @@ _ZSPY = RsciioPlugin("rsciio.zspy", "HyperSpy zarr")
 _RASTER = RsciioPlugin("rsciio.image", "raster image", lazy=False)
 # Files of analytical microscopes that hold the survey image beside the spectrum
 # image: the image modality takes the image (first 2-D signal, or signal=).
-_BRUKER = dataclasses.replace(BRUKER, kwargs={"select_type": "image"}, skipped=_bruker_spectra)
+# Reading only the image never runs the hypermap decoder, so nothing to decode apart (a P45
+# copy whose hypermap kills that decoder reads its image here; tests/test_spectrum_modality.py).
+_BRUKER = dataclasses.replace(BRUKER, kwargs={"select_type": "image"}, skipped=_bruker_spectra, apart=False)
 
 _PLUGINS: dict[str, RsciioPlugin] = {
     ".dm3": DIGITALMICROGRAPH,
