@@ -531,6 +531,45 @@ def test_warnings_from_dask_threads_go_to_the_run_that_computed_them():
     assert [str(w.message) for w in runs["b"]] == ["from b's task"]
 
 
+def test_warnings_from_the_read_ahead_thread_go_to_the_run_that_reads():
+    """Spectrum and 4D embeddings read the next band of scan rows in a thread of their own
+    (``iter_row_bands``); what that read warns (a lazy reader decoding its chunks) goes to the
+    run that reads, not to every run recording at the time."""
+    import threading
+    import warnings
+
+    import dask.array as da
+
+    from multimodal_seg.encoders.pooling import iter_row_bands
+    from multimodal_seg.provenance import RunWarnings
+
+    both_open = threading.Barrier(2, timeout=10)
+    runs: dict[str, RunWarnings] = {}
+
+    def decode(block: np.ndarray, name: str) -> np.ndarray:
+        warnings.warn(f"{name}'s reader", UserWarning)
+        return block
+
+    def run(name: str) -> None:
+        # meta given: Dask does not call decode to find it (a warning outside any run)
+        cube = da.zeros((8, 4, 16), chunks=(2, 4, 16)).map_blocks(decode, name, meta=np.empty((0, 0, 0)))
+        with RunWarnings() as caught:
+            runs[name] = caught
+            both_open.wait()
+            bands = list(iter_row_bands(cube, band_bytes=4 * 16 * 8 * 2))
+            assert len(bands) >= 2  # the later bands are read ahead, in the second thread
+            both_open.wait()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    for name in ("a", "b"):
+        said = {str(w.message) for w in runs[name]}
+        assert said == {f"{name}'s reader"}, (name, said)
+
+
 def test_a_specimens_warnings_are_said_once_with_its_name(tmp_path):
     """A warning of one specimen's run reaches the caller once, named by its specimen (it came
     unnamed before: with several specimens, nobody could tell whose it was), and is kept in
