@@ -371,6 +371,35 @@ def test_killed_batch_resumes_where_it_stopped(tmp_path):
     assert stamps(out / name / "study.zarr", kept) == kept
 
 
+def test_an_interrupted_batch_stops_its_running_specimens_before_it_returns(tmp_path):
+    """Ctrl-C reaches the batch's thread only: the specimens running in Dask's threads are
+    asked to stop, and the batch waits for them before the interruption goes on, so none
+    is left computing (or writing) while the process exits.  Here the interruption comes as
+    the small specimen ends, while the large one is still running."""
+    import time
+
+    from multimodal_seg.synthetic.files import write_phantom_images
+
+    write_phantom_images(tmp_path / "small", 1, size=128)
+    big = write_phantom_images(tmp_path / "big", 1, size=1024)[0].rename(tmp_path / "big" / "large.png")
+    out = tmp_path / "out"
+
+    def interrupt(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([tmp_path / "small", big], out=out, config={**QUICK, "compute": {"workers": 2}},
+                  progress=False, on_record=interrupt)
+    logged = attempts(out, "large")
+    assert [e["event"] for e in logged][-2:] == ["interrupted", "end"], logged
+    assert logged[-1]["status"] == "interrupted"
+    time.sleep(2)
+    assert attempts(out, "large") == logged  # nothing went on after the batch returned
+    assert not (out / "large" / "batch.json").exists()
+    result = run_batch([tmp_path / "small", big], out=out, config=QUICK, progress=False)
+    assert [r["status"] for r in result.records] == ["skipped", "done"]
+
+
 @pytest.mark.slow
 def test_interrupted_batch_says_what_is_kept_and_how_to_go_on(tmp_path):
     """Ctrl-C (SIGINT) part way: exit status 130, one line that says the finished steps are
@@ -388,8 +417,10 @@ def test_interrupted_batch_says_what_is_kept_and_how_to_go_on(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "multimodal_seg.cli", "batch", str(tmp_path / "images"), "--out", str(out),
                "-c", str(config), "-q"]
+    # Ctrl-C's default action even where this runs in the background, which ignores SIGINT
     process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         caught, _, _ = _wait_for_kill_point(out, ["img0", "img1", "img2"])
         process.send_signal(signal.SIGINT)

@@ -36,15 +36,16 @@ import errno
 import json
 import os
 import socket
-import threading
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..compute.stopping import StopRequest
 from ..config import ComputeConfig, SegmentConfig, load_config
 from ..errors import MMSegError, OutputError
 from ..provenance import RunWarnings, fingerprint, to_json, write_text_atomic
@@ -58,6 +59,9 @@ FINISHED = "batch.json"
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
 #: Status of a specimen cut short by Ctrl-C (in its log only: the summary keeps it ``pending``).
 INTERRUPTED = "interrupted"
+#: Ctrl-C: the most seconds to wait for the running specimens to reach a stop point (a stage
+#: already running, or one band of chips, must end first) before the batch exits anyway.
+STOP_WAIT_S = 60.0
 
 
 @dataclass
@@ -148,17 +152,23 @@ def describe_failure(exc: BaseException, specimen: Specimen, folder: Path) -> di
 
 
 def segment_specimen(specimen: Specimen, config: SegmentConfig, root: Path, job: str,
-                     threads: int = 1, stopping: threading.Event | None = None) -> dict[str, Any]:
+                     threads: int = 1, stopping: StopRequest | None = None) -> dict[str, Any]:
     """One batch task: segment a specimen into ``root/<name>`` and return its summary record.
 
     Runs wherever the scheduler puts it.  Never raises: a failure becomes a
     ``failed`` record (what, where, how to fix).  When a finished stage output
     turns out to be damaged (an unreadable chunk), it is forgotten and the
     specimen runs once more, recomputing only that output.  ``stopping`` (threaded
-    scheduler) is set when the batch is interrupted: what the run raises then is the
-    interruption's doing (thread pools shut down under it), logged as ``interrupted``,
-    not as the specimen's failure.
+    scheduler) is set when the batch is interrupted: the run stops at its next stop point
+    (:mod:`multimodal_seg.compute.stopping`), and what it raises then is the interruption's
+    doing, logged as ``interrupted``, not as the specimen's failure.
     """
+    with stopping.running() if stopping is not None else nullcontext():
+        return _segment_specimen(specimen, config, root, job, threads, stopping)
+
+
+def _segment_specimen(specimen: Specimen, config: SegmentConfig, root: Path, job: str, threads: int,
+                      stopping: StopRequest | None) -> dict[str, Any]:
     from ..pipeline.segment import segment
 
     folder = root / specimen.name
@@ -300,15 +310,19 @@ def run_batch(inputs: Sequence[str | Path] | str | Path, *, out: str | Path,
             return record
 
         # Ctrl-C reaches this thread only; the specimens' threads learn of it through this
-        # (an Event does not travel to the workers of a distributed scheduler, which end with it)
-        stopping = threading.Event() if client is None else None
+        # (it does not travel to the workers of a distributed scheduler, which end with it)
+        stopping = StopRequest() if client is None else None
         tasks = [dask.delayed(segment_specimen, pure=False)(s, cfg, root, jobs[s.name], threads, stopping)
                  for s in todo]
         try:
             run_tasks(tasks, on_result=finished, on_error=lost)
         except KeyboardInterrupt:
             if stopping is not None:
+                # the running specimens stop at their next stop point and log it; waiting for
+                # them keeps the interpreter from shutting their thread pools (and zarr's
+                # writes) down under them.  Ctrl-C again ends the wait.
                 stopping.set()
+                stopping.wait(timeout=STOP_WAIT_S)
             raise
     save_summary()
     return BatchResult(records=ordered(), out=root, skipped_files=skipped_files, scheduler=scheduler)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..compute.stopping import stop_point
 from .base import Encoder
 
 
@@ -98,6 +99,7 @@ def iter_row_bands(data, band_bytes: int | None = None):
     with ThreadPoolExecutor(max_workers=1) as ahead:
         pending = ahead_read(bands[0]) if bands else None
         for i, (top, _) in enumerate(bands):
+            stop_point()
             block = pending.result()
             pending = ahead_read(bands[i + 1]) if i + 1 < len(bands) else None
             yield top, block

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..analysis.descriptors import CHIP_STATS, chip_statistics
 from ..chips.grid import iter_chips
 from ..chips.shared import ModalityChips
+from ..compute.stopping import stop_point
 from ..encoders.base import Encoder
 from ..encoders.pooling import PositionMap, position_map
 from ..modalities.base import ModalityData
@@ -149,6 +150,7 @@ def _encode_span(reader, origins: np.ndarray, size: int, encoder: Encoder, scale
     embeddings = np.empty((len(origins), encoder.dim), dtype=np.float32)
     stats = np.empty((len(origins), len(CHIP_STATS)), dtype=np.float32)
     for first, raw in iter_chips(reader, origins, size, batch=batch_chips):
+        stop_point()
         raw = raw.astype(np.float32, copy=False)
         embeddings[first : first + len(raw)] = encoder.encode(scale(raw))
         stats[first : first + len(raw)] = chip_statistics(raw)

@@ -28,6 +28,7 @@ from ..chips.shared import shared_grid
 from ..chips.sizing import chip_geometry
 from ..chips.texture import Lattice, image_lattice
 from ..compute.schedulers import open_scheduler
+from ..compute.stopping import stop_point
 from ..config import FusionConfig, SegmentConfig, load_config, with_overrides
 from ..encoders.base import Encoder
 from ..encoders.choice import choose_encoders
@@ -145,7 +146,9 @@ def warn_unused_fusion(fusion: FusionConfig, names: list[str]) -> None:
 
 @contextmanager
 def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
-    """Add the wall time (s) of the block to ``seconds[name]``."""
+    """Add the wall time (s) of the block to ``seconds[name]``.  The block is a step of the
+    run: it begins with a stop point (a batch interrupted by Ctrl-C stops its runs there)."""
+    stop_point()
     start = time.perf_counter()
     try:
         yield
