@@ -396,6 +396,7 @@ def test_an_interrupted_batch_stops_its_running_specimens_before_it_returns(tmp_
     time.sleep(2)
     assert attempts(out, "large") == logged  # nothing went on after the batch returned
     assert not (out / "large" / "batch.json").exists()
+    assert {n: row["status"] for n, row in summary(out).items()} == {"img0": "done", "large": "interrupted"}
     result = run_batch([tmp_path / "small", big], out=out, config=QUICK, progress=False)
     assert [r["status"] for r in result.records] == ["skipped", "done"]
 
@@ -436,6 +437,7 @@ def test_interrupted_batch_says_what_is_kept_and_how_to_go_on(tmp_path):
         assert "failed" not in events, (name, attempts(out, name))
         if events and not (out / name / "batch.json").exists():  # started, cut short
             assert events[-2:] == ["interrupted", "end"] and attempts(out, name)[-1]["status"] == "interrupted"
+            assert summary(out)[name]["status"] == "interrupted"
     assert (out / caught / "batch.json").exists() or "interrupted" in [e["event"] for e in attempts(out, caught)]
     result = run_batch([tmp_path / "images"], out=out, config=config, progress=False)
     assert result.ok and {r["name"] for r in result.records} == {"img0", "img1", "img2"}

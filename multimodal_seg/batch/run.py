@@ -57,7 +57,7 @@ from .summary import write_summary
 FINISHED = "batch.json"
 #: Statuses in the summary.
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-#: Status of a specimen cut short by Ctrl-C (in its log only: the summary keeps it ``pending``).
+#: Status of a specimen cut short by Ctrl-C (threaded scheduler; its finished stages are kept).
 INTERRUPTED = "interrupted"
 #: Ctrl-C: the most seconds to wait for the running specimens to reach a stop point (a stage
 #: already running, or one band of chips, must end first) before the batch exits anyway.
@@ -323,6 +323,13 @@ def run_batch(inputs: Sequence[str | Path] | str | Path, *, out: str | Path,
                 # writes) down under them.  Ctrl-C again ends the wait.
                 stopping.set()
                 stopping.wait(timeout=STOP_WAIT_S)
+                for s in todo:  # the summary says which were cut short (their runs logged it)
+                    logged = attempts(root, s.name)
+                    if s.name not in records and logged and logged[-1].get("status") == INTERRUPTED:
+                        records[s.name] = {"name": s.name, "out": str(root / s.name), "status": INTERRUPTED,
+                                           "fix": "run the same command again: it continues from the last "
+                                                  "finished stage"}
+                save_summary()
             raise
     save_summary()
     return BatchResult(records=ordered(), out=root, skipped_files=skipped_files, scheduler=scheduler)

@@ -34,11 +34,11 @@ def summary_table(records: list[dict[str, Any]]) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    done = sum(r["status"] != "failed" for r in records)
+    done = sum(r["status"] in ("done", "skipped") for r in records)
     table = Table(title=f"{done} of {len(records)} specimens finished")
     for column in ("specimen", "status", "s", "communities", "problem / where"):
         table.add_column(column, overflow="fold")
-    colour = {"done": "green", "skipped": "cyan", "failed": "bold red"}
+    colour = {"done": "green", "skipped": "cyan", "failed": "bold red", "interrupted": "yellow"}
     for r in records:
         seconds = r.get("seconds")
         detail = f"{r.get('problem', '')} ({r.get('where', '')})" if r["status"] == "failed" else r.get("repaired", "")
