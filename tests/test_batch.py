@@ -371,24 +371,27 @@ def test_killed_batch_resumes_where_it_stopped(tmp_path):
     assert stamps(out / name / "study.zarr", kept) == kept
 
 
-def test_an_interrupted_batch_stops_its_running_specimens_before_it_returns(tmp_path):
-    """Ctrl-C reaches the batch's thread only: the specimens running in Dask's threads are
-    asked to stop, and the batch waits for them before the interruption goes on, so none
-    is left computing (or writing) while the process exits.  Here the interruption comes as
-    the small specimen ends, while the large one is still running."""
+@pytest.mark.parametrize("compute", [{"workers": 2}, {"scheduler": "processes", "workers": 2}],
+                         ids=["threads", "local-cluster"])
+def test_an_interrupted_batch_stops_its_running_specimens_before_it_returns(tmp_path, compute):
+    """Ctrl-C reaches the batch's thread only: the specimens running in Dask's threads, or
+    on a cluster's workers, are asked to stop, and the batch waits for them before the
+    interruption goes on, so none is left computing (or writing) while the process exits,
+    or on a running scheduler's workers while the batch is resumed.  Here the interruption
+    comes as the small specimen ends, while the large one is still running."""
     import time
 
     from multimodal_seg.synthetic.files import write_phantom_images
 
     write_phantom_images(tmp_path / "small", 1, size=128)
-    big = write_phantom_images(tmp_path / "big", 1, size=1024)[0].rename(tmp_path / "big" / "large.png")
+    big = write_phantom_images(tmp_path / "big", 1, size=2048)[0].rename(tmp_path / "big" / "large.png")
     out = tmp_path / "out"
 
     def interrupt(record):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_batch([tmp_path / "small", big], out=out, config={**QUICK, "compute": {"workers": 2}},
+        run_batch([tmp_path / "small", big], out=out, config={**QUICK, "compute": compute},
                   progress=False, on_record=interrupt)
     logged = attempts(out, "large")
     assert [e["event"] for e in logged][-2:] == ["interrupted", "end"], logged

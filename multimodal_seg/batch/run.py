@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compute.stopping import StopRequest
+from ..compute.stopping import Stopped, StopRequest
 from ..config import ComputeConfig, SegmentConfig, load_config
 from ..errors import MMSegError, OutputError
 from ..provenance import RunWarnings, fingerprint, to_json, write_text_atomic
@@ -59,9 +59,6 @@ FINISHED = "batch.json"
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
 #: Status of a specimen cut short by Ctrl-C (threaded scheduler; its finished stages are kept).
 INTERRUPTED = "interrupted"
-#: Ctrl-C: the most seconds to wait for the running specimens to reach a stop point (a stage
-#: already running, or one band of chips, must end first) before the batch exits anyway.
-STOP_WAIT_S = 60.0
 
 
 @dataclass
@@ -158,10 +155,11 @@ def segment_specimen(specimen: Specimen, config: SegmentConfig, root: Path, job:
     Runs wherever the scheduler puts it.  Never raises: a failure becomes a
     ``failed`` record (what, where, how to fix).  When a finished stage output
     turns out to be damaged (an unreadable chunk), it is forgotten and the
-    specimen runs once more, recomputing only that output.  ``stopping`` (threaded
-    scheduler) is set when the batch is interrupted: the run stops at its next stop point
-    (:mod:`multimodal_seg.compute.stopping`), and what it raises then is the interruption's
-    doing, logged as ``interrupted``, not as the specimen's failure.
+    specimen runs once more, recomputing only that output.  ``stopping`` is set when the
+    batch is interrupted (in this process, or through the scheduler of a cluster): the run
+    stops at its next stop point (:mod:`multimodal_seg.compute.stopping`), and what it
+    raises then is the interruption's doing, logged as ``interrupted``, not as the
+    specimen's failure.
     """
     with stopping.running() if stopping is not None else nullcontext():
         return _segment_specimen(specimen, config, root, job, threads, stopping)
@@ -188,7 +186,7 @@ def _segment_specimen(specimen: Specimen, config: SegmentConfig, root: Path, job
                 finally:
                     record["warnings"] = [str(w.message) for w in caught]
         except Exception as exc:  # noqa: BLE001 - every failure stays with its specimen
-            if stopping is not None and stopping.is_set():
+            if isinstance(exc, Stopped) or (stopping is not None and stopping.is_set()):
                 _log(root, specimen.name, event=INTERRUPTED, error=f"{type(exc).__name__}: {exc}")
                 record.update(status=INTERRUPTED)
                 break
@@ -309,27 +307,26 @@ def run_batch(inputs: Sequence[str | Path] | str | Path, *, out: str | Path,
             finished(i, record)
             return record
 
-        # Ctrl-C reaches this thread only; the specimens' threads learn of it through this
-        # (it does not travel to the workers of a distributed scheduler, which end with it)
-        stopping = StopRequest() if client is None else None
+        # Ctrl-C reaches this thread only; the specimens (in Dask's threads, or on a cluster's
+        # workers) learn of it through this, stop at their next stop point and log it, and
+        # run_tasks waits for them: none is left computing, or writing, after the batch
+        stopping = StopRequest(client)
         tasks = [dask.delayed(segment_specimen, pure=False)(s, cfg, root, jobs[s.name], threads, stopping)
                  for s in todo]
         try:
-            run_tasks(tasks, on_result=finished, on_error=lost)
+            run_tasks(tasks, on_result=finished, on_error=lost, stopping=stopping)
         except KeyboardInterrupt:
-            if stopping is not None:
-                # the running specimens stop at their next stop point and log it; waiting for
-                # them keeps the interpreter from shutting their thread pools (and zarr's
-                # writes) down under them.  Ctrl-C again ends the wait.
-                stopping.set()
-                stopping.wait(timeout=STOP_WAIT_S)
-                for s in todo:  # the summary says which were cut short (their runs logged it)
-                    logged = attempts(root, s.name)
-                    if s.name not in records and logged and logged[-1].get("status") == INTERRUPTED:
-                        records[s.name] = {"name": s.name, "out": str(root / s.name), "status": INTERRUPTED,
-                                           "fix": "run the same command again: it continues from the last "
-                                                  "finished stage"}
-                save_summary()
+            # the summary says which ended while the batch waited for them, and which were
+            # cut short (their runs logged it); the others stay pending
+            for s in (s for s in todo if s.name not in records):
+                done, logged = finished_record(root / s.name, jobs[s.name]), attempts(root, s.name)
+                if done is not None:
+                    records[s.name] = {**{k: v for k, v in done.items() if k != "job"},
+                                       "status": DONE}
+                elif logged and logged[-1].get("status") == INTERRUPTED:
+                    records[s.name] = {"name": s.name, "out": str(root / s.name), "status": INTERRUPTED,
+                                       "fix": "run the same command again: it continues from the last finished stage"}
+            save_summary()
             raise
     save_summary()
     return BatchResult(records=ordered(), out=root, skipped_files=skipped_files, scheduler=scheduler)

@@ -12,39 +12,84 @@ asks it to stop and waits for the runs to notice.  A run notices at its next
 long stages.  The request travels in a context variable, so the tasks that Dask's
 threaded scheduler runs for a run see it too (they run in a copy of the submitting
 thread's context).
+
+On a distributed scheduler the request is also a ``distributed.Event`` on the
+scheduler, which the runs on the workers look at (at most every
+:data:`REMOTE_CHECK_S`).  Without it, a batch interrupted on a running scheduler left
+its specimens computing on the workers, nobody waiting for them, while a resumed
+batch could start the same specimens again beside them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 
 class Stopped(Exception):
     """Raised at a :func:`stop_point` of a run that was asked to stop."""
 
 
-class StopRequest:
-    """A request to stop that runs in several threads share, and the runs yet to end.
+#: Ctrl-C: the most seconds to wait for the runs to reach a stop point (a stage already
+#: running, or one band of chips, must end first) before going on without them.
+STOP_WAIT_S = 60.0
+#: Runs on a distributed worker ask the scheduler whether to stop at most this often (s).
+REMOTE_CHECK_S = 0.5
 
-    Picklable it is not (a lock and an event): it serves the threaded scheduler, whose
-    tasks share this process; the workers of a distributed scheduler end with the client.
+
+class StopRequest:
+    """A request to stop that runs in several threads (and processes) share, and the runs
+    of this process yet to end.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``: the request is also a ``distributed.Event`` on its
+        scheduler, and a copy sent to a worker (pickled) asks that.  ``None``: this
+        process's threads only.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, client: Any = None) -> None:
+        remote = None
+        if client is not None:
+            from distributed import Event
+
+            remote = Event(f"multimodal-seg-stop-{uuid.uuid4().hex}", client=client)
+        self.__setstate__({"remote": remote})
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._remote is None:
+            raise TypeError("a StopRequest without a distributed client serves this process's threads only")
+        return {"remote": self._remote}  # the Event pickles by its name
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._remote = state["remote"]
         self._event = threading.Event()
         self._changed = threading.Condition()
         self._running = 0
+        self._asked = -float("inf")  # when the scheduler was last asked (time.monotonic())
 
     def set(self) -> None:
         """Ask every run holding this request to stop at its next stop point."""
         self._event.set()
+        if self._remote is not None:
+            self._remote.set()
 
     def is_set(self) -> bool:
-        """Whether stopping was asked for."""
+        """Whether stopping was asked for (on a worker: by the scheduler's Event, asked at
+        most every :data:`REMOTE_CHECK_S`)."""
+        if self._event.is_set() or self._remote is None:
+            return self._event.is_set()
+        now = time.monotonic()
+        if now - self._asked >= REMOTE_CHECK_S:
+            self._asked = now
+            if self._remote.is_set():
+                self._event.set()
         return self._event.is_set()
 
     @contextmanager
@@ -52,6 +97,12 @@ class StopRequest:
         """Hold the request for a run in this block: its stop points (in this thread, and in
         the Dask tasks it starts) raise :class:`Stopped` once the request is set, and
         :meth:`wait` waits for the block to end."""
+        if self._remote is not None:
+            from distributed import Event, get_client
+
+            # a worker's client, found here in the task's own thread: the threads of the
+            # run's own Dask work on the worker have no worker to find it through
+            self._remote = Event(self._remote.name, client=get_client())
         with self._changed:
             self._running += 1
         token = _REQUEST.set(self)

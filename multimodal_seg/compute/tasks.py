@@ -17,6 +17,7 @@ process that owns the study.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,6 +27,8 @@ import dask
 import numpy as np
 from dask.callbacks import Callback
 from dask.delayed import Delayed
+
+from .stopping import STOP_WAIT_S, StopRequest
 
 _CLIENT: ContextVar[Any] = ContextVar("multimodal_seg_client", default=None)
 
@@ -55,7 +58,7 @@ def scheduler_threads() -> int:
 
 def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None] | None = None,
               on_error: Callable[[int, BaseException], Any] | None = None,
-              local_threads: int | None = None) -> list[Any]:
+              local_threads: int | None = None, stopping: StopRequest | None = None) -> list[Any]:
     """Compute ``tasks`` on the current scheduler; their results, in order.
 
     Parameters
@@ -78,6 +81,11 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
         network called from a thread of a pool that stays alive, as a one-thread pool's
         does, gave that thread an OpenMP team of its own, and torch ran 1.1-1.5 times
         slower in every thread from then on (docs/design.md, "Torch in one thread").
+    stopping
+        The request the tasks hold (:mod:`multimodal_seg.compute.stopping`).  On Ctrl-C
+        it is set, and the running tasks are given :data:`~.stopping.STOP_WAIT_S` seconds
+        to reach a stop point and end before the interruption is raised on: they end
+        while their threads, and a cluster's workers, are still there to end them cleanly.
     """
     tasks = list(tasks)
     client = current_client()
@@ -90,26 +98,43 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
 
         options = ({} if local_threads is None else {"scheduler": "sync"} if local_threads == 1
                    else {"num_workers": local_threads})
-        with Callback(posttask=posttask):
-            return list(dask.compute(*tasks, **options))
+        try:
+            with Callback(posttask=posttask):
+                return list(dask.compute(*tasks, **options))
+        except KeyboardInterrupt:
+            if stopping is not None:
+                stopping.set()
+                stopping.wait(timeout=STOP_WAIT_S)  # Ctrl-C again ends the wait
+            raise
     from distributed import as_completed
 
     futures = client.compute(tasks)
     position = {future.key: i for i, future in enumerate(futures)}
     results: list[Any] = [None] * len(tasks)
-    for future in as_completed(futures, loop=client.loop):
-        i = position[future.key]
-        try:
-            results[i] = future.result()
-        except Exception as exc:  # a task's own error, or its worker lost too often
-            if on_error is None:
-                raise
-            results[i] = on_error(i, exc)
-            continue
-        finally:
-            future.release()
-        if on_result is not None:
-            on_result(i, results[i])
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            i = position[future.key]
+            try:
+                results[i] = future.result()
+            except Exception as exc:  # a task's own error, or its worker lost too often
+                if on_error is None:
+                    raise
+                results[i] = on_error(i, exc)
+                continue
+            finally:
+                future.release()
+            if on_result is not None:
+                on_result(i, results[i])
+    except KeyboardInterrupt:
+        if stopping is not None:
+            stopping.set()
+            # the running tasks end as they reach a stop point (queued ones, at their first);
+            # after the wait the interruption goes on, and closing the client cancels the rest.
+            # Short sleeps: Ctrl-C again ends the wait.
+            deadline = time.monotonic() + STOP_WAIT_S
+            while any(not f.done() for f in futures) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        raise
     return results
 
 
