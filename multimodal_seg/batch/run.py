@@ -57,7 +57,7 @@ from .summary import write_summary
 FINISHED = "batch.json"
 #: Statuses in the summary.
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-#: Status of a specimen cut short by Ctrl-C (threaded scheduler; its finished stages are kept).
+#: Status of a specimen cut short by Ctrl-C (its finished stages are kept).
 INTERRUPTED = "interrupted"
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -114,14 +114,19 @@ class StopRequest:
                 self._running -= 1
                 self._changed.notify_all()
 
-    def wait(self, timeout: float) -> int:
-        """Wait at most ``timeout`` seconds for every run holding the request to end;
+    def wait(self, timeout: float, futures: Sequence[Any] = ()) -> int:
+        """Wait at most ``timeout`` seconds for every run of this process holding the request
+        to end, and for ``futures`` (a distributed scheduler's tasks, anything with ``done()``);
         the number still running then (0: all stopped)."""
         deadline = time.monotonic() + timeout
+
+        def running() -> int:
+            return self._running + sum(not f.done() for f in futures)
+
         with self._changed:
-            while self._running and (left := deadline - time.monotonic()) > 0:
+            while running() and (left := deadline - time.monotonic()) > 0:
                 self._changed.wait(min(left, 0.1))  # short waits: Ctrl-C again interrupts this one
-            return self._running
+            return running()
 
 
 _REQUEST: ContextVar[StopRequest | None] = ContextVar("multimodal_seg_stop_request", default=None)

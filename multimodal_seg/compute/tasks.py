@@ -17,7 +17,6 @@ process that owns the study.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -89,29 +88,24 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
     """
     tasks = list(tasks)
     client = current_client()
-    if client is None:
-        index = {task.key: i for i, task in enumerate(tasks)}
+    futures: list[Any] = []  # a distributed scheduler's, waited for on Ctrl-C
+    try:
+        if client is None:
+            index = {task.key: i for i, task in enumerate(tasks)}
 
-        def posttask(key, result, dsk, state, worker_id) -> None:
-            if key in index and on_result is not None:
-                on_result(index[key], result)
+            def posttask(key, result, dsk, state, worker_id) -> None:
+                if key in index and on_result is not None:
+                    on_result(index[key], result)
 
-        options = ({} if local_threads is None else {"scheduler": "sync"} if local_threads == 1
-                   else {"num_workers": local_threads})
-        try:
+            options = ({} if local_threads is None else {"scheduler": "sync"} if local_threads == 1
+                       else {"num_workers": local_threads})
             with Callback(posttask=posttask):
                 return list(dask.compute(*tasks, **options))
-        except KeyboardInterrupt:
-            if stopping is not None:
-                stopping.set()
-                stopping.wait(timeout=STOP_WAIT_S)  # Ctrl-C again ends the wait
-            raise
-    from distributed import as_completed
+        from distributed import as_completed
 
-    futures = client.compute(tasks)
-    position = {future.key: i for i, future in enumerate(futures)}
-    results: list[Any] = [None] * len(tasks)
-    try:
+        futures = client.compute(tasks)
+        position = {future.key: i for i, future in enumerate(futures)}
+        results: list[Any] = [None] * len(tasks)
         for future in as_completed(futures, loop=client.loop):
             i = position[future.key]
             try:
@@ -125,17 +119,14 @@ def run_tasks(tasks: Sequence[Delayed], *, on_result: Callable[[int, Any], None]
                 future.release()
             if on_result is not None:
                 on_result(i, results[i])
+        return results
     except KeyboardInterrupt:
         if stopping is not None:
+            # the running tasks end at their next stop point (queued ones, at their first);
+            # after the wait the interruption goes on, and closing a client cancels the rest
             stopping.set()
-            # the running tasks end as they reach a stop point (queued ones, at their first);
-            # after the wait the interruption goes on, and closing the client cancels the rest.
-            # Short sleeps: Ctrl-C again ends the wait.
-            deadline = time.monotonic() + STOP_WAIT_S
-            while any(not f.done() for f in futures) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            stopping.wait(timeout=STOP_WAIT_S, futures=futures)  # Ctrl-C again ends the wait
         raise
-    return results
 
 
 class SyncReader:
