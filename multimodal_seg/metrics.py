@@ -107,6 +107,54 @@ def mean_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(iou[rows, cols].sum() / c.shape[1])
 
 
+def matched_labels(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``labels`` renamed after the ``reference`` labels they match, for pictures side by side.
+
+    Labels and reference labels are paired one to one so that the pairs overlap on as many
+    positions as possible (Hungarian matching of the contingency table, as :func:`mean_iou`
+    pairs them); each label takes the id of its partner, and labels left without one take
+    the ids after the reference's largest, the largest label first.  So a truth map drawn in
+    the communities' colours shows each region in the colour of the community that found
+    it, and a region no community found in a colour no community has.  Negative labels (no
+    label) stay as they are, and positions where ``reference`` has none count for nothing.
+
+    Parameters
+    ----------
+    labels, reference
+        Integer label maps of one shape.
+
+    Returns
+    -------
+    ``labels``' shape, ``int64``.
+    """
+    labels, reference = np.asarray(labels), np.asarray(reference)
+    if labels.shape != reference.shape:
+        raise ValueError(f"label maps differ in shape: {labels.shape} vs {reference.shape}")
+    ids, inverse = np.unique(labels, return_inverse=True)
+    out = np.full(labels.shape, -1, dtype=np.int64)
+    named = ids >= 0
+    if not named.any():
+        return out
+    keep = (labels >= 0) & (reference >= 0)
+    positions = inverse.reshape(labels.shape)[keep]
+    ref_ids, ref_inverse = np.unique(reference[keep], return_inverse=True)
+    first = int((~named).sum())  # negative ids sort first
+    table = np.zeros((ids.size, max(ref_ids.size, 1)), dtype=np.int64)
+    np.add.at(table, (positions, ref_inverse.ravel()), 1)
+    table = table[first:]
+    new_ids = np.full(table.shape[0], -1, dtype=np.int64)
+    if ref_ids.size:
+        rows, cols = linear_sum_assignment(-table)
+        new_ids[rows] = ref_ids[cols]
+    unmatched = np.flatnonzero(new_ids < 0)
+    sizes = np.bincount(inverse.ravel(), minlength=ids.size)[first:]
+    start = int(ref_ids.max()) + 1 if ref_ids.size else 0
+    new_ids[unmatched[np.argsort(-sizes[unmatched], kind="stable")]] = start + np.arange(unmatched.size)
+    at = inverse.reshape(labels.shape)
+    out[labels >= 0] = new_ids[at[labels >= 0] - first]
+    return out
+
+
 def agreement(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """All scores at once, plus the numbers of labels on each side."""
     p, t = _valid(pred, truth)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .graphs.labels import communities_phrase, n_labels
+from .metrics import matched_labels
 from .provenance import atomic_path
 
 #: Largest image edge drawn at full resolution; larger images are decimated for display.
@@ -64,6 +65,15 @@ _TAB10_LIGHT = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
 def _decimate(image: np.ndarray) -> tuple[np.ndarray, int]:
     step = max(1, int(np.ceil(max(image.shape) / MAX_DISPLAY)))
     return image[::step, ::step], step
+
+
+def nearest_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label map ``(h, w)`` sampled at the centres of a ``shape`` grid over the same field
+    (nearest neighbour): the communities painted on the image's pixels read on a coarser
+    scan's grid, or the other way round."""
+    labels = np.asarray(labels)
+    rows, cols = ((np.arange(n) + 0.5) * labels.shape[i] / n for i, n in enumerate(shape))
+    return labels[np.ix_(rows.astype(np.int64), cols.astype(np.int64))]
 
 
 def label_rgba(labels: np.ndarray, alpha: float = 1.0) -> np.ndarray:
@@ -154,7 +164,8 @@ def community_graph(graph: sp.csr_matrix, labels: np.ndarray, *, seed: int = 0,
 
 def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray, *,
             truth: np.ndarray | None = None, pixel_size: float = 1.0, units: str = "px") -> Figure:
-    """Side-by-side panels: image, overlay, chip map (and truth when given)."""
+    """Side-by-side panels: image, overlay, chip map (and truth when given, each true region
+    in the colour of the community matched to it: :func:`multimodal_seg.metrics.matched_labels`)."""
     panels = 4 if truth is not None else 3
     # panels as tall as the image is (a square image in a squat figure lost its titles), and
     # room for a title above and a label below
@@ -172,8 +183,11 @@ def summary(image: np.ndarray, pixel_labels: np.ndarray, chip_labels: np.ndarray
     axes[2].imshow(label_rgba(np.asarray(chip_labels)), interpolation="nearest")
     axes[2].set_title("chip map")
     if truth is not None:
-        axes[3].imshow(label_rgba(_decimate(np.asarray(truth))[0]), extent=extent,
-                       interpolation="nearest")
+        # each true region in the colour of the community that matches it best, so that the
+        # two panels compare at a glance; a region no community matches gets a colour of its own
+        truth = np.asarray(truth)
+        shown = matched_labels(truth, nearest_labels(pixel_labels, truth.shape))
+        axes[3].imshow(label_rgba(_decimate(shown)[0]), extent=extent, interpolation="nearest")
         axes[3].set_title("ground truth")
     for ax in axes:
         ax.set_xticks([])

@@ -14,6 +14,7 @@ from multimodal_seg.metrics import (
     contingency,
     many_to_one_accuracy,
     many_to_one_bounded,
+    matched_labels,
     mean_iou,
     nmi,
     variation_of_information,
@@ -175,6 +176,42 @@ def test_mean_iou_matches_brute_force_over_all_matchings():
         ious = [((pred == p) & (truth == t)).sum() / ((pred == p) | (truth == t)).sum() for t, p in enumerate(perm)]
         best = max(best, float(np.mean(ious)))
     assert mean_iou(pred, truth) == pytest.approx(best)
+
+
+def test_matched_labels_take_the_ids_of_the_regions_they_overlap_most():
+    # a segmentation of four blocks, and a truth of the same blocks under other ids, one of
+    # them split in two: each true region takes its block's id, the smaller half a new id
+    pred = np.repeat(np.repeat(np.array([[5, 2], [7, 9]]), 4, axis=0), 4, axis=1)
+    truth = np.repeat(np.repeat(np.array([[0, 1], [3, 2]]), 4, axis=0), 4, axis=1)
+    np.testing.assert_array_equal(matched_labels(truth, pred), pred)
+    truth[6:, 4:] = 4  # the lower right block: 8 positions of 2, 8 of the new 4, then 4 more
+    truth[4:6, 6:] = 4
+    shown = matched_labels(truth, pred)
+    assert shown[truth == 4].tolist() == [9] * 12 and shown[truth == 2].tolist() == [10] * 4
+    np.testing.assert_array_equal(shown[truth < 2], pred[truth < 2])
+    # no label stays no label; positions the reference has no label for count for nothing
+    truth[0, 0], pred[0, :4] = -1, -1
+    shown = matched_labels(truth, pred)
+    assert shown[0, 0] == -1 and shown[0, 1] == 5
+    with pytest.raises(ValueError, match="differ in shape"):
+        matched_labels(truth, pred[:4])
+
+
+def test_matched_labels_maximise_the_overlap_over_all_pairings():
+    from itertools import permutations
+
+    rng = np.random.default_rng(11)
+    truth = rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.5, truth, rng.integers(0, 4, 300))
+    pred = np.array([30, 10, 20, 40])[pred]  # ids scrambled and spread out
+    ids = [10, 20, 30, 40]
+    best = max(sum(int(((truth == t) & (pred == p)).sum()) for t, p in enumerate(perm))
+               for perm in permutations(ids))
+    shown = matched_labels(truth, pred)
+    assert set(np.unique(shown)) <= set(ids)  # one to one: every region found a partner
+    assert int((shown == pred).sum()) == best
+    # the labels themselves are kept apart: a renaming, not a merge
+    assert adjusted_rand(shown, truth) == pytest.approx(1.0)
 
 
 def test_negative_labels_are_ignored_on_either_side():

@@ -215,3 +215,18 @@ def test_summary_figure_keeps_its_titles_and_width_inside(shape):
             (text.get_text(), extent, box)
     assert fig.axes[0].xaxis.label.get_text() == f"width {readable_length(shape[1] * 5.2e-6, 'm')}"
     assert readable_length(0.002677, "m") == "2.677 mm" and readable_length(256, "px") == "256 px"
+
+
+def test_summary_draws_each_true_region_in_the_colour_of_its_community():
+    """The truth panel beside the communities: a region in the colour of the community that
+    found it (the truth's own ids are other numbers), on a truth of a coarser grid too."""
+    from multimodal_seg.plot import label_rgba, summary
+    from multimodal_seg.synthetic.phantoms import haadf_phantom
+
+    phantom = haadf_phantom((256, 256), seed=0)
+    communities = np.array([3, 0, 2, 1])[phantom.truth]  # a perfect segmentation, other ids
+    for truth in (phantom.truth, phantom.truth[::4, ::4]):  # as fine as the image, and a scan
+        fig = summary(phantom.image, communities, communities[::16, ::16], truth=truth)
+        drawn = np.asarray(fig.axes[3].images[0].get_array())
+        step = 256 // truth.shape[0]
+        np.testing.assert_array_equal(drawn, label_rgba(communities[::step, ::step]))
