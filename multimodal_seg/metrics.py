@@ -112,8 +112,9 @@ def matched_labels(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
     Labels and reference labels are paired one to one so that the pairs overlap on as many
     positions as possible (Hungarian matching of the contingency table, as :func:`mean_iou`
-    pairs them); each label takes the id of its partner, and labels left without one take
-    the ids after the reference's largest, the largest label first.  So a truth map drawn in
+    pairs them), and a pair is kept where most of one of the two lies in the other; each
+    label takes the id of its partner, and labels left without one take the ids after the
+    reference's largest, the largest label first.  So a truth map drawn in
     the communities' colours shows each region in the colour of the community that found
     it, and a region no community found in a colour no community has.  Negative labels (no
     label) stay as they are, and positions where ``reference`` has none count for nothing.
@@ -145,7 +146,13 @@ def matched_labels(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
     new_ids = np.full(table.shape[0], -1, dtype=np.int64)
     if ref_ids.size:
         rows, cols = linear_sum_assignment(-table)
-        new_ids[rows] = ref_ids[cols]
+        # a pair counts only where most of one of the two lies in the other: the matching
+        # pairs every label it can, also a region of the bottom left with a community of the
+        # top right when nothing better is left for either
+        overlap = table[rows, cols]
+        paired = overlap >= 0.5 * np.minimum(table.sum(axis=1)[rows], table.sum(axis=0)[cols])
+        paired &= overlap > 0
+        new_ids[rows[paired]] = ref_ids[cols[paired]]
     unmatched = np.flatnonzero(new_ids < 0)
     sizes = np.bincount(inverse.ravel(), minlength=ids.size)[first:]
     start = int(ref_ids.max()) + 1 if ref_ids.size else 0

@@ -213,13 +213,24 @@ def readable_length(value: float, units: str) -> str:
     return f"{value:.4g} {units}"
 
 
-def modality_maps(chip_labels: dict[str, np.ndarray]) -> Figure:
-    """Each modality's own partition and the joint one, side by side (label maps of any grid)."""
+def modality_maps(chip_labels: dict[str, np.ndarray], *, colours_of: str | None = None) -> Figure:
+    """Each modality's own partition and the joint one, side by side (label maps of any grid).
+
+    ``colours_of``: the name of the map whose colours the others follow: each of their
+    communities is drawn in the colour of the community of that map it is matched to
+    (:func:`multimodal_seg.metrics.matched_labels`, on that map sampled onto its grid), and one
+    without a partner in a colour of its own, so that the same region reads in one colour
+    across the panels.  ``None``: every map in its own community ids.
+    """
+    reference = None if colours_of is None else np.asarray(chip_labels[colours_of])
     fig = Figure(figsize=(3.6 * len(chip_labels), 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(chip_labels)))
     for ax, (name, labels) in zip(axes, chip_labels.items()):
-        ax.imshow(label_rgba(np.asarray(labels)), interpolation="nearest")
-        ax.set_title(f"{name}: {communities_phrase(n_labels(np.asarray(labels)))}")
+        labels = np.asarray(labels)
+        shown = labels if reference is None or name == colours_of else matched_labels(
+            labels, nearest_labels(reference, labels.shape))
+        ax.imshow(label_rgba(shown), interpolation="nearest")
+        ax.set_title(f"{name}: {communities_phrase(n_labels(labels))}")
         ax.set_xticks([])
         ax.set_yticks([])
     return fig

@@ -138,9 +138,11 @@ class Segmentation:
 
             grid = np.asarray(self.consistency["disagreement"]).reshape(self.consistency["grid_shape"])
             figures["consistency.png"] = consistency_figure(self.consistency, grid)
-            # Painted on the scan grid (refined boundaries when refine > 1), the joint map last.
+            # Painted on the scan grid (refined boundaries when refine > 1), the joint map last,
+            # each modality's communities in the colours of the joint ones they match
             maps = {n: labels for n, labels in self.scan_labels.items() if n != "joint"}
-            figures["modalities.png"] = plot.modality_maps({**maps, "joint": self.scan_labels["joint"]})
+            figures["modalities.png"] = plot.modality_maps({**maps, "joint": self.scan_labels["joint"]},
+                                                           colours_of="joint")
         if self.signals:
             figures["community_signals.png"] = plot.community_signals(self.signals, self.signal_axes,
                                                                       self.lines)

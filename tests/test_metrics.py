@@ -197,6 +197,17 @@ def test_matched_labels_take_the_ids_of_the_regions_they_overlap_most():
         matched_labels(truth, pred[:4])
 
 
+def test_a_label_without_a_region_of_its_own_gets_a_new_id():
+    # two communities split the left half, one holds the right; the reference has the left
+    # half, most of the right, and a strip at the right edge.  The matching pairs the second
+    # left community with the strip, which it does not touch: it takes a new id instead
+    labels = np.repeat(np.array([[0, 0, 1, 1, 2, 2, 2, 2]]), 4, axis=0)
+    reference = np.repeat(np.array([[7, 7, 7, 7, 3, 3, 3, 5]]), 4, axis=0)
+    shown = matched_labels(labels, reference)
+    np.testing.assert_array_equal(shown[labels == 2], 3)
+    assert sorted([int(shown[labels == 0][0]), int(shown[labels == 1][0])]) == [7, 8]
+
+
 def test_matched_labels_maximise_the_overlap_over_all_pairings():
     from itertools import permutations
 

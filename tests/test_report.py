@@ -230,3 +230,21 @@ def test_summary_draws_each_true_region_in_the_colour_of_its_community():
         drawn = np.asarray(fig.axes[3].images[0].get_array())
         step = 256 // truth.shape[0]
         np.testing.assert_array_equal(drawn, label_rgba(communities[::step, ::step]))
+
+
+def test_modality_maps_draw_each_modality_in_the_joint_communities_colours():
+    """A modality that finds the joint regions under other ids, one of them split in two: its
+    panel shows the regions in the joint colours and the extra piece in a colour of its own;
+    without ``colours_of`` each map keeps its own ids."""
+    from multimodal_seg.plot import label_rgba, modality_maps
+
+    joint = np.repeat(np.repeat(np.array([[0, 1], [2, 3]]), 8, axis=0), 8, axis=1)
+    eels = np.array([2, 3, 0, 1])[joint]
+    eels[12:, 12:] = 4  # a corner of joint community 3 split off
+    fig = modality_maps({"eels": eels, "joint": joint}, colours_of="joint")
+    drawn = np.asarray(fig.axes[0].images[0].get_array())
+    expected = np.where(eels == 4, 4, joint)
+    np.testing.assert_array_equal(drawn, label_rgba(expected))
+    np.testing.assert_array_equal(np.asarray(fig.axes[1].images[0].get_array()), label_rgba(joint))
+    plain = modality_maps({"eels": eels, "joint": joint})
+    np.testing.assert_array_equal(np.asarray(plain.axes[0].images[0].get_array()), label_rgba(eels))
