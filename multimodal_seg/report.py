@@ -125,7 +125,10 @@ def _figures(figures: Mapping[str, bytes], names: tuple[str, ...], missing: str)
 
 def _modalities(figures: Mapping[str, bytes]) -> str:
     if "modalities.png" in figures:
-        return _figures(figures, ("modalities.png",), "")
+        return (_figures(figures, ("modalities.png",), "")
+                + _note("Each modality's communities are drawn in the colours of the joint communities "
+                        "they match (most of one lies in the other); one that matches none has a colour "
+                        "of its own."))
     return (_note("One modality: its partition is the result above; here it is chip by chip.")
             + _figures(figures, ("chip_map.png",), "no chip map was made"))
 

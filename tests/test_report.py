@@ -94,6 +94,7 @@ def test_multimodal_report_shows_consistency_signals_and_warnings(runs):
     assert f"{ari[0, 1]:.2f}" in page
     for name in ("modalities.png", "consistency.png", "community_signals.png"):
         assert base64.b64encode((folder / name).read_bytes()).decode() in page
+    assert "in the colours of the joint communities" in page  # what the modalities' colours mean
     # Edge labels of the EELS community table are those the figure marks.
     assert "Ti_L3" in page and "O_K" in page
 
