@@ -95,8 +95,10 @@ def test_multimodal_report_shows_consistency_signals_and_warnings(runs):
     for name in ("modalities.png", "consistency.png", "community_signals.png"):
         assert base64.b64encode((folder / name).read_bytes()).decode() in page
     assert "in the colours of the joint communities" in page  # what the modalities' colours mean
-    # Edge labels of the EELS community table are those the figure marks.
-    assert "Ti_L3" in page and "O_K" in page
+    # Edge labels of the EELS community table are those the figure marks: the phantom's C, Ti
+    # and O, and no edge read off their tails (Pd M5 51 eV after C K, Cr L3 43 eV after O K)
+    assert "C_K" in page and "Ti_L3" in page and "O_K" in page
+    assert "Pd_M5" not in page and "Cr_L3" not in page and "K_L3" not in page
 
 
 def test_image_report_says_why_sections_are_empty(runs):

@@ -9,7 +9,8 @@ import numpy as np
 
 from multimodal_seg.modalities.base import Axis
 from multimodal_seg.result import lines_to_csv
-from multimodal_seg.analysis.spectral_lines import feature_intensities, known_features, strongest
+from multimodal_seg.analysis.spectral_lines import (edge_onsets, feature_intensities, known_features, marked,
+                                                    strongest)
 
 
 def _label_index(features, element_line):
@@ -58,6 +59,53 @@ def test_eels_edges_found_above_a_power_law():
     in_window = edge[(energy >= 532) & (energy <= 562)].sum()  # the 30 eV integration window
     assert abs(intensities[0, o] - in_window) < 0.05 * in_window
     assert abs(intensities[1, o]) < 0.01 * in_window
+
+
+def _eels_table(spectra, axis):
+    features, intensities = feature_intensities(spectra, axis)
+    return {"features": [f.label for f in features], "energies": [f.energy for f in features], "units": "eV",
+            "intensities": intensities.tolist(), "onsets": edge_onsets(spectra, axis), "scale": axis.scale}
+
+
+def test_the_edges_named_are_the_specimens_not_those_in_their_tails():
+    """Spectra of C, Ti and O (the phantoms' EELS, 250-761 eV): C K, 34 eV from the start of
+    the axis, is a candidate (a shortened background window), and the edges named are C K,
+    Ti L3 and O K.  Edges whose background fit lies on the decaying near-edge structure of a
+    stronger one (K L3 10 eV and Pd M5 51 eV after C K, Cr L3 43 eV after O K) are not named
+    there, since no spectrum rises at them; in Poisson counts (about 100 per channel) the three
+    are still named and none of those."""
+    from multimodal_seg.synthetic.families import eels_spectra
+
+    axis = Axis("energy", 512, 1.0, 250.0, "eV")
+    spectra = eels_spectra(np.array([[1.0, 0.5, 0.8], [0.2, 1.0, 0.3], [0.5, 0.0, 1.0]]),
+                           energy=(250.0, 1.0, 512)) * 1e3
+    table = _eels_table(spectra, axis)
+    named = {table["features"][i] for i in marked(table, top=8)}
+    assert named == {"C_K", "Ti_L3", "O_K"}
+    # the onsets found are the three edges' (Ti's L3 rises most some eV past its onset)
+    assert [round(e) for e in table["onsets"] if e < 300] == [284] and any(456 <= e <= 466 for e in table["onsets"])
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        noisy = _eels_table(rng.poisson(spectra * 0.3).astype(float), axis)
+        named = {noisy["features"][i] for i in marked(noisy, top=8)}
+        assert {"C_K", "Ti_L3", "O_K"} <= named and not {"K_L3", "Pd_M5", "Ca_L3", "Cr_L3", "Te_M5"} & named
+
+
+def test_no_onset_in_a_power_law_and_every_edge_step_found():
+    axis = Axis("energy", 512, 1.0, 250.0, "eV")
+    energy = 250.0 + np.arange(512)
+    background = 1e9 * energy ** -3.0
+    assert edge_onsets(np.tile(background, (3, 1)), axis) == []  # a smooth fall: no rise
+    assert edge_onsets(np.zeros((2, 512)), axis) == []
+    edges = background + np.where(energy >= 400, 0.3 * background[150] * (energy / 400) ** -3.0, 0.0)
+    edges += np.where(energy >= 600, 0.2 * edges[350] * (energy / 600) ** -3.0, 0.0)
+    onsets = edge_onsets(np.stack([background, edges]), axis)
+    assert [round(e) for e in onsets] == [400, 600]
+    # the same in Poisson counts (about 1000 and 300 per channel at the edges): both found,
+    # within a few eV, and nothing else
+    found = np.array(edge_onsets(np.random.default_rng(0).poisson(edges * 50).astype(float)[None], axis))
+    assert all(np.abs(found - e).min() <= 5 for e in (400, 600))
+    assert np.all(np.minimum(np.abs(found - 400), np.abs(found - 600)) <= 5)
 
 
 def test_aliases_in_one_channel_are_listed_together_and_csv_round_trips():
