@@ -264,13 +264,16 @@ def edge_onsets(spectra: np.ndarray, axis: Axis) -> list[float]:
 
 
 def _running_nanmedian(values: np.ndarray, size: int) -> np.ndarray:
-    """The median of the finite values within ``size // 2`` of each element (0 where none is)."""
-    half = size // 2
+    """The median of the finite values within ``size // 2`` of each element (0 where none is),
+    taken every ``size // 128`` elements and interpolated between (it changes slowly by design:
+    every element's took 3 s for 20 spectra of 4096 channels)."""
+    half, step = size // 2, max(1, size // 128)
     padded = np.pad(values, half, constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, size)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, size)[::step]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: no slope there
-        return np.nan_to_num(np.nanmedian(windows, axis=1), nan=0.0)
+        sampled = np.nan_to_num(np.nanmedian(windows, axis=1), nan=0.0)
+    return np.interp(np.arange(len(values)), np.arange(0, len(values), step), sampled)
 
 
 def confirmed(energies: list[float], onsets: list[float], units: str, scale: float) -> list[int]:
