@@ -113,32 +113,72 @@ def known_features(axis: Axis) -> tuple[str, list[SpectralFeature]]:
                         key=lambda f: f.energy)
 
 
-def _eds_intensity(spectra: np.ndarray, energy: np.ndarray, e0: float, half: int) -> np.ndarray:
+def poisson_scale(spectrum: np.ndarray) -> float:
+    """``g`` such that a channel's variance is ``g`` times its level: 1 for counts, ``1 / N`` for
+    the mean of ``N`` positions' counts; 0 for a noise-free spectrum, ``inf`` where fewer than
+    ten channels hold counts.
+
+    From the spectrum's own roughness: a channel minus the mean of its two neighbours has the
+    variance ``1.5 g`` times the level, whatever smooth trend runs through them; its robust
+    spread (the median absolute deviation, which edges and peaks hardly move) over that.
+    """
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    level = 1.5 * spectrum[1:-1]
+    counted = level > 0
+    if counted.sum() < 10:
+        return float("inf")
+    step = (spectrum[1:-1] - (spectrum[:-2] + spectrum[2:]) / 2)[counted] / np.sqrt(level[counted])
+    return float((1.4826 * np.median(np.abs(step - np.median(step)))) ** 2)
+
+
+def _eds_intensity(spectra: np.ndarray, energy: np.ndarray, e0: float, half: int,
+                   scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Net counts in ``half`` channels either side of ``e0`` above a linear background
-    taken from ``half``-channel windows just outside."""
+    taken from ``half``-channel windows just outside, and their standard errors (Poisson,
+    ``scales``: each spectrum's :func:`poisson_scale`)."""
     centre = int(np.argmin(np.abs(energy - e0)))
     n = spectra.shape[1]
     inside = slice(max(centre - half, 0), min(centre + half + 1, n))
     left = slice(max(centre - 2 * half - 1, 0), max(centre - half, 0))
     right = slice(min(centre + half + 1, n), min(centre + 2 * half + 2, n))
-    sides = [spectra[:, side].mean(axis=1) for side in (left, right) if side.stop > side.start]
-    background = np.mean(sides, axis=0) if sides else np.zeros(len(spectra))
-    return spectra[:, inside].sum(axis=1) - background * (inside.stop - inside.start)
+    sides = [side for side in (left, right) if side.stop > side.start]
+    width = inside.stop - inside.start
+    if not sides:
+        return spectra[:, inside].sum(axis=1), np.sqrt(scales * spectra[:, inside].sum(axis=1))
+    background = np.mean([spectra[:, side].mean(axis=1) for side in sides], axis=0)
+    # the background's variance: the mean of the side windows' means, times the window's width
+    side_variance = sum(spectra[:, side].sum(axis=1) / (side.stop - side.start) ** 2 for side in sides) / len(sides) ** 2
+    variance = scales * (spectra[:, inside].sum(axis=1) + width**2 * side_variance)
+    return spectra[:, inside].sum(axis=1) - background * width, np.sqrt(variance)
 
 
-def _eels_intensity(spectra: np.ndarray, energy: np.ndarray, e0: float, factor: float) -> np.ndarray:
+def _eels_intensity(spectra: np.ndarray, energy: np.ndarray, e0: float, factor: float,
+                    scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Net counts in the ``EELS_POST`` after ``e0`` above a power law fitted to the window before
+    it, and their standard errors: Poisson in the window, and the fit's own uncertainty carried
+    to the background's sum (``scales``: each spectrum's :func:`poisson_scale`; the fit is
+    weighted by the counts' Poisson errors where there is noise).  NaN where the background
+    window holds fewer than 3 channels with counts."""
     pre = (energy >= e0 - EELS_PRE * factor) & (energy <= e0 - EELS_GAP * factor)
     post = (energy >= e0) & (energy <= e0 + EELS_POST * factor)
-    out = np.full(len(spectra), np.nan)  # no background to fit: no net intensity (NaN)
-    for i, spectrum in enumerate(spectra):
+    net, error = np.full(len(spectra), np.nan), np.full(len(spectra), np.nan)
+    for i, (spectrum, g) in enumerate(zip(spectra, scales)):
         # the power law fitted to the channels with counts (a log of zero counts is no level)
         counted = spectrum[pre] > 0
         if counted.sum() < 3:
             continue
-        slope, intercept = np.polyfit(np.log(energy[pre][counted]), np.log(spectrum[pre][counted]), 1)
-        background = np.exp(intercept + slope * np.log(energy[post]))
-        out[i] = (spectrum[post] - background).sum()
-    return out
+        x, y = np.log(energy[pre][counted]), np.log(spectrum[pre][counted])
+        if np.isfinite(g) and g > 0:  # log counts' variance: g / counts
+            (slope, intercept), cov = np.polyfit(x, y, 1, w=np.sqrt(spectrum[pre][counted] / g), cov="unscaled")
+        else:
+            (slope, intercept), cov = np.polyfit(x, y, 1), np.zeros((2, 2))
+        log_energy = np.log(energy[post])
+        background = np.exp(intercept + slope * log_energy)
+        net[i] = (spectrum[post] - background).sum()
+        # d(sum of background) / d(slope, intercept)
+        gradient = np.array([(background * log_energy).sum(), background.sum()])
+        error[i] = np.sqrt(g * spectrum[post].sum() + gradient @ cov @ gradient) if np.isfinite(g) else np.inf
+    return net, error
 
 
 def _merge_aliases(features: list[SpectralFeature], energy: np.ndarray) -> list[SpectralFeature]:
@@ -151,7 +191,7 @@ def _merge_aliases(features: list[SpectralFeature], energy: np.ndarray) -> list[
             for _, group in sorted(groups.items())]
 
 
-def feature_intensities(mean_spectra: np.ndarray, axis: Axis) -> tuple[list[SpectralFeature], np.ndarray]:
+def feature_intensities(mean_spectra: np.ndarray, axis: Axis, *, errors: bool = False) -> tuple:
     """Net intensity of every known line or edge in each community's mean spectrum.
 
     Parameters
@@ -160,10 +200,14 @@ def feature_intensities(mean_spectra: np.ndarray, axis: Axis) -> tuple[list[Spec
         ``(n_communities, channels)`` mean counts per scan position.
     axis
         The calibrated energy axis (``keV``: EDS lines; ``eV``: EELS edges).
+    errors
+        Also return each intensity's standard error (Poisson noise at each spectrum's own
+        :func:`poisson_scale`, and for EELS the background fit's uncertainty).
 
     Returns
     -------
-    The features and ``(n_communities, n_features)`` net counts per position.
+    The features and ``(n_communities, n_features)`` net counts per position (NaN where none
+    can be measured), and with ``errors`` their standard errors, of the same shape.
     """
     mode, features = known_features(axis)
     energy = axis.offset + axis.scale * np.arange(axis.size)
@@ -171,9 +215,26 @@ def feature_intensities(mean_spectra: np.ndarray, axis: Axis) -> tuple[list[Spec
     spectra = np.asarray(mean_spectra, dtype=np.float64)
     factor = _unit_factor(axis.units) or 1.0
     half = max(1, int(np.ceil(EDS_HALF_WIDTH_KEV * 1e3 * factor / abs(axis.scale))))
-    columns = [(_eds_intensity(spectra, energy, f.energy, half) if mode == "eds"
-                else _eels_intensity(spectra, energy, f.energy, factor)) for f in features]
-    return features, np.column_stack(columns) if columns else np.zeros((len(spectra), 0))
+    scales = np.array([poisson_scale(spectrum) for spectrum in spectra])
+    columns = [(_eds_intensity(spectra, energy, f.energy, half, scales) if mode == "eds"
+                else _eels_intensity(spectra, energy, f.energy, factor, scales)) for f in features]
+    shape = (len(spectra), len(features))
+    intensities = np.column_stack([c[0] for c in columns]) if columns else np.zeros(shape)
+    if not errors:
+        return features, intensities
+    return features, intensities, np.column_stack([c[1] for c in columns]) if columns else np.zeros(shape)
+
+
+def significant(intensities: np.ndarray, errors: np.ndarray, *, level: float = 0.01) -> list[bool]:
+    """For each feature (column), whether some community's net intensity is above zero beyond
+    the normal tail of ``level`` shared among every intensity of the table (Bonferroni)."""
+    intensities, errors = np.asarray(intensities, dtype=np.float64), np.asarray(errors, dtype=np.float64)
+    if intensities.size == 0:
+        return [False] * intensities.shape[-1]
+    sigmas = float(norm.isf(level / intensities.size))
+    with np.errstate(invalid="ignore"):
+        above = np.nan_to_num(intensities, nan=-np.inf) > sigmas * np.nan_to_num(errors, nan=np.inf)
+    return above.any(axis=0).tolist()
 
 
 def strongest(energies: list[float], intensities: np.ndarray, *, top: int = 12,
@@ -279,8 +340,7 @@ def _running_nanmedian(values: np.ndarray, size: int) -> np.ndarray:
 def confirmed(energies: list[float], onsets: list[float], units: str, scale: float) -> list[int]:
     """Indices of the features at ``energies`` with one of ``onsets`` (:func:`edge_onsets`) at
     most ``ONSET_TOLERANCE`` (at least two channels of ``scale``) below and twice that above."""
-    factor = _unit_factor(units) or 1.0
-    tolerance = max(ONSET_TOLERANCE * factor, 2 * abs(scale))
+    tolerance = max(ONSET_TOLERANCE * (_unit_factor(units) or 1.0), 2 * abs(scale))
     found = np.asarray(onsets, dtype=np.float64)
     return [i for i, e in enumerate(energies)
             if np.any((found >= e - tolerance) & (found <= e + 2 * tolerance))]
@@ -288,17 +348,23 @@ def confirmed(energies: list[float], onsets: list[float], units: str, scale: flo
 
 def marked(table: dict, *, top: int) -> list[int]:
     """The features of a run's line table (``{"features", "energies", "units", "intensities"}``,
-    and for EELS ``"onsets"`` and ``"scale"``) that figures and the report name: :func:`strongest`,
-    one per peak.  Of EELS edges, one whose background fit window reaches into the 30 eV after a
-    stronger edge named (up to ``EELS_PRE + EELS_POST`` above it) is named only where a
-    community's spectrum rises at it (:func:`edge_onsets`, :func:`confirmed`): its net intensity
-    may be that edge's decaying near-edge structure over a background fitted on it."""
-    energies, intensities = table["energies"], np.asarray(table["intensities"])
+    and for EELS ``"significant"``, ``"onsets"`` and ``"scale"``) that figures and the report
+    name: :func:`strongest`, one per peak.  Of EELS edges, only those whose net intensity stands
+    above its noise in some community (:func:`significant`); and one whose background window
+    reaches into the 30 eV after a stronger edge named (up to ``EELS_PRE + EELS_POST`` above it)
+    only where a community's spectrum rises at it (:func:`edge_onsets`, :func:`confirmed`): its
+    net intensity may be that edge's decaying near-edge structure over a background fitted on it.
+    Edges a few eV apart (O K and Sb M5, 4 eV) read one edge: the stronger names it, and in noisy
+    spectra that can be either."""
+    energies, intensities = table["energies"], np.asarray(table["intensities"], dtype=np.float64)
     apart = resolution(str(table.get("units", "")))
     if "onsets" not in table:  # EDS, or a table written before onsets were recorded
         return strongest(energies, intensities, top=top, apart=apart)
-    factor = _unit_factor(str(table.get("units", ""))) or 1.0
-    risen = confirmed(energies, table["onsets"], str(table.get("units", "")), float(table.get("scale", 0.0)))
+    if "significant" in table:  # an edge lost in the noise is not named
+        intensities = np.where(np.asarray(table["significant"], dtype=bool)[None, :], intensities, np.nan)
+    units, scale = str(table.get("units", "")), float(table.get("scale", 0.0))
+    factor = _unit_factor(units) or 1.0
+    risen = confirmed(energies, table["onsets"], units, scale)
     return strongest(energies, intensities, top=top, apart=apart, tail=(EELS_PRE + EELS_POST) * factor,
                      confirmed=set(risen))
 
