@@ -131,34 +131,27 @@ def matched_labels(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
     labels, reference = np.asarray(labels), np.asarray(reference)
     if labels.shape != reference.shape:
         raise ValueError(f"label maps differ in shape: {labels.shape} vs {reference.shape}")
-    ids, inverse = np.unique(labels, return_inverse=True)
     out = np.full(labels.shape, -1, dtype=np.int64)
-    named = ids >= 0
-    if not named.any():
-        return out
-    keep = (labels >= 0) & (reference >= 0)
-    positions = inverse.reshape(labels.shape)[keep]
-    ref_ids, ref_inverse = np.unique(reference[keep], return_inverse=True)
-    first = int((~named).sum())  # negative ids sort first
-    table = np.zeros((ids.size, max(ref_ids.size, 1)), dtype=np.int64)
-    np.add.at(table, (positions, ref_inverse.ravel()), 1)
-    table = table[first:]
-    new_ids = np.full(table.shape[0], -1, dtype=np.int64)
-    if ref_ids.size:
+    named = labels >= 0
+    ids, inverse = np.unique(labels[named], return_inverse=True)
+    both = reference[named] >= 0
+    ref_ids, ref_inverse = np.unique(reference[named][both], return_inverse=True)
+    table = np.zeros((ids.size, ref_ids.size), dtype=np.int64)  # label x reference overlaps
+    np.add.at(table, (inverse[both], ref_inverse), 1)
+    new_ids = np.full(ids.size, -1, dtype=np.int64)
+    if table.size:
         rows, cols = linear_sum_assignment(-table)
         # a pair counts only where most of one of the two lies in the other: the matching
         # pairs every label it can, also a region of the bottom left with a community of the
         # top right when nothing better is left for either
         overlap = table[rows, cols]
-        paired = overlap >= 0.5 * np.minimum(table.sum(axis=1)[rows], table.sum(axis=0)[cols])
-        paired &= overlap > 0
+        paired = (overlap > 0) & (overlap >= 0.5 * np.minimum(table.sum(axis=1)[rows], table.sum(axis=0)[cols]))
         new_ids[rows[paired]] = ref_ids[cols[paired]]
     unmatched = np.flatnonzero(new_ids < 0)
-    sizes = np.bincount(inverse.ravel(), minlength=ids.size)[first:]
+    sizes = np.bincount(inverse, minlength=ids.size)
     start = int(ref_ids.max()) + 1 if ref_ids.size else 0
     new_ids[unmatched[np.argsort(-sizes[unmatched], kind="stable")]] = start + np.arange(unmatched.size)
-    at = inverse.reshape(labels.shape)
-    out[labels >= 0] = new_ids[at[labels >= 0] - first]
+    out[named] = new_ids[inverse]
     return out
 
 

@@ -84,8 +84,9 @@ class Segmentation:
     signal_axes: dict[str, list[Axis]] = field(default_factory=dict)
     #: Spectrum modalities: net intensity of known lines/edges per community
     #: (``{"features": [...], "energies": [...], "units": str, "intensities": [[...]]}``; EELS also
-    #: ``"onsets"``, the energies where a community's spectrum rises, and ``"scale"``, the channel width:
-    #: :func:`multimodal_seg.analysis.spectral_lines.marked`).
+    #: ``"significant"``, per feature whether some community's intensity stands above its noise,
+    #: ``"onsets"``, the energies where a community's spectrum rises, and ``"scale"``, the channel
+    #: width: :func:`multimodal_seg.analysis.spectral_lines.marked`).
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Each modality's own partition and, with several modalities, the joint one (``"joint"``),
     #: painted on the reference scan grid (boundaries refined with ``refine > 1``); a missing

@@ -67,6 +67,11 @@ def _unit_factor(units: str) -> float | None:
     return {"ev": 1.0, "kev": 1e-3}.get(units.strip().lower())
 
 
+def spectrum_kind(axis: Axis) -> str:
+    """``"eds"`` for an axis in keV (X-ray lines), ``"eels"`` for one in eV (edges), else ``"none"``."""
+    return {"kev": "eds", "ev": "eels"}.get(axis.units.strip().lower(), "none")
+
+
 def known_features(axis: Axis) -> tuple[str, list[SpectralFeature]]:
     """Lines (EDS, axis in keV) or edges (EELS, axis in eV) inside the energy range.
 
@@ -81,11 +86,11 @@ def known_features(axis: Axis) -> tuple[str, list[SpectralFeature]]:
         warnings.filterwarnings("ignore", message="Importing `Lazy")
         from exspy.material import elements
 
-    factor = _unit_factor(axis.units)
-    if factor is None:
+    mode = spectrum_kind(axis)
+    if mode == "none":
         return "none", []
+    factor = _unit_factor(axis.units) or 1.0
     low, high = axis.offset, axis.offset + axis.scale * (axis.size - 1)
-    mode = "eds" if axis.units.strip().lower() == "kev" else "eels"
     found = []
     for element in elements.keys():
         properties = elements[element]["Atomic_properties"]
@@ -215,7 +220,9 @@ def feature_intensities(mean_spectra: np.ndarray, axis: Axis, *, errors: bool = 
     spectra = np.asarray(mean_spectra, dtype=np.float64)
     factor = _unit_factor(axis.units) or 1.0
     half = max(1, int(np.ceil(EDS_HALF_WIDTH_KEV * 1e3 * factor / abs(axis.scale))))
-    scales = np.array([poisson_scale(spectrum) for spectrum in spectra])
+    # each spectrum's noise level: for the errors, and for EELS the weights of its background fit
+    scales = (np.array([poisson_scale(spectrum) for spectrum in spectra]) if errors or mode == "eels"
+              else np.ones(len(spectra)))
     columns = [(_eds_intensity(spectra, energy, f.energy, half, scales) if mode == "eds"
                 else _eels_intensity(spectra, energy, f.energy, factor, scales)) for f in features]
     shape = (len(spectra), len(features))
@@ -301,14 +308,15 @@ def edge_onsets(spectra: np.ndarray, axis: Axis) -> list[float]:
             after, before = total[at + width] - total[at], total[at] - total[at - width]
             # the background's own fall from one window to the next: a power law whose exponent is
             # the running median of the windows' log-log slopes (edges are a small part of them)
-            centres = np.log(energy[np.clip(at + width // 2, 0, n - 1)]) - np.log(
+            # (span: the log-energy distance between the two windows' centres)
+            span = np.log(energy[np.clip(at + width // 2, 0, n - 1)]) - np.log(
                 energy[np.clip(at - width // 2 - 1, 0, n - 1)])
             with np.errstate(divide="ignore", invalid="ignore"):
-                slopes = np.where((after > 0) & (before > 0), np.log(after / before) / centres, np.nan)
-            fall = np.exp(_running_nanmedian(slopes, 8 * width + 1) * centres)
+                slopes = np.where((after > 0) & (before > 0), np.log(after / before) / span, np.nan)
+            fall = np.exp(_running_nanmedian(slopes, 8 * width + 1) * span)
             expected = before * fall
             # the step over the background in units of its Poisson noise (counts, or means of counts:
-            # one unknown factor, which the spread below takes out)
+            # one unknown factor, which the spread below takes out): var(after - fall before)
             level = after + expected * fall
             excess = np.divide(after - expected, np.sqrt(level, where=level > 0, out=np.ones_like(level)),
                                out=np.zeros_like(level), where=level > 0)

@@ -37,7 +37,7 @@ import numpy as np
 from ..analysis.consistency import consistency_matrices, disagreement
 from ..analysis.descriptors import (CHIP_STATS, community_crystallinity, community_mean_signals, community_table,
                                    unpainted_communities)
-from ..analysis.spectral_lines import edge_onsets, feature_intensities, known_features, significant
+from ..analysis.spectral_lines import edge_onsets, feature_intensities, significant, spectrum_kind
 from ..chips.grid import ChipGrid
 from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
 from ..chips.refine import (VOTE_RULES, boundary_chips, fine_grid, keep_communities, neighbour_votes, pooled_votes,
@@ -777,12 +777,11 @@ def _spectral_lines(signals: dict[str, np.ndarray], modalities: dict[str, Modali
     for name, mean in signals.items():
         if modalities[name].kind == "spectrum":
             axis = modalities[name].axes[2]
-            mode, _ = known_features(axis)
             features, intensities, errors = feature_intensities(mean, axis, errors=True)
             if features:
                 lines[name] = {"features": [f.label for f in features], "energies": [f.energy for f in features],
                                "units": axis.units, "intensities": intensities.tolist()}
-                if mode == "eels":  # which edges the spectra show: those figures and the report name
+                if spectrum_kind(axis) == "eels":  # which edges the spectra show: those figures and the report name
                     lines[name] |= {"significant": significant(intensities, errors),
                                     "onsets": edge_onsets(mean, axis), "scale": float(axis.scale)}
     return lines
