@@ -282,10 +282,10 @@ def community_signals(signals: dict[str, np.ndarray], axes: dict | None = None,
                 from .analysis.spectral_lines import marked
 
                 shown = marked(table, top=MARKED_LINES)
-                heights = label_heights([table["energies"][i] for i in shown], span=float(np.ptp(x)) or 1.0)
-                for index, height in zip(shown, heights):
+                heights = label_heights([table["energies"][i] for i, _ in shown], span=float(np.ptp(x)) or 1.0)
+                for (index, label), height in zip(shown, heights):
                     ax.axvline(table["energies"][index], color="0.5", lw=0.6, ls=":")
-                    ax.text(table["energies"][index], height, table["features"][index].split("/")[0],
+                    ax.text(table["energies"][index], height, label.split("/")[0],
                             transform=ax.get_xaxis_transform(), rotation=90, va="top",
                             ha="right", fontsize="x-small", color="0.3")
             if mean.shape[0] <= 12:

@@ -190,12 +190,23 @@ def _signals(figures: Mapping[str, bytes], lines: Mapping[str, Mapping[str, Any]
     for modality, table in lines.items():
         intensities = np.asarray(table["intensities"])
         keep = marked(table, top=MARKED_LINES)  # those the figure marks
-        header = ["community", *(html.escape(f"{table['features'][i]} ({table['energies'][i]:.4g})") for i in keep)]
-        rows = [[str(c), *(f"{values[i]:.3g}" for i in keep)] for c, values in enumerate(intensities)]
+        header = ["community", *(html.escape(f"{label} ({table['energies'][i]:.4g})") for i, label in keep)]
+        rows = [[str(c), *(f"{values[i]:.3g}" for i, _ in keep)] for c, values in enumerate(intensities)]
         text += (f"<p>{html.escape(modality)}: net counts per position of the strongest known lines and "
-                 f"edges (energies in {html.escape(str(table['units']))}; all of them in "
-                 "community_lines.csv)</p>\n" + _table(header, rows))
+                 f"edges (energies in {html.escape(str(table['units']))}; all of them, with their standard "
+                 f"errors, in community_lines.csv).{_naming(table)}</p>\n" + _table(header, rows))
     return text
+
+
+def _naming(table: Mapping[str, Any]) -> str:
+    """How the report's EDS lines were named: the beam energy their families were judged by."""
+    if "beam_energy" not in table:
+        return ""
+    source = ("as the file records it" if table.get("beam_energy_from") == "file" else
+              "assumed: the top of the energy axis, since the file does not record it")
+    return (f" An X-ray line is named only where its element's higher-energy families that a beam of "
+            f"{table['beam_energy']:.4g} keV ({source}) excites are present, and not where a named "
+            "element's own weaker lines account for its peak.")
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

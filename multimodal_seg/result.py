@@ -213,10 +213,13 @@ class Segmentation:
 
 
 def lines_to_csv(lines: dict[str, dict[str, Any]]) -> str:
-    """Long-format CSV: modality, community, feature, energy, units, net counts per position."""
-    rows = ["modality,community,feature,energy,units,net_counts_per_position"]
+    """Long-format CSV: modality, community, feature, energy, units, net counts per position and
+    their standard error (empty in tables recorded without errors)."""
+    rows = ["modality,community,feature,energy,units,net_counts_per_position,standard_error"]
     for modality, table in lines.items():
-        for community, values in enumerate(table["intensities"]):
-            for feature, energy, value in zip(table["features"], table["energies"], values):
-                rows.append(f"{modality},{community},{feature},{energy:.6g},{table['units']},{value:.6g}")
+        errors = table.get("errors") or [[None] * len(table["features"])] * len(table["intensities"])
+        for community, (values, spreads) in enumerate(zip(table["intensities"], errors)):
+            for feature, energy, value, error in zip(table["features"], table["energies"], values, spreads):
+                spread = "" if error is None else f"{error:.6g}"
+                rows.append(f"{modality},{community},{feature},{energy:.6g},{table['units']},{value:.6g},{spread}")
     return "\n".join(rows) + "\n"

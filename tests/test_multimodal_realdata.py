@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import multimodal_seg as mms
+from multimodal_seg.analysis.spectral_lines import marked
 from multimodal_seg.graphs.labels import community_groups
 from multimodal_seg.metrics import many_to_one_accuracy
 from multimodal_seg.modalities import read_spectrum_image
@@ -54,6 +55,12 @@ def test_phenom_al_cu_boundary_found(signal):
     # may split in two by its own count variations, so ARI is not the measure here.)
     assert many_to_one_accuracy(labels, truth) > 0.9
     assert seg.n_communities <= 4
+    # Phenom's own record of the beam (15 kV); Al and Cu named (Cu by both its L and K alpha),
+    # and none of the M lines of rare earths that intensity alone named at Cu L (Pr, Pm)
+    table = seg.lines["eds"]
+    assert table["beam_energy"] == 15.0
+    named = {name.split("/")[0] for _, name in marked(table, top=8)}
+    assert {"Al_Ka", "Cu_La", "Cu_Ka"} <= named and not {n.split("_")[0] for n in named} & {"Pr", "Pm"}
 
 
 def test_jeol_fes_particle_film_and_vacuum_told_apart():
@@ -83,6 +90,12 @@ def test_jeol_fes_particle_film_and_vacuum_told_apart():
     fe = next(i for i, label in enumerate(table["features"]) if "Fe_Ka" in label.split("/"))
     intensities = np.asarray(table["intensities"])
     assert intensities[particle_label, fe] > 5 * max(intensities[vacuum_label, fe], 0) + 1e-6
+    # The lines figures and the report name are of elements the JEOL software mapped in this
+    # file (its element maps: C, O, S, Fe, Cu; the grid's Cu), read first in each name; by
+    # intensity alone 8 peaks were named, among them Y/P/Zr, Ru/Cl, Tb, Ho/Co and W.
+    assert table["beam_energy"] == 200.0 and table["beam_energy_from"] == "file"
+    named = {name.split("/")[0].split("_")[0] for _, name in marked(table, top=8)}
+    assert {"S", "Fe"} <= named <= {"C", "O", "S", "Fe", "Cu"}
 
 
 def test_velox_nb_interface_layers_run_along_the_scan():
@@ -92,6 +105,14 @@ def test_velox_nb_interface_layers_run_along_the_scan():
                       progress=False)
     labels = seg.grid.chip_labels_to_pixels(seg.chip_labels)
     assert seg.n_communities >= 2
+    # The beam energy is Velox's own record (200 kV); the lines named are the interface's (Ni,
+    # Nb, Ti, Cr, Fe), not those of elements whose stronger families the spectra lack (La M
+    # beside Ni L, Pr M beside Cu L, Tl M on Nb's L beta, Dy L beside Fe K: all were named by
+    # intensity alone)
+    table = seg.lines["eds"]
+    assert table["beam_energy"] == 200.0 and table["beam_energy_from"] == "file"
+    named = {alias.split("_")[0] for _, name in marked(table, top=8) for alias in name.split("/")}
+    assert {"Ni", "Nb"} <= named and not named & {"La", "Pr", "Tl", "Dy", "Hg"}
     # A layered interface: labels hardly change along a layer (the short scan axis) and
     # change between layers (along the long one).
     long_axis = int(np.argmax(labels.shape))

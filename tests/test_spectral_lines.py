@@ -83,19 +83,19 @@ def test_the_edges_named_are_the_specimens_not_those_in_their_tails():
     spectra = eels_spectra(np.array([[1.0, 0.5, 0.8], [0.2, 1.0, 0.3], [0.5, 0.0, 1.0]]),
                            energy=(250.0, 1.0, 512)) * 1e3
     table = _eels_table(spectra, axis)
-    named = {table["features"][i] for i in marked(table, top=8)}
+    named = {name for _, name in marked(table, top=8)}
     assert named == {"C_K", "Ti_L3", "O_K"}
     # the onsets found are the three edges' (Ti's L3 rises most some eV past its onset)
     assert [round(e) for e in table["onsets"] if e < 300] == [284] and any(456 <= e <= 466 for e in table["onsets"])
     rng = np.random.default_rng(1)
     for _ in range(2):  # Poisson counts, about 330 per channel: the three, and none of those
         noisy = _eels_table(rng.poisson(spectra).astype(float), axis)
-        named = {noisy["features"][i] for i in marked(noisy, top=8)}
+        named = {name for _, name in marked(noisy, top=8)}
         # (O K's edge may be named by Sb M5, 4 eV below it: one edge, the stronger names it)
         assert named in ({"C_K", "Ti_L3", "O_K"}, {"C_K", "Ti_L3", "Sb_M5"})
     for _ in range(3):  # about 17 per channel: what stands above the noise, and nothing absent
         noisy = _eels_table(rng.poisson(spectra * 0.05).astype(float), axis)
-        named = {noisy["features"][i] for i in marked(noisy, top=8)}
+        named = {name for _, name in marked(noisy, top=8)}
         assert "C_K" in named and named <= {"C_K", "Ti_L3", "O_K", "Sb_M5"}
 
 
@@ -201,3 +201,82 @@ def test_names_closer_than_a_label_go_down_a_level():
 
     # 0.2 keV of a 10 keV axis is a label's width: closer names are staggered, farther ones not
     assert label_heights([1.0, 1.1, 1.15, 1.5, 6.4], span=10.0) == [1.0, 0.8, 0.6, 1.0, 1.0]
+
+
+# X-ray lines (keV) and their weights relative to each family's alpha, from published tables
+# (Bearden; Schreiber and Wims), written out here rather than read from exSpy's database
+LINES = {("Ni", "K"): [(7.478, 1.0), (8.265, 0.13)], ("Ni", "L"): [(0.851, 1.0), (0.868, 0.17), (0.743, 0.14)],
+         ("Nb", "K"): [(16.615, 1.0), (18.623, 0.15)], ("Nb", "L"): [(2.166, 1.0), (2.257, 0.33), (2.335, 0.06)],
+         ("Hg", "M"): [(2.196, 1.0), (2.283, 0.64)], ("Ti", "K"): [(4.511, 1.0), (4.932, 0.13)],
+         ("Fe", "K"): [(6.404, 1.0), (7.058, 0.13)], ("Fe", "L"): [(0.705, 1.0), (0.615, 0.31)]}
+
+
+def _eds_spectra(areas, *, rng, beam):
+    """Poisson counts on a 0-20 keV axis of 10 eV channels: each community's families
+    ``{(element, family): counts in the alpha line}`` as Gaussians of an SDD's width (125 eV at
+    Mn Ka), over a falling continuum; and the run's line table of them."""
+    axis = Axis("energy", 2000, 0.01, 0.0, "keV")
+    energy = np.arange(2000) * 0.01
+    spectra = []
+    for community in areas:
+        expected = 40 * np.exp(-energy / 3) + 2
+        for (element, family), area in community.items():
+            for centre, weight in LINES[(element, family)]:
+                sigma = np.sqrt(0.125**2 + 2.5e-3 * (centre - 5.895)) / 2.3548
+                expected = expected + area * weight * 0.01 * np.exp(-0.5 * ((energy - centre) / sigma) ** 2) / (
+                    sigma * np.sqrt(2 * np.pi))
+        spectra.append(rng.poisson(expected).astype(float))
+    spectra = np.stack(spectra)
+    features, intensities, errors = feature_intensities(spectra, axis, errors=True)
+    return {"features": [f.label for f in features], "energies": [f.energy for f in features], "units": "keV",
+            "intensities": intensities.tolist(), "errors": errors.tolist(), "significant": significant(intensities, errors),
+            "scale": axis.scale, "offset": axis.offset, "channels": axis.size, "beam_energy": beam}
+
+
+def test_eds_lines_named_by_elements_the_whole_spectrum_bears_out():
+    """A nickel and a niobium phase at 200 kV: each element is named by its own lines (Ni K and
+    L alpha, Nb K and L alpha, read first in each name).  Lines of elements whose stronger,
+    excited families are absent are not named, though they sit on the peaks: La M alpha and Ne
+    beside Ni L alpha (La's L family at 4.7-6 keV is absent), Hg M alpha beside Nb L alpha (Hg's
+    L at 10-14 keV); nor are the peaks that the named families' own weaker lines make (Ni and Nb
+    K beta, Nb's L beta 91 eV above its L alpha, where S K alpha and Mo L alpha lie)."""
+    rng = np.random.default_rng(0)
+    phases = [{("Ni", "K"): 3e4, ("Ni", "L"): 1e4}, {("Nb", "K"): 1e4, ("Nb", "L"): 2e4}]
+    for _ in range(3):
+        table = _eds_spectra(phases, rng=rng, beam=200.0)
+        names = [name for _, name in marked(table, top=8)]
+        assert [name.split("/")[0] for name in names] == ["Ni_La", "Nb_La", "Ni_Ka", "Nb_Ka"], names
+        assert not {alias.split("_")[0] for name in names for alias in name.split("/")} & {"La", "Hg", "Tl", "S", "Mo"}
+
+
+def test_eds_lines_of_families_the_beam_cannot_excite_are_not_asked_for():
+    """Mercury's M lines alone: at 20 kV its L family (ionised near 12-15 keV, overvoltage below
+    2) is not expected, and Hg M alpha is named; at 200 kV the same spectrum lacks the L family
+    the beam would excite, and no Hg line is named."""
+    table = _eds_spectra([{("Hg", "M"): 2e4}], rng=np.random.default_rng(1), beam=20.0)
+    named = [name for _, name in marked(table, top=8)]
+    assert any("Hg_Ma" in name.split("/") for name in named), named
+    named = [name for _, name in marked({**table, "beam_energy": 200.0}, top=8)]
+    assert not any(alias.startswith("Hg_") for name in named for alias in name.split("/")), named
+
+
+def test_beam_energy_is_read_from_each_readers_metadata():
+    from multimodal_seg.modalities.spectrum import beam_energy
+
+    assert beam_energy({"metadata": {"Acquisition_instrument": {"SEM": {"beam_energy": 20.0}}}}) == 20.0
+    assert beam_energy({"metadata": {}, "original_metadata": {"Optics": {"AccelerationVoltage": "200000"}}}) == 200.0
+    phenom = {"acquisition": {"scan": {"highVoltage": {"value": -15, "unit": "kV"}}}}
+    assert beam_energy({"metadata": {}, "original_metadata": phenom}) == 15.0
+    assert beam_energy({"metadata": {"Acquisition_instrument": {"TEM": {"beam_energy": None}}}}) is None
+    assert beam_energy({}) is None
+
+
+def test_eds_peaks_of_a_named_elements_weaker_lines_are_read_as_that_element():
+    """Titanium alone: its K beta (4.93 keV, a seventh of K alpha here, beside V K alpha at 4.95)
+    is read as titanium's, not named as vanadium; iron's L family, whose L l line pulls the peak
+    28 eV below L alpha onto F K alpha, is named as iron's where Fe K alpha is named too."""
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        assert [name for _, name in marked(_eds_spectra([{("Ti", "K"): 3e4}], rng=rng, beam=20.0), top=8)] == ["Ti_Ka"]
+        table = _eds_spectra([{("Fe", "K"): 3e4, ("Fe", "L"): 5e3}], rng=rng, beam=20.0)
+        assert [name.split("/")[0] for _, name in marked(table, top=8)] == ["Fe_La", "Fe_Ka"]

@@ -24,7 +24,7 @@ the start of the axis, was no candidate; now C K, Ti L3 and O K are.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,20 @@ from ..modalities.base import Axis
 XRAY_LINES = ("Ka", "La", "Ma")
 EELS_EDGES = ("K", "L3", "M5")
 EDS_HALF_WIDTH_KEV = 0.07
+#: EDS detector resolution: full width at half maximum of Mn K alpha (5.895 keV), keV; other
+#: energies follow Fiori and Newbury's ``FWHM(E)^2 = FWHM(Mn Ka)^2 + 2.5 eV (E - 5895 eV)``
+#: (:func:`eds_line_width`).  A silicon drift detector's is 0.121-0.135 keV.
+EDS_FWHM_MN_KA_KEV = 0.130
+#: A peak up to this many times what a named element's family gives at it is read as that
+#: family's: tabulated weights of minor lines are uncertain by tens of percent, and absorption
+#: in the specimen and the detector's efficiency change them further (titanium's K beta reads
+#: 0.11-0.13 of its K alpha).
+LINE_WEIGHT_SLACK = 2.0
+#: An element's X-ray family (K, L, M) is expected in a spectrum where the beam energy is at
+#: least this many times the family's ionisation energy (the overvoltage): below about 2 a
+#: family is weakly excited (Goldstein et al., *Scanning Electron Microscopy and X-Ray
+#: Microanalysis*), so its absence says little.
+OVERVOLTAGE = 2.0
 EELS_PRE, EELS_GAP, EELS_POST = 40.0, 5.0, 30.0
 #: An EELS edge is a candidate where the axis holds at least this much of its pre-edge window (eV).
 EELS_MIN_PRE = 15.0
@@ -72,6 +86,33 @@ def spectrum_kind(axis: Axis) -> str:
     return {"kev": "eds", "ev": "eels"}.get(axis.units.strip().lower(), "none")
 
 
+def _element_database():
+    """exSpy's element database (``exspy.material.elements``)."""
+    with warnings.catch_warnings():
+        # exSpy 0.3 imports HyperSpy 2.5's lazy signals from their deprecated paths (HyperSpy's
+        # VisibleDeprecationWarning, a UserWarning): about the two packages' versions, nothing a
+        # user of this run can act on, and it cluttered every run's warnings
+        warnings.filterwarnings("ignore", message="Importing `Lazy")
+        from exspy.material import elements
+    return elements
+
+
+def xray_family(element: str, family: str) -> dict[str, tuple[float, float]]:
+    """Energy (keV) and weight (intensity relative to the family's alpha line) of each X-ray line
+    of ``element``'s ``family`` (``"K"``, ``"L"`` or ``"M"``) in exSpy's database, by line name
+    (``{"Ka": (6.404, 1.0), "Kb": (7.058, 0.127)}`` for iron); empty where it lists none."""
+    properties = _element_database()[element]["Atomic_properties"]
+    lines = properties["Xray_lines"] if "Xray_lines" in properties else {}
+    return {line: (float(lines[line]["energy (keV)"]), float(lines[line]["weight"]))
+            for line in lines.keys() if line.startswith(family)}
+
+
+def eds_half_window(scale: float) -> int:
+    """Half-width, in channels of ``scale`` keV, of an EDS line's window (``EDS_HALF_WIDTH_KEV``,
+    at least one channel)."""
+    return max(1, int(np.ceil(EDS_HALF_WIDTH_KEV / abs(scale))))
+
+
 def known_features(axis: Axis) -> tuple[str, list[SpectralFeature]]:
     """Lines (EDS, axis in keV) or edges (EELS, axis in eV) inside the energy range.
 
@@ -79,13 +120,7 @@ def known_features(axis: Axis) -> tuple[str, list[SpectralFeature]]:
     -------
     ``("eds" | "eels" | "none", features)``.
     """
-    with warnings.catch_warnings():
-        # exSpy 0.3 imports HyperSpy 2.5's lazy signals from their deprecated paths (HyperSpy's
-        # VisibleDeprecationWarning, a UserWarning): about the two packages' versions, nothing a
-        # user of this run can act on, and it cluttered every run's warnings
-        warnings.filterwarnings("ignore", message="Importing `Lazy")
-        from exspy.material import elements
-
+    elements = _element_database()
     mode = spectrum_kind(axis)
     if mode == "none":
         return "none", []
@@ -219,7 +254,7 @@ def feature_intensities(mean_spectra: np.ndarray, axis: Axis, *, errors: bool = 
     features = _merge_aliases(features, energy)
     spectra = np.asarray(mean_spectra, dtype=np.float64)
     factor = _unit_factor(axis.units) or 1.0
-    half = max(1, int(np.ceil(EDS_HALF_WIDTH_KEV * 1e3 * factor / abs(axis.scale))))
+    half = eds_half_window(axis.scale / (1e3 * factor))
     # each spectrum's noise level: for the errors, and for EELS the weights of its background fit
     scales = (np.array([poisson_scale(spectrum) for spectrum in spectra]) if errors or mode == "eels"
               else np.ones(len(spectra)))
@@ -246,13 +281,15 @@ def significant(intensities: np.ndarray, errors: np.ndarray, *, level: float = 0
 
 def strongest(energies: list[float], intensities: np.ndarray, *, top: int = 12,
               floor: float = 0.05, apart: float = 0.0, tail: float = 0.0,
-              confirmed: Collection[int] = ()) -> list[int]:
+              confirmed: Collection[int] = (),
+              explains: Callable[[int, int], bool] | None = None) -> list[int]:
     """Indices (in order of energy) of up to ``top`` features whose largest intensity over
     communities is at least ``floor`` times the strongest one's: absent elements drop out.
     A feature within ``apart`` (energy units) of a stronger one kept is left out: it is
     read from the same peak (``apart``: :func:`resolution`).  So is one up to ``tail`` above a
     stronger one kept, unless its index is in ``confirmed``: it may be read off that one's
-    tail (EELS: :func:`marked`)."""
+    tail (EELS: :func:`marked`); and one where ``explains(kept, index)`` for a stronger feature
+    kept: its element's other lines account for it (EDS: :func:`marked`)."""
     if len(energies) == 0:
         return []
     # a feature without an intensity (NaN: no background could be fitted) is not named
@@ -263,7 +300,9 @@ def strongest(energies: list[float], intensities: np.ndarray, *, top: int = 12,
         if len(chosen) == top:
             break
         above = [energies[index] - energies[other] for other in chosen]
-        if all(abs(d) > apart for d in above) and (index in confirmed or not any(0 < d <= tail for d in above)):
+        explained = explains is not None and any(explains(other, int(index)) for other in chosen)
+        if (all(abs(d) > apart for d in above) and not explained
+                and (index in confirmed or not any(0 < d <= tail for d in above))):
             chosen.append(int(index))
     return sorted(chosen, key=lambda i: energies[i])
 
@@ -354,27 +393,142 @@ def confirmed(energies: list[float], onsets: list[float], units: str, scale: flo
             if np.any((found >= e - tolerance) & (found <= e + 2 * tolerance))]
 
 
-def marked(table: dict, *, top: int) -> list[int]:
-    """The features of a run's line table (``{"features", "energies", "units", "intensities"}``,
-    and for EELS ``"significant"``, ``"onsets"`` and ``"scale"``) that figures and the report
-    name: :func:`strongest`, one per peak.  Of EELS edges, only those whose net intensity stands
-    above its noise in some community (:func:`significant`); and one whose background window
-    reaches into the 30 eV after a stronger edge named (up to ``EELS_PRE + EELS_POST`` above it)
-    only where a community's spectrum rises at it (:func:`edge_onsets`, :func:`confirmed`): its
-    net intensity may be that edge's decaying near-edge structure over a background fitted on it.
-    Edges a few eV apart (O K and Sb M5, 4 eV) read one edge: the stronger names it, and in noisy
-    spectra that can be either."""
+def eds_names(table: dict) -> list[list[str]]:
+    """For each feature of an EDS line table, the element lines of its label (``"Nb_La/Hg_Ma"``)
+    that the rest of the table bears out.
+
+    A line is borne out where each higher-energy family of its element (K for an L line, K and L
+    for an M line) that the beam excites is present: the family's alpha line, where the table
+    holds it, stands above its noise in some community (``"significant"``).  The beam excites a
+    family where ``"beam_energy"`` is at least ``OVERVOLTAGE`` times its ionisation energy, taken
+    as the family's highest line (slightly below the edge, so fewer families are asked for).
+    This is how qualitative EDS analysis checks a low-energy line, where families of many
+    elements crowd together (lanthanum's M alpha lies 18 eV from nickel's L alpha): from the
+    high-energy end, where lines are few and far apart.  A K line needs nothing else: lower
+    families can be absorbed or lost at the noise peak.  Without ``"significant"`` (tables
+    written before it) every line is kept."""
+    features = [str(label).split("/") for label in table["features"]]
+    if "significant" not in table:
+        return features
+    present = {alias: bool(flag) for label, flag in zip(features, table["significant"]) for alias in label}
+    beam = float(table.get("beam_energy", np.inf))
+    order = "KLM"
+
+    def borne_out(alias: str) -> bool:
+        element, line = alias.split("_", 1)
+        for family in order[: order.index(line[0])]:
+            energies = [energy for energy, _ in xray_family(element, family).values()]
+            alpha = f"{element}_{family}a"
+            if alpha in present and energies and beam >= OVERVOLTAGE * max(energies) and not present[alpha]:
+                return False
+        return True
+
+    return [[alias for alias in label if borne_out(alias)] for label in features]
+
+
+def eds_line_width(energy: float) -> float:
+    """An EDS detector's full width at half maximum (keV) at ``energy`` (keV), from
+    ``EDS_FWHM_MN_KA_KEV`` by Fiori and Newbury's relation (at least 10 eV)."""
+    return float(np.sqrt(max(EDS_FWHM_MN_KA_KEV**2 + 2.5e-3 * (energy - 5.895), 1e-4)))
+
+
+def family_reading(element: str, family: str, energy: np.ndarray, at: Collection[float]) -> np.ndarray:
+    """Net counts that one unit of ``element``'s X-ray ``family`` (its lines as Gaussians of the
+    detector's width, :func:`eds_line_width`, with exSpy's weights; alpha's area 1) gives in the
+    line windows centred at each of ``at`` (keV) on the axis ``energy`` (keV per channel), read
+    as :func:`feature_intensities` reads a spectrum: the share of the family a window there sees."""
+    scale = float(energy[1] - energy[0]) if len(energy) > 1 else 1.0
+    model = np.zeros((1, len(energy)))
+    for centre, weight in xray_family(element, family).values():
+        sigma = eds_line_width(centre) / 2.3548
+        model[0] += weight * abs(scale) * np.exp(-0.5 * ((energy - centre) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    half = eds_half_window(scale)
+    return np.array([_eds_intensity(model, energy, e0, half, np.ones(1))[0][0] for e0 in at])
+
+
+def _family_explains(table: dict, names: list[list[str]]) -> Callable[[int, int], bool]:
+    """``explains(kept, index)``: whether a family named at feature ``kept`` accounts for feature
+    ``index``'s intensity in every community: at most ``LINE_WEIGHT_SLACK`` times what the family
+    gives there (:func:`family_reading` scaled to ``kept``'s intensity in each community), beyond
+    the noise by no more than :func:`significant`'s margin."""
+    intensities = np.asarray(table["intensities"], dtype=np.float64)
+    errors = np.asarray(table["errors"], dtype=np.float64)
+    energy = table["offset"] + table["scale"] * np.arange(int(table["channels"]))
+    sigmas = float(norm.isf(0.01 / max(intensities.size, 1)))
+
+    def explains(kept: int, index: int) -> bool:
+        for alias in names[kept]:
+            element, line = alias.split("_", 1)
+            own, there = family_reading(element, line[0], energy, (table["energies"][kept], table["energies"][index]))
+            if own <= 0:
+                continue
+            predicted = LINE_WEIGHT_SLACK * np.maximum(intensities[:, kept] / own * there, 0.0)
+            if np.all(np.nan_to_num(intensities[:, index] - predicted, nan=0.0)
+                      <= sigmas * np.nan_to_num(errors[:, index], nan=np.inf)):
+                return True
+        return False
+
+    return explains
+
+
+def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
+    """The features of a run's line table (``{"features", "energies", "units", "intensities"}``;
+    for EDS and EELS also ``"significant"`` and ``"scale"``; for EDS ``"beam_energy"``; for EELS
+    ``"onsets"``) that figures and the report name, and the name of each: ``(index, name)`` of
+    :func:`strongest`, one per peak, in order of energy.
+
+    Of both kinds, only features whose net intensity stands above its noise in some community
+    (:func:`significant`).
+
+    EDS: a feature is named by those of its lines that :func:`eds_names` bears out, and not at
+    all where none is; features within a line window of each other (at least
+    ``EDS_HALF_WIDTH_KEV``, whole channels) read one peak; and a peak at a weaker line of the same
+    family as an element named at a stronger peak (nickel's L beta beside its L alpha, niobium's
+    L beta 91 eV above its L alpha, the flank of copper's L alpha 80 eV below it) is read as that
+    family, not named again, where the family's lines account for its intensity (tables with
+    ``"errors"``: :func:`family_reading`).  A peak is named by the lines of an element named at
+    another peak too, where one of those read there is (iron's L alpha rather than fluorine's K
+    alpha 28 eV below it), and of the lines a name lists those come first.
+
+    EELS: an edge whose background window reaches into the 30 eV after a stronger edge named (up
+    to ``EELS_PRE + EELS_POST`` above it) is named only where a community's spectrum rises at it
+    (:func:`edge_onsets`, :func:`confirmed`): its net intensity may be that edge's decaying
+    near-edge structure over a background fitted on it.  Edges a few eV apart (O K and Sb M5,
+    4 eV) read one edge: the stronger names it, and in noisy spectra that can be either."""
     energies, intensities = table["energies"], np.asarray(table["intensities"], dtype=np.float64)
-    apart = resolution(str(table.get("units", "")))
-    if "onsets" not in table:  # EDS, or a table written before onsets were recorded
-        return strongest(energies, intensities, top=top, apart=apart)
-    if "significant" in table:  # an edge lost in the noise is not named
-        intensities = np.where(np.asarray(table["significant"], dtype=bool)[None, :], intensities, np.nan)
     units, scale = str(table.get("units", "")), float(table.get("scale", 0.0))
-    factor = _unit_factor(units) or 1.0
-    risen = confirmed(energies, table["onsets"], units, scale)
-    return strongest(energies, intensities, top=top, apart=apart, tail=(EELS_PRE + EELS_POST) * factor,
-                     confirmed=set(risen))
+    apart = resolution(units)
+    if "significant" in table:  # a line or an edge lost in the noise is not named
+        intensities = np.where(np.asarray(table["significant"], dtype=bool)[None, :], intensities, np.nan)
+    if units.strip().lower() == "kev":
+        names = eds_names(table)
+        intensities = np.where(np.array([bool(n) for n in names])[None, :], intensities, np.nan)
+        if scale:  # a window of whole channels reaches further than the detector's resolution
+            apart = max(apart, eds_half_window(scale) * abs(scale))
+        chosen = strongest(energies, intensities, top=top, apart=apart,
+                           explains=_family_explains(table, names) if "errors" in table else None)
+        # A peak is named, of the lines read there, by those of an element named at another peak
+        # too: iron's L alpha rather than fluorine's K alpha 28 eV below it where Fe K alpha is
+        # named, nickel's L alpha before neon's K alpha in one channel's name.
+        element_sets = [{alias.split("_", 1)[0] for alias in label} for label in names]
+        elsewhere = [set().union(*(element_sets[j] for j in chosen if j != i)) for i in chosen]
+        peak = np.nan_to_num(intensities, nan=-np.inf).max(axis=0)
+        readable = [j for j in np.argsort(peak, kind="stable")[::-1] if np.isfinite(peak[j])]
+        found = []
+        for i, others in zip(chosen, elsewhere):
+            if not element_sets[i] & others:
+                i = next((int(j) for j in readable if abs(energies[j] - energies[i]) <= apart
+                          and element_sets[j] & others), i)
+            found.append((i, "/".join(sorted(names[i], key=lambda alias: alias.split("_", 1)[0] not in others))))
+        return sorted(found, key=lambda pair: energies[pair[0]])
+    if "onsets" not in table:  # a table written before onsets were recorded
+        chosen = strongest(energies, intensities, top=top, apart=apart)
+    else:
+        factor = _unit_factor(units) or 1.0
+        risen = confirmed(energies, table["onsets"], units, scale)
+        chosen = strongest(energies, intensities, top=top, apart=apart, tail=(EELS_PRE + EELS_POST) * factor,
+                           confirmed=set(risen))
+    return [(i, str(table["features"][i])) for i in chosen]
 
 
 def resolution(units: str) -> float:

@@ -139,7 +139,8 @@ def read_spectrum_image(
         ``kind="spectrum"``; ``data`` is a dask array ``(rows, cols, channels)``,
         float32, chunked along the scan with whole spectra in each chunk; ``axes``
         are ``[Axis("y"), Axis("x"), Axis("energy")]``.  ``metadata`` records the
-        reader, signal, original dtype/shape, signal type and binning.
+        reader, signal, original dtype/shape, signal type and binning, and
+        ``beam_energy_kev`` where the file records it (:func:`beam_energy`).
 
     Raises
     ------
@@ -270,6 +271,8 @@ def _from_file(
     chosen = signals[index]
     data, meta = signal_data(signals, index, plugin, path)
     meta.update(signal_facts(chosen), calibration="file")
+    if (energy := beam_energy(chosen)) is not None:
+        meta["beam_energy_kev"] = energy
     if plugin is JEOL and (sweeps := jeol_sweeps(chosen)) is not None:
         meta["sweeps"] = dict(zip(("read", "recorded"), sweeps, strict=True))
         if sweeps[0] < sweeps[1]:
@@ -291,6 +294,36 @@ def _from_file(
 
 
 # --------------------------------------------------------------------------- signals
+
+
+def beam_energy(signal: dict[str, Any]) -> float | None:
+    """The beam energy (keV) a spectrum image's metadata record, ``None`` where they do not.
+
+    RosettaSciIO maps it to ``Acquisition_instrument.SEM`` or ``.TEM.beam_energy`` for Bruker
+    and JEOL files; for Velox and Phenom files it is read from their own metadata
+    (``Optics.AccelerationVoltage`` in V; ``acquisition.scan.highVoltage`` in kV, negative).
+    """
+    instrument = signal.get("metadata", {}).get("Acquisition_instrument", {})
+    original = signal.get("original_metadata", {})
+    found: list[Any] = [instrument.get(microscope, {}).get("beam_energy") for microscope in ("SEM", "TEM")]
+    try:
+        found.append(float(original["Optics"]["AccelerationVoltage"]) / 1e3)
+    except (KeyError, TypeError, ValueError):
+        pass
+    try:
+        voltage = original["acquisition"]["scan"]["highVoltage"]
+        if str(voltage.get("unit", "")).strip().lower() == "kv":
+            found.append(abs(float(voltage["value"])))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    for value in found:
+        try:
+            energy = float(value)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(energy) and energy > 0:
+            return energy
+    return None
 
 
 def jeol_sweeps(signal: dict[str, Any]) -> tuple[int, int] | None:

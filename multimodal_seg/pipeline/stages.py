@@ -779,11 +779,19 @@ def _spectral_lines(signals: dict[str, np.ndarray], modalities: dict[str, Modali
             axis = modalities[name].axes[2]
             features, intensities, errors = feature_intensities(mean, axis, errors=True)
             if features:
+                # which lines or edges the spectra show: those figures and the report name
                 lines[name] = {"features": [f.label for f in features], "energies": [f.energy for f in features],
-                               "units": axis.units, "intensities": intensities.tolist()}
-                if spectrum_kind(axis) == "eels":  # which edges the spectra show: those figures and the report name
-                    lines[name] |= {"significant": significant(intensities, errors),
-                                    "onsets": edge_onsets(mean, axis), "scale": float(axis.scale)}
+                               "units": axis.units, "intensities": intensities.tolist(),
+                               "errors": errors.tolist(), "significant": significant(intensities, errors),
+                               "scale": float(axis.scale)}
+                if spectrum_kind(axis) == "eels":
+                    lines[name]["onsets"] = edge_onsets(mean, axis)
+                else:  # which X-ray families the beam excites; without the file's word, at least the axis' top
+                    recorded = modalities[name].metadata.get("beam_energy_kev")
+                    top = axis.offset + axis.scale * (axis.size - 1)
+                    lines[name] |= {"beam_energy": float(recorded if recorded is not None else top),
+                                    "beam_energy_from": "file" if recorded is not None else "axis",
+                                    "offset": float(axis.offset), "channels": axis.size}
     return lines
 
 
