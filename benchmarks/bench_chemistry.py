@@ -41,8 +41,9 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
              f"Reproduce: `python benchmarks/bench_chemistry.py {args.data} --out {args.out} --lines {args.lines} "
              f"--seed {args.seed} --seeds {args.seeds}`",
              "", "Reference: net intensity maps of the strongest significant X-ray lines of each file "
-             "(line window minus side windows, per scan position; no partition involved; peaks named by "
-             "the first of the lines the element table lists at that energy). Score: the "
+             "(line window minus side windows, per scan position; no partition involved; each peak named by "
+             "the lines of its channel that the map sum bears out, as the figures name them, '?' where "
+             "none is). Score: the "
              "correlation ratio eta^2, the share of a map's variance the communities explain. "
              "HyperSpy is given the project's number of communities (k).", "",
              "| file | scan | counts / position | k | lines | project mean eta^2 | HyperSpy mean eta^2 | goal |",

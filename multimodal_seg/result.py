@@ -83,10 +83,13 @@ class Segmentation:
     #: Calibrated signal axes of each entry of ``signals`` (energy, or qy and qx).
     signal_axes: dict[str, list[Axis]] = field(default_factory=dict)
     #: Spectrum modalities: net intensity of known lines/edges per community
-    #: (``{"features": [...], "energies": [...], "units": str, "intensities": [[...]]}``; EELS also
-    #: ``"significant"``, per feature whether some community's intensity stands above its noise,
-    #: ``"onsets"``, the energies where a community's spectrum rises, and ``"scale"``, the channel
-    #: width: :func:`multimodal_seg.analysis.spectral_lines.marked`).
+    #: (``{"features": [...], "energies": [...], "units": str, "intensities": [[...]]}``), their
+    #: standard errors (``"errors"``, the same shape), ``"significant"`` (per feature, whether
+    #: some community's intensity stands above its noise) and ``"scale"`` (the channel width);
+    #: EELS also ``"onsets"``, the energies where a community's spectrum rises; EDS also
+    #: ``"beam_energy"`` (keV) and ``"beam_energy_from"`` (``"file"``, or ``"axis"``: its top,
+    #: assumed), ``"offset"`` and ``"channels"`` (the energy axis), from which
+    #: :func:`multimodal_seg.analysis.spectral_lines.marked` names lines.
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Each modality's own partition and, with several modalities, the joint one (``"joint"``),
     #: painted on the reference scan grid (boundaries refined with ``refine > 1``); a missing

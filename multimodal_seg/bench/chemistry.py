@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.spectral_lines import EDS_HALF_WIDTH_KEV, feature_intensities
+from ..analysis.spectral_lines import EDS_HALF_WIDTH_KEV, eds_names, feature_intensities, significant
 from ..modalities import Axis, read_spectrum_image
 from ..pipeline.segment import segment
 from .peers import hyperspy_kmeans_spectrum
@@ -54,9 +54,15 @@ def correlation_ratio(values: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(counts * (means - values.mean()) ** 2) / total)
 
 
-def line_maps(cube: np.ndarray, axis: Axis, *, top: int) -> tuple[list[str], np.ndarray]:
+def line_maps(cube: np.ndarray, axis: Axis, *, top: int,
+              beam_energy: float | None = None) -> tuple[list[str], np.ndarray]:
     """The ``top`` strongest significant lines of the map sum and their net intensity maps
-    ``(rows, cols, n_lines)``."""
+    ``(rows, cols, n_lines)``.
+
+    Which peaks are kept does not depend on names.  Each is named by those of its channel's
+    lines that the map sum bears out (:func:`~multimodal_seg.analysis.spectral_lines.eds_names`
+    at ``beam_energy`` keV, or the axis' top), or ``"? at E keV"`` where none is: the names of
+    ``community_signals.png``, minus its choice between neighbouring channels."""
     rows, cols, channels = cube.shape
     spectra = cube.reshape(rows * cols, channels).astype(np.float64)
     features, net = feature_intensities(spectra, axis)
@@ -77,7 +83,12 @@ def line_maps(cube: np.ndarray, axis: Axis, *, top: int) -> tuple[list[str], np.
             keep.append(int(i))
         if len(keep) == top:
             break
-    return [features[i].label for i in keep], net[:, keep].reshape(rows, cols, len(keep))
+    _, total, error = feature_intensities(summed[None], axis, errors=True)
+    top_energy = axis.offset + axis.scale * (axis.size - 1)
+    names = eds_names({"features": [f.label for f in features], "significant": significant(total, error),
+                       "beam_energy": beam_energy if beam_energy is not None else top_energy})
+    labels = ["/".join(names[i]) or f"? at {features[i].energy / factor:.2f} keV" for i in keep]
+    return labels, net[:, keep].reshape(rows, cols, len(keep))
 
 
 def run_file(name: str, path: Path, options: dict, *, top: int, seed: int) -> dict:
@@ -85,7 +96,7 @@ def run_file(name: str, path: Path, options: dict, *, top: int, seed: int) -> di
     ``(rows, cols)`` partition of the scan)."""
     modality = read_spectrum_image(path, **options)
     cube = np.asarray(modality.data)
-    lines, maps = line_maps(cube, modality.axes[2], top=top)
+    lines, maps = line_maps(cube, modality.axes[2], top=top, beam_energy=modality.metadata.get("beam_energy_kev"))
     start = time.perf_counter()
     seg = segment({"eds:spectrum": (path, options)}, progress=False, seed=seed)
     project_s = time.perf_counter() - start
