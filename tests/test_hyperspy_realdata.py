@@ -77,3 +77,15 @@ def test_the_files_other_signals_are_refused_with_a_fix(phenom, title, needle):
     with pytest.raises(InputError) as info:
         mh.segment(signal, **OPTIONS)
     assert needle in str(info.value) and title in str(info.value) and "fix:" in str(info.value)
+
+
+def test_a_signals_beam_energy_reaches_the_line_names(phenom):
+    """The beam energy that decides which X-ray families the spectra must show comes with a
+    HyperSpy signal as with its file: the Bruker file's 20 kV (HyperSpy's metadata) and the
+    Phenom map's 15 kV (the file's own metadata, which HyperSpy keeps as original_metadata)."""
+    from multimodal_seg.hyperspy.convert import to_modality
+
+    _, eds = hs.load(shared_file(CHEVKINITE), lazy=True)
+    assert to_modality(eds, name="eds").metadata["beam_energy_kev"] == 20.0
+    phenom_map = next(s for s in phenom if s.metadata.General.title.endswith("Map 3"))
+    assert to_modality(phenom_map, name="eds").metadata["beam_energy_kev"] == 15.0
