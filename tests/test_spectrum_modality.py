@@ -662,3 +662,29 @@ def test_bcf_cut_inside_its_hypermap_is_refused_before_decoding(tmp_path):
             assert done.returncode == 0, (cut, reader, done.returncode, done.stderr[-2000:])
             assert path.name in done.stdout and "truncated" in done.stdout, done.stdout
             assert f"{cut:,} bytes of the {size:,}" in done.stdout, done.stdout
+
+
+def test_beam_energy_given_to_the_reader_names_the_lines_by_it(tmp_path):
+    """``beam_energy`` (keV) is recorded with the modality and the run's line table, and the
+    report says where it came from; a value that is no beam energy is refused."""
+    import multimodal_seg as mms
+
+    rng = np.random.default_rng(0)
+    energy = np.arange(1000) * 0.02
+    iron = 30 * np.exp(-energy / 3) + 400 * np.exp(-0.5 * ((energy - 6.404) / 0.06) ** 2)
+    cube = rng.poisson(np.broadcast_to(iron, (16, 16, 1000))).astype(np.float32)
+    cube[:, 8:] = rng.poisson(30 * np.exp(-energy / 3), (16, 8, 1000))
+    options = {"energy_scale": 0.02, "energy_units": "keV", "beam_energy": 30.0}
+    assert read_spectrum_image(cube, **options).metadata["beam_energy_kev"] == 30.0
+    seg = mms.segment({"eds:spectrum": (cube, options)}, progress=False)
+    assert seg.lines["eds"]["beam_energy"] == 30.0 and seg.lines["eds"]["beam_energy_from"] == "option"
+    seg.save(tmp_path / "run")
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "a beam of 30 keV (as the reader's beam_energy gives it)" in page and "Fe_Ka" in page
+    plain = mms.segment({"eds:spectrum": (cube, {k: v for k, v in options.items() if k != "beam_energy"})},
+                        progress=False)
+    # without it, the axis' top (19.98 keV) is assumed
+    assert plain.lines["eds"]["beam_energy"] == pytest.approx(19.98) and plain.lines["eds"]["beam_energy_from"] == "axis"
+    for bad in (0, -5.0, float("nan"), "30 kV", True):
+        with pytest.raises(ParameterError, match="beam_energy"):
+            read_spectrum_image(cube, beam_energy=bad, **{k: v for k, v in options.items() if k != "beam_energy"})

@@ -121,8 +121,9 @@ def check_chunks(chunks: object) -> None:
         )
 
 
-def check_number(value: object, label: str, *, positive: bool) -> None:
-    """Keyword ``label`` must be ``None`` or a finite number (> 0 if ``positive``).
+def check_number(value: object, label: str, *, positive: bool, example: float = 0.5) -> None:
+    """Keyword ``label`` must be ``None`` or a finite number (> 0 if ``positive``); the fix
+    suggests ``example``.
 
     Raises
     ------
@@ -141,7 +142,7 @@ def check_number(value: object, label: str, *, positive: bool) -> None:
         kind = "a positive finite number" if positive else "a finite number"
         raise ParameterError(
             f"{label} must be {kind}, not {value!r}",
-            fix=f"e.g. {label}=0.5" + (", or leave it out" if not positive else ""),
+            fix=f"e.g. {label}={example:g}" + (", or leave it out" if not positive else ""),
             where=label,
         )
 

@@ -96,6 +96,7 @@ def read_spectrum_image(
     energy_offset: float | None = None,
     energy_scale: float | None = None,
     energy_units: str | None = None,
+    beam_energy: float | None = None,
 ) -> ModalityData:
     """Read one spectrum image (EELS, EDS) as a lazy, calibrated float32 cube.
 
@@ -133,6 +134,12 @@ def read_spectrum_image(
         (scale 1, units ``"px"``); ``energy_offset``/``energy_units`` then need
         ``energy_scale``.
 
+    beam_energy
+        The beam energy (keV); overrides the file's record (:func:`beam_energy`).  For EDS it
+        decides which X-ray families the spectra must show before figures and the report name
+        a line (:func:`~multimodal_seg.analysis.spectral_lines.eds_names`); without it or a
+        record in the file, the top of the energy axis is assumed.
+
     Returns
     -------
     ModalityData
@@ -140,7 +147,8 @@ def read_spectrum_image(
         float32, chunked along the scan with whole spectra in each chunk; ``axes``
         are ``[Axis("y"), Axis("x"), Axis("energy")]``.  ``metadata`` records the
         reader, signal, original dtype/shape, signal type and binning, and
-        ``beam_energy_kev`` where the file records it (:func:`beam_energy`).
+        ``beam_energy_kev`` where the file records it (:func:`beam_energy`) or ``beam_energy``
+        gives it (``beam_energy_from``: ``"file"`` or ``"option"``).
 
     Raises
     ------
@@ -173,6 +181,7 @@ def read_spectrum_image(
         alone_ok=() if is_array else ("energy_units", "energy_offset"),
     )
     check_number(energy_offset, "energy_offset", positive=False)
+    check_number(beam_energy, "beam_energy", positive=True, example=200)  # keV
 
     native = 1  # channels already summed by the reader (JEOL)
     if isinstance(source, (np.ndarray, da.Array)):
@@ -190,6 +199,8 @@ def read_spectrum_image(
             where=repr(source)[:80],
         )
 
+    if beam_energy is not None:
+        meta.update(beam_energy_kev=float(beam_energy), beam_energy_from="option")
     check_dimensions(raw, where, meta, kind="spectrum")
     check_real_values(raw.dtype, where)
     rows, cols, channels = (int(n) for n in raw.shape)
@@ -272,7 +283,7 @@ def _from_file(
     data, meta = signal_data(signals, index, plugin, path)
     meta.update(signal_facts(chosen), calibration="file")
     if (energy := beam_energy(chosen)) is not None:
-        meta["beam_energy_kev"] = energy
+        meta.update(beam_energy_kev=energy, beam_energy_from="file")
     if plugin is JEOL and (sweeps := jeol_sweeps(chosen)) is not None:
         meta["sweeps"] = dict(zip(("read", "recorded"), sweeps, strict=True))
         if sweeps[0] < sweeps[1]:

@@ -790,7 +790,8 @@ def _spectral_lines(signals: dict[str, np.ndarray], modalities: dict[str, Modali
                     recorded = modalities[name].metadata.get("beam_energy_kev")
                     top = axis.offset + axis.scale * (axis.size - 1)
                     lines[name] |= {"beam_energy": float(recorded if recorded is not None else top),
-                                    "beam_energy_from": "file" if recorded is not None else "axis",
+                                    "beam_energy_from": (modalities[name].metadata.get("beam_energy_from", "file")
+                                                         if recorded is not None else "axis"),
                                     "offset": float(axis.offset), "channels": axis.size}
     return lines
 
