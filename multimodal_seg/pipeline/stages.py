@@ -37,7 +37,8 @@ import numpy as np
 from ..analysis.consistency import consistency_matrices, disagreement
 from ..analysis.descriptors import (CHIP_STATS, community_crystallinity, community_mean_signals, community_table,
                                    unpainted_communities)
-from ..analysis.spectral_lines import edge_onsets, feature_intensities, significant, spectrum_kind
+from ..analysis.spectral_lines import (edge_onsets, feature_intensities, line_centroids, significant,
+                                       spectrum_kind)
 from ..chips.grid import ChipGrid
 from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
 from ..chips.refine import (VOTE_RULES, boundary_chips, fine_grid, keep_communities, neighbour_votes, pooled_votes,
@@ -792,7 +793,8 @@ def _spectral_lines(signals: dict[str, np.ndarray], modalities: dict[str, Modali
                     lines[name] |= {"beam_energy": float(recorded if recorded is not None else top),
                                     "beam_energy_from": (modalities[name].metadata.get("beam_energy_from", "file")
                                                          if recorded is not None else "axis"),
-                                    "offset": float(axis.offset), "channels": axis.size}
+                                    "offset": float(axis.offset), "channels": axis.size,
+                                    "centroids": line_centroids(mean, axis).tolist()}
     return lines
 
 
