@@ -210,7 +210,8 @@ LINES = {("Ni", "K"): [(7.478, 1.0), (8.265, 0.13)], ("Ni", "L"): [(0.851, 1.0),
          ("Hg", "M"): [(2.196, 1.0), (2.283, 0.64)], ("Ti", "K"): [(4.511, 1.0), (4.932, 0.13)],
          ("Fe", "K"): [(6.404, 1.0), (7.058, 0.13)], ("Fe", "L"): [(0.705, 1.0), (0.615, 0.31)],
          ("Al", "K"): [(1.487, 1.0), (1.557, 0.01)], ("Cu", "L"): [(0.930, 1.0), (0.950, 0.03), (0.811, 0.08)],
-         ("Cu", "K"): [(8.048, 1.0), (8.905, 0.13)]}
+         ("Cu", "K"): [(8.048, 1.0), (8.905, 0.13)], ("O", "K"): [(0.525, 1.0)],
+         ("Si", "K"): [(1.740, 1.0), (1.836, 0.03)]}
 
 
 def _eds_spectra(areas, *, rng, beam, shift=0.0):
@@ -300,3 +301,14 @@ def test_a_detectors_calibration_offset_does_not_name_the_flank_of_a_line():
         assert [name for _, name in marked(table, top=8)] == ["Cu_La", "Al_Ka", "Cu_Ka"]
         uncorrected = {**table, "centroids": np.full(np.shape(table["intensities"]), np.nan).tolist()}
         assert len(marked(uncorrected, top=8)) > 3  # at their tabulated energies, the flanks are named
+
+
+def test_eds_peaks_are_named_where_they_lie():
+    """A titanium silicate (the chevkinite file's O K peak, centred on 0.52 keV, was named Ti L
+    alpha, 73 eV below it, because Ti is named at its K alpha): the O K peak is named O K alpha.  And of the lines one channel holds, a K line, which needs no other family, is
+    read first: silicon's K alpha before rubidium's L alpha, whose K family 20 kV cannot excite."""
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        table = _eds_spectra([{("O", "K"): 3e4, ("Ti", "K"): 2e4, ("Si", "K"): 2e4}], rng=rng, beam=20.0)
+        names = [name for _, name in marked(table, top=8)]
+        assert [name.split("/")[0] for name in names] == ["O_Ka", "Si_Ka", "Ti_Ka"], names

@@ -442,20 +442,28 @@ def eds_names(table: dict) -> list[list[str]]:
     features = [str(label).split("/") for label in table["features"]]
     if "significant" not in table:
         return features
+    states = _higher_families(table)
+    return [[alias for alias in label if "absent" not in states[alias]] for label in features]
+
+
+def _higher_families(table: dict) -> dict[str, list[str]]:
+    """For each line of an EDS table with ``"significant"``, the state of each higher-energy
+    family of its element (:func:`eds_names`): ``"present"``, ``"absent"``, or ``"unchecked"``
+    where the table does not hold its alpha line or the beam does not excite it."""
+    features = [str(label).split("/") for label in table["features"]]
     present = {alias: bool(flag) for label, flag in zip(features, table["significant"]) for alias in label}
     beam = float(table.get("beam_energy", np.inf))
     order = "KLM"
 
-    def borne_out(alias: str) -> bool:
-        element, line = alias.split("_", 1)
-        for family in order[: order.index(line[0])]:
-            energies = [energy for energy, _ in xray_family(element, family).values()]
-            alpha = f"{element}_{family}a"
-            if alpha in present and energies and beam >= OVERVOLTAGE * max(energies) and not present[alpha]:
-                return False
-        return True
+    def state(element: str, family: str) -> str:
+        energies = [energy for energy, _ in xray_family(element, family).values()]
+        alpha = f"{element}_{family}a"
+        if alpha not in present or not energies or beam < OVERVOLTAGE * max(energies):
+            return "unchecked"
+        return "present" if present[alpha] else "absent"
 
-    return [[alias for alias in label if borne_out(alias)] for label in features]
+    return {alias: [state(alias.split("_", 1)[0], family) for family in order[: order.index(alias.split("_", 1)[1][0])]]
+            for label in features for alias in label}
 
 
 def eds_line_width(energy: float) -> float:
@@ -538,9 +546,12 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
     family as an element named at a stronger peak (nickel's L beta beside its L alpha, niobium's
     L beta 91 eV above its L alpha, the flank of copper's L alpha 80 eV below it) is read as that
     family, not named again, where the family's lines account for its intensity (tables with
-    ``"errors"``: :func:`family_reading`).  A peak is named by the lines of an element named at
-    another peak too, where one of those read there is (iron's L alpha rather than fluorine's K
-    alpha 28 eV below it), and of the lines a name lists those come first.
+    ``"errors"``: :func:`family_reading`).  A peak is named where it lies: by a line within half
+    the detector's width (:func:`eds_line_width`) of its net counts' centre (``"centroids"``),
+    one of an element named at another peak too where there is one (iron's L alpha rather than
+    fluorine's K alpha 28 eV below it), else one whose higher-energy families could all be
+    checked (Al K alpha rather than Br L alpha at 15 kV), else the nearest; and the lines a name
+    lists come in the same order.
 
     EELS: an edge whose background window reaches into the 30 eV after a stronger edge named (up
     to ``EELS_PRE + EELS_POST`` above it) is named only where a community's spectrum rises at it
@@ -559,19 +570,31 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
             apart = max(apart, eds_half_window(scale) * abs(scale))
         chosen = strongest(energies, intensities, top=top, apart=apart,
                            explains=_family_explains(table, names) if "errors" in table else None)
-        # A peak is named, of the lines read there, by those of an element named at another peak
-        # too: iron's L alpha rather than fluorine's K alpha 28 eV below it where Fe K alpha is
-        # named, nickel's L alpha before neon's K alpha in one channel's name.
+        # Each peak is named by a line where the peak lies: of the lines borne out within half
+        # the detector's width of its net counts' centre, one of an element named at another
+        # peak too, else one whose higher families were all checked (a K line, or an L line
+        # whose K family is there: aluminium's K alpha, not bromine's L alpha 6 eV below it,
+        # whose K family a 15 kV beam cannot excite), else the nearest (oxygen's K alpha at a
+        # peak centred on 0.52 keV, not titanium's L alpha 73 eV below it; iron's L alpha
+        # rather than fluorine's K alpha 28 eV below it where Fe K alpha is named).  In one
+        # channel's name the lines come in the same order: nickel's L alpha before neon's K alpha
+        # where Ni K alpha is named, silicon's K alpha before rubidium's L alpha.
         element_sets = [{alias.split("_", 1)[0] for alias in label} for label in names]
         elsewhere = [set().union(*(element_sets[j] for j in chosen if j != i)) for i in chosen]
-        peak = np.nan_to_num(intensities, nan=-np.inf).max(axis=0)
-        readable = [j for j in np.argsort(peak, kind="stable")[::-1] if np.isfinite(peak[j])]
+        states = _higher_families(table) if "significant" in table else {}
+        checked = [any("unchecked" not in states.get(alias, ["unchecked"]) for alias in label) for label in names]
+        readable = np.flatnonzero(np.isfinite(np.nan_to_num(intensities, nan=-np.inf).max(axis=0)))
+        centroids = np.asarray(table.get("centroids", np.full(intensities.shape, np.nan)), dtype=np.float64)
         found = []
         for i, others in zip(chosen, elsewhere):
-            if not element_sets[i] & others:
-                i = next((int(j) for j in readable if abs(energies[j] - energies[i]) <= apart
-                          and element_sets[j] & others), i)
-            found.append((i, "/".join(sorted(names[i], key=lambda alias: alias.split("_", 1)[0] not in others))))
+            centre = centroids[int(np.nanargmax(intensities[:, i])), i]
+            centre = energies[i] if not np.isfinite(centre) else centre
+            near = max(eds_line_width(centre) / 2, abs(scale) / 2)
+            there = [int(j) for j in readable if abs(energies[j] - centre) <= near]
+            if there:
+                i = min(there, key=lambda j: (not element_sets[j] & others, not checked[j], abs(energies[j] - centre)))
+            found.append((i, "/".join(sorted(names[i], key=lambda alias: (alias.split("_", 1)[0] not in others,
+                                                                         "unchecked" in states.get(alias, []))))))
         return sorted(found, key=lambda pair: energies[pair[0]])
     if "onsets" not in table:  # a table written before onsets were recorded
         chosen = strongest(energies, intensities, top=top, apart=apart)
