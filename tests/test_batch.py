@@ -384,7 +384,9 @@ def test_an_interrupted_batch_stops_its_running_specimens_before_it_returns(tmp_
     from multimodal_seg.synthetic.files import write_phantom_images
 
     write_phantom_images(tmp_path / "small", 1, size=128)
-    big = write_phantom_images(tmp_path / "big", 1, size=2048)[0].rename(tmp_path / "big" / "large.png")
+    # 3072 px: at 2048 px the large one sometimes reached its last step (no stop point after it)
+    # before the small one's record came back, in full CI runs on 2-core machines (stop 56)
+    big = write_phantom_images(tmp_path / "big", 1, size=3072)[0].rename(tmp_path / "big" / "large.png")
     out = tmp_path / "out"
 
     def interrupt(record):
