@@ -560,63 +560,80 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
     read one edge: it is named by the one whose tabulated onset lies nearest a rise the spectra
     show (:func:`edge_onsets`, within ``ONSET_TOLERANCE``), where there is one: O K rather than
     Sb M5 4 eV below it; else by the stronger window."""
-    energies, intensities = table["energies"], np.asarray(table["intensities"], dtype=np.float64)
-    units, scale = str(table.get("units", "")), float(table.get("scale", 0.0))
-    apart = resolution(units)
+    intensities = np.asarray(table["intensities"], dtype=np.float64)
     if "significant" in table:  # a line or an edge lost in the noise is not named
         intensities = np.where(np.asarray(table["significant"], dtype=bool)[None, :], intensities, np.nan)
-    if units.strip().lower() == "kev":
-        names = eds_names(table)
-        intensities = np.where(np.array([bool(n) for n in names])[None, :], intensities, np.nan)
-        if scale:  # a window of whole channels reaches further than the detector's resolution
-            apart = max(apart, eds_half_window(scale) * abs(scale))
-        chosen = strongest(energies, intensities, top=top, apart=apart,
-                           explains=_family_explains(table, names) if "errors" in table else None)
-        # Each peak is named by a line where the peak lies: of the lines borne out within half
-        # the detector's width of its net counts' centre, one of an element named at another
-        # peak too, else one whose higher families were all checked (a K line, or an L line
-        # whose K family is there: aluminium's K alpha, not bromine's L alpha 6 eV below it,
-        # whose K family a 15 kV beam cannot excite), else the nearest (oxygen's K alpha at a
-        # peak centred on 0.52 keV, not titanium's L alpha 73 eV below it; iron's L alpha
-        # rather than fluorine's K alpha 28 eV below it where Fe K alpha is named).  In one
-        # channel's name the lines come in the same order: nickel's L alpha before neon's K alpha
-        # where Ni K alpha is named, silicon's K alpha before rubidium's L alpha.
-        element_sets = [{alias.split("_", 1)[0] for alias in label} for label in names]
-        elsewhere = [set().union(*(element_sets[j] for j in chosen if j != i)) for i in chosen]
-        states = _higher_families(table) if "significant" in table else {}
-        checked = [any("unchecked" not in states.get(alias, ["unchecked"]) for alias in label) for label in names]
-        readable = np.flatnonzero(np.isfinite(np.nan_to_num(intensities, nan=-np.inf).max(axis=0)))
-        centroids = np.asarray(table.get("centroids", np.full(intensities.shape, np.nan)), dtype=np.float64)
-        found = []
-        for i, others in zip(chosen, elsewhere):
-            centre = centroids[int(np.nanargmax(intensities[:, i])), i]
-            centre = energies[i] if not np.isfinite(centre) else centre
-            near = max(eds_line_width(centre) / 2, abs(scale) / 2)
-            there = [int(j) for j in readable if abs(energies[j] - centre) <= near]
-            if there:
-                i = min(there, key=lambda j: (not element_sets[j] & others, not checked[j], abs(energies[j] - centre)))
-            found.append((i, "/".join(sorted(names[i], key=lambda alias: (alias.split("_", 1)[0] not in others,
-                                                                         "unchecked" in states.get(alias, []))))))
-        return sorted(found, key=lambda pair: energies[pair[0]])
+    if str(table.get("units", "")).strip().lower() == "kev":
+        return _eds_marked(table, intensities, top=top)
+    return _eels_marked(table, intensities, top=top)
+
+
+def _readable(intensities: np.ndarray) -> np.ndarray:
+    """Indices of the features some community has an intensity for (not masked with NaN)."""
+    return np.flatnonzero(np.isfinite(np.nan_to_num(intensities, nan=-np.inf).max(axis=0)))
+
+
+def _eds_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple[int, str]]:
+    """:func:`marked` for X-ray lines (``intensities``: the significant ones)."""
+    energies, scale = table["energies"], float(table.get("scale", 0.0))
+    names = eds_names(table)
+    intensities = np.where(np.array([bool(n) for n in names])[None, :], intensities, np.nan)
+    apart = resolution("keV")
+    if scale:  # a window of whole channels reaches further than the detector's resolution
+        apart = max(apart, eds_half_window(scale) * abs(scale))
+    chosen = strongest(energies, intensities, top=top, apart=apart,
+                       explains=_family_explains(table, names) if "errors" in table else None)
+    # Each peak is named by a line where the peak lies: of the lines borne out within half the
+    # detector's width of its net counts' centre, one of an element named at another peak too,
+    # else one whose higher families were all checked (a K line, or an L line whose K family is
+    # there: aluminium's K alpha, not bromine's L alpha 6 eV below it, whose K family a 15 kV
+    # beam cannot excite), else the nearest (oxygen's K alpha at a peak centred on 0.52 keV, not
+    # titanium's L alpha 73 eV below it; iron's L alpha rather than fluorine's K alpha 28 eV
+    # below it where Fe K alpha is named).  In one channel's name the lines come in the same
+    # order: nickel's L alpha before neon's K alpha where Ni K alpha is named, silicon's K alpha
+    # before rubidium's L alpha.
+    element_sets = [{alias.split("_", 1)[0] for alias in label} for label in names]
+    states = _higher_families(table) if "significant" in table else {}
+    checked = [any("unchecked" not in states.get(alias, ["unchecked"]) for alias in label) for label in names]
+    readable = _readable(intensities)
+    centroids = np.asarray(table.get("centroids", np.full(intensities.shape, np.nan)), dtype=np.float64)
+    found: dict[int, str] = {}
+    for i in chosen:
+        others = set().union(*(element_sets[j] for j in chosen if j != i))
+        centre = centroids[int(np.nanargmax(intensities[:, i])), i]
+        centre = centre if np.isfinite(centre) else energies[i]
+        near = max(eds_line_width(centre) / 2, abs(scale) / 2)
+        there = [int(j) for j in readable if abs(energies[j] - centre) <= near]
+        if there:
+            i = min(there, key=lambda j: (not element_sets[j] & others, not checked[j], abs(energies[j] - centre)))
+        found[i] = "/".join(sorted(names[i], key=lambda alias: (alias.split("_", 1)[0] not in others,
+                                                                "unchecked" in states.get(alias, []))))
+    return sorted(found.items(), key=lambda pair: energies[pair[0]])
+
+
+def _eels_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple[int, str]]:
+    """:func:`marked` for EELS edges (``intensities``: the significant ones)."""
+    energies, units, scale = table["energies"], str(table.get("units", "")), float(table.get("scale", 0.0))
+    apart = resolution(units)
     if "onsets" not in table:  # a table written before onsets were recorded
         chosen = strongest(energies, intensities, top=top, apart=apart)
-    else:
-        factor = _unit_factor(units) or 1.0
-        risen = confirmed(energies, table["onsets"], units, scale)
-        chosen = strongest(energies, intensities, top=top, apart=apart, tail=(EELS_PRE + EELS_POST) * factor,
-                           confirmed=set(risen))
-        # Edges within a window of each other read one edge: it is named by the one whose onset
-        # lies nearest a rise the spectra show, where one is near (O K at 532 eV rather than Sb
-        # M5 at 528 eV, which the stronger window named in some noisy spectra).
-        onsets = np.asarray(table["onsets"], dtype=np.float64)
-        tolerance = max(ONSET_TOLERANCE * factor, 2 * abs(scale))
-        readable = np.flatnonzero(np.isfinite(np.nan_to_num(intensities, nan=-np.inf).max(axis=0)))
+        return [(i, str(table["features"][i])) for i in chosen]
+    factor = _unit_factor(units) or 1.0
+    risen = confirmed(energies, table["onsets"], units, scale)
+    chosen = strongest(energies, intensities, top=top, apart=apart, tail=(EELS_PRE + EELS_POST) * factor,
+                       confirmed=set(risen))
+    # Edges within a window of each other read one edge: it is named by the one whose onset lies
+    # nearest a rise the spectra show, where one is near (O K at 532 eV rather than Sb M5 at
+    # 528 eV, which the stronger window named in some noisy spectra).
+    onsets = np.asarray(table["onsets"], dtype=np.float64)
+    tolerance = max(ONSET_TOLERANCE * factor, 2 * abs(scale))
+    readable = _readable(intensities)
 
-        def off(j: int) -> float:
-            return float(np.min(np.abs(onsets - energies[j]))) if onsets.size else np.inf
+    def off(j: int) -> float:
+        return float(np.min(np.abs(onsets - energies[j]))) if onsets.size else np.inf
 
-        chosen = [min([int(j) for j in readable if abs(energies[j] - energies[i]) <= apart and off(j) <= tolerance]
-                      or [i], key=lambda j: (off(j), j != i)) for i in chosen]
+    chosen = [min([int(j) for j in readable if abs(energies[j] - energies[i]) <= apart and off(j) <= tolerance]
+                  or [i], key=lambda j: (off(j), j != i)) for i in chosen]
     return [(i, str(table["features"][i])) for i in sorted(set(chosen), key=lambda i: energies[i])]
 
 
