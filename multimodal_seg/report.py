@@ -202,7 +202,8 @@ def _naming(table: Mapping[str, Any]) -> str:
     """How the report's EDS lines were named: the beam energy their families were judged by."""
     if "beam_energy" not in table:
         return ""
-    source = {"file": "as the file records it", "option": "as the reader's beam_energy gives it"}.get(
+    source = {"file": "as the file records it", "option": "as the reader's beam_energy gives it",
+              "signal": "as the HyperSpy signal's metadata record it"}.get(
         str(table.get("beam_energy_from")), "assumed: the top of the energy axis, since the file does not record it")
     return (f" An X-ray line is named only where its element's higher-energy families that a beam of "
             f"{table['beam_energy']:.4g} keV ({source}) excites are present, and not where a named "

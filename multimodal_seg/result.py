@@ -87,8 +87,8 @@ class Segmentation:
     #: standard errors (``"errors"``, the same shape), ``"significant"`` (per feature, whether
     #: some community's intensity stands above its noise) and ``"scale"`` (the channel width);
     #: EELS also ``"onsets"``, the energies where a community's spectrum rises; EDS also
-    #: ``"beam_energy"`` (keV) and ``"beam_energy_from"`` (``"file"``, or ``"axis"``: its top,
-    #: assumed), ``"offset"`` and ``"channels"`` (the energy axis) and ``"centroids"`` (where each
+    #: ``"beam_energy"`` (keV) and ``"beam_energy_from"`` (``"file"``, ``"option"``, ``"signal"``, or
+    #: ``"axis"``: its top, assumed), ``"offset"`` and ``"channels"`` (the energy axis) and ``"centroids"`` (where each
     #: line window's net counts are centred, per community), from which
     #: :func:`multimodal_seg.analysis.spectral_lines.marked` names lines.
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)

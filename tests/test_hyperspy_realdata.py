@@ -86,6 +86,7 @@ def test_a_signals_beam_energy_reaches_the_line_names(phenom):
     from multimodal_seg.hyperspy.convert import to_modality
 
     _, eds = hs.load(shared_file(CHEVKINITE), lazy=True)
-    assert to_modality(eds, name="eds").metadata["beam_energy_kev"] == 20.0
+    modality = to_modality(eds, name="eds")
+    assert modality.metadata["beam_energy_kev"] == 20.0 and modality.metadata["beam_energy_from"] == "signal"
     phenom_map = next(s for s in phenom if s.metadata.General.title.endswith("Map 3"))
     assert to_modality(phenom_map, name="eds").metadata["beam_energy_kev"] == 15.0

@@ -235,7 +235,7 @@ def to_modality(signal: Any, *, name: str | None = None) -> ModalityData:
         energy = beam_energy({"metadata": signal.metadata.as_dictionary(),
                               "original_metadata": signal.original_metadata.as_dictionary()})
         if energy is not None:
-            metadata.update(beam_energy_kev=energy, beam_energy_from="file")
+            metadata.update(beam_energy_kev=energy, beam_energy_from="signal")
     # The source names the signal, not its file: the data in memory may differ from the file
     # (rebinned, cropped), so the study must fingerprint the data, which "<...>" sources do.
     source = f"<hyperspy {type(signal).__name__} {title!r}>"
