@@ -9,8 +9,8 @@ import numpy as np
 
 from multimodal_seg.modalities.base import Axis
 from multimodal_seg.result import lines_to_csv
-from multimodal_seg.analysis.spectral_lines import (edge_onsets, feature_intensities, known_features, line_centroids, marked,
-                                                    poisson_scale, significant, strongest)
+from multimodal_seg.analysis.spectral_lines import (edge_onsets, feature_intensities, known_features, line_table, marked,
+                                                    poisson_scale, strongest)
 
 
 def _label_index(features, element_line):
@@ -62,10 +62,7 @@ def test_eels_edges_found_above_a_power_law():
 
 
 def _eels_table(spectra, axis):
-    features, intensities, errors = feature_intensities(spectra, axis, errors=True)
-    return {"features": [f.label for f in features], "energies": [f.energy for f in features], "units": "eV",
-            "intensities": intensities.tolist(), "significant": significant(intensities, errors),
-            "onsets": edge_onsets(spectra, axis), "scale": axis.scale}
+    return line_table(spectra, axis)
 
 
 def test_the_edges_named_are_the_specimens_not_those_in_their_tails():
@@ -231,12 +228,7 @@ def _eds_spectra(areas, *, rng, beam, shift=0.0):
                 expected = expected + area * weight * 0.01 * np.exp(-0.5 * ((energy - centre - shift) / sigma) ** 2) / (
                     sigma * np.sqrt(2 * np.pi))
         spectra.append(rng.poisson(expected).astype(float))
-    spectra = np.stack(spectra)
-    features, intensities, errors = feature_intensities(spectra, axis, errors=True)
-    return {"features": [f.label for f in features], "energies": [f.energy for f in features], "units": "keV",
-            "intensities": intensities.tolist(), "errors": errors.tolist(), "significant": significant(intensities, errors),
-            "scale": axis.scale, "offset": axis.offset, "channels": axis.size, "beam_energy": beam,
-            "centroids": line_centroids(spectra, axis).tolist()}
+    return line_table(np.stack(spectra), axis, beam_energy=beam)
 
 
 def test_eds_lines_named_by_elements_the_whole_spectrum_bears_out():

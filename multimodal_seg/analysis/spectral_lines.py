@@ -27,6 +27,7 @@ import functools
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm
@@ -182,6 +183,11 @@ def _eds_windows(energy: np.ndarray, e0: float, half: int) -> tuple[slice, list[
     return inside, [side for side in (left, right) if side.stop > side.start]
 
 
+def _eds_background(spectra: np.ndarray, sides: list[slice]) -> np.ndarray:
+    """The background level per channel under a line window: the mean of its side windows'."""
+    return np.mean([spectra[:, side].mean(axis=1) for side in sides], axis=0)
+
+
 def _eds_intensity(spectra: np.ndarray, energy: np.ndarray, e0: float, half: int,
                    scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Net counts in ``half`` channels either side of ``e0`` above the mean level of the
@@ -191,7 +197,7 @@ def _eds_intensity(spectra: np.ndarray, energy: np.ndarray, e0: float, half: int
     width = inside.stop - inside.start
     if not sides:
         return spectra[:, inside].sum(axis=1), np.sqrt(scales * spectra[:, inside].sum(axis=1))
-    background = np.mean([spectra[:, side].mean(axis=1) for side in sides], axis=0)
+    background = _eds_background(spectra, sides)
     # the background's variance: the mean of the side windows' means, times the window's width
     side_variance = sum(spectra[:, side].sum(axis=1) / (side.stop - side.start) ** 2 for side in sides) / len(sides) ** 2
     variance = scales * (spectra[:, inside].sum(axis=1) + width**2 * side_variance)
@@ -202,9 +208,7 @@ def _eds_centroid(spectra: np.ndarray, energy: np.ndarray, e0: float, half: int)
     """Mean energy of the net counts in the line window at ``e0`` (:func:`_eds_intensity`'s
     window and background), per spectrum; NaN where they are not positive."""
     inside, sides = _eds_windows(energy, e0, half)
-    background = (np.mean([spectra[:, side].mean(axis=1) for side in sides], axis=0) if sides
-                  else np.zeros(len(spectra)))
-    net = spectra[:, inside] - background[:, None]
+    net = spectra[:, inside] - (_eds_background(spectra, sides) if sides else np.zeros(len(spectra)))[:, None]
     total = net.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, (net * energy[inside]).sum(axis=1) / total, np.nan)
@@ -249,6 +253,14 @@ def _merge_aliases(features: list[SpectralFeature], energy: np.ndarray) -> list[
             for _, group in sorted(groups.items())]
 
 
+def _located_features(axis: Axis) -> tuple[str, np.ndarray, list[SpectralFeature]]:
+    """The axis' kind, its channels' energies and its features, one per channel
+    (:func:`known_features`, :func:`_merge_aliases`)."""
+    mode, features = known_features(axis)
+    energy = axis.offset + axis.scale * np.arange(axis.size)
+    return mode, energy, _merge_aliases(features, energy)
+
+
 def feature_intensities(mean_spectra: np.ndarray, axis: Axis, *, errors: bool = False) -> tuple:
     """Net intensity of every known line or edge in each community's mean spectrum.
 
@@ -267,9 +279,7 @@ def feature_intensities(mean_spectra: np.ndarray, axis: Axis, *, errors: bool = 
     The features and ``(n_communities, n_features)`` net counts per position (NaN where none
     can be measured), and with ``errors`` their standard errors, of the same shape.
     """
-    mode, features = known_features(axis)
-    energy = axis.offset + axis.scale * np.arange(axis.size)
-    features = _merge_aliases(features, energy)
+    mode, energy, features = _located_features(axis)
     spectra = np.asarray(mean_spectra, dtype=np.float64)
     factor = _unit_factor(axis.units) or 1.0
     half = eds_half_window(axis.scale / (1e3 * factor))
@@ -290,14 +300,51 @@ def line_centroids(mean_spectra: np.ndarray, axis: Axis) -> np.ndarray:
     :func:`feature_intensities`, ``(n_communities, n_features)``; NaN where the net counts are
     not positive.  Where a peak really lies, against its tabulated energy: the detector's
     calibration, off by some eV (the Phenom maps' Al K alpha 8 eV low)."""
-    mode, features = known_features(axis)
-    energy = axis.offset + axis.scale * np.arange(axis.size)
-    features = _merge_aliases(features, energy)
+    mode, energy, features = _located_features(axis)
     spectra = np.asarray(mean_spectra, dtype=np.float64)
     if mode != "eds" or not features:
         return np.full((len(spectra), len(features)), np.nan)
     half = eds_half_window(axis.scale)
     return np.column_stack([_eds_centroid(spectra, energy, f.energy, half) for f in features])
+
+
+def line_table(mean_spectra: np.ndarray, axis: Axis, *, beam_energy: float | None = None,
+               beam_energy_from: str = "file") -> dict[str, Any]:
+    """The line table of a run's spectrum modality (:attr:`multimodal_seg.result.Segmentation.lines`),
+    from which :func:`marked` names lines and edges; empty where the axis holds no known one.
+
+    Parameters
+    ----------
+    mean_spectra
+        ``(n_communities, channels)`` mean counts per scan position.
+    axis
+        The calibrated energy axis.
+    beam_energy, beam_energy_from
+        EDS: the beam energy (keV) and where it came from (``"file"``, ``"option"``,
+        ``"signal"``); without it the top of the axis is assumed (``"axis"``).
+
+    Returns
+    -------
+    ``features``, ``energies``, ``units``, ``intensities``, ``errors``, ``significant`` and
+    ``scale``; EELS also ``onsets``; EDS also ``beam_energy``, ``beam_energy_from``,
+    ``offset``, ``channels`` and ``centroids`` (JSON-able lists).
+    """
+    features, intensities, errors = feature_intensities(mean_spectra, axis, errors=True)
+    if not features:
+        return {}
+    table: dict[str, Any] = {
+        "features": [f.label for f in features], "energies": [f.energy for f in features], "units": axis.units,
+        "intensities": intensities.tolist(), "errors": errors.tolist(),
+        "significant": significant(intensities, errors), "scale": float(axis.scale)}
+    if spectrum_kind(axis) == "eels":
+        table["onsets"] = edge_onsets(mean_spectra, axis)
+    else:  # which X-ray families the beam excites: without a word of it, at least the axis' top
+        top = axis.offset + axis.scale * (axis.size - 1)
+        table |= {"beam_energy": float(beam_energy if beam_energy is not None else top),
+                  "beam_energy_from": beam_energy_from if beam_energy is not None else "axis",
+                  "offset": float(axis.offset), "channels": axis.size,
+                  "centroids": line_centroids(mean_spectra, axis).tolist()}
+    return table
 
 
 def significant(intensities: np.ndarray, errors: np.ndarray, *, level: float = 0.01) -> list[bool]:
@@ -443,7 +490,11 @@ def eds_names(table: dict) -> list[list[str]]:
     features = [str(label).split("/") for label in table["features"]]
     if "significant" not in table:
         return features
-    states = _higher_families(table)
+    return _borne_out(features, _higher_families(table))
+
+
+def _borne_out(features: list[list[str]], states: dict[str, list[str]]) -> list[list[str]]:
+    """:func:`eds_names` from the lines' :func:`_higher_families`."""
     return [[alias for alias in label if "absent" not in states[alias]] for label in features]
 
 
@@ -490,20 +541,10 @@ def eds_line_width(energy: float) -> float:
     return float(np.sqrt(max(EDS_FWHM_MN_KA_KEV**2 + 2.5e-3 * (energy - 5.895), 1e-4)))
 
 
-def family_reading(element: str, family: str, energy: np.ndarray, at: Collection[float], *,
-                   shift: float = 0.0) -> np.ndarray:
-    """Net counts that one unit of ``element``'s X-ray ``family`` (its lines as Gaussians of the
-    detector's width, :func:`eds_line_width`, with exSpy's weights; alpha's area 1; every line
-    moved by ``shift`` keV) gives in the line windows centred at each of ``at`` (keV) on the axis
-    ``energy`` (keV per channel), read as :func:`feature_intensities` reads a spectrum: the share
-    of the family a window there sees."""
-    half = eds_half_window(float(energy[1] - energy[0]) if len(energy) > 1 else 1.0)
-    model = _family_model(element, family, energy, shift)
-    return np.array([_eds_intensity(model, energy, e0, half, np.ones(1))[0][0] for e0 in at])
-
-
 def _family_model(element: str, family: str, energy: np.ndarray, shift: float) -> np.ndarray:
-    """``(1, channels)``: :func:`family_reading`'s model spectrum of one unit of the family."""
+    """``(1, channels)``: one unit of ``element``'s X-ray ``family`` on the axis ``energy`` (keV
+    per channel): its lines as Gaussians of the detector's width (:func:`eds_line_width`) with
+    exSpy's weights, alpha's area 1, every line moved by ``shift`` keV."""
     half_channel = abs(float(energy[1] - energy[0]) if len(energy) > 1 else 1.0) / 2
     model = np.zeros((1, len(energy)))
     for centre, weight in xray_family(element, family).values():
@@ -518,7 +559,8 @@ def _family_model(element: str, family: str, energy: np.ndarray, shift: float) -
 def _family_explains(table: dict, names: list[list[str]]) -> Callable[[int, int], bool]:
     """``explains(kept, index)``: whether a family named at feature ``kept`` accounts for feature
     ``index``'s intensity in every community: at most ``LINE_WEIGHT_SLACK`` times what the family
-    gives there (:func:`family_reading` scaled to ``kept``'s intensity in each community), beyond
+    gives there (its model, :func:`_family_model`, read through the same windows and scaled to
+    ``kept``'s intensity in each community), beyond
     the noise by no more than :func:`significant`'s margin.  The family is placed where its peak
     lies (``"centroids"``, :func:`line_centroids`, in the community where it is strongest): a
     window's edge on the flank of a strong line reads a share that moves by a tenth for 5 eV."""
@@ -529,17 +571,22 @@ def _family_explains(table: dict, names: list[list[str]]) -> Callable[[int, int]
     half = eds_half_window(table["scale"])
     sigmas = float(norm.isf(0.01 / max(intensities.size, 1)))
 
+    @functools.cache
+    def placed(kept: int, alias: str) -> tuple[np.ndarray, float]:
+        """The family of ``alias`` moved to where feature ``kept``'s peak lies, and what its own
+        window reads of it."""
+        element, line = alias.split("_", 1)
+        modelled = _eds_centroid(_family_model(element, line[0], energy, 0.0), energy, table["energies"][kept], half)[0]
+        shift = float(np.nan_to_num(centroids[int(np.nanargmax(intensities[:, kept])), kept] - modelled, nan=0.0))
+        model = _family_model(element, line[0], energy, shift)
+        return model, float(_eds_intensity(model, energy, table["energies"][kept], half, np.ones(1))[0][0])
+
     def explains(kept: int, index: int) -> bool:
-        strongest_in = int(np.nanargmax(intensities[:, kept]))
         for alias in names[kept]:
-            element, line = alias.split("_", 1)
-            modelled = _eds_centroid(_family_model(element, line[0], energy, 0.0), energy,
-                                     table["energies"][kept], half)[0]
-            shift = float(np.nan_to_num(centroids[strongest_in, kept] - modelled, nan=0.0))
-            own, there = family_reading(element, line[0], energy, (table["energies"][kept], table["energies"][index]),
-                                        shift=shift)
+            model, own = placed(kept, alias)
             if own <= 0:
                 continue
+            there = _eds_intensity(model, energy, table["energies"][index], half, np.ones(1))[0][0]
             predicted = LINE_WEIGHT_SLACK * np.maximum(intensities[:, kept] / own * there, 0.0)
             if np.all(np.nan_to_num(intensities[:, index] - predicted, nan=0.0)
                       <= sigmas * np.nan_to_num(errors[:, index], nan=np.inf)):
@@ -564,7 +611,7 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
     family as an element named at a stronger peak (nickel's L beta beside its L alpha, niobium's
     L beta 91 eV above its L alpha, the flank of copper's L alpha 80 eV below it) is read as that
     family, not named again, where the family's lines account for its intensity (tables with
-    ``"errors"``: :func:`family_reading`).  A peak is named where it lies: by a line within half
+    ``"errors"``: :func:`_family_explains`).  A peak is named where it lies: by a line within half
     the detector's width (:func:`eds_line_width`) of its net counts' centre (``"centroids"``),
     one of an element named at another peak too where there is one (iron's L alpha rather than
     fluorine's K alpha 28 eV below it), else one whose higher-energy families could all be
@@ -594,7 +641,9 @@ def _readable(intensities: np.ndarray) -> np.ndarray:
 def _eds_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple[int, str]]:
     """:func:`marked` for X-ray lines (``intensities``: the significant ones)."""
     energies, scale = table["energies"], float(table.get("scale", 0.0))
-    names = eds_names(table)
+    states = _higher_families(table) if "significant" in table else {}
+    names = (_borne_out([str(label).split("/") for label in table["features"]], states) if states
+             else eds_names(table))
     intensities = np.where(np.array([bool(n) for n in names])[None, :], intensities, np.nan)
     apart = resolution("keV")
     if scale:  # a window of whole channels reaches further than the detector's resolution
@@ -611,7 +660,6 @@ def _eds_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple
     # order: nickel's L alpha before neon's K alpha where Ni K alpha is named, silicon's K alpha
     # before rubidium's L alpha.
     element_sets = [{alias.split("_", 1)[0] for alias in label} for label in names]
-    states = _higher_families(table) if "significant" in table else {}
     checked = [any("unchecked" not in states.get(alias, ["unchecked"]) for alias in label) for label in names]
     readable = _readable(intensities)
     centroids = np.asarray(table.get("centroids", np.full(intensities.shape, np.nan)), dtype=np.float64)

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.spectral_lines import (EDS_HALF_WIDTH_KEV, eds_names, feature_intensities, line_centroids,
-                                       significant)
+from ..analysis.spectral_lines import EDS_HALF_WIDTH_KEV, eds_names, feature_intensities, line_table
 from ..modalities import Axis, read_spectrum_image
 from ..pipeline.segment import segment
 from .peers import hyperspy_kmeans_spectrum
@@ -84,13 +83,7 @@ def line_maps(cube: np.ndarray, axis: Axis, *, top: int,
             keep.append(int(i))
         if len(keep) == top:
             break
-    _, total, error = feature_intensities(summed[None], axis, errors=True)
-    top_energy = axis.offset + axis.scale * (axis.size - 1)
-    names = eds_names({"features": [f.label for f in features], "energies": [f.energy for f in features],
-                       "intensities": total, "errors": error, "significant": significant(total, error),
-                       "beam_energy": beam_energy if beam_energy is not None else top_energy,
-                       "scale": axis.scale, "offset": axis.offset, "channels": axis.size,
-                       "centroids": line_centroids(summed[None], axis)})
+    names = eds_names(line_table(summed[None], axis, beam_energy=beam_energy))
     labels = ["/".join(names[i]) or f"? at {features[i].energy / factor:.2f} keV" for i in keep]
     return labels, net[:, keep].reshape(rows, cols, len(keep))
 

@@ -314,27 +314,29 @@ def beam_energy(signal: dict[str, Any]) -> float | None:
     and JEOL files; for Velox and Phenom files it is read from their own metadata
     (``Optics.AccelerationVoltage`` in V; ``acquisition.scan.highVoltage`` in kV, negative).
     """
-    instrument = signal.get("metadata", {}).get("Acquisition_instrument", {})
-    original = signal.get("original_metadata", {})
-    found: list[Any] = [instrument.get(microscope, {}).get("beam_energy") for microscope in ("SEM", "TEM")]
-    try:
-        found.append(float(original["Optics"]["AccelerationVoltage"]) / 1e3)
-    except (KeyError, TypeError, ValueError):
-        pass
-    try:
-        voltage = original["acquisition"]["scan"]["highVoltage"]
-        if str(voltage.get("unit", "")).strip().lower() == "kv":
-            found.append(abs(float(voltage["value"])))
-    except (KeyError, TypeError, ValueError, AttributeError):
-        pass
-    for value in found:
+    def at(tree: Any, *keys: str) -> Any:  # the value at the path of keys, or None
+        for key in keys:
+            if not isinstance(tree, dict) or key not in tree:
+                return None
+            tree = tree[key]
+        return tree
+
+    def number(value: Any) -> float | None:  # a finite number, or None
         try:
-            energy = float(value)
+            value = float(value)
         except (TypeError, ValueError):
-            continue
-        if np.isfinite(energy) and energy > 0:
-            return energy
-    return None
+            return None
+        return value if np.isfinite(value) else None
+
+    metadata, original = signal.get("metadata", {}), signal.get("original_metadata", {})
+    volts = number(at(original, "Optics", "AccelerationVoltage"))
+    phenom = at(original, "acquisition", "scan", "highVoltage")
+    phenom_kv = number(at(phenom, "value")) if str(at(phenom, "unit") or "").strip().lower() == "kv" else None
+    found = [number(at(metadata, "Acquisition_instrument", "SEM", "beam_energy")),
+             number(at(metadata, "Acquisition_instrument", "TEM", "beam_energy")),
+             None if volts is None else volts / 1e3,
+             None if phenom_kv is None else abs(phenom_kv)]
+    return next((energy for energy in found if energy is not None and energy > 0), None)
 
 
 def jeol_sweeps(signal: dict[str, Any]) -> tuple[int, int] | None:

@@ -37,8 +37,7 @@ import numpy as np
 from ..analysis.consistency import consistency_matrices, disagreement
 from ..analysis.descriptors import (CHIP_STATS, community_crystallinity, community_mean_signals, community_table,
                                    unpainted_communities)
-from ..analysis.spectral_lines import (edge_onsets, feature_intensities, line_centroids, significant,
-                                       spectrum_kind)
+from ..analysis.spectral_lines import line_table
 from ..chips.grid import ChipGrid
 from ..chips.placement import RULES as PLACEMENT_RULES, place_boundary_positions
 from ..chips.refine import (VOTE_RULES, boundary_chips, fine_grid, keep_communities, neighbour_votes, pooled_votes,
@@ -777,24 +776,11 @@ def _spectral_lines(signals: dict[str, np.ndarray], modalities: dict[str, Modali
     lines = {}
     for name, mean in signals.items():
         if modalities[name].kind == "spectrum":
-            axis = modalities[name].axes[2]
-            features, intensities, errors = feature_intensities(mean, axis, errors=True)
-            if features:
-                # which lines or edges the spectra show: those figures and the report name
-                lines[name] = {"features": [f.label for f in features], "energies": [f.energy for f in features],
-                               "units": axis.units, "intensities": intensities.tolist(),
-                               "errors": errors.tolist(), "significant": significant(intensities, errors),
-                               "scale": float(axis.scale)}
-                if spectrum_kind(axis) == "eels":
-                    lines[name]["onsets"] = edge_onsets(mean, axis)
-                else:  # which X-ray families the beam excites; without the file's word, at least the axis' top
-                    recorded = modalities[name].metadata.get("beam_energy_kev")
-                    top = axis.offset + axis.scale * (axis.size - 1)
-                    lines[name] |= {"beam_energy": float(recorded if recorded is not None else top),
-                                    "beam_energy_from": (modalities[name].metadata.get("beam_energy_from", "file")
-                                                         if recorded is not None else "axis"),
-                                    "offset": float(axis.offset), "channels": axis.size,
-                                    "centroids": line_centroids(mean, axis).tolist()}
+            meta = modalities[name].metadata
+            table = line_table(mean, modalities[name].axes[2], beam_energy=meta.get("beam_energy_kev"),
+                               beam_energy_from=meta.get("beam_energy_from", "file"))
+            if table:
+                lines[name] = table
     return lines
 
 
