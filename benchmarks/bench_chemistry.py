@@ -40,10 +40,11 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
              f"Machine: {platform.machine()}, {platform.platform()}; multimodal-seg {mms.__version__}.", "",
              f"Reproduce: `python benchmarks/bench_chemistry.py {args.data} --out {args.out} --lines {args.lines} "
              f"--seed {args.seed} --seeds {args.seeds}`",
-             "", "Reference: net intensity maps of the strongest significant X-ray lines of each file "
-             "(line window minus side windows, per scan position; no partition involved; each peak named by "
-             "the lines of its channel that the map sum bears out, as the figures name them, '?' where "
-             "none is). Score: the "
+             "", "Reference: net intensity maps of the strongest significant X-ray peaks of each file's map "
+             "sum (line window minus side windows, per scan position; no partition involved; peaks whose "
+             "windows overlap read once; a weaker line of a family kept at a stronger peak, or a sum peak "
+             "of stronger ones, is not a map of its own; each peak named as the figures name it, by a line "
+             "borne out where its net counts lie, '?' where none is). Score: the "
              "correlation ratio eta^2, the share of a map's variance the communities explain. "
              "HyperSpy is given the project's number of communities (k).", "",
              "| file | scan | counts / position | k | lines | project mean eta^2 | HyperSpy mean eta^2 | goal |",

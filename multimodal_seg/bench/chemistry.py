@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.spectral_lines import EDS_HALF_WIDTH_KEV, eds_names, feature_intensities, line_table
+from ..analysis.spectral_lines import (EDS_HALF_WIDTH_KEV, eds_half_window, eds_names, line_explains,
+                                       feature_intensities, line_table, peak_names, strongest)
 from ..modalities import Axis, read_spectrum_image
 from ..pipeline.segment import segment
 from .peers import hyperspy_kmeans_spectrum
@@ -59,32 +60,32 @@ def line_maps(cube: np.ndarray, axis: Axis, *, top: int,
     """The ``top`` strongest significant lines of the map sum and their net intensity maps
     ``(rows, cols, n_lines)``.
 
-    Which peaks are kept does not depend on names.  Each is named by those of its channel's
-    lines that the map sum bears out (:func:`~multimodal_seg.analysis.spectral_lines.eds_names`
-    at ``beam_energy`` keV, or the axis' top), or ``"? at E keV"`` where none is: the names of
-    ``community_signals.png``, minus its choice between neighbouring channels."""
+    Which peaks are kept depends on names only where a weaker line is left out for a family
+    named at a stronger peak or a sum peak of stronger ones (``line_explains``).  Each is named as ``community_signals.png``
+    names a peak (:func:`~multimodal_seg.analysis.spectral_lines.peak_names` of the map sum's
+    line table, at ``beam_energy`` keV or the axis' top), or ``"? at E keV"`` where no line is
+    borne out there."""
     rows, cols, channels = cube.shape
     spectra = cube.reshape(rows * cols, channels).astype(np.float64)
     features, net = feature_intensities(spectra, axis)
-    total_net = net.sum(axis=0)
-    energy = axis.offset + axis.scale * np.arange(axis.size)
     factor = 1e3 if axis.units.strip().lower() == "ev" else 1.0
-    summed = spectra.sum(axis=0)
-    gross = np.array([summed[np.abs(energy - f.energy) <= EDS_HALF_WIDTH_KEV * factor].sum() for f in features])
-    # Distinct peaks, strongest first: net sum above 3 sigma of the counts under the line
-    # window (Poisson), above the noise peak (MIN_KEV), and not within two window widths of a
-    # peak already kept (the element table names many lines at one energy).
-    keep: list[int] = []
-    for i in np.argsort(total_net)[::-1]:
-        energy_kev = features[i].energy / factor
-        if (total_net[i] > 3 * np.sqrt(max(gross[i], 1.0)) and energy_kev >= MIN_KEV
-                and all(abs(features[i].energy - features[j].energy) > 4 * EDS_HALF_WIDTH_KEV * factor
-                        for j in keep)):
-            keep.append(int(i))
-        if len(keep) == top:
-            break
-    names = eds_names(line_table(summed[None], axis, beam_energy=beam_energy))
-    labels = ["/".join(names[i]) or f"? at {features[i].energy / factor:.2f} keV" for i in keep]
+    table = line_table(spectra.sum(axis=0)[None], axis, beam_energy=beam_energy)  # the map sum's
+    total_net, error = np.asarray(table["intensities"])[0], np.asarray(table["errors"])[0]
+    # a line's window is whole channels: on binned axes it reaches past EDS_HALF_WIDTH_KEV
+    half = max(EDS_HALF_WIDTH_KEV, eds_half_window(axis.scale / factor) * abs(axis.scale) / factor) * factor
+    # Distinct peaks, strongest first: net sum above 3 standard errors (Poisson, background
+    # included), above the noise peak (MIN_KEV), not where the window of a peak already kept
+    # reaches (the element table names many lines at one energy, and windows that overlap read
+    # the same counts), and not a weaker line of a family named at a stronger peak kept
+    # (copper's K beta beside its K alpha, the flank of a strong line: the same element's map
+    # again) nor a sum peak.
+    energies = [f.energy for f in features]
+    candidate = (total_net > 3 * error) & (np.asarray(energies) / factor >= MIN_KEV)
+    keep = strongest(energies, np.where(candidate, total_net, np.nan)[None], top=top, floor=0.0, apart=2 * half,
+                     explains=line_explains(table, eds_names(table)))
+    keep = sorted(keep, key=lambda i: -total_net[i])
+    names = peak_names(table, keep)
+    labels = [name or f"? at {features[i].energy / factor:.2f} keV" for name, i in zip(names, keep)]
     return labels, net[:, keep].reshape(rows, cols, len(keep))
 
 
