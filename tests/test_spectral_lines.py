@@ -210,8 +210,9 @@ LINES = {("Ni", "K"): [(7.478, 1.0), (8.265, 0.13)], ("Ni", "L"): [(0.851, 1.0),
          ("Al", "K"): [(1.487, 1.0), (1.557, 0.01)], ("Cu", "L"): [(0.930, 1.0), (0.950, 0.03), (0.811, 0.08)],
          ("Cu", "K"): [(8.048, 1.0), (8.905, 0.13)], ("O", "K"): [(0.525, 1.0)],
          ("Si", "K"): [(1.740, 1.0), (1.836, 0.03)], ("S", "K"): [(2.307, 1.0), (2.464, 0.06)],
-         # two Al K alpha photons processed as one pulse
-         ("Al+Al", "sum"): [(2.974, 1.0)]}
+         # two Al K alpha photons processed as one pulse; an Fe K alpha photon that lost a Si K
+         # alpha photon from the detector
+         ("Al+Al", "sum"): [(2.974, 1.0)], ("Fe", "escape"): [(4.664, 1.0)]}
 
 
 def _eds_spectra(areas, *, rng, beam, shift=0.0):
@@ -336,3 +337,16 @@ def test_weak_lines_above_their_noise_are_named_and_sum_peaks_are_not():
                               {("Cu", "L"): 2e4, ("Cu", "K"): 2e4}], rng=rng, beam=15.0)
         names = [name.split("/")[0] for _, name in marked(table, top=8)]
         assert names == ["Cu_La", "Al_Ka", "S_Ka", "Cu_Ka"], names
+
+
+def test_silicon_escape_peaks_are_not_named():
+    """Iron-rich and iron-poor communities, 1 % of Fe K alpha in its silicon escape peak (4.66
+    keV, 1.74 keV below it, where lanthanum's L alpha lies) in proportion to Fe: only Fe is
+    named, where its escape peak stands far above its noise."""
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        table = _eds_spectra([{("Fe", "K"): 1e5, ("Fe", "escape"): 1e3}, {("Fe", "K"): 2e4, ("Fe", "escape"): 200},
+                              {("Ti", "K"): 3e4}], rng=rng, beam=20.0)
+        escape = next(i for i, label in enumerate(table["features"]) if "La_La" in label.split("/"))
+        assert np.max(np.asarray(table["intensities"])[:, escape] / np.asarray(table["errors"])[:, escape]) > 10
+        assert [name.split("/")[0] for _, name in marked(table, top=8)] == ["Ti_Ka", "Fe_Ka"]

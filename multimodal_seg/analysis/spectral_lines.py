@@ -56,6 +56,12 @@ OVERVOLTAGE = 2.0
 #: two peaks it sums: pile-up is the output rate times the pulse-pair resolution time, a few
 #: per cent at most at the rates EDS maps are taken at (100 kcps and 0.5 us give 5 %).
 PILEUP_SHARE = 0.05
+#: A silicon detector's escape peak (a Si K alpha photon leaving the crystal) lies
+#: ``SI_KA_KEV`` below a line above silicon's K edge and holds at most this share of it: about
+#: 1-2 % just above the edge, falling with energy (Goldstein et al.).
+ESCAPE_SHARE = 0.02
+SI_KA_KEV = 1.740
+SI_K_EDGE_KEV = 1.839
 EELS_PRE, EELS_GAP, EELS_POST = 40.0, 5.0, 30.0
 #: An EELS edge is a candidate where the axis holds at least this much of its pre-edge window (eV).
 EELS_MIN_PRE = 15.0
@@ -564,20 +570,28 @@ def line_explains(table: dict, names: list[list[str]]) -> Callable[[int, int], b
     """``explains(kept, index)``: whether what feature ``index`` of an EDS line table (with
     ``"errors"``) reads is the doing of the peak at feature ``kept`` rather than a line of its
     own: a weaker line of the family named there (``names[kept]``, :func:`_family_explains`), or
-    a sum peak of it and another peak named (:func:`_pileup_explains`).  :func:`strongest` leaves
-    such a feature out."""
-    family, pileup = _family_explains(table, names), _pileup_explains(table, names)
-    return lambda kept, index: family(kept, index) or pileup(kept, index)
+    a detector's artefact of it, a sum peak with another peak named or its escape peak
+    (:func:`_artefact_explains`).  :func:`strongest` leaves such a feature out."""
+    family, artefact = _family_explains(table, names), _artefact_explains(table, names)
+    return lambda kept, index: family(kept, index) or artefact(kept, index)
 
 
-def _pileup_explains(table: dict, names: list[list[str]]) -> Callable[[int, int], bool]:
-    """``explains(kept, index)``: whether feature ``index`` is a sum peak of feature ``kept`` and
-    a peak named at a significant feature (``kept`` itself included): its net counts lie where
-    the two peaks' energies add up (within half the detector's width, :func:`eds_line_width`),
-    it holds at most ``PILEUP_SHARE`` of the weaker one where it is strongest, and the product of
-    the two peaks' intensities, scaled there, accounts for it in every community as
-    :func:`_family_explains` reads a family (pile-up goes with the product of the rates):
-    aluminium's 2.97 keV sum peak, named argon's K alpha before."""
+def _artefact_explains(table: dict, names: list[list[str]]) -> Callable[[int, int], bool]:
+    """``explains(kept, index)``: whether feature ``index`` is an artefact the detector makes of
+    the peak at feature ``kept``, its net counts lying where the artefact falls (within half the
+    detector's width, :func:`eds_line_width`):
+
+    - a sum peak of ``kept`` and a peak named at a significant feature (``kept`` itself
+      included), where their energies add up, holding at most ``PILEUP_SHARE`` of the weaker
+      where it is strongest, and following the product of the two peaks' intensities from
+      community to community (pile-up goes with the product of the rates): aluminium's 2.97 keV
+      sum peak, named argon's K alpha before;
+    - a silicon escape peak of ``kept`` (above silicon's K edge), ``SI_KA_KEV`` below it,
+      holding at most ``ESCAPE_SHARE`` of it and following its intensity.
+
+    "Following" is read as :func:`_family_explains` reads a family: the artefact's share where
+    it is strongest, up to ``LINE_WEIGHT_SLACK`` times, accounts for it in every community
+    within :func:`significant`'s margin."""
     intensities = np.asarray(table["intensities"], dtype=np.float64)
     errors = np.asarray(table["errors"], dtype=np.float64)
     centroids = np.asarray(table.get("centroids", np.full(intensities.shape, np.nan)), dtype=np.float64)
@@ -590,19 +604,28 @@ def _pileup_explains(table: dict, names: list[list[str]]) -> Callable[[int, int]
         found = centroids[int(np.argmax(peaks[:, i])), i]
         return float(found) if np.isfinite(found) else float(energies[i])
 
+    def follows(index: int, rate: np.ndarray, bound: float) -> bool:
+        """Whether ``index`` is at most ``bound`` where it is strongest and in proportion to
+        ``rate`` (per community) everywhere."""
+        strongest_at = int(np.argmax(peaks[:, index]))
+        if rate[strongest_at] <= 0 or intensities[strongest_at, index] > bound:
+            return False
+        predicted = LINE_WEIGHT_SLACK * intensities[strongest_at, index] / rate[strongest_at] * rate
+        return bool(np.all(np.nan_to_num(intensities[:, index] - predicted, nan=0.0)
+                           <= sigmas * np.nan_to_num(errors[:, index], nan=np.inf)))
+
     def explains(kept: int, index: int) -> bool:
         target, strongest_at = centre(index), int(np.argmax(peaks[:, index]))
         near = max(eds_line_width(target) / 2, scale / 2)
+        rate = np.maximum(np.nan_to_num(intensities[:, kept]), 0.0)
+        if (centre(kept) > SI_K_EDGE_KEV and abs(centre(kept) - SI_KA_KEV - target) <= near
+                and follows(index, rate, ESCAPE_SHARE * intensities[strongest_at, kept])):
+            return True
         for partner in named:
             if abs(centre(kept) + centre(partner) - target) > near:
                 continue
-            products = np.maximum(np.nan_to_num(intensities[:, kept]), 0) * np.maximum(np.nan_to_num(intensities[:, partner]), 0)
             weaker = min(intensities[strongest_at, kept], intensities[strongest_at, partner])
-            if products[strongest_at] <= 0 or intensities[strongest_at, index] > PILEUP_SHARE * weaker:
-                continue
-            predicted = LINE_WEIGHT_SLACK * intensities[strongest_at, index] / products[strongest_at] * products
-            if np.all(np.nan_to_num(intensities[:, index] - predicted, nan=0.0)
-                      <= sigmas * np.nan_to_num(errors[:, index], nan=np.inf)):
+            if follows(index, rate * np.maximum(np.nan_to_num(intensities[:, partner]), 0.0), PILEUP_SHARE * weaker):
                 return True
         return False
 
@@ -664,9 +687,9 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
     family as an element named at a stronger peak (nickel's L beta beside its L alpha, niobium's
     L beta 91 eV above its L alpha, the flank of copper's L alpha 80 eV below it) is read as that
     family, not named again, where the family's lines account for its intensity (tables with
-    ``"errors"``: :func:`_family_explains`), and so is a sum peak of stronger peaks
-    (:func:`_pileup_explains`).  With ``"errors"`` a line is named however weak beside the
-    strongest one, where it stands above its noise; without, only from 5 % of the strongest.
+    ``"errors"``: :func:`_family_explains`), and so is a detector's sum or escape peak of
+    stronger peaks (:func:`_artefact_explains`).  With ``"errors"`` a line is named however weak
+    beside the strongest one, where it stands above its noise; without, from 5 % of it.
     A peak is named where it lies, and not at all where no line borne out lies there: by a line
     within half the detector's width (:func:`eds_line_width`) of its net counts' centre
     (``"centroids"``), one of an element named at another peak too where there is one (iron's L alpha rather than
