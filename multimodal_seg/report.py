@@ -199,15 +199,22 @@ def _signals(figures: Mapping[str, bytes], lines: Mapping[str, Mapping[str, Any]
 
 
 def _naming(table: Mapping[str, Any]) -> str:
-    """How the report's EDS lines were named: the beam energy their families were judged by."""
+    """How the report's EDS lines were named: the beam energy their families were judged by, and
+    the specimen's elements where they were known."""
     if "beam_energy" not in table:
         return ""
     source = {"file": "as the file records it", "option": "as the reader's beam_energy gives it",
               "signal": "as the HyperSpy signal's metadata record it"}.get(
         str(table.get("beam_energy_from")), "assumed: the top of the energy axis, since the file does not record it")
-    return (f" An X-ray line is named only where its element's higher-energy families that a beam of "
+    text = (f" An X-ray line is named only where its element's higher-energy families that a beam of "
             f"{table['beam_energy']:.4g} keV ({source}) excites are present, and not where a named "
             "element's own weaker lines account for its peak.")
+    if table.get("elements"):
+        given = {"file": "as the file lists them", "option": "as the reader's elements option gives them",
+                 "signal": "as the HyperSpy signal's metadata list them"}.get(str(table.get("elements_from")), "")
+        text += (f" Where a line of an element the specimen holds ({html.escape(', '.join(table['elements']))}; "
+                 f"{given}) can name a peak, it alone does.")
+    return text
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

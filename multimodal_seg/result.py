@@ -89,8 +89,9 @@ class Segmentation:
     #: EELS also ``"onsets"``, the energies where a community's spectrum rises; EDS also
     #: ``"beam_energy"`` (keV) and ``"beam_energy_from"`` (``"file"``, ``"option"``, ``"signal"``, or
     #: ``"axis"``: its top, assumed), ``"offset"`` and ``"channels"`` (the energy axis) and ``"centroids"`` (where each
-    #: line window's net counts are centred, per community), from which
-    #: :func:`multimodal_seg.analysis.spectral_lines.marked` names lines.
+    #: line window's net counts are centred, per community), and where the specimen's elements
+    #: were known ``"elements"`` and ``"elements_from"`` (``"file"``, ``"option"``, ``"signal"``),
+    #: from which :func:`multimodal_seg.analysis.spectral_lines.marked` names lines.
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Each modality's own partition and, with several modalities, the joint one (``"joint"``),
     #: painted on the reference scan grid (boundaries refined with ``refine > 1``); a missing

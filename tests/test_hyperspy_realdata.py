@@ -90,3 +90,20 @@ def test_a_signals_beam_energy_reaches_the_line_names(phenom):
     assert modality.metadata["beam_energy_kev"] == 20.0 and modality.metadata["beam_energy_from"] == "signal"
     phenom_map = next(s for s in phenom if s.metadata.General.title.endswith("Map 3"))
     assert to_modality(phenom_map, name="eds").metadata["beam_energy_kev"] == 15.0
+
+
+def test_the_elements_exspy_was_given_reach_the_line_names(phenom):
+    """The specimen's elements come with a HyperSpy signal: the Bruker file's list (Esprit's,
+    which HyperSpy reads into ``Sample.elements``) and those a user gives exSpy's
+    ``add_elements``; a signal without any records none."""
+    from multimodal_seg.hyperspy.convert import to_modality
+
+    _, eds = hs.load(shared_file(CHEVKINITE), lazy=True)
+    modality = to_modality(eds, name="eds")
+    assert modality.metadata["elements_from"] == "signal" and {"Si", "Ti", "O"} <= set(modality.metadata["elements"])
+    phenom_map = next(s for s in phenom if s.metadata.General.title.endswith("Map 3"))
+    assert "elements" not in to_modality(phenom_map, name="eds").metadata
+    phenom_map = phenom_map.deepcopy()
+    phenom_map.add_elements(["Cu", "Al"])
+    modality = to_modality(phenom_map, name="eds")
+    assert modality.metadata["elements"] == ["Al", "Cu"] and modality.metadata["elements_from"] == "signal"

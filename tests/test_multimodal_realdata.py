@@ -131,6 +131,12 @@ def test_chevkinite_phases_have_different_mean_spectra():
     path = next(iter(sorted(shared_file("multimodal/bruker_chevkinite_SEM_EDS").glob("*.bcf"))))
     seg = mms.segment({"eds:spectrum": path}, progress=False)
     assert seg.n_communities >= 2
+    # The elements the analyst chose in Esprit come with the file, and every peak named is one
+    # of theirs
+    table = seg.lines["eds"]
+    assert table["elements_from"] == "file" and {"O", "Si", "Ti", "Fe"} <= set(table["elements"])
+    named = {alias.split("_")[0] for _, name in marked(table, top=8) for alias in name.split("/")}
+    assert {"O", "Si", "Ti"} <= named <= set(table["elements"])
     mean = seg.signals["eds"]
     normalised = mean / mean.sum(axis=1, keepdims=True)
     # The two largest communities differ in composition, not only in counts.

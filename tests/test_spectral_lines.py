@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from multimodal_seg.modalities.base import Axis
 from multimodal_seg.result import lines_to_csv
@@ -210,6 +211,7 @@ LINES = {("Ni", "K"): [(7.478, 1.0), (8.265, 0.13)], ("Ni", "L"): [(0.851, 1.0),
          ("Al", "K"): [(1.487, 1.0), (1.557, 0.01)], ("Cu", "L"): [(0.930, 1.0), (0.950, 0.03), (0.811, 0.08)],
          ("Cu", "K"): [(8.048, 1.0), (8.905, 0.13)], ("O", "K"): [(0.525, 1.0)],
          ("Si", "K"): [(1.740, 1.0), (1.836, 0.03)], ("S", "K"): [(2.307, 1.0), (2.464, 0.06)],
+         ("W", "M"): [(1.776, 1.0), (1.835, 0.59), (2.036, 0.09)],
          # two Al K alpha photons processed as one pulse; an Fe K alpha photon that lost a Si K
          # alpha photon from the detector
          ("Al+Al", "sum"): [(2.974, 1.0)], ("Fe", "escape"): [(4.664, 1.0)]}
@@ -350,3 +352,35 @@ def test_silicon_escape_peaks_are_not_named():
         escape = next(i for i, label in enumerate(table["features"]) if "La_La" in label.split("/"))
         assert np.max(np.asarray(table["intensities"])[:, escape] / np.asarray(table["errors"])[:, escape]) > 10
         assert [name.split("/")[0] for _, name in marked(table, top=8)] == ["Ti_Ka", "Fe_Ka"]
+
+
+def test_the_specimens_known_elements_name_the_peaks_they_can():
+    """Tungsten at 20 kV (its L family, ionised at 10.2 keV, not excited twice over): its M alpha
+    and M beta lines make one peak centred near 1.80 keV, which the lines there name: strontium's
+    L alpha (1.806 keV), with silicon's K alpha 60 eV away.  Told the specimen holds W (a file's
+    element list, exSpy's add_elements, the reader's elements option), the peak is named W M
+    alpha, whichever other elements are listed."""
+    rng = np.random.default_rng(9)
+    for _ in range(3):
+        table = _eds_spectra([{("W", "M"): 3e4}], rng=rng, beam=20.0)
+        named = dict((round(table["energies"][i], 2), name) for i, name in marked(table, top=8))
+        assert not any(name.startswith("W_") for name in named.values()), named
+        told = [(table["energies"][i], name) for i, name in marked({**table, "elements": ["O", "W", "Si"]}, top=8)]
+        assert [name for energy, name in told if 1.7 < energy < 1.9] == ["W_Ma"], told
+
+
+def test_the_elements_a_file_lists_or_the_reader_is_given_are_recorded(tmp_path):
+    from multimodal_seg.errors import ParameterError
+    from multimodal_seg.modalities.spectrum import declared_elements, read_spectrum_image
+
+    record = {"metadata": {"Sample": {"elements": ["Fe", "Cr", "Xx"], "xray_lines": ["Fe_Ka"]}}}
+    assert declared_elements(record) == ["Cr", "Fe"]  # what the X-ray table does not know is left out
+    assert declared_elements({"metadata": {"Sample": {"elements": []}}}) == [] == declared_elements({})
+    cube = np.random.default_rng(0).poisson(2.0, size=(4, 4, 256)).astype(float)
+    options = {"energy_scale": 0.04, "energy_units": "keV"}
+    read = read_spectrum_image(cube, elements="Ba, Ti,O", **options)
+    assert read.metadata["elements"] == ["Ba", "O", "Ti"] and read.metadata["elements_from"] == "option"
+    assert "elements" not in read_spectrum_image(cube, **options).metadata
+    for bad in ("fe", ["Fe", "Qq"], 7, []):
+        with pytest.raises(ParameterError, match="elements|element symbol"):
+            read_spectrum_image(cube, elements=bad, **options)

@@ -109,6 +109,13 @@ def _element_database():
     return elements
 
 
+def known_elements() -> frozenset[str]:
+    """The element symbols whose X-ray lines exSpy's database tabulates (``"Fe"``, ``"Nb"`` ...)."""
+    elements = _element_database()
+    return frozenset(symbol for symbol in elements.keys()
+                     if "Atomic_properties" in elements[symbol] and "Xray_lines" in elements[symbol]["Atomic_properties"])
+
+
 def xray_family(element: str, family: str) -> dict[str, tuple[float, float]]:
     """Energy (keV) and weight (intensity relative to the family's alpha line) of each X-ray line
     of ``element``'s ``family`` (``"K"``, ``"L"`` or ``"M"``) in exSpy's database, by line name
@@ -319,7 +326,8 @@ def line_centroids(mean_spectra: np.ndarray, axis: Axis) -> np.ndarray:
 
 
 def line_table(mean_spectra: np.ndarray, axis: Axis, *, beam_energy: float | None = None,
-               beam_energy_from: str = "file") -> dict[str, Any]:
+               beam_energy_from: str = "file", elements: Collection[str] | None = None,
+               elements_from: str = "file") -> dict[str, Any]:
     """The line table of a run's spectrum modality (:attr:`multimodal_seg.result.Segmentation.lines`),
     from which :func:`marked` names lines and edges; empty where the axis holds no known one.
 
@@ -332,12 +340,17 @@ def line_table(mean_spectra: np.ndarray, axis: Axis, *, beam_energy: float | Non
     beam_energy, beam_energy_from
         EDS: the beam energy (keV) and where it came from (``"file"``, ``"option"``,
         ``"signal"``); without it the top of the axis is assumed (``"axis"``).
+    elements, elements_from
+        EDS: the elements the specimen is known to hold (symbols), and where that came from
+        (``"file"``, ``"option"``, ``"signal"``): a peak that one of their lines can name is
+        named by it alone (:func:`marked`).
 
     Returns
     -------
     ``features``, ``energies``, ``units``, ``intensities``, ``errors``, ``significant`` and
     ``scale``; EELS also ``onsets``; EDS also ``beam_energy``, ``beam_energy_from``,
-    ``offset``, ``channels`` and ``centroids`` (JSON-able lists).
+    ``offset``, ``channels`` and ``centroids`` (JSON-able lists), and ``elements`` and
+    ``elements_from`` where ``elements`` are given.
     """
     features, intensities, errors = feature_intensities(mean_spectra, axis, errors=True)
     if not features:
@@ -354,6 +367,8 @@ def line_table(mean_spectra: np.ndarray, axis: Axis, *, beam_energy: float | Non
                   "beam_energy_from": beam_energy_from if beam_energy is not None else "axis",
                   "offset": float(axis.offset), "channels": axis.size,
                   "centroids": line_centroids(mean_spectra, axis).tolist()}
+        if elements:
+            table |= {"elements": sorted(set(elements)), "elements_from": elements_from}
     return table
 
 
@@ -759,8 +774,15 @@ def _named_where_they_lie(table: dict, peaks: list[int], names: list[list[str]],
     # below it where Fe K alpha is named).  In one channel's name the lines come in the same
     # order: nickel's L alpha before neon's K alpha where Ni K alpha is named, silicon's K alpha
     # before rubidium's L alpha.
+    # Where the specimen's elements are known (the file's, the reader's or the signal's
+    # ``elements``), a peak one of their lines can name is named by those alone: the analyst's
+    # knowledge tells apart what the detector cannot (tungsten's M alpha and silicon's K alpha,
+    # 35 eV apart; barium's L alpha and titanium's K alpha).
     energies, scale = table["energies"], float(table.get("scale", 0.0))
     intensities = np.asarray(table["intensities"], dtype=np.float64)
+    declared = set(table.get("elements", ()))
+    if declared:
+        names = [[alias for alias in label if alias.split("_", 1)[0] in declared] or label for label in names]
     lined = np.asarray(table.get("significant", np.ones(len(names))), dtype=bool) & np.array([bool(n) for n in names])
     element_sets = [{alias.split("_", 1)[0] for alias in label} for label in names]
     checked = [any("unchecked" not in states.get(alias, ["unchecked"]) for alias in label) for label in names]
@@ -776,7 +798,8 @@ def _named_where_they_lie(table: dict, peaks: list[int], names: list[list[str]],
         if not there:  # no line borne out where the net counts lie: a flank or the background's bend
             found.append((i, ""))
             continue
-        i = min(there, key=lambda j: (not element_sets[j] & others, not checked[j], abs(energies[j] - centre)))
+        i = min(there, key=lambda j: (not element_sets[j] & declared, not element_sets[j] & others, not checked[j],
+                                      abs(energies[j] - centre)))
         found.append((i, "/".join(sorted(names[i], key=lambda alias: (alias.split("_", 1)[0] not in others,
                                                                        "unchecked" in states.get(alias, []))))))
     return found

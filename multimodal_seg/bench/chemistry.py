@@ -55,21 +55,21 @@ def correlation_ratio(values: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(counts * (means - values.mean()) ** 2) / total)
 
 
-def line_maps(cube: np.ndarray, axis: Axis, *, top: int,
-              beam_energy: float | None = None) -> tuple[list[str], np.ndarray]:
+def line_maps(cube: np.ndarray, axis: Axis, *, top: int, beam_energy: float | None = None,
+              elements: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """The ``top`` strongest significant lines of the map sum and their net intensity maps
     ``(rows, cols, n_lines)``.
 
     Which peaks are kept depends on names only where a weaker line is left out for a family
     named at a stronger peak or a sum peak of stronger ones (``line_explains``).  Each is named as ``community_signals.png``
     names a peak (:func:`~multimodal_seg.analysis.spectral_lines.peak_names` of the map sum's
-    line table, at ``beam_energy`` keV or the axis' top), or ``"? at E keV"`` where no line is
-    borne out there."""
+    line table, at ``beam_energy`` keV or the axis' top, with the specimen's ``elements`` where
+    known), or ``"? at E keV"`` where no line is borne out there."""
     rows, cols, channels = cube.shape
     spectra = cube.reshape(rows * cols, channels).astype(np.float64)
     features, net = feature_intensities(spectra, axis)
     factor = 1e3 if axis.units.strip().lower() == "ev" else 1.0
-    table = line_table(spectra.sum(axis=0)[None], axis, beam_energy=beam_energy)  # the map sum's
+    table = line_table(spectra.sum(axis=0)[None], axis, beam_energy=beam_energy, elements=elements)  # the map sum's
     total_net, error = np.asarray(table["intensities"])[0], np.asarray(table["errors"])[0]
     # a line's window is whole channels: on binned axes it reaches past EDS_HALF_WIDTH_KEV
     half = max(EDS_HALF_WIDTH_KEV, eds_half_window(axis.scale / factor) * abs(axis.scale) / factor) * factor
@@ -94,7 +94,8 @@ def run_file(name: str, path: Path, options: dict, *, top: int, seed: int) -> di
     ``(rows, cols)`` partition of the scan)."""
     modality = read_spectrum_image(path, **options)
     cube = np.asarray(modality.data)
-    lines, maps = line_maps(cube, modality.axes[2], top=top, beam_energy=modality.metadata.get("beam_energy_kev"))
+    lines, maps = line_maps(cube, modality.axes[2], top=top, beam_energy=modality.metadata.get("beam_energy_kev"),
+                            elements=modality.metadata.get("elements"))
     start = time.perf_counter()
     seg = segment({"eds:spectrum": (path, options)}, progress=False, seed=seed)
     project_s = time.perf_counter() - start

@@ -34,7 +34,7 @@ from ..modalities.diffraction import read_diffraction
 from ..modalities.image import read_image
 from ..modalities.reading import axis_from_rsciio
 from ..modalities.sources import KIND_BY_NAME
-from ..modalities.spectrum import beam_energy, read_spectrum_image
+from ..modalities.spectrum import beam_energy, declared_elements, read_spectrum_image
 
 #: ``(navigation dimension, signal dimension)`` of each modality kind.
 DIMENSIONS = {"image": (0, 2), "spectrum": (2, 1), "diffraction": (2, 2)}
@@ -231,11 +231,13 @@ def to_modality(signal: Any, *, name: str | None = None) -> ModalityData:
     original = _original_file(signal)
     if original:
         metadata["file"] = original
-    if kind == "spectrum":  # the X-ray families the beam excites (spectral_lines.eds_names)
-        energy = beam_energy({"metadata": signal.metadata.as_dictionary(),
-                              "original_metadata": signal.original_metadata.as_dictionary()})
-        if energy is not None:
+    if kind == "spectrum":  # the X-ray families the beam excites, the elements exSpy was given
+        record = {"metadata": signal.metadata.as_dictionary(),
+                  "original_metadata": signal.original_metadata.as_dictionary()}
+        if (energy := beam_energy(record)) is not None:
             metadata.update(beam_energy_kev=energy, beam_energy_from="signal")
+        if elements := declared_elements(record):
+            metadata.update(elements=elements, elements_from="signal")
     # The source names the signal, not its file: the data in memory may differ from the file
     # (rebinned, cropped), so the study must fingerprint the data, which "<...>" sources do.
     source = f"<hyperspy {type(signal).__name__} {title!r}>"

@@ -97,6 +97,7 @@ def read_spectrum_image(
     energy_scale: float | None = None,
     energy_units: str | None = None,
     beam_energy: float | None = None,
+    elements: str | list[str] | tuple[str, ...] | None = None,
 ) -> ModalityData:
     """Read one spectrum image (EELS, EDS) as a lazy, calibrated float32 cube.
 
@@ -139,6 +140,11 @@ def read_spectrum_image(
         decides which X-ray families the spectra must show before figures and the report name
         a line (:func:`~multimodal_seg.analysis.spectral_lines.eds_names`); without it or a
         record in the file, the top of the energy axis is assumed.
+    elements
+        The elements the specimen holds (symbols: ``["Ba", "Ti", "O"]``, or ``"Ba,Ti,O"``);
+        overrides the file's list (:func:`declared_elements`).  For EDS, a peak that one of their
+        lines can name is named by it alone in figures and the report: what the detector cannot
+        tell apart (Ba L alpha and Ti K alpha, 45 eV apart), the analyst can.
 
     Returns
     -------
@@ -148,7 +154,8 @@ def read_spectrum_image(
         are ``[Axis("y"), Axis("x"), Axis("energy")]``.  ``metadata`` records the
         reader, signal, original dtype/shape, signal type and binning, and
         ``beam_energy_kev`` where the file records it (:func:`beam_energy`) or ``beam_energy``
-        gives it (``beam_energy_from``: ``"file"`` or ``"option"``).
+        gives it (``beam_energy_from``: ``"file"`` or ``"option"``), and ``elements`` where the
+        file lists them or ``elements`` gives them (``elements_from``).
 
     Raises
     ------
@@ -182,6 +189,7 @@ def read_spectrum_image(
     )
     check_number(energy_offset, "energy_offset", positive=False)
     check_number(beam_energy, "beam_energy", positive=True, example=200)  # keV
+    elements = check_elements(elements)
 
     native = 1  # channels already summed by the reader (JEOL)
     if isinstance(source, (np.ndarray, da.Array)):
@@ -201,6 +209,8 @@ def read_spectrum_image(
 
     if beam_energy is not None:
         meta.update(beam_energy_kev=float(beam_energy), beam_energy_from="option")
+    if elements is not None:
+        meta.update(elements=elements, elements_from="option")
     check_dimensions(raw, where, meta, kind="spectrum")
     check_real_values(raw.dtype, where)
     rows, cols, channels = (int(n) for n in raw.shape)
@@ -284,6 +294,8 @@ def _from_file(
     meta.update(signal_facts(chosen), calibration="file")
     if (energy := beam_energy(chosen)) is not None:
         meta.update(beam_energy_kev=energy, beam_energy_from="file")
+    if found := declared_elements(chosen):
+        meta.update(elements=found, elements_from="file")
     if plugin is JEOL and (sweeps := jeol_sweeps(chosen)) is not None:
         meta["sweeps"] = dict(zip(("read", "recorded"), sweeps, strict=True))
         if sweeps[0] < sweeps[1]:
@@ -337,6 +349,45 @@ def beam_energy(signal: dict[str, Any]) -> float | None:
              None if volts is None else volts / 1e3,
              None if phenom_kv is None else abs(phenom_kv)]
     return next((energy for energy in found if energy is not None and energy > 0), None)
+
+
+def declared_elements(signal: dict[str, Any]) -> list[str]:
+    """The elements a spectrum image's metadata list for the specimen (``Sample.elements``:
+    those an analyst chose in Bruker Esprit, or gave exSpy's ``add_elements``), sorted; those
+    the X-ray table does not know are left out, and an empty list where none is listed."""
+    from ..analysis.spectral_lines import known_elements
+
+    sample = signal.get("metadata", {}).get("Sample", {})
+    listed = sample.get("elements", []) if isinstance(sample, dict) else []
+    listed = [listed] if isinstance(listed, str) else listed
+    known = known_elements()
+    return sorted({str(symbol).strip() for symbol in listed if str(symbol).strip() in known})
+
+
+def check_elements(elements: object) -> list[str] | None:
+    """The reader's ``elements`` option as sorted element symbols (a list, or one string of
+    symbols separated by commas or spaces: ``"Ba,Ti,O"``), ``None`` where not given.
+
+    Raises
+    ------
+    ParameterError
+        Not symbols, or symbols the X-ray table does not know (``"fe"``, ``"Xx"``).
+    """
+    if elements is None:
+        return None
+    from ..analysis.spectral_lines import known_elements
+
+    symbols = elements.replace(",", " ").split() if isinstance(elements, str) else elements
+    if not isinstance(symbols, (list, tuple)) or not symbols or not all(isinstance(x, str) for x in symbols):
+        raise ParameterError(f"elements must be element symbols, not {elements!r}",
+                             fix="e.g. elements=['Ba', 'Ti', 'O'] or elements='Ba,Ti,O' "
+                             "(--read eds.elements=Ba,Ti,O), or leave it out", where="elements")
+    unknown = sorted({x.strip() for x in symbols} - known_elements())
+    if unknown:
+        raise ParameterError(f"{', '.join(map(repr, unknown))}: not an element symbol the X-ray table knows",
+                             fix="give symbols as chemists write them: 'Fe', 'Nb', 'O' "
+                             "(a capital, then a small letter)", where="elements")
+    return sorted({x.strip() for x in symbols})
 
 
 def jeol_sweeps(signal: dict[str, Any]) -> tuple[int, int] | None:

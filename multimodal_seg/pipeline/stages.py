@@ -778,7 +778,8 @@ def _spectral_lines(signals: dict[str, np.ndarray], modalities: dict[str, Modali
         if modalities[name].kind == "spectrum":
             meta = modalities[name].metadata
             table = line_table(mean, modalities[name].axes[2], beam_energy=meta.get("beam_energy_kev"),
-                               beam_energy_from=meta.get("beam_energy_from", "file"))
+                               beam_energy_from=meta.get("beam_energy_from", "file"), elements=meta.get("elements"),
+                               elements_from=meta.get("elements_from", "file"))
             if table:
                 lines[name] = table
     return lines
