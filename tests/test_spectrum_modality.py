@@ -122,8 +122,8 @@ def test_hspy_eels_round_trip(tmp_path, rng):
 
 
 def test_binning_sums_counts_and_moves_calibration_to_bin_centres(tmp_path, counts):
-    path = tmp_path / "eds.hspy"
-    spectrum_signal(counts, signal_type="EDS_TEM").save(path)
+    path = tmp_path / "eels.hspy"
+    spectrum_signal(counts, signal_type="EELS").save(path)  # an axis in eV
     m = read_spectrum_image(path, bin_channels=4, bin_scan=2)
     assert m.data.shape == (4, 3, 12)
     expected = counts.astype(np.int64).reshape(4, 2, 3, 2, 12, 4).sum(axis=(1, 3, 5))
@@ -155,8 +155,8 @@ def test_uint8_counts_do_not_overflow_when_binned():
 
 
 def test_energy_range_crops_calibrated_channels(tmp_path, counts):
-    path = tmp_path / "eds.hspy"
-    spectrum_signal(counts, signal_type="EDS_TEM").save(path)
+    path = tmp_path / "eels.hspy"
+    spectrum_signal(counts, signal_type="EELS").save(path)  # an axis in eV
     # channel i sits at 100 + 0.5 i eV: keep 105.0 .. 110.0 -> channels 10..20
     m = read_spectrum_image(path, energy_range=(104.9, 110.0))
     assert m.data.shape == (8, 6, 11)
@@ -688,3 +688,35 @@ def test_beam_energy_given_to_the_reader_names_the_lines_by_it(tmp_path):
     for bad in (0, -5.0, float("nan"), "30 kV", True):
         with pytest.raises(ParameterError, match="beam_energy"):
             read_spectrum_image(cube, beam_energy=bad, **{k: v for k, v in options.items() if k != "beam_energy"})
+
+
+def test_an_eds_axis_in_ev_is_read_in_kev_and_its_lines_named_as_x_ray_lines(tmp_path):
+    """X-ray lines are tabulated in keV and EELS edges in eV, and the axis' units told the two
+    apart: an EDS spectrum image calibrated in eV had its iron K alpha peak read against EELS
+    edges.  The reader gives EDS in keV and EELS in eV (known from the file's or signal's type,
+    else the modality's name) and records the units it read; the run names Fe K alpha."""
+    import hyperspy.api as hs
+
+    import multimodal_seg as mms
+    from multimodal_seg.hyperspy.convert import to_modality
+
+    rng = np.random.default_rng(0)
+    energy = np.arange(1000) * 0.02
+    iron = 30 * np.exp(-energy / 3) + 400 * np.exp(-0.5 * ((energy - 6.404) / 0.06) ** 2)
+    cube = rng.poisson(np.broadcast_to(iron, (16, 16, 1000))).astype(np.float32)
+    cube[:, 8:] = rng.poisson(30 * np.exp(-energy / 3), (16, 8, 1000))
+    options = {"energy_scale": 20.0, "energy_units": "eV", "beam_energy": 30.0}
+    read = read_spectrum_image(cube, name="eds", **options)
+    assert read.axes[2].units == "keV" and read.axes[2].scale == pytest.approx(0.02)
+    assert read.metadata["energy_units_read"] == "eV"
+    seg = mms.segment({"eds:spectrum": (cube, options)}, progress=False)
+    assert seg.lines["eds"]["units"] == "keV" and "Fe_Ka" in seg.lines["eds"]["features"]
+    # EELS in keV is read in eV; a spectrum image of no known kind keeps its units
+    assert read_spectrum_image(cube, name="eels", energy_scale=0.001, energy_units="keV").axes[2].units == "eV"
+    assert read_spectrum_image(cube, name="si", **options).axes[2].units == "eV"
+    # a HyperSpy EDS signal in eV, whatever its name
+    signal = hs.signals.Signal1D(cube)
+    signal.set_signal_type("EDS_TEM")
+    signal.axes_manager[-1].scale, signal.axes_manager[-1].units = 20.0, "eV"
+    modality = to_modality(signal, name="map")
+    assert modality.axes[2].units == "keV" and modality.axes[2].scale == pytest.approx(0.02)

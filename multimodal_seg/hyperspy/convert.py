@@ -34,7 +34,8 @@ from ..modalities.diffraction import read_diffraction
 from ..modalities.image import read_image
 from ..modalities.reading import axis_from_rsciio
 from ..modalities.sources import KIND_BY_NAME
-from ..modalities.spectrum import beam_energy, declared_elements, read_spectrum_image
+from ..modalities.spectrum import (beam_energy, declared_elements, energy_in_kind_units, read_spectrum_image,
+                                   spectrum_kind_of)
 
 #: ``(navigation dimension, signal dimension)`` of each modality kind.
 DIMENSIONS = {"image": (0, 2), "spectrum": (2, 1), "diffraction": (2, 2)}
@@ -231,7 +232,11 @@ def to_modality(signal: Any, *, name: str | None = None) -> ModalityData:
     original = _original_file(signal)
     if original:
         metadata["file"] = original
-    if kind == "spectrum":  # the X-ray families the beam excites, the elements exSpy was given
+    if kind == "spectrum":
+        # X-ray lines in keV and EELS edges in eV, as the reader gives them; the X-ray families
+        # the beam excites; the elements exSpy was given
+        axes = list(axes)
+        axes[2] = energy_in_kind_units(axes[2], spectrum_kind_of(name, metadata["signal_type"]), metadata)
         record = {"metadata": signal.metadata.as_dictionary(),
                   "original_metadata": signal.original_metadata.as_dictionary()}
         if (energy := beam_energy(record)) is not None:

@@ -120,8 +120,9 @@ def read_spectrum_image(
     bin_scan
         Sum square blocks of ``bin_scan x bin_scan`` scan positions.
     energy_range
-        ``(low, high)`` in the energy axis' units (after calibration overrides):
-        keep the channels (after binning) whose position lies in the closed range.
+        ``(low, high)`` in the energy axis' units (after calibration overrides; EDS in keV
+        and EELS in eV, :func:`energy_in_kind_units`): keep the channels (after binning)
+        whose position lies in the closed range.
     chunks
         Scan positions per chunk of the returned array: ``rows`` (all columns) or
         ``(rows, cols)``.  The energy axis is never split.  ``None`` picks whole
@@ -236,6 +237,7 @@ def read_spectrum_image(
         "dropped": dict(zip(("rows", "cols", "channels"), dropped, strict=True)),
     }
 
+    axes[2] = energy_in_kind_units(axes[2], spectrum_kind_of(name, str(meta.get("signal_type", ""))), meta)
     if energy_range is not None:
         data, axes[2] = _crop_axis(data, axes[2], 2, energy_range, "energy_range")
         meta["energy_range"] = [float(v) for v in energy_range]
@@ -253,6 +255,31 @@ def read_spectrum_image(
     return ModalityData(
         name=name, kind="spectrum", data=data, axes=axes, source=where, metadata=meta
     )
+
+
+def spectrum_kind_of(name: str, signal_type: str = "") -> str:
+    """``"eds"``, ``"eels"`` or ``""`` (not known): from the signal type a file or HyperSpy
+    records (``"EDS_TEM"``, ``"EELS"``), else from the modality's name (``"eds"``, ``"edx"``,
+    ``"xeds"``; ``"eels"``)."""
+    kind = signal_type.upper()
+    if kind.startswith("EDS"):
+        return "eds"
+    if kind.startswith("EELS"):
+        return "eels"
+    name = name.lower()
+    return "eds" if name.startswith(("eds", "edx", "xeds")) else "eels" if name.startswith("eels") else ""
+
+
+def energy_in_kind_units(energy: Axis, kind: str, meta: dict[str, Any]) -> Axis:
+    """The energy axis in the units its kind's lines are tabulated in (X-ray lines in keV, EELS
+    edges in eV), which also tell the two kinds apart downstream: an EDS axis in eV would be
+    read as EELS.  A conversion is recorded as ``meta["energy_units_read"]``."""
+    target = {"eds": "keV", "eels": "eV"}.get(kind)
+    factor = {("ev", "keV"): 1e-3, ("kev", "eV"): 1e3}.get((energy.units.strip().lower(), target))
+    if factor is None:
+        return energy
+    meta["energy_units_read"] = energy.units
+    return dataclasses.replace(energy, scale=energy.scale * factor, offset=energy.offset * factor, units=target)
 
 
 # --------------------------------------------------------------------------- sources
