@@ -664,16 +664,23 @@ def test_bcf_cut_inside_its_hypermap_is_refused_before_decoding(tmp_path):
             assert f"{cut:,} bytes of the {size:,}" in done.stdout, done.stdout
 
 
-def test_beam_energy_given_to_the_reader_names_the_lines_by_it(tmp_path):
-    """``beam_energy`` (keV) is recorded with the modality and the run's line table, and the
-    report says where it came from; a value that is no beam energy is refused."""
-    import multimodal_seg as mms
-
+def _iron_cube() -> np.ndarray:
+    """A 16 x 16 EDS map on 1000 channels of 20 eV: Fe K alpha over a falling continuum in the
+    left half, the continuum alone in the right (Poisson counts)."""
     rng = np.random.default_rng(0)
     energy = np.arange(1000) * 0.02
     iron = 30 * np.exp(-energy / 3) + 400 * np.exp(-0.5 * ((energy - 6.404) / 0.06) ** 2)
     cube = rng.poisson(np.broadcast_to(iron, (16, 16, 1000))).astype(np.float32)
     cube[:, 8:] = rng.poisson(30 * np.exp(-energy / 3), (16, 8, 1000))
+    return cube
+
+
+def test_beam_energy_given_to_the_reader_names_the_lines_by_it(tmp_path):
+    """``beam_energy`` (keV) is recorded with the modality and the run's line table, and the
+    report says where it came from; a value that is no beam energy is refused."""
+    import multimodal_seg as mms
+
+    cube = _iron_cube()
     options = {"energy_scale": 0.02, "energy_units": "keV", "beam_energy": 30.0}
     assert read_spectrum_image(cube, **options).metadata["beam_energy_kev"] == 30.0
     seg = mms.segment({"eds:spectrum": (cube, options)}, progress=False)
@@ -700,11 +707,7 @@ def test_an_eds_axis_in_ev_is_read_in_kev_and_its_lines_named_as_x_ray_lines(tmp
     import multimodal_seg as mms
     from multimodal_seg.hyperspy.convert import to_modality
 
-    rng = np.random.default_rng(0)
-    energy = np.arange(1000) * 0.02
-    iron = 30 * np.exp(-energy / 3) + 400 * np.exp(-0.5 * ((energy - 6.404) / 0.06) ** 2)
-    cube = rng.poisson(np.broadcast_to(iron, (16, 16, 1000))).astype(np.float32)
-    cube[:, 8:] = rng.poisson(30 * np.exp(-energy / 3), (16, 8, 1000))
+    cube = _iron_cube()
     options = {"energy_scale": 20.0, "energy_units": "eV", "beam_energy": 30.0}
     read = read_spectrum_image(cube, name="eds", **options)
     assert read.axes[2].units == "keV" and read.axes[2].scale == pytest.approx(0.02)
