@@ -112,8 +112,8 @@ def _element_database():
 def known_elements() -> frozenset[str]:
     """The element symbols whose X-ray lines exSpy's database tabulates (``"Fe"``, ``"Nb"`` ...)."""
     elements = _element_database()
-    return frozenset(symbol for symbol in elements.keys()
-                     if "Atomic_properties" in elements[symbol] and "Xray_lines" in elements[symbol]["Atomic_properties"])
+    return frozenset(symbol for symbol in elements.keys() if "Atomic_properties" in elements[symbol]
+                     and "Xray_lines" in elements[symbol]["Atomic_properties"])
 
 
 def xray_family(element: str, family: str) -> dict[str, tuple[float, float]]:
@@ -710,7 +710,8 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
     (``"centroids"``), one of an element named at another peak too where there is one (iron's L alpha rather than
     fluorine's K alpha 28 eV below it), else one whose higher-energy families could all be
     checked (Al K alpha rather than Br L alpha at 15 kV), else the nearest; and the lines a name
-    lists come in the same order.
+    lists come in the same order.  Where the table holds the specimen's ``"elements"``, a line
+    of theirs comes before all of these, and a name lists only theirs where it holds one.
 
     EELS: an edge whose background window reaches into the 30 eV after a stronger edge named (up
     to ``EELS_PRE + EELS_POST`` above it) is named only where a community's spectrum rises at it
