@@ -60,9 +60,10 @@ def line_maps(cube: np.ndarray, axis: Axis, *, top: int, beam_energy: float | No
     """The ``top`` strongest significant lines of the map sum and their net intensity maps
     ``(rows, cols, n_lines)``.
 
-    Which peaks are kept depends on names only where a weaker line is left out for a family
-    named at a stronger peak or a sum peak of stronger ones (``line_explains``).  Each is named as ``community_signals.png``
-    names a peak (:func:`~multimodal_seg.analysis.spectral_lines.peak_names` of the map sum's
+    Which peaks are kept depends on names only where a weaker line of a family named at a
+    stronger peak, or a sum or escape peak of stronger ones, is left out (``line_explains``).
+    Each is named as ``community_signals.png`` names a peak
+    (:func:`~multimodal_seg.analysis.spectral_lines.peak_names` of the map sum's
     line table, at ``beam_energy`` keV or the axis' top, with the specimen's ``elements`` where
     known), or ``"? at E keV"`` where no line is borne out there."""
     rows, cols, channels = cube.shape
