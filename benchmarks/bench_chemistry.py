@@ -9,7 +9,9 @@ independent reference: the net intensity maps of the X-ray lines present in the 
 window minus the side windows, no partition involved).  The score of a partition on one map is
 its correlation ratio eta^2 = between-community variance / total variance: the share of the
 map's variance the communities explain (1: every community is one composition).  Lines are the
-``--lines`` strongest of the map sum, each with a net sum above 3 sigma of its counts.
+``--lines`` strongest peaks of the map sum, each with a net sum above 3 standard errors, their
+windows apart, none a weaker line or a detector artefact of a stronger one kept
+(:func:`multimodal_seg.bench.chemistry.line_maps`).
 
 Usage::
 
