@@ -88,8 +88,9 @@ class Segmentation:
     #: some community's intensity stands above its noise) and ``"scale"`` (the channel width);
     #: EELS also ``"onsets"``, the energies where a community's spectrum rises; EDS also
     #: ``"beam_energy"`` (keV) and ``"beam_energy_from"`` (``"file"``, ``"option"``, ``"signal"``, or
-    #: ``"axis"``: its top, assumed), ``"offset"`` and ``"channels"`` (the energy axis) and ``"centroids"`` (where each
-    #: line window's net counts are centred, per community), and where the specimen's elements
+    #: ``"axis"``: its top, assumed), ``"offset"`` and ``"channels"`` (the energy axis), ``"centroids"`` (where each
+    #: line window's net counts are centred, per community) and ``"spectra"`` (the communities'
+    #: mean spectra), and where the specimen's elements
     #: were known ``"elements"`` and ``"elements_from"`` (``"file"``, ``"option"``, ``"signal"``),
     #: from which :func:`multimodal_seg.analysis.spectral_lines.marked` names lines.
     lines: dict[str, dict[str, Any]] = field(default_factory=dict)

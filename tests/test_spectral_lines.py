@@ -212,6 +212,8 @@ LINES = {("Ni", "K"): [(7.478, 1.0), (8.265, 0.13)], ("Ni", "L"): [(0.851, 1.0),
          ("Cu", "K"): [(8.048, 1.0), (8.905, 0.13)], ("O", "K"): [(0.525, 1.0)],
          ("Si", "K"): [(1.740, 1.0), (1.836, 0.03)], ("S", "K"): [(2.307, 1.0), (2.464, 0.06)],
          ("W", "M"): [(1.776, 1.0), (1.835, 0.59), (2.036, 0.09)],
+         ("Ba", "L"): [(4.466, 1.0), (4.827, 0.43), (5.157, 0.19), (4.927, 0.14), (4.852, 0.09), (5.531, 0.07),
+                       (3.954, 0.04)],
          # two Al K alpha photons processed as one pulse; an Fe K alpha photon that lost a Si K
          # alpha photon from the detector
          ("Al+Al", "sum"): [(2.974, 1.0)], ("Fe", "escape"): [(4.664, 1.0)]}
@@ -356,17 +358,20 @@ def test_silicon_escape_peaks_are_not_named():
 
 def test_the_specimens_known_elements_name_the_peaks_they_can():
     """Tungsten at 20 kV (its L family, ionised at 10.2 keV, not excited twice over): its M alpha
-    and M beta lines make one peak centred near 1.80 keV, which the lines there name: strontium's
-    L alpha (1.806 keV), with silicon's K alpha 60 eV away.  Told the specimen holds W (a file's
-    element list, exSpy's add_elements, the reader's elements option), the peak is named W M
-    alpha, whichever other elements are listed."""
+    and M beta lines make one peak centred near 1.80 keV.  Read through windows alone (a table
+    without its spectra), the lines there name it strontium's L alpha (1.806 keV).  Told the
+    specimen holds W (a file's element list, exSpy's add_elements, the reader's elements
+    option), the peak is named W M alpha, whichever other elements are listed; and so it is
+    where the spectrum's shape around the peak is fitted (the table's spectra)."""
     rng = np.random.default_rng(9)
     for _ in range(3):
-        table = _eds_spectra([{("W", "M"): 3e4}], rng=rng, beam=20.0)
+        fitted = _eds_spectra([{("W", "M"): 3e4}], rng=rng, beam=20.0)
+        table = {key: value for key, value in fitted.items() if key != "spectra"}
         named = dict((round(table["energies"][i], 2), name) for i, name in marked(table, top=8))
         assert not any(name.startswith("W_") for name in named.values()), named
-        told = [(table["energies"][i], name) for i, name in marked({**table, "elements": ["O", "W", "Si"]}, top=8)]
-        assert [name for energy, name in told if 1.7 < energy < 1.9] == ["W_Ma"], told
+        for told in ({**table, "elements": ["O", "W", "Si"]}, fitted):
+            names = [(told["energies"][i], name) for i, name in marked(told, top=8)]
+            assert [name for energy, name in names if 1.7 < energy < 1.9] == ["W_Ma"], names
 
 
 def test_the_elements_a_file_lists_or_the_reader_is_given_are_recorded(tmp_path):
@@ -384,3 +389,20 @@ def test_the_elements_a_file_lists_or_the_reader_is_given_are_recorded(tmp_path)
     for bad in ("fe", ["Fe", "Qq"], 7, []):
         with pytest.raises(ParameterError, match="elements|element symbol"):
             read_spectrum_image(cube, elements=bad, **options)
+
+
+def test_the_spectrums_shape_names_a_peak_that_lines_of_several_elements_share():
+    """Barium alone at 20 kV: its L alpha (4.47 keV) lies 45 eV from titanium's K alpha, and
+    Ba's K family (37 keV) is beyond the beam, so the naming rules prefer Ti K alpha, a K line
+    that needs no other family.  But Ba's L beta lines (4.83-5.16 keV, up to 43 % of L alpha)
+    are in the spectrum, and Ti's K family fits the peak and its neighbours far worse than Ba's
+    L family (:func:`_best_fitting`): the peak is named Ba L alpha.  Titanium alone stays Ti K
+    alpha, and barium with titanium is named by one of them."""
+    rng = np.random.default_rng(10)
+    for _ in range(3):
+        barium = _eds_spectra([{("Ba", "L"): 3e4}], rng=rng, beam=20.0)
+        assert [name.split("/")[0] for _, name in marked(barium, top=8)] == ["Ba_La"]
+        unfitted = {key: value for key, value in barium.items() if key != "spectra"}
+        assert [name.split("/")[0] for _, name in marked(unfitted, top=8)][0] == "Ti_Ka"
+        titanium = _eds_spectra([{("Ti", "K"): 3e4}], rng=rng, beam=20.0)
+        assert [name for _, name in marked(titanium, top=8)] == ["Ti_Ka"]

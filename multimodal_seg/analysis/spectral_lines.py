@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.optimize import lsq_linear
 from scipy.stats import norm
 
 from ..modalities.base import Axis
@@ -349,7 +350,8 @@ def line_table(mean_spectra: np.ndarray, axis: Axis, *, beam_energy: float | Non
     -------
     ``features``, ``energies``, ``units``, ``intensities``, ``errors``, ``significant`` and
     ``scale``; EELS also ``onsets``; EDS also ``beam_energy``, ``beam_energy_from``,
-    ``offset``, ``channels`` and ``centroids`` (JSON-able lists), and ``elements`` and
+    ``offset``, ``channels``, ``centroids`` and ``spectra`` (``mean_spectra``, from which
+    :func:`marked` tells overlapping families apart) (JSON-able lists), and ``elements`` and
     ``elements_from`` where ``elements`` are given.
     """
     features, intensities, errors = feature_intensities(mean_spectra, axis, errors=True)
@@ -366,7 +368,8 @@ def line_table(mean_spectra: np.ndarray, axis: Axis, *, beam_energy: float | Non
         table |= {"beam_energy": float(beam_energy if beam_energy is not None else top),
                   "beam_energy_from": beam_energy_from if beam_energy is not None else "axis",
                   "offset": float(axis.offset), "channels": axis.size,
-                  "centroids": line_centroids(mean_spectra, axis).tolist()}
+                  "centroids": line_centroids(mean_spectra, axis).tolist(),
+                  "spectra": np.asarray(mean_spectra, dtype=np.float64).tolist()}
         if elements:
             table |= {"elements": sorted(set(elements)), "elements_from": elements_from}
     return table
@@ -711,7 +714,10 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
     fluorine's K alpha 28 eV below it), else one whose higher-energy families could all be
     checked (Al K alpha rather than Br L alpha at 15 kV), else the nearest; and the lines a name
     lists come in the same order.  Where the table holds the specimen's ``"elements"``, a line
-    of theirs comes before all of these, and a name lists only theirs where it holds one.
+    of theirs comes before all of these, and a name lists only theirs where it holds one.  Where
+    it holds the communities' mean ``"spectra"`` and the lines near a peak belong to several
+    elements, another element replaces that choice where its family fits the spectrum around
+    the peak clearly better (:func:`_best_fitting`).
 
     EELS: an edge whose background window reaches into the 30 eV after a stronger edge named (up
     to ``EELS_PRE + EELS_POST`` above it) is named only where a community's spectrum rises at it
@@ -781,6 +787,8 @@ def _named_where_they_lie(table: dict, peaks: list[int], names: list[list[str]],
     # 35 eV apart; barium's L alpha and titanium's K alpha).
     energies, scale = table["energies"], float(table.get("scale", 0.0))
     intensities = np.asarray(table["intensities"], dtype=np.float64)
+    spectra = np.asarray(table["spectra"], dtype=np.float64) if "spectra" in table else None
+    energy = table["offset"] + table["scale"] * np.arange(int(table["channels"])) if spectra is not None else None
     declared = set(table.get("elements", ()))
     if declared:
         names = [[alias for alias in label if alias.split("_", 1)[0] in declared] or label for label in names]
@@ -801,9 +809,59 @@ def _named_where_they_lie(table: dict, peaks: list[int], names: list[list[str]],
             continue
         i = min(there, key=lambda j: (not element_sets[j] & declared, not element_sets[j] & others, not checked[j],
                                       abs(energies[j] - centre)))
-        found.append((i, "/".join(sorted(names[i], key=lambda alias: (alias.split("_", 1)[0] not in others,
-                                                                       "unchecked" in states.get(alias, []))))))
+        order = sorted(names[i], key=lambda alias: (alias.split("_", 1)[0] not in others,
+                                                    "unchecked" in states.get(alias, [])))
+        if spectra is not None:  # the element the spectrum's shape around the peak bears out
+            first = order[0].split("_", 1)[0]
+            candidates = {first: order[0]}  # the preferred element first
+            for alias in (alias for j in there for alias in names[j]):
+                candidates.setdefault(alias.split("_", 1)[0], alias)
+            community = int(np.nanargmax(np.nan_to_num(intensities[:, i], nan=-np.inf)))
+            beside = {(alias.split("_", 1)[0], alias.split("_", 1)[1][0]) for j in peaks for alias in names[j]
+                      if alias.split("_", 1)[0] in others}
+            best = _best_fitting(spectra[community], energy, candidates, beside, centre)
+            if best is not None:
+                i = min((j for j in there if best in element_sets[j]), key=lambda j: abs(energies[j] - centre))
+                order = sorted(names[i], key=lambda alias: alias.split("_", 1)[0] != best)
+        found.append((i, "/".join(order)))
     return found
+
+
+def _best_fitting(spectrum: np.ndarray, energy: np.ndarray, candidates: dict[str, str],
+                  beside: set[tuple[str, str]], centre: float) -> str | None:
+    """Of the elements ``candidates`` (element -> its line near the peak at ``centre`` keV),
+    the one whose family alone, with the named families ``beside`` and a quadratic background,
+    fits ``spectrum`` (counts per channel of ``energy``) over the families' lines and 0.3 keV
+    around them more than ``LINE_WEIGHT_SLACK`` times better (weighted residual per degree of
+    freedom, non-negative amounts) than the first element of ``candidates`` does; ``None``
+    where none does, or there is one candidate.  The first candidate is the one the naming
+    rules prefer; another replaces it only where its lines fit clearly better: a titanium K
+    alpha peak named so, in a spectrum whose L beta lines say barium."""
+    if len(candidates) < 2:
+        return None
+    families = {element: (element, alias.split("_", 1)[1][0]) for element, alias in candidates.items()}
+    lines = [e for family in families.values() for e, w in xray_family(*family).values() if w >= 0.05]
+    low, high = min(lines) - 0.3, max(lines) + 0.3
+    region = (energy >= low) & (energy <= high)
+    if region.sum() < 8:
+        return None
+    others = [family for family in sorted(beside) if family[0] not in families
+              and any(low <= e <= high for e, w in xray_family(*family).values() if w >= 0.05)]
+    y, x = spectrum[region], energy[region] - centre
+    positive = y[y > 0]
+    weight = 1 / np.sqrt(np.maximum(y, 0.5 * positive.mean() if positive.size else 1.0))
+    background = [np.ones_like(x), x, x**2]
+
+    def cost(family: tuple[str, str]) -> float:
+        columns = [_family_model(*f, energy, 0.0)[0][region] for f in [family, *others]]
+        design = np.column_stack(columns + background)
+        fit = lsq_linear(design * weight[:, None], y * weight,
+                         bounds=([0.0] * len(columns) + [-np.inf] * 3, [np.inf] * design.shape[1]))
+        return 2 * fit.cost / max(region.sum() - design.shape[1], 1)
+
+    costs = {element: cost(family) for element, family in families.items()}
+    first, best = next(iter(candidates)), min(costs, key=costs.get)
+    return best if costs[first] > LINE_WEIGHT_SLACK * costs[best] else None
 
 
 def _eels_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple[int, str]]:
