@@ -212,6 +212,7 @@ LINES = {("Ni", "K"): [(7.478, 1.0), (8.265, 0.13)], ("Ni", "L"): [(0.851, 1.0),
          ("Cu", "K"): [(8.048, 1.0), (8.905, 0.13)], ("O", "K"): [(0.525, 1.0)],
          ("Si", "K"): [(1.740, 1.0), (1.836, 0.03)], ("S", "K"): [(2.307, 1.0), (2.464, 0.06)],
          ("W", "M"): [(1.776, 1.0), (1.835, 0.59), (2.036, 0.09)],
+         ("Mo", "L"): [(2.293, 1.0), (2.395, 0.33), (2.473, 0.06), (2.518, 0.05), (2.016, 0.04)],
          ("Ba", "L"): [(4.466, 1.0), (4.827, 0.43), (5.157, 0.19), (4.927, 0.14), (4.852, 0.09), (5.531, 0.07),
                        (3.954, 0.04)],
          # two Al K alpha photons processed as one pulse; an Fe K alpha photon that lost a Si K
@@ -299,8 +300,10 @@ def test_a_detectors_calibration_offset_does_not_name_the_flank_of_a_line():
         table = _eds_spectra([{("Al", "K"): 3e4}, {("Cu", "L"): 2e4, ("Cu", "K"): 2e4}], rng=rng, beam=30.0,
                              shift=-0.010)
         assert [name for _, name in marked(table, top=8)] == ["Cu_La", "Al_Ka", "Cu_Ka"]
-        uncorrected = {**table, "centroids": np.full(np.shape(table["intensities"]), np.nan).tolist()}
-        assert len(marked(uncorrected, top=8)) > 3  # at their tabulated energies, the flanks are named
+        # read through windows alone (no spectra to fit) at their tabulated energies, the flanks are named
+        uncorrected = {**{k: v for k, v in table.items() if k != "spectra"},
+                       "centroids": np.full(np.shape(table["intensities"]), np.nan).tolist()}
+        assert len(marked(uncorrected, top=8)) > 3
 
 
 def test_eds_peaks_are_named_where_they_lie():
@@ -406,3 +409,18 @@ def test_the_spectrums_shape_names_a_peak_that_lines_of_several_elements_share()
         assert [name.split("/")[0] for _, name in marked(unfitted, top=8)][0] == "Ti_Ka"
         titanium = _eds_spectra([{("Ti", "K"): 3e4}], rng=rng, beam=20.0)
         assert [name for _, name in marked(titanium, top=8)] == ["Ti_Ka"]
+
+
+def test_molybdenum_alone_is_not_named_sulphur_and_phosphorus():
+    """Molybdenum at 20 kV (its K family, ionised at 20 keV, not excited twice over), beside an
+    iron phase.  Read through windows alone its L alpha peak is named S K alpha (14 eV away, a K
+    line the rules prefer) and its L l line (2.02 keV, 4 % of L alpha) P K alpha.  Fitted, Mo's
+    L family makes the main peak far better than S's K family (its L beta at 2.40 keV), and it
+    already makes the 2.02 keV peak, which P's family adds nothing to (:func:`_fitted_by_stronger`):
+    Mo L alpha and Fe K alpha are named, nothing else."""
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        table = _eds_spectra([{("Mo", "L"): 1e5}, {("Fe", "K"): 3e4}], rng=rng, beam=20.0)
+        assert [name for _, name in marked(table, top=8)] == ["Mo_La", "Fe_Ka"]
+        windows = {key: value for key, value in table.items() if key != "spectra"}
+        assert {"P_Ka", "S_Ka"} <= {name.split("/")[0] for _, name in marked(windows, top=8)}

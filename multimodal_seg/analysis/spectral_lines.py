@@ -717,7 +717,8 @@ def marked(table: dict, *, top: int) -> list[tuple[int, str]]:
     of theirs comes before all of these, and a name lists only theirs where it holds one.  Where
     it holds the communities' mean ``"spectra"`` and the lines near a peak belong to several
     elements, another element replaces that choice where its family fits the spectrum around
-    the peak clearly better (:func:`_best_fitting`).
+    the peak clearly better (:func:`_best_fitting`); and a peak that the families named at
+    stronger peaks already fit is not named (:func:`_fitted_by_stronger`).
 
     EELS: an edge whose background window reaches into the 30 eV after a stronger edge named (up
     to ``EELS_PRE + EELS_POST`` above it) is named only where a community's spectrum rises at it
@@ -754,6 +755,8 @@ def _eds_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple
     chosen = strongest(energies, intensities, top=top, apart=apart, floor=0.0 if "errors" in table else 0.05,
                        explains=line_explains(table, names) if "errors" in table else None)
     found = {i: name for i, name in _named_where_they_lie(table, chosen, names, states) if name}
+    if "spectra" in table:
+        found = _fitted_by_stronger(table, found)
     return sorted(found.items(), key=lambda pair: energies[pair[0]])
 
 
@@ -842,26 +845,65 @@ def _best_fitting(spectrum: np.ndarray, energy: np.ndarray, candidates: dict[str
     families = {element: (element, alias.split("_", 1)[1][0]) for element, alias in candidates.items()}
     lines = [e for family in families.values() for e, w in xray_family(*family).values() if w >= 0.05]
     low, high = min(lines) - 0.3, max(lines) + 0.3
-    region = (energy >= low) & (energy <= high)
-    if region.sum() < 8:
-        return None
     others = [family for family in sorted(beside) if family[0] not in families
               and any(low <= e <= high for e, w in xray_family(*family).values() if w >= 0.05)]
+    costs = {element: _fit_cost(spectrum, energy, [family, *others], centre, low, high)
+             for element, family in families.items()}
+    first, best = next(iter(candidates)), min(costs, key=costs.get)
+    return best if np.isfinite(costs[best]) and costs[first] > LINE_WEIGHT_SLACK * costs[best] else None
+
+
+def _fit_cost(spectrum: np.ndarray, energy: np.ndarray, families: list[tuple[str, str]], centre: float,
+              low: float, high: float) -> float:
+    """The weighted residual per degree of freedom of ``spectrum`` (counts per channel of
+    ``energy``, keV) between ``low`` and ``high`` keV, fitted by non-negative amounts of
+    ``families`` (``(element, "K" | "L" | "M")``, :func:`_family_model`) and a quadratic
+    background about ``centre``; ``inf`` where the range holds fewer than 8 channels.  Weights
+    are Poisson's, floored at half the mean of the positive values (mean spectra per position
+    hold fractions of counts)."""
+    region = (energy >= low) & (energy <= high)
+    if region.sum() < 8:
+        return np.inf
     y, x = spectrum[region], energy[region] - centre
     positive = y[y > 0]
     weight = 1 / np.sqrt(np.maximum(y, 0.5 * positive.mean() if positive.size else 1.0))
-    background = [np.ones_like(x), x, x**2]
+    columns = [_family_model(*family, energy, 0.0)[0][region] for family in families]
+    design = np.column_stack(columns + [np.ones_like(x), x, x**2])
+    fit = lsq_linear(design * weight[:, None], y * weight,
+                     bounds=([0.0] * len(columns) + [-np.inf] * 3, [np.inf] * design.shape[1]))
+    return 2 * fit.cost / max(int(region.sum()) - design.shape[1], 1)
 
-    def cost(family: tuple[str, str]) -> float:
-        columns = [_family_model(*f, energy, 0.0)[0][region] for f in [family, *others]]
-        design = np.column_stack(columns + background)
-        fit = lsq_linear(design * weight[:, None], y * weight,
-                         bounds=([0.0] * len(columns) + [-np.inf] * 3, [np.inf] * design.shape[1]))
-        return 2 * fit.cost / max(region.sum() - design.shape[1], 1)
 
-    costs = {element: cost(family) for element, family in families.items()}
-    first, best = next(iter(candidates)), min(costs, key=costs.get)
-    return best if costs[first] > LINE_WEIGHT_SLACK * costs[best] else None
+def _fitted_by_stronger(table: dict, found: dict[int, str]) -> dict[int, str]:
+    """``found`` (feature -> name) without the peaks that the families named at stronger peaks
+    already fit: strongest first, a peak whose element's family, added to theirs, fits the
+    community's mean spectrum within three widths of the peak (:func:`_fit_cost`) no more than
+    ``LINE_WEIGHT_SLACK`` times better is theirs (a weak line of theirs, or their flank), not a
+    new element: molybdenum's L l line named phosphorus, the peaks a window reads on a strong
+    line's flank."""
+    intensities = np.asarray(table["intensities"], dtype=np.float64)
+    centroids = np.asarray(table["centroids"], dtype=np.float64)
+    spectra = np.asarray(table["spectra"], dtype=np.float64)
+    energy = table["offset"] + table["scale"] * np.arange(int(table["channels"]))
+    strength = np.nan_to_num(intensities, nan=-np.inf).max(axis=0)
+    kept: dict[int, str] = {}
+    for i in sorted(found, key=lambda i: -strength[i]):
+        element, line = found[i].split("/")[0].split("_", 1)
+        community = int(np.argmax(np.nan_to_num(intensities[:, i], nan=-np.inf)))
+        centre = centroids[community, i] if np.isfinite(centroids[community, i]) else table["energies"][i]
+        width = eds_line_width(centre)
+        low, high = centre - 3 * width, centre + 3 * width
+        stronger = sorted({(other, other_line[0]) for other, other_line in
+                           (name.split("/")[0].split("_", 1) for name in kept.values())
+                           if other != element and any(low <= e <= high for e, w in
+                                                       xray_family(other, other_line[0]).values() if w >= 0.01)})
+        if stronger:
+            theirs = _fit_cost(spectra[community], energy, stronger, centre, low, high)
+            with_it = _fit_cost(spectra[community], energy, [*stronger, (element, line[0])], centre, low, high)
+            if np.isfinite(with_it) and theirs <= LINE_WEIGHT_SLACK * with_it:
+                continue
+        kept[i] = found[i]
+    return kept
 
 
 def _eels_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple[int, str]]:
