@@ -365,16 +365,18 @@ def test_the_specimens_known_elements_name_the_peaks_they_can():
     without its spectra), the lines there name it strontium's L alpha (1.806 keV).  Told the
     specimen holds W (a file's element list, exSpy's add_elements, the reader's elements
     option), the peak is named W M alpha, whichever other elements are listed; and so it is
-    where the spectrum's shape around the peak is fitted (the table's spectra)."""
+    where the spectrum's shape around the peak is fitted (the table's spectra), which also reads
+    the 2.04 keV peak as W's M gamma, not Pt M alpha."""
     rng = np.random.default_rng(9)
     for _ in range(3):
         fitted = _eds_spectra([{("W", "M"): 3e4}], rng=rng, beam=20.0)
         table = {key: value for key, value in fitted.items() if key != "spectra"}
         named = dict((round(table["energies"][i], 2), name) for i, name in marked(table, top=8))
         assert not any(name.startswith("W_") for name in named.values()), named
-        for told in ({**table, "elements": ["O", "W", "Si"]}, fitted):
-            names = [(told["energies"][i], name) for i, name in marked(told, top=8)]
-            assert [name for energy, name in names if 1.7 < energy < 1.9] == ["W_Ma"], names
+        told = [(table["energies"][i], name) for i, name in marked({**table, "elements": ["O", "W", "Si"]}, top=8)]
+        assert [name for energy, name in told if 1.7 < energy < 1.9] == ["W_Ma"], told
+        # fitted, W M alpha alone: W's M gamma (2.04 keV), on Pt M alpha, is W's own
+        assert [name for _, name in marked(fitted, top=8)] == ["W_Ma"]
 
 
 def test_the_elements_a_file_lists_or_the_reader_is_given_are_recorded(tmp_path):
