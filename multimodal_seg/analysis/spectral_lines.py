@@ -819,6 +819,8 @@ def _named_where_they_lie(table: dict, peaks: list[int], names: list[list[str]],
             candidates = {first: order[0]}  # the preferred element first
             for alias in (alias for j in there for alias in names[j]):
                 candidates.setdefault(alias.split("_", 1)[0], alias)
+            if declared & set(candidates):  # what the analyst knows stands: the fit picks among those
+                candidates = {element: alias for element, alias in candidates.items() if element in declared}
             community = int(np.nanargmax(np.nan_to_num(intensities[:, i], nan=-np.inf)))
             beside = {(alias.split("_", 1)[0], alias.split("_", 1)[1][0]) for j in peaks for alias in names[j]
                       if alias.split("_", 1)[0] in others}
