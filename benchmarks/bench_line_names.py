@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text("\n".join(text) + "\n")
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
-    print("\n".join(text[8:12]))
+    start = text.index("| draws | names shown | false (element not held) | strong elements | missed |")
+    print("\n".join(text[start:start + 3]))
     return 0
 
 
