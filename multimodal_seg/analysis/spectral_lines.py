@@ -612,15 +612,13 @@ def _artefact_explains(table: dict, names: list[list[str]]) -> Callable[[int, in
     within :func:`significant`'s margin."""
     intensities = np.asarray(table["intensities"], dtype=np.float64)
     errors = np.asarray(table["errors"], dtype=np.float64)
-    centroids = np.asarray(table.get("centroids", np.full(intensities.shape, np.nan)), dtype=np.float64)
-    energies, scale = np.asarray(table["energies"], dtype=np.float64), abs(float(table.get("scale", 0.0)))
+    scale = abs(float(table.get("scale", 0.0)))
     sigmas = float(norm.isf(0.01 / max(intensities.size, 1)))
     peaks = np.nan_to_num(intensities, nan=-np.inf)
     named = [j for j in _readable(intensities) if names[j] and table["significant"][j]]
 
     def centre(i: int) -> float:
-        found = centroids[int(np.argmax(peaks[:, i])), i]
-        return float(found) if np.isfinite(found) else float(energies[i])
+        return _where_peak_lies(table, i)[1]
 
     def follows(index: int, rate: np.ndarray, bound: float) -> bool:
         """Whether ``index`` is at most ``bound`` where it is strongest and in proportion to
@@ -740,6 +738,17 @@ def _readable(intensities: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.isfinite(np.nan_to_num(intensities, nan=-np.inf).max(axis=0)))
 
 
+def _where_peak_lies(table: dict, index: int) -> tuple[int, float]:
+    """``(community, keV)``: the community where feature ``index`` of an EDS table is strongest,
+    and where its net counts are centred there (``"centroids"``; the feature's tabulated energy
+    where that is unknown)."""
+    intensities = np.asarray(table["intensities"], dtype=np.float64)
+    community = int(np.argmax(np.nan_to_num(intensities[:, index], nan=-np.inf)))
+    centroids = table.get("centroids")
+    centre = float(centroids[community][index]) if centroids is not None else np.nan
+    return community, centre if np.isfinite(centre) else float(table["energies"][index])
+
+
 def _eds_marked(table: dict, intensities: np.ndarray, *, top: int) -> list[tuple[int, str]]:
     """:func:`marked` for X-ray lines (``intensities``: the significant ones)."""
     energies, scale = table["energies"], float(table.get("scale", 0.0))
@@ -799,12 +808,10 @@ def _named_where_they_lie(table: dict, peaks: list[int], names: list[list[str]],
     element_sets = [{alias.split("_", 1)[0] for alias in label} for label in names]
     checked = [any("unchecked" not in states.get(alias, ["unchecked"]) for alias in label) for label in names]
     readable = [int(j) for j in _readable(intensities) if lined[j]]
-    centroids = np.asarray(table.get("centroids", np.full(intensities.shape, np.nan)), dtype=np.float64)
     found = []
     for i in peaks:
         others = set().union(*(element_sets[j] for j in peaks if j != i))
-        centre = centroids[int(np.nanargmax(np.nan_to_num(intensities[:, i], nan=-np.inf))), i]
-        centre = centre if np.isfinite(centre) else energies[i]
+        community, centre = _where_peak_lies(table, i)
         near = max(eds_line_width(centre) / 2, abs(scale) / 2)
         there = [j for j in readable if abs(energies[j] - centre) <= near]
         if not there:  # no line borne out where the net counts lie: a flank or the background's bend
@@ -821,7 +828,7 @@ def _named_where_they_lie(table: dict, peaks: list[int], names: list[list[str]],
                 candidates.setdefault(alias.split("_", 1)[0], alias)
             if declared & set(candidates):  # what the analyst knows stands: the fit picks among those
                 candidates = {element: alias for element, alias in candidates.items() if element in declared}
-            community = int(np.nanargmax(np.nan_to_num(intensities[:, i], nan=-np.inf)))
+            community = _where_peak_lies(table, i)[0]
             beside = {(alias.split("_", 1)[0], alias.split("_", 1)[1][0]) for j in peaks for alias in names[j]
                       if alias.split("_", 1)[0] in others}
             best = _best_fitting(spectra[community], energy, candidates, beside, centre)
@@ -883,16 +890,13 @@ def _fitted_by_stronger(table: dict, found: dict[int, str]) -> dict[int, str]:
     ``LINE_WEIGHT_SLACK`` times better is theirs (a weak line of theirs, or their flank), not a
     new element: molybdenum's L l line named phosphorus, the peaks a window reads on a strong
     line's flank."""
-    intensities = np.asarray(table["intensities"], dtype=np.float64)
-    centroids = np.asarray(table["centroids"], dtype=np.float64)
     spectra = np.asarray(table["spectra"], dtype=np.float64)
     energy = table["offset"] + table["scale"] * np.arange(int(table["channels"]))
-    strength = np.nan_to_num(intensities, nan=-np.inf).max(axis=0)
+    strength = np.nan_to_num(np.asarray(table["intensities"], dtype=np.float64), nan=-np.inf).max(axis=0)
     kept: dict[int, str] = {}
     for i in sorted(found, key=lambda i: -strength[i]):
         element, line = found[i].split("/")[0].split("_", 1)
-        community = int(np.argmax(np.nan_to_num(intensities[:, i], nan=-np.inf)))
-        centre = centroids[community, i] if np.isfinite(centroids[community, i]) else table["energies"][i]
+        community, centre = _where_peak_lies(table, i)
         width = eds_line_width(centre)
         low, high = centre - 3 * width, centre + 3 * width
         stronger = sorted({(other, other_line[0]) for other, other_line in

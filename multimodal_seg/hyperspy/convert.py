@@ -34,8 +34,7 @@ from ..modalities.diffraction import read_diffraction
 from ..modalities.image import read_image
 from ..modalities.reading import axis_from_rsciio
 from ..modalities.sources import KIND_BY_NAME
-from ..modalities.spectrum import (beam_energy, declared_elements, energy_in_kind_units, read_spectrum_image,
-                                   spectrum_kind_of)
+from ..modalities.spectrum import energy_in_kind_units, read_spectrum_image, recorded_facts, spectrum_kind_of
 
 #: ``(navigation dimension, signal dimension)`` of each modality kind.
 DIMENSIONS = {"image": (0, 2), "spectrum": (2, 1), "diffraction": (2, 2)}
@@ -237,12 +236,8 @@ def to_modality(signal: Any, *, name: str | None = None) -> ModalityData:
         # the beam excites; the elements exSpy was given
         axes = list(axes)
         axes[2] = energy_in_kind_units(axes[2], spectrum_kind_of(name, metadata["signal_type"]), metadata)
-        record = {"metadata": signal.metadata.as_dictionary(),
-                  "original_metadata": signal.original_metadata.as_dictionary()}
-        if (energy := beam_energy(record)) is not None:
-            metadata.update(beam_energy_kev=energy, beam_energy_from="signal")
-        if elements := declared_elements(record):
-            metadata.update(elements=elements, elements_from="signal")
+        metadata.update(recorded_facts({"metadata": signal.metadata.as_dictionary(),
+                                        "original_metadata": signal.original_metadata.as_dictionary()}, "signal"))
     # The source names the signal, not its file: the data in memory may differ from the file
     # (rebinned, cropped), so the study must fingerprint the data, which "<...>" sources do.
     source = f"<hyperspy {type(signal).__name__} {title!r}>"

@@ -319,10 +319,7 @@ def _from_file(
     chosen = signals[index]
     data, meta = signal_data(signals, index, plugin, path)
     meta.update(signal_facts(chosen), calibration="file")
-    if (energy := beam_energy(chosen)) is not None:
-        meta.update(beam_energy_kev=energy, beam_energy_from="file")
-    if found := declared_elements(chosen):
-        meta.update(elements=found, elements_from="file")
+    meta.update(recorded_facts(chosen, "file"))
     if plugin is JEOL and (sweeps := jeol_sweeps(chosen)) is not None:
         meta["sweeps"] = dict(zip(("read", "recorded"), sweeps, strict=True))
         if sweeps[0] < sweeps[1]:
@@ -376,6 +373,18 @@ def beam_energy(signal: dict[str, Any]) -> float | None:
              None if volts is None else volts / 1e3,
              None if phenom_kv is None else abs(phenom_kv)]
     return next((energy for energy in found if energy is not None and energy > 0), None)
+
+
+def recorded_facts(signal: dict[str, Any], source: str) -> dict[str, Any]:
+    """What a spectrum image's metadata record that names its lines: ``beam_energy_kev``
+    (:func:`beam_energy`) and ``elements`` (:func:`declared_elements`) where they are recorded,
+    each with its ``..._from`` = ``source`` (``"file"``, ``"signal"``)."""
+    facts: dict[str, Any] = {}
+    if (energy := beam_energy(signal)) is not None:
+        facts |= {"beam_energy_kev": energy, "beam_energy_from": source}
+    if elements := declared_elements(signal):
+        facts |= {"elements": elements, "elements_from": source}
+    return facts
 
 
 def declared_elements(signal: dict[str, Any]) -> list[str]:
