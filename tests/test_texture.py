@@ -12,9 +12,10 @@ from scipy import ndimage
 
 import multimodal_seg as mms
 from multimodal_seg.chips import texture
-from multimodal_seg.chips.sizing import AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry
+from multimodal_seg.chips.sizing import (AUTO_MIN_IMAGE_CHIP, LATTICE_PERIODS, auto_image_chip, chip_geometry,
+                                         texture_pixels)
 from multimodal_seg.chips.texture import (MAX_FREQUENCIES, TREND_SPAN, image_lattice, lattice_amplitudes,
-                                           lattice_features, lattice_period, radial_trend)
+                                           lattice_basis_period, lattice_features, lattice_period, radial_trend)
 from multimodal_seg.config import ChipConfig
 from multimodal_seg.metrics import adjusted_rand
 from multimodal_seg.synthetic.families import draw
@@ -84,6 +85,41 @@ def test_real_sem_images_without_a_lattice_keep_the_plain_chip_rule():
         image = iio.imread(path)
         image = image if image.ndim == 2 else image[..., 0]
         assert lattice_period(image) is None, path
+    for path in paths:  # nor does any repeat a lattice basis finds in them (JPEG blocks: 3.9 px)
+        image = iio.imread(path)
+        repeat = image_lattice(image if image.ndim == 2 else image[..., 0]).repeat
+        assert texture_pixels(repeat) == AUTO_MIN_IMAGE_CHIP, (path, repeat)
+
+
+def test_a_lattice_basis_is_two_reflections_and_their_sum_of_comparable_lengths():
+    n = 512
+    square = np.array([[0.0, 20.0], [20.0, 0.0], [20.0, 20.0], [20.0, -20.0], [0.0, 40.0]]) / n
+    assert lattice_basis_period(square, n) == pytest.approx(n / 20.0)
+    hexagonal = np.array([[0.0, 30.0], [30 * np.sqrt(3) / 2, 15.0], [30 * np.sqrt(3) / 2, -15.0]]).round() / n
+    assert lattice_basis_period(hexagonal, n) == pytest.approx(n / 30.0, rel=0.03)
+    # orders of one row of spots (and a boundary's streak) are collinear: no basis
+    assert lattice_basis_period(np.array([[0.0, k * 12.0] for k in (1, 2, 3, 4)]) / n, n) is None
+    # a streak's spot beside a reflection and its satellite: lengths many times apart
+    streak = np.array([[6.0, 1.0], [40.0, 30.0], [46.0, 31.0]]) / n
+    assert lattice_basis_period(streak, n) is None
+    assert lattice_basis_period(square[:2], n) is None  # no sum among the reflections
+
+
+def test_the_repeat_of_a_lattice_that_fills_part_of_the_image():
+    # islands of a 20 px square lattice (a quarter of the image) in amorphous matrix: the
+    # radial ring stands under the size condition, the 2-D reflections form a basis
+    size, period = 512, 20.0
+    yy, xx = np.mgrid[0:size, 0:size]
+    truth = ((yy > 0.75 * size) | (np.hypot(yy - 150, xx - 200) < 60)).astype(np.int16)
+    rng = np.random.default_rng(3)
+    image = render_haadf(truth, [Amorphous(), Crystal(LATTICE_NM, 23.0)], *rng.spawn(2),
+                         pixel_size=LATTICE_NM / period, dose=150.0, reference_spacing=LATTICE_NM)
+    lattice = image_lattice(image)
+    assert lattice.repeat == pytest.approx(period, rel=0.08)
+    assert lattice.period is None or lattice.period < 0.8 * period  # what the radial rule alone read
+    # a layered specimen's boundaries streak its spectrum, but make no coarse basis
+    layers = draw("layouts", 9)  # layers, 10 px lattice
+    assert image_lattice(np.asarray(layers.modalities["haadf"].data)).repeat < 12.0
 
 
 def test_chips_hold_several_periods_of_a_coarse_lattice():
@@ -95,7 +131,9 @@ def test_chips_hold_several_periods_of_a_coarse_lattice():
     assert auto_image_chip((64, 64)) == 32 and auto_image_chip((12, 12)) == 4
     coarse = draw("magnification", 16)  # 25 px lattice
     size, stride = chip_geometry(ChipConfig(), coarse.modalities)
-    assert size >= LATTICE_PERIODS * 24 and stride == size // 2
+    # the chips hold the lattice, the step stays that of the field of view's chips
+    assert size >= LATTICE_PERIODS * 24 and stride == AUTO_MIN_IMAGE_CHIP // 2
+    assert chip_geometry(ChipConfig(size=size), coarse.modalities)[1] == size // 2
     fine = draw("orientation", 0)  # 10 px lattice: the plain rule
     assert chip_geometry(ChipConfig(), fine.modalities)[0] == AUTO_MIN_IMAGE_CHIP
 

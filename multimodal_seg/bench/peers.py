@@ -236,13 +236,13 @@ def default_chip(image: np.ndarray) -> int:
     -------
     int
         About 16 chips across the shorter side, at least 32 px and at least 2.5 periods of
-        the image's lattice where it shows one, at most the shorter side
+        the image's longest lattice repeat where it shows one, at most the shorter side
         (:func:`multimodal_seg.chips.sizing.auto_image_chip`).
     """
     from ..chips.sizing import auto_image_chip
-    from ..chips.texture import lattice_period
+    from ..chips.texture import image_lattice
 
-    return auto_image_chip(image.shape, lattice_period(image))
+    return auto_image_chip(image.shape, image_lattice(image).repeat)
 
 
 def robust_unit_scale(image: np.ndarray, percentiles: tuple[float, float] = SCALE_PERCENTILES) -> np.ndarray:

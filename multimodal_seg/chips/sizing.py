@@ -7,12 +7,13 @@ Chip sizes are in pixels of the reference modality (the coarsest scan,
   texture, so about ``AUTO_CHIPS_ACROSS`` chips across the shorter side and at
   least ``AUTO_MIN_IMAGE_CHIP`` pixels, and where the image shows a crystal lattice
   (:func:`multimodal_seg.chips.texture.image_lattice`) at least ``LATTICE_PERIODS``
-  periods of it; an image too small for 3 such chips across gets chips of a quarter
+  of its longest repeat (``Lattice.repeat``: a lattice's first-order period, even where it
+  fills only part of the image); an image too small for 3 such chips across gets chips of a quarter
   of its shorter side (:func:`auto_image_chip`);
 - **a spectrum image or 4D-STEM scan with an image of finer pixels**: about
   ``AUTO_CHIPS_ACROSS`` chips across the scan, and enough scan positions that the
   finest image sees at least ``AUTO_MIN_IMAGE_CHIP`` of its pixels per chip, and
-  ``LATTICE_PERIODS`` periods of its lattice where it shows one (texture);
+  ``LATTICE_PERIODS`` of its lattice's longest repeat where it shows one (texture);
 - **spectra or patterns only**, or an image no finer than the scan (a survey image
   at the scan's pixel size, common in SEM-EDS files, holds no texture at chip scale
   and adds its intensity): small chips keep boundaries sharp, since the information
@@ -20,7 +21,9 @@ Chip sizes are in pixels of the reference modality (the coarsest scan,
   Poisson noise (``AUTO_MIN_CHIP_COUNTS``).  An image chip would need more than a
   quarter of the scan's shorter side before this rule is used instead.
 
-The stride defaults to half the chip.  Lengths may be given in calibrated units
+The stride defaults to half the chip; with ``chip_size="auto"`` on images only, where a
+coarse lattice makes chips larger than the field of view alone would, the stride stays half
+the chip the field of view gives (:func:`auto_image_stride`).  Lengths may be given in calibrated units
 (``"2 nm"``), converted with the reference's scan calibration.
 """
 
@@ -152,10 +155,25 @@ def auto_image_chip(shape: tuple[int, int], period: float | None = None) -> int:
     return size if size <= short // 2 else max(MIN_IMAGE_CHIP, short // 4)
 
 
-def _period(modality: ModalityData, lattices: Mapping[str, Lattice] | None) -> float | None:
-    """An image's lattice period (px): from ``lattices`` where measured there, else measured."""
+def auto_image_stride(shape: tuple[int, int], size: int) -> int:
+    """The stride of ``chip_size="auto"`` chips of ``size`` px on an image of ``shape`` (images
+    only): half the chip, but no more than half the chip the field of view alone gives
+    (:func:`auto_image_chip` without a lattice).
+
+    Why: a coarse lattice makes chips larger so that they hold its periods; the step between
+    them sets how finely the image is sampled, which should not coarsen with them.  On 60 fresh
+    ``magnification`` draws (lattice periods 6-30 px) with chips from the lattice basis,
+    steps of half the chip gave mean (worst) ARI 0.921 (0.000), steps of half the field of
+    view's chip 0.940 (0.691): islands about a chip across keep chips inside them.
+    """
+    return max(1, min(size, auto_image_chip(shape)) // 2)
+
+
+def _repeat(modality: ModalityData, lattices: Mapping[str, Lattice] | None) -> float | None:
+    """The longest repeat (px) of an image's lattices (``Lattice.repeat``): from ``lattices``
+    where measured there, else measured."""
     lattice = (lattices or {}).get(modality.name)
-    return (lattice if lattice is not None else image_lattice(modality.data)).period
+    return (lattice if lattice is not None else image_lattice(modality.data)).repeat
 
 
 def _texture_chip(modalities: Mapping[str, ModalityData], reference: ModalityData,
@@ -165,7 +183,7 @@ def _texture_chip(modalities: Mapping[str, ModalityData], reference: ModalityDat
     ratios = [to_units(reference.axes[1].scale, reference.axes[1].units, m.axes[1].units) / m.axes[1].scale
               for m in images]
     finest = images[int(np.argmax(ratios))]
-    return int(np.ceil(texture_pixels(_period(finest, lattices)) / max(ratios) - 1e-9))
+    return int(np.ceil(texture_pixels(_repeat(finest, lattices)) / max(ratios) - 1e-9))
 
 
 def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData], *,
@@ -191,7 +209,7 @@ def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData], *,
     if chips.size != "auto":
         size = length_in_pixels(chips.size, axis, "chip_size")
     elif images_only:
-        size = auto_image_chip(scan_shape, _period(reference, lattices))
+        size = auto_image_chip(scan_shape, _repeat(reference, lattices))
     elif "image" in kinds and (texture := _texture_chip(modalities, reference, lattices)) <= min(scan_shape) // 4:
         size = max(texture, int(round(min(scan_shape) / AUTO_CHIPS_ACROSS)))
     else:
@@ -205,7 +223,12 @@ def chip_geometry(chips: ChipConfig, modalities: Mapping[str, ModalityData], *,
             fix=f"use a chip size of at least {MIN_IMAGE_CHIP} px (16-128 px is typical)",
             where="chip_size",
         )
-    stride = max(1, size // 2) if chips.stride is None else length_in_pixels(chips.stride, axis, "stride")
+    if chips.stride is not None:
+        stride = length_in_pixels(chips.stride, axis, "stride")
+    elif images_only and chips.size == "auto":
+        stride = auto_image_stride(scan_shape, size)
+    else:
+        stride = max(1, size // 2)
     return size, stride
 
 

@@ -13,6 +13,20 @@ power; the lattice period is that of the lowest-frequency peak (the first-order
 reflection, the largest repeat).  Images without a lattice (most SEM images: grey levels
 and shapes, a smooth spectrum) have none, and ``None`` is returned.
 
+The radial average dilutes a lattice that fills only part of the image (islands, a layer,
+one grain of four: its first-order ring stood 4-9 times above the trend, under the size
+condition) and one whose first order is weaker than a higher one, so the period came from a
+higher order (``sqrt(2)`` or ``2`` times too short), or none was found.  So the 2-D reflections
+are read too (:func:`lattice_basis_period`): two reflections ``p`` and ``q`` that are not
+collinear, with ``p + q`` or ``p - q`` a reflection as well, and the three of comparable length,
+are a 2-D lattice's (every lattice has them; a boundary's streak, whose spots are collinear, or
+a streak beside a reflection, whose lengths differ many times, has not).  The period is the
+longest of the radial peak's and of such a lattice's shortest reflection is the lattice's
+*repeat*, which chips must hold; the radial peak stays the *period*, the scale at which the
+lattice is read (``Lattice.period``): a basis found among 40 reflections also takes in
+aliases of reflections beyond the Nyquist limit (a 5 px lattice's basis gave 5.5 px), which
+matter to the scale the lattice is read at but not to a chip of at least 32 px.
+
 Why the size condition beside the test: real images carry bumps that are significant but
 small (scan artefacts, the quasi-regular spacing of precipitates).  Measured: the
 phantoms' lattices (0.34-0.40 nm at 0.016-0.08 nm pixels) hold 25-200 times their trend;
@@ -42,6 +56,15 @@ LATTICE_EXCESS = 10.0
 #: At most this many lattice reflections (one of each +/- pair) are followed by
 #: :func:`lattice_amplitudes` (cost: two small matrix products each per tile).
 MAX_FREQUENCIES = 12
+#: Reflections (strongest first) searched for a lattice's basis (:func:`lattice_basis_period`).
+BASIS_SEARCH = 40
+#: Two reflections span a lattice when the sine of their angle is at least this (not collinear:
+#: orders of one row of spots, or a boundary's streak, are).
+BASIS_MIN_SINE = 0.3
+#: ... and the three reflections of a basis (p, q, p +/- q) differ in length by at most this factor.
+BASIS_LENGTHS = 2.0
+#: ... and p +/- q lies within this many frequency bins of a reflection.
+BASIS_TOLERANCE = 1.5
 #: :func:`lattice_amplitudes` filters an image in tiles of this edge (px): memory is set by the
 #: tile (about 60 MiB), not the image.
 AMPLITUDE_TILE = 2048
@@ -125,7 +148,8 @@ def radial_trend(power: np.ndarray) -> np.ndarray:
 
 
 def lattice_period(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3) -> float | None:
-    """The image's lattice period in pixels, or ``None`` where it shows no lattice.
+    """The image's lattice period in pixels (the radial spectrum's first peak, module
+    docstring), or ``None`` where it shows no lattice.
 
     Parameters
     ----------
@@ -175,13 +199,19 @@ class Lattice:
     ----------
     period
         The lattice period (px), as :func:`lattice_period` measures it; ``None``: no lattice.
+        The scale at which the lattice is read (:func:`lattice_features`).
     frequencies
         ``(k, 2)`` (rows, cols) cycles per pixel: the lattice reflections, one of each +/- pair,
         strongest (most power) first; ``(0, 2)`` for none.
+    repeat
+        The longest repeat of the image's lattices (px): the longest of ``period`` and of the
+        shortest reflection of a lattice basis (:func:`lattice_basis_period`); ``None``: neither
+        found.  What chips must hold several of (:mod:`multimodal_seg.chips.sizing`).
     """
 
     period: float | None
     frequencies: np.ndarray
+    repeat: float | None = None
 
 
 def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3,
@@ -189,7 +219,9 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
     """The image's lattice period and its (at most ``most``) reflections, from one read of the
     central window and one periodogram.
 
-    The period is :func:`lattice_period`'s (the same radial average of the same periodogram).
+    The period is :func:`lattice_period`'s (the same radial average of the same periodogram);
+    the repeat, the longest of it and of the shortest reflection of a lattice basis among the
+    reflections (:func:`lattice_basis_period`).
     For the reflections every bin of the 2-D periodogram's half plane (Hann-windowed, as
     :func:`radial_power`) is compared with the radial trend of the spectrum
     (:func:`radial_trend`) at its radius.  Without a reflection a bin is exponentially
@@ -212,7 +244,7 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
     half = (freq_cols[None, :] > 0) | ((freq_cols[None, :] == 0) & (freq_rows[:, None] > 0))
     searched = half & (radius >= lowest) & (radius <= highest)
     if not searched.any():
-        return Lattice(period, none)
+        return Lattice(period, none, period)
     trend = radial_trend(power)[np.minimum(ring, n // 2)]
     ratio = spectrum / np.maximum(trend, np.finfo(float).tiny)
     rows, cols = np.nonzero(searched & (ratio > np.log(searched.sum() / level)))
@@ -228,9 +260,43 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
             local_max &= ratio[rows, cols] >= ratio[at_rows, at_cols]
     peaks = np.ravel_multi_index((rows[local_max], cols[local_max]), spectrum.shape)
     # strongest first: a lattice's first-order reflections before its weaker higher orders
-    peaks = peaks[np.argsort(spectrum.ravel()[peaks], kind="stable")[::-1][:most]]
+    peaks = peaks[np.argsort(spectrum.ravel()[peaks], kind="stable")[::-1][:max(most, BASIS_SEARCH)]]
     rows, cols = np.unravel_index(peaks, spectrum.shape)
-    return Lattice(period, np.stack([freq_rows[rows], freq_cols[cols]], axis=1) / n)
+    frequencies = np.stack([freq_rows[rows], freq_cols[cols]], axis=1) / n
+    repeats = [p for p in (period, lattice_basis_period(frequencies[:BASIS_SEARCH], n)) if p is not None]
+    return Lattice(period, frequencies[:most], max(repeats, default=None))
+
+
+def lattice_basis_period(frequencies: np.ndarray, n: int) -> float | None:
+    """The period (px) of the shortest reflection among ``frequencies`` (``(k, 2)`` cycles/px,
+    one of each +/- pair) that belongs to a 2-D lattice's basis, or ``None`` where none does.
+
+    A basis is two reflections ``p`` and ``q`` at an angle whose sine is at least
+    ``BASIS_MIN_SINE``, with ``p + q`` or ``p - q`` (or its opposite) within
+    ``BASIS_TOLERANCE`` frequency bins of a third reflection (``n``: the window's edge, bins
+    of ``1 / n`` cycles/px), and the three within a factor ``BASIS_LENGTHS`` in length (module
+    docstring).
+    """
+    f = np.asarray(frequencies, float).reshape(-1, 2)
+    lengths = np.hypot(f[:, 0], f[:, 1])
+    if len(f) < 3 or not (lengths > 0).all():
+        return None
+    tolerance = BASIS_TOLERANCE / n
+    in_basis = np.zeros(len(f), bool)
+    for i in range(len(f)):
+        for j in range(i + 1, len(f)):
+            sine = abs(f[i, 0] * f[j, 1] - f[i, 1] * f[j, 0]) / (lengths[i] * lengths[j])
+            if sine < BASIS_MIN_SINE:
+                continue
+            for combined in (f[i] + f[j], f[i] - f[j]):
+                # distance to each reflection, or to its opposite (one of each pair is listed)
+                distance = np.minimum(np.hypot(*(f - combined).T), np.hypot(*(f + combined).T))
+                distance[[i, j]] = np.inf
+                k = int(np.argmin(distance))
+                three = lengths[[i, j, k]]
+                if distance[k] <= tolerance and three.max() <= BASIS_LENGTHS * three.min():
+                    in_basis[[i, j, k]] = True
+    return float(1.0 / lengths[in_basis].min()) if in_basis.any() else None
 
 
 def lattice_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
