@@ -162,9 +162,9 @@ def auto_image_stride(shape: tuple[int, int], size: int) -> int:
 
     Why: a coarse lattice makes chips larger so that they hold its periods; the step between
     them sets how finely the image is sampled, which should not coarsen with them.  On 60 fresh
-    ``magnification`` draws (lattice periods 6-30 px) with chips from the lattice basis,
-    steps of half the chip gave mean (worst) ARI 0.921 (0.000), steps of half the field of
-    view's chip 0.940 (0.691): islands about a chip across keep chips inside them.
+    ``magnification`` draws (lattice periods 6-30 px; docs/design.md, "Chips hold a lattice's
+    longest repeat"), with chips from the lattice's repeat, steps of half the chip gave mean
+    (worst) ARI 0.921 (0.000), steps of half the field of view's chip 0.940 (0.735).
     """
     return max(1, min(size, auto_image_chip(shape)) // 2)
 
