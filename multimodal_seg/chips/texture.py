@@ -20,9 +20,9 @@ higher order (``sqrt(2)`` or ``2`` times too short), or none was found.  So the 
 are read too (:func:`lattice_basis_period`): two reflections ``p`` and ``q`` that are not
 collinear, with ``p + q`` or ``p - q`` a reflection as well, and the three of comparable length,
 are a 2-D lattice's (every lattice has them; a boundary's streak, whose spots are collinear, or
-a streak beside a reflection, whose lengths differ many times, has not).  The period is the
-longest of the radial peak's and of such a lattice's shortest reflection is the lattice's
-*repeat*, which chips must hold; the radial peak stays the *period*, the scale at which the
+a streak beside a reflection, whose lengths differ many times, has not).  The longest of the
+radial peak's period and of such a basis' shortest reflection is the lattice's *repeat*,
+which chips must hold; the radial peak stays the *period*, the scale at which the
 lattice is read (``Lattice.period``): a basis found among 40 reflections also takes in
 aliases of reflections beyond the Nyquist limit (a 5 px lattice's basis gave 5.5 px), which
 matter to the scale the lattice is read at but not to a chip of at least 32 px.
