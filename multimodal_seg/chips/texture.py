@@ -211,7 +211,7 @@ class Lattice:
 
     period: float | None
     frequencies: np.ndarray
-    repeat: float | None = None
+    repeat: float | None
 
 
 def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: float = 1e-3,
@@ -232,7 +232,7 @@ def image_lattice(image: np.ndarray, *, max_period: float | None = None, level: 
     """
     none = np.empty((0, 2))
     if len(image.shape) != 2 or min(image.shape) < 16:
-        return Lattice(None, none)
+        return Lattice(None, none, None)
     spectrum, freq_rows, freq_cols, weight = _half_periodogram(image)
     n = freq_rows.size
     radius = np.hypot(freq_rows[:, None], freq_cols[None, :])
@@ -281,21 +281,19 @@ def lattice_basis_period(frequencies: np.ndarray, n: int) -> float | None:
     lengths = np.hypot(f[:, 0], f[:, 1])
     if len(f) < 3 or not (lengths > 0).all():
         return None
-    tolerance = BASIS_TOLERANCE / n
+    first, second = np.triu_indices(len(f), 1)  # every pair once
+    sine = np.abs(f[first, 0] * f[second, 1] - f[first, 1] * f[second, 0]) / (lengths[first] * lengths[second])
+    pair = np.arange(first.size)
     in_basis = np.zeros(len(f), bool)
-    for i in range(len(f)):
-        for j in range(i + 1, len(f)):
-            sine = abs(f[i, 0] * f[j, 1] - f[i, 1] * f[j, 0]) / (lengths[i] * lengths[j])
-            if sine < BASIS_MIN_SINE:
-                continue
-            for combined in (f[i] + f[j], f[i] - f[j]):
-                # distance to each reflection, or to its opposite (one of each pair is listed)
-                distance = np.minimum(np.hypot(*(f - combined).T), np.hypot(*(f + combined).T))
-                distance[[i, j]] = np.inf
-                k = int(np.argmin(distance))
-                three = lengths[[i, j, k]]
-                if distance[k] <= tolerance and three.max() <= BASIS_LENGTHS * three.min():
-                    in_basis[[i, j, k]] = True
+    for combined in (f[first] + f[second], f[first] - f[second]):  # (pairs, 2)
+        # each pair's distance to every reflection, or to its opposite (one of each +/- pair is listed)
+        distance = np.minimum(np.hypot(*(f[None] - combined[:, None]).T), np.hypot(*(f[None] + combined[:, None]).T)).T
+        distance[pair, first] = distance[pair, second] = np.inf
+        third = np.argmin(distance, axis=1)
+        three = lengths[np.stack([first, second, third])]
+        basis = ((sine >= BASIS_MIN_SINE) & (distance[pair, third] <= BASIS_TOLERANCE / n)
+                 & (three.max(axis=0) <= BASIS_LENGTHS * three.min(axis=0)))
+        in_basis[np.concatenate([first[basis], second[basis], third[basis]])] = True
     return float(1.0 / lengths[in_basis].min()) if in_basis.any() else None
 
 
