@@ -262,6 +262,39 @@ def test_a_two_modality_draw_scores_joint_modalities_and_peers(two_modalities):
     assert record["peers"]["hyperspy-kmeans (eels)"]["n"] <= record["n_true"]
 
 
+def test_a_draw_without_peers_scores_the_project_alone(two_modalities):
+    alone = families.run_draw(two_modalities, seed=0, with_peers=False)
+    full = families.run_draw(two_modalities, seed=0, cutoffs=(0.5,))
+    assert alone["graphem"] == {} and alone["peers"] == {} and alone["graphem_seconds"] is None
+    assert full["peers"] and full["graphem"]
+    # the project's own partitions are the same whether or not the peers run after them
+    strip = lambda record: {k: v for k, v in record["project"].items() if k != "seconds"}  # noqa: E731
+    assert strip(alone) == strip(full)
+    assert alone["n_true"] == full["n_true"]
+
+
+def test_families_part_without_peers_reports_the_project_alone(tmp_path):
+    out = tmp_path / "fam"
+    result = CliRunner().invoke(app, ["bench", "--out", str(out), "--quick", "--parts", "families",
+                                      "--families", "blind_eels", "--draws", "1", "--no-peers"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    fam = results["families"]
+    assert results["family_peers"] is False and fam["with_peers"] is False
+    assert [(d["family"], d["seed"], d["split"]) for d in fam["draws"]] == [("blind_eels", 0, "tune")]
+    draw = fam["draws"][0]
+    assert draw["peers"] == {} and draw["graphem"] == {}
+    entry = fam["summary"]["blind_eels"]["tune"]
+    # the project's joint partition and its modalities' own, and no peer
+    assert set(entry["methods"]) == {"mmseg joint", "mmseg haadf", "mmseg eels"}
+    assert entry["graphem"] == {} and entry["graphem_seconds"] is None
+    assert entry["joint_at_least_best_single"] == float(draw["project"]["joint_at_least_best_single"])
+    text = (out / "report.md").read_text()
+    assert "**Peers not run** (`--no-peers`)" in text and "| blind_eels | 1 tuning |" in text
+    assert "GraphEM's cutoff" not in text and "graphem-" not in text and "hyperspy-" not in text
+    assert "--parts families --families blind_eels --draws 1 --no-peers`" in text
+
+
 @pytest.mark.slow
 def test_families_part_writes_its_report(tmp_path, monkeypatch):
     # Two GraphEM cutoffs and two image peers (all of them are tested above): a quicker run.
@@ -316,6 +349,9 @@ def test_families_options_need_the_families_part(tmp_path):
     with pytest.raises(ParameterError, match="no fresh draws") as info:  # --quick draws none by default
         runner.run_bench(None, tmp_path, parts=["families"], quick=True, fresh_entropy=7)
     assert info.value.where == "fresh_entropy"
+    with pytest.raises(ParameterError, match="family_peers apply to the families part") as info:
+        runner.run_bench(None, tmp_path, parts=["speed"], family_peers=False)
+    assert info.value.where == "family_peers"
     with pytest.raises(ParameterError, match="unknown phantom families"):
         runner.run_bench(None, tmp_path, parts=["families"], family_names=["grains"])
     assert not (tmp_path / "results.json").exists()

@@ -527,10 +527,13 @@ def families_section(fam: dict) -> list[str]:
              f"`segment()` with every default, seed {fam['segment_seed']}. ARI against each draw's truth on the grid "
              "the partitions are painted on (image pixels for image-only families, the scan for image + EELS). "
              "For image-only families the joint partition is the image's own. *Communities*: mean found / true "
-             "number of regions. Peers marked *told k* are given the true number of regions; the others, like the "
-             "project, are not. GraphEM is scored on the average of every modality's similarities, at the cutoff "
-             "chosen on the tuning draws (held-out and fresh tables) or the best cutoff on the draws themselves "
-             "(tuning tables, an oracle).", "",
+             "number of regions. "
+             + ("Peers marked *told k* are given the true number of regions; the others, like the project, are "
+                "not. GraphEM is scored on the average of every modality's similarities, at the cutoff chosen on "
+                "the tuning draws (held-out and fresh tables) or the best cutoff on the draws themselves (tuning "
+                "tables, an oracle)." if fam.get("with_peers", True) else
+                "**Peers not run** (`--no-peers`): the project alone, scored on more draws than the peers' time "
+                "allows."), "",
              f"### Goals (issue 9): mean ARI ≥ {goals['mean_ari']}, worst draw ≥ {goals['worst_ari']}, "
              "joint ≥ best single modality in every draw", "",
              "| family | draws | mean ARI | worst ARI | joint ≥ best single | communities | mean goal | worst goal "
@@ -567,6 +570,8 @@ def families_section(fam: dict) -> list[str]:
                 lines.append(f"| {name} | {row['ari']['mean']:.3f} | {row['ari']['worst']:.3f} | "
                              f"{row['ari']['median']:.3f} | {row['n_found']:.1f} | {exact} | {row['seconds']:.1f} |")
             lines.append("")
+    if not any(d.get("graphem") for d in fam["draws"]):  # peers not run
+        return lines
     lines += ["### GraphEM's cutoff", "",
               "Mean ARI over the held-out draws at the best, median and worst cutoff (ranked on those draws), and at "
               "the cutoff chosen on the tuning draws; the project's joint partition beside it. † the best cutoff "
@@ -868,6 +873,7 @@ def write_report(results: dict, out: Path) -> None:
                  and len(families) < len(FAMILIES) else "")
               + (f" --draws {results['draws']}" if results.get("draws") else "")
               + _fresh_options(results)
+              + (" --no-peers" if results.get("family_peers") is False else "")
               + (f" --stability-images {results['stability_images']}" if results.get("stability_images") else "")
               + "`", ""]
     figures = []

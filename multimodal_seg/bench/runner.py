@@ -549,7 +549,7 @@ def _modality_encoder_speed(scan: int, quick: bool, peaks: dict, echo=None) -> d
 def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] | None = None,
               quick: bool = False, method_names: list[str] | None = None, phantom_size: int = 512,
               n_images: int | None = None, family_names: list[str] | None = None, draws: int | None = None,
-              fresh: int | None = None, fresh_entropy: int | None = None,
+              fresh: int | None = None, fresh_entropy: int | None = None, family_peers: bool = True,
               stability_images: int | None = None, echo: Callable[[str], None] | None = None) -> dict:
     """Run the benchmark parts and write ``results.json``, ``report.md`` and figures to ``out``.
 
@@ -578,6 +578,10 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     fresh_entropy
         Draw the fresh seeds of an earlier run again (its ``fresh_entropy`` in results.json;
         with ``fresh``, the number of them).
+    family_peers
+        Run the peers (GraphEM, HyperSpy, Felzenszwalb) on every family draw beside the
+        project (default); ``False`` scores the project alone, for many fresh draws in
+        minutes.
     stability_images
         Labelled images per set in the stability part, the first of those read (default 3;
         1 when quick; :func:`stability_items`).
@@ -603,7 +607,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
         raise ParameterError(f"unknown methods {bad}", fix=f"use some of {', '.join(methods.METHODS)}",
                              where="methods")
     given = [name for name, value in (("families", family_names), ("draws", draws), ("fresh", fresh),
-                                      ("fresh_entropy", fresh_entropy)) if value is not None]
+                                      ("fresh_entropy", fresh_entropy),
+                                      ("family_peers", None if family_peers else False)) if value is not None]
     if given and "families" not in parts:
         raise ParameterError(f"{', '.join(given)} apply to the families part, which is not run",
                              fix=f"add families to the parts, or leave {', '.join(given)} out", where=given[0])
@@ -634,7 +639,7 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "data_dir": str(data_dir) if data_dir else None,
         "quick": quick, "n_images": n_images, "parts": parts, "family_names": family_names, "draws": draws,
-        "fresh": fresh,
+        "fresh": fresh, "family_peers": family_peers,
         "stability_images": stability_images,
         "methods": {n: methods.METHODS[n][0] for n in names},
         "project_methods": [n for n in names if methods.METHODS[n][2]],
@@ -667,7 +672,8 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
                 checkpoint()
 
             results["families"] = families.run_families(family_names, n_draws, fresh=n_fresh,
-                                                        fresh_entropy=fresh_entropy_used, echo=echo,
+                                                        fresh_entropy=fresh_entropy_used,
+                                                        with_peers=family_peers, echo=echo,
                                                         checkpoint=partial)
         elif part == "chip_scale":
             results["chip_scale"] = run_chip_scale(items, quick, echo)
