@@ -289,10 +289,31 @@ def test_families_part_without_peers_reports_the_project_alone(tmp_path):
     assert set(entry["methods"]) == {"mmseg joint", "mmseg haadf", "mmseg eels"}
     assert entry["graphem"] == {} and entry["graphem_seconds"] is None
     assert entry["joint_at_least_best_single"] == float(draw["project"]["joint_at_least_best_single"])
+    parts = draw["project"]["partitions"]
+    assert entry["joint_shortfall"] == max(0.0, max(parts["haadf"]["ari"], parts["eels"]["ari"]) - parts["joint"]["ari"])
     text = (out / "report.md").read_text()
     assert "**Peers not run** (`--no-peers`)" in text and "| blind_eels | 1 tuning |" in text
     assert "GraphEM's cutoff" not in text and "graphem-" not in text and "hyperspy-" not in text
     assert "--parts families --families blind_eels --draws 1 --no-peers`" in text
+
+
+def test_summary_says_how_far_the_joint_trails_the_best_single_modality():
+    def drawn(seed, joint, haadf, eels):
+        partitions = {"joint": {"ari": joint, "n": 3}, "haadf": {"ari": haadf, "n": 3}, "eels": {"ari": eels, "n": 3}}
+        return {"family": "noisy", "seed": seed, "split": "tune", "n_true": 3, "graphem": {}, "graphem_seconds": None,
+                "peers": {}, "project": {"seconds": 1.0, "partitions": partitions,
+                                         "joint_at_least_best_single": joint >= max(haadf, eels)}}
+    result = {"families": ["noisy"], "draws": [drawn(0, 0.99, 0.97, 1.0), drawn(1, 0.95, 0.98, 0.5),
+                                               drawn(2, 0.9, 0.8, 0.7)]}
+    entry = families.summarise(result)["noisy"]["tune"]
+    assert entry["joint_at_least_best_single"] == pytest.approx(1 / 3)
+    assert entry["joint_shortfall"] == pytest.approx(0.03)  # draw 0 trails its EELS by 0.01, draw 1 its HAADF by 0.03
+    alone = {"families": ["noisy"], "draws": [drawn(2, 0.9, 0.8, 0.7)]}
+    assert families.summarise(alone)["noisy"]["tune"]["joint_shortfall"] == 0.0  # the joint is best: no shortfall
+    trailing = {"families": ["noisy"], "draws": [drawn(0, 0.99, 0.97, 1.0)], "seeds": {"tune": [0], "held_out": []},
+                "goals": families.GOALS, "segment_seed": 0, "cutoffs": [0.5]}
+    row = "\n".join(report.families_section(trailing | {"summary": families.summarise(trailing)}))
+    assert "| 0% (trails by ≤ 0.010) |" in row
 
 
 @pytest.mark.slow

@@ -545,9 +545,11 @@ def families_section(fam: dict) -> list[str]:
             if not e.get("n_draws"):
                 continue
             joint = e["methods"]["mmseg joint"]
-            frac = e["joint_at_least_best_single"]
+            frac, short = e["joint_at_least_best_single"], e.get("joint_shortfall")
+            fused = ("n/a (one modality)" if frac is None
+                     else f"{frac:.0%}" + (f" (trails by ≤ {short:.3f})" if short else ""))
             lines.append(f"| {family} | {e['n_draws']} {label.split()[0]} | {joint['ari']['mean']:.3f} | "
-                         f"{joint['ari']['worst']:.3f} | {'n/a (one modality)' if frac is None else f'{frac:.0%}'} | "
+                         f"{joint['ari']['worst']:.3f} | {fused} | "
                          f"{joint['n_found']:.1f} / {e['n_true']:.1f} | {_reached(e['goals']['mean_ari'])} | "
                          f"{_reached(e['goals']['worst_ari'])} | "
                          f"{_reached(e['goals']['joint_at_least_best_single'])} |")
