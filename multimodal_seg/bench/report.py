@@ -572,7 +572,7 @@ def families_section(fam: dict) -> list[str]:
                 lines.append(f"| {name} | {row['ari']['mean']:.3f} | {row['ari']['worst']:.3f} | "
                              f"{row['ari']['median']:.3f} | {row['n_found']:.1f} | {exact} | {row['seconds']:.1f} |")
             lines.append("")
-    if not any(d.get("graphem") for d in fam["draws"]):  # peers not run
+    if not fam.get("with_peers", True):
         return lines
     lines += ["### GraphEM's cutoff", "",
               "Mean ARI over the held-out draws at the best, median and worst cutoff (ranked on those draws), and at "
