@@ -185,16 +185,17 @@ def run_draw(specimen: Draw, *, seed: int = 0, cutoffs: Sequence[float] = graphe
     if len(names) > 1:
         best_single = max(partitions[n]["ari"] for n in names)
         project["joint_at_least_best_single"] = bool(partitions[JOINT]["ari"] >= best_single - TIE)
-    if not with_peers:
-        return {"n_true": n_true, "project": project, "graphem": {}, "graphem_seconds": None, "peers": {}}
-    start = time.perf_counter()
     sweep: dict[str, dict] = {}
-    for part in graphem.sweep(study, cutoffs=cutoffs, seed=seed):
-        score = _score(part.scan_labels, truth)
-        sweep.setdefault(part.features, {}).setdefault(part.name, {})[f"{part.cutoff:g}"] = score
-    graphem_seconds = time.perf_counter() - start
+    graphem_seconds, peer_scores = None, {}
+    if with_peers:
+        start = time.perf_counter()
+        for part in graphem.sweep(study, cutoffs=cutoffs, seed=seed):
+            score = _score(part.scan_labels, truth)
+            sweep.setdefault(part.features, {}).setdefault(part.name, {})[f"{part.cutoff:g}"] = score
+        graphem_seconds = time.perf_counter() - start
+        peer_scores = _peers(specimen, n_true, seed)
     return {"n_true": n_true, "project": project, "graphem": sweep, "graphem_seconds": graphem_seconds,
-            "peers": _peers(specimen, n_true, seed)}
+            "peers": peer_scores}
 
 
 def run_families(names: Sequence[str] | None, n_draws: int, *, fresh: int = 0, fresh_entropy: int | None = None,
@@ -301,13 +302,11 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                 continue
             rows = _method_rows(draws)
             joint = rows[f"mmseg {JOINT}"]["ari"]
-            flags = [d["project"]["joint_at_least_best_single"] for d in draws
-                     if "joint_at_least_best_single" in d["project"]]
-            fraction = float(np.mean(flags)) if flags else None
+            fused = [d["project"] for d in draws if "joint_at_least_best_single" in d["project"]]
+            fraction = float(np.mean([p["joint_at_least_best_single"] for p in fused])) if fused else None
             # how far the joint partition trails the best single modality at worst (0: never)
-            shortfall = max((max(s["ari"] for name, s in d["project"]["partitions"].items() if name != JOINT)
-                             - d["project"]["partitions"][JOINT]["ari"] for d in draws
-                             if "joint_at_least_best_single" in d["project"]), default=None)
+            shortfall = max((max(s["ari"] for name, s in p["partitions"].items() if name != JOINT)
+                             - p["partitions"][JOINT]["ari"] for p in fused), default=None)
             entry[split] = {
                 "n_draws": len(draws), "n_errors": errors, "n_true": float(np.mean([d["n_true"] for d in draws])),
                 "methods": rows, "graphem": _graphem_spread(draws),
