@@ -370,7 +370,7 @@ def test_families_options_need_the_families_part(tmp_path):
     with pytest.raises(ParameterError, match="no fresh draws") as info:  # --quick draws none by default
         runner.run_bench(None, tmp_path, parts=["families"], quick=True, fresh_entropy=7)
     assert info.value.where == "fresh_entropy"
-    with pytest.raises(ParameterError, match="family_peers apply to the families part") as info:
+    with pytest.raises(ParameterError, match=r"family_peers=False \(--no-peers\) apply to the families part") as info:
         runner.run_bench(None, tmp_path, parts=["speed"], family_peers=False)
     assert info.value.where == "family_peers"
     with pytest.raises(ParameterError, match="unknown phantom families"):

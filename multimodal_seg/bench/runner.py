@@ -610,8 +610,10 @@ def run_bench(data_dir: str | Path | None, out: str | Path, *, parts: list[str] 
                                       ("fresh_entropy", fresh_entropy),
                                       ("family_peers", None if family_peers else False)) if value is not None]
     if given and "families" not in parts:
-        raise ParameterError(f"{', '.join(given)} apply to the families part, which is not run",
-                             fix=f"add families to the parts, or leave {', '.join(given)} out", where=given[0])
+        # the command's flag beside the one whose name does not say it
+        named = ", ".join("family_peers=False (--no-peers)" if g == "family_peers" else g for g in given)
+        raise ParameterError(f"{named} apply to the families part, which is not run",
+                             fix=f"add families to the parts, or leave {named} out", where=given[0])
     if stability_images is not None and "stability" not in parts:
         raise ParameterError("stability_images applies to the stability part, which is not run",
                              fix="add stability to the parts, or leave stability_images out",
