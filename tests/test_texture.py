@@ -199,6 +199,30 @@ def test_a_grains_amplitude_is_full_inside_none_outside_and_half_at_its_edge():
     # features of a grid of positions: the same values where the grids meet
     coarse = lattice_amplitudes(image, found, 10.0, rows[::4], cols[::4])
     np.testing.assert_allclose(coarse, amplitude[::4, ::4], rtol=1e-3, atol=1e-3 * amplitude.max())
+    # a step that the padded length (316 -> 320 px) does not divide pads the tile to one it does
+    thirds = lattice_amplitudes(image, found, 10.0, rows[1::3], cols[1::3])
+    np.testing.assert_allclose(thirds, amplitude[1::3, 1::3], rtol=1e-3, atol=1e-3 * amplitude.max())
+
+
+def test_the_fourier_sum_on_an_even_grid_is_an_inverse_fft_with_the_same_sums(monkeypatch):
+    rng = np.random.default_rng(5)
+    k = np.arange(-15, 16)  # 31 indices: no more than 120 / 3
+    values = (rng.normal(size=(31, 3)) + 1j * rng.normal(size=(31, 3))).astype(np.complex64)
+    calls = []
+    ifft = texture.scipy.fft.ifft
+    monkeypatch.setattr(texture.scipy.fft, "ifft", lambda *a, **kw: calls.append(1) or ifft(*a, **kw))
+    cases = [(2.5 + 3.0 * np.arange(40), 1),   # evenly spaced, a whole step dividing 120: an FFT
+             (np.arange(0.0, 119.0), 1),       # every pixel
+             (2.5 + 3.0 * np.arange(40) ** 1.01, 0),  # uneven: the factors' matrix
+             (np.arange(0.0, 60.0, 1.5), 0),   # a step that is not whole
+             (2.5 + 7.0 * np.arange(10), 0),   # a step that does not divide 120
+             (2.5 + 4.0 * np.arange(25), 0)]   # 4 divides it, but 31 indices alias on 30 bins
+    for at, ffts in cases:
+        calls.clear()
+        exact = np.exp(2j * np.pi * np.outer(at, k) / 120) @ values.astype(np.complex128)
+        summed = texture._fourier_sum(values, at, k, 120)
+        assert summed.dtype == np.complex64 and len(calls) == ffts
+        np.testing.assert_allclose(summed, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
 
 
 class _ReadCounter:

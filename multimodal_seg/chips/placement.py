@@ -51,7 +51,10 @@ from scipy import ndimage
 #: study stores the placed positions' labels only (every ``step``-th position of a large grid),
 #: not the whole painted map.  6: a refined partition placed by every modality it was made from,
 #: none an image, may move over the coarse grid's stride (the pipeline's ``placement_radius``).
-RULES = 6
+#: 7: an image's lattice amplitudes summed at an evenly spaced grid by an inverse FFT, its tiles
+#: padded to a length the grid's step divides (where that changed the padding, amplitudes near
+#: the far edges moved by up to 0.3 % of their range).
+RULES = 7
 #: Each community (or group) is modelled on an even sample of at most this many of its positions.
 MODEL_POSITIONS = 10_000
 #: Expectation-maximisation of the map's error rate: stop when it moves less than this.

@@ -54,7 +54,7 @@ MIN_PERIOD = 2.0
 #: A lattice peak holds at least this many times its trend's power (see the module docstring).
 LATTICE_EXCESS = 10.0
 #: At most this many lattice reflections (one of each +/- pair) are followed by
-#: :func:`lattice_amplitudes` (cost: two small matrix products each per tile).
+#: :func:`lattice_amplitudes` (cost: two small inverse FFTs or matrix products each per tile).
 MAX_FREQUENCIES = 12
 #: Reflections (strongest first) searched for a lattice's basis (:func:`lattice_basis_period`).
 BASIS_SEARCH = 40
@@ -342,12 +342,14 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
                      rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """:func:`lattice_amplitudes` of one tile, in memory.  Computed in the Fourier domain from the
     box of the spectrum each envelope covers (4 standard deviations), evaluated exactly at the
-    grid's coordinates as a Fourier sum (two small matrix products per frequency); the tile is
-    padded by reflection, not wrapped."""
+    grid's coordinates as a Fourier sum (:func:`_fourier_sum`: per frequency, two small inverse
+    FFTs on an even grid, else two small matrix products); the tile is padded by reflection, not
+    wrapped."""
     pad = int(np.ceil(3 * sigma))
     # at least 3 sigma on every side, and on to lengths the FFT is fast at (a 2110 px edge,
-    # 2 x 5 x 211, took twice as long as 2112)
-    extra = [scipy.fft.next_fast_len(n + 2 * pad, real=True) - n - 2 * pad for n in image.shape]
+    # 2 x 5 x 211, took twice as long as 2112) and that the grid's step divides (see _fourier_sum)
+    steps = [_integer_step(rows), _integer_step(cols)]
+    extra = [_padded_length(n + 2 * pad, step) - n - 2 * pad for n, step in zip(image.shape, steps)]
     img = np.pad(image, [(pad, pad + e) for e in extra], mode="reflect")
     shape = np.array(img.shape)
     # the half spectrum of a real image (half the time and memory of the whole); a column
@@ -356,10 +358,7 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
     width = 1.0 / (2.0 * np.pi * sigma)  # the envelope's standard deviation, cycles/px
     half = np.minimum(np.ceil(4.0 * width * shape).astype(int), (shape - 1) // 2)
     k0, k1 = (np.arange(-h, h + 1) for h in half)
-    # the Fourier sum's factors at the grid's rows and columns (a response's carrier has modulus 1)
-    at_rows = np.exp(2j * np.pi * np.outer(rows + pad, k0) / shape[0]).astype(np.complex64)
-    at_cols = np.exp(2j * np.pi * np.outer(cols + pad, k1) / shape[1]).astype(np.complex64)
-    out = np.empty((len(at_rows), len(at_cols), 1 + len(frequencies)), np.float32)
+    out = np.empty((len(rows), len(cols), 1 + len(frequencies)), np.float32)
     for i, f in enumerate(np.concatenate([[[0.0, 0.0]], frequencies])):
         centre = np.rint(np.asarray(f) * shape).astype(int)
         # the envelope about f itself, not the nearest frequency of this FFT's grid: the same
@@ -367,9 +366,56 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
         offset = [(c + k) / n - fi for c, k, n, fi in zip(centre, (k0, k1), shape, f)]
         envelope = np.exp(-0.5 * (offset[0][:, None] ** 2 + offset[1][None, :] ** 2) / width ** 2)
         box = _whole_spectrum(spectrum, shape, (centre[0] + k0) % shape[0], (centre[1] + k1) % shape[1]) * envelope
-        response = at_rows @ (box.astype(np.complex64) / np.float32(img.size)) @ at_cols.T
-        out[..., i] = np.abs(response)
+        # the Fourier sum at the grid's rows, then at its columns (a response's carrier has modulus 1)
+        response = _fourier_sum(box.astype(np.complex64) / np.float32(img.size), rows + pad, k0, shape[0])
+        out[..., i] = np.abs(_fourier_sum(response.T, cols + pad, k1, shape[1]).T)
     return out
+
+
+def _integer_step(at: np.ndarray) -> int | None:
+    """The whole number of pixels between evenly spaced coordinates ``at`` (1 for a single one);
+    ``None`` where they are not evenly spaced or their step is not a whole number."""
+    if len(at) < 2:
+        return 1
+    step = at[1] - at[0]
+    if step < 0.5 or abs(step - round(step)) > 1e-9 or not np.allclose(np.diff(at), step, rtol=0, atol=1e-9):
+        return None
+    return int(round(step))
+
+
+def _padded_length(length: int, step: int | None) -> int:
+    """The shortest length of at least ``length`` that the FFT is fast at and, where possible,
+    that ``step`` divides: the length :func:`_fourier_sum` can then sum at every ``step``-th pixel
+    with an FFT.  ``step=None`` or 1: the fast length itself."""
+    fast = scipy.fft.next_fast_len(length, real=True)
+    if not step or fast % step == 0:
+        return fast
+    return step * scipy.fft.next_fast_len(-(-length // step), real=True)
+
+
+def _fourier_sum(values: np.ndarray, at: np.ndarray, k: np.ndarray, length: int) -> np.ndarray:
+    """``sum_j exp(2 pi i at_p k_j / length) values[j, ...]`` at each coordinate ``at_p`` (px):
+    ``(len(at), ...)`` complex64, for the frequency indices ``k`` (consecutive integers) of a
+    spectrum of ``length`` bins.
+
+    At coordinates ``step`` px apart, with ``step`` dividing ``length`` and the indices no
+    more than ``length / step`` in number, the sum is an inverse FFT of that length (a
+    pixel's phase taken out first), sampled at the coordinates; elsewhere (uneven spacing, a
+    step that is not whole, as for an image mapped onto a coarser scan) a matrix of the
+    factors.  The two agree to float32 rounding (tested).  Measured on the 2048 px speed
+    phantom (512 x 512 placed positions, a box of 275 x 275 frequencies, 13 filters):
+    0.04 s against 0.27-0.32 s for the matrix products.
+    """
+    step = _integer_step(at)
+    values = np.asarray(values, np.complex64)
+    if step is not None and length % step == 0 and len(k) <= length // step:
+        m = length // step
+        spread = np.zeros((m, *values.shape[1:]), np.complex64)
+        spread[k % m] = values * np.exp(2j * np.pi * at[0] * k / length).astype(np.complex64).reshape(
+            -1, *([1] * (values.ndim - 1)))
+        # ifft divides by m; its p-th value is at at[0] + p * step
+        return (scipy.fft.ifft(spread, axis=0) * np.float32(m))[: len(at)].astype(np.complex64, copy=False)
+    return np.exp(2j * np.pi * np.outer(at, k) / length).astype(np.complex64) @ values
 
 
 def _whole_spectrum(half: np.ndarray, shape: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
