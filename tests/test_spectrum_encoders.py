@@ -18,7 +18,7 @@ from sklearn.metrics import silhouette_score
 
 from multimodal_seg.encoders import available_encoders, get_encoder
 from multimodal_seg.encoders.registry import encoder_options
-from multimodal_seg.encoders.spectrum import SpectrumCNNEncoder, SpectrumPCAEncoder
+from multimodal_seg.encoders.spectrum import SpectrumCNNEncoder, SpectrumPCAEncoder, channel_bins
 from multimodal_seg.errors import InputError, ParameterError, WeightsError
 
 CHANNELS = 256
@@ -276,6 +276,30 @@ def test_cnn_any_channel_count(channels):
 def test_cnn_bad_options(options):
     with pytest.raises(ParameterError):
         _cnn(**options)
+
+
+@pytest.mark.parametrize("channels, length", [(512, 256), (4096, 256), (768, 256), (1000, 256), (257, 256)])
+def test_channel_bins_are_adaptive_average_pooling(channels, length):
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(np.random.default_rng(channels).gamma(0.5, 10.0, (16, channels)).astype(np.float32))
+    pooled = torch.nn.functional.adaptive_avg_pool1d(x.unsqueeze(1), length)[:, 0]
+    assert torch.equal(channel_bins(x, length), pooled)  # bitwise, equal bins or not
+
+
+def test_cnn_preparation_clips_scales_bins_and_logs_each_spectrum():
+    rng = np.random.default_rng(3)
+    spectra = (rng.poisson(5.0, (6, 512)) - 1).astype(np.float32)  # some counts negative
+    spectra[2] = 0.0  # a blank spectrum stays 0
+    kept = spectra.copy()
+    prepared = _cnn(length=128).prepare(spectra).numpy()
+    clipped = np.clip(spectra.astype(np.float64), 0, None)
+    total = clipped.sum(axis=1, keepdims=True)
+    scaled = np.divide(clipped * 512, total, out=np.zeros_like(clipped), where=total > 0)
+    expected = np.log1p(scaled.reshape(6, 128, 4).mean(axis=2))  # 4 channels a bin
+    assert prepared.shape == (6, 1, 128)
+    np.testing.assert_allclose(prepared[:, 0], expected, rtol=1e-5, atol=1e-6)
+    assert (prepared[2] == 0).all()
+    np.testing.assert_array_equal(spectra, kept)  # the caller's array is not modified
 
 
 def test_cnn_bad_chips():
