@@ -163,6 +163,15 @@ def test_weights_file_problems(name, tmp_path):
 # ---------------------------------------------------------------- deterministic pooling
 
 
+@pytest.mark.parametrize("channels, length", [(512, 256), (4096, 256), (768, 256), (1000, 256), (257, 256)])
+def test_channel_bins_are_adaptive_average_pooling(channels, length):
+    from multimodal_seg.encoders.binpool import channel_bins
+
+    x = torch.from_numpy(np.random.default_rng(channels).gamma(0.5, 10.0, (16, channels)).astype(np.float32))
+    pooled = torch.nn.functional.adaptive_avg_pool1d(x.unsqueeze(1), length)[:, 0]
+    assert torch.equal(channel_bins(x, length), pooled)  # bitwise, equal bins or not
+
+
 @pytest.mark.parametrize(("shape", "size"), [((2, 3, 37), 4), ((2, 3, 32), 8), ((2, 5, 9, 13), 4), ((1, 2, 7, 7), 1)])
 def test_bin_average_is_adaptive_average_pooling_with_the_same_gradients(shape, size):
     from torch import nn

@@ -18,7 +18,7 @@ from sklearn.metrics import silhouette_score
 
 from multimodal_seg.encoders import available_encoders, get_encoder
 from multimodal_seg.encoders.registry import encoder_options
-from multimodal_seg.encoders.spectrum import SpectrumCNNEncoder, SpectrumPCAEncoder, channel_bins
+from multimodal_seg.encoders.spectrum import SpectrumCNNEncoder, SpectrumPCAEncoder
 from multimodal_seg.errors import InputError, ParameterError, WeightsError
 
 CHANNELS = 256
@@ -276,14 +276,6 @@ def test_cnn_any_channel_count(channels):
 def test_cnn_bad_options(options):
     with pytest.raises(ParameterError):
         _cnn(**options)
-
-
-@pytest.mark.parametrize("channels, length", [(512, 256), (4096, 256), (768, 256), (1000, 256), (257, 256)])
-def test_channel_bins_are_adaptive_average_pooling(channels, length):
-    torch = pytest.importorskip("torch")
-    x = torch.from_numpy(np.random.default_rng(channels).gamma(0.5, 10.0, (16, channels)).astype(np.float32))
-    pooled = torch.nn.functional.adaptive_avg_pool1d(x.unsqueeze(1), length)[:, 0]
-    assert torch.equal(channel_bins(x, length), pooled)  # bitwise, equal bins or not
 
 
 def test_cnn_preparation_clips_scales_bins_and_logs_each_spectrum():

@@ -220,7 +220,7 @@ def test_the_fourier_sum_on_an_even_grid_is_an_inverse_fft_with_the_same_sums(mo
     for at, ffts in cases:
         calls.clear()
         exact = np.exp(2j * np.pi * np.outer(at, k) / 120) @ values.astype(np.complex128)
-        summed = texture._fourier_sum(values, at, k, 120)
+        summed = texture.fourier_sum(values, at, k, 120)
         assert summed.dtype == np.complex64 and len(calls) == ffts
         np.testing.assert_allclose(summed, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
 

@@ -342,12 +342,12 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
                      rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """:func:`lattice_amplitudes` of one tile, in memory.  Computed in the Fourier domain from the
     box of the spectrum each envelope covers (4 standard deviations), evaluated exactly at the
-    grid's coordinates as a Fourier sum (:func:`_fourier_sum`: per frequency, two small inverse
+    grid's coordinates as a Fourier sum (:func:`fourier_sum`: per frequency, two small inverse
     FFTs on an even grid, else two small matrix products); the tile is padded by reflection, not
     wrapped."""
     pad = int(np.ceil(3 * sigma))
     # at least 3 sigma on every side, and on to lengths the FFT is fast at (a 2110 px edge,
-    # 2 x 5 x 211, took twice as long as 2112) and that the grid's step divides (see _fourier_sum)
+    # 2 x 5 x 211, took twice as long as 2112) and that the grid's step divides (see fourier_sum)
     steps = [_integer_step(rows), _integer_step(cols)]
     extra = [_padded_length(n + 2 * pad, step) - n - 2 * pad for n, step in zip(image.shape, steps)]
     img = np.pad(image, [(pad, pad + e) for e in extra], mode="reflect")
@@ -367,8 +367,8 @@ def _tile_amplitudes(image: np.ndarray, frequencies: np.ndarray, sigma: float,
         envelope = np.exp(-0.5 * (offset[0][:, None] ** 2 + offset[1][None, :] ** 2) / width ** 2)
         box = _whole_spectrum(spectrum, shape, (centre[0] + k0) % shape[0], (centre[1] + k1) % shape[1]) * envelope
         # the Fourier sum at the grid's rows, then at its columns (a response's carrier has modulus 1)
-        response = _fourier_sum(box.astype(np.complex64) / np.float32(img.size), rows + pad, k0, shape[0])
-        out[..., i] = np.abs(_fourier_sum(response.T, cols + pad, k1, shape[1]).T)
+        response = fourier_sum(box.astype(np.complex64) / np.float32(img.size), rows + pad, k0, shape[0])
+        out[..., i] = np.abs(fourier_sum(response.T, cols + pad, k1, shape[1]).T)
     return out
 
 
@@ -385,7 +385,7 @@ def _integer_step(at: np.ndarray) -> int | None:
 
 def _padded_length(length: int, step: int | None) -> int:
     """The shortest length of at least ``length`` that the FFT is fast at and, where possible,
-    that ``step`` divides: the length :func:`_fourier_sum` can then sum at every ``step``-th pixel
+    that ``step`` divides: the length :func:`fourier_sum` can then sum at every ``step``-th pixel
     with an FFT.  ``step=None`` or 1: the fast length itself."""
     fast = scipy.fft.next_fast_len(length, real=True)
     if not step or fast % step == 0:
@@ -393,7 +393,7 @@ def _padded_length(length: int, step: int | None) -> int:
     return step * scipy.fft.next_fast_len(-(-length // step), real=True)
 
 
-def _fourier_sum(values: np.ndarray, at: np.ndarray, k: np.ndarray, length: int) -> np.ndarray:
+def fourier_sum(values: np.ndarray, at: np.ndarray, k: np.ndarray, length: int) -> np.ndarray:
     """``sum_j exp(2 pi i at_p k_j / length) values[j, ...]`` at each coordinate ``at_p`` (px):
     ``(len(at), ...)`` complex64, for the frequency indices ``k`` (consecutive integers) of a
     spectrum of ``length`` bins.
